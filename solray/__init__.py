@@ -1,0 +1,47 @@
+"""solray: a distributed task and object runtime with Ray Core's API.
+
+    import solray as ray
+    ray.init()
+
+    @ray.remote
+    def f(x):
+        return x * 2
+
+    assert ray.get([f.remote(i) for i in range(4)]) == [0, 2, 4, 6]
+"""
+
+from solray import exceptions
+from solray._private.worker import (
+    available_resources,
+    cluster_resources,
+    get,
+    get_gpu_ids,
+    init,
+    is_initialized,
+    nodes,
+    put,
+    remote,
+    shutdown,
+    wait,
+)
+from solray.object_ref import ObjectRef
+from solray.runtime_context import get_runtime_context
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ObjectRef",
+    "available_resources",
+    "cluster_resources",
+    "exceptions",
+    "get",
+    "get_gpu_ids",
+    "get_runtime_context",
+    "init",
+    "is_initialized",
+    "nodes",
+    "put",
+    "remote",
+    "shutdown",
+    "wait",
+]

@@ -1,0 +1,137 @@
+"""The control store: cluster-wide state, one per cluster, on the head node.
+
+It holds what every process may need to look up and nobody owns alone:
+membership and resources of nodes, job ids, a small key-value store, and a
+publish/subscribe hub (worker logs, node events). It is deliberately off the
+task path: submitting and running a task never touches it.
+
+Liveness of a node is tied to its connection here: when a node's connection
+closes, the node is marked dead and a `node_removed` event is published.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import time
+
+from solray._private import services, transport
+from solray._private.protocol import Msg
+
+logger = logging.getLogger("solray.control_store")
+
+
+class ControlStore:
+    def __init__(self, token: bytes):
+        self.token = token
+        self.nodes: dict[str, dict] = {}
+        self.next_job = 1
+        self.kv: dict[tuple[str, str], bytes] = {}
+        self.subscribers: dict[str, set[transport.Connection]] = {}
+        self.handlers = {
+            Msg.REGISTER_NODE: self.register_node,
+            Msg.REGISTER_DRIVER: self.register_driver,
+            Msg.NODE_RESOURCES: self.node_resources,
+            Msg.GET_NODES: self.get_nodes,
+            Msg.KV_PUT: self.kv_put,
+            Msg.KV_GET: self.kv_get,
+            Msg.KV_DEL: self.kv_del,
+            Msg.KV_KEYS: self.kv_keys,
+            Msg.SUBSCRIBE: self.subscribe,
+            Msg.PUBLISH: self.publish_message,
+        }
+
+    def on_close(self, conn: transport.Connection) -> None:
+        for subs in self.subscribers.values():
+            subs.discard(conn)
+        node_id = conn.peer.get("node_id")
+        if node_id and node_id in self.nodes:
+            info = self.nodes[node_id]
+            info["alive"] = False
+            info["end_time"] = time.time()
+            info["resources_available"] = {}
+            logger.info("node %s left the cluster", node_id)
+            self.publish("node_removed", {"node_id": node_id})
+
+    def register_node(self, conn, rid, body, bufs) -> None:
+        node_id = body["node_id"]
+        conn.peer["node_id"] = node_id
+        info = dict(body, alive=True, start_time=time.time())
+        info["resources_available"] = dict(body["resources_total"])
+        self.nodes[node_id] = info
+        self.publish("node_added", {"node_id": node_id})
+        conn.reply(rid, True)
+
+    def register_driver(self, conn, rid, body, bufs) -> None:
+        job = self.next_job
+        self.next_job += 1
+        conn.peer["job"] = job
+        conn.reply(rid, {"job": job})
+
+    def node_resources(self, conn, rid, body, bufs) -> None:
+        info = self.nodes.get(body["node_id"])
+        if info is not None and info["alive"]:
+            info["resources_available"] = body["available"]
+        conn.reply(rid, True)
+
+    def get_nodes(self, conn, rid, body, bufs) -> None:
+        conn.reply(rid, list(self.nodes.values()))
+
+    def kv_put(self, conn, rid, body, bufs) -> None:
+        key = (body["ns"], body["key"])
+        overwrite = body.get("overwrite", True)
+        if not overwrite and key in self.kv:
+            conn.reply(rid, False)
+            return
+        self.kv[key] = bufs[0] if bufs else b""
+        conn.reply(rid, True)
+
+    def kv_get(self, conn, rid, body, bufs) -> None:
+        value = self.kv.get((body["ns"], body["key"]))
+        if value is None:
+            conn.reply(rid, False)
+        else:
+            conn.reply(rid, True, [value])
+
+    def kv_del(self, conn, rid, body, bufs) -> None:
+        conn.reply(rid, self.kv.pop((body["ns"], body["key"]), None) is not None)
+
+    def kv_keys(self, conn, rid, body, bufs) -> None:
+        ns, prefix = body["ns"], body.get("prefix", "")
+        conn.reply(rid, [k for (n, k) in self.kv if n == ns and k.startswith(prefix)])
+
+    def subscribe(self, conn, rid, body, bufs) -> None:
+        for channel in body:
+            self.subscribers.setdefault(channel, set()).add(conn)
+        conn.reply(rid, True)
+
+    def publish_message(self, conn, rid, body, bufs) -> None:
+        self.publish(body["channel"], body["data"])
+        conn.reply(rid, True)
+
+    def publish(self, channel: str, data) -> None:
+        for sub in list(self.subscribers.get(channel, ())):
+            sub.send(Msg.PUBLISHED, {"channel": channel, "data": data})
+
+
+async def serve(args) -> None:
+    token = services.read_token()
+    store = ControlStore(token)
+    sock = services.listening_socket(args)
+    server = await transport.serve(sock, token, store.handlers, on_close=store.on_close)
+    logger.info("control store listening on %s", transport.socket_address(sock))
+    await services.wait_for_stop(args)
+    server.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="solray control store")
+    services.add_service_arguments(parser)
+    args = parser.parse_args()
+    services.setup_process("control_store", args)
+    asyncio.run(serve(args))
+
+
+if __name__ == "__main__":
+    main()

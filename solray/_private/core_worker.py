@@ -1,0 +1,506 @@
+"""The core worker: what every driver and worker process embeds.
+
+It owns the objects its process creates (by submitting tasks or `put`), keeps
+their values or locations in the memory store, counts references to them, and
+answers other processes that borrow them. It also submits tasks
+(task_submitter.py) and, in a worker, runs them (executor.py).
+
+Threads. User code runs on the process's main thread (the driver program, or
+the task a worker executes). All socket I/O runs on one event loop in a
+background thread. The user thread hands work to the loop with `post()`,
+which batches: a burst of `.remote()` calls costs one loop wake-up. It waits
+for the loop's answers on threading events, never on the loop itself. Code on
+the loop thread must never block, and must never call `call()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import os
+import sys
+import threading
+import time
+from collections import deque
+from functools import partial
+
+from solray import exceptions
+from solray._private import context, ids, serialization, transport
+from solray._private.memory_store import InStore, Inline, MemoryStore
+from solray._private.object_store import ArenaMapping
+from solray._private.options import task_resources
+from solray._private.protocol import Msg
+from solray._private.reference_counter import ReferenceCounter
+from solray._private.serialization import SerializedObject
+from solray._private.task_spec import PendingTask, extract_deps
+from solray.object_ref import ObjectRef
+
+logger = logging.getLogger(__name__)
+
+# Values up to this size travel inline with task replies and stay in the
+# owner's memory; larger ones go to the node's shared-memory store.
+INLINE_MAX = 100 * 1024
+
+
+class CoreWorker:
+    def __init__(
+        self,
+        *,
+        is_driver: bool,
+        token: bytes,
+        node_address: str,
+        worker_id: str | None = None,
+        ip: str = "127.0.0.1",
+    ):
+        from solray._private.task_submitter import TaskSubmitter
+
+        self.is_driver = is_driver
+        self.token = token
+        self.node_address = node_address
+        self.worker_id = worker_id or ids.random_unique_id().hex()
+        self.ip = ip
+        self.memory_store = MemoryStore()
+        self.refs = ReferenceCounter(self._on_free)
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run_loop, name="solray-io", daemon=True)
+        self._posted: deque = deque()
+        self._wake_pending = False
+        self._peers: dict[str, asyncio.Task] = {}
+        self._fetching: set[bytes] = set()
+        self._store_frees: list[bytes] = []
+        self._unpins: list[bytes] = []
+        self._arena: ArenaMapping | None = None
+        self._future_pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self.job = 0
+        self.job_bytes = ids.job_id_bytes(0)
+        self.address: str | None = None
+        self.node: transport.Connection | None = None
+        self.control: transport.Connection | None = None
+        self.node_info: dict = {}
+        self.submitter = TaskSubmitter(self)
+        self.executor = None  # set by worker_main in worker processes
+        self.current_task = None  # the TaskContext being executed, in a worker
+        self.shutting_down = False
+        self.on_node_lost = None
+        self.print_logs = True
+
+    # -- the event loop thread ---------------------------------------------
+
+    def _run_loop(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    def post(self, fn, *args) -> None:
+        """Run fn(*args) on the loop thread, soon, in posting order."""
+        self._posted.append((fn, args))
+        if not self._wake_pending:
+            self._wake_pending = True
+            try:
+                self.loop.call_soon_threadsafe(self._drain_posted)
+            except RuntimeError:  # loop closed during shutdown
+                pass
+
+    def _drain_posted(self) -> None:
+        self._wake_pending = False
+        posted = self._posted
+        while posted:
+            fn, args = posted.popleft()
+            try:
+                fn(*args)
+            except Exception:
+                logger.exception("error in %s", getattr(fn, "__name__", fn))
+
+    def call(self, coro, timeout: float | None = None):
+        """Run a coroutine on the loop and wait for its result (user thread only)."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def request(self, conn_name: str, msg: Msg, body, buffers=(), raw=False):
+        """A blocking request to the node or control store (user thread only)."""
+
+        async def go():
+            conn = getattr(self, conn_name)
+            return await conn.request(msg, body, buffers, raw=raw)
+
+        return self.call(go())
+
+    # -- start and stop ----------------------------------------------------
+
+    def start(self, server_handlers: dict | None = None) -> None:
+        self._thread.start()
+        self.call(self._connect(server_handlers or {}), timeout=60)
+
+    async def _connect(self, server_handlers: dict) -> None:
+        sock = transport.bind_socket(self.ip, 0)
+        self.address = transport.socket_address(sock)
+        handlers = {Msg.GET_OBJECT: self._serve_get_object, **server_handlers}
+        self.server = await transport.serve(sock, self.token, handlers)
+        self.node = await transport.connect(
+            self.node_address,
+            self.token,
+            {Msg.LEASE_INFEASIBLE: self.submitter.on_infeasible},
+            on_close=self._node_closed,
+        )
+        if self.is_driver:
+            self.node_info = await self.node.request(Msg.NODE_INFO)
+        else:
+            self.node_info = await self.node.request(
+                Msg.REGISTER_WORKER,
+                {"worker_id": self.worker_id, "address": self.address, "pid": os.getpid()},
+            )
+        self.control = await transport.connect(
+            self.node_info["control_address"], self.token, {Msg.PUBLISHED: self._on_published}
+        )
+        if self.is_driver:
+            reply = await self.control.request(Msg.REGISTER_DRIVER, {"pid": os.getpid()})
+            self.set_job(reply["job"])
+            await self.control.request(Msg.SUBSCRIBE, ["logs"])
+
+    def set_job(self, job: int) -> None:
+        self.job = job
+        self.job_bytes = ids.job_id_bytes(job)
+
+    def _node_closed(self, conn) -> None:
+        if not self.shutting_down and self.on_node_lost is not None:
+            self.on_node_lost()
+
+    def shutdown(self) -> None:
+        self.shutting_down = True
+
+        async def close_all():
+            self._flush_store_messages()
+            for task in list(self._peers.values()):
+                if task.done() and not task.exception():
+                    task.result().close()
+            for conn in (self.node, self.control):
+                if conn is not None:
+                    conn.close()
+            self.server.close()
+            await asyncio.sleep(0)
+
+        try:
+            self.call(close_all(), timeout=5)
+        except Exception:
+            pass
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=5)
+        if self._future_pool is not None:
+            self._future_pool.shutdown(wait=False)
+
+    # -- connections to other core workers ---------------------------------
+
+    async def peer(self, address: str) -> transport.Connection:
+        task = self._peers.get(address)
+        if task is None or (task.done() and (task.exception() or task.result().closed)):
+
+            def forget(conn, address=address):
+                if self._peers.get(address) is task:
+                    del self._peers[address]
+
+            task = self.loop.create_task(
+                transport.connect(address, self.token, on_close=forget, timeout=10)
+            )
+            self._peers[address] = task
+        try:
+            return await task
+        except BaseException:
+            if self._peers.get(address) is task:
+                del self._peers[address]
+            raise
+
+    # -- tasks -------------------------------------------------------------
+
+    def submit_task(self, function, args: tuple, kwargs: dict, options: dict) -> list[ObjectRef]:
+        """User thread: make the task's return refs and hand it to the loop."""
+        args, kwargs, deps = extract_deps(args, kwargs, ObjectRef)
+        blob = serialization.serialize((args, kwargs))
+        self.note_serialized(blob)
+        args_ref = None
+        if blob.inline_size() > INLINE_MAX:
+            # Large arguments go to the store once; the worker reads them in place.
+            object_id = ids.put_object_id(self.job_bytes)
+            self.refs.add_owned(object_id)
+            args_ref = ObjectRef(object_id, self.address)
+            self.memory_store.put(object_id, self.store_value(object_id, blob))
+            blob = None
+        task_id = ids.new_task_id(self.job_bytes)
+        return_ids = [ids.return_object_id(task_id, i) for i in range(options["num_returns"])]
+        for object_id in return_ids:
+            self.refs.add_owned(object_id)
+        refs = [ObjectRef(object_id, self.address) for object_id in return_ids]
+        task = PendingTask(
+            task_id=task_id,
+            function=function,
+            num_returns=options["num_returns"],
+            resources=task_resources(options),
+            args_blob=blob,
+            args_ref=args_ref,
+            deps=deps,
+            return_ids=return_ids,
+            max_retries=options["max_retries"],
+            retry_exceptions=options["retry_exceptions"],
+            job=self.job,
+        )
+        self.post(self.submitter.submit, task)
+        return refs
+
+    # -- objects: put ------------------------------------------------------
+
+    def put(self, value) -> ObjectRef:
+        if isinstance(value, ObjectRef):
+            raise TypeError(
+                "Calling 'put' on an ObjectRef is not allowed. If you really want to do "
+                "this, you can wrap the ObjectRef in a list and call 'put' on it."
+            )
+        obj = serialization.serialize(value)
+        object_id = ids.put_object_id(self.job_bytes)
+        self.refs.add_owned(object_id)
+        ref = ObjectRef(object_id, self.address)
+        self.note_serialized(obj)
+        self.memory_store.put(object_id, self.store_value(object_id, obj))
+        return ref
+
+    def note_serialized(self, obj: SerializedObject) -> None:
+        """Refs inside a value that leaves this process escape our counting."""
+        if obj.contained_refs:
+            self.refs.mark_escaped([r._id for r in obj.contained_refs])
+
+    def store_value(self, object_id: bytes, obj: SerializedObject, owner: str | None = None):
+        """Where a new value should live: inline if small, else the node's store."""
+        if obj.inline_size() <= INLINE_MAX:
+            return Inline(obj)
+        size = obj.store_size()
+        reply = self.request(
+            "node",
+            Msg.STORE_CREATE,
+            {"id": object_id, "size": size, "owner": owner or self.address},
+        )
+        if "error" in reply:
+            raise getattr(exceptions, reply["error"], exceptions.ObjectStoreFullError)(
+                reply["message"]
+            )
+        view = self.arena().writable(reply["offset"], size)
+        try:
+            obj.write_to(view)
+        finally:
+            view.release()
+        self.post(self.node.send, Msg.STORE_SEAL, {"id": object_id})
+        return InStore(self.node_address, size)
+
+    def arena(self) -> ArenaMapping:
+        if self._arena is None:
+            self._arena = ArenaMapping(self.node_info["arena_path"], self.node_info["store_capacity"])
+        return self._arena
+
+    # -- objects: get and wait ---------------------------------------------
+
+    def get(self, refs: list[ObjectRef], timeout: float | None = None) -> list:
+        object_ids = [r._id for r in refs]
+        self._fetch_borrowed(refs)
+        waiter = self.memory_store.wait(object_ids, len(set(object_ids)))
+        if waiter is not None:
+            self._wait_blocking(waiter, object_ids, timeout, "get")
+        return [self._materialize(r._id, self.memory_store.get(r._id)) for r in refs]
+
+    def wait(self, refs: list[ObjectRef], num_returns: int, timeout: float | None):
+        object_ids = [r._id for r in refs]
+        self._fetch_borrowed(refs)
+        waiter = self.memory_store.wait(object_ids, num_returns)
+        if waiter is not None:
+            try:
+                self._wait_blocking(waiter, object_ids, timeout, "wait")
+            except exceptions.GetTimeoutError:
+                pass
+        ready, not_ready = [], []
+        for r in refs:
+            if len(ready) < num_returns and self.memory_store.contains(r._id):
+                ready.append(r)
+            else:
+                not_ready.append(r)
+        return ready, not_ready
+
+    def _wait_blocking(self, waiter, object_ids, timeout, what: str) -> None:
+        blocked = self.current_task is not None
+        if blocked:
+            self.post(self.node.send, Msg.WORKER_BLOCKED)
+        try:
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while True:
+                # Wake up now and then so Ctrl-C reaches the driver promptly.
+                step = 1.0 if deadline is None else min(1.0, max(0.0, deadline - time.monotonic()))
+                if waiter.event.wait(step):
+                    return
+                if deadline is not None and time.monotonic() >= deadline:
+                    self.memory_store.forget_waiter(object_ids, waiter)
+                    raise exceptions.GetTimeoutError(
+                        f"{what} timed out after {timeout} seconds: "
+                        f"{waiter.needed} object(s) still not ready"
+                    )
+        finally:
+            if blocked:
+                self.post(self.node.send, Msg.WORKER_UNBLOCKED)
+
+    def _materialize(self, object_id: bytes, entry):
+        if isinstance(entry, Inline):
+            obj = entry.obj
+        elif isinstance(entry, InStore):
+            obj = self._read_from_store(object_id, entry)
+        else:
+            raise exceptions.ObjectLostError(object_id.hex())
+        value = serialization.deserialize(obj)
+        if obj.is_error:
+            raise_stored_error(value)
+        return value
+
+    def _read_from_store(self, object_id: bytes, entry: InStore) -> SerializedObject:
+        reply = self.request("node", Msg.STORE_PIN, {"id": object_id})
+        if reply is None:
+            raise exceptions.ObjectLostError(object_id.hex())
+        view = self.arena().pinned_view(
+            reply["offset"], reply["size"], partial(self._unpin_later, object_id)
+        )
+        return SerializedObject.read_from(view)
+
+    def _unpin_later(self, object_id: bytes) -> None:
+        if self.shutting_down:
+            return
+        self._unpins.append(object_id)
+        if len(self._unpins) == 1:
+            self.post(self._flush_store_messages)
+
+    def _flush_store_messages(self) -> None:
+        if self.node is None or self.node.closed:
+            return
+        if self._unpins:
+            unpins, self._unpins = self._unpins, []
+            self.node.send(Msg.STORE_UNPIN, {"ids": unpins})
+        if self._store_frees:
+            frees, self._store_frees = self._store_frees, []
+            self.node.send(Msg.STORE_FREE, {"ids": frees})
+
+    def value_future(self, ref: ObjectRef) -> concurrent.futures.Future:
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        if self._future_pool is None:
+            self._future_pool = concurrent.futures.ThreadPoolExecutor(
+                1, thread_name_prefix="solray-futures"
+            )
+
+        def resolve():
+            try:
+                future.set_result(self._materialize(ref._id, self.memory_store.get(ref._id)))
+            except BaseException as e:
+                future.set_exception(e)
+
+        self._fetch_borrowed([ref])
+        if self.memory_store.wait([ref._id], 1, lambda: self._future_pool.submit(resolve)) is None:
+            self._future_pool.submit(resolve)
+        return future
+
+    # -- borrowed objects: ask the owner -----------------------------------
+
+    def _fetch_borrowed(self, refs) -> None:
+        for ref in refs:
+            object_id = ref._id
+            if (
+                object_id not in self._fetching
+                and not self.refs.owns(object_id)
+                and not self.memory_store.contains(object_id)
+            ):
+                self._fetching.add(object_id)
+                self.post(self._start_fetch, object_id, ref._owner)
+
+    def fetch_borrowed_from_loop(self, ref: ObjectRef) -> None:
+        if ref._id not in self._fetching and not self.memory_store.contains(ref._id):
+            self._fetching.add(ref._id)
+            self._start_fetch(ref._id, ref._owner)
+
+    def _start_fetch(self, object_id: bytes, owner: str) -> None:
+        self.loop.create_task(self._fetch(object_id, owner))
+
+    async def _fetch(self, object_id: bytes, owner: str) -> None:
+        try:
+            conn = await self.peer(owner)
+            body, bufs = await conn.request(Msg.GET_OBJECT, {"id": object_id}, raw=True)
+            entry = decode_entry(body, bufs)
+            if entry is None:
+                entry = error_entry(exceptions.ObjectLostError(object_id.hex(), owner))
+        except (OSError, asyncio.TimeoutError, transport.ConnectionLost):
+            entry = error_entry(exceptions.OwnerDiedError(object_id.hex(), owner))
+        finally:
+            self._fetching.discard(object_id)
+        self.memory_store.put(object_id, entry)
+
+    def _serve_get_object(self, conn, rid, body, bufs) -> None:
+        object_id = body["id"]
+
+        def answer():
+            entry = self.memory_store.get(object_id)
+            head, buffers = encode_entry(entry)
+            conn.reply(rid, head, buffers)
+
+        if self.memory_store.contains(object_id):
+            answer()
+        elif self.refs.owns(object_id):
+            if self.memory_store.wait([object_id], 1, lambda: self.post(answer)) is None:
+                answer()
+        else:
+            conn.reply(rid, None)
+
+    # -- freeing -----------------------------------------------------------
+
+    def _on_free(self, object_id: bytes, owned: bool) -> None:
+        entry = self.memory_store.delete(object_id)
+        if owned and isinstance(entry, InStore) and not self.shutting_down:
+            self.free_in_store(object_id)
+
+    def free_in_store(self, object_id: bytes) -> None:
+        self._store_frees.append(object_id)
+        if len(self._store_frees) == 1:
+            self.post(self._flush_store_messages)
+
+    # -- logs --------------------------------------------------------------
+
+    def _on_published(self, conn, rid, body, bufs) -> None:
+        if body.get("channel") != "logs" or not self.print_logs:
+            return
+        data = body["data"]
+        for pid, is_err, name, text in data["lines"]:
+            prefix = f"({name} pid={pid})" if name else f"(pid={pid})"
+            if data.get("ip") and data["ip"] != self.ip:
+                prefix = prefix[:-1] + f", ip={data['ip']})"
+            stream = sys.stderr if is_err else sys.stdout
+            try:
+                stream.write(f"{prefix} {text}\n")
+                stream.flush()
+            except Exception:
+                pass
+
+
+def raise_stored_error(error: BaseException):
+    if isinstance(error, exceptions.RayTaskError):
+        raise error.as_instanceof_cause()
+    raise error
+
+
+def error_entry(error: BaseException) -> Inline:
+    return Inline(serialization.serialize_error(error))
+
+
+def encode_entry(entry) -> tuple[list, list]:
+    """An entry as a message head and buffers (for replies and pushes)."""
+    if isinstance(entry, Inline):
+        buffers = entry.obj.wire_buffers()
+        return ["i", entry.obj.flags, len(buffers)], buffers
+    return ["s", entry.node, entry.size], []
+
+
+def decode_entry(head, buffers: list):
+    if head is None:
+        return None
+    if head[0] == "i":
+        return Inline(SerializedObject.from_wire(head[1], buffers))
+    return InStore(head[1], head[2])
+
+
+def current() -> CoreWorker:
+    return context.require_core_worker()

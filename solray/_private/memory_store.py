@@ -1,0 +1,120 @@
+"""A core worker's in-process memory store.
+
+It maps object ids to what this process knows of the object's value:
+
+    Inline(obj)         the serialized value itself (small values, errors)
+    InStore(node, ...)  the value lives in the shared-memory store of `node`
+
+For objects this process owns, an absent id means "not produced yet". For
+borrowed objects it is a cache of what the owner told us.
+
+Two threads use it: the event loop thread stores results, and the user's
+thread (driver code, or the task a worker executes) waits for them. Waiters
+are notified outside the lock, so a waiter's callback may take other locks or
+call back into the store.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable
+
+from solray._private.serialization import SerializedObject
+
+
+class Inline:
+    __slots__ = ("obj",)
+
+    def __init__(self, obj: SerializedObject):
+        self.obj = obj
+
+    @property
+    def is_error(self) -> bool:
+        return self.obj.is_error
+
+
+class InStore:
+    __slots__ = ("node", "size")
+    is_error = False
+
+    def __init__(self, node: str, size: int):
+        self.node = node
+        self.size = size
+
+
+Entry = Inline | InStore
+
+
+class Waiter:
+    """Wakes its thread (or runs `callback`) once `needed` ids are ready."""
+
+    __slots__ = ("needed", "event", "callback")
+
+    def __init__(self, needed: int, callback: Callable[[], None] | None = None):
+        self.needed = needed
+        self.callback = callback
+        self.event = None if callback else threading.Event()
+
+    def _one_ready(self) -> bool:
+        self.needed -= 1
+        return self.needed == 0
+
+    def _fire(self) -> None:
+        if self.callback is not None:
+            self.callback()
+        else:
+            self.event.set()
+
+
+class MemoryStore:
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._objects: dict[bytes, Entry] = {}
+        self._waiters: dict[bytes, list[Waiter]] = {}
+
+    def put(self, object_id: bytes, entry: Entry) -> None:
+        with self._lock:
+            self._objects[object_id] = entry
+            waiters = self._waiters.pop(object_id, None)
+            fire = [w for w in waiters if w._one_ready()] if waiters else ()
+        for w in fire:
+            w._fire()
+
+    def get(self, object_id: bytes) -> Entry | None:
+        return self._objects.get(object_id)
+
+    def contains(self, object_id: bytes) -> bool:
+        return object_id in self._objects
+
+    def delete(self, object_id: bytes) -> Entry | None:
+        with self._lock:
+            return self._objects.pop(object_id, None)
+
+    def wait(self, object_ids: Iterable[bytes], needed: int, waiter_callback=None) -> Waiter | None:
+        """Register a waiter for `needed` of the ids that are missing.
+
+        Returns None if enough are present already; otherwise a Waiter whose
+        event is set (or callback run) when enough have arrived.
+        """
+        with self._lock:
+            missing = [i for i in object_ids if i not in self._objects]
+            present = len(set(object_ids)) - len(set(missing))
+            still = needed - present
+            if still <= 0:
+                return None
+            waiter = Waiter(still, waiter_callback)
+            for i in set(missing):
+                self._waiters.setdefault(i, []).append(waiter)
+            return waiter
+
+    def forget_waiter(self, object_ids: Iterable[bytes], waiter: Waiter) -> None:
+        with self._lock:
+            for i in set(object_ids):
+                lst = self._waiters.get(i)
+                if lst and waiter in lst:
+                    lst.remove(waiter)
+                    if not lst:
+                        del self._waiters[i]
+
+    def __len__(self) -> int:
+        return len(self._objects)

@@ -1,0 +1,468 @@
+"""The node: one per machine. Worker pool, resources and leases, the
+shared-memory object store, and forwarding of worker output.
+
+Leases. An owner asks for a worker with a resource shape (REQUEST_LEASE). The
+node grants one once the shape fits the free resources, starting a worker if
+none is idle; the owner then pushes tasks to that worker directly and returns
+the lease when it has no more work of that shape. Requests are served in
+arrival order among those that fit, so a large request does not hold back
+small ones.
+
+Blocked workers. A worker whose task waits in `get` tells the node
+(WORKER_BLOCKED); the node hands its CPUs back to the pool until it resumes,
+so nested tasks can always run. Resuming may oversubscribe the node for a
+moment, as in Ray: the alternative is deadlock.
+
+Failures. A worker whose connection drops is dead: its lease's resources are
+freed and its owner learns of it through its own connection to that worker.
+An owner whose connection drops loses its leases, and the workers still
+leased to it are killed: nobody is left to receive their results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import shutil
+import signal
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import psutil
+
+from solray._private import ids, services, transport
+from solray._private.object_store import ObjectStore
+from solray._private.protocol import LOG_MARK, LOG_SEP, Msg
+from solray._private.resources import ResourceSet
+from solray.exceptions import ObjectStoreFullError
+
+logger = logging.getLogger("solray.node")
+
+IDLE_WORKER_TTL_S = 10.0
+
+
+@dataclass
+class WorkerProcess:
+    worker_id: str
+    process: asyncio.subprocess.Process
+    conn: transport.Connection | None = None
+    address: str | None = None
+    lease: Lease | None = None
+    idle_since: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class Lease:
+    lease_id: int
+    worker: WorkerProcess
+    owner: transport.Connection
+    resources: dict
+    gpu_ids: list
+    blocked: bool = False
+
+
+@dataclass
+class LeaseRequest:
+    conn: transport.Connection
+    rid: int
+    resources: dict
+
+
+class Node:
+    def __init__(self, args, token: bytes):
+        self.token = token
+        self.node_id = ids.random_unique_id().hex()
+        self.ip = args.node_ip_address
+        self.session_dir = args.session_dir
+        self.control_address = args.control_address
+        total = dict(json.loads(args.resources or "{}"))
+        num_cpus = args.num_cpus if args.num_cpus is not None else os.cpu_count() or 1
+        total["CPU"] = float(num_cpus)
+        if args.num_gpus:
+            total["GPU"] = float(args.num_gpus)
+        mem = psutil.virtual_memory()
+        store_bytes = args.object_store_memory or _default_store_size(mem.total)
+        total.setdefault("memory", float(int(mem.available * 0.7)))
+        total["object_store_memory"] = float(store_bytes)
+        total[f"node:{self.ip}"] = 1.0
+        if args.head:
+            total["node:__internal_head__"] = 1.0
+        self.resources = ResourceSet(total, num_gpus=int(args.num_gpus or 0))
+        self.soft_worker_limit = max(1, int(num_cpus))
+        self.shm_dir = f"/dev/shm/solray_{os.path.basename(self.session_dir)}_{self.node_id[:8]}"
+        os.makedirs(self.shm_dir, mode=0o700)
+        self.store = ObjectStore(self.shm_dir, store_bytes)
+        self.workers: dict[str, WorkerProcess] = {}
+        self.idle: deque[WorkerProcess] = deque()
+        self.starting = 0
+        self.leases: dict[int, Lease] = {}
+        self.next_lease = 1
+        self.pending: deque[LeaseRequest] = deque()
+        self.warned_infeasible: set = set()
+        self.control: transport.Connection | None = None
+        self.address: str | None = None
+        self._report_scheduled = False
+        self._logs: list = []
+        self._stopping = False
+        self.handlers = {
+            Msg.REGISTER_WORKER: self.register_worker,
+            Msg.REQUEST_LEASE: self.request_lease,
+            Msg.RETURN_LEASE: self.return_lease,
+            Msg.WORKER_BLOCKED: self.worker_blocked,
+            Msg.WORKER_UNBLOCKED: self.worker_unblocked,
+            Msg.NODE_INFO: self.node_info,
+            Msg.STORE_CREATE: self.store_create,
+            Msg.STORE_SEAL: self.store_seal,
+            Msg.STORE_PIN: self.store_pin,
+            Msg.STORE_UNPIN: self.store_unpin,
+            Msg.STORE_FREE: self.store_free,
+            Msg.STORE_STATS: self.store_stats,
+        }
+
+    # -- lifecycle ---------------------------------------------------------
+
+    async def start(self, sock) -> None:
+        self.address = transport.socket_address(sock)
+        self.server = await transport.serve(sock, self.token, self.handlers, on_close=self.on_close)
+        self.control = await transport.connect(
+            self.control_address, self.token, on_close=self._control_lost
+        )
+        # Warm the pool while registering: the first task should find a worker.
+        for _ in range(self.soft_worker_limit):
+            self._start_worker()
+        await self.control.request(Msg.REGISTER_NODE, self.info())
+        self._reaper = asyncio.get_running_loop().create_task(self._reap_idle_workers())
+
+    def _control_lost(self, conn) -> None:
+        if not self._stopping:
+            logger.error("lost the control store; stopping this node")
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    def info(self) -> dict:
+        return {
+            "node_id": self.node_id,
+            "address": self.address,
+            "ip": self.ip,
+            "resources_total": self.resources.total,
+            "arena_path": self.store.path,
+            "store_capacity": self.store.capacity,
+            "session_dir": self.session_dir,
+            "control_address": self.control_address,
+        }
+
+    async def stop(self) -> None:
+        self._stopping = True
+        for w in list(self.workers.values()):
+            _kill(w.process)
+        for w in list(self.workers.values()):
+            try:
+                await asyncio.wait_for(w.process.wait(), 5)
+            except (asyncio.TimeoutError, ProcessLookupError):
+                pass
+        self.server.close()
+        shutil.rmtree(self.shm_dir, ignore_errors=True)
+
+    # -- workers -----------------------------------------------------------
+
+    def _start_worker(self) -> None:
+        worker_id = ids.random_unique_id().hex()
+        self.starting += 1
+        asyncio.get_running_loop().create_task(self._spawn_worker(worker_id))
+
+    async def _spawn_worker(self, worker_id: str) -> None:
+        env = dict(
+            os.environ,
+            SOLRAY_NODE_ADDRESS=self.address,
+            SOLRAY_WORKER_ID=worker_id,
+        )
+        env[services.TOKEN_ENV] = self.token.hex()
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "solray._private.worker_main",
+                env=env,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+            )
+        except OSError:
+            self.starting -= 1
+            logger.exception("could not start a worker")
+            return
+        worker = WorkerProcess(worker_id, proc)
+        self.workers[worker_id] = worker
+        loop = asyncio.get_running_loop()
+        loop.create_task(self._forward_output(proc.pid, proc.stdout, False))
+        loop.create_task(self._forward_output(proc.pid, proc.stderr, True))
+        loop.create_task(self._watch_worker(worker))
+
+    async def _watch_worker(self, worker: WorkerProcess) -> None:
+        code = await worker.process.wait()
+        if worker.conn is None:
+            self.starting -= 1
+            if not self._stopping:
+                logger.warning("worker pid=%s exited with %s before registering",
+                               worker.process.pid, code)
+        self._worker_gone(worker)
+        if not self._stopping:
+            self._try_grant()
+
+    def register_worker(self, conn, rid, body, bufs) -> None:
+        worker = self.workers.get(body["worker_id"])
+        if worker is None:
+            conn.close()
+            return
+        worker.conn = conn
+        worker.address = body["address"]
+        conn.peer["worker"] = worker
+        self.starting -= 1
+        conn.reply(rid, self.info())
+        self._make_idle(worker)
+        self._try_grant()
+
+    def _make_idle(self, worker: WorkerProcess) -> None:
+        worker.lease = None
+        worker.idle_since = time.monotonic()
+        self.idle.append(worker)
+
+    def _worker_gone(self, worker: WorkerProcess) -> None:
+        if self.workers.pop(worker.worker_id, None) is None:
+            return
+        try:
+            self.idle.remove(worker)
+        except ValueError:
+            pass
+        if worker.lease is not None:
+            self._release_lease(worker.lease, back_to_pool=False)
+        if worker.conn is not None:
+            worker.conn.close()
+        _kill(worker.process)
+
+    async def _reap_idle_workers(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            now = time.monotonic()
+            while (
+                len(self.idle) > 0
+                and len(self.workers) > self.soft_worker_limit
+                and now - self.idle[0].idle_since > IDLE_WORKER_TTL_S
+            ):
+                self._worker_gone(self.idle.popleft())
+
+    async def _forward_output(self, pid: int, stream, is_err: bool) -> None:
+        while True:
+            try:
+                line = await stream.readline()
+            except (ValueError, asyncio.LimitOverrunError):
+                continue  # an over-long line: drop it, keep reading
+            if not line:
+                return
+            text = line.decode(errors="replace").rstrip("\n")
+            name = None
+            if text.startswith(LOG_MARK):
+                name, _, text = text[1:].partition(LOG_SEP)
+            if not self._logs:
+                asyncio.get_running_loop().call_later(0.005, self._flush_logs)
+            self._logs.append([pid, is_err, name, text])
+
+    def _flush_logs(self) -> None:
+        logs, self._logs = self._logs, []
+        if logs and self.control is not None:
+            self.control.send(
+                Msg.PUBLISH, {"channel": "logs", "data": {"ip": self.ip, "lines": logs}}
+            )
+
+    # -- leases ------------------------------------------------------------
+
+    def request_lease(self, conn, rid, body, bufs) -> None:
+        request = LeaseRequest(conn, rid, body["resources"])
+        if not self.resources.feasible(request.resources):
+            shape = tuple(sorted(request.resources.items()))
+            conn.send(Msg.LEASE_INFEASIBLE, {"resources": request.resources,
+                                             "total": self.resources.total,
+                                             "first": shape not in self.warned_infeasible})
+            self.warned_infeasible.add(shape)
+        self.pending.append(request)
+        self._try_grant()
+
+    def _try_grant(self) -> None:
+        if self._stopping:
+            return
+        waiting_for_worker = 0
+        remaining = deque()
+        while self.pending:
+            req = self.pending.popleft()
+            if req.conn.closed:
+                continue
+            if not self.resources.fits(req.resources):
+                remaining.append(req)
+                continue
+            worker = self._take_idle_worker()
+            if worker is None:
+                waiting_for_worker += 1
+                remaining.append(req)
+                continue
+            gpu_ids = self.resources.acquire(req.resources)
+            lease = Lease(self.next_lease, worker, req.conn, req.resources, gpu_ids)
+            self.next_lease += 1
+            self.leases[lease.lease_id] = lease
+            worker.lease = lease
+            req.conn.peer.setdefault("leases", set()).add(lease.lease_id)
+            req.conn.reply(req.rid, {
+                "lease_id": lease.lease_id,
+                "worker_id": worker.worker_id,
+                "address": worker.address,
+                "gpu_ids": gpu_ids,
+                "node_id": self.node_id,
+            })
+        self.pending = remaining
+        for _ in range(max(0, waiting_for_worker - self.starting)):
+            self._start_worker()
+        self._schedule_report()
+
+    def _take_idle_worker(self) -> WorkerProcess | None:
+        while self.idle:
+            worker = self.idle.pop()  # most recently used: warm caches
+            if worker.conn is not None and not worker.conn.closed:
+                return worker
+        return None
+
+    def return_lease(self, conn, rid, body, bufs) -> None:
+        lease = self.leases.get(body["lease_id"])
+        if lease is not None and lease.owner is conn:
+            if body.get("kill"):
+                self._worker_gone(lease.worker)
+            else:
+                self._release_lease(lease, back_to_pool=True)
+        self._try_grant()
+        conn.reply(rid, True)
+
+    def _release_lease(self, lease: Lease, back_to_pool: bool) -> None:
+        if self.leases.pop(lease.lease_id, None) is None:
+            return
+        lease.owner.peer.get("leases", set()).discard(lease.lease_id)
+        self.resources.release(lease.resources, lease.gpu_ids, blocked=lease.blocked)
+        if back_to_pool and lease.worker.worker_id in self.workers:
+            self._make_idle(lease.worker)
+        self._schedule_report()
+
+    def worker_blocked(self, conn, rid, body, bufs) -> None:
+        worker = conn.peer.get("worker")
+        lease = worker.lease if worker else None
+        if lease is not None and not lease.blocked:
+            lease.blocked = True
+            self.resources.lend_cpus(lease.resources)
+            self._try_grant()
+
+    def worker_unblocked(self, conn, rid, body, bufs) -> None:
+        worker = conn.peer.get("worker")
+        lease = worker.lease if worker else None
+        if lease is not None and lease.blocked:
+            lease.blocked = False
+            self.resources.reclaim_cpus(lease.resources)
+            self._schedule_report()
+
+    def on_close(self, conn) -> None:
+        self.store.drop_client(conn)
+        worker = conn.peer.get("worker")
+        if worker is not None:
+            self._worker_gone(worker)
+        for lease_id in list(conn.peer.get("leases", ())):
+            lease = self.leases.get(lease_id)
+            if lease is not None:
+                self._worker_gone(lease.worker)
+        self._try_grant()
+
+    def node_info(self, conn, rid, body, bufs) -> None:
+        conn.reply(rid, self.info())
+
+    def _schedule_report(self) -> None:
+        if not self._report_scheduled and self.control is not None:
+            self._report_scheduled = True
+            asyncio.get_running_loop().call_soon(self._report_resources)
+
+    def _report_resources(self) -> None:
+        self._report_scheduled = False
+        if not self.control.closed:
+            self.control.send(Msg.NODE_RESOURCES, {
+                "node_id": self.node_id, "available": self.resources.available_view(),
+            })
+
+    # -- object store ------------------------------------------------------
+
+    def store_create(self, conn, rid, body, bufs) -> None:
+        try:
+            offset = self.store.create(body["id"], body["size"], body["owner"], conn)
+        except (ObjectStoreFullError, ValueError) as e:
+            conn.reply(rid, {"error": type(e).__name__, "message": str(e)})
+            return
+        conn.reply(rid, {"offset": offset})
+
+    def store_seal(self, conn, rid, body, bufs) -> None:
+        self.store.seal(body["id"], conn)
+        conn.reply(rid, True)
+
+    def store_pin(self, conn, rid, body, bufs) -> None:
+        def answer(obj):
+            conn.reply(rid, None if obj is None else {"offset": obj.offset, "size": obj.size})
+
+        self.store.pin(body["id"], conn, answer)
+
+    def store_unpin(self, conn, rid, body, bufs) -> None:
+        for object_id in body["ids"]:
+            self.store.unpin(object_id, conn)
+
+    def store_free(self, conn, rid, body, bufs) -> None:
+        for object_id in body["ids"]:
+            self.store.free(object_id)
+        conn.reply(rid, True)
+
+    def store_stats(self, conn, rid, body, bufs) -> None:
+        conn.reply(rid, self.store.stats())
+
+
+def _kill(process: asyncio.subprocess.Process) -> None:
+    try:
+        process.kill()
+    except ProcessLookupError:
+        pass
+
+
+def _default_store_size(total_memory: int) -> int:
+    shm_free = shutil.disk_usage("/dev/shm").free
+    return int(min(total_memory * 0.3, shm_free * 0.9))
+
+
+async def serve(args) -> None:
+    token = services.read_token()
+    node = Node(args, token)
+    sock = services.listening_socket(args)
+    try:
+        await node.start(sock)
+        await services.wait_for_stop(args)
+    finally:
+        await node.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="solray node")
+    services.add_service_arguments(parser)
+    parser.add_argument("--control-address", required=True)
+    parser.add_argument("--session-dir", required=True)
+    parser.add_argument("--node-ip-address", default="127.0.0.1")
+    parser.add_argument("--num-cpus", type=float)
+    parser.add_argument("--num-gpus", type=float, default=0)
+    parser.add_argument("--resources", default="{}")
+    parser.add_argument("--object-store-memory", type=int)
+    parser.add_argument("--head", action="store_true")
+    args = parser.parse_args()
+    services.setup_process("node", args)
+    asyncio.run(serve(args))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,102 @@
+"""Message types and framing.
+
+Every connection carries length-prefixed frames after the authentication
+handshake (see transport.py):
+
+    prefix   12 bytes: header length (u32, little endian), payload length (u64)
+    header   msgpack array [msg_type, request_id, body, buffer_lengths]
+    payload  the bulk buffers, back to back
+
+Bulk data (pickled values, numpy buffers) travels as separate buffers so that
+it is never re-encoded into msgpack. `request_id` is 0 for one-way messages;
+a reply carries the id of the request it answers.
+
+The limits below are sanity bounds: a frame that exceeds them, or whose header
+does not decode to the shape above, is malformed and closes the connection.
+"""
+
+from __future__ import annotations
+
+import struct
+from enum import IntEnum
+
+import msgpack
+
+PREFIX = struct.Struct("<IQ")
+MAX_HEADER = 64 * 1024 * 1024
+MAX_PAYLOAD = 64 * 1024 * 1024 * 1024
+
+# Worker output lines carry the running task's name as LOG_MARK name LOG_SEP;
+# the node strips it and the driver prints it as the "(name pid=N)" prefix.
+LOG_MARK = "\x1e"
+LOG_SEP = "\x1f"
+
+
+class Msg(IntEnum):
+    # Replies.
+    REPLY = 1
+    ERROR_REPLY = 2
+
+    # Control store.
+    REGISTER_NODE = 10
+    REGISTER_DRIVER = 11
+    NODE_RESOURCES = 12
+    GET_NODES = 13
+    KV_PUT = 14
+    KV_GET = 15
+    KV_DEL = 16
+    SUBSCRIBE = 17
+    PUBLISH = 18
+    PUBLISHED = 19
+    KV_KEYS = 20
+
+    # Node: leases and workers.
+    REQUEST_LEASE = 30
+    RETURN_LEASE = 31
+    REGISTER_WORKER = 32
+    WORKER_BLOCKED = 33
+    WORKER_UNBLOCKED = 34
+    NODE_INFO = 35
+    LEASE_INFEASIBLE = 36
+
+    # Node: object store.
+    STORE_CREATE = 40
+    STORE_SEAL = 41
+    STORE_PIN = 42
+    STORE_UNPIN = 43
+    STORE_FREE = 44
+    STORE_STATS = 45
+
+    # Core worker to core worker (owners, borrowers and executors).
+    PUSH_TASK = 60
+    GET_OBJECT = 61
+    LOG_LINES = 62
+
+
+class ProtocolError(Exception):
+    """A peer sent bytes that do not form a valid frame."""
+
+
+def encode(msg_type: int, request_id: int, body, buffers=()) -> list:
+    """Return the pieces of one frame, ready for a vectored write."""
+    lengths = [memoryview(b).nbytes for b in buffers]
+    header = msgpack.packb([msg_type, request_id, body, lengths], use_bin_type=True)
+    prefix = PREFIX.pack(len(header), sum(lengths))
+    return [prefix, header, *buffers]
+
+
+def decode_header(data) -> tuple[int, int, object, list[int]]:
+    try:
+        header = msgpack.unpackb(data, raw=False, strict_map_key=False)
+    except Exception as e:  # msgpack raises several unrelated types
+        raise ProtocolError(f"undecodable header: {e}") from None
+    if (
+        not isinstance(header, list)
+        or len(header) != 4
+        or not isinstance(header[0], int)
+        or not isinstance(header[1], int)
+        or not isinstance(header[3], list)
+        or not all(isinstance(n, int) and n >= 0 for n in header[3])
+    ):
+        raise ProtocolError("header is not [type, request_id, body, buffer_lengths]")
+    return header[0], header[1], header[2], header[3]

@@ -1,0 +1,151 @@
+"""Values to bytes and back: pickle protocol 5 with out-of-band buffers.
+
+A serialized object is a pickle stream plus the out-of-band buffers pickle 5
+hands us (numpy arrays, bytes-like payloads), plus flags (is it an error?).
+Over the wire these travel as separate frame buffers; in shared memory they are
+laid out as
+
+    header   magic, flags, data length, buffer count, (offset, length) per buffer
+    data     the pickle stream, 64-byte aligned
+    buffers  each 64-byte aligned
+
+so a reader rebuilds numpy arrays directly on the mapped memory: zero-copy, and
+read-only because the views handed to pickle are read-only.
+
+ObjectRefs met while pickling are collected into the thread's current
+`RefCollector`, so the core worker learns which refs escaped into a value.
+"""
+
+from __future__ import annotations
+
+import pickle
+import struct
+import threading
+
+import cloudpickle
+
+FLAG_ERROR = 1
+ALIGN = 64
+_HEADER = struct.Struct("<4sIQI")
+_BUF = struct.Struct("<QQ")
+MAGIC = b"SRO1"
+
+
+def _align(n: int) -> int:
+    return (n + ALIGN - 1) & ~(ALIGN - 1)
+
+
+class SerializedObject:
+    __slots__ = ("data", "buffers", "flags", "contained_refs")
+
+    def __init__(self, data, buffers=(), flags: int = 0, contained_refs=()):
+        self.data = data
+        self.buffers = list(buffers)
+        self.flags = flags
+        self.contained_refs = contained_refs
+
+    @property
+    def is_error(self) -> bool:
+        return bool(self.flags & FLAG_ERROR)
+
+    def inline_size(self) -> int:
+        return len(self.data) + sum(memoryview(b).nbytes for b in self.buffers)
+
+    def store_size(self) -> int:
+        pos = _align(_HEADER.size + _BUF.size * len(self.buffers))
+        pos = _align(pos + len(self.data))
+        for b in self.buffers:
+            pos = _align(pos + memoryview(b).nbytes)
+        return max(pos, ALIGN)
+
+    def write_to(self, dest: memoryview) -> None:
+        """Lay the object out in `dest` (store_size() bytes, writable)."""
+        n = len(self.buffers)
+        _HEADER.pack_into(dest, 0, MAGIC, self.flags, len(self.data), n)
+        pos = _align(_HEADER.size + _BUF.size * n)
+        dest[pos : pos + len(self.data)] = self.data
+        pos = _align(pos + len(self.data))
+        for i, b in enumerate(self.buffers):
+            mv = memoryview(b).cast("B")
+            _BUF.pack_into(dest, _HEADER.size + _BUF.size * i, pos, mv.nbytes)
+            dest[pos : pos + mv.nbytes] = mv
+            pos = _align(pos + mv.nbytes)
+
+    def wire_buffers(self) -> list:
+        return [self.data, *self.buffers]
+
+    @classmethod
+    def from_wire(cls, flags: int, buffers: list) -> SerializedObject:
+        return cls(buffers[0], buffers[1:], flags)
+
+    @classmethod
+    def read_from(cls, src: memoryview) -> SerializedObject:
+        """View an object laid out by write_to; no bytes are copied."""
+        magic, flags, data_len, n = _HEADER.unpack_from(src, 0)
+        if magic != MAGIC:
+            raise ValueError("corrupt object in the store (bad magic)")
+        pos = _align(_HEADER.size + _BUF.size * n)
+        data = src[pos : pos + data_len]
+        buffers = []
+        for i in range(n):
+            off, length = _BUF.unpack_from(src, _HEADER.size + _BUF.size * i)
+            buffers.append(src[off : off + length])
+        return cls(data, buffers, flags)
+
+
+class RefCollector:
+    """Collects the ObjectRefs pickled while it is active on this thread."""
+
+    _local = threading.local()
+
+    def __init__(self):
+        self.refs: list = []
+
+    def __enter__(self):
+        self._prev = getattr(self._local, "current", None)
+        self._local.current = self
+        return self
+
+    def __exit__(self, *exc):
+        self._local.current = self._prev
+
+    @classmethod
+    def note(cls, ref) -> None:
+        current = getattr(cls._local, "current", None)
+        if current is not None:
+            current.refs.append(ref)
+
+
+def dumps_with_buffers(value, flags: int = 0) -> SerializedObject:
+    buffers: list = []
+
+    def take_buffer(pb: pickle.PickleBuffer):
+        try:
+            buffers.append(pb.raw())
+        except BufferError:  # not contiguous: keep it in-band
+            return True
+        return False
+
+    with RefCollector() as collector:
+        data = cloudpickle.dumps(value, protocol=5, buffer_callback=take_buffer)
+    return SerializedObject(data, buffers, flags, collector.refs)
+
+
+def serialize(value) -> SerializedObject:
+    return dumps_with_buffers(value)
+
+
+def serialize_error(error: BaseException) -> SerializedObject:
+    try:
+        return dumps_with_buffers(error, FLAG_ERROR)
+    except Exception as e:  # the error (or its cause) cannot be pickled
+        from solray.exceptions import RaySystemError
+
+        return dumps_with_buffers(
+            RaySystemError(f"an error that could not be serialized ({e}): {error!r}"), FLAG_ERROR
+        )
+
+
+def deserialize(obj: SerializedObject):
+    """The value, or for an error object the exception (not raised)."""
+    return pickle.loads(obj.data, buffers=[memoryview(b).toreadonly() for b in obj.buffers])

@@ -1,0 +1,189 @@
+"""Starting and stopping solray's long-lived processes.
+
+Both sides live here: the launcher (a driver's `init()` starting a control
+store and a node as its children) and what every service does at start-up
+(read the token, take its listening socket, learn when to stop).
+
+Start-up is parallel: the launcher binds each service's listening socket
+itself and hands it over as an inherited fd, so it knows every address before
+any child has finished importing, and the node can dial the control store
+while the control store is still starting (the connection waits in the
+socket's backlog).
+
+A service stops on SIGTERM/SIGINT, or when its lifeline pipe closes: the
+launcher holds the write end, so if the driver dies, even by SIGKILL, its
+cluster notices at once and cleans up after itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ctypes
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass, field
+
+from solray._private import transport
+
+logger = logging.getLogger(__name__)
+
+TOKEN_ENV = "SOLRAY_TOKEN"
+
+
+def read_token() -> bytes:
+    value = os.environ.get(TOKEN_ENV)
+    if not value:
+        raise SystemExit(f"{TOKEN_ENV} is not set: a solray process needs the cluster token")
+    return bytes.fromhex(value)
+
+
+def add_service_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--listen-fd", type=int, help="inherited listening socket")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--lifeline-fd", type=int, help="stop when this pipe closes")
+    parser.add_argument("--log-level", default="WARNING")
+
+
+def setup_process(name: str, args) -> None:
+    logging.basicConfig(
+        level=getattr(logging, str(args.log_level).upper(), logging.WARNING),
+        format=f"[{name} pid={os.getpid()}] %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def die_with_parent() -> None:
+    """Ask Linux to SIGKILL this process when its parent dies (a backstop)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def listening_socket(args) -> socket.socket:
+    if args.listen_fd is not None:
+        return socket.socket(fileno=args.listen_fd)
+    return transport.bind_socket(args.host, args.port)
+
+
+async def wait_for_stop(args) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    if args.lifeline_fd is not None:
+
+        def on_lifeline():
+            try:
+                data = os.read(args.lifeline_fd, 64)
+            except OSError:
+                data = b""
+            if not data:
+                loop.remove_reader(args.lifeline_fd)
+                stop.set()
+
+        loop.add_reader(args.lifeline_fd, on_lifeline)
+    await stop.wait()
+
+
+# -- the launcher side ------------------------------------------------------
+
+
+@dataclass
+class ServiceProcess:
+    name: str
+    popen: subprocess.Popen
+    address: str
+
+
+@dataclass
+class LocalCluster:
+    """The processes `init()` started, and how to stop them."""
+
+    token: bytes
+    session_dir: str
+    control_address: str
+    node_address: str
+    processes: list[ServiceProcess] = field(default_factory=list)
+    lifeline_w: int | None = None
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.lifeline_w is not None:
+            os.close(self.lifeline_w)
+            self.lifeline_w = None
+        # The node first: it stops its workers and removes the store.
+        for proc in self.processes:
+            if proc.popen.poll() is None:
+                proc.popen.terminate()
+        for proc in self.processes:
+            try:
+                proc.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                logger.warning("%s did not stop in %.0fs; killing it", proc.name, timeout)
+                proc.popen.kill()
+                proc.popen.wait()
+
+
+def _spawn(module: str, args: list[str], env: dict, pass_fds: tuple) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", module, *args],
+        env=env,
+        pass_fds=pass_fds,
+        stdin=subprocess.DEVNULL,
+        close_fds=True,
+    )
+
+
+def start_local_cluster(
+    session_dir: str,
+    node_args: list[str],
+    host: str = "127.0.0.1",
+    log_level: str = "WARNING",
+) -> LocalCluster:
+    token = os.urandom(32)
+    env = dict(os.environ, **{TOKEN_ENV: token.hex()})
+    control_sock = transport.bind_socket(host, 0)
+    node_sock = transport.bind_socket(host, 0)
+    lifeline_r, lifeline_w = os.pipe()
+    os.set_inheritable(lifeline_r, True)
+    cluster = LocalCluster(
+        token=token,
+        session_dir=session_dir,
+        control_address=transport.socket_address(control_sock),
+        node_address=transport.socket_address(node_sock),
+        lifeline_w=lifeline_w,
+    )
+    try:
+        for name, module, sock, extra in (
+            ("node", "solray._private.node", node_sock,
+             ["--control-address", cluster.control_address, "--session-dir", session_dir,
+              *node_args]),
+            ("control store", "solray._private.control_store", control_sock, []),
+        ):
+            fd = sock.fileno()
+            os.set_inheritable(fd, True)
+            popen = _spawn(
+                module,
+                ["--listen-fd", str(fd), "--lifeline-fd", str(lifeline_r),
+                 "--log-level", log_level, *extra],
+                env,
+                (fd, lifeline_r),
+            )
+            cluster.processes.append(
+                ServiceProcess(name, popen, transport.socket_address(sock))
+            )
+    except BaseException:
+        cluster.stop()
+        raise
+    finally:
+        os.close(lifeline_r)
+        control_sock.close()
+        node_sock.close()
+    return cluster

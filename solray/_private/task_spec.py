@@ -1,0 +1,71 @@
+"""What a task is, as its owner keeps it and as it travels to a worker.
+
+Arguments are pickled once, together, as `(args, kwargs)` in which every
+top-level ObjectRef is replaced by a `Dep(i)` placeholder. The owner resolves
+those refs before pushing the task, and sends their values (inline bytes, or
+where they are in the node's store) alongside; the worker substitutes them
+back. Refs nested deeper stay refs, as in Ray.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from solray._private.serialization import SerializedObject
+
+
+class Dep:
+    """Stands for the i-th top-level ObjectRef argument."""
+
+    __slots__ = ("index",)
+
+    def __init__(self, index: int):
+        self.index = index
+
+    def __reduce__(self):
+        return (Dep, (self.index,))
+
+
+def extract_deps(args: tuple, kwargs: dict, ref_type) -> tuple[list, dict, list]:
+    deps: list = []
+
+    def swap(value):
+        if type(value) is ref_type:
+            deps.append(value)
+            return Dep(len(deps) - 1)
+        return value
+
+    return [swap(a) for a in args], {k: swap(v) for k, v in kwargs.items()}, deps
+
+
+def substitute_deps(args: list, kwargs: dict, values: list) -> tuple[list, dict]:
+    def swap(value):
+        return values[value.index] if type(value) is Dep else value
+
+    return [swap(a) for a in args], {k: swap(v) for k, v in kwargs.items()}
+
+
+@dataclass
+class FunctionDescriptor:
+    """A remote function as shipped to workers: pickled once, cached by id."""
+
+    function_id: bytes
+    name: str
+    pickled: bytes
+
+
+@dataclass
+class PendingTask:
+    task_id: bytes
+    function: FunctionDescriptor
+    num_returns: int
+    resources: dict
+    args_blob: SerializedObject | None  # inline (args, kwargs)
+    args_ref: object | None  # or an ObjectRef to them in the store, if large
+    deps: list  # top-level ObjectRef arguments
+    return_ids: list
+    max_retries: int
+    retry_exceptions: object
+    job: int
+    attempt: int = 0
+    dep_entries: list = field(default_factory=list)

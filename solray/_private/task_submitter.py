@@ -1,0 +1,269 @@
+"""Submitting tasks: dependency resolution, worker leases, direct pushes.
+
+A task moves through three stages, all on the owner's event loop thread:
+
+  1. resolve  wait until every top-level ObjectRef argument has a value (ours,
+              or fetched from its owner). An argument that holds an error fails
+              the task without running it: the error propagates.
+  2. queue    per scheduling key (the resource shape), tasks wait for a leased
+              worker. While a key has queued tasks and too few leases, more
+              leases are requested from the node.
+  3. push     a leased worker gets one task at a time, straight from the owner.
+              Its reply carries the return values (inline) or their locations.
+
+A lease that runs out of work lingers briefly before it is returned, so a
+program that submits one task at a time (`get(f.remote())` in a loop) does not
+pay for a lease round trip per task.
+
+Failures: if the worker's connection drops while it runs a task, the worker
+died; the task is retried (`max_retries`) on a new lease, else its returns hold
+WorkerCrashedError. Application errors are retried only when
+`retry_exceptions` allows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from collections import deque
+
+from solray import exceptions
+from solray._private import serialization, transport
+from solray._private.core_worker import decode_entry, encode_entry, error_entry
+from solray._private.memory_store import InStore
+from solray._private.protocol import Msg
+from solray._private.task_spec import PendingTask
+
+logger = logging.getLogger(__name__)
+
+LEASE_LINGER_S = 0.02
+MAX_LEASE_REQUESTS_PER_KEY = 8
+
+
+class LeasedWorker:
+    __slots__ = ("lease_id", "conn", "gpu_ids", "busy", "linger", "node_id")
+
+    def __init__(self, lease_id: int, conn: transport.Connection, gpu_ids: list, node_id: str):
+        self.lease_id = lease_id
+        self.conn = conn
+        self.gpu_ids = gpu_ids
+        self.node_id = node_id
+        self.busy: PendingTask | None = None
+        self.linger: asyncio.TimerHandle | None = None
+
+
+class KeyQueue:
+    __slots__ = ("resources", "tasks", "workers", "requests")
+
+    def __init__(self, resources: dict):
+        self.resources = resources
+        self.tasks: deque[PendingTask] = deque()
+        self.workers: list[LeasedWorker] = []
+        self.requests = 0
+
+
+class TaskSubmitter:
+    def __init__(self, core_worker):
+        self.cw = core_worker
+        self.queues: dict[tuple, KeyQueue] = {}
+        self._infeasible_warned: set = set()
+
+    # -- 1. resolve --------------------------------------------------------
+
+    def submit(self, task: PendingTask) -> None:
+        """Loop thread: start resolving a freshly submitted task."""
+        dep_ids = [d._id for d in task.deps]
+        if task.args_ref is not None:
+            dep_ids.append(task.args_ref._id)
+        for ref in task.deps:
+            if not self.cw.refs.owns(ref._id):
+                self.cw.fetch_borrowed_from_loop(ref)
+        waiter = self.cw.memory_store.wait(
+            dep_ids, len(set(dep_ids)), lambda: self.cw.post(self._resolved, task)
+        )
+        if waiter is None:
+            self._resolved(task)
+
+    def _resolved(self, task: PendingTask) -> None:
+        store = self.cw.memory_store
+        entries = [store.get(d._id) for d in task.deps]
+        for entry in entries:
+            if entry is not None and entry.is_error:
+                self._finish(task, [entry] * len(task.return_ids))
+                return
+        task.dep_entries = entries
+        self._enqueue(task)
+
+    # -- 2. queue and lease ------------------------------------------------
+
+    def _enqueue(self, task: PendingTask) -> None:
+        key = tuple(sorted(task.resources.items()))
+        q = self.queues.get(key)
+        if q is None:
+            q = self.queues[key] = KeyQueue(task.resources)
+        q.tasks.append(task)
+        self._pump(q)
+
+    def _pump(self, q: KeyQueue) -> None:
+        for lw in q.workers:
+            if not q.tasks:
+                break
+            if lw.busy is None:
+                self._push(q, lw, q.tasks.popleft())
+        wanted = len(q.tasks) - q.requests
+        while wanted > 0 and q.requests < MAX_LEASE_REQUESTS_PER_KEY:
+            self._request_lease(q)
+            wanted -= 1
+        if not q.tasks:
+            for lw in q.workers:
+                if lw.busy is None and lw.linger is None:
+                    lw.linger = self.cw.loop.call_later(LEASE_LINGER_S, self._return_lease, q, lw)
+
+    def _request_lease(self, q: KeyQueue) -> None:
+        q.requests += 1
+        fut = self.cw.node.request(Msg.REQUEST_LEASE, {"resources": q.resources})
+        fut.add_done_callback(lambda f: self.cw.loop.create_task(self._on_lease(q, f)))
+
+    async def _on_lease(self, q: KeyQueue, fut: asyncio.Future) -> None:
+        q.requests -= 1
+        if fut.exception() is not None:
+            if not self.cw.shutting_down:
+                self._fail_queue(q, exceptions.LocalRayletDiedError(
+                    f"the node could not grant a worker: {fut.exception()}"
+                ))
+            return
+        grant = fut.result()
+        try:
+            conn = await self.cw.peer(grant["address"])
+        except (OSError, asyncio.TimeoutError, transport.ConnectionLost):
+            self.cw.node.send(Msg.RETURN_LEASE, {"lease_id": grant["lease_id"], "kill": True})
+            self._pump(q)
+            return
+        lw = LeasedWorker(grant["lease_id"], conn, grant["gpu_ids"], grant["node_id"])
+        q.workers.append(lw)
+        self._pump(q)
+
+    def _return_lease(self, q: KeyQueue, lw: LeasedWorker) -> None:
+        lw.linger = None
+        if lw.busy is not None or q.tasks:
+            return
+        q.workers.remove(lw)
+        self.cw.node.send(Msg.RETURN_LEASE, {"lease_id": lw.lease_id})
+
+    def on_infeasible(self, conn, rid, body, bufs) -> None:
+        if not body.get("first"):
+            return
+        message = (
+            f"A task requires {body['resources']}, which no node in the cluster can "
+            f"provide (this node has {body['total']}). The task will wait until a node "
+            f"with enough resources joins the cluster."
+        )
+        logger.warning(message)
+        print(f"solray: warning: {message}", file=sys.stderr, flush=True)
+
+    def _fail_queue(self, q: KeyQueue, error: BaseException) -> None:
+        entry = error_entry(error)
+        while q.tasks:
+            task = q.tasks.popleft()
+            self._finish(task, [entry] * len(task.return_ids))
+
+    # -- 3. push -----------------------------------------------------------
+
+    def _push(self, q: KeyQueue, lw: LeasedWorker, task: PendingTask) -> None:
+        if lw.linger is not None:
+            lw.linger.cancel()
+            lw.linger = None
+        lw.busy = task
+        fn = task.function
+        body = {
+            "tid": task.task_id,
+            "job": task.job,
+            "fn": fn.function_id,
+            "name": fn.name,
+            "nret": task.num_returns,
+            "owner": self.cw.address,
+            "gpu": lw.gpu_ids,
+        }
+        buffers: list = []
+        sent = lw.conn.peer.setdefault("functions", set())
+        if fn.function_id not in sent:
+            sent.add(fn.function_id)
+            body["fnb"] = 1
+            buffers.append(fn.pickled)
+        if task.args_blob is not None:
+            wire = task.args_blob.wire_buffers()
+            body["a"] = [task.args_blob.flags, len(wire)]
+            buffers.extend(wire)
+        else:
+            head, _ = encode_entry(self.cw.memory_store.get(task.args_ref._id))
+            body["ao"] = [task.args_ref._id, head]
+        deps = []
+        for ref, entry in zip(task.deps, task.dep_entries, strict=True):
+            head, bufs = encode_entry(entry)
+            deps.append([ref._id, head])
+            buffers.extend(bufs)
+        body["d"] = deps
+        fut = lw.conn.request(Msg.PUSH_TASK, body, buffers, raw=True)
+        fut.add_done_callback(lambda f: self._on_reply(q, lw, task, f))
+
+    def _on_reply(self, q: KeyQueue, lw: LeasedWorker, task: PendingTask, fut) -> None:
+        lw.busy = None
+        error = fut.exception()
+        if error is not None:
+            if lw in q.workers:
+                q.workers.remove(lw)
+            if isinstance(error, transport.ConnectionLost):
+                self._worker_died(q, task)
+            else:
+                self._finish(task, [error_entry(exceptions.RaySystemError(error))]
+                             * len(task.return_ids))
+            self._pump(q)
+            return
+        body, buffers = fut.result()
+        returns = []
+        pos = 0
+        for head in body["r"]:
+            n = head[2] if head[0] == "i" else 0
+            returns.append(decode_entry(head, buffers[pos : pos + n]))
+            pos += n
+        if body.get("app_error") and self._should_retry_app_error(task, returns[0]):
+            q.tasks.appendleft(task)
+        else:
+            self._finish(task, returns)
+        self._pump(q)
+
+    def _should_retry_app_error(self, task: PendingTask, entry) -> bool:
+        if task.retry_exceptions is False or task.retry_exceptions is None:
+            return False
+        if task.max_retries != -1 and task.attempt >= task.max_retries:
+            return False
+        if isinstance(task.retry_exceptions, (list, tuple)):
+            error = serialization.deserialize(entry.obj)
+            cause = getattr(error, "cause", error)
+            if not isinstance(cause, tuple(task.retry_exceptions)):
+                return False
+        task.attempt += 1
+        return True
+
+    def _worker_died(self, q: KeyQueue, task: PendingTask) -> None:
+        if task.max_retries == -1 or task.attempt < task.max_retries:
+            task.attempt += 1
+            q.tasks.appendleft(task)
+            return
+        error = exceptions.WorkerCrashedError(
+            f"Task {task.function.name} failed after {task.attempt + 1} attempt(s): "
+            "its worker process exited unexpectedly (killed, crashed, or os._exit)."
+        )
+        self._finish(task, [error_entry(error)] * len(task.return_ids))
+
+    def _finish(self, task: PendingTask, returns: list) -> None:
+        cw = self.cw
+        for object_id, entry in zip(task.return_ids, returns, strict=True):
+            if cw.refs.owns(object_id):
+                cw.memory_store.put(object_id, entry)
+            elif isinstance(entry, InStore):
+                cw.free_in_store(object_id)  # nobody wants it any more
+        task.deps = []
+        task.dep_entries = []
+        task.args_ref = None

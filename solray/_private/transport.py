@@ -1,0 +1,343 @@
+"""Authenticated connections and RPC over asyncio.
+
+Rule kept here: nothing a peer sends is decoded before it has proven that it
+holds the cluster token. The handshake is a mutual HMAC challenge-response:
+
+    server -> client   MAGIC + server nonce (32 bytes)
+    client -> server   HMAC(token, "client" + server nonce) + client nonce
+    server -> client   HMAC(token, "server" + client nonce)
+
+Only after that are frames (protocol.py) parsed; before it, the only thing
+the server does with incoming bytes is count them and compare a digest. A
+wrong digest, a slow handshake, or any malformed frame later on closes that
+connection and nothing else: the process keeps serving its other peers.
+
+A Connection is an asyncio Protocol (faster than streams). Outgoing frames are
+queued and flushed once per event-loop iteration, so a burst of messages costs
+one system call. Requests get futures; replies resolve them. Incoming requests
+are dispatched to `handlers[msg_type](conn, request_id, body, buffers)`, which
+answer with `conn.reply(...)` now or later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import logging
+import os
+import socket
+from collections.abc import Callable
+from typing import Any
+
+from solray._private import protocol
+from solray._private.protocol import MAX_HEADER, MAX_PAYLOAD, PREFIX, Msg, ProtocolError
+
+logger = logging.getLogger(__name__)
+
+MAGIC = b"SOLRAY01"
+NONCE_LEN = 32
+DIGEST_LEN = 32
+HANDSHAKE_TIMEOUT_S = 10.0
+
+Handler = Callable[["Connection", int, Any, list], None]
+
+
+class ConnectionLost(ConnectionError):
+    """The peer went away before answering."""
+
+
+class RemoteError(Exception):
+    """The peer's handler raised while serving our request."""
+
+
+def _digest(token: bytes, role: bytes, nonce: bytes) -> bytes:
+    return hmac.new(token, role + nonce, hashlib.sha256).digest()
+
+
+class Connection(asyncio.Protocol):
+    def __init__(
+        self,
+        token: bytes,
+        handlers: dict[int, Handler],
+        *,
+        server_side: bool,
+        on_ready: Callable[[Connection], None] | None = None,
+        on_close: Callable[[Connection], None] | None = None,
+    ):
+        self._token = token
+        self.handlers = handlers
+        self._server_side = server_side
+        self._on_ready = on_ready
+        self._close_callbacks: list[Callable[[Connection], None]] = []
+        if on_close is not None:
+            self._close_callbacks.append(on_close)
+        self._buf = bytearray()
+        self._authenticated = False
+        self._nonce = os.urandom(NONCE_LEN)
+        self._transport: asyncio.Transport | None = None
+        self._pending: dict[int, asyncio.Future] = {}
+        self._next_rid = 1
+        self._out: list = []
+        self._flush_scheduled = False
+        self.closed = False
+        self.ready: asyncio.Future | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._handshake_timer: asyncio.TimerHandle | None = None
+        # Free for the owner of the connection to tag who the peer is.
+        self.peer: dict[str, Any] = {}
+
+    # -- asyncio callbacks -------------------------------------------------
+
+    def connection_made(self, transport) -> None:
+        self._transport = transport
+        self.loop = asyncio.get_running_loop()
+        self.ready = self.loop.create_future()
+        self._handshake_timer = self.loop.call_later(HANDSHAKE_TIMEOUT_S, self._handshake_expired)
+        if self._server_side:
+            transport.write(MAGIC + self._nonce)
+
+    def data_received(self, data: bytes) -> None:
+        self._buf += data
+        try:
+            if not self._authenticated:
+                self._handshake_step()
+                if not self._authenticated:
+                    return
+            self._parse_frames()
+        except ProtocolError as e:
+            peer = self._transport.get_extra_info("peername") if self._transport else None
+            logger.warning("closing connection from %s: %s", peer, e)
+            self.close()
+
+    def connection_lost(self, exc) -> None:
+        self.closed = True
+        if self._handshake_timer is not None:
+            self._handshake_timer.cancel()
+        if self.ready is not None and not self.ready.done():
+            self.ready.set_exception(ConnectionLost("connection closed during authentication"))
+            self.ready.exception()  # mark retrieved: the caller may be gone
+        pending, self._pending = self._pending, {}
+        for fut in pending.values():
+            if not fut.done():
+                fut.set_exception(ConnectionLost("connection closed before the reply"))
+        for cb in self._close_callbacks:
+            try:
+                cb(self)
+            except Exception:
+                logger.exception("error in connection close callback")
+
+    # -- handshake ---------------------------------------------------------
+
+    def _handshake_step(self) -> None:
+        buf = self._buf
+        if self._server_side:
+            need = DIGEST_LEN + NONCE_LEN
+            if len(buf) < need:
+                return
+            proof, client_nonce = bytes(buf[:DIGEST_LEN]), bytes(buf[DIGEST_LEN:need])
+            del buf[:need]
+            if not hmac.compare_digest(proof, _digest(self._token, b"client", self._nonce)):
+                raise ProtocolError("authentication failed: wrong cluster token")
+            self._transport.write(_digest(self._token, b"server", client_nonce))
+            self._finish_handshake()
+        else:
+            if "server_nonce" not in self.peer:
+                need = len(MAGIC) + NONCE_LEN
+                if len(buf) < need:
+                    return
+                if bytes(buf[: len(MAGIC)]) != MAGIC:
+                    raise ProtocolError("peer is not a solray endpoint")
+                server_nonce = bytes(buf[len(MAGIC) : need])
+                del buf[:need]
+                self.peer["server_nonce"] = server_nonce
+                self._transport.write(_digest(self._token, b"client", server_nonce) + self._nonce)
+            if len(buf) < DIGEST_LEN:
+                return
+            proof = bytes(buf[:DIGEST_LEN])
+            del buf[:DIGEST_LEN]
+            if not hmac.compare_digest(proof, _digest(self._token, b"server", self._nonce)):
+                raise ProtocolError("authentication failed: server does not hold the token")
+            del self.peer["server_nonce"]
+            self._finish_handshake()
+
+    def _finish_handshake(self) -> None:
+        self._authenticated = True
+        self._handshake_timer.cancel()
+        self._handshake_timer = None
+        if not self.ready.done():
+            self.ready.set_result(self)
+        if self._on_ready is not None:
+            self._on_ready(self)
+
+    def _handshake_expired(self) -> None:
+        if not self._authenticated:
+            logger.warning("closing connection: authentication timed out")
+            self.close()
+
+    # -- frames ------------------------------------------------------------
+
+    def _parse_frames(self) -> None:
+        buf = self._buf
+        while len(buf) >= PREFIX.size:
+            header_len, payload_len = PREFIX.unpack_from(buf, 0)
+            if header_len > MAX_HEADER or payload_len > MAX_PAYLOAD:
+                raise ProtocolError(f"frame too large ({header_len}, {payload_len})")
+            end = PREFIX.size + header_len + payload_len
+            if len(buf) < end:
+                return
+            view = memoryview(buf)
+            try:
+                msg_type, rid, body, lengths = protocol.decode_header(
+                    view[PREFIX.size : PREFIX.size + header_len]
+                )
+                if sum(lengths) != payload_len:
+                    raise ProtocolError("buffer lengths do not add up to the payload")
+                buffers = []
+                pos = PREFIX.size + header_len
+                for n in lengths:
+                    buffers.append(bytes(view[pos : pos + n]))
+                    pos += n
+            finally:
+                view.release()
+            del buf[:end]
+            self._dispatch(msg_type, rid, body, buffers)
+            if self.closed:
+                return
+
+    def _dispatch(self, msg_type: int, rid: int, body, buffers: list) -> None:
+        if msg_type == Msg.REPLY or msg_type == Msg.ERROR_REPLY:
+            fut = self._pending.pop(rid, None)
+            if fut is None or fut.done():
+                return
+            if msg_type == Msg.ERROR_REPLY:
+                fut.set_exception(RemoteError(body))
+            elif fut.solray_raw:
+                fut.set_result((body, buffers))
+            else:
+                fut.set_result(body)
+            return
+        handler = self.handlers.get(msg_type)
+        if handler is None:
+            raise ProtocolError(f"unknown message type {msg_type}")
+        try:
+            handler(self, rid, body, buffers)
+        except ProtocolError:
+            raise
+        except Exception as e:
+            logger.exception("handler for %s failed", msg_type)
+            if rid:
+                self.send(Msg.ERROR_REPLY, f"{type(e).__name__}: {e}", rid=rid)
+
+    # -- sending -----------------------------------------------------------
+
+    def send(self, msg_type: int, body=None, buffers=(), *, rid: int = 0) -> None:
+        """Queue one frame; it is written at the end of this loop iteration."""
+        if self.closed:
+            return
+        self._out.extend(protocol.encode(msg_type, rid, body, buffers))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        out, self._out = self._out, []
+        if out and not self.closed:
+            self._transport.writelines(out)
+
+    def reply(self, rid: int, body=None, buffers=()) -> None:
+        if rid:
+            self.send(Msg.REPLY, body, buffers, rid=rid)
+
+    def reply_error(self, rid: int, message: str) -> None:
+        if rid:
+            self.send(Msg.ERROR_REPLY, message, rid=rid)
+
+    def request(self, msg_type: int, body=None, buffers=(), *, raw: bool = False) -> asyncio.Future:
+        """Send a request; the future resolves to the reply body, or to
+        (body, buffers) when `raw` is set."""
+        fut = self.loop.create_future()
+        fut.solray_raw = raw
+        if self.closed:
+            fut.set_exception(ConnectionLost("connection is closed"))
+            return fut
+        rid = self._next_rid
+        self._next_rid += 1
+        self._pending[rid] = fut
+        self.send(msg_type, body, buffers, rid=rid)
+        return fut
+
+    def add_close_callback(self, cb: Callable[[Connection], None]) -> None:
+        if self.closed:
+            cb(self)
+        else:
+            self._close_callbacks.append(cb)
+
+    def close(self) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._flush()
+            self._transport.close()
+
+
+# -- addresses, servers and clients -----------------------------------------
+
+
+def parse_address(address: str) -> tuple[str, int]:
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"address must be HOST:PORT, got {address!r}")
+    return host.strip("[]"), int(port)
+
+
+def bind_socket(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
+    """A listening TCP socket; bound before the process that serves it starts,
+    so a parent can hand it to a child and know the address at once."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(1024)
+    return sock
+
+
+def socket_address(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"{host}:{port}"
+
+
+async def serve(
+    sock: socket.socket,
+    token: bytes,
+    handlers: dict[int, Handler],
+    on_ready: Callable[[Connection], None] | None = None,
+    on_close: Callable[[Connection], None] | None = None,
+) -> asyncio.AbstractServer:
+    loop = asyncio.get_running_loop()
+    return await loop.create_server(
+        lambda: Connection(
+            token, handlers, server_side=True, on_ready=on_ready, on_close=on_close
+        ),
+        sock=sock,
+    )
+
+
+async def connect(
+    address: str,
+    token: bytes,
+    handlers: dict[int, Handler] | None = None,
+    on_close: Callable[[Connection], None] | None = None,
+    timeout: float = 30.0,
+) -> Connection:
+    loop = asyncio.get_running_loop()
+    host, port = parse_address(address)
+    _, conn = await asyncio.wait_for(
+        loop.create_connection(
+            lambda: Connection(token, handlers or {}, server_side=False, on_close=on_close),
+            host,
+            port,
+        ),
+        timeout,
+    )
+    await asyncio.wait_for(conn.ready, timeout)
+    return conn

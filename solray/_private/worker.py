@@ -1,0 +1,310 @@
+"""The public API's implementation: init, shutdown, get, put, wait, ...
+
+`init()` with no address starts a one-node cluster (a control store and a
+node, separate processes) as children of this driver, connects this process's
+core worker to it, and stops it all at `shutdown()` or interpreter exit.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+from typing import Any
+
+import msgpack
+
+from solray import exceptions
+from solray._private import context, services
+from solray._private.core_worker import CoreWorker
+from solray._private.protocol import Msg
+from solray.object_ref import ObjectRef
+
+logger = logging.getLogger(__name__)
+
+_cluster: services.LocalCluster | None = None
+_namespace: str | None = None
+_atexit_registered = False
+
+
+class RayContext(dict):
+    """What `init()` returns: the cluster's addresses, dict-like as in Ray."""
+
+    def __init__(self, info: dict):
+        super().__init__(info)
+        self.address_info = info
+
+    @property
+    def address(self) -> str:
+        return self["address"]
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        shutdown()
+
+
+def is_initialized() -> bool:
+    return context.core_worker is not None
+
+
+def current_namespace() -> str | None:
+    return _namespace
+
+
+def init(
+    address: str | None = None,
+    *,
+    num_cpus: float | None = None,
+    num_gpus: float | None = None,
+    resources: dict[str, float] | None = None,
+    object_store_memory: int | None = None,
+    namespace: str | None = None,
+    ignore_reinit_error: bool = False,
+    include_dashboard: bool | None = None,
+    log_to_driver: bool = True,
+    logging_level: int | str = logging.WARNING,
+    runtime_env: dict | None = None,
+    _temp_dir: str | None = None,
+    **kwargs: Any,
+) -> RayContext:
+    """Start a local cluster (or connect to one) and connect this driver."""
+    global _cluster, _namespace, _atexit_registered
+    if is_initialized():
+        if ignore_reinit_error:
+            return RayContext(_context_info())
+        raise RuntimeError(
+            "Maybe you called solray.init twice by accident? This error can be suppressed "
+            "by passing in 'ignore_reinit_error=True' or by calling 'solray.shutdown()' "
+            "prior to 'solray.init()'."
+        )
+    unknown = set(kwargs) - {"configure_logging", "log_to_driver", "dashboard_host",
+                             "dashboard_port", "local_mode", "_system_config"}
+    if unknown:
+        raise TypeError(f"init() got unexpected keyword argument(s): {sorted(unknown)}")
+    _validate_init_resources(num_cpus, num_gpus, resources, object_store_memory)
+    address = address or os.environ.get("SOLRAY_ADDRESS")
+    if address is not None:
+        raise ConnectionError(
+            f"Cannot connect to a running cluster at {address!r}: joining an existing "
+            "cluster (`solray start`) is not available in this version of solray. Call "
+            "solray.init() without an address to start a local cluster."
+        )
+    level = logging.getLevelName(logging_level) if isinstance(logging_level, int) else logging_level
+    session_root = os.path.join(_temp_dir or tempfile.gettempdir(), "solray")
+    os.makedirs(session_root, exist_ok=True)
+    session_dir = tempfile.mkdtemp(
+        prefix=time.strftime("session_%Y-%m-%d_%H-%M-%S_"), dir=session_root
+    )
+    node_args = ["--head"]
+    if num_cpus is not None:
+        node_args += ["--num-cpus", str(num_cpus)]
+    if num_gpus:
+        node_args += ["--num-gpus", str(num_gpus)]
+    if resources:
+        node_args += ["--resources", json.dumps(resources)]
+    if object_store_memory:
+        node_args += ["--object-store-memory", str(int(object_store_memory))]
+    cluster = services.start_local_cluster(session_dir, node_args, log_level=str(level))
+    cw = CoreWorker(is_driver=True, token=cluster.token, node_address=cluster.node_address)
+    try:
+        cw.start()
+    except BaseException:
+        cluster.stop()
+        shutil.rmtree(session_dir, ignore_errors=True)
+        raise
+    cw.print_logs = log_to_driver
+    _cluster = cluster
+    _namespace = namespace or f"anonymous_{uuid.uuid4().hex[:12]}"
+    context.core_worker = cw
+    cw.on_node_lost = _on_node_lost
+    job_info = {"sys_path": [p for p in sys.path if p], "cwd": os.getcwd(),
+                "namespace": _namespace}
+    cw.request("control", Msg.KV_PUT, {"ns": "job", "key": cw.job_bytes.hex()},
+               [msgpack.packb(job_info)])
+    if not _atexit_registered:
+        atexit.register(shutdown)
+        _atexit_registered = True
+    return RayContext(_context_info())
+
+
+def _validate_init_resources(num_cpus, num_gpus, resources, object_store_memory) -> None:
+    for name, value in (("num_cpus", num_cpus), ("num_gpus", num_gpus)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or value < 0):
+            raise ValueError(f"init(): {name} must be a non-negative number, got {value!r}")
+    if resources is not None:
+        if not isinstance(resources, dict):
+            raise TypeError(f"init(): resources must be a dict, got {type(resources).__name__}")
+        if "CPU" in resources or "GPU" in resources:
+            raise ValueError("init(): use num_cpus and num_gpus instead of resources['CPU'/'GPU']")
+    if object_store_memory is not None and (not isinstance(object_store_memory, int)
+                                            or object_store_memory <= 0):
+        raise ValueError(
+            f"init(): object_store_memory must be a positive int (bytes), got "
+            f"{object_store_memory!r}"
+        )
+
+
+def _context_info() -> dict:
+    cw = context.require_core_worker()
+    return {
+        "address": cw.node_info["control_address"],
+        "node_id": cw.node_info["node_id"],
+        "node_ip_address": cw.node_info["ip"],
+        "session_dir": cw.node_info["session_dir"],
+        "namespace": _namespace,
+    }
+
+
+def _on_node_lost() -> None:
+    logger.error("the local node has died; solray calls will fail until shutdown()")
+    print("solray: error: the local node process died", file=sys.stderr, flush=True)
+
+
+def auto_init() -> None:
+    """Ray starts a cluster on the first `.remote()` or `put` without `init()`."""
+    if not is_initialized():
+        init()
+
+
+def shutdown(_exiting_interpreter: bool = False) -> None:
+    global _cluster
+    cw = context.core_worker
+    if cw is None:
+        return
+    context.core_worker = None
+    cw.shutdown()
+    cluster, _cluster = _cluster, None
+    if cluster is not None:
+        cluster.stop()
+        shutil.rmtree(cluster.session_dir, ignore_errors=True)
+
+
+def get(object_refs, *, timeout: float | None = None):
+    cw = context.require_core_worker()
+    if isinstance(object_refs, ObjectRef):
+        return cw.get([object_refs], timeout)[0]
+    if isinstance(object_refs, (list, tuple)):
+        for ref in object_refs:
+            if not isinstance(ref, ObjectRef):
+                raise ValueError(
+                    f"'object_refs' must either be an ObjectRef or a list of ObjectRefs, "
+                    f"but the list holds a {type(ref).__name__}"
+                )
+        return cw.get(list(object_refs), timeout)
+    raise ValueError(
+        "'object_refs' must either be an ObjectRef or a list of ObjectRefs, "
+        f"got {type(object_refs).__name__}"
+    )
+
+
+def put(value, *, _owner=None) -> ObjectRef:
+    auto_init()
+    return context.require_core_worker().put(value)
+
+
+def wait(object_refs, *, num_returns: int = 1, timeout: float | None = None,
+         fetch_local: bool = True):
+    cw = context.require_core_worker()
+    if isinstance(object_refs, ObjectRef):
+        raise TypeError(
+            "wait() expected a list of ObjectRef, got a single ObjectRef. "
+            "Wrap it in a list: solray.wait([ref])"
+        )
+    if not isinstance(object_refs, (list, tuple)):
+        raise TypeError(f"wait() expected a list of ObjectRef, got {type(object_refs).__name__}")
+    refs = list(object_refs)
+    for ref in refs:
+        if not isinstance(ref, ObjectRef):
+            raise TypeError(f"wait() expected a list of ObjectRef, but it holds {ref!r}")
+    if len(set(refs)) != len(refs):
+        raise ValueError("Wait requires a list of unique object refs.")
+    if isinstance(num_returns, bool) or not isinstance(num_returns, int) or num_returns <= 0:
+        raise ValueError(f"Invalid number of objects to return {num_returns!r}.")
+    if num_returns > len(refs):
+        raise ValueError("num_returns cannot be greater than the number of objects provided.")
+    if timeout is not None and timeout < 0:
+        raise ValueError(f"The 'timeout' argument must be nonnegative. Received {timeout}")
+    return cw.wait(refs, num_returns, timeout)
+
+
+def get_gpu_ids() -> list[int]:
+    cw = context.require_core_worker()
+    task = cw.current_task
+    return list(task.gpu_ids) if task is not None else []
+
+
+def nodes() -> list[dict]:
+    cw = context.require_core_worker()
+    result = []
+    for info in cw.request("control", Msg.GET_NODES, None):
+        host, _, port = info["address"].rpartition(":")
+        result.append({
+            "NodeID": info["node_id"],
+            "Alive": info["alive"],
+            "alive": info["alive"],
+            "NodeManagerAddress": info["ip"],
+            "NodeManagerHostname": host,
+            "NodeManagerPort": int(port),
+            "ObjectManagerPort": int(port),
+            "ObjectStoreSocketName": info["arena_path"],
+            "RayletSocketName": info["address"],
+            "NodeName": info["ip"],
+            "Resources": info["resources_total"] if info["alive"] else {},
+            "Labels": {},
+        })
+    return result
+
+
+def cluster_resources() -> dict[str, float]:
+    return _sum_resources("resources_total")
+
+
+def available_resources() -> dict[str, float]:
+    return {k: v for k, v in _sum_resources("resources_available").items() if v > 0}
+
+
+def _sum_resources(field: str) -> dict[str, float]:
+    cw = context.require_core_worker()
+    total: dict[str, float] = {}
+    for info in cw.request("control", Msg.GET_NODES, None):
+        if info["alive"]:
+            for k, v in info[field].items():
+                total[k] = total.get(k, 0.0) + v
+    return total
+
+
+def remote(*args, **kwargs):
+    """`@remote` or `@remote(**options)` on a function."""
+    from solray.remote_function import RemoteFunction
+
+    if len(args) == 1 and not kwargs and callable(args[0]):
+        target = args[0]
+        if isinstance(target, type):
+            raise TypeError("actors (@remote on a class) are not available in this version")
+        return RemoteFunction(target, {})
+    if args:
+        raise TypeError(
+            "The @remote decorator must be applied either with no arguments and no "
+            "parentheses, for example '@remote', or it must be applied using some of "
+            "the arguments in the list ['num_cpus', 'num_gpus', 'resources', ...], for "
+            "example '@remote(num_returns=2, resources={\"CustomResource\": 1})'."
+        )
+
+    def decorator(target):
+        if isinstance(target, type):
+            raise TypeError("actors (@remote on a class) are not available in this version")
+        return RemoteFunction(target, kwargs)
+
+    return decorator
+
+
+__all__ = ["exceptions"]

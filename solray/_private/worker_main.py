@@ -1,0 +1,48 @@
+"""Entry point of a worker process, started by its node.
+
+A worker connects to its node, registers, and then runs the tasks owners push
+to it until the node goes away. It dies with its node: if the node's
+connection closes (or the node process dies, via PR_SET_PDEATHSIG), the
+worker exits at once, whatever it was running.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from solray._private import context, services
+from solray._private.core_worker import CoreWorker
+from solray._private.executor import Executor, TaskOutput
+from solray._private.protocol import Msg
+
+
+def main() -> None:
+    services.die_with_parent()
+    token = services.read_token()
+    cw = CoreWorker(
+        is_driver=False,
+        token=token,
+        node_address=os.environ["SOLRAY_NODE_ADDRESS"],
+        worker_id=os.environ["SOLRAY_WORKER_ID"],
+    )
+    context.core_worker = cw
+    executor = Executor(cw)
+    cw.executor = executor
+    sys.stdout = TaskOutput(sys.stdout, cw)
+    sys.stderr = TaskOutput(sys.stderr, cw)
+
+    def node_lost():
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(0)
+
+    cw.on_node_lost = node_lost
+    cw.start({Msg.PUSH_TASK: executor.on_push})
+    executor.run_forever()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,281 @@
+"""The errors users catch, with Ray's names and hierarchy.
+
+`RayTaskError.as_instanceof_cause()` builds, per user exception class, a
+subclass of both RayTaskError and that class, so `except ValueError` catches a
+remote ValueError while the message still carries the remote traceback.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+class RayError(Exception):
+    """Base of every solray error."""
+
+
+class RaySystemError(RayError):
+    def __init__(self, client_exc, traceback_str: str | None = None):
+        self.client_exc = client_exc
+        self.traceback_str = traceback_str
+        super().__init__(client_exc, traceback_str)
+
+    def __str__(self) -> str:
+        s = f"System error: {self.client_exc}"
+        if self.traceback_str:
+            s += f"\ntraceback: {self.traceback_str}"
+        return s
+
+
+class RayTaskError(RayError):
+    """A task or actor method raised. `cause` is the user's exception."""
+
+    def __init__(
+        self,
+        function_name: str,
+        traceback_str: str,
+        cause: BaseException | None = None,
+        proctitle: str | None = None,
+        pid: int | None = None,
+        ip: str | None = None,
+        actor_repr: str | None = None,
+        actor_id: str | None = None,
+    ):
+        self.function_name = function_name
+        self.traceback_str = traceback_str
+        self.cause = cause
+        self.proctitle = proctitle or "solray::worker"
+        self.pid = pid if pid is not None else os.getpid()
+        self.ip = ip or "127.0.0.1"
+        self.actor_repr = actor_repr
+        self.actor_id = actor_id
+        super().__init__(function_name, traceback_str, cause, proctitle, pid, ip)
+
+    def __reduce__(self):
+        return (
+            _rebuild_task_error,
+            (
+                self.function_name,
+                self.traceback_str,
+                self.cause,
+                self.proctitle,
+                self.pid,
+                self.ip,
+                self.actor_repr,
+                self.actor_id,
+            ),
+        )
+
+    def __str__(self) -> str:
+        lines = self.traceback_str.rstrip().splitlines() if self.traceback_str else []
+        head = f"{type(self).__name__}: {self.proctitle} (pid={self.pid}, ip={self.ip})"
+        if self.actor_repr:
+            head += f", actor={self.actor_repr}"
+        return "\n".join([head, *lines])
+
+    def as_instanceof_cause(self) -> RayTaskError:
+        """An equal error whose class also derives from the cause's class."""
+        cause_cls = type(self.cause) if self.cause is not None else None
+        if cause_cls is None or issubclass(RayTaskError, cause_cls):
+            return self
+        if isinstance(self, cause_cls):
+            return self
+        cls = _dual_class(cause_cls)
+        if cls is None:
+            return self
+        err = cls.__new__(cls)
+        RayTaskError.__init__(
+            err,
+            self.function_name,
+            self.traceback_str,
+            self.cause,
+            self.proctitle,
+            self.pid,
+            self.ip,
+            self.actor_repr,
+            self.actor_id,
+        )
+        # Let attribute reads that the dual class does not define fall back to
+        # the cause, so `err.code` works for an exception with a `code`.
+        return err
+
+
+def _rebuild_task_error(*args) -> RayTaskError:
+    return RayTaskError(*args)
+
+
+_dual_classes: dict[type, type | None] = {}
+
+
+def _dual_class(cause_cls: type) -> type | None:
+    if cause_cls in _dual_classes:
+        return _dual_classes[cause_cls]
+
+    def __getattr__(self, name):
+        cause = self.__dict__.get("cause")
+        if cause is None:
+            raise AttributeError(name)
+        return getattr(cause, name)
+
+    try:
+        cls = type(
+            f"RayTaskError({cause_cls.__name__})",
+            (RayTaskError, cause_cls),
+            {
+                "__getattr__": __getattr__,
+                "__init__": lambda self, *a, **k: RayTaskError.__init__(self, *a, **k),
+                "__str__": RayTaskError.__str__,
+                "__reduce__": RayTaskError.__reduce__,
+                "__module__": __name__,
+            },
+        )
+        cls.__qualname__ = cls.__name__
+    except TypeError:  # layout conflicts, e.g. some C-implemented exceptions
+        cls = None
+    _dual_classes[cause_cls] = cls
+    return cls
+
+
+class GetTimeoutError(RayError, TimeoutError):
+    """`get` or `wait` ran out of time."""
+
+
+class TaskCancelledError(RayError):
+    def __init__(self, task_id=None, error_message: str | None = None):
+        self.task_id = task_id
+        self.error_message = error_message
+        super().__init__(task_id, error_message)
+
+    def __str__(self) -> str:
+        if self.error_message:
+            return self.error_message
+        return f"Task {self.task_id} was cancelled."
+
+
+class WorkerCrashedError(RayError):
+    def __str__(self) -> str:
+        return (
+            "The worker died unexpectedly while executing this task. "
+            + (str(self.args[0]) if self.args else "")
+        ).strip()
+
+
+class RayActorError(RayError):
+    def __init__(self, cause=None, actor_id=None, error_msg: str | None = None):
+        self.actor_id = actor_id
+        self.error_msg = error_msg or (str(cause) if cause else "The actor died unexpectedly.")
+        super().__init__(self.error_msg)
+
+    def __str__(self) -> str:
+        return self.error_msg
+
+
+class ActorDiedError(RayActorError):
+    pass
+
+
+class ActorUnavailableError(RayActorError):
+    pass
+
+
+class ActorUnschedulableError(RayError):
+    pass
+
+
+class TaskUnschedulableError(RayError):
+    pass
+
+
+class ObjectLostError(RayError):
+    def __init__(self, object_ref_hex: str = "", owner_address: str = "", call_site: str = ""):
+        self.object_ref_hex = object_ref_hex
+        self.owner_address = owner_address
+        self.call_site = call_site
+        super().__init__(object_ref_hex, owner_address, call_site)
+
+    def _base_str(self) -> str:
+        return f"Failed to retrieve object {self.object_ref_hex}."
+
+    def __str__(self) -> str:
+        return self._base_str() + " All copies of it are lost."
+
+
+class OwnerDiedError(ObjectLostError):
+    def __str__(self) -> str:
+        return (
+            self._base_str()
+            + f" Its owner ({self.owner_address}) has died, and an object fate-shares with "
+            "the process that created it (the caller of the task, or of `put`)."
+        )
+
+
+class ObjectFreedError(ObjectLostError):
+    def __str__(self) -> str:
+        return self._base_str() + " It was freed with `solray._private.internal_api.free`."
+
+
+class ObjectFetchTimedOutError(ObjectLostError):
+    pass
+
+
+class ReferenceCountingAssertionError(ObjectLostError):
+    pass
+
+
+class ObjectReconstructionFailedError(ObjectLostError):
+    pass
+
+
+class ObjectReconstructionFailedMaxAttemptsExceededError(ObjectLostError):
+    pass
+
+
+class ObjectReconstructionFailedLineageEvictedError(ObjectLostError):
+    pass
+
+
+class ObjectStoreFullError(RayError):
+    pass
+
+
+class OutOfDiskError(RayError):
+    pass
+
+
+class OutOfMemoryError(RayError):
+    pass
+
+
+class NodeDiedError(RayError):
+    pass
+
+
+class LocalRayletDiedError(RayError):
+    pass
+
+
+class RuntimeEnvSetupError(RayError):
+    pass
+
+
+class TaskPlacementGroupRemoved(RayError):
+    pass
+
+
+class ActorPlacementGroupRemoved(RayError):
+    pass
+
+
+class PendingCallsLimitExceeded(RayError):
+    pass
+
+
+class CrossLanguageError(RayError):
+    pass
+
+
+class AsyncioActorExit(RayError):
+    pass
+
+
+__all__ = [name for name, obj in list(globals().items()) if isinstance(obj, type)]

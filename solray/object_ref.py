@@ -1,0 +1,74 @@
+"""ObjectRef: a future for a value that lives somewhere in the cluster.
+
+A ref names its object and its owner's address. Creating one counts a local
+reference in the current process's core worker and garbage-collecting it
+uncounts it; pickling one (into an argument, a value, a closure) is noticed by
+the serializer so the owner knows the ref escaped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+
+from solray._private import context
+from solray._private.serialization import RefCollector
+
+
+class ObjectRef:
+    __slots__ = ("_id", "_owner", "__weakref__")
+
+    def __init__(self, object_id: bytes, owner: str):
+        self._id = object_id
+        self._owner = owner
+        worker = context.core_worker
+        if worker is not None:
+            worker.refs.add_local(object_id)
+
+    def __del__(self):
+        worker = context.core_worker
+        if worker is not None:
+            try:
+                worker.refs.remove_local(self._id)
+            except Exception:  # interpreter shutdown
+                pass
+
+    def __reduce__(self):
+        RefCollector.note(self)
+        return (_rebuild, (self._id, self._owner))
+
+    def binary(self) -> bytes:
+        return self._id
+
+    def hex(self) -> str:
+        return self._id.hex()
+
+    def task_id(self):
+        from solray._private.ids import task_id_of
+
+        return task_id_of(self._id).hex()
+
+    @property
+    def owner_address(self) -> str:
+        return self._owner
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, ObjectRef) and other._id == self._id
+
+    def __hash__(self) -> int:
+        return hash(self._id)
+
+    def __repr__(self) -> str:
+        return f"ObjectRef({self._id.hex()})"
+
+    def future(self) -> concurrent.futures.Future:
+        """A concurrent.futures.Future that resolves to the value."""
+        worker = context.require_core_worker()
+        return worker.value_future(self)
+
+    def __await__(self):
+        return asyncio.wrap_future(self.future()).__await__()
+
+
+def _rebuild(object_id: bytes, owner: str) -> ObjectRef:
+    return ObjectRef(object_id, owner)

@@ -1,0 +1,78 @@
+"""RemoteFunction: what `@solray.remote` makes of a function."""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+
+import cloudpickle
+
+from solray._private import context, options as opts
+from solray._private.serialization import RefCollector
+from solray._private.task_spec import FunctionDescriptor
+
+
+class RemoteFunction:
+    def __init__(self, function, options: dict):
+        if inspect.isclass(function) or not callable(function):
+            raise TypeError(f"@remote expects a function, got {function!r}")
+        self._function = function
+        self._options = opts.with_defaults(opts.validate_task_options(dict(options)))
+        self._descriptor: FunctionDescriptor | None = None
+        self._descriptor_owner = None
+        self.__name__ = getattr(function, "__name__", "remote_function")
+        self.__qualname__ = getattr(function, "__qualname__", self.__name__)
+        self.__doc__ = function.__doc__
+        self.__module__ = getattr(function, "__module__", None)
+
+    def __call__(self, *args, **kwargs):
+        raise TypeError(
+            f"Remote functions cannot be called directly. Instead of running "
+            f"'{self.__module__}.{self.__name__}()', try '{self.__module__}.{self.__name__}.remote()'."
+        )
+
+    def remote(self, *args, **kwargs):
+        return self._remote(args, kwargs, self._options)
+
+    def options(self, **options) -> _BoundOptions:
+        return _BoundOptions(self, opts.merge(self._options, options))
+
+    def _remote(self, args, kwargs, options: dict):
+        from solray._private import worker
+
+        worker.auto_init()
+        cw = context.require_core_worker()
+        refs = cw.submit_task(self._describe(cw), args, kwargs, options)
+        num_returns = options.get("num_returns", 1)
+        if num_returns == 1:
+            return refs[0]
+        if num_returns == 0:
+            return None
+        return refs
+
+    def _describe(self, cw) -> FunctionDescriptor:
+        # Pickled once per session. Refs captured in the function's closure
+        # escape with it, which pins them (seed 002: closure capture).
+        if self._descriptor is None or self._descriptor_owner is not cw:
+            with RefCollector() as collector:
+                pickled = cloudpickle.dumps(self._function, protocol=5)
+            if collector.refs:
+                cw.refs.mark_escaped([r._id for r in collector.refs])
+            function_id = hashlib.sha1(pickled).digest()
+            self._descriptor = FunctionDescriptor(function_id, self.__name__, pickled)
+            self._descriptor_owner = cw
+        return self._descriptor
+
+
+class _BoundOptions:
+    """`f.options(...)`: the same function with some options overridden."""
+
+    def __init__(self, function: RemoteFunction, options: dict):
+        self._function = function
+        self._options = options
+
+    def remote(self, *args, **kwargs):
+        return self._function._remote(args, kwargs, self._options)
+
+    def options(self, **options) -> _BoundOptions:
+        return _BoundOptions(self._function, opts.merge(self._options, options))

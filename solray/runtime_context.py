@@ -1,0 +1,63 @@
+"""`solray.get_runtime_context()`: who and where the calling code is."""
+
+from __future__ import annotations
+
+from solray._private import context
+
+
+class RuntimeContext:
+    def __init__(self, core_worker, namespace: str | None):
+        self._cw = core_worker
+        self._namespace = namespace
+
+    def get_job_id(self) -> str:
+        return self._cw.job_bytes.hex()
+
+    def get_node_id(self) -> str:
+        return self._cw.node_info["node_id"]
+
+    def get_worker_id(self) -> str:
+        return self._cw.worker_id
+
+    def get_task_id(self) -> str | None:
+        task = self._cw.current_task
+        return task.task_id.hex() if task is not None else None
+
+    def get_actor_id(self) -> str | None:
+        return None
+
+    def get_assigned_resources(self) -> dict:
+        task = self._cw.current_task
+        if task is None:
+            return {}
+        return {"GPU": float(len(task.gpu_ids))} if task.gpu_ids else {}
+
+    @property
+    def namespace(self) -> str | None:
+        return self._namespace
+
+    @property
+    def job_id(self) -> str:
+        return self.get_job_id()
+
+    @property
+    def node_id(self) -> str:
+        return self.get_node_id()
+
+    @property
+    def task_id(self) -> str | None:
+        return self.get_task_id()
+
+    @property
+    def gcs_address(self) -> str:
+        return self._cw.node_info["control_address"]
+
+    def get(self) -> dict:
+        return {"job_id": self.get_job_id(), "node_id": self.get_node_id(),
+                "task_id": self.get_task_id(), "namespace": self._namespace}
+
+
+def get_runtime_context() -> RuntimeContext:
+    from solray._private import worker
+
+    return RuntimeContext(context.require_core_worker(), worker.current_namespace())
