@@ -7,7 +7,8 @@ import inspect
 
 import cloudpickle
 
-from solray._private import context, options as opts
+from solray._private import context
+from solray._private import options as opts
 from solray._private.serialization import RefCollector
 from solray._private.task_spec import FunctionDescriptor
 

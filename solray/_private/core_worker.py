@@ -27,7 +27,7 @@ from functools import partial
 
 from solray import exceptions
 from solray._private import context, ids, serialization, transport
-from solray._private.memory_store import InStore, Inline, MemoryStore
+from solray._private.memory_store import Inline, InStore, MemoryStore
 from solray._private.object_store import ArenaMapping
 from solray._private.options import task_resources
 from solray._private.protocol import Msg
@@ -184,8 +184,12 @@ class CoreWorker:
             pass
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout=5)
+        if not self._thread.is_alive():
+            self.loop.close()
         if self._future_pool is not None:
             self._future_pool.shutdown(wait=False)
+        if self._arena is not None:
+            self._arena.close()
 
     # -- connections to other core workers ---------------------------------
 
@@ -424,7 +428,7 @@ class CoreWorker:
             entry = decode_entry(body, bufs)
             if entry is None:
                 entry = error_entry(exceptions.ObjectLostError(object_id.hex(), owner))
-        except (OSError, asyncio.TimeoutError, transport.ConnectionLost):
+        except (TimeoutError, OSError, transport.ConnectionLost):
             entry = error_entry(exceptions.OwnerDiedError(object_id.hex(), owner))
         finally:
             self._fetching.discard(object_id)

@@ -100,6 +100,7 @@ class Node:
         self.workers: dict[str, WorkerProcess] = {}
         self.idle: deque[WorkerProcess] = deque()
         self.starting = 0
+        self.processes: set[asyncio.subprocess.Process] = set()
         self.leases: dict[int, Lease] = {}
         self.next_lease = 1
         self.pending: deque[LeaseRequest] = deque()
@@ -157,13 +158,13 @@ class Node:
 
     async def stop(self) -> None:
         self._stopping = True
-        for w in list(self.workers.values()):
-            _kill(w.process)
-        for w in list(self.workers.values()):
-            try:
-                await asyncio.wait_for(w.process.wait(), 5)
-            except (asyncio.TimeoutError, ProcessLookupError):
-                pass
+        # Every process we started, including ones already dropped from the
+        # pool, is killed and reaped before the node exits.
+        for proc in self.processes:
+            _kill(proc)
+        if self.processes:
+            await asyncio.wait([asyncio.ensure_future(p.wait()) for p in self.processes],
+                               timeout=5)
         self.server.close()
         shutil.rmtree(self.shm_dir, ignore_errors=True)
 
@@ -193,6 +194,7 @@ class Node:
             self.starting -= 1
             logger.exception("could not start a worker")
             return
+        self.processes.add(proc)
         worker = WorkerProcess(worker_id, proc)
         self.workers[worker_id] = worker
         loop = asyncio.get_running_loop()
@@ -202,6 +204,7 @@ class Node:
 
     async def _watch_worker(self, worker: WorkerProcess) -> None:
         code = await worker.process.wait()
+        self.processes.discard(worker.process)
         if worker.conn is None:
             self.starting -= 1
             if not self._stopping:
@@ -426,10 +429,14 @@ class Node:
 
 
 def _kill(process: asyncio.subprocess.Process) -> None:
-    try:
-        process.kill()
-    except ProcessLookupError:
-        pass
+    # Not process.kill(): Popen polls before signalling, which would reap the
+    # child behind asyncio's child watcher. A zombie's pid cannot be reused, so
+    # signalling it until the watcher has reaped it is safe.
+    if process.returncode is None:
+        try:
+            os.kill(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def _default_store_size(total_memory: int) -> int:

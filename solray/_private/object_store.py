@@ -210,6 +210,14 @@ class ArenaMapping:
         finally:
             os.close(fd)
 
+    def close(self) -> None:
+        """Unmap, unless values built on the mapping are still alive (then the
+        mapping goes when they do)."""
+        try:
+            self._mmap.close()
+        except BufferError:
+            pass
+
     def writable(self, offset: int, size: int) -> memoryview:
         return memoryview(self._mmap)[offset : offset + size]
 

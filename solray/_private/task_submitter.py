@@ -136,7 +136,7 @@ class TaskSubmitter:
         grant = fut.result()
         try:
             conn = await self.cw.peer(grant["address"])
-        except (OSError, asyncio.TimeoutError, transport.ConnectionLost):
+        except (TimeoutError, OSError, transport.ConnectionLost):
             self.cw.node.send(Msg.RETURN_LEASE, {"lease_id": grant["lease_id"], "kill": True})
             self._pump(q)
             return

@@ -98,7 +98,7 @@ def init(
             "solray.init() without an address to start a local cluster."
         )
     level = logging.getLevelName(logging_level) if isinstance(logging_level, int) else logging_level
-    session_root = os.path.join(_temp_dir or tempfile.gettempdir(), "solray")
+    session_root = os.path.join(_temp_dir or tempfile.gettempdir(), "solray-sessions")
     os.makedirs(session_root, exist_ok=True)
     session_dir = tempfile.mkdtemp(
         prefix=time.strftime("session_%Y-%m-%d_%H-%M-%S_"), dir=session_root

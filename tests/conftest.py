@@ -1,0 +1,93 @@
+"""Fixtures: real local clusters, and a check that nothing leaked.
+
+Every cluster a test starts must be gone when the test ends: no child
+processes, no /dev/shm entries, no solray threads, no file descriptors beyond
+those open before the test. `wait_for_condition` is the only way tests wait:
+a condition polled until a deadline, never a bare sleep.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import psutil
+import pytest
+
+import solray
+
+
+def wait_for_condition(predicate, timeout: float = 20.0, interval: float = 0.02, message=""):
+    deadline = time.monotonic() + timeout
+    last_error = None
+    while time.monotonic() < deadline:
+        try:
+            if predicate():
+                return
+        except Exception as e:  # the condition may raise until it holds
+            last_error = e
+        time.sleep(interval)
+    raise AssertionError(
+        f"condition not met within {timeout}s: {message or predicate}"
+        + (f" (last error: {last_error!r})" if last_error else "")
+    )
+
+
+def _shm_entries() -> set[str]:
+    return {name for name in os.listdir("/dev/shm") if name.startswith("solray")}
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.fixture
+def leak_check():
+    """Fails the test if it leaves processes, shared memory, threads or fds."""
+    assert not solray.is_initialized(), "a previous test left solray initialized"
+    shm_before = _shm_entries()
+    fds_before = _open_fds()
+    yield
+    if solray.is_initialized():
+        solray.shutdown()
+    me = psutil.Process()
+    wait_for_condition(lambda: not me.children(recursive=True), timeout=15,
+                       message="child processes still running after shutdown")
+    wait_for_condition(lambda: _shm_entries() <= shm_before, timeout=10,
+                       message="/dev/shm entries left behind")
+    wait_for_condition(
+        lambda: not [t for t in threading.enumerate() if t.name.startswith("solray")],
+        timeout=10, message="solray threads still running",
+    )
+    wait_for_condition(lambda: _open_fds() <= fds_before, timeout=10,
+                       message=f"file descriptors leaked ({_open_fds()} > {fds_before})")
+
+
+@pytest.fixture
+def ray_start(leak_check, request):
+    """A fresh local cluster; `@pytest.mark.parametrize("ray_start", [{...}],
+    indirect=True)` passes init() arguments."""
+    kwargs = dict(num_cpus=2)
+    kwargs.update(getattr(request, "param", None) or {})
+    context = solray.init(**kwargs)
+    yield context
+    solray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def shared_cluster():
+    """One cluster for a module of tests that only read from it. The leak
+    check runs once, after the module."""
+    shm_before = _shm_entries()
+    solray.init(num_cpus=2)
+    yield
+    solray.shutdown()
+    me = psutil.Process()
+    wait_for_condition(lambda: not me.children(recursive=True), timeout=15)
+    wait_for_condition(lambda: _shm_entries() <= shm_before, timeout=10)
+
+
+@pytest.fixture
+def ray(shared_cluster):
+    return solray
