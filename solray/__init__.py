@@ -1,13 +1,13 @@
 """solray: a distributed task and object runtime with Ray Core's API.
 
-    import solray as ray
-    ray.init()
+import solray as ray
+ray.init()
 
-    @ray.remote
-    def f(x):
-        return x * 2
+@ray.remote
+def f(x):
+    return x * 2
 
-    assert ray.get([f.remote(i) for i in range(4)]) == [0, 2, 4, 6]
+assert ray.get([f.remote(i) for i in range(4)]) == [0, 2, 4, 6]
 """
 
 from solray import exceptions

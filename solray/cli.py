@@ -14,10 +14,18 @@ def main() -> None:
 
 
 @main.command()
-@click.option("-k", "pattern", default=None,
-              help="Run only the rows whose name matches this regular expression.")
-@click.option("--round-seconds", default=2.0, show_default=True,
-              help="Length of each of the four timed rounds of a row.")
+@click.option(
+    "-k",
+    "pattern",
+    default=None,
+    help="Run only the rows whose name matches this regular expression.",
+)
+@click.option(
+    "--round-seconds",
+    default=2.0,
+    show_default=True,
+    help="Length of each of the four timed rounds of a row.",
+)
 def microbenchmark(pattern: str | None, round_seconds: float) -> None:
     """Run Ray's microbenchmark workloads on a local cluster.
 

@@ -28,8 +28,9 @@ class RemoteFunction:
 
     def __call__(self, *args, **kwargs):
         raise TypeError(
-            f"Remote functions cannot be called directly. Instead of running "
-            f"'{self.__module__}.{self.__name__}()', try '{self.__module__}.{self.__name__}.remote()'."
+            "Remote functions cannot be called directly. Instead of running "
+            f"'{self.__module__}.{self.__name__}()', "
+            f"try '{self.__module__}.{self.__name__}.remote()'."
         )
 
     def remote(self, *args, **kwargs):

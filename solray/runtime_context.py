@@ -53,8 +53,12 @@ class RuntimeContext:
         return self._cw.node_info["control_address"]
 
     def get(self) -> dict:
-        return {"job_id": self.get_job_id(), "node_id": self.get_node_id(),
-                "task_id": self.get_task_id(), "namespace": self._namespace}
+        return {
+            "job_id": self.get_job_id(),
+            "node_id": self.get_node_id(),
+            "task_id": self.get_task_id(),
+            "namespace": self._namespace,
+        }
 
 
 def get_runtime_context() -> RuntimeContext:

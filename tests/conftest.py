@@ -52,16 +52,24 @@ def leak_check():
     if solray.is_initialized():
         solray.shutdown()
     me = psutil.Process()
-    wait_for_condition(lambda: not me.children(recursive=True), timeout=15,
-                       message="child processes still running after shutdown")
-    wait_for_condition(lambda: _shm_entries() <= shm_before, timeout=10,
-                       message="/dev/shm entries left behind")
+    wait_for_condition(
+        lambda: not me.children(recursive=True),
+        timeout=15,
+        message="child processes still running after shutdown",
+    )
+    wait_for_condition(
+        lambda: _shm_entries() <= shm_before, timeout=10, message="/dev/shm entries left behind"
+    )
     wait_for_condition(
         lambda: not [t for t in threading.enumerate() if t.name.startswith("solray")],
-        timeout=10, message="solray threads still running",
+        timeout=10,
+        message="solray threads still running",
     )
-    wait_for_condition(lambda: _open_fds() <= fds_before, timeout=10,
-                       message=f"file descriptors leaked ({_open_fds()} > {fds_before})")
+    wait_for_condition(
+        lambda: _open_fds() <= fds_before,
+        timeout=10,
+        message=f"file descriptors leaked ({_open_fds()} > {fds_before})",
+    )
 
 
 @pytest.fixture

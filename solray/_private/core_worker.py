@@ -293,7 +293,9 @@ class CoreWorker:
 
     def arena(self) -> ArenaMapping:
         if self._arena is None:
-            self._arena = ArenaMapping(self.node_info["arena_path"], self.node_info["store_capacity"])
+            self._arena = ArenaMapping(
+                self.node_info["arena_path"], self.node_info["store_capacity"]
+            )
         return self._arena
 
     # -- objects: get and wait ---------------------------------------------

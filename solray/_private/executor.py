@@ -149,8 +149,7 @@ class Executor:
             ) from None
         if len(outputs) != num_returns:
             raise ValueError(
-                f"the task declared num_returns={num_returns} but returned "
-                f"{len(outputs)} values"
+                f"the task declared num_returns={num_returns} but returned {len(outputs)} values"
             )
         return outputs
 
@@ -175,9 +174,12 @@ class Executor:
             try:
                 obj = serialization.serialize(value)
             except Exception as e:
-                obj = serialization.serialize_error(self._task_error(ctx.name, TypeError(
-                    f"could not serialize the return value of {ctx.name}: {e}"
-                )))
+                obj = serialization.serialize_error(
+                    self._task_error(
+                        ctx.name,
+                        TypeError(f"could not serialize the return value of {ctx.name}: {e}"),
+                    )
+                )
         cw.note_serialized(obj)
         object_id = ids.return_object_id(ctx.task_id, index)
         try:

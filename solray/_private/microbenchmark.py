@@ -11,12 +11,18 @@ import re
 import statistics
 import time
 from collections.abc import Callable
+from functools import partial
 
 import numpy as np
 
 
-def timeit(name: str, fn: Callable[[], object], multiplier: float = 1,
-           round_seconds: float = 2.0, rounds: int = 4) -> tuple[str, float, float]:
+def timeit(
+    name: str,
+    fn: Callable[[], object],
+    multiplier: float = 1,
+    round_seconds: float = 2.0,
+    rounds: int = 4,
+) -> tuple[str, float, float]:
     start = time.perf_counter()
     count = 0
     while time.perf_counter() - start < round_seconds / 2:
@@ -72,15 +78,23 @@ def run(pattern: str | None = None, round_seconds: float = 2.0) -> list[tuple[st
         value = ray.put(0)
         bench("single client get calls (Plasma Store)", lambda: ray.get(value))
         bench("single client put calls (Plasma Store)", lambda: ray.put(0))
-        bench("multi client put calls (Plasma Store)",
-              lambda: ray.get([do_put_small.remote() for _ in range(10)]), 1000)
+        bench(
+            "multi client put calls (Plasma Store)",
+            lambda: ray.get([do_put_small.remote() for _ in range(10)]),
+            1000,
+        )
         arr = np.zeros(100 * 1024 * 1024, dtype=np.int64)
-        bench("single client put gigabytes", lambda: ray.put(arr), 8 * 0.1)
+        bench("single client put gigabytes", partial(ray.put, arr), 8 * 0.1)
         del arr
-        bench("single client tasks and get batch",
-              lambda: ray.get([small_value.remote() for _ in range(1000)]))
-        bench("multi client put gigabytes",
-              lambda: ray.get([do_put.remote() for _ in range(10)]), 10 * 8 * 0.1)
+        bench(
+            "single client tasks and get batch",
+            lambda: ray.get([small_value.remote() for _ in range(1000)]),
+        )
+        bench(
+            "multi client put gigabytes",
+            lambda: ray.get([do_put.remote() for _ in range(10)]),
+            10 * 8 * 0.1,
+        )
         if selected is None or selected.search("single client get object containing 10k refs"):
             containing = create_object_containing_ref.remote()
             bench("single client get object containing 10k refs", lambda: ray.get(containing))
@@ -92,8 +106,11 @@ def run(pattern: str | None = None, round_seconds: float = 2.0) -> list[tuple[st
 
         bench("single client wait 1k refs", wait_multiple_refs)
         bench("single client tasks sync", lambda: ray.get(small_value.remote()))
-        bench("single client tasks async",
-              lambda: ray.get([small_value.remote() for _ in range(1000)]), 1000)
+        bench(
+            "single client tasks async",
+            lambda: ray.get([small_value.remote() for _ in range(1000)]),
+            1000,
+        )
     finally:
         ray.shutdown()
     return results

@@ -163,8 +163,7 @@ class Node:
         for proc in self.processes:
             _kill(proc)
         if self.processes:
-            await asyncio.wait([asyncio.ensure_future(p.wait()) for p in self.processes],
-                               timeout=5)
+            await asyncio.wait([asyncio.ensure_future(p.wait()) for p in self.processes], timeout=5)
         self.server.close()
         shutil.rmtree(self.shm_dir, ignore_errors=True)
 
@@ -184,7 +183,9 @@ class Node:
         env[services.TOKEN_ENV] = self.token.hex()
         try:
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "solray._private.worker_main",
+                sys.executable,
+                "-m",
+                "solray._private.worker_main",
                 env=env,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
@@ -208,8 +209,9 @@ class Node:
         if worker.conn is None:
             self.starting -= 1
             if not self._stopping:
-                logger.warning("worker pid=%s exited with %s before registering",
-                               worker.process.pid, code)
+                logger.warning(
+                    "worker pid=%s exited with %s before registering", worker.process.pid, code
+                )
         self._worker_gone(worker)
         if not self._stopping:
             self._try_grant()
@@ -285,9 +287,14 @@ class Node:
         request = LeaseRequest(conn, rid, body["resources"])
         if not self.resources.feasible(request.resources):
             shape = tuple(sorted(request.resources.items()))
-            conn.send(Msg.LEASE_INFEASIBLE, {"resources": request.resources,
-                                             "total": self.resources.total,
-                                             "first": shape not in self.warned_infeasible})
+            conn.send(
+                Msg.LEASE_INFEASIBLE,
+                {
+                    "resources": request.resources,
+                    "total": self.resources.total,
+                    "first": shape not in self.warned_infeasible,
+                },
+            )
             self.warned_infeasible.add(shape)
         self.pending.append(request)
         self._try_grant()
@@ -315,13 +322,16 @@ class Node:
             self.leases[lease.lease_id] = lease
             worker.lease = lease
             req.conn.peer.setdefault("leases", set()).add(lease.lease_id)
-            req.conn.reply(req.rid, {
-                "lease_id": lease.lease_id,
-                "worker_id": worker.worker_id,
-                "address": worker.address,
-                "gpu_ids": gpu_ids,
-                "node_id": self.node_id,
-            })
+            req.conn.reply(
+                req.rid,
+                {
+                    "lease_id": lease.lease_id,
+                    "worker_id": worker.worker_id,
+                    "address": worker.address,
+                    "gpu_ids": gpu_ids,
+                    "node_id": self.node_id,
+                },
+            )
         self.pending = remaining
         for _ in range(max(0, waiting_for_worker - self.starting)):
             self._start_worker()
@@ -391,9 +401,13 @@ class Node:
     def _report_resources(self) -> None:
         self._report_scheduled = False
         if not self.control.closed:
-            self.control.send(Msg.NODE_RESOURCES, {
-                "node_id": self.node_id, "available": self.resources.available_view(),
-            })
+            self.control.send(
+                Msg.NODE_RESOURCES,
+                {
+                    "node_id": self.node_id,
+                    "available": self.resources.available_view(),
+                },
+            )
 
     # -- object store ------------------------------------------------------
 

@@ -162,23 +162,37 @@ def start_local_cluster(
     )
     try:
         for name, module, sock, extra in (
-            ("node", "solray._private.node", node_sock,
-             ["--control-address", cluster.control_address, "--session-dir", session_dir,
-              *node_args]),
+            (
+                "node",
+                "solray._private.node",
+                node_sock,
+                [
+                    "--control-address",
+                    cluster.control_address,
+                    "--session-dir",
+                    session_dir,
+                    *node_args,
+                ],
+            ),
             ("control store", "solray._private.control_store", control_sock, []),
         ):
             fd = sock.fileno()
             os.set_inheritable(fd, True)
             popen = _spawn(
                 module,
-                ["--listen-fd", str(fd), "--lifeline-fd", str(lifeline_r),
-                 "--log-level", log_level, *extra],
+                [
+                    "--listen-fd",
+                    str(fd),
+                    "--lifeline-fd",
+                    str(lifeline_r),
+                    "--log-level",
+                    log_level,
+                    *extra,
+                ],
                 env,
                 (fd, lifeline_r),
             )
-            cluster.processes.append(
-                ServiceProcess(name, popen, transport.socket_address(sock))
-            )
+            cluster.processes.append(ServiceProcess(name, popen, transport.socket_address(sock)))
     except BaseException:
         cluster.stop()
         raise

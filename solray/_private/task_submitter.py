@@ -129,9 +129,12 @@ class TaskSubmitter:
         q.requests -= 1
         if fut.exception() is not None:
             if not self.cw.shutting_down:
-                self._fail_queue(q, exceptions.LocalRayletDiedError(
-                    f"the node could not grant a worker: {fut.exception()}"
-                ))
+                self._fail_queue(
+                    q,
+                    exceptions.LocalRayletDiedError(
+                        f"the node could not grant a worker: {fut.exception()}"
+                    ),
+                )
             return
         grant = fut.result()
         try:
@@ -216,8 +219,9 @@ class TaskSubmitter:
             if isinstance(error, transport.ConnectionLost):
                 self._worker_died(q, task)
             else:
-                self._finish(task, [error_entry(exceptions.RaySystemError(error))]
-                             * len(task.return_ids))
+                self._finish(
+                    task, [error_entry(exceptions.RaySystemError(error))] * len(task.return_ids)
+                )
             self._pump(q)
             return
         body, buffers = fut.result()

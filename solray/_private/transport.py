@@ -315,9 +315,7 @@ async def serve(
 ) -> asyncio.AbstractServer:
     loop = asyncio.get_running_loop()
     return await loop.create_server(
-        lambda: Connection(
-            token, handlers, server_side=True, on_ready=on_ready, on_close=on_close
-        ),
+        lambda: Connection(token, handlers, server_side=True, on_ready=on_ready, on_close=on_close),
         sock=sock,
     )
 

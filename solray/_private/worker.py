@@ -85,8 +85,14 @@ def init(
             "by passing in 'ignore_reinit_error=True' or by calling 'solray.shutdown()' "
             "prior to 'solray.init()'."
         )
-    unknown = set(kwargs) - {"configure_logging", "log_to_driver", "dashboard_host",
-                             "dashboard_port", "local_mode", "_system_config"}
+    unknown = set(kwargs) - {
+        "configure_logging",
+        "log_to_driver",
+        "dashboard_host",
+        "dashboard_port",
+        "local_mode",
+        "_system_config",
+    }
     if unknown:
         raise TypeError(f"init() got unexpected keyword argument(s): {sorted(unknown)}")
     _validate_init_resources(num_cpus, num_gpus, resources, object_store_memory)
@@ -125,10 +131,10 @@ def init(
     _namespace = namespace or f"anonymous_{uuid.uuid4().hex[:12]}"
     context.core_worker = cw
     cw.on_node_lost = _on_node_lost
-    job_info = {"sys_path": [p for p in sys.path if p], "cwd": os.getcwd(),
-                "namespace": _namespace}
-    cw.request("control", Msg.KV_PUT, {"ns": "job", "key": cw.job_bytes.hex()},
-               [msgpack.packb(job_info)])
+    job_info = {"sys_path": [p for p in sys.path if p], "cwd": os.getcwd(), "namespace": _namespace}
+    cw.request(
+        "control", Msg.KV_PUT, {"ns": "job", "key": cw.job_bytes.hex()}, [msgpack.packb(job_info)]
+    )
     if not _atexit_registered:
         atexit.register(shutdown)
         _atexit_registered = True
@@ -137,16 +143,18 @@ def init(
 
 def _validate_init_resources(num_cpus, num_gpus, resources, object_store_memory) -> None:
     for name, value in (("num_cpus", num_cpus), ("num_gpus", num_gpus)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
-                                  or value < 0):
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0
+        ):
             raise ValueError(f"init(): {name} must be a non-negative number, got {value!r}")
     if resources is not None:
         if not isinstance(resources, dict):
             raise TypeError(f"init(): resources must be a dict, got {type(resources).__name__}")
         if "CPU" in resources or "GPU" in resources:
             raise ValueError("init(): use num_cpus and num_gpus instead of resources['CPU'/'GPU']")
-    if object_store_memory is not None and (not isinstance(object_store_memory, int)
-                                            or object_store_memory <= 0):
+    if object_store_memory is not None and (
+        not isinstance(object_store_memory, int) or object_store_memory <= 0
+    ):
         raise ValueError(
             f"init(): object_store_memory must be a positive int (bytes), got "
             f"{object_store_memory!r}"
@@ -211,8 +219,9 @@ def put(value, *, _owner=None) -> ObjectRef:
     return context.require_core_worker().put(value)
 
 
-def wait(object_refs, *, num_returns: int = 1, timeout: float | None = None,
-         fetch_local: bool = True):
+def wait(
+    object_refs, *, num_returns: int = 1, timeout: float | None = None, fetch_local: bool = True
+):
     cw = context.require_core_worker()
     if isinstance(object_refs, ObjectRef):
         raise TypeError(
@@ -247,20 +256,22 @@ def nodes() -> list[dict]:
     result = []
     for info in cw.request("control", Msg.GET_NODES, None):
         host, _, port = info["address"].rpartition(":")
-        result.append({
-            "NodeID": info["node_id"],
-            "Alive": info["alive"],
-            "alive": info["alive"],
-            "NodeManagerAddress": info["ip"],
-            "NodeManagerHostname": host,
-            "NodeManagerPort": int(port),
-            "ObjectManagerPort": int(port),
-            "ObjectStoreSocketName": info["arena_path"],
-            "RayletSocketName": info["address"],
-            "NodeName": info["ip"],
-            "Resources": info["resources_total"] if info["alive"] else {},
-            "Labels": {},
-        })
+        result.append(
+            {
+                "NodeID": info["node_id"],
+                "Alive": info["alive"],
+                "alive": info["alive"],
+                "NodeManagerAddress": info["ip"],
+                "NodeManagerHostname": host,
+                "NodeManagerPort": int(port),
+                "ObjectManagerPort": int(port),
+                "ObjectStoreSocketName": info["arena_path"],
+                "RayletSocketName": info["address"],
+                "NodeName": info["ip"],
+                "Resources": info["resources_total"] if info["alive"] else {},
+                "Labels": {},
+            }
+        )
     return result
 
 
