@@ -26,6 +26,14 @@ class RemoteFunction:
         self.__doc__ = function.__doc__
         self.__module__ = getattr(function, "__module__", None)
 
+    def __getstate__(self):
+        # A remote function captured by another one (a parent calling a child)
+        # travels without its per-session cache, which holds the CoreWorker.
+        state = dict(self.__dict__)
+        state["_descriptor"] = None
+        state["_descriptor_owner"] = None
+        return state
+
     def __call__(self, *args, **kwargs):
         raise TypeError(
             "Remote functions cannot be called directly. Instead of running "
@@ -55,14 +63,14 @@ class RemoteFunction:
     def _describe(self, cw) -> FunctionDescriptor:
         # Pickled once per session. Refs captured in the function's closure
         # escape with it, which pins them (seed 002: closure capture).
-        if self._descriptor is None or self._descriptor_owner is not cw:
+        if self._descriptor is None or self._descriptor_owner != id(cw):
             with RefCollector() as collector:
                 pickled = cloudpickle.dumps(self._function, protocol=5)
             if collector.refs:
                 cw.refs.mark_escaped([r._id for r in collector.refs])
             function_id = hashlib.sha1(pickled).digest()
             self._descriptor = FunctionDescriptor(function_id, self.__name__, pickled)
-            self._descriptor_owner = cw
+            self._descriptor_owner = id(cw)
         return self._descriptor
 
 

@@ -8,6 +8,7 @@ a condition polled until a deadline, never a bare sleep.
 
 from __future__ import annotations
 
+import gc
 import os
 import threading
 import time

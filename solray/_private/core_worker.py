@@ -27,7 +27,14 @@ from functools import partial
 
 from solray import exceptions
 from solray._private import context, ids, serialization, transport
-from solray._private.memory_store import Inline, InStore, MemoryStore
+from solray._private.memory_store import (
+    Inline,
+    InStore,
+    MemoryStore,
+    decode_entry,
+    encode_entry,
+    error_entry,
+)
 from solray._private.object_store import ArenaMapping
 from solray._private.options import task_resources
 from solray._private.protocol import Msg
@@ -189,7 +196,10 @@ class CoreWorker:
         if self._future_pool is not None:
             self._future_pool.shutdown(wait=False)
         if self._arena is not None:
+            # Values still built on the mapping keep it (and its fd) until
+            # they die; nothing else may.
             self._arena.close()
+            self._arena = None
 
     # -- connections to other core workers ---------------------------------
 
@@ -216,17 +226,7 @@ class CoreWorker:
 
     def submit_task(self, function, args: tuple, kwargs: dict, options: dict) -> list[ObjectRef]:
         """User thread: make the task's return refs and hand it to the loop."""
-        args, kwargs, deps = extract_deps(args, kwargs, ObjectRef)
-        blob = serialization.serialize((args, kwargs))
-        self.note_serialized(blob)
-        args_ref = None
-        if blob.inline_size() > INLINE_MAX:
-            # Large arguments go to the store once; the worker reads them in place.
-            object_id = ids.put_object_id(self.job_bytes)
-            self.refs.add_owned(object_id)
-            args_ref = ObjectRef(object_id, self.address)
-            self.memory_store.put(object_id, self.store_value(object_id, blob))
-            blob = None
+        blob, args_ref, deps = self.pack_arguments(args, kwargs)
         task_id = ids.new_task_id(self.job_bytes)
         return_ids = [ids.return_object_id(task_id, i) for i in range(options["num_returns"])]
         for object_id in return_ids:
@@ -247,6 +247,20 @@ class CoreWorker:
         )
         self.post(self.submitter.submit, task)
         return refs
+
+    def pack_arguments(self, args: tuple, kwargs: dict):
+        """Pickle a call's arguments once: (inline blob or stored ref, deps)."""
+        args, kwargs, deps = extract_deps(args, kwargs, ObjectRef)
+        blob = serialization.serialize((args, kwargs))
+        self.note_serialized(blob)
+        if blob.inline_size() <= INLINE_MAX:
+            return blob, None, deps
+        # Large arguments go to the store once; the worker reads them in place.
+        object_id = ids.put_object_id(self.job_bytes)
+        self.refs.add_owned(object_id)
+        args_ref = ObjectRef(object_id, self.address)
+        self.memory_store.put(object_id, self.store_value(object_id, blob))
+        return None, args_ref, deps
 
     # -- objects: put ------------------------------------------------------
 
@@ -486,26 +500,6 @@ def raise_stored_error(error: BaseException):
     if isinstance(error, exceptions.RayTaskError):
         raise error.as_instanceof_cause()
     raise error
-
-
-def error_entry(error: BaseException) -> Inline:
-    return Inline(serialization.serialize_error(error))
-
-
-def encode_entry(entry) -> tuple[list, list]:
-    """An entry as a message head and buffers (for replies and pushes)."""
-    if isinstance(entry, Inline):
-        buffers = entry.obj.wire_buffers()
-        return ["i", entry.obj.flags, len(buffers)], buffers
-    return ["s", entry.node, entry.size], []
-
-
-def decode_entry(head, buffers: list):
-    if head is None:
-        return None
-    if head[0] == "i":
-        return Inline(SerializedObject.from_wire(head[1], buffers))
-    return InStore(head[1], head[2])
 
 
 def current() -> CoreWorker:

@@ -27,7 +27,7 @@ import msgpack
 
 from solray import exceptions
 from solray._private import ids, serialization
-from solray._private.core_worker import decode_entry, encode_entry
+from solray._private.memory_store import decode_entry, encode_entry
 from solray._private.protocol import LOG_MARK, LOG_SEP, Msg
 from solray._private.serialization import SerializedObject
 from solray._private.task_spec import substitute_deps

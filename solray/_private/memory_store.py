@@ -19,6 +19,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable
 
+from solray._private import serialization
 from solray._private.serialization import SerializedObject
 
 
@@ -118,3 +119,23 @@ class MemoryStore:
 
     def __len__(self) -> int:
         return len(self._objects)
+
+
+def error_entry(error: BaseException) -> Inline:
+    return Inline(serialization.serialize_error(error))
+
+
+def encode_entry(entry) -> tuple[list, list]:
+    """An entry as a message head and buffers (for replies and pushes)."""
+    if isinstance(entry, Inline):
+        buffers = entry.obj.wire_buffers()
+        return ["i", entry.obj.flags, len(buffers)], buffers
+    return ["s", entry.node, entry.size], []
+
+
+def decode_entry(head, buffers: list):
+    if head is None:
+        return None
+    if head[0] == "i":
+        return Inline(SerializedObject.from_wire(head[1], buffers))
+    return InStore(head[1], head[2])

@@ -106,6 +106,7 @@ class Node:
         self.pending: deque[LeaseRequest] = deque()
         self.warned_infeasible: set = set()
         self.control: transport.Connection | None = None
+        self.server = None  # serving starts once the node is registered
         self.address: str | None = None
         self._report_scheduled = False
         self._logs: list = []
@@ -129,7 +130,6 @@ class Node:
 
     async def start(self, sock) -> None:
         self.address = transport.socket_address(sock)
-        self.server = await transport.serve(sock, self.token, self.handlers, on_close=self.on_close)
         self.control = await transport.connect(
             self.control_address, self.token, on_close=self._control_lost
         )
@@ -137,6 +137,10 @@ class Node:
         for _ in range(self.soft_worker_limit):
             self._start_worker()
         await self.control.request(Msg.REGISTER_NODE, self.info())
+        # Serve (the driver's NODE_INFO) only once registered, so that nodes()
+        # and cluster_resources() right after init() see this node. The socket
+        # is already listening: early connections wait in its backlog.
+        self.server = await transport.serve(sock, self.token, self.handlers, on_close=self.on_close)
         self._reaper = asyncio.get_running_loop().create_task(self._reap_idle_workers())
 
     def _control_lost(self, conn) -> None:
@@ -164,7 +168,8 @@ class Node:
             _kill(proc)
         if self.processes:
             await asyncio.wait([asyncio.ensure_future(p.wait()) for p in self.processes], timeout=5)
-        self.server.close()
+        if self.server is not None:
+            self.server.close()
         shutil.rmtree(self.shm_dir, ignore_errors=True)
 
     # -- workers -----------------------------------------------------------

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from solray._private.memory_store import decode_entry, encode_entry
 from solray._private.serialization import SerializedObject
 
 
@@ -56,8 +57,10 @@ class FunctionDescriptor:
 
 @dataclass
 class PendingTask:
+    """A task or actor call, as its owner keeps it until it finishes."""
+
     task_id: bytes
-    function: FunctionDescriptor
+    function: FunctionDescriptor | None  # None for actor method calls
     num_returns: int
     resources: dict
     args_blob: SerializedObject | None  # inline (args, kwargs)
@@ -69,3 +72,39 @@ class PendingTask:
     job: int
     attempt: int = 0
     dep_entries: list = field(default_factory=list)
+    method: str | None = None  # actor calls: the method's name
+    seq: int = 0  # actor calls: submission order per caller
+    resolved: bool = False
+    dep_error: object = None
+
+    @property
+    def name(self) -> str:
+        return self.method if self.function is None else self.function.name
+
+
+def encode_arguments(task: PendingTask, memory_store, body: dict, buffers: list) -> None:
+    """Add the task's arguments and resolved dependencies to a push message."""
+    if task.args_blob is not None:
+        wire = task.args_blob.wire_buffers()
+        body["a"] = [task.args_blob.flags, len(wire)]
+        buffers.extend(wire)
+    else:
+        head, _ = encode_entry(memory_store.get(task.args_ref._id))
+        body["ao"] = [task.args_ref._id, head]
+    deps = []
+    for ref, entry in zip(task.deps, task.dep_entries, strict=True):
+        head, bufs = encode_entry(entry)
+        deps.append([ref._id, head])
+        buffers.extend(bufs)
+    body["d"] = deps
+
+
+def decode_returns(body: dict, buffers: list) -> list:
+    """The return entries of a task reply, in order."""
+    returns = []
+    pos = 0
+    for head in body["r"]:
+        n = head[2] if head[0] == "i" else 0
+        returns.append(decode_entry(head, buffers[pos : pos + n]))
+        pos += n
+    return returns

@@ -30,15 +30,36 @@ from collections import deque
 
 from solray import exceptions
 from solray._private import serialization, transport
-from solray._private.core_worker import decode_entry, encode_entry, error_entry
-from solray._private.memory_store import InStore
+from solray._private.memory_store import InStore, error_entry
 from solray._private.protocol import Msg
-from solray._private.task_spec import PendingTask
+from solray._private.task_spec import PendingTask, decode_returns, encode_arguments
 
 logger = logging.getLogger(__name__)
 
 LEASE_LINGER_S = 0.02
 MAX_LEASE_REQUESTS_PER_KEY = 8
+
+
+def resolve_dependencies(cw, task: PendingTask, on_resolved) -> None:
+    """Loop thread: call `on_resolved(task)` once every top-level argument
+    (and the stored argument blob, if any) has a value here. If one of them
+    holds an error, `task.dep_error` is that error's entry."""
+    dep_ids = [d._id for d in task.deps]
+    if task.args_ref is not None:
+        dep_ids.append(task.args_ref._id)
+    for ref in task.deps:
+        if not cw.refs.owns(ref._id):
+            cw.fetch_borrowed_from_loop(ref)
+
+    def done():
+        entries = [cw.memory_store.get(d._id) for d in task.deps]
+        task.dep_entries = entries
+        task.dep_error = next((e for e in entries if e is not None and e.is_error), None)
+        task.resolved = True
+        on_resolved(task)
+
+    if cw.memory_store.wait(dep_ids, len(set(dep_ids)), lambda: cw.post(done)) is None:
+        done()
 
 
 class LeasedWorker:
@@ -73,27 +94,13 @@ class TaskSubmitter:
 
     def submit(self, task: PendingTask) -> None:
         """Loop thread: start resolving a freshly submitted task."""
-        dep_ids = [d._id for d in task.deps]
-        if task.args_ref is not None:
-            dep_ids.append(task.args_ref._id)
-        for ref in task.deps:
-            if not self.cw.refs.owns(ref._id):
-                self.cw.fetch_borrowed_from_loop(ref)
-        waiter = self.cw.memory_store.wait(
-            dep_ids, len(set(dep_ids)), lambda: self.cw.post(self._resolved, task)
-        )
-        if waiter is None:
-            self._resolved(task)
+        resolve_dependencies(self.cw, task, self._resolved)
 
     def _resolved(self, task: PendingTask) -> None:
-        store = self.cw.memory_store
-        entries = [store.get(d._id) for d in task.deps]
-        for entry in entries:
-            if entry is not None and entry.is_error:
-                self._finish(task, [entry] * len(task.return_ids))
-                return
-        task.dep_entries = entries
-        self._enqueue(task)
+        if task.dep_error is not None:
+            self._finish(task, [task.dep_error] * len(task.return_ids))
+        else:
+            self._enqueue(task)
 
     # -- 2. queue and lease ------------------------------------------------
 
@@ -194,19 +201,7 @@ class TaskSubmitter:
             sent.add(fn.function_id)
             body["fnb"] = 1
             buffers.append(fn.pickled)
-        if task.args_blob is not None:
-            wire = task.args_blob.wire_buffers()
-            body["a"] = [task.args_blob.flags, len(wire)]
-            buffers.extend(wire)
-        else:
-            head, _ = encode_entry(self.cw.memory_store.get(task.args_ref._id))
-            body["ao"] = [task.args_ref._id, head]
-        deps = []
-        for ref, entry in zip(task.deps, task.dep_entries, strict=True):
-            head, bufs = encode_entry(entry)
-            deps.append([ref._id, head])
-            buffers.extend(bufs)
-        body["d"] = deps
+        encode_arguments(task, self.cw.memory_store, body, buffers)
         fut = lw.conn.request(Msg.PUSH_TASK, body, buffers, raw=True)
         fut.add_done_callback(lambda f: self._on_reply(q, lw, task, f))
 
@@ -225,12 +220,7 @@ class TaskSubmitter:
             self._pump(q)
             return
         body, buffers = fut.result()
-        returns = []
-        pos = 0
-        for head in body["r"]:
-            n = head[2] if head[0] == "i" else 0
-            returns.append(decode_entry(head, buffers[pos : pos + n]))
-            pos += n
+        returns = decode_returns(body, buffers)
         if body.get("app_error") and self._should_retry_app_error(task, returns[0]):
             q.tasks.appendleft(task)
         else:
