@@ -10,20 +10,23 @@ def f(x):
 assert ray.get([f.remote(i) for i in range(4)]) == [0, 2, 4, 6]
 """
 
-from solray import exceptions
+from solray import actor, exceptions
 from solray._private.worker import (
     available_resources,
     cluster_resources,
     get,
+    get_actor,
     get_gpu_ids,
     init,
     is_initialized,
+    kill,
     nodes,
     put,
     remote,
     shutdown,
     wait,
 )
+from solray.actor import method
 from solray.object_ref import ObjectRef
 from solray.runtime_context import get_runtime_context
 
@@ -33,12 +36,16 @@ __all__ = [
     "ObjectRef",
     "available_resources",
     "cluster_resources",
+    "actor",
     "exceptions",
     "get",
+    "get_actor",
     "get_gpu_ids",
     "get_runtime_context",
     "init",
     "is_initialized",
+    "kill",
+    "method",
     "nodes",
     "put",
     "remote",

@@ -24,13 +24,13 @@ class RuntimeContext:
         return task.task_id.hex() if task is not None else None
 
     def get_actor_id(self) -> str | None:
-        return None
+        actor_id = self._cw.actor_id
+        return actor_id.hex() if actor_id is not None else None
 
-    def get_assigned_resources(self) -> dict:
-        task = self._cw.current_task
-        if task is None:
-            return {}
-        return {"GPU": float(len(task.gpu_ids))} if task.gpu_ids else {}
+    @property
+    def was_current_actor_reconstructed(self) -> bool:
+        executor = self._cw.executor
+        return bool(executor is not None and executor.actor_restarts > 0)
 
     @property
     def namespace(self) -> str | None:
@@ -51,6 +51,10 @@ class RuntimeContext:
     @property
     def gcs_address(self) -> str:
         return self._cw.node_info["control_address"]
+
+    @property
+    def actor_id(self) -> str | None:
+        return self.get_actor_id()
 
     def get(self) -> dict:
         return {

@@ -17,6 +17,7 @@ import logging
 import time
 
 from solray._private import services, transport
+from solray._private.actor_manager import ActorManager
 from solray._private.protocol import Msg
 
 logger = logging.getLogger("solray.control_store")
@@ -41,10 +42,13 @@ class ControlStore:
             Msg.SUBSCRIBE: self.subscribe,
             Msg.PUBLISH: self.publish_message,
         }
+        self.actors = ActorManager(self)
+        self.handlers.update(self.actors.handlers)
 
     def on_close(self, conn: transport.Connection) -> None:
         for subs in self.subscribers.values():
             subs.discard(conn)
+        self.actors.on_connection_closed(conn)
         node_id = conn.peer.get("node_id")
         if node_id and node_id in self.nodes:
             info = self.nodes[node_id]
@@ -62,6 +66,7 @@ class ControlStore:
         self.nodes[node_id] = info
         self.publish("node_added", {"node_id": node_id})
         conn.reply(rid, True)
+        self.actors.on_node_added()
 
     def register_driver(self, conn, rid, body, bufs) -> None:
         job = self.next_job

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 import logging
 import os
 import sys
@@ -36,7 +37,7 @@ from solray._private.memory_store import (
     error_entry,
 )
 from solray._private.object_store import ArenaMapping
-from solray._private.options import task_resources
+from solray._private.options import actor_resources, task_resources
 from solray._private.protocol import Msg
 from solray._private.reference_counter import ReferenceCounter
 from solray._private.serialization import SerializedObject
@@ -44,6 +45,9 @@ from solray._private.task_spec import PendingTask, extract_deps
 from solray.object_ref import ObjectRef
 
 logger = logging.getLogger(__name__)
+
+# The task (or actor call) running on this thread or asyncio task, in a worker.
+_current_task: contextvars.ContextVar = contextvars.ContextVar("solray_task", default=None)
 
 # Values up to this size travel inline with task replies and stay in the
 # owner's memory; larger ones go to the node's shared-memory store.
@@ -60,6 +64,7 @@ class CoreWorker:
         worker_id: str | None = None,
         ip: str = "127.0.0.1",
     ):
+        from solray._private.actor_submitter import ActorSubmitter
         from solray._private.task_submitter import TaskSubmitter
 
         self.is_driver = is_driver
@@ -69,11 +74,13 @@ class CoreWorker:
         self.ip = ip
         self.memory_store = MemoryStore()
         self.refs = ReferenceCounter(self._on_free)
+        self.actor_handles = ReferenceCounter(self._on_actor_handle_free)
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run_loop, name="solray-io", daemon=True)
         self._posted: deque = deque()
         self._wake_pending = False
         self._peers: dict[str, asyncio.Task] = {}
+        self._inbound: set[transport.Connection] = set()
         self._fetching: set[bytes] = set()
         self._store_frees: list[bytes] = []
         self._unpins: list[bytes] = []
@@ -86,11 +93,22 @@ class CoreWorker:
         self.control: transport.Connection | None = None
         self.node_info: dict = {}
         self.submitter = TaskSubmitter(self)
+        self.actor_submitter = ActorSubmitter(self)
         self.executor = None  # set by worker_main in worker processes
-        self.current_task = None  # the TaskContext being executed, in a worker
+        self.actor_id: bytes | None = None  # set when this worker hosts an actor
+        self.namespace: str | None = None
         self.shutting_down = False
         self.on_node_lost = None
         self.print_logs = True
+
+    @property
+    def current_task(self):
+        """The TaskContext running on this thread (or asyncio task), if any."""
+        return _current_task.get()
+
+    @current_task.setter
+    def current_task(self, ctx) -> None:
+        _current_task.set(ctx)
 
     # -- the event loop thread ---------------------------------------------
 
@@ -141,7 +159,9 @@ class CoreWorker:
         sock = transport.bind_socket(self.ip, 0)
         self.address = transport.socket_address(sock)
         handlers = {Msg.GET_OBJECT: self._serve_get_object, **server_handlers}
-        self.server = await transport.serve(sock, self.token, handlers)
+        self.server = await transport.serve(
+            sock, self.token, handlers, on_ready=self._inbound.add, on_close=self._inbound.discard
+        )
         self.node = await transport.connect(
             self.node_address,
             self.token,
@@ -183,6 +203,10 @@ class CoreWorker:
                 if conn is not None:
                     conn.close()
             self.server.close()
+            # Server.close() leaves accepted connections (borrowers fetching
+            # our objects) open; their sockets would outlive shutdown.
+            for conn in list(self._inbound):
+                conn.close()
             await asyncio.sleep(0)
 
         try:
@@ -247,6 +271,101 @@ class CoreWorker:
         )
         self.post(self.submitter.submit, task)
         return refs
+
+    # -- actors ------------------------------------------------------------
+
+    def create_actor(self, descriptor, args, kwargs, options: dict, meta: dict):
+        """User thread: register the actor (its name is taken now, or the
+        existing one returned), then let the loop resolve the constructor's
+        arguments and ask the control store to place it."""
+        actor_id = ids.random_unique_id()[:16]
+        running, placement = actor_resources(options)
+        namespace = options.get("namespace") or self.namespace
+        reply = self.request(
+            "control",
+            Msg.REGISTER_ACTOR,
+            {
+                "actor_id": actor_id,
+                "name": options.get("name"),
+                "namespace": namespace,
+                "get_if_exists": options.get("get_if_exists", False),
+                "detached": options.get("lifetime") == "detached",
+                "max_restarts": options["max_restarts"],
+                "resources": running,
+                "placement_resources": placement,
+                "meta": meta,
+                "job": self.job,
+            },
+        )
+        if "error" in reply:
+            raise ValueError(reply["error"])
+        if "existing" in reply:
+            return reply["existing"], reply["meta"], False
+        blob, args_ref, deps = self.pack_arguments(args, kwargs)
+        # A restart runs the constructor again: keep its arguments for as long
+        # as this owner lives.
+        self.refs.mark_escaped([d._id for d in deps] + ([args_ref._id] if args_ref else []))
+        self.actor_handles.add_owned(actor_id)
+        task = PendingTask(
+            task_id=ids.new_task_id(self.job_bytes),
+            function=descriptor,
+            num_returns=0,
+            resources=running,
+            args_blob=blob,
+            args_ref=args_ref,
+            deps=deps,
+            return_ids=[],
+            max_retries=0,
+            retry_exceptions=False,
+            job=self.job,
+        )
+        groups = options.get("concurrency_groups") or {}
+        runtime = {
+            "max_concurrency": options.get("max_concurrency") or (1000 if meta["is_async"] else 1),
+            "concurrency_groups": groups,
+            "is_async": meta["is_async"],
+            "class_name": meta["class_name"],
+        }
+        self.post(self.actor_submitter.create, actor_id, task, runtime)
+        return actor_id, meta, True
+
+    def submit_actor_task(
+        self,
+        actor_id: bytes,
+        method: str,
+        args,
+        kwargs,
+        num_returns: int,
+        max_task_retries: int,
+        concurrency_group,
+    ) -> list[ObjectRef]:
+        blob, args_ref, deps = self.pack_arguments(args, kwargs)
+        task_id = ids.new_task_id(self.job_bytes)
+        return_ids = [ids.return_object_id(task_id, i) for i in range(num_returns)]
+        for object_id in return_ids:
+            self.refs.add_owned(object_id)
+        refs = [ObjectRef(object_id, self.address) for object_id in return_ids]
+        task = PendingTask(
+            task_id=task_id,
+            function=None,
+            num_returns=num_returns,
+            resources={},
+            args_blob=blob,
+            args_ref=args_ref,
+            deps=deps,
+            return_ids=return_ids,
+            max_retries=max_task_retries,
+            retry_exceptions=False,
+            job=self.job,
+            method=method,
+            concurrency_group=concurrency_group,
+        )
+        self.post(self.actor_submitter.submit, actor_id, task)
+        return refs
+
+    def _on_actor_handle_free(self, actor_id: bytes, owned: bool) -> None:
+        if owned and not self.shutting_down:
+            self.post(self.actor_submitter.release, actor_id)
 
     def pack_arguments(self, args: tuple, kwargs: dict):
         """Pickle a call's arguments once: (inline blob or stored ref, deps)."""

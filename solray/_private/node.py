@@ -115,6 +115,7 @@ class Node:
             Msg.REGISTER_WORKER: self.register_worker,
             Msg.REQUEST_LEASE: self.request_lease,
             Msg.RETURN_LEASE: self.return_lease,
+            Msg.RESIZE_LEASE: self.resize_lease,
             Msg.WORKER_BLOCKED: self.worker_blocked,
             Msg.WORKER_UNBLOCKED: self.worker_unblocked,
             Msg.NODE_INFO: self.node_info,
@@ -358,6 +359,19 @@ class Node:
                 self._release_lease(lease, back_to_pool=True)
         self._try_grant()
         conn.reply(rid, True)
+
+    def resize_lease(self, conn, rid, body, bufs) -> None:
+        """An actor placed with a CPU that runs with fewer gives the rest back."""
+        lease = self.leases.get(body["lease_id"])
+        if lease is None or lease.owner is not conn:
+            return
+        cpus = float(body["resources"].get("CPU", 0.0))
+        freed = lease.resources.get("CPU", 0.0) - cpus
+        if freed > 0:
+            if not lease.blocked:
+                self.resources.lend_cpus({"CPU": freed})
+            lease.resources = dict(lease.resources, CPU=cpus)
+            self._try_grant()
 
     def _release_lease(self, lease: Lease, back_to_pool: bool) -> None:
         if self.leases.pop(lease.lease_id, None) is None:

@@ -62,14 +62,7 @@ def _validate_one(name: str, value) -> None:
                 raise TypeError(f"resource names must be strings, got {key!r}")
             _number(f"resources[{key!r}]", amount)
     elif name == "num_returns":
-        if value in ("dynamic", "streaming"):
-            raise ValueError(
-                f"num_returns={value!r} (generator returns) is not supported yet in solray"
-            )
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"The option 'num_returns' must be an int, got {value!r}")
-        if value < 0:
-            raise ValueError(f"The option 'num_returns' must be >= 0, got {value}")
+        validate_num_returns(value)
     elif name == "max_retries":
         if isinstance(value, bool) or not isinstance(value, int):
             raise TypeError(f"The option 'max_retries' must be an int, got {value!r}")
@@ -98,6 +91,92 @@ def _validate_one(name: str, value) -> None:
             f"Invalid scheduling_strategy {value!r}: use 'DEFAULT', 'SPREAD', "
             "NodeAffinitySchedulingStrategy or PlacementGroupSchedulingStrategy"
         )
+
+
+def validate_num_returns(value) -> None:
+    if value in ("dynamic", "streaming"):
+        raise ValueError(f"num_returns={value!r} (generator returns) is not supported yet")
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"The option 'num_returns' must be an int, got {value!r}")
+    if value < 0:
+        raise ValueError(f"The option 'num_returns' must be >= 0, got {value}")
+
+
+ACTOR_DEFAULTS = {
+    "num_cpus": None,
+    "num_gpus": 0,
+    "resources": None,
+    "memory": None,
+    "name": None,
+    "namespace": None,
+    "lifetime": None,
+    "get_if_exists": False,
+    "max_restarts": 0,
+    "max_task_retries": 0,
+    "max_concurrency": None,
+    "concurrency_groups": None,
+    "scheduling_strategy": None,
+    "runtime_env": None,
+    "max_pending_calls": -1,
+    "allow_out_of_order_execution": False,
+    "enable_task_events": True,
+    "accelerator_type": None,
+    "label_selector": None,
+    "_metadata": None,
+}
+
+
+def actor_options(options: dict) -> dict:
+    """Validate actor options and fill in Ray's defaults."""
+    for name, value in options.items():
+        if name not in ACTOR_DEFAULTS:
+            raise ValueError(
+                f"Invalid option keyword {name} for actors. "
+                f"Valid ones are {sorted(ACTOR_DEFAULTS)}."
+            )
+        if value is None:
+            continue
+        if name in ("num_cpus", "num_gpus", "resources", "memory", "scheduling_strategy"):
+            _validate_one(name, value)
+        elif name in ("name", "namespace"):
+            if not isinstance(value, str) or (name == "name" and not value):
+                raise TypeError(f"The option '{name}' must be a non-empty str, got {value!r}")
+        elif name == "lifetime":
+            if value not in ("detached", "non_detached"):
+                raise ValueError(
+                    f"actor `lifetime` argument must be one of 'detached', 'non_detached' "
+                    f"and 'None', got {value!r}"
+                )
+        elif name in ("max_restarts", "max_task_retries"):
+            if isinstance(value, bool) or not isinstance(value, int) or value < -1:
+                raise ValueError(f"The option '{name}' must be an int >= -1, got {value!r}")
+        elif name == "max_concurrency":
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"max_concurrency must be an int >= 1, got {value!r}")
+        elif name == "concurrency_groups":
+            if not isinstance(value, dict) or not all(
+                isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v >= 1
+                for k, v in value.items()
+            ):
+                raise ValueError(
+                    "concurrency_groups must be a dict of group name to max concurrency "
+                    f"(int >= 1), got {value!r}"
+                )
+    merged = {**ACTOR_DEFAULTS, **options}
+    for name in ("max_restarts", "max_task_retries", "num_gpus"):
+        if merged[name] is None:
+            merged[name] = ACTOR_DEFAULTS[name]
+    return merged
+
+
+def actor_resources(options: dict) -> tuple[dict, dict]:
+    """(resources while running, resources to place): without an explicit
+    num_cpus an actor needs a CPU to be placed and holds none while it runs."""
+    running = task_resources({**options, "num_cpus": options.get("num_cpus") or 0})
+    placement = dict(running)
+    if options.get("num_cpus") is None:
+        placement["CPU"] = 1.0
+    return running, placement
 
 
 def validate_task_options(options: dict) -> dict:

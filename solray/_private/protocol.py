@@ -50,6 +50,16 @@ class Msg(IntEnum):
     PUBLISHED = 19
     KV_KEYS = 20
 
+    # Control store: actors.
+    REGISTER_ACTOR = 21
+    CREATE_ACTOR = 22
+    GET_ACTOR = 23
+    GET_NAMED_ACTOR = 24
+    KILL_ACTOR = 25
+    RELEASE_ACTOR = 26
+    ACTOR_EXITING = 27
+    LIST_ACTORS = 28
+
     # Node: leases and workers.
     REQUEST_LEASE = 30
     RETURN_LEASE = 31
@@ -58,6 +68,7 @@ class Msg(IntEnum):
     WORKER_UNBLOCKED = 34
     NODE_INFO = 35
     LEASE_INFEASIBLE = 36
+    RESIZE_LEASE = 37
 
     # Node: object store.
     STORE_CREATE = 40
@@ -70,7 +81,8 @@ class Msg(IntEnum):
     # Core worker to core worker (owners, borrowers and executors).
     PUSH_TASK = 60
     GET_OBJECT = 61
-    LOG_LINES = 62
+    PUSH_ACTOR_CREATE = 63
+    PUSH_ACTOR_TASK = 64
 
 
 class ProtocolError(Exception):

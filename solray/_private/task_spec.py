@@ -74,6 +74,7 @@ class PendingTask:
     dep_entries: list = field(default_factory=list)
     method: str | None = None  # actor calls: the method's name
     seq: int = 0  # actor calls: submission order per caller
+    concurrency_group: str | None = None  # actor calls
     resolved: bool = False
     dep_error: object = None
 

@@ -62,6 +62,19 @@ def resolve_dependencies(cw, task: PendingTask, on_resolved) -> None:
         done()
 
 
+def store_returns(cw, task: PendingTask, returns: list) -> None:
+    """A task is over: its return values (or errors) become readable, and it
+    lets go of its arguments. Values nobody wants any more are freed."""
+    for object_id, entry in zip(task.return_ids, returns, strict=True):
+        if cw.refs.owns(object_id):
+            cw.memory_store.put(object_id, entry)
+        elif isinstance(entry, InStore):
+            cw.free_in_store(object_id)
+    task.deps = []
+    task.dep_entries = []
+    task.args_ref = None
+
+
 class LeasedWorker:
     __slots__ = ("lease_id", "conn", "gpu_ids", "busy", "linger", "node_id")
 
@@ -252,12 +265,4 @@ class TaskSubmitter:
         self._finish(task, [error_entry(error)] * len(task.return_ids))
 
     def _finish(self, task: PendingTask, returns: list) -> None:
-        cw = self.cw
-        for object_id, entry in zip(task.return_ids, returns, strict=True):
-            if cw.refs.owns(object_id):
-                cw.memory_store.put(object_id, entry)
-            elif isinstance(entry, InStore):
-                cw.free_in_store(object_id)  # nobody wants it any more
-        task.deps = []
-        task.dep_entries = []
-        task.args_ref = None
+        store_returns(self.cw, task, returns)

@@ -129,6 +129,7 @@ def init(
     cw.print_logs = log_to_driver
     _cluster = cluster
     _namespace = namespace or f"anonymous_{uuid.uuid4().hex[:12]}"
+    cw.namespace = _namespace
     context.core_worker = cw
     cw.on_node_lost = _on_node_lost
     job_info = {"sys_path": [p for p in sys.path if p], "cwd": os.getcwd(), "namespace": _namespace}
@@ -295,13 +296,16 @@ def _sum_resources(field: str) -> dict[str, float]:
 
 def remote(*args, **kwargs):
     """`@remote` or `@remote(**options)` on a function."""
+    from solray.actor import ActorClass
     from solray.remote_function import RemoteFunction
 
-    if len(args) == 1 and not kwargs and callable(args[0]):
-        target = args[0]
+    def make(target, options):
         if isinstance(target, type):
-            raise TypeError("actors (@remote on a class) are not available in this version")
-        return RemoteFunction(target, {})
+            return ActorClass(target, options)
+        return RemoteFunction(target, options)
+
+    if len(args) == 1 and not kwargs and callable(args[0]):
+        return make(args[0], {})
     if args:
         raise TypeError(
             "The @remote decorator must be applied either with no arguments and no "
@@ -311,11 +315,44 @@ def remote(*args, **kwargs):
         )
 
     def decorator(target):
-        if isinstance(target, type):
-            raise TypeError("actors (@remote on a class) are not available in this version")
-        return RemoteFunction(target, kwargs)
+        return make(target, kwargs)
 
     return decorator
+
+
+def get_actor(name: str, namespace: str | None = None):
+    """The handle of the named actor; ValueError if there is none."""
+    from solray.actor import ActorHandle
+
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"Please supply a non-empty name, got {name!r}")
+    cw = context.require_core_worker()
+    namespace = namespace or cw.namespace
+    reply = cw.request("control", Msg.GET_NAMED_ACTOR, {"name": name, "namespace": namespace})
+    if reply is None:
+        raise ValueError(
+            f"Failed to look up actor with name '{name}' in namespace "
+            f"'{namespace}'. This could be because 1. You are trying to look up "
+            "a named actor you didn't create. 2. The named actor died. "
+            "3. You did not use a namespace matching the namespace of the actor."
+        )
+    return ActorHandle(reply["actor_id"], reply["meta"])
+
+
+def kill(actor, *, no_restart: bool = True) -> None:
+    """Forcefully end an actor's process. Calls in flight fail with
+    ActorDiedError; with no_restart=False it restarts if max_restarts allows."""
+    from solray.actor import ActorHandle
+
+    if not isinstance(actor, ActorHandle):
+        raise ValueError(
+            f"solray.kill() only supports actors; got {type(actor).__name__}. "
+            "For tasks, use solray.cancel()."
+        )
+    cw = context.require_core_worker()
+    cw.request("control", Msg.KILL_ACTOR, {"actor_id": actor._actor_id, "no_restart": no_restart})
+    if no_restart:
+        cw.post(cw.actor_submitter.mark_killed, actor._actor_id)
 
 
 __all__ = ["exceptions"]

@@ -40,7 +40,13 @@ def main() -> None:
             os._exit(0)
 
     cw.on_node_lost = node_lost
-    cw.start({Msg.PUSH_TASK: executor.on_push})
+    cw.start(
+        {
+            Msg.PUSH_TASK: executor.on_push,
+            Msg.PUSH_ACTOR_CREATE: executor.on_actor_create,
+            Msg.PUSH_ACTOR_TASK: executor.on_actor_task,
+        }
+    )
     executor.run_forever()
 
 

@@ -1,0 +1,371 @@
+"""The actor directory and lifecycle, kept by the control store.
+
+Creating, finding, restarting and killing actors goes through here, so an
+actor can be named, looked up from any process, and restarted by someone who
+outlives its worker. Method calls do not: callers push them straight to the
+actor's worker once they know its address (actor_submitter.py).
+
+An actor's life:
+
+    PENDING   registered (its name is taken) but not placed yet: the creator
+              is still resolving constructor arguments, or no node fits
+    ALIVE     its constructor returned on a worker; `address` is that worker
+    RESTARTING  its worker died and `max_restarts` allows another go: a new
+              lease is requested and the constructor runs again
+    DEAD      for good: killed, out of restarts, constructor raised, or its
+              owner died (non-detached actors fate-share with their owner)
+
+The control store itself holds each actor worker's lease and a connection to
+it; that connection closing is how it learns the actor's process died.
+Callers waiting in GET_ACTOR are answered when the actor is ALIVE at an
+address they do not already know to be dead, or DEAD.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+
+from solray._private import transport
+from solray._private.protocol import Msg
+
+logger = logging.getLogger("solray.control_store")
+
+PENDING, ALIVE, RESTARTING, DEAD = "PENDING", "ALIVE", "RESTARTING", "DEAD"
+
+
+@dataclass
+class ActorEntry:
+    actor_id: bytes
+    name: str | None
+    namespace: str
+    detached: bool
+    max_restarts: int
+    resources: dict
+    placement_resources: dict
+    meta: dict
+    owner: transport.Connection
+    job: int
+    state: str = PENDING
+    num_restarts: int = 0
+    address: str | None = None
+    node_id: str | None = None
+    pid: int | None = None
+    spec: tuple | None = None  # (body, buffers) of the creation push
+    worker_conn: transport.Connection | None = None
+    lease: tuple | None = None  # (node connection, lease id)
+    no_restart: bool = False
+    death_cause: str | None = None
+    creation_error: list | None = None  # [head, buffers] of the constructor's error
+    waiters: list = field(default_factory=list)
+
+
+class ActorManager:
+    def __init__(self, store):
+        self.store = store
+        self.actors: dict[bytes, ActorEntry] = {}
+        self.named: dict[tuple[str, str], bytes] = {}
+        self._node_conns: dict[str, asyncio.Task] = {}
+        self._unplaced: list[ActorEntry] = []
+        self.handlers = {
+            Msg.REGISTER_ACTOR: self.register,
+            Msg.CREATE_ACTOR: self.create,
+            Msg.GET_ACTOR: self.get_actor,
+            Msg.GET_NAMED_ACTOR: self.get_named,
+            Msg.KILL_ACTOR: self.kill,
+            Msg.RELEASE_ACTOR: self.release,
+            Msg.ACTOR_EXITING: self.exiting,
+            Msg.LIST_ACTORS: self.list_actors,
+        }
+
+    # -- requests ----------------------------------------------------------
+
+    def register(self, conn, rid, body, bufs) -> None:
+        name, namespace = body.get("name"), body["namespace"]
+        if name:
+            existing = self.actors.get(self.named.get((namespace, name), b""))
+            if existing is not None and existing.state != DEAD:
+                if body.get("get_if_exists"):
+                    conn.reply(rid, {"existing": existing.actor_id, "meta": existing.meta})
+                else:
+                    conn.reply(
+                        rid,
+                        {
+                            "error": (
+                                f"The name {name} (namespace={namespace}) is already taken. Please "
+                                "use a different name or get the existing actor using "
+                                f"solray.get_actor('{name}', namespace='{namespace}')"
+                            )
+                        },
+                    )
+                return
+        entry = ActorEntry(
+            actor_id=body["actor_id"],
+            name=name,
+            namespace=namespace,
+            detached=body.get("detached", False),
+            max_restarts=body.get("max_restarts", 0),
+            resources=body["resources"],
+            placement_resources=body["placement_resources"],
+            meta=body["meta"],
+            owner=conn,
+            job=body.get("job", 0),
+        )
+        self.actors[entry.actor_id] = entry
+        if name:
+            self.named[(namespace, name)] = entry.actor_id
+        conn.peer.setdefault("owned_actors", set()).add(entry.actor_id)
+        conn.reply(rid, {"ok": True})
+
+    def create(self, conn, rid, body, bufs) -> None:
+        entry = self.actors.get(body["actor_id"])
+        if entry is None or entry.state == DEAD:
+            return
+        if "dep_error" in body:
+            # A constructor argument holds an error: the actor never starts.
+            entry.creation_error = [body["dep_error"], bufs]
+            self._set_dead(entry, "an argument of its constructor raised an error")
+            return
+        entry.spec = (body["spec"], bufs)
+        self._place(entry)
+
+    def get_actor(self, conn, rid, body, bufs) -> None:
+        entry = self.actors.get(body["actor_id"])
+        if entry is None:
+            conn.reply(rid, {"state": DEAD, "cause": "the actor is unknown to this cluster"})
+            return
+        waiter = (conn, rid, body.get("not_address"))
+        if not self._answer(entry, waiter):
+            entry.waiters.append(waiter)
+
+    def get_named(self, conn, rid, body, bufs) -> None:
+        entry = self.actors.get(self.named.get((body["namespace"], body["name"]), b""))
+        if entry is None or entry.state == DEAD:
+            conn.reply(rid, None)
+        else:
+            conn.reply(rid, {"actor_id": entry.actor_id, "meta": entry.meta})
+
+    def kill(self, conn, rid, body, bufs) -> None:
+        """Answered once the actor's process is gone, so calls made after
+        `kill()` returns cannot reach it."""
+        entry = self.actors.get(body["actor_id"])
+        if entry is None or entry.state == DEAD:
+            conn.reply(rid, True)
+            return
+        if body.get("no_restart", True):
+            entry.no_restart = True
+            entry.death_cause = "it was killed by solray.kill()"
+        worker = entry.worker_conn
+        if worker is not None:
+            worker.add_close_callback(lambda c: conn.reply(rid, True))
+        self._kill_worker(entry)
+        if worker is None:
+            conn.reply(rid, True)
+
+    def release(self, conn, rid, body, bufs) -> None:
+        """The owner holds no handle any more: a non-detached actor ends."""
+        entry = self.actors.get(body["actor_id"])
+        if entry is not None and not entry.detached:
+            self._terminate(entry, "all references to the actor were removed")
+
+    def exiting(self, conn, rid, body, bufs) -> None:
+        entry = self.actors.get(body["actor_id"])
+        if entry is not None:
+            entry.no_restart = True
+            entry.death_cause = "it called exit_actor()"
+        conn.reply(rid, True)
+
+    def list_actors(self, conn, rid, body, bufs) -> None:
+        conn.reply(
+            rid,
+            [
+                {
+                    "actor_id": e.actor_id.hex(),
+                    "class_name": e.meta.get("class_name"),
+                    "state": e.state,
+                    "name": e.name or "",
+                    "namespace": e.namespace,
+                    "pid": e.pid,
+                    "node_id": e.node_id,
+                    "num_restarts": e.num_restarts,
+                    "death_cause": e.death_cause,
+                    "is_detached": e.detached,
+                }
+                for e in self.actors.values()
+            ],
+        )
+
+    # -- events ------------------------------------------------------------
+
+    def on_connection_closed(self, conn) -> None:
+        for actor_id in conn.peer.get("owned_actors", ()):
+            entry = self.actors.get(actor_id)
+            if entry is not None and not entry.detached:
+                self._terminate(entry, "its owner (the process that created it) died")
+        for entry in self.actors.values():
+            entry.waiters = [w for w in entry.waiters if w[0] is not conn]
+
+    def on_node_added(self) -> None:
+        unplaced, self._unplaced = self._unplaced, []
+        for entry in unplaced:
+            self._place(entry)
+
+    # -- placement and restarts ---------------------------------------------
+
+    def _place(self, entry: ActorEntry) -> None:
+        asyncio.get_running_loop().create_task(self._start(entry))
+
+    def _pick_node(self, entry: ActorEntry) -> dict | None:
+        feasible = [
+            n
+            for n in self.store.nodes.values()
+            if n["alive"]
+            and all(
+                n["resources_total"].get(k, 0) >= v for k, v in entry.placement_resources.items()
+            )
+        ]
+        for node in feasible:  # prefer a node with the resources free now
+            if all(
+                node["resources_available"].get(k, 0) >= v
+                for k, v in entry.placement_resources.items()
+            ):
+                return node
+        return feasible[0] if feasible else None
+
+    async def _node_conn(self, node: dict) -> transport.Connection:
+        task = self._node_conns.get(node["node_id"])
+        if task is None or (task.done() and (task.exception() or task.result().closed)):
+            task = asyncio.get_running_loop().create_task(
+                transport.connect(node["address"], self.store.token)
+            )
+            self._node_conns[node["node_id"]] = task
+        return await task
+
+    async def _start(self, entry: ActorEntry) -> None:
+        node = self._pick_node(entry)
+        if node is None:
+            logger.warning(
+                "no node can host actor %s (needs %s); waiting for one",
+                entry.meta.get("class_name"),
+                entry.placement_resources,
+            )
+            self._unplaced.append(entry)
+            return
+        try:
+            node_conn = await self._node_conn(node)
+            grant = await node_conn.request(
+                Msg.REQUEST_LEASE, {"resources": entry.placement_resources}
+            )
+        except (OSError, transport.ConnectionLost, transport.RemoteError) as e:
+            logger.warning("could not lease a worker for an actor: %s", e)
+            self._unplaced.append(entry)
+            return
+        lease = (node_conn, grant["lease_id"])
+        if entry.state == DEAD:
+            node_conn.send(Msg.RETURN_LEASE, {"lease_id": grant["lease_id"], "kill": True})
+            return
+        try:
+            worker = await transport.connect(
+                grant["address"],
+                self.store.token,
+                on_close=lambda c: self._worker_lost(entry, c),
+            )
+        except (TimeoutError, OSError, transport.ConnectionLost):
+            node_conn.send(Msg.RETURN_LEASE, {"lease_id": grant["lease_id"], "kill": True})
+            self._worker_lost_before_start(entry)
+            return
+        entry.worker_conn, entry.lease = worker, lease
+        body, buffers = entry.spec
+        body = dict(body, gpu=grant["gpu_ids"], restarts=entry.num_restarts)
+        try:
+            reply, reply_buffers = await worker.request(
+                Msg.PUSH_ACTOR_CREATE, body, buffers, raw=True
+            )
+        except (transport.ConnectionLost, transport.RemoteError):
+            return  # _worker_lost handles it
+        if entry.state == DEAD:  # killed while its constructor ran
+            self._kill_worker(entry)
+            return
+        if reply.get("error") is not None:
+            entry.creation_error = [reply["error"], reply_buffers]
+            entry.no_restart = True
+            self._set_dead(entry, "its constructor raised an exception")
+            self._kill_worker(entry)
+            return
+        if entry.placement_resources != entry.resources:
+            # Placed with a CPU, runs with none (Ray's default for actors).
+            node_conn.send(
+                Msg.RESIZE_LEASE, {"lease_id": grant["lease_id"], "resources": entry.resources}
+            )
+        entry.state = ALIVE
+        entry.address = grant["address"]
+        entry.node_id = grant["node_id"]
+        entry.pid = reply.get("pid")
+        self._notify(entry)
+
+    def _worker_lost(self, entry: ActorEntry, conn) -> None:
+        if entry.worker_conn is not conn:
+            return
+        entry.worker_conn = None
+        entry.lease = None
+        entry.address = None
+        if entry.state == DEAD:
+            self._notify(entry)
+            return
+        self._worker_lost_before_start(entry)
+
+    def _worker_lost_before_start(self, entry: ActorEntry) -> None:
+        if not entry.no_restart and (
+            entry.max_restarts == -1 or entry.num_restarts < entry.max_restarts
+        ):
+            entry.num_restarts += 1
+            entry.state = RESTARTING
+            self._place(entry)
+        else:
+            cause = entry.death_cause or "its worker process died unexpectedly"
+            if entry.max_restarts and not entry.no_restart:
+                cause += f" and it was already restarted {entry.num_restarts} time(s)"
+            self._set_dead(entry, cause)
+
+    def _terminate(self, entry: ActorEntry, cause: str) -> None:
+        if entry.state == DEAD:
+            return
+        entry.no_restart = True
+        entry.death_cause = cause
+        if entry.worker_conn is None:
+            self._set_dead(entry, cause)
+        self._kill_worker(entry)
+
+    def _kill_worker(self, entry: ActorEntry) -> None:
+        if entry.lease is not None:
+            node_conn, lease_id = entry.lease
+            node_conn.send(Msg.RETURN_LEASE, {"lease_id": lease_id, "kill": True})
+        elif entry.state in (PENDING, RESTARTING) and entry.no_restart:
+            self._set_dead(entry, entry.death_cause or "it was killed")
+
+    def _set_dead(self, entry: ActorEntry, cause: str) -> None:
+        entry.state = DEAD
+        entry.death_cause = entry.death_cause or cause
+        if entry.name and self.named.get((entry.namespace, entry.name)) == entry.actor_id:
+            del self.named[(entry.namespace, entry.name)]
+        self._notify(entry)
+
+    def _notify(self, entry: ActorEntry) -> None:
+        entry.waiters = [w for w in entry.waiters if not self._answer(entry, w)]
+
+    def _answer(self, entry: ActorEntry, waiter) -> bool:
+        conn, rid, not_address = waiter
+        if entry.state == ALIVE and entry.address != not_address:
+            conn.reply(
+                rid, {"state": ALIVE, "address": entry.address, "restarts": entry.num_restarts}
+            )
+            return True
+        if entry.state == DEAD:
+            reply = {"state": DEAD, "cause": entry.death_cause}
+            buffers = []
+            if entry.creation_error is not None:
+                reply["error"], buffers = entry.creation_error
+            conn.reply(rid, reply, buffers)
+            return True
+        return False

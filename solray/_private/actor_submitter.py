@@ -1,0 +1,241 @@
+"""Calling actors: creation requests and ordered, direct method calls.
+
+Creation: the owner resolves the constructor's arguments, then hands the
+creation push to the control store (CREATE_ACTOR), which places the actor and
+restarts it when needed (actor_manager.py). Constructor arguments are pinned
+for the owner's lifetime so a restart can read them again.
+
+Calls: per actor, a caller keeps one queue. Calls are numbered in submission
+order and pushed in that order, each only once all earlier calls are pushed:
+a call whose arguments are not ready holds back the calls behind it, which is
+what makes "calls from one caller run in submission order" true (one TCP
+connection preserves the order to the actor). Many calls are in flight at once.
+
+Failure: when the connection to the actor drops, calls in flight are retried
+(in order) after the actor restarts, if their `max_task_retries` allows, and
+fail with ActorDiedError otherwise. The caller asks the control store where
+the actor lives now, telling it which address it knows to be dead, and the
+control store answers once the actor is alive elsewhere, or dead for good.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+from collections import deque
+from functools import partial
+
+from solray import exceptions
+from solray._private import serialization, transport
+from solray._private.memory_store import decode_entry, encode_entry, error_entry
+from solray._private.protocol import Msg
+from solray._private.task_spec import PendingTask, decode_returns, encode_arguments
+from solray._private.task_submitter import resolve_dependencies, store_returns
+
+logger = logging.getLogger(__name__)
+
+UNKNOWN, LOCATING, READY, DEAD = "unknown", "locating", "ready", "dead"
+
+
+class ActorQueue:
+    def __init__(self, actor_id: bytes):
+        self.actor_id = actor_id
+        self.state = UNKNOWN
+        self.conn: transport.Connection | None = None
+        self.address: str | None = None
+        self.dead_address: str | None = None
+        self.death: object = None  # error entry once the actor is dead for good
+        self.pending: deque[PendingTask] = deque()
+        self.inflight: dict[int, PendingTask] = {}
+        self.next_seq = 0
+        self.released = False
+
+
+class ActorSubmitter:
+    def __init__(self, core_worker):
+        self.cw = core_worker
+        self.queues: dict[bytes, ActorQueue] = {}
+
+    # -- creation ----------------------------------------------------------
+
+    def create(self, actor_id: bytes, task: PendingTask, runtime_options: dict) -> None:
+        """Loop thread: resolve constructor arguments, then ask for placement."""
+        resolve_dependencies(self.cw, task, partial(self._send_create, actor_id, runtime_options))
+
+    def _send_create(self, actor_id: bytes, runtime_options: dict, task: PendingTask) -> None:
+        control = self.cw.control
+        if task.dep_error is not None:
+            head, buffers = encode_entry(task.dep_error)
+            control.send(Msg.CREATE_ACTOR, {"actor_id": actor_id, "dep_error": head}, buffers)
+            return
+        fn = task.function
+        body = {
+            "tid": task.task_id,
+            "job": task.job,
+            "fn": fn.function_id,
+            "fnb": 1,
+            "name": fn.name,
+            "nret": 0,
+            "owner": self.cw.address,
+            "aid": actor_id,
+            "ropts": runtime_options,
+        }
+        buffers = [fn.pickled]
+        encode_arguments(task, self.cw.memory_store, body, buffers)
+        control.send(Msg.CREATE_ACTOR, {"actor_id": actor_id, "spec": body}, buffers)
+
+    # -- calls -------------------------------------------------------------
+
+    def _queue(self, actor_id: bytes) -> ActorQueue:
+        q = self.queues.get(actor_id)
+        if q is None:
+            q = self.queues[actor_id] = ActorQueue(actor_id)
+        return q
+
+    def submit(self, actor_id: bytes, task: PendingTask) -> None:
+        q = self._queue(actor_id)
+        q.released = False
+        task.seq = q.next_seq
+        q.next_seq += 1
+        if q.state == DEAD:
+            self._finish(task, [q.death] * len(task.return_ids))
+            return
+        q.pending.append(task)
+        resolve_dependencies(self.cw, task, lambda t: self._pump(q))
+        if q.state == UNKNOWN:
+            self._locate(q)
+
+    def _locate(self, q: ActorQueue) -> None:
+        q.state = LOCATING
+        self.cw.loop.create_task(self._do_locate(q))
+
+    async def _do_locate(self, q: ActorQueue) -> None:
+        try:
+            reply, buffers = await self.cw.control.request(
+                Msg.GET_ACTOR, {"actor_id": q.actor_id, "not_address": q.dead_address}, raw=True
+            )
+        except (transport.ConnectionLost, transport.RemoteError) as e:
+            self._set_dead(q, f"the control store could not be reached ({e})")
+            return
+        if reply["state"] != "ALIVE":
+            cause = reply.get("cause") or "it died"
+            if "error" in reply:
+                error = serialization.deserialize(decode_entry(reply["error"], buffers).obj)
+                cause = f"{cause}:\n{error}"
+            self._set_dead(q, cause)
+            return
+        try:
+            conn = await self.cw.peer(reply["address"])
+        except (TimeoutError, OSError, transport.ConnectionLost):
+            q.dead_address = reply["address"]
+            self._locate(q)
+            return
+        q.conn, q.address, q.state = conn, reply["address"], READY
+        conn.add_close_callback(partial(self._connection_lost, q))
+        self._pump(q)
+
+    def mark_killed(self, actor_id: bytes) -> None:
+        """This process killed the actor: fail its calls without asking."""
+        q = self._queue(actor_id)
+        if q.state != DEAD:
+            self._set_dead(q, "it was killed by solray.kill()")
+
+    def _set_dead(self, q: ActorQueue, cause: str) -> None:
+        q.state = DEAD
+        q.death = error_entry(
+            exceptions.ActorDiedError(
+                actor_id=q.actor_id.hex(),
+                error_msg=f"The actor {q.actor_id.hex()} is dead because {cause}",
+            )
+        )
+        pending, q.pending = q.pending, deque()
+        for task in pending:
+            self._finish(task, [q.death] * len(task.return_ids))
+        self._maybe_release(q)
+
+    def _pump(self, q: ActorQueue) -> None:
+        if q.state != READY:
+            return
+        while q.pending and q.pending[0].resolved:
+            task = q.pending.popleft()
+            if task.dep_error is not None:
+                self._finish(task, [task.dep_error] * len(task.return_ids))
+            else:
+                self._push(q, task)
+
+    def _push(self, q: ActorQueue, task: PendingTask) -> None:
+        q.inflight[task.seq] = task
+        body = {
+            "aid": q.actor_id,
+            "m": task.method,
+            "tid": task.task_id,
+            "job": task.job,
+            "nret": task.num_returns,
+            "owner": self.cw.address,
+            "cg": task.concurrency_group,
+        }
+        buffers: list = []
+        encode_arguments(task, self.cw.memory_store, body, buffers)
+        fut = q.conn.request(Msg.PUSH_ACTOR_TASK, body, buffers, raw=True)
+        fut.add_done_callback(partial(self._on_reply, q, task))
+
+    def _on_reply(self, q: ActorQueue, task: PendingTask, fut) -> None:
+        q.inflight.pop(task.seq, None)
+        error = fut.exception()
+        if error is None:
+            body, buffers = fut.result()
+            self._finish(task, decode_returns(body, buffers))
+        elif isinstance(error, transport.ConnectionLost):
+            if task.max_retries == -1 or task.attempt < task.max_retries:
+                task.attempt += 1
+                seqs = [t.seq for t in q.pending]
+                q.pending.insert(bisect.bisect_left(seqs, task.seq), task)
+                if q.state == UNKNOWN:
+                    self._locate(q)
+                return
+            self._finish(
+                task,
+                [
+                    error_entry(
+                        exceptions.ActorDiedError(
+                            actor_id=q.actor_id.hex(),
+                            error_msg=f"The actor {q.actor_id.hex()} died while running "
+                            f"{task.method}() (its process exited), and max_task_retries="
+                            f"{task.max_retries} allows no retry.",
+                        )
+                    )
+                ]
+                * len(task.return_ids),
+            )
+        else:
+            self._finish(
+                task, [error_entry(exceptions.RaySystemError(error))] * len(task.return_ids)
+            )
+        self._maybe_release(q)
+
+    def _connection_lost(self, q: ActorQueue, conn) -> None:
+        if q.conn is not conn:
+            return
+        q.conn = None
+        q.dead_address = q.address
+        if q.state == READY:
+            q.state = UNKNOWN
+            if q.pending or q.inflight:
+                self._locate(q)
+
+    def _finish(self, task: PendingTask, returns: list) -> None:
+        store_returns(self.cw, task, returns)
+
+    # -- lifetime ----------------------------------------------------------
+
+    def release(self, actor_id: bytes) -> None:
+        """Loop thread: the owner's last handle is gone."""
+        q = self._queue(actor_id)
+        q.released = True
+        self._maybe_release(q)
+
+    def _maybe_release(self, q: ActorQueue) -> None:
+        if q.released and not q.pending and not q.inflight:
+            self.queues.pop(q.actor_id, None)
+            if q.state != DEAD and not self.cw.shutting_down:
+                self.cw.control.send(Msg.RELEASE_ACTOR, {"actor_id": q.actor_id})

@@ -1,0 +1,281 @@
+"""Actors: `@remote` on a class, handles, method calls, `exit_actor`.
+
+An ActorHandle names an actor and knows its methods (name -> options), so any
+process holding one can call it without asking anyone but the control store
+for the actor's address. The process that created the actor owns it: when
+the owner's last handle is gone (and no handle escaped into a value or an
+argument) a non-detached actor is terminated once its pending calls finish,
+as in Ray.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import cloudpickle
+
+from solray._private import context
+from solray._private import options as opts
+from solray._private.serialization import RefCollector
+from solray._private.task_spec import FunctionDescriptor
+
+_METHOD_OPTIONS = "__solray_method_options__"
+
+
+def method(*args, **kwargs):
+    """`@solray.method(num_returns=N, concurrency_group="g")` on an actor method."""
+    valid = {
+        "num_returns",
+        "concurrency_group",
+        "max_task_retries",
+        "retry_exceptions",
+        "enable_task_events",
+        "_generator_backpressure_num_objects",
+    }
+
+    def decorate(function):
+        for name in kwargs:
+            if name not in valid:
+                raise ValueError(
+                    f"Invalid option '{name}' for @method; valid ones are {sorted(valid)}"
+                )
+        if "num_returns" in kwargs:
+            opts.validate_num_returns(kwargs["num_returns"])
+        setattr(function, _METHOD_OPTIONS, dict(kwargs))
+        return function
+
+    if len(args) == 1 and callable(args[0]) and not kwargs:
+        return decorate(args[0])
+    if args:
+        raise TypeError("@method takes keyword arguments only, e.g. @method(num_returns=2)")
+    return decorate
+
+
+def _method_table(cls) -> dict:
+    methods = {}
+    for name, member in inspect.getmembers(cls):
+        if not (inspect.isfunction(member) or inspect.ismethoddescriptor(member)):
+            continue
+        if name.startswith("__") and name != "__call__":
+            continue
+        options = getattr(member, _METHOD_OPTIONS, {})
+        methods[name] = {
+            "num_returns": options.get("num_returns", 1),
+            "concurrency_group": options.get("concurrency_group"),
+            "max_task_retries": options.get("max_task_retries"),
+            "is_async": inspect.iscoroutinefunction(member) or inspect.isasyncgenfunction(member),
+        }
+    return methods
+
+
+class ActorClass:
+    """What `@remote` makes of a class."""
+
+    def __init__(self, cls: type, options: dict):
+        self._cls = cls
+        self._options = opts.actor_options(options)
+        self._methods = _method_table(cls)
+        self._descriptor: FunctionDescriptor | None = None
+        self.__name__ = cls.__name__
+        self.__qualname__ = cls.__qualname__
+        self.__module__ = cls.__module__
+        self.__doc__ = cls.__doc__
+
+    def __call__(self, *args, **kwargs):
+        raise TypeError(
+            f"Actors cannot be instantiated directly. Instead of '{self.__name__}()', "
+            f"use '{self.__name__}.remote()'."
+        )
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_descriptor"] = None
+        return state
+
+    def remote(self, *args, **kwargs) -> ActorHandle:
+        return self._remote(args, kwargs, self._options)
+
+    def options(self, **options) -> _BoundActorClass:
+        return _BoundActorClass(self, opts.actor_options({**self._options, **options}))
+
+    def _remote(self, args, kwargs, options: dict) -> ActorHandle:
+        from solray._private import worker
+
+        worker.auto_init()
+        cw = context.require_core_worker()
+        meta = {
+            "class_name": self.__name__,
+            "methods": self._methods,
+            "is_async": any(m["is_async"] for m in self._methods.values()),
+            "max_task_retries": options["max_task_retries"],
+        }
+        actor_id, meta, owned = cw.create_actor(self._describe(cw), args, kwargs, options, meta)
+        return ActorHandle(actor_id, meta, owned=owned)
+
+    def _describe(self, cw) -> FunctionDescriptor:
+        if self._descriptor is None:
+            with RefCollector() as collector:
+                pickled = cloudpickle.dumps(self._cls, protocol=5)
+            if collector.refs:
+                cw.refs.mark_escaped([r._id for r in collector.refs])
+            import hashlib
+
+            self._descriptor = FunctionDescriptor(
+                hashlib.sha1(pickled).digest(), self.__name__, pickled
+            )
+        return self._descriptor
+
+
+class _BoundActorClass:
+    def __init__(self, actor_class: ActorClass, options: dict):
+        self._actor_class = actor_class
+        self._options = options
+
+    def remote(self, *args, **kwargs) -> ActorHandle:
+        return self._actor_class._remote(args, kwargs, self._options)
+
+    def options(self, **options) -> _BoundActorClass:
+        return _BoundActorClass(self._actor_class, opts.actor_options({**self._options, **options}))
+
+
+class ActorHandle:
+    """A reference to an actor; picklable, so it can be passed anywhere."""
+
+    def __init__(self, actor_id: bytes, meta: dict, owned: bool = False):
+        self._actor_id = actor_id
+        self._meta = meta
+        self._owned = owned
+        cw = context.core_worker
+        if cw is not None:
+            cw.actor_handles.add_local(actor_id)
+
+    def __del__(self):
+        cw = context.core_worker
+        if cw is not None:
+            try:
+                cw.actor_handles.remove_local(self._actor_id)
+            except Exception:  # interpreter shutdown
+                pass
+
+    def __getattr__(self, name: str) -> ActorMethod:
+        methods = self.__dict__.get("_meta", {}).get("methods", {})
+        if name not in methods:
+            raise AttributeError(
+                f"'{self.__dict__.get('_meta', {}).get('class_name', 'Actor')}' actor has "
+                f"no method '{name}'"
+            )
+        info = methods[name]
+        return ActorMethod(
+            self, name, info["num_returns"], info["concurrency_group"], info["max_task_retries"]
+        )
+
+    def __reduce__(self):
+        cw = context.core_worker
+        if cw is not None:
+            cw.actor_handles.mark_escaped([self._actor_id])
+        return (_rebuild_handle, (self._actor_id, self._meta))
+
+    def __repr__(self) -> str:
+        return f"Actor({self._meta['class_name']}, {self._actor_id.hex()})"
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, ActorHandle) and other._actor_id == self._actor_id
+
+    def __hash__(self) -> int:
+        return hash(self._actor_id)
+
+    @property
+    def _ray_actor_id(self):
+        return self._actor_id.hex()
+
+
+def _rebuild_handle(actor_id: bytes, meta: dict) -> ActorHandle:
+    return ActorHandle(actor_id, meta)
+
+
+class ActorMethod:
+    def __init__(
+        self, handle: ActorHandle, name: str, num_returns, concurrency_group, max_task_retries
+    ):
+        self._handle = handle
+        self._name = name
+        self._num_returns = num_returns
+        self._concurrency_group = concurrency_group
+        self._max_task_retries = max_task_retries
+
+    def __call__(self, *args, **kwargs):
+        raise TypeError(
+            "Actor methods cannot be called directly. Instead of running "
+            f"'object.{self._name}()', try 'object.{self._name}.remote()'."
+        )
+
+    def remote(self, *args, **kwargs):
+        return self._remote(args, kwargs, self._num_returns, self._concurrency_group)
+
+    def options(self, **options) -> _BoundActorMethod:
+        valid = {
+            "num_returns",
+            "concurrency_group",
+            "name",
+            "max_task_retries",
+            "enable_task_events",
+            "_generator_backpressure_num_objects",
+        }
+        for name in options:
+            if name not in valid:
+                raise ValueError(
+                    f"Invalid option '{name}' for actor method "
+                    f"{self._name}; valid ones are {sorted(valid)}"
+                )
+        if "num_returns" in options:
+            opts.validate_num_returns(options["num_returns"])
+        return _BoundActorMethod(self, options)
+
+    def _remote(self, args, kwargs, num_returns, concurrency_group, max_task_retries=None):
+        cw = context.require_core_worker()
+        handle = self._handle
+        retries = max_task_retries
+        if retries is None:
+            retries = self._max_task_retries
+        if retries is None:
+            retries = handle._meta.get("max_task_retries", 0)
+        refs = cw.submit_actor_task(
+            handle._actor_id, self._name, args, kwargs, num_returns, retries, concurrency_group
+        )
+        if num_returns == 1:
+            return refs[0]
+        if num_returns == 0:
+            return None
+        return refs
+
+
+class _BoundActorMethod:
+    def __init__(self, method: ActorMethod, options: dict):
+        self._method = method
+        self._options = options
+
+    def remote(self, *args, **kwargs):
+        m = self._method
+        return m._remote(
+            args,
+            kwargs,
+            self._options.get("num_returns", m._num_returns),
+            self._options.get("concurrency_group", m._concurrency_group),
+            self._options.get("max_task_retries"),
+        )
+
+
+class ActorExit(SystemExit):
+    """Raised by exit_actor(); the worker ends the actor after replying."""
+
+
+def exit_actor() -> None:
+    """End the current actor, from inside one of its methods. It is not
+    restarted, and calls still queued fail with ActorDiedError."""
+    cw = context.require_core_worker()
+    if cw.actor_id is None:
+        raise TypeError("exit_actor API is called on a non-actor worker")
+    raise ActorExit(0)
+
+
+__all__ = ["ActorClass", "ActorHandle", "ActorMethod", "exit_actor", "method"]
