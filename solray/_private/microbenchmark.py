@@ -7,6 +7,7 @@ of the rounds' rates, as `NAME per second X +- Y`.
 
 from __future__ import annotations
 
+import os
 import re
 import statistics
 import time
@@ -111,6 +112,139 @@ def run(pattern: str | None = None, round_seconds: float = 2.0) -> list[tuple[st
             lambda: ray.get([small_value.remote() for _ in range(1000)]),
             1000,
         )
+        _actor_rows(ray, bench, selected, small_value)
     finally:
         ray.shutdown()
     return results
+
+
+def _actor_rows(ray, bench, selected, small_value) -> None:
+    """Ray's actor rows, with its workloads and multipliers."""
+
+    def wanted(*names: str) -> bool:
+        return selected is None or any(selected.search(n) for n in names)
+
+    @ray.remote
+    class Actor:
+        def small_value(self):
+            return b"ok"
+
+        def small_value_arg(self, x):
+            return b"ok"
+
+        def small_value_batch(self, n):
+            ray.get([small_value.remote() for _ in range(n)])
+
+    @ray.remote
+    class AsyncActor:
+        async def small_value(self):
+            return b"ok"
+
+        async def small_value_with_arg(self, x):
+            return b"ok"
+
+    @ray.remote(num_cpus=0)
+    class Client:
+        def __init__(self, servers):
+            self.servers = servers if isinstance(servers, list) else [servers]
+
+        def small_value_batch(self, n):
+            results = []
+            for s in self.servers:
+                results.extend([s.small_value.remote() for _ in range(n)])
+            ray.get(results)
+
+        def small_value_batch_arg(self, n):
+            x = ray.put(0)
+            results = []
+            for s in self.servers:
+                results.extend([s.small_value_arg.remote(x) for _ in range(n)])
+            ray.get(results)
+
+    n_cpu = max(1, (os.cpu_count() or 2) // 2)
+
+    if wanted("multi client tasks async"):
+        actors = [Actor.remote() for _ in range(4)]
+        bench(
+            "multi client tasks async",
+            lambda: ray.get([a.small_value_batch.remote(10000) for a in actors]),
+            10000 * 4,
+        )
+        del actors
+
+    if wanted("1:1 actor calls sync"):
+        a = Actor.remote()
+        bench("1:1 actor calls sync", lambda: ray.get(a.small_value.remote()))
+    if wanted("1:1 actor calls async"):
+        a = Actor.remote()
+        bench(
+            "1:1 actor calls async",
+            lambda: ray.get([a.small_value.remote() for _ in range(1000)]),
+            1000,
+        )
+    if wanted("1:1 actor calls concurrent"):
+        a = Actor.options(max_concurrency=16).remote()
+        bench(
+            "1:1 actor calls concurrent",
+            lambda: ray.get([a.small_value.remote() for _ in range(1000)]),
+            1000,
+        )
+    if wanted("1:n actor calls async"):
+        actors = [Actor.remote() for _ in range(n_cpu)]
+        client = Client.remote(actors)
+        bench(
+            "1:n actor calls async",
+            lambda: ray.get(client.small_value_batch.remote(5000)),
+            5000 * len(actors),
+        )
+
+    @ray.remote
+    def work(actors, n):
+        ray.get([actors[i % len(actors)].small_value.remote() for i in range(n)])
+
+    if wanted("n:n actor calls async"):
+        actors = [Actor.remote() for _ in range(n_cpu)]
+        bench(
+            "n:n actor calls async",
+            lambda: ray.get([work.remote(actors, 5000) for _ in range(4)]),
+            4 * 5000,
+        )
+    if wanted("n:n actor calls with arg async"):
+        clients = [Client.remote(Actor.remote()) for _ in range(n_cpu)]
+        bench(
+            "n:n actor calls with arg async",
+            lambda: ray.get([c.small_value_batch_arg.remote(1000) for c in clients]),
+            1000 * len(clients),
+        )
+    if wanted("1:1 async-actor calls sync"):
+        a = AsyncActor.remote()
+        bench("1:1 async-actor calls sync", lambda: ray.get(a.small_value.remote()))
+    if wanted("1:1 async-actor calls async"):
+        a = AsyncActor.remote()
+        bench(
+            "1:1 async-actor calls async",
+            lambda: ray.get([a.small_value.remote() for _ in range(1000)]),
+            1000,
+        )
+    if wanted("1:1 async-actor calls with args async"):
+        a = AsyncActor.remote()
+        bench(
+            "1:1 async-actor calls with args async",
+            lambda: ray.get([a.small_value_with_arg.remote(i) for i in range(1000)]),
+            1000,
+        )
+    if wanted("1:n async-actor calls async"):
+        actors = [AsyncActor.remote() for _ in range(n_cpu)]
+        client = Client.remote(actors)
+        bench(
+            "1:n async-actor calls async",
+            lambda: ray.get(client.small_value_batch.remote(5000)),
+            5000 * len(actors),
+        )
+    if wanted("n:n async-actor calls async"):
+        actors = [AsyncActor.remote() for _ in range(n_cpu)]
+        bench(
+            "n:n async-actor calls async",
+            lambda: ray.get([work.remote(actors, 5000) for _ in range(4)]),
+            4 * 5000,
+        )
