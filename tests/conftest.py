@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import os
+import tempfile
 import threading
 import time
 
@@ -30,13 +31,26 @@ def wait_for_condition(predicate, timeout: float = 20.0, interval: float = 0.02,
             last_error = e
         time.sleep(interval)
     raise AssertionError(
-        f"condition not met within {timeout}s: {message or predicate}"
+        f"condition not met within {timeout}s: "
+        f"{(message() if callable(message) else message) or predicate}"
         + (f" (last error: {last_error!r})" if last_error else "")
     )
 
 
-def _shm_entries() -> set[str]:
-    return {name for name in os.listdir("/dev/shm") if name.startswith("solray")}
+SESSIONS = os.path.join(tempfile.gettempdir(), "solray-sessions")
+
+
+def _sessions() -> set[str]:
+    return set(os.listdir(SESSIONS)) if os.path.isdir(SESSIONS) else set()
+
+
+def _shm_of(sessions: set[str]) -> list[str]:
+    """/dev/shm entries of the given sessions (other runs may share the machine)."""
+    return [
+        name
+        for name in os.listdir("/dev/shm")
+        if any(name.startswith(f"solray_{session}_") for session in sessions)
+    ]
 
 
 def _open_fds() -> int:
@@ -47,7 +61,7 @@ def _open_fds() -> int:
 def leak_check():
     """Fails the test if it leaves processes, shared memory, threads or fds."""
     assert not solray.is_initialized(), "a previous test left solray initialized"
-    shm_before = _shm_entries()
+    sessions_before = _sessions()
     fds_before = _open_fds()
     yield
     if solray.is_initialized():
@@ -58,14 +72,18 @@ def leak_check():
         timeout=15,
         message="child processes still running after shutdown",
     )
+    new_sessions = _sessions() - sessions_before
     wait_for_condition(
-        lambda: _shm_entries() <= shm_before, timeout=10, message="/dev/shm entries left behind"
+        lambda: not _shm_of(new_sessions),
+        timeout=10,
+        message=lambda: f"/dev/shm entries left behind: {_shm_of(new_sessions)}",
     )
     wait_for_condition(
         lambda: not [t for t in threading.enumerate() if t.name.startswith("solray")],
         timeout=10,
         message="solray threads still running",
     )
+    gc.collect()  # values viewing the store keep its mapping (and fd) until collected
     wait_for_condition(
         lambda: _open_fds() <= fds_before,
         timeout=10,
@@ -88,13 +106,14 @@ def ray_start(leak_check, request):
 def shared_cluster():
     """One cluster for a module of tests that only read from it. The leak
     check runs once, after the module."""
-    shm_before = _shm_entries()
+    sessions_before = _sessions()
     solray.init(num_cpus=2)
     yield
     solray.shutdown()
     me = psutil.Process()
     wait_for_condition(lambda: not me.children(recursive=True), timeout=15)
-    wait_for_condition(lambda: _shm_entries() <= shm_before, timeout=10)
+    new_sessions = _sessions() - sessions_before
+    wait_for_condition(lambda: not _shm_of(new_sessions), timeout=10)
 
 
 @pytest.fixture

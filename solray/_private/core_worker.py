@@ -199,6 +199,14 @@ class CoreWorker:
             for task in list(self._peers.values()):
                 if task.done() and not task.exception():
                     task.result().close()
+            # Connections still being made (a lease granted just now) would
+            # keep their sockets open past the loop: cancel them; connect()
+            # closes what it had opened.
+            connecting = [task for task in self._peers.values() if not task.done()]
+            for task in connecting:
+                task.cancel()
+            if connecting:
+                await asyncio.wait(connecting, timeout=1)
             for conn in (self.node, self.control):
                 if conn is not None:
                     conn.close()

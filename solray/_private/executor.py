@@ -26,6 +26,7 @@ import concurrent.futures
 import inspect
 import io
 import os
+import pickle
 import queue
 import sys
 import threading
@@ -94,8 +95,9 @@ class Executor:
         self.cw.set_job(ctx.job)
         if ctx.job not in self._jobs_seen:
             self._join_job(ctx.job)
-        if ctx.gpu_ids:
-            os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in ctx.gpu_ids)
+        # Every task sets it, so a task without GPUs never inherits the ids of
+        # the task that ran before it on this worker (as in Ray).
+        os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in ctx.gpu_ids)
         return ctx
 
     def run_task(self, conn, rid, body, buffers) -> None:
@@ -195,8 +197,9 @@ class Executor:
         while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
             tb = tb.tb_next
         text = "".join(traceback.format_exception(type(error), error, tb))
+        cause = error if _round_trips(error) else None
         return exceptions.RayTaskError(
-            name, text, error, f"solray::{name}()", os.getpid(), self.cw.ip
+            name, text, cause, f"solray::{name}()", os.getpid(), self.cw.ip
         )
 
     def _store_return(self, ctx: TaskContext, index: int, value, is_error: bool):
@@ -273,6 +276,18 @@ class Executor:
             os._exit(0)
 
         cw.post(cw.loop.call_later, 0.05, exit_process)
+
+
+def _round_trips(error: BaseException) -> bool:
+    """Whether the caller will be able to unpickle this exception. One whose
+    __init__ needs arguments pickle does not keep (say, MyError(msg, code))
+    cannot be; the caller then gets a RayTaskError with the traceback text
+    but without the original class."""
+    try:
+        pickle.loads(cloudpickle.dumps(error))
+        return True
+    except Exception:
+        return False
 
 
 def _outputs(result, num_returns: int) -> list:

@@ -44,6 +44,9 @@ from solray.exceptions import ObjectStoreFullError
 logger = logging.getLogger("solray.node")
 
 IDLE_WORKER_TTL_S = 10.0
+# Worker output lines up to this long reach the driver whole; longer ones
+# are dropped (asyncio's default limit, 64 KiB, dropped ordinary long lines).
+MAX_OUTPUT_LINE = 8 * 1024 * 1024
 
 
 @dataclass
@@ -94,8 +97,10 @@ class Node:
             total["node:__internal_head__"] = 1.0
         self.resources = ResourceSet(total, num_gpus=int(args.num_gpus or 0))
         self.soft_worker_limit = max(1, int(num_cpus))
-        self.shm_dir = f"/dev/shm/solray_{os.path.basename(self.session_dir)}_{self.node_id[:8]}"
+        self.shm_dir = services.shm_dir(self.session_dir, self.node_id)
         os.makedirs(self.shm_dir, mode=0o700)
+        with open(os.path.join(self.shm_dir, "node.pid"), "w") as f:
+            f.write(str(os.getpid()))
         self.store = ObjectStore(self.shm_dir, store_bytes)
         self.workers: dict[str, WorkerProcess] = {}
         self.idle: deque[WorkerProcess] = deque()
@@ -196,6 +201,7 @@ class Node:
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
+                limit=MAX_OUTPUT_LINE,
             )
         except OSError:
             self.starting -= 1

@@ -22,6 +22,7 @@ import asyncio
 import ctypes
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -33,6 +34,41 @@ from solray._private import transport
 logger = logging.getLogger(__name__)
 
 TOKEN_ENV = "SOLRAY_TOKEN"
+SHM_ROOT = "/dev/shm"
+SHM_PREFIX = "solray_"
+
+
+def shm_dir(session_dir: str, node_id: str) -> str:
+    """A node's shared-memory directory; its name starts with the session's."""
+    return os.path.join(SHM_ROOT, f"{SHM_PREFIX}{os.path.basename(session_dir)}_{node_id[:8]}")
+
+
+def remove_session_shm(session_dir: str) -> None:
+    """Remove every shared-memory directory of a session's nodes."""
+    prefix = f"{SHM_PREFIX}{os.path.basename(session_dir)}_"
+    for name in os.listdir(SHM_ROOT):
+        if name.startswith(prefix):
+            shutil.rmtree(os.path.join(SHM_ROOT, name), ignore_errors=True)
+
+
+def sweep_stale_shm() -> None:
+    """Remove shared-memory directories whose node process is gone (a node
+    killed with SIGKILL together with its driver cannot clean up itself)."""
+    for name in os.listdir(SHM_ROOT):
+        if not name.startswith(SHM_PREFIX):
+            continue
+        path = os.path.join(SHM_ROOT, name)
+        try:
+            with open(os.path.join(path, "node.pid")) as f:
+                pid = int(f.read())
+        except (OSError, ValueError):
+            continue  # being created, or not ours
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            shutil.rmtree(path, ignore_errors=True)
+        except PermissionError:
+            pass
 
 
 def read_token() -> bytes:
@@ -129,6 +165,8 @@ class LocalCluster:
                 logger.warning("%s did not stop in %.0fs; killing it", proc.name, timeout)
                 proc.popen.kill()
                 proc.popen.wait()
+        # The node removes its store when it stops; if it was killed, we do.
+        remove_session_shm(self.session_dir)
 
 
 def _spawn(module: str, args: list[str], env: dict, pass_fds: tuple) -> subprocess.Popen:
@@ -147,6 +185,7 @@ def start_local_cluster(
     host: str = "127.0.0.1",
     log_level: str = "WARNING",
 ) -> LocalCluster:
+    sweep_stale_shm()
     token = os.urandom(32)
     env = dict(os.environ, **{TOKEN_ENV: token.hex()})
     control_sock = transport.bind_socket(host, 0)

@@ -337,5 +337,9 @@ async def connect(
         ),
         timeout,
     )
-    await asyncio.wait_for(conn.ready, timeout)
+    try:
+        await asyncio.wait_for(conn.ready, timeout)
+    except BaseException:
+        conn.close()  # timed out or cancelled mid-handshake: do not leak the socket
+        raise
     return conn

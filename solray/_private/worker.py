@@ -10,6 +10,7 @@ from __future__ import annotations
 import atexit
 import json
 import logging
+import math
 import os
 import shutil
 import sys
@@ -123,6 +124,7 @@ def init(
     try:
         cw.start()
     except BaseException:
+        cw.shutdown()  # its I/O thread and sockets are already running
         cluster.stop()
         shutil.rmtree(session_dir, ignore_errors=True)
         raise
@@ -145,7 +147,10 @@ def init(
 def _validate_init_resources(num_cpus, num_gpus, resources, object_store_memory) -> None:
     for name, value in (("num_cpus", num_cpus), ("num_gpus", num_gpus)):
         if value is not None and (
-            isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)
+            or value < 0
         ):
             raise ValueError(f"init(): {name} must be a non-negative number, got {value!r}")
     if resources is not None:
@@ -153,8 +158,19 @@ def _validate_init_resources(num_cpus, num_gpus, resources, object_store_memory)
             raise TypeError(f"init(): resources must be a dict, got {type(resources).__name__}")
         if "CPU" in resources or "GPU" in resources:
             raise ValueError("init(): use num_cpus and num_gpus instead of resources['CPU'/'GPU']")
+        for key, amount in resources.items():
+            if not isinstance(key, str):
+                raise TypeError(f"init(): resource names must be strings, got {key!r}")
+            if isinstance(amount, bool) or not isinstance(amount, (int, float)):
+                raise TypeError(f"init(): resources[{key!r}] must be a number, got {amount!r}")
+            if not math.isfinite(amount) or amount < 0:
+                raise ValueError(
+                    f"init(): resources[{key!r}] must be a non-negative number, got {amount!r}"
+                )
     if object_store_memory is not None and (
-        not isinstance(object_store_memory, int) or object_store_memory <= 0
+        isinstance(object_store_memory, bool)
+        or not isinstance(object_store_memory, int)
+        or object_store_memory <= 0
     ):
         raise ValueError(
             f"init(): object_store_memory must be a positive int (bytes), got "

@@ -1,0 +1,511 @@
+"""Objects as a Ray user sees them, on a real local cluster: put/get of
+small and large values, get and wait semantics and their errors, zero-copy
+reads of large arrays, refs as arguments, inside values and in closures,
+ObjectRef identity, and refs as futures and awaitables.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import os
+import pickle
+import time
+
+import numpy as np
+import pytest
+from conftest import wait_for_condition
+
+import solray as ray
+from solray.exceptions import GetTimeoutError, RayTaskError
+
+LARGE = 200_000  # float64 elements: 1.6 MB, well above the 100 KiB inline limit
+
+
+def _wait_for_file(path: str, timeout: float = 30.0) -> None:
+    """Inside a task: block until the driver creates `path`."""
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} never appeared")
+        time.sleep(0.01)
+
+
+def _blocked_task(path: str):
+    """A task that stays pending until `path` is created."""
+
+    @ray.remote
+    def blocked(p):
+        _wait_for_file(p)
+        return "released"
+
+    return blocked.remote(path)
+
+
+# -- put and get -------------------------------------------------------------
+
+
+def test_put_get_values(ray_start):
+    values = [
+        0,
+        -7,
+        2**70,
+        3.5,
+        None,
+        True,
+        "text",
+        "",
+        b"\x00\x01 bytes",
+        b"x" * 300_000,  # large bytes go to the store
+        [1, "two", 3.0],
+        (1, (2, 3)),
+        {"a": 1, "nested": {"b": [1, 2]}},
+        set(range(5)),
+        np.arange(10, dtype=np.int32),
+        np.zeros((3, 4), dtype=np.float32),
+        np.arange(LARGE, dtype=np.float64),
+        np.ones((500, 500), dtype=np.uint8),  # 250 KB
+    ]
+    refs = [ray.put(v) for v in values]
+    assert all(isinstance(r, ray.ObjectRef) for r in refs)
+    got = ray.get(refs)
+    assert len(got) == len(values)
+    for value, result in zip(values, got, strict=True):
+        if isinstance(value, np.ndarray):
+            assert isinstance(result, np.ndarray)
+            assert result.dtype == value.dtype and result.shape == value.shape
+            np.testing.assert_array_equal(result, value)
+        else:
+            assert type(result) is type(value)
+            assert result == value
+    # One ref at a time, a tuple of refs, repeated refs.
+    assert ray.get(refs[6]) == "text"
+    assert ray.get((refs[0], refs[1])) == [0, -7]
+    assert ray.get([refs[0], refs[0], refs[1]]) == [0, 0, -7]
+    assert ray.get([]) == []
+
+    # Values computed by tasks, small and large.
+    @ray.remote
+    def make(n):
+        return np.full(n, 3, dtype=np.int64)
+
+    small, large = ray.get([make.remote(10), make.remote(LARGE)])
+    assert small.sum() == 30
+    assert large.shape == (LARGE,) and large.sum() == 3 * LARGE
+
+    # A large value stored from a task is readable in another task too.
+    @ray.remote
+    def total(a):
+        return int(a.sum())
+
+    assert ray.get(total.remote(make.remote(LARGE))) == 3 * LARGE
+    assert ray.get(total.remote(refs[16])) == int(np.arange(LARGE).sum())
+
+
+def test_get_and_put_argument_errors(ray_start):
+    ref = ray.put(1)
+    with pytest.raises(TypeError):
+        ray.put(ref)
+    # Wrapped in a list, a ref can be put.
+    assert ray.get(ray.get(ray.put([ref]))[0]) == 1
+
+    for bad in (1, "ref", None, {"a": ref}):
+        with pytest.raises(ValueError):
+            ray.get(bad)
+    with pytest.raises(ValueError):
+        ray.get([ref, 2])
+
+
+def test_get_timeout(ray_start, tmp_path):
+    signal = str(tmp_path / "release")
+    pending = _blocked_task(signal)
+
+    with pytest.raises(GetTimeoutError) as info:
+        ray.get(pending, timeout=0.2)
+    assert isinstance(info.value, TimeoutError)
+    assert isinstance(info.value, ray.exceptions.RayError)
+
+    # timeout=0 on a pending task raises at once, for a list too.
+    with pytest.raises(GetTimeoutError):
+        ray.get(pending, timeout=0)
+    with pytest.raises(TimeoutError):
+        ray.get([ray.put(1), pending], timeout=0)
+
+    # A ready object is returned even with timeout=0.
+    assert ray.get(ray.put("ready"), timeout=0) == "ready"
+
+    # The timed-out get did not spoil the ref.
+    open(signal, "w").close()
+    assert ray.get(pending, timeout=30) == "released"
+    assert ray.get(pending, timeout=0) == "released"
+
+
+# -- wait --------------------------------------------------------------------
+
+
+def test_wait(ray_start, tmp_path):
+    signal = str(tmp_path / "release")
+    pending = _blocked_task(signal)
+    a, b, c = ray.put("a"), ray.put("b"), ray.put("c")
+    refs = [a, pending, b, c]
+
+    # Ready refs come back in the order they were given.
+    ready, not_ready = ray.wait(refs, num_returns=3)
+    assert ready == [a, b, c]
+    assert not_ready == [pending]
+
+    ready, not_ready = ray.wait(refs)
+    assert ready == [a]
+    assert not_ready == [pending, b, c]
+
+    ready, not_ready = ray.wait(refs, num_returns=2)
+    assert ready == [a, b]
+    assert not_ready == [pending, c]
+
+    # Asking for more than are ready: the timeout decides.
+    ready, not_ready = ray.wait(refs, num_returns=4, timeout=0.2)
+    assert ready == [a, b, c]
+    assert not_ready == [pending]
+    ready, not_ready = ray.wait([pending], timeout=0)
+    assert ready == [] and not_ready == [pending]
+
+    # Tuples are accepted; the results are lists.
+    ready, not_ready = ray.wait((c, a), num_returns=2, timeout=0)
+    assert ready == [c, a] and not_ready == []
+
+    # Once the task finishes, wait with no timeout returns it.
+    open(signal, "w").close()
+    ready, not_ready = ray.wait([pending])
+    assert ready == [pending] and not_ready == []
+    ready, not_ready = ray.wait(refs, num_returns=4)
+    assert ready == refs and not_ready == []
+
+    # Results of tasks, waited on one at a time as they finish.
+    @ray.remote
+    def square(i):
+        return i * i
+
+    remaining = [square.remote(i) for i in range(8)]
+    done = []
+    while remaining:
+        ready, remaining = ray.wait(remaining)
+        assert len(ready) == 1
+        done.append(ray.get(ready[0]))
+    assert sorted(done) == [i * i for i in range(8)]
+
+    # A failed task is "ready" too; wait does not raise.
+    @ray.remote
+    def fail():
+        raise ValueError("failed but ready")
+
+    failed = fail.remote()
+    ready, _ = ray.wait([failed], timeout=30)
+    assert ready == [failed]
+    with pytest.raises(ValueError):
+        ray.get(failed)
+
+
+def test_wait_invalid_arguments(ray_start):
+    a, b = ray.put(1), ray.put(2)
+    with pytest.raises(ValueError):
+        ray.wait([a, a])
+    with pytest.raises(ValueError):
+        ray.wait([a, b], num_returns=3)
+    with pytest.raises(TypeError):
+        ray.wait(a)
+    with pytest.raises(ValueError):
+        ray.wait([a], num_returns=0)
+    with pytest.raises(ValueError):
+        ray.wait([a], timeout=-1)
+    with pytest.raises(TypeError):
+        ray.wait([a, 5])
+    with pytest.raises(TypeError):
+        ray.wait("not refs")
+    # After all that, a good call works.
+    assert ray.wait([a, b], num_returns=2) == ([a, b], [])
+
+
+# -- zero-copy reads ---------------------------------------------------------
+
+
+def test_large_arrays_are_zero_copy_and_outlive_their_ref(ray_start):
+    big = np.arange(LARGE, dtype=np.float64)
+
+    # A large array read back from the store is a read-only view.
+    arr = ray.get(ray.put(big))
+    assert not arr.flags.writeable
+    with pytest.raises(ValueError):
+        arr[0] = 1.0
+    np.testing.assert_array_equal(arr, big)
+
+    # So are arrays inside a dict (or any container) of arrays.
+    d = ray.get(ray.put({"x": big, "y": big * 2, "small": np.arange(3), "label": "d"}))
+    assert not d["x"].flags.writeable
+    assert not d["y"].flags.writeable
+    assert d["label"] == "d"
+    np.testing.assert_array_equal(d["y"], big * 2)
+
+    # The values stay valid after their refs are gone and the memory could
+    # have been reused by other large objects.
+    gc.collect()
+    for i in range(20):
+        filler_ref = ray.put(np.full(LARGE, float(-i)))
+        del filler_ref
+    fillers = [ray.put(np.full(LARGE, 7.0)) for _ in range(5)]
+    gc.collect()
+    np.testing.assert_array_equal(arr, big)
+    np.testing.assert_array_equal(d["x"], big)
+    np.testing.assert_array_equal(d["y"], big * 2)
+    assert ray.get(fillers[-1])[0] == 7.0
+
+    # A copy is writable.
+    copy = np.array(arr)
+    copy[0] = -1
+    assert arr[0] == 0
+
+    # A large array returned by a task, read in the driver.
+    @ray.remote
+    def make_large():
+        return np.arange(LARGE, dtype=np.int64).reshape(400, 500)
+
+    ref = make_large.remote()
+    out = ray.get(ref)
+    assert out.shape == (400, 500)
+    assert out[-1, -1] == LARGE - 1
+    assert not out.flags.writeable
+    del ref
+    gc.collect()
+    assert int(out.sum()) == LARGE * (LARGE - 1) // 2
+
+
+def test_large_arguments_by_value(ray_start):
+    @ray.remote
+    def stats(a, b=None, scale=1):
+        total = float(a.sum()) * scale
+        if b is not None:
+            total += float(np.sum(b))
+        return total, a.flags.writeable
+
+    result, writeable = ray.get(stats.remote(np.ones(10**6)))
+    assert result == 10**6
+    assert writeable is False  # read in place from the store
+
+    assert ray.get(stats.remote(np.ones(10**6), b=np.ones(10**5), scale=2))[0] == 2.1 * 10**6
+    # Several large arguments, and large values inside a container.
+    assert ray.get(stats.remote(np.ones(300_000), [np.ones(300_000)]))[0] == 600_000
+
+    # Many calls with large arguments in flight at once.
+    refs = [stats.remote(np.full(200_000, float(i))) for i in range(6)]
+    assert [r[0] for r in ray.get(refs)] == [200_000.0 * i for i in range(6)]
+
+
+# -- refs as arguments and inside values ---------------------------------------
+
+
+def test_ref_arguments_top_level_and_nested(ray_start):
+    @ray.remote
+    def describe(x, items, mapping, kw=None):
+        return {
+            "x": x,
+            "items": [type(i).__name__ for i in items],
+            "items_values": ray.get(list(items)),
+            "mapping": type(mapping["k"]).__name__,
+            "mapping_value": ray.get(mapping["k"]),
+            "kw": kw,
+        }
+
+    x_ref = ray.put(10)
+    inner = [ray.put("a"), ray.put("b")]
+    k_ref = ray.put({"deep": True})
+    kw_ref = ray.put([1, 2])
+    out = ray.get(describe.remote(x_ref, inner, {"k": k_ref}, kw=kw_ref))
+    # Top-level refs (positional and keyword) arrive as values...
+    assert out["x"] == 10
+    assert out["kw"] == [1, 2]
+    # ...refs nested in lists and dicts arrive as refs.
+    assert out["items"] == ["ObjectRef", "ObjectRef"]
+    assert out["items_values"] == ["a", "b"]
+    assert out["mapping"] == "ObjectRef"
+    assert out["mapping_value"] == {"deep": True}
+
+    # A nested ref to a task's output, whose task has not run yet.
+    @ray.remote
+    def slow_value():
+        time.sleep(0.2)
+        return "late"
+
+    @ray.remote
+    def get_nested(lst):
+        return ray.get(lst[0])
+
+    assert ray.get(get_nested.remote([slow_value.remote()])) == "late"
+
+    # A large value behind a nested ref.
+    big_ref = ray.put(np.arange(LARGE))
+    assert ray.get(get_nested.remote([big_ref]))[-1] == LARGE - 1
+
+
+def test_refs_captured_in_closures(ray_start, capfd):
+    x_ref, y_ref, z_ref = ray.put(1), ray.put(2), ray.put(3)
+
+    @ray.remote
+    def print_via_capture():
+        """This function prints the values of (x,y,z) from the outer scope."""
+        values = ray.get([x_ref, y_ref, z_ref])
+        print(f"captured values {values}")
+        return values
+
+    assert ray.get(print_via_capture.remote()) == [1, 2, 3]
+    # The task's print reaches the driver's stdout, prefixed with its name.
+    out = []
+
+    def printed():
+        out.append(capfd.readouterr().out)
+        return "captured values [1, 2, 3]" in "".join(out)
+
+    wait_for_condition(printed, timeout=20, message="the task's print never reached the driver")
+    line = next(x for x in "".join(out).splitlines() if "captured values" in x)
+    assert line.startswith("(print_via_capture pid=")
+
+    # A captured ref whose only other holder was a local that is now gone.
+    def make_function():
+        big_ref = ray.put(np.arange(LARGE))
+
+        @ray.remote
+        def read_captured():
+            return int(ray.get(big_ref)[-1])
+
+        return read_captured
+
+    read_captured = make_function()
+    gc.collect()
+    assert ray.get(read_captured.remote()) == LARGE - 1
+    assert ray.get(read_captured.remote()) == LARGE - 1
+
+
+def test_refs_inside_put_values(ray_start):
+    inner = ray.put("inner value")
+    big_inner = ray.put(np.arange(LARGE))
+    outer = ray.put([inner, {"big": big_inner}])
+    # The driver drops its own handles to the inner objects; the outer value
+    # keeps them alive.
+    del inner, big_inner
+    gc.collect()
+
+    got = ray.get(outer)
+    assert isinstance(got[0], ray.ObjectRef)
+    assert isinstance(got[1]["big"], ray.ObjectRef)
+    assert ray.get(got[0]) == "inner value"
+    assert ray.get(got[1]["big"])[-1] == LARGE - 1
+
+    # The outer ref passed to a task: the inner refs are usable there too.
+    @ray.remote
+    def read_inner(value):
+        return ray.get(value[0]), int(ray.get(value[1]["big"])[-1])
+
+    assert ray.get(read_inner.remote(outer)) == ("inner value", LARGE - 1)
+
+
+def test_task_returns_refs(ray_start):
+    @ray.remote
+    def put_inside():
+        return ray.put("made in a task")
+
+    @ray.remote
+    def put_large_inside():
+        return ray.put(np.arange(LARGE))
+
+    @ray.remote
+    def return_list_of_refs(n):
+        return [ray.put(i) for i in range(n)]
+
+    inner = ray.get(put_inside.remote())
+    assert isinstance(inner, ray.ObjectRef)
+    assert ray.get(inner) == "made in a task"
+    assert ray.get(ray.get(put_inside.remote())) == "made in a task"
+    assert ray.get(ray.get(put_large_inside.remote()))[-1] == LARGE - 1
+    assert ray.get(ray.get(return_list_of_refs.remote(4))) == [0, 1, 2, 3]
+
+    # The returned ref can be handed to another task.
+    @ray.remote
+    def add_one(x):
+        return x + 1
+
+    assert ray.get(add_one.remote(ray.get(return_list_of_refs.remote(3))[2])) == 3
+
+    # A task returning a ref of another task it submitted.
+    @ray.remote
+    def submit_child():
+        return add_one.remote(41)
+
+    assert ray.get(ray.get(submit_child.remote())) == 42
+
+
+# -- ObjectRef ---------------------------------------------------------------
+
+
+def test_object_ref_identity(ray_start):
+    a = ray.put(1)
+    b = ray.put(1)
+    hex_id = a.hex()
+    assert isinstance(hex_id, str) and len(hex_id) == 56
+    int(hex_id, 16)
+    assert len(a.binary()) == 28
+    assert bytes.fromhex(hex_id) == a.binary()
+    assert a.hex() != b.hex()
+
+    # Equality and hashing are by id.
+    assert a == a and a != b
+    copy = pickle.loads(pickle.dumps(a))
+    assert copy is not a
+    assert copy == a and hash(copy) == hash(a)
+    assert len({a, b, copy}) == 2
+    assert {a: "x"}[copy] == "x"
+    assert a != hex_id and a != 1
+    assert hex_id in repr(a)
+    assert ray.get(copy) == 1
+
+    @ray.remote(num_returns=2)
+    def two():
+        return 1, 2
+
+    r1, r2 = two.remote()
+    assert r1 != r2 and len(r1.hex()) == len(r2.hex()) == 56
+    ray.get([r1, r2])
+
+
+def test_refs_as_futures_and_awaitables(ray_start):
+    @ray.remote
+    def add(x, y):
+        return x + y
+
+    @ray.remote
+    def fail():
+        raise KeyError("from the task")
+
+    # concurrent.futures.Future
+    fut = add.remote(1, 2).future()
+    assert fut.result(timeout=30) == 3
+    # (Kept out of this frame's locals: the pytest.raises below makes a
+    # reference cycle through it, and a live large value holds the store's
+    # mapping open after shutdown.)
+    last = int(ray.put(np.arange(LARGE)).future().result(timeout=30)[-1])
+    assert last == LARGE - 1
+    with pytest.raises(KeyError) as info:
+        fail.remote().future().result(timeout=30)
+    assert isinstance(info.value, RayTaskError)
+
+    # await in a coroutine
+    async def main():
+        one = await add.remote(20, 22)
+        both = await asyncio.gather(add.remote(1, 1), ray.put("put value"))
+        try:
+            await fail.remote()
+        except KeyError as e:
+            error = e
+        return one, both, error
+
+    one, both, error = asyncio.run(main())
+    assert one == 42
+    assert both == [2, "put value"]
+    assert isinstance(error, RayTaskError) and "from the task" in str(error)
