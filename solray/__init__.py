@@ -13,6 +13,7 @@ assert ray.get([f.remote(i) for i in range(4)]) == [0, 2, 4, 6]
 from solray import actor, exceptions
 from solray._private.worker import (
     available_resources,
+    cancel,
     cluster_resources,
     get,
     get_actor,
@@ -28,13 +29,17 @@ from solray._private.worker import (
 )
 from solray.actor import method
 from solray.object_ref import ObjectRef
+from solray.object_ref_generator import DynamicObjectRefGenerator, ObjectRefGenerator
 from solray.runtime_context import get_runtime_context
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "DynamicObjectRefGenerator",
     "ObjectRef",
+    "ObjectRefGenerator",
     "available_resources",
+    "cancel",
     "cluster_resources",
     "actor",
     "exceptions",

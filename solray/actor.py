@@ -18,6 +18,7 @@ from solray._private import context
 from solray._private import options as opts
 from solray._private.serialization import RefCollector
 from solray._private.task_spec import FunctionDescriptor
+from solray.remote_function import unpack_returns
 
 _METHOD_OPTIONS = "__solray_method_options__"
 
@@ -60,7 +61,7 @@ def _method_table(cls) -> dict:
             continue
         options = getattr(member, _METHOD_OPTIONS, {})
         methods[name] = {
-            "num_returns": options.get("num_returns", 1),
+            "num_returns": options.get("num_returns") or opts.default_num_returns(member),
             "concurrency_group": options.get("concurrency_group"),
             "max_task_retries": options.get("max_task_retries"),
             "is_async": inspect.iscoroutinefunction(member) or inspect.isasyncgenfunction(member),
@@ -231,7 +232,9 @@ class ActorMethod:
             opts.validate_num_returns(options["num_returns"])
         return _BoundActorMethod(self, options)
 
-    def _remote(self, args, kwargs, num_returns, concurrency_group, max_task_retries=None):
+    def _remote(
+        self, args, kwargs, num_returns, concurrency_group, max_task_retries=None, backpressure=None
+    ):
         cw = context.require_core_worker()
         handle = self._handle
         retries = max_task_retries
@@ -239,14 +242,17 @@ class ActorMethod:
             retries = self._max_task_retries
         if retries is None:
             retries = handle._meta.get("max_task_retries", 0)
-        refs = cw.submit_actor_task(
-            handle._actor_id, self._name, args, kwargs, num_returns, retries, concurrency_group
+        result = cw.submit_actor_task(
+            handle._actor_id,
+            self._name,
+            args,
+            kwargs,
+            num_returns,
+            retries,
+            concurrency_group,
+            backpressure,
         )
-        if num_returns == 1:
-            return refs[0]
-        if num_returns == 0:
-            return None
-        return refs
+        return unpack_returns(result, num_returns)
 
 
 class _BoundActorMethod:
@@ -262,6 +268,7 @@ class _BoundActorMethod:
             self._options.get("num_returns", m._num_returns),
             self._options.get("concurrency_group", m._concurrency_group),
             self._options.get("max_task_retries"),
+            self._options.get("_generator_backpressure_num_objects"),
         )
 
 

@@ -52,13 +52,10 @@ class RemoteFunction:
 
         worker.auto_init()
         cw = context.require_core_worker()
-        refs = cw.submit_task(self._describe(cw), args, kwargs, options)
-        num_returns = options.get("num_returns", 1)
-        if num_returns == 1:
-            return refs[0]
-        if num_returns == 0:
-            return None
-        return refs
+        if options["num_returns"] is None:
+            options = dict(options, num_returns=opts.default_num_returns(self._function))
+        result = cw.submit_task(self._describe(cw), args, kwargs, options)
+        return unpack_returns(result, options["num_returns"])
 
     def _describe(self, cw) -> FunctionDescriptor:
         # Pickled once per session. Refs captured in the function's closure
@@ -72,6 +69,17 @@ class RemoteFunction:
             self._descriptor = FunctionDescriptor(function_id, self.__name__, pickled)
             self._descriptor_owner = id(cw)
         return self._descriptor
+
+
+def unpack_returns(result, num_returns):
+    """What `.remote()` returns: one ref, None, a list of refs, or a generator."""
+    if num_returns == "streaming":
+        return result
+    if num_returns == 1 or num_returns == "dynamic":
+        return result[0]
+    if num_returns == 0:
+        return None
+    return result
 
 
 class _BoundOptions:

@@ -29,8 +29,14 @@ from solray import exceptions
 from solray._private import serialization, transport
 from solray._private.memory_store import decode_entry, encode_entry, error_entry
 from solray._private.protocol import Msg
-from solray._private.task_spec import PendingTask, decode_returns, encode_arguments
-from solray._private.task_submitter import resolve_dependencies, store_returns
+from solray._private.task_spec import PendingTask, encode_arguments
+from solray._private.task_submitter import (
+    cancelled_entry,
+    complete_task,
+    fail_task,
+    push_body,
+    resolve_dependencies,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +104,7 @@ class ActorSubmitter:
         task.seq = q.next_seq
         q.next_seq += 1
         if q.state == DEAD:
-            self._finish(task, [q.death] * len(task.return_ids))
+            fail_task(self.cw, task, q.death)
             return
         q.pending.append(task)
         resolve_dependencies(self.cw, task, lambda t: self._pump(q))
@@ -150,30 +156,37 @@ class ActorSubmitter:
         )
         pending, q.pending = q.pending, deque()
         for task in pending:
-            self._finish(task, [q.death] * len(task.return_ids))
+            fail_task(self.cw, task, q.death)
         self._maybe_release(q)
 
     def _pump(self, q: ActorQueue) -> None:
         if q.state != READY:
             return
-        while q.pending and q.pending[0].resolved:
+        while q.pending and (q.pending[0].resolved or q.pending[0].cancelled):
             task = q.pending.popleft()
-            if task.dep_error is not None:
-                self._finish(task, [task.dep_error] * len(task.return_ids))
+            if task.cancelled:
+                fail_task(self.cw, task, cancelled_entry(task))
+            elif task.dep_error is not None:
+                fail_task(self.cw, task, task.dep_error)
             else:
                 self._push(q, task)
 
+    def cancel_queued(self, task: PendingTask, error) -> None:
+        """Cancel a call not pushed yet: it is failed when its turn comes, so
+        the calls behind it keep their order."""
+        for q in self.queues.values():
+            if task in q.pending:
+                self._pump(q)
+                return
+
     def _push(self, q: ActorQueue, task: PendingTask) -> None:
         q.inflight[task.seq] = task
-        body = {
-            "aid": q.actor_id,
-            "m": task.method,
-            "tid": task.task_id,
-            "job": task.job,
-            "nret": task.num_returns,
-            "owner": self.cw.address,
-            "cg": task.concurrency_group,
-        }
+        task.running_on = q.conn
+        if task.stream:
+            self.cw.streams[task.task_id].conn = q.conn
+        body = push_body(
+            self.cw, task, {"aid": q.actor_id, "m": task.method, "cg": task.concurrency_group}
+        )
         buffers: list = []
         encode_arguments(task, self.cw.memory_store, body, buffers)
         fut = q.conn.request(Msg.PUSH_ACTOR_TASK, body, buffers, raw=True)
@@ -181,35 +194,32 @@ class ActorSubmitter:
 
     def _on_reply(self, q: ActorQueue, task: PendingTask, fut) -> None:
         q.inflight.pop(task.seq, None)
+        task.running_on = None
         error = fut.exception()
         if error is None:
             body, buffers = fut.result()
-            self._finish(task, decode_returns(body, buffers))
-        elif isinstance(error, transport.ConnectionLost):
-            if task.max_retries == -1 or task.attempt < task.max_retries:
-                task.attempt += 1
-                seqs = [t.seq for t in q.pending]
-                q.pending.insert(bisect.bisect_left(seqs, task.seq), task)
-                if q.state == UNKNOWN:
-                    self._locate(q)
-                return
-            self._finish(
-                task,
-                [
-                    error_entry(
-                        exceptions.ActorDiedError(
-                            actor_id=q.actor_id.hex(),
-                            error_msg=f"The actor {q.actor_id.hex()} died while running "
-                            f"{task.method}() (its process exited), and max_task_retries="
-                            f"{task.max_retries} allows no retry.",
-                        )
-                    )
-                ]
-                * len(task.return_ids),
-            )
+            complete_task(self.cw, task, body, buffers)
+        elif not isinstance(error, transport.ConnectionLost):
+            fail_task(self.cw, task, error_entry(exceptions.RaySystemError(error)))
+        elif not task.cancelled and (task.max_retries == -1 or task.attempt < task.max_retries):
+            task.attempt += 1
+            seqs = [t.seq for t in q.pending]
+            q.pending.insert(bisect.bisect_left(seqs, task.seq), task)
+            if q.state == UNKNOWN:
+                self._locate(q)
+            return
         else:
-            self._finish(
-                task, [error_entry(exceptions.RaySystemError(error))] * len(task.return_ids)
+            fail_task(
+                self.cw,
+                task,
+                error_entry(
+                    exceptions.ActorDiedError(
+                        actor_id=q.actor_id.hex(),
+                        error_msg=f"The actor {q.actor_id.hex()} died while running "
+                        f"{task.method}() (its process exited), and max_task_retries="
+                        f"{task.max_retries} allows no retry.",
+                    )
+                ),
             )
         self._maybe_release(q)
 
@@ -222,9 +232,6 @@ class ActorSubmitter:
             q.state = UNKNOWN
             if q.pending or q.inflight:
                 self._locate(q)
-
-    def _finish(self, task: PendingTask, returns: list) -> None:
-        store_returns(self.cw, task, returns)
 
     # -- lifetime ----------------------------------------------------------
 

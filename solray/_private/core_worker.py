@@ -41,8 +41,9 @@ from solray._private.options import actor_resources, task_resources
 from solray._private.protocol import Msg
 from solray._private.reference_counter import ReferenceCounter
 from solray._private.serialization import SerializedObject
-from solray._private.task_spec import PendingTask, extract_deps
+from solray._private.task_spec import END_OF_STREAM, PendingTask, StreamState, extract_deps
 from solray.object_ref import ObjectRef
+from solray.object_ref_generator import ObjectRefGenerator
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +97,9 @@ class CoreWorker:
         self.actor_submitter = ActorSubmitter(self)
         self.executor = None  # set by worker_main in worker processes
         self.actor_id: bytes | None = None  # set when this worker hosts an actor
+        self.tasks: dict[bytes, PendingTask] = {}  # submitted and not finished
+        self.children: dict[bytes, list[bytes]] = {}  # running task -> tasks it submitted
+        self.streams: dict[bytes, StreamState] = {}  # streaming tasks we own
         self.namespace: str | None = None
         self.shutting_down = False
         self.on_node_lost = None
@@ -244,7 +248,13 @@ class CoreWorker:
                     del self._peers[address]
 
             task = self.loop.create_task(
-                transport.connect(address, self.token, on_close=forget, timeout=10)
+                transport.connect(
+                    address,
+                    self.token,
+                    {Msg.GENERATOR_ITEM: self.on_generator_item},
+                    on_close=forget,
+                    timeout=10,
+                )
             )
             self._peers[address] = task
         try:
@@ -256,29 +266,44 @@ class CoreWorker:
 
     # -- tasks -------------------------------------------------------------
 
-    def submit_task(self, function, args: tuple, kwargs: dict, options: dict) -> list[ObjectRef]:
-        """User thread: make the task's return refs and hand it to the loop."""
+    def submit_task(self, function, args: tuple, kwargs: dict, options: dict):
+        """User thread: make the task's return refs (or its ObjectRefGenerator)
+        and hand the task to the loop."""
         blob, args_ref, deps = self.pack_arguments(args, kwargs)
-        task_id = ids.new_task_id(self.job_bytes)
-        return_ids = [ids.return_object_id(task_id, i) for i in range(options["num_returns"])]
-        for object_id in return_ids:
-            self.refs.add_owned(object_id)
-        refs = [ObjectRef(object_id, self.address) for object_id in return_ids]
         task = PendingTask(
-            task_id=task_id,
+            task_id=ids.new_task_id(self.job_bytes),
             function=function,
             num_returns=options["num_returns"],
             resources=task_resources(options),
             args_blob=blob,
             args_ref=args_ref,
             deps=deps,
-            return_ids=return_ids,
+            return_ids=[],
             max_retries=options["max_retries"],
             retry_exceptions=options["retry_exceptions"],
             job=self.job,
         )
+        result = self._prepare_returns(task, options.get("_generator_backpressure_num_objects"))
         self.post(self.submitter.submit, task)
-        return refs
+        return result
+
+    def _prepare_returns(self, task: PendingTask, backpressure):
+        """Register what a new task will produce; return what `.remote()` gives
+        the caller: a list of refs, or an ObjectRefGenerator for a stream."""
+        self.tasks[task.task_id] = task
+        if self.current_task is not None:  # a child, cancelled with its parent
+            self.children.setdefault(self.current_task.task_id, []).append(task.task_id)
+        mode = task.num_returns
+        if mode == "streaming":
+            task.stream = True
+            task.backpressure = backpressure
+            self.streams[task.task_id] = StreamState(backpressure)
+            return ObjectRefGenerator(task.task_id, self.address)
+        count = 1 if mode == "dynamic" else mode
+        task.return_ids = [ids.return_object_id(task.task_id, i) for i in range(count)]
+        for object_id in task.return_ids:
+            self.refs.add_owned(object_id)
+        return [ObjectRef(object_id, self.address) for object_id in task.return_ids]
 
     # -- actors ------------------------------------------------------------
 
@@ -346,30 +371,27 @@ class CoreWorker:
         num_returns: int,
         max_task_retries: int,
         concurrency_group,
-    ) -> list[ObjectRef]:
+        backpressure: int | None = None,
+    ):
         blob, args_ref, deps = self.pack_arguments(args, kwargs)
-        task_id = ids.new_task_id(self.job_bytes)
-        return_ids = [ids.return_object_id(task_id, i) for i in range(num_returns)]
-        for object_id in return_ids:
-            self.refs.add_owned(object_id)
-        refs = [ObjectRef(object_id, self.address) for object_id in return_ids]
         task = PendingTask(
-            task_id=task_id,
+            task_id=ids.new_task_id(self.job_bytes),
             function=None,
             num_returns=num_returns,
             resources={},
             args_blob=blob,
             args_ref=args_ref,
             deps=deps,
-            return_ids=return_ids,
+            return_ids=[],
             max_retries=max_task_retries,
             retry_exceptions=False,
             job=self.job,
             method=method,
             concurrency_group=concurrency_group,
         )
+        result = self._prepare_returns(task, backpressure)
         self.post(self.actor_submitter.submit, actor_id, task)
-        return refs
+        return result
 
     def _on_actor_handle_free(self, actor_id: bytes, owned: bool) -> None:
         if owned and not self.shutting_down:
@@ -442,31 +464,36 @@ class CoreWorker:
     # -- objects: get and wait ---------------------------------------------
 
     def get(self, refs: list[ObjectRef], timeout: float | None = None) -> list:
-        object_ids = [r._id for r in refs]
         self._fetch_borrowed(refs)
-        waiter = self.memory_store.wait(object_ids, len(set(object_ids)))
-        if waiter is not None:
-            self._wait_blocking(waiter, object_ids, timeout, "get")
+        object_ids = [r._id for r in refs]
+        if not self.wait_for_ids(object_ids, len(set(object_ids)), timeout):
+            raise exceptions.GetTimeoutError(
+                f"get timed out after {timeout} seconds: "
+                f"{sum(not self.memory_store.contains(i) for i in set(object_ids))} "
+                "object(s) still not ready"
+            )
         return [self._materialize(r._id, self.memory_store.get(r._id)) for r in refs]
 
-    def wait(self, refs: list[ObjectRef], num_returns: int, timeout: float | None):
-        object_ids = [r._id for r in refs]
+    def wait(
+        self,
+        object_ids: list[bytes],
+        refs: list[ObjectRef],
+        num_returns: int,
+        timeout: float | None,
+    ) -> set[bytes]:
+        """The ids among `object_ids` that are ready once `num_returns` are, or
+        the timeout passed. `refs` are the plain ObjectRefs among them, which
+        may need fetching from their owners."""
         self._fetch_borrowed(refs)
-        waiter = self.memory_store.wait(object_ids, num_returns)
-        if waiter is not None:
-            try:
-                self._wait_blocking(waiter, object_ids, timeout, "wait")
-            except exceptions.GetTimeoutError:
-                pass
-        ready, not_ready = [], []
-        for r in refs:
-            if len(ready) < num_returns and self.memory_store.contains(r._id):
-                ready.append(r)
-            else:
-                not_ready.append(r)
-        return ready, not_ready
+        self.wait_for_ids(object_ids, num_returns, timeout)
+        return {i for i in object_ids if self.memory_store.contains(i)}
 
-    def _wait_blocking(self, waiter, object_ids, timeout, what: str) -> None:
+    def wait_for_ids(self, object_ids: list[bytes], needed: int, timeout: float | None) -> bool:
+        """Block until `needed` of the ids have entries; False on timeout. A
+        worker blocked here lends its CPU to others (WORKER_BLOCKED)."""
+        waiter = self.memory_store.wait(object_ids, needed)
+        if waiter is None:
+            return True
         blocked = self.current_task is not None
         if blocked:
             self.post(self.node.send, Msg.WORKER_BLOCKED)
@@ -476,13 +503,10 @@ class CoreWorker:
                 # Wake up now and then so Ctrl-C reaches the driver promptly.
                 step = 1.0 if deadline is None else min(1.0, max(0.0, deadline - time.monotonic()))
                 if waiter.event.wait(step):
-                    return
+                    return True
                 if deadline is not None and time.monotonic() >= deadline:
                     self.memory_store.forget_waiter(object_ids, waiter)
-                    raise exceptions.GetTimeoutError(
-                        f"{what} timed out after {timeout} seconds: "
-                        f"{waiter.needed} object(s) still not ready"
-                    )
+                    return False
         finally:
             if blocked:
                 self.post(self.node.send, Msg.WORKER_UNBLOCKED)
@@ -542,6 +566,95 @@ class CoreWorker:
         if self.memory_store.wait([ref._id], 1, lambda: self._future_pool.submit(resolve)) is None:
             self._future_pool.submit(resolve)
         return future
+
+    # -- streaming generators (owner side) ---------------------------------
+
+    def owns_stream(self, task_id: bytes) -> bool:
+        return task_id in self.streams
+
+    def on_generator_item(self, conn, rid, body, buffers) -> None:
+        """Loop thread: a streaming task yielded item `i`."""
+        task_id, index = body["tid"], body["i"]
+        entry = decode_entry(body["h"], buffers)
+        stream = self.streams.get(task_id)
+        if stream is None or index < stream.received:
+            if isinstance(entry, InStore):  # nobody will read it
+                self.free_in_store(ids.return_object_id(task_id, index))
+            return
+        stream.received = index + 1
+        object_id = ids.return_object_id(task_id, index)
+        self.refs.add_owned(object_id)
+        self.memory_store.put(object_id, entry)
+
+    def end_stream(self, task_id: bytes, count: int | None = None, error=None) -> None:
+        """Loop thread: the task is over, after `count` items, or failed with
+        `error` (an entry), which becomes the last item."""
+        stream = self.streams.get(task_id)
+        if stream is None:
+            return
+        if error is not None:
+            count = stream.received
+            object_id = ids.return_object_id(task_id, count)
+            self.refs.add_owned(object_id)
+            self.memory_store.put(object_id, error)
+            count += 1
+        stream.received = max(stream.received, count)
+        stream.ended = True
+        self.memory_store.put(ids.return_object_id(task_id, count), END_OF_STREAM)
+
+    def take_stream_item(self, task_id: bytes, index: int, object_id: bytes, owner: str):
+        """User thread: item `index` has an entry; make it the caller's ref,
+        raise the task's error, or return None at the end."""
+        entry = self.memory_store.get(object_id)
+        if entry is END_OF_STREAM:
+            return None
+        if entry.is_error:
+            self._materialize(object_id, entry)  # raises it
+        stream = self.streams.get(task_id)
+        if stream is not None and stream.backpressure and stream.conn is not None:
+            self.post(stream.conn.send, Msg.GENERATOR_ACK, {"tid": task_id, "n": index + 1})
+        return ObjectRef(object_id, owner)
+
+    def release_stream(self, task_id: bytes, first_unread: int = 0) -> None:
+        """Loop thread: the caller dropped its generator. Items it never took
+        are freed now; items still to come are freed as they arrive."""
+        stream = self.streams.pop(task_id, None)
+        if stream is None:
+            return
+        for index in range(stream.received + 1):
+            object_id = ids.return_object_id(task_id, index)
+            if self.refs.release_unreferenced(object_id):
+                entry = self.memory_store.delete(object_id)
+                if isinstance(entry, InStore):
+                    self.free_in_store(object_id)
+        self.memory_store.delete(ids.return_object_id(task_id, stream.received))
+
+    # -- cancellation --------------------------------------------------------
+
+    def cancel_task(self, task_id: bytes, force: bool, recursive: bool) -> None:
+        """Loop thread: cancel one of our tasks, unless it already finished."""
+        task = self.tasks.get(task_id)
+        if task is None or task.cancelled:
+            return
+        task.cancelled = True
+        error = error_entry(exceptions.TaskCancelledError(task_id.hex()))
+        if task.running_on is not None:
+            task.running_on.send(
+                Msg.CANCEL_TASK, {"tid": task_id, "force": force, "recursive": recursive}
+            )
+        elif task.function is None:
+            self.actor_submitter.cancel_queued(task, error)
+        else:
+            self.submitter.cancel_queued(task, error)
+
+    def on_cancel_request(self, conn, rid, body, buffers) -> None:
+        """Loop thread, in a worker: the owner cancels a task we run."""
+        task_id = body["tid"]
+        if body.get("recursive", True):
+            for child in self.children.pop(task_id, ()):
+                self.cancel_task(child, body.get("force", False), True)
+        if self.executor is not None:
+            self.executor.cancel(task_id, body.get("force", False))
 
     # -- borrowed objects: ask the owner -----------------------------------
 

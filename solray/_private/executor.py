@@ -28,9 +28,11 @@ import io
 import os
 import pickle
 import queue
+import signal
 import sys
 import threading
 import traceback
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
 
@@ -44,6 +46,8 @@ from solray._private.protocol import LOG_MARK, LOG_SEP, Msg
 from solray._private.serialization import SerializedObject
 from solray._private.task_spec import substitute_deps
 from solray.actor import ActorExit
+from solray.object_ref import ObjectRef
+from solray.object_ref_generator import DynamicObjectRefGenerator
 
 
 @dataclass
@@ -64,6 +68,11 @@ class Executor:
         self.actor_restarts = 0
         self.gpu_ids: list = []
         self._jobs_seen: set[int] = set()
+        self._running_main: bytes | None = None  # the task on the main thread
+        self._cancelled: set[bytes] = set()
+        self._acks: dict[bytes, int] = {}  # streaming task -> items the caller took
+        self._ack_cond = threading.Condition()
+        self._warned_put: set[str] = set()
 
     # -- entry points, called on the I/O loop ------------------------------
 
@@ -114,45 +123,256 @@ class Executor:
 
     def _execute(self, conn, rid, body, buffers, ctx: TaskContext, lookup) -> None:
         self.cw.current_task = ctx
+        on_main = threading.current_thread() is threading.main_thread()
+        if on_main:
+            self._running_main = ctx.task_id
         num_returns = body["nret"]
         try:
+            if ctx.task_id in self._cancelled:
+                raise KeyboardInterrupt
             function, args, kwargs = self._prepare(body, buffers, lookup)
-            outputs, app_error = _outputs(function(*args, **kwargs), num_returns), False
+            result = function(*args, **kwargs)
+            if inspect.isgenerator(result) or body.get("gen"):
+                reply, reply_buffers = self._generator_results(conn, ctx, body, result)
+            else:
+                reply, reply_buffers = self._results(ctx, _outputs(result, num_returns), False)
         except ActorExit:
             self._exit_actor(conn, rid, ctx, num_returns)
             return
+        except KeyboardInterrupt:  # cancelled (see cancel())
+            reply, reply_buffers = self._results(
+                ctx, [self._cancelled_error(ctx)] * num_returns, True
+            )
         except Exception as e:
-            outputs, app_error = [self._task_error(ctx.name, e)] * num_returns, True
+            reply, reply_buffers = self._results(
+                ctx, [self._task_error(ctx.name, e)] * num_returns, True
+            )
         finally:
-            self.cw.current_task = None
-        self._reply(conn, rid, ctx, outputs, app_error)
+            if on_main:
+                self._running_main = None
+            self._task_done(ctx)
+        self.cw.post(conn.reply, rid, reply, reply_buffers)
 
     async def _execute_async(self, conn, rid, body, buffers, ctx: TaskContext, lookup) -> None:
         self.cw.current_task = ctx
         num_returns = body["nret"]
         try:
+            if ctx.task_id in self._cancelled:
+                raise asyncio.CancelledError
             function, args, kwargs = self._prepare(body, buffers, lookup)
             result = function(*args, **kwargs)
             if inspect.isawaitable(result):
                 result = await result
-            outputs, app_error = _outputs(result, num_returns), False
+            if inspect.isasyncgen(result):
+                if body.get("gen") == "streaming":
+                    reply, reply_buffers = await self._stream_async(conn, ctx, body, result)
+                else:  # static or dynamic: collect, then store as a sync generator would
+                    values = [value async for value in result]
+                    reply, reply_buffers = self._generator_results(conn, ctx, body, iter(values))
+            elif inspect.isgenerator(result) or body.get("gen"):
+                reply, reply_buffers = self._generator_results(conn, ctx, body, result)
+            else:
+                reply, reply_buffers = self._results(ctx, _outputs(result, num_returns), False)
         except ActorExit:
             self._exit_actor(conn, rid, ctx, num_returns)
             return
-        except Exception as e:
-            outputs, app_error = [self._task_error(ctx.name, e)] * num_returns, True
         except asyncio.CancelledError:
-            cancelled = exceptions.TaskCancelledError(ctx.task_id.hex())
-            outputs, app_error = [cancelled] * num_returns, True
-        self._reply(conn, rid, ctx, outputs, app_error)
+            reply, reply_buffers = self._results(
+                ctx, [self._cancelled_error(ctx)] * num_returns, True
+            )
+        except Exception as e:
+            reply, reply_buffers = self._results(
+                ctx, [self._task_error(ctx.name, e)] * num_returns, True
+            )
+        finally:
+            self._task_done(ctx)
+        self.cw.post(conn.reply, rid, reply, reply_buffers)
 
-    def _reply(self, conn, rid, ctx: TaskContext, outputs: list, app_error: bool) -> None:
+    def _task_done(self, ctx: TaskContext) -> None:
+        self.cw.current_task = None
+        self.cw.children.pop(ctx.task_id, None)
+        self._cancelled.discard(ctx.task_id)
+        self._acks.pop(ctx.task_id, None)
+
+    def _results(self, ctx: TaskContext, outputs: list, app_error: bool):
         heads, reply_buffers = [], []
         for i, value in enumerate(outputs):
             head, bufs = self._store_return(ctx, i, value, app_error)
             heads.append(head)
             reply_buffers.extend(bufs)
-        self.cw.post(conn.reply, rid, {"r": heads, "app_error": app_error}, reply_buffers)
+        return {"r": heads, "app_error": app_error}, reply_buffers
+
+    def _reply(self, conn, rid, ctx: TaskContext, outputs: list, app_error: bool) -> None:
+        reply, reply_buffers = self._results(ctx, outputs, app_error)
+        self.cw.post(conn.reply, rid, reply, reply_buffers)
+
+    # -- generators --------------------------------------------------------
+
+    def _generator_results(self, conn, ctx: TaskContext, body, result):
+        """Each value is stored as soon as it is yielded, so the task never
+        holds more than one of them."""
+        mode = body.get("gen", "static")
+        if not inspect.isgenerator(result) and not isinstance(result, Iterator):
+            raise TypeError(
+                f"num_returns={mode!r} requires a generator function, but {ctx.name} "
+                f"returned a {type(result).__name__}"
+            )
+        if mode == "streaming":
+            return self._stream(conn, ctx, body, result)
+        if mode == "dynamic":
+            return self._dynamic(ctx, result)
+        return self._static(ctx, result, body["nret"])
+
+    def _static(self, ctx: TaskContext, values, num_returns: int):
+        heads, buffers, error = [], [], None
+        try:
+            for value in values:
+                if len(heads) == num_returns:
+                    # More values than declared: no ref can be trusted.
+                    self._discard(ctx, heads)
+                    heads, buffers = [], []
+                    error = ValueError(
+                        f"the generator of {ctx.name} yielded more values than its "
+                        f"num_returns={num_returns}"
+                    )
+                    break
+                head, bufs = self._store_return(ctx, len(heads), value, False)
+                heads.append(head)
+                buffers.extend(bufs)
+            else:
+                if len(heads) < num_returns:
+                    error = ValueError(
+                        f"the generator of {ctx.name} yielded {len(heads)} value(s), but "
+                        f"num_returns={num_returns}; the refs after the last yielded "
+                        "value hold this error"
+                    )
+        except Exception as e:
+            error = e
+        if error is not None:
+            # Values already yielded stay readable; the remaining refs hold the error.
+            task_error = self._task_error(ctx.name, error)
+            for index in range(len(heads), num_returns):
+                head, bufs = self._store_return(ctx, index, task_error, True)
+                heads.append(head)
+                buffers.extend(bufs)
+        return {"r": heads, "app_error": error is not None}, buffers
+
+    def _discard(self, ctx: TaskContext, heads: list) -> None:
+        for index, head in enumerate(heads):
+            if head[0] == "s":
+                self.cw.free_in_store(ids.return_object_id(ctx.task_id, index))
+
+    def _dynamic(self, ctx: TaskContext, values):
+        """Values are items 1..k; item 0 is the DynamicObjectRefGenerator that
+        lists them. An error is stored as one extra, final item."""
+        heads, buffers = [], []
+        try:
+            for value in values:
+                head, bufs = self._store_return(ctx, len(heads) + 1, value, False)
+                heads.append(head)
+                buffers.extend(bufs)
+        except Exception as e:
+            head, bufs = self._store_return(
+                ctx, len(heads) + 1, self._task_error(ctx.name, e), True
+            )
+            heads.append(head)
+            buffers.extend(bufs)
+        refs = [
+            ObjectRef(ids.return_object_id(ctx.task_id, i + 1), ctx.owner)
+            for i in range(len(heads))
+        ]
+        main, main_buffers = self._store_return(ctx, 0, DynamicObjectRefGenerator(refs), False)
+        return {"r": [main], "dyn": heads}, main_buffers + buffers
+
+    def _stream(self, conn, ctx: TaskContext, body, values):
+        """Each value goes to the owner as soon as it is yielded. Items an
+        earlier attempt delivered (`skip`) are produced again but not sent."""
+        skip, backpressure = body.get("skip", 0), body.get("bp")
+        count = 0
+        try:
+            for value in values:
+                if count >= skip:
+                    self._send_item(conn, ctx, count, value, False)
+                count += 1
+                if backpressure:
+                    self._wait_for_consumer(ctx.task_id, count, backpressure)
+        except (Exception, KeyboardInterrupt) as e:
+            self._send_item(conn, ctx, count, self._stream_error(ctx, e), True)
+            count += 1
+        return {"r": [], "n": count}, []
+
+    async def _stream_async(self, conn, ctx: TaskContext, body, values):
+        skip, backpressure = body.get("skip", 0), body.get("bp")
+        count = 0
+        try:
+            async for value in values:
+                if count >= skip:
+                    self._send_item(conn, ctx, count, value, False)
+                count += 1
+                while backpressure and count - self._acks.get(ctx.task_id, 0) >= backpressure:
+                    await asyncio.sleep(0.005)
+        except (Exception, asyncio.CancelledError) as e:
+            self._send_item(conn, ctx, count, self._stream_error(ctx, e), True)
+            count += 1
+        return {"r": [], "n": count}, []
+
+    def _stream_error(self, ctx: TaskContext, error: BaseException):
+        if isinstance(error, (KeyboardInterrupt, asyncio.CancelledError)):
+            return self._cancelled_error(ctx)
+        return self._task_error(ctx.name, error)
+
+    def _send_item(self, conn, ctx: TaskContext, index: int, value, is_error: bool) -> None:
+        head, bufs = self._store_return(ctx, index, value, is_error)
+        self.cw.post(
+            conn.send, Msg.GENERATOR_ITEM, {"tid": ctx.task_id, "i": index, "h": head}, bufs
+        )
+
+    def _wait_for_consumer(self, task_id: bytes, produced: int, limit: int) -> None:
+        """Backpressure: pause while `limit` items are unread by the caller."""
+        with self._ack_cond:
+            while produced - self._acks.get(task_id, 0) >= limit:
+                if task_id in self._cancelled:
+                    raise KeyboardInterrupt
+                self._ack_cond.wait(0.5)
+
+    def on_generator_ack(self, conn, rid, body, buffers) -> None:
+        """Loop thread: the caller has taken `n` items of a stream."""
+        with self._ack_cond:
+            task_id = body["tid"]
+            self._acks[task_id] = max(self._acks.get(task_id, 0), body["n"])
+            self._ack_cond.notify_all()
+
+    # -- cancellation --------------------------------------------------------
+
+    def cancel(self, task_id: bytes, force: bool) -> None:
+        """Loop thread. A task running on the main thread gets KeyboardInterrupt
+        (through SIGINT, which also interrupts sleeps and blocking waits); a
+        coroutine of an async actor is cancelled; a queued task is failed when
+        its turn comes. `force` ends this worker process instead."""
+        if force:
+            for stream in (sys.stdout, sys.stderr):
+                try:
+                    stream.flush()
+                except Exception:
+                    pass
+            os._exit(1)
+        self._cancelled.add(task_id)
+        with self._ack_cond:
+            self._ack_cond.notify_all()
+        if self._running_main == task_id:
+            os.kill(os.getpid(), signal.SIGINT)
+        elif self.actor is not None:
+            self.actor.cancel(task_id)
+
+    def on_sigint(self, signum, frame) -> None:
+        """Raise KeyboardInterrupt only in the task it was meant for: a signal
+        that arrives after that task ended must not hit the next one."""
+        running = self._running_main
+        if running is not None and running in self._cancelled:
+            raise KeyboardInterrupt
+
+    def _cancelled_error(self, ctx: TaskContext) -> exceptions.TaskCancelledError:
+        return exceptions.TaskCancelledError(ctx.task_id.hex())
 
     def _join_job(self, job: int) -> None:
         """Make the driver's import path ours, so functions defined in its
@@ -217,12 +437,29 @@ class Executor:
                     )
                 )
         cw.note_serialized(obj)
+        if not is_error and obj.contained_refs:
+            self._warn_if_returning_put_refs(ctx, obj.contained_refs)
         object_id = ids.return_object_id(ctx.task_id, index)
         try:
             entry = cw.store_value(object_id, obj, owner=ctx.owner)
         except exceptions.ObjectStoreFullError as e:
             entry = cw.store_value(object_id, serialization.serialize_error(e), owner=ctx.owner)
         return encode_entry(entry)
+
+    def _warn_if_returning_put_refs(self, ctx: TaskContext, refs: list) -> None:
+        if ctx.name in self._warned_put:
+            return
+        if any(ids.is_put_id(r._id) and self.cw.refs.owns(r._id) for r in refs):
+            self._warned_put.add(ctx.name)
+            print(
+                f"solray: warning: {ctx.name} returned an ObjectRef created by put() inside "
+                "the task. This is an anti-pattern: the value then lives and dies with this "
+                "worker process, and cannot be returned inline. Return the value itself "
+                "(use num_returns or a generator for several values): solray stores it "
+                "inline if small or in the object store if large, and the caller owns it.",
+                file=sys.stderr,
+                flush=True,
+            )
 
     # -- actors ------------------------------------------------------------
 
@@ -291,13 +528,6 @@ def _round_trips(error: BaseException) -> bool:
 
 
 def _outputs(result, num_returns: int) -> list:
-    if inspect.isgenerator(result):
-        result = tuple(result)
-        if num_returns != len(result) and num_returns != 1:
-            raise ValueError(
-                f"the generator yielded {len(result)} values, but the task was "
-                f"declared with num_returns={num_returns}"
-            )
     if num_returns == 1:
         return [result]
     if num_returns == 0:
@@ -328,6 +558,7 @@ class ActorRuntime:
         max_concurrency = ropts["max_concurrency"]
         groups = ropts.get("concurrency_groups") or {}
         self.groups = set(groups)
+        self.running: dict[bytes, concurrent.futures.Future] = {}
         if self.is_async:
             self.loop = asyncio.new_event_loop()
             self._semaphores: dict = {}
@@ -364,14 +595,23 @@ class ActorRuntime:
     def dispatch(self, conn, rid, body, buffers) -> None:
         executor = self.executor
         if self.is_async:
-            asyncio.run_coroutine_threadsafe(
+            task_id = body["tid"]
+            future = asyncio.run_coroutine_threadsafe(
                 self._bounded(body.get("cg"), conn, rid, body, buffers), self.loop
             )
+            self.running[task_id] = future
+            future.add_done_callback(lambda f: self.running.pop(task_id, None))
         elif self.pools is not None:
             pool = self.pools.get(body.get("cg"), self.pools[None])
             pool.submit(executor.run_actor_task, conn, rid, body, buffers)
         else:
             executor.queue.put(partial(executor.run_actor_task, conn, rid, body, buffers))
+
+    def cancel(self, task_id: bytes) -> None:
+        """Cancel a running coroutine of an async actor."""
+        future = self.running.get(task_id)
+        if future is not None:
+            self.loop.call_soon_threadsafe(future.cancel)
 
     async def _bounded(self, group, conn, rid, body, buffers) -> None:
         semaphore = self._semaphores.get(group)

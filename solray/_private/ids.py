@@ -53,6 +53,10 @@ def put_object_id(job: bytes) -> bytes:
     return new_task_id(job) + _INDEX.pack(PUT_INDEX_FLAG)
 
 
+def is_put_id(object_id: bytes) -> bool:
+    return bool(_INDEX.unpack_from(object_id, TASK_ID_LEN)[0] & PUT_INDEX_FLAG)
+
+
 def task_id_of(object_id: bytes) -> bytes:
     return object_id[:TASK_ID_LEN]
 

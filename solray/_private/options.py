@@ -7,6 +7,7 @@ of the wrong type.
 
 from __future__ import annotations
 
+import inspect
 import numbers
 
 from solray.util.scheduling_strategies import (
@@ -19,7 +20,7 @@ TASK_DEFAULTS = {
     "num_gpus": 0,
     "resources": None,
     "memory": None,
-    "num_returns": 1,
+    "num_returns": None,  # 1, or "streaming" for generator functions
     "max_retries": 3,
     "retry_exceptions": False,
     "name": None,
@@ -30,6 +31,7 @@ TASK_DEFAULTS = {
     "accelerator_type": None,
     "label_selector": None,
     "_metadata": None,
+    "_generator_backpressure_num_objects": None,
 }
 
 
@@ -94,8 +96,8 @@ def _validate_one(name: str, value) -> None:
 
 
 def validate_num_returns(value) -> None:
-    if value in ("dynamic", "streaming"):
-        raise ValueError(f"num_returns={value!r} (generator returns) is not supported yet")
+    if value in ("dynamic", "streaming") or value is None:
+        return
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"The option 'num_returns' must be an int, got {value!r}")
     if value < 0:
@@ -192,10 +194,16 @@ def validate_task_options(options: dict) -> dict:
 
 def with_defaults(options: dict) -> dict:
     merged = {**TASK_DEFAULTS, **options}
-    for name in ("num_returns", "max_retries"):
-        if merged[name] is None:
-            merged[name] = TASK_DEFAULTS[name]
+    if merged["max_retries"] is None:
+        merged["max_retries"] = TASK_DEFAULTS["max_retries"]
     return merged
+
+
+def default_num_returns(function) -> int | str:
+    """Ray's default: a generator function streams, anything else returns one value."""
+    if inspect.isgeneratorfunction(function) or inspect.isasyncgenfunction(function):
+        return "streaming"
+    return 1
 
 
 def merge(base: dict, overrides: dict) -> dict:

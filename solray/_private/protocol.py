@@ -83,6 +83,9 @@ class Msg(IntEnum):
     GET_OBJECT = 61
     PUSH_ACTOR_CREATE = 63
     PUSH_ACTOR_TASK = 64
+    GENERATOR_ITEM = 65
+    GENERATOR_ACK = 66
+    CANCEL_TASK = 67
 
 
 class ProtocolError(Exception):

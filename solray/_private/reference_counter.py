@@ -63,6 +63,16 @@ class ReferenceCounter:
                 if i in self._owned:
                     self._escaped.add(i)
 
+    def release_unreferenced(self, object_id: bytes) -> bool:
+        """Stop owning an object nobody holds a ref to; False if someone does."""
+        with self._lock:
+            if object_id in self._local or object_id in self._escaped:
+                return False
+            if object_id not in self._owned:
+                return False
+            self._owned.discard(object_id)
+            return True
+
     def _collectable(self, object_id: bytes) -> bool | None:
         """Under the lock: None if still referenced, else whether it was owned."""
         if object_id in self._local or object_id in self._escaped:

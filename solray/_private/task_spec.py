@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from solray._private.memory_store import decode_entry, encode_entry
+from solray._private.memory_store import Inline, decode_entry, encode_entry
 from solray._private.serialization import SerializedObject
 
 
@@ -77,10 +77,31 @@ class PendingTask:
     concurrency_group: str | None = None  # actor calls
     resolved: bool = False
     dep_error: object = None
+    stream: bool = False  # a streaming generator task
+    backpressure: int | None = None
+    cancelled: bool = False
+    running_on: object = None  # the connection it was pushed on, while it runs
 
     @property
     def name(self) -> str:
         return self.method if self.function is None else self.function.name
+
+
+class StreamState:
+    """The owner's view of a streaming task: items received so far, and the
+    connection to send consumption acks on (for backpressure)."""
+
+    __slots__ = ("received", "ended", "conn", "backpressure")
+
+    def __init__(self, backpressure: int | None = None):
+        self.received = 0
+        self.ended = False
+        self.conn = None
+        self.backpressure = backpressure
+
+
+# Stored under the id after a stream's last item.
+END_OF_STREAM = Inline(SerializedObject(b"", [], 0))
 
 
 def encode_arguments(task: PendingTask, memory_store, body: dict, buffers: list) -> None:
@@ -100,12 +121,12 @@ def encode_arguments(task: PendingTask, memory_store, body: dict, buffers: list)
     body["d"] = deps
 
 
-def decode_returns(body: dict, buffers: list) -> list:
-    """The return entries of a task reply, in order."""
-    returns = []
-    pos = 0
-    for head in body["r"]:
+def decode_returns(heads, buffers: list, pos: int = 0) -> tuple[list, int]:
+    """Entries for `heads`, reading their buffers from `pos`; and the position
+    after them."""
+    entries = []
+    for head in heads:
         n = head[2] if head[0] == "i" else 0
-        returns.append(decode_entry(head, buffers[pos : pos + n]))
+        entries.append(decode_entry(head, buffers[pos : pos + n]))
         pos += n
-    return returns
+    return entries, pos

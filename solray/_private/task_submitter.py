@@ -29,7 +29,7 @@ import sys
 from collections import deque
 
 from solray import exceptions
-from solray._private import serialization, transport
+from solray._private import ids, serialization, transport
 from solray._private.memory_store import InStore, error_entry
 from solray._private.protocol import Msg
 from solray._private.task_spec import PendingTask, decode_returns, encode_arguments
@@ -62,6 +62,30 @@ def resolve_dependencies(cw, task: PendingTask, on_resolved) -> None:
         done()
 
 
+def complete_task(cw, task: PendingTask, body: dict, buffers: list) -> None:
+    """A task's worker replied: store its return values, the values of a
+    dynamic generator (owned by us, pinned while we live, as the generator's
+    value refers to them), and the end of a stream."""
+    returns, pos = decode_returns(body["r"], buffers)
+    dynamic, _ = decode_returns(body.get("dyn", ()), buffers, pos)
+    for index, entry in enumerate(dynamic, start=1):
+        object_id = ids.return_object_id(task.task_id, index)
+        cw.refs.add_owned(object_id)
+        cw.refs.mark_escaped([object_id])
+        cw.memory_store.put(object_id, entry)
+    store_returns(cw, task, returns)
+    if task.stream:
+        cw.end_stream(task.task_id, count=body.get("n", 0))
+
+
+def fail_task(cw, task: PendingTask, entry) -> None:
+    """The task failed as a whole: every return holds `entry`, and a stream
+    ends with it."""
+    if task.stream:
+        cw.end_stream(task.task_id, error=entry)
+    store_returns(cw, task, [entry] * len(task.return_ids))
+
+
 def store_returns(cw, task: PendingTask, returns: list) -> None:
     """A task is over: its return values (or errors) become readable, and it
     lets go of its arguments. Values nobody wants any more are freed."""
@@ -70,9 +94,30 @@ def store_returns(cw, task: PendingTask, returns: list) -> None:
             cw.memory_store.put(object_id, entry)
         elif isinstance(entry, InStore):
             cw.free_in_store(object_id)
+    cw.tasks.pop(task.task_id, None)
+    task.running_on = None
     task.deps = []
     task.dep_entries = []
     task.args_ref = None
+
+
+def push_body(cw, task: PendingTask, body: dict) -> dict:
+    """The fields every push shares: who owns the results, and how a
+    generator's values come back."""
+    body["tid"] = task.task_id
+    body["job"] = task.job
+    body["owner"] = cw.address
+    if isinstance(task.num_returns, str):
+        body["gen"] = task.num_returns
+        body["nret"] = 1 if task.num_returns == "dynamic" else 0
+    else:
+        body["nret"] = task.num_returns
+    if task.stream:
+        stream = cw.streams.get(task.task_id)
+        body["skip"] = stream.received if stream is not None else 0
+        if task.backpressure:
+            body["bp"] = task.backpressure
+    return body
 
 
 class LeasedWorker:
@@ -110,10 +155,23 @@ class TaskSubmitter:
         resolve_dependencies(self.cw, task, self._resolved)
 
     def _resolved(self, task: PendingTask) -> None:
-        if task.dep_error is not None:
-            self._finish(task, [task.dep_error] * len(task.return_ids))
+        if task.cancelled:
+            fail_task(self.cw, task, cancelled_entry(task))
+        elif task.dep_error is not None:
+            fail_task(self.cw, task, task.dep_error)
         else:
             self._enqueue(task)
+
+    def cancel_queued(self, task: PendingTask, error) -> None:
+        """Cancel a task not pushed yet. One still resolving its arguments is
+        failed when they resolve (it is marked cancelled)."""
+        if not task.resolved:
+            return
+        for q in self.queues.values():
+            if task in q.tasks:
+                q.tasks.remove(task)
+                fail_task(self.cw, task, error)
+                return
 
     # -- 2. queue and lease ------------------------------------------------
 
@@ -188,8 +246,7 @@ class TaskSubmitter:
     def _fail_queue(self, q: KeyQueue, error: BaseException) -> None:
         entry = error_entry(error)
         while q.tasks:
-            task = q.tasks.popleft()
-            self._finish(task, [entry] * len(task.return_ids))
+            fail_task(self.cw, q.tasks.popleft(), entry)
 
     # -- 3. push -----------------------------------------------------------
 
@@ -198,16 +255,11 @@ class TaskSubmitter:
             lw.linger.cancel()
             lw.linger = None
         lw.busy = task
+        task.running_on = lw.conn
+        if task.stream:
+            self.cw.streams[task.task_id].conn = lw.conn
         fn = task.function
-        body = {
-            "tid": task.task_id,
-            "job": task.job,
-            "fn": fn.function_id,
-            "name": fn.name,
-            "nret": task.num_returns,
-            "owner": self.cw.address,
-            "gpu": lw.gpu_ids,
-        }
+        body = push_body(self.cw, task, {"fn": fn.function_id, "name": fn.name, "gpu": lw.gpu_ids})
         buffers: list = []
         sent = lw.conn.peer.setdefault("functions", set())
         if fn.function_id not in sent:
@@ -220,6 +272,7 @@ class TaskSubmitter:
 
     def _on_reply(self, q: KeyQueue, lw: LeasedWorker, task: PendingTask, fut) -> None:
         lw.busy = None
+        task.running_on = None
         error = fut.exception()
         if error is not None:
             if lw in q.workers:
@@ -227,25 +280,26 @@ class TaskSubmitter:
             if isinstance(error, transport.ConnectionLost):
                 self._worker_died(q, task)
             else:
-                self._finish(
-                    task, [error_entry(exceptions.RaySystemError(error))] * len(task.return_ids)
-                )
+                fail_task(self.cw, task, error_entry(exceptions.RaySystemError(error)))
             self._pump(q)
             return
         body, buffers = fut.result()
-        returns = decode_returns(body, buffers)
-        if body.get("app_error") and self._should_retry_app_error(task, returns[0]):
+        if body.get("app_error") and self._should_retry_app_error(task, body, buffers):
             q.tasks.appendleft(task)
         else:
-            self._finish(task, returns)
+            complete_task(self.cw, task, body, buffers)
         self._pump(q)
 
-    def _should_retry_app_error(self, task: PendingTask, entry) -> bool:
-        if task.retry_exceptions is False or task.retry_exceptions is None:
+    def _should_retry_app_error(self, task: PendingTask, body, buffers) -> bool:
+        if not task.retry_exceptions or task.cancelled:
             return False
         if task.max_retries != -1 and task.attempt >= task.max_retries:
             return False
         if isinstance(task.retry_exceptions, (list, tuple)):
+            returns, _ = decode_returns(body["r"], buffers)
+            entry = next((e for e in returns if e.is_error), None)
+            if entry is None:
+                return False
             error = serialization.deserialize(entry.obj)
             cause = getattr(error, "cause", error)
             if not isinstance(cause, tuple(task.retry_exceptions)):
@@ -254,6 +308,9 @@ class TaskSubmitter:
         return True
 
     def _worker_died(self, q: KeyQueue, task: PendingTask) -> None:
+        if task.cancelled:  # force-cancelled: its worker was killed on purpose
+            fail_task(self.cw, task, cancelled_entry(task))
+            return
         if task.max_retries == -1 or task.attempt < task.max_retries:
             task.attempt += 1
             q.tasks.appendleft(task)
@@ -262,7 +319,8 @@ class TaskSubmitter:
             f"Task {task.function.name} failed after {task.attempt + 1} attempt(s): "
             "its worker process exited unexpectedly (killed, crashed, or os._exit)."
         )
-        self._finish(task, [error_entry(error)] * len(task.return_ids))
+        fail_task(self.cw, task, error_entry(error))
 
-    def _finish(self, task: PendingTask, returns: list) -> None:
-        store_returns(self.cw, task, returns)
+
+def cancelled_entry(task: PendingTask):
+    return error_entry(exceptions.TaskCancelledError(task.task_id.hex()))

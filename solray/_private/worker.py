@@ -22,10 +22,11 @@ from typing import Any
 import msgpack
 
 from solray import exceptions
-from solray._private import context, services
+from solray._private import context, ids, services
 from solray._private.core_worker import CoreWorker
 from solray._private.protocol import Msg
 from solray.object_ref import ObjectRef
+from solray.object_ref_generator import ObjectRefGenerator
 
 logger = logging.getLogger(__name__)
 
@@ -239,27 +240,61 @@ def put(value, *, _owner=None) -> ObjectRef:
 def wait(
     object_refs, *, num_returns: int = 1, timeout: float | None = None, fetch_local: bool = True
 ):
+    """(ready, not_ready), each in the order given. A streaming generator is
+    ready when its next item (or its end) is there."""
     cw = context.require_core_worker()
-    if isinstance(object_refs, ObjectRef):
+    if isinstance(object_refs, (ObjectRef, ObjectRefGenerator)):
         raise TypeError(
             "wait() expected a list of ObjectRef, got a single ObjectRef. "
             "Wrap it in a list: solray.wait([ref])"
         )
     if not isinstance(object_refs, (list, tuple)):
         raise TypeError(f"wait() expected a list of ObjectRef, got {type(object_refs).__name__}")
-    refs = list(object_refs)
-    for ref in refs:
-        if not isinstance(ref, ObjectRef):
-            raise TypeError(f"wait() expected a list of ObjectRef, but it holds {ref!r}")
-    if len(set(refs)) != len(refs):
+    items = list(object_refs)
+    for item in items:
+        if not isinstance(item, (ObjectRef, ObjectRefGenerator)):
+            raise TypeError(f"wait() expected a list of ObjectRef, but it holds {item!r}")
+    if len(set(map(id, items))) != len(items) or len(set(items)) != len(items):
         raise ValueError("Wait requires a list of unique object refs.")
     if isinstance(num_returns, bool) or not isinstance(num_returns, int) or num_returns <= 0:
         raise ValueError(f"Invalid number of objects to return {num_returns!r}.")
-    if num_returns > len(refs):
+    if num_returns > len(items):
         raise ValueError("num_returns cannot be greater than the number of objects provided.")
     if timeout is not None and timeout < 0:
         raise ValueError(f"The 'timeout' argument must be nonnegative. Received {timeout}")
-    return cw.wait(refs, num_returns, timeout)
+    keys = [i._id if isinstance(i, ObjectRef) else i.next_object_id() for i in items]
+    refs = [i for i in items if isinstance(i, ObjectRef)]
+    ready_ids = cw.wait(keys, refs, num_returns, timeout)
+    ready, not_ready = [], []
+    for item, key in zip(items, keys, strict=True):
+        if len(ready) < num_returns and key in ready_ids:
+            ready.append(item)
+        else:
+            not_ready.append(item)
+    return ready, not_ready
+
+
+def cancel(object_ref, *, force: bool = False, recursive: bool = True) -> None:
+    """Cancel the task that produces `object_ref` (or a streaming generator).
+
+    A queued task is dropped; a running one gets KeyboardInterrupt (force=True
+    kills its worker instead); with `recursive`, tasks it submitted are
+    cancelled too. `get` then raises TaskCancelledError; cancelled tasks are
+    never retried; a finished task is left alone."""
+    cw = context.require_core_worker()
+    if isinstance(object_ref, ObjectRefGenerator):
+        task_id = object_ref._task_id
+    elif isinstance(object_ref, ObjectRef):
+        task_id = ids.task_id_of(object_ref._id)
+    else:
+        raise TypeError(
+            f"solray.cancel() only supports ObjectRef and ObjectRefGenerator, got "
+            f"{type(object_ref).__name__}. To end an actor, use solray.kill()."
+        )
+    task = cw.tasks.get(task_id)
+    if task is not None and task.function is None and force:
+        raise ValueError("force=True is not supported for actor tasks.")
+    cw.post(cw.cancel_task, task_id, force, recursive)
 
 
 def get_gpu_ids() -> list[int]:

@@ -9,6 +9,7 @@ worker exits at once, whatever it was running.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 
 from solray._private import context, services
@@ -45,8 +46,11 @@ def main() -> None:
             Msg.PUSH_TASK: executor.on_push,
             Msg.PUSH_ACTOR_CREATE: executor.on_actor_create,
             Msg.PUSH_ACTOR_TASK: executor.on_actor_task,
+            Msg.GENERATOR_ACK: executor.on_generator_ack,
+            Msg.CANCEL_TASK: cw.on_cancel_request,
         }
     )
+    signal.signal(signal.SIGINT, executor.on_sigint)
     executor.run_forever()
 
 
