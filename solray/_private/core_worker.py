@@ -527,6 +527,10 @@ class CoreWorker:
         reply = self.request("node", Msg.STORE_PIN, {"id": object_id})
         if reply is None:
             raise exceptions.ObjectLostError(object_id.hex())
+        if "error" in reply:
+            raise getattr(exceptions, reply["error"], exceptions.ObjectStoreFullError)(
+                reply["message"]
+            )
         view = self.arena().pinned_view(
             reply["offset"], reply["size"], partial(self._unpin_later, object_id)
         )

@@ -237,6 +237,7 @@ class Executor:
                     )
                     break
                 head, bufs = self._store_return(ctx, len(heads), value, False)
+                del value  # stored: do not hold it while the generator makes the next one
                 heads.append(head)
                 buffers.extend(bufs)
             else:
@@ -269,6 +270,7 @@ class Executor:
         try:
             for value in values:
                 head, bufs = self._store_return(ctx, len(heads) + 1, value, False)
+                del value  # stored: do not hold it while the generator makes the next one
                 heads.append(head)
                 buffers.extend(bufs)
         except Exception as e:
@@ -293,6 +295,7 @@ class Executor:
             for value in values:
                 if count >= skip:
                     self._send_item(conn, ctx, count, value, False)
+                del value  # sent: do not hold it while the generator makes the next one
                 count += 1
                 if backpressure:
                     self._wait_for_consumer(ctx.task_id, count, backpressure)
@@ -308,6 +311,7 @@ class Executor:
             async for value in values:
                 if count >= skip:
                     self._send_item(conn, ctx, count, value, False)
+                del value  # sent: do not hold it while the generator makes the next one
                 count += 1
                 while backpressure and count - self._acks.get(ctx.task_id, 0) >= backpressure:
                     await asyncio.sleep(0.005)

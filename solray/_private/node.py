@@ -39,7 +39,7 @@ from solray._private import ids, services, transport
 from solray._private.object_store import ObjectStore
 from solray._private.protocol import LOG_MARK, LOG_SEP, Msg
 from solray._private.resources import ResourceSet
-from solray.exceptions import ObjectStoreFullError
+from solray.exceptions import ObjectStoreFullError, OutOfDiskError
 
 logger = logging.getLogger("solray.node")
 
@@ -101,7 +101,9 @@ class Node:
         os.makedirs(self.shm_dir, mode=0o700)
         with open(os.path.join(self.shm_dir, "node.pid"), "w") as f:
             f.write(str(os.getpid()))
-        self.store = ObjectStore(self.shm_dir, store_bytes)
+        self.store = ObjectStore(
+            self.shm_dir, store_bytes, args.spill_dir or os.path.join(self.session_dir, "spill")
+        )
         self.workers: dict[str, WorkerProcess] = {}
         self.idle: deque[WorkerProcess] = deque()
         self.starting = 0
@@ -176,6 +178,7 @@ class Node:
             await asyncio.wait([asyncio.ensure_future(p.wait()) for p in self.processes], timeout=5)
         if self.server is not None:
             self.server.close()
+        self.store.close()
         shutil.rmtree(self.shm_dir, ignore_errors=True)
 
     # -- workers -----------------------------------------------------------
@@ -439,7 +442,7 @@ class Node:
     def store_create(self, conn, rid, body, bufs) -> None:
         try:
             offset = self.store.create(body["id"], body["size"], body["owner"], conn)
-        except (ObjectStoreFullError, ValueError) as e:
+        except (ObjectStoreFullError, OutOfDiskError, ValueError) as e:
             conn.reply(rid, {"error": type(e).__name__, "message": str(e)})
             return
         conn.reply(rid, {"offset": offset})
@@ -452,7 +455,10 @@ class Node:
         def answer(obj):
             conn.reply(rid, None if obj is None else {"offset": obj.offset, "size": obj.size})
 
-        self.store.pin(body["id"], conn, answer)
+        try:
+            self.store.pin(body["id"], conn, answer)
+        except (ObjectStoreFullError, OutOfDiskError) as e:
+            conn.reply(rid, {"error": type(e).__name__, "message": str(e)})
 
     def store_unpin(self, conn, rid, body, bufs) -> None:
         for object_id in body["ids"]:
@@ -504,6 +510,7 @@ def main() -> None:
     parser.add_argument("--num-gpus", type=float, default=0)
     parser.add_argument("--resources", default="{}")
     parser.add_argument("--object-store-memory", type=int)
+    parser.add_argument("--spill-dir", help="where full stores spill objects")
     parser.add_argument("--head", action="store_true")
     args = parser.parse_args()
     services.setup_process("node", args)

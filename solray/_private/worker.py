@@ -120,6 +120,9 @@ def init(
         node_args += ["--resources", json.dumps(resources)]
     if object_store_memory:
         node_args += ["--object-store-memory", str(int(object_store_memory))]
+    spill_dir = _spill_directory(kwargs.get("_system_config") or {})
+    if spill_dir:
+        node_args += ["--spill-dir", spill_dir]
     cluster = services.start_local_cluster(session_dir, node_args, log_level=str(level))
     cw = CoreWorker(is_driver=True, token=cluster.token, node_address=cluster.node_address)
     try:
@@ -143,6 +146,26 @@ def init(
         atexit.register(shutdown)
         _atexit_registered = True
     return RayContext(_context_info())
+
+
+def _spill_directory(system_config: dict) -> str | None:
+    """Where full stores spill: `_system_config={"object_spilling_directory":
+    path}`, or Ray's `object_spilling_config` JSON of type "filesystem"."""
+    if "object_spilling_directory" in system_config:
+        return str(system_config["object_spilling_directory"])
+    config = system_config.get("object_spilling_config")
+    if config:
+        spec = json.loads(config) if isinstance(config, str) else config
+        if spec.get("type") != "filesystem":
+            raise ValueError(
+                f"object_spilling_config type {spec.get('type')!r} is not supported; "
+                "use 'filesystem'"
+            )
+        path = spec.get("params", {}).get("directory_path")
+        if isinstance(path, list):
+            path = path[0]
+        return path
+    return None
 
 
 def _validate_init_resources(num_cpus, num_gpus, resources, object_store_memory) -> None:
