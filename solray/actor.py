@@ -10,6 +10,7 @@ as in Ray.
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 
 import cloudpickle
@@ -60,8 +61,10 @@ def _method_table(cls) -> dict:
         if name.startswith("__") and name != "__call__":
             continue
         options = getattr(member, _METHOD_OPTIONS, {})
+        num_returns = options.get("num_returns")
         methods[name] = {
-            "num_returns": options.get("num_returns") or opts.default_num_returns(member),
+            # `is None`, not `or`: @method(num_returns=0) means no return value.
+            "num_returns": opts.default_num_returns(member) if num_returns is None else num_returns,
             "concurrency_group": options.get("concurrency_group"),
             "max_task_retries": options.get("max_task_retries"),
             "is_async": inspect.iscoroutinefunction(member) or inspect.isasyncgenfunction(member),
@@ -117,12 +120,9 @@ class ActorClass:
         if self._descriptor is None:
             with RefCollector() as collector:
                 pickled = cloudpickle.dumps(self._cls, protocol=5)
-            if collector.refs:
-                cw.refs.mark_escaped([r._id for r in collector.refs])
-            import hashlib
 
             self._descriptor = FunctionDescriptor(
-                hashlib.sha1(pickled).digest(), self.__name__, pickled
+                hashlib.sha1(pickled).digest(), self.__name__, pickled, collector.refs
             )
         return self._descriptor
 
@@ -173,7 +173,7 @@ class ActorHandle:
     def __reduce__(self):
         cw = context.core_worker
         if cw is not None:
-            cw.actor_handles.mark_escaped([self._actor_id])
+            cw.actor_handles.pin([self._actor_id])
         return (_rebuild_handle, (self._actor_id, self._meta))
 
     def __repr__(self) -> str:

@@ -1,9 +1,10 @@
 """ObjectRef: a future for a value that lives somewhere in the cluster.
 
 A ref names its object and its owner's address. Creating one counts a local
-reference in the current process's core worker and garbage-collecting it
-uncounts it; pickling one (into an argument, a value, a closure) is noticed by
-the serializer so the owner knows the ref escaped.
+reference in the current process's core worker (and, for a ref to someone
+else's object, makes this process a borrower the owner must know about);
+garbage-collecting it uncounts it. Pickling one is noticed by the serializer,
+so whatever holds the pickled value can hold the refs inside it.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ class ObjectRef:
         self._owner = owner
         worker = context.core_worker
         if worker is not None:
-            worker.refs.add_local(object_id)
+            worker.add_ref(object_id, owner)
 
     def __del__(self):
         worker = context.core_worker

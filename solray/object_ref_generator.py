@@ -37,7 +37,12 @@ class ObjectRefGenerator:
         return self._take(cw, object_id)
 
     def _take(self, cw, object_id: bytes):
-        ref = cw.take_stream_item(self._task_id, self._next, object_id, self._owner)
+        try:
+            ref = cw.take_stream_item(self._task_id, self._next, object_id, self._owner)
+        except Exception:
+            # The task's error is its last item: raised once, then the end.
+            self._next += 1
+            raise
         if ref is None:
             self._done = True
             raise StopIteration

@@ -59,14 +59,15 @@ class RemoteFunction:
 
     def _describe(self, cw) -> FunctionDescriptor:
         # Pickled once per session. Refs captured in the function's closure
-        # escape with it, which pins them (seed 002: closure capture).
+        # are held by it (seed 002: closure capture pins them).
         if self._descriptor is None or self._descriptor_owner != id(cw):
             with RefCollector() as collector:
                 pickled = cloudpickle.dumps(self._function, protocol=5)
-            if collector.refs:
-                cw.refs.mark_escaped([r._id for r in collector.refs])
             function_id = hashlib.sha1(pickled).digest()
-            self._descriptor = FunctionDescriptor(function_id, self.__name__, pickled)
+            # The refs its closure captured live as long as the function.
+            self._descriptor = FunctionDescriptor(
+                function_id, self.__name__, pickled, collector.refs
+            )
             self._descriptor_owner = id(cw)
         return self._descriptor
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import gc
 import os
-import tempfile
 import threading
 import time
 
@@ -18,6 +17,7 @@ import psutil
 import pytest
 
 import solray
+from solray._private import services
 
 
 def wait_for_condition(predicate, timeout: float = 20.0, interval: float = 0.02, message=""):
@@ -37,11 +37,9 @@ def wait_for_condition(predicate, timeout: float = 20.0, interval: float = 0.02,
     )
 
 
-SESSIONS = os.path.join(tempfile.gettempdir(), "solray-sessions")
-
-
 def _sessions() -> set[str]:
-    return set(os.listdir(SESSIONS)) if os.path.isdir(SESSIONS) else set()
+    """Sessions this process has started."""
+    return set(services.started_sessions)
 
 
 def _shm_of(sessions: set[str]) -> list[str]:

@@ -194,11 +194,11 @@ class ActorSubmitter:
 
     def _on_reply(self, q: ActorQueue, task: PendingTask, fut) -> None:
         q.inflight.pop(task.seq, None)
-        task.running_on = None
+        conn, task.running_on = task.running_on, None
         error = fut.exception()
         if error is None:
             body, buffers = fut.result()
-            complete_task(self.cw, task, body, buffers)
+            complete_task(self.cw, task, body, buffers, conn)
         elif not isinstance(error, transport.ConnectionLost):
             fail_task(self.cw, task, error_entry(exceptions.RaySystemError(error)))
         elif not task.cancelled and (task.max_retries == -1 or task.attempt < task.max_retries):

@@ -100,6 +100,13 @@ class CoreWorker:
         self.tasks: dict[bytes, PendingTask] = {}  # submitted and not finished
         self.children: dict[bytes, list[bytes]] = {}  # running task -> tasks it submitted
         self.streams: dict[bytes, StreamState] = {}  # streaming tasks we own
+        self.contained: dict[bytes, list] = {}  # owned object -> refs inside its value
+        self.handoffs: dict[bytes, list] = {}  # task -> refs in its results, until taken
+        self._borrowed: dict[bytes, str] = {}  # borrowed object -> owner we registered with
+        self._unregister: dict[str, list[bytes]] = {}  # owner -> ids to unregister
+        self._tls = threading.local()  # per thread: refs deserialized, not registered yet
+        self._creation_refs: list = []  # actor constructor arguments, kept for restarts
+        self._handoff_waits: dict[bytes, list] = {}  # task -> borrow registrations pending
         self.namespace: str | None = None
         self.shutting_down = False
         self.on_node_lost = None
@@ -162,9 +169,15 @@ class CoreWorker:
     async def _connect(self, server_handlers: dict) -> None:
         sock = transport.bind_socket(self.ip, 0)
         self.address = transport.socket_address(sock)
-        handlers = {Msg.GET_OBJECT: self._serve_get_object, **server_handlers}
+        handlers = {
+            Msg.GET_OBJECT: self._serve_get_object,
+            Msg.ADD_BORROWERS: self._serve_add_borrowers,
+            Msg.REMOVE_BORROWERS: self._serve_remove_borrowers,
+            Msg.HANDOFF_DONE: self._serve_handoff_done,
+            **server_handlers,
+        }
         self.server = await transport.serve(
-            sock, self.token, handlers, on_ready=self._inbound.add, on_close=self._inbound.discard
+            sock, self.token, handlers, on_ready=self._inbound.add, on_close=self._inbound_closed
         )
         self.node = await transport.connect(
             self.node_address,
@@ -269,7 +282,7 @@ class CoreWorker:
     def submit_task(self, function, args: tuple, kwargs: dict, options: dict):
         """User thread: make the task's return refs (or its ObjectRefGenerator)
         and hand the task to the loop."""
-        blob, args_ref, deps = self.pack_arguments(args, kwargs)
+        blob, args_ref, deps, contained = self.pack_arguments(args, kwargs)
         task = PendingTask(
             task_id=ids.new_task_id(self.job_bytes),
             function=function,
@@ -282,6 +295,7 @@ class CoreWorker:
             max_retries=options["max_retries"],
             retry_exceptions=options["retry_exceptions"],
             job=self.job,
+            contained=contained,
         )
         result = self._prepare_returns(task, options.get("_generator_backpressure_num_objects"))
         self.post(self.submitter.submit, task)
@@ -334,10 +348,11 @@ class CoreWorker:
             raise ValueError(reply["error"])
         if "existing" in reply:
             return reply["existing"], reply["meta"], False
-        blob, args_ref, deps = self.pack_arguments(args, kwargs)
+        blob, args_ref, deps, contained = self.pack_arguments(args, kwargs)
         # A restart runs the constructor again: keep its arguments for as long
         # as this owner lives.
-        self.refs.mark_escaped([d._id for d in deps] + ([args_ref._id] if args_ref else []))
+        self.refs.pin([d._id for d in deps] + ([args_ref._id] if args_ref else []))
+        self._creation_refs.extend([*deps, *contained])
         self.actor_handles.add_owned(actor_id)
         task = PendingTask(
             task_id=ids.new_task_id(self.job_bytes),
@@ -373,7 +388,7 @@ class CoreWorker:
         concurrency_group,
         backpressure: int | None = None,
     ):
-        blob, args_ref, deps = self.pack_arguments(args, kwargs)
+        blob, args_ref, deps, contained = self.pack_arguments(args, kwargs)
         task = PendingTask(
             task_id=ids.new_task_id(self.job_bytes),
             function=None,
@@ -388,6 +403,7 @@ class CoreWorker:
             job=self.job,
             method=method,
             concurrency_group=concurrency_group,
+            contained=contained,
         )
         result = self._prepare_returns(task, backpressure)
         self.post(self.actor_submitter.submit, actor_id, task)
@@ -398,18 +414,20 @@ class CoreWorker:
             self.post(self.actor_submitter.release, actor_id)
 
     def pack_arguments(self, args: tuple, kwargs: dict):
-        """Pickle a call's arguments once: (inline blob or stored ref, deps)."""
+        """Pickle a call's arguments once. Returns the inline blob (or a ref to
+        it in the store, if large), the top-level ref arguments, and the refs
+        nested deeper, which the task must hold until it finishes."""
         args, kwargs, deps = extract_deps(args, kwargs, ObjectRef)
         blob = serialization.serialize((args, kwargs))
-        self.note_serialized(blob)
+        contained = blob.contained_refs
         if blob.inline_size() <= INLINE_MAX:
-            return blob, None, deps
+            return blob, None, deps, contained
         # Large arguments go to the store once; the worker reads them in place.
         object_id = ids.put_object_id(self.job_bytes)
         self.refs.add_owned(object_id)
         args_ref = ObjectRef(object_id, self.address)
         self.memory_store.put(object_id, self.store_value(object_id, blob))
-        return None, args_ref, deps
+        return None, args_ref, deps, contained
 
     # -- objects: put ------------------------------------------------------
 
@@ -423,14 +441,10 @@ class CoreWorker:
         object_id = ids.put_object_id(self.job_bytes)
         self.refs.add_owned(object_id)
         ref = ObjectRef(object_id, self.address)
-        self.note_serialized(obj)
+        if obj.contained_refs:  # the value keeps the refs inside it alive
+            self.contained[object_id] = obj.contained_refs
         self.memory_store.put(object_id, self.store_value(object_id, obj))
         return ref
-
-    def note_serialized(self, obj: SerializedObject) -> None:
-        """Refs inside a value that leaves this process escape our counting."""
-        if obj.contained_refs:
-            self.refs.mark_escaped([r._id for r in obj.contained_refs])
 
     def store_value(self, object_id: bytes, obj: SerializedObject, owner: str | None = None):
         """Where a new value should live: inline if small, else the node's store."""
@@ -519,6 +533,7 @@ class CoreWorker:
         else:
             raise exceptions.ObjectLostError(object_id.hex())
         value = serialization.deserialize(obj)
+        self.register_borrows()
         if obj.is_error:
             raise_stored_error(value)
         return value
@@ -589,6 +604,8 @@ class CoreWorker:
         object_id = ids.return_object_id(task_id, index)
         self.refs.add_owned(object_id)
         self.memory_store.put(object_id, entry)
+        if body.get("c"):
+            self.take_over_refs(task_id, object_id, body["c"])
 
     def end_stream(self, task_id: bytes, count: int | None = None, error=None) -> None:
         """Loop thread: the task is over, after `count` items, or failed with
@@ -714,8 +731,130 @@ class CoreWorker:
 
     def _on_free(self, object_id: bytes, owned: bool) -> None:
         entry = self.memory_store.delete(object_id)
-        if owned and isinstance(entry, InStore) and not self.shutting_down:
+        self.contained.pop(object_id, None)  # lets go of the refs inside it
+        if self.shutting_down:
+            return
+        if owned and isinstance(entry, InStore):
             self.free_in_store(object_id)
+        owner = self._borrowed.pop(object_id, None)
+        if owner is not None:
+            batch = self._unregister.setdefault(owner, [])
+            batch.append(object_id)
+            if len(batch) == 1:
+                self.post(self._send_unregister, owner)
+
+    # -- borrowing ---------------------------------------------------------
+
+    def add_ref(self, object_id: bytes, owner: str) -> None:
+        """A new ObjectRef instance exists in this process."""
+        if (
+            self.refs.add_local(object_id) == 1
+            and owner != self.address
+            and object_id not in self._borrowed
+            and not self.refs.owns(object_id)
+        ):
+            pending = getattr(self._tls, "borrows", None)
+            if pending is None:
+                pending = self._tls.borrows = []
+            pending.append((object_id, owner))
+
+    def _take_new_borrows(self) -> dict[str, list[bytes]]:
+        pending = getattr(self._tls, "borrows", None)
+        if not pending:
+            return {}
+        self._tls.borrows = []
+        by_owner: dict[str, list[bytes]] = {}
+        for object_id, owner in pending:
+            if object_id in self._borrowed or not self.refs.is_live(object_id):
+                continue
+            self._borrowed[object_id] = owner
+            by_owner.setdefault(owner, []).append(object_id)
+        return by_owner
+
+    def register_borrows(self) -> None:
+        """User thread: tell the owners of refs this thread just deserialized
+        that we hold them, and wait until they know. Call it before the
+        sender of those refs may let go of them."""
+        by_owner = self._take_new_borrows()
+        if not by_owner:
+            return
+        if threading.current_thread() is self._thread:
+            self.loop.create_task(self._add_borrowers(by_owner))  # cannot wait on ourselves
+        else:
+            self.call(self._add_borrowers(by_owner))
+
+    def register_borrows_async(self) -> asyncio.Future:
+        """Loop thread: the same, as a future."""
+        return self.loop.create_task(self._add_borrowers(self._take_new_borrows()))
+
+    async def _add_borrowers(self, by_owner: dict[str, list[bytes]]) -> None:
+        async def one(owner: str, object_ids: list[bytes]) -> None:
+            try:
+                conn = await self.peer(owner)
+                await conn.request(Msg.ADD_BORROWERS, {"ids": object_ids, "borrower": self.address})
+            except (OSError, TimeoutError, transport.ConnectionLost):
+                pass  # the owner is gone: getting these objects raises OwnerDiedError
+
+        await asyncio.gather(*(one(owner, i) for owner, i in by_owner.items()))
+
+    def _send_unregister(self, owner: str) -> None:
+        object_ids = self._unregister.pop(owner, [])
+        if object_ids:
+            self.loop.create_task(self._remove_borrowers(owner, object_ids))
+
+    async def _remove_borrowers(self, owner: str, object_ids: list[bytes]) -> None:
+        try:
+            conn = await self.peer(owner)
+            conn.send(Msg.REMOVE_BORROWERS, {"ids": object_ids, "borrower": self.address})
+        except (OSError, TimeoutError, transport.ConnectionLost):
+            pass
+
+    def take_over_refs(self, task_id: bytes, object_id: bytes, refs: list) -> None:
+        """Loop thread: a result of one of our tasks contains these refs
+        ([id, owner] pairs). Hold them while the result lives, registering as
+        their borrower; the task's worker lets go once we are done
+        (`finish_handoff`)."""
+        instances = [ObjectRef(i, owner) for i, owner in refs]
+        if self.refs.owns(object_id):
+            self.contained[object_id] = instances
+        self._handoff_waits.setdefault(task_id, []).append(self.register_borrows_async())
+
+    def finish_handoff(self, task_id: bytes, conn, worker_holds: bool) -> None:
+        """Loop thread: once our registrations for a task's results are done,
+        tell its worker it may drop its hold on them."""
+        waits = self._handoff_waits.pop(task_id, [])
+        if not worker_holds or conn is None:
+            return
+
+        async def done():
+            await asyncio.gather(*waits)
+            conn.send(Msg.HANDOFF_DONE, {"tid": task_id})
+
+        self.loop.create_task(done())
+
+    def _serve_add_borrowers(self, conn, rid, body, buffers) -> None:
+        borrower = body["borrower"]
+        unknown = self.refs.add_borrowers(body["ids"], borrower)
+        conn.peer["borrower"] = borrower
+        conn.peer.setdefault("borrowed", set()).update(body["ids"])
+        conn.reply(rid, unknown)
+
+    def _serve_remove_borrowers(self, conn, rid, body, buffers) -> None:
+        conn.peer.get("borrowed", set()).difference_update(body["ids"])
+        self.refs.remove_borrowers(body["ids"], body["borrower"])
+
+    def _serve_handoff_done(self, conn, rid, body, buffers) -> None:
+        self.handoffs.pop(body["tid"], None)
+
+    def _inbound_closed(self, conn) -> None:
+        """A peer disconnected: it borrows nothing any more, and results it
+        never took over are let go."""
+        self._inbound.discard(conn)
+        borrowed = conn.peer.get("borrowed")
+        if borrowed:
+            self.refs.remove_borrowers(list(borrowed), conn.peer["borrower"])
+        for task_id in conn.peer.get("handoffs", ()):
+            self.handoffs.pop(task_id, None)
 
     def free_in_store(self, object_id: bytes) -> None:
         self._store_frees.append(object_id)

@@ -33,7 +33,7 @@ import sys
 import threading
 import traceback
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 
 import cloudpickle
@@ -57,6 +57,8 @@ class TaskContext:
     job: int
     gpu_ids: list
     owner: str
+    # [index, [[id, owner], ...]] for results that contain refs
+    contained: list = field(default_factory=list)
 
 
 class Executor:
@@ -151,7 +153,7 @@ class Executor:
             if on_main:
                 self._running_main = None
             self._task_done(ctx)
-        self.cw.post(conn.reply, rid, reply, reply_buffers)
+        self._send_reply(conn, rid, ctx, reply, reply_buffers)
 
     async def _execute_async(self, conn, rid, body, buffers, ctx: TaskContext, lookup) -> None:
         self.cw.current_task = ctx
@@ -186,7 +188,7 @@ class Executor:
             )
         finally:
             self._task_done(ctx)
-        self.cw.post(conn.reply, rid, reply, reply_buffers)
+        self._send_reply(conn, rid, ctx, reply, reply_buffers)
 
     def _task_done(self, ctx: TaskContext) -> None:
         self.cw.current_task = None
@@ -204,7 +206,15 @@ class Executor:
 
     def _reply(self, conn, rid, ctx: TaskContext, outputs: list, app_error: bool) -> None:
         reply, reply_buffers = self._results(ctx, outputs, app_error)
-        self.cw.post(conn.reply, rid, reply, reply_buffers)
+        self._send_reply(conn, rid, ctx, reply, reply_buffers)
+
+    def _send_reply(self, conn, rid, ctx: TaskContext, reply: dict, buffers: list) -> None:
+        if ctx.task_id in self.cw.handoffs:
+            conn.peer.setdefault("handoffs", set()).add(ctx.task_id)
+            reply["hh"] = 1  # we hold refs in its results until the caller is done
+        if ctx.contained:
+            reply["c"] = ctx.contained
+        self.cw.post(conn.reply, rid, reply, buffers)
 
     # -- generators --------------------------------------------------------
 
@@ -327,9 +337,10 @@ class Executor:
 
     def _send_item(self, conn, ctx: TaskContext, index: int, value, is_error: bool) -> None:
         head, bufs = self._store_return(ctx, index, value, is_error)
-        self.cw.post(
-            conn.send, Msg.GENERATOR_ITEM, {"tid": ctx.task_id, "i": index, "h": head}, bufs
-        )
+        body = {"tid": ctx.task_id, "i": index, "h": head}
+        if ctx.contained:  # refs inside this item travel with it
+            body["c"] = ctx.contained.pop()[1]
+        self.cw.post(conn.send, Msg.GENERATOR_ITEM, body, bufs)
 
     def _wait_for_consumer(self, task_id: bytes, produced: int, limit: int) -> None:
         """Backpressure: pause while `limit` items are unread by the caller."""
@@ -410,6 +421,9 @@ class Executor:
             pos += n
         if values:
             args, kwargs = substitute_deps(args, kwargs, values)
+        # Refs nested in the arguments (or captured by the function): their
+        # owners learn about us before the caller may drop its own refs.
+        cw.register_borrows()
         return function, args, kwargs
 
     def _task_error(self, name: str, error: Exception) -> exceptions.RayTaskError:
@@ -440,9 +454,12 @@ class Executor:
                         TypeError(f"could not serialize the return value of {ctx.name}: {e}"),
                     )
                 )
-        cw.note_serialized(obj)
-        if not is_error and obj.contained_refs:
-            self._warn_if_returning_put_refs(ctx, obj.contained_refs)
+        if obj.contained_refs:
+            # Hold them until the caller has taken them over (HANDOFF_DONE).
+            if not is_error:
+                self._warn_if_returning_put_refs(ctx, obj.contained_refs)
+            ctx.contained.append([index, [[r._id, r._owner] for r in obj.contained_refs]])
+            cw.handoffs.setdefault(ctx.task_id, []).extend(obj.contained_refs)
         object_id = ids.return_object_id(ctx.task_id, index)
         try:
             entry = cw.store_value(object_id, obj, owner=ctx.owner)

@@ -86,6 +86,9 @@ class Msg(IntEnum):
     GENERATOR_ITEM = 65
     GENERATOR_ACK = 66
     CANCEL_TASK = 67
+    ADD_BORROWERS = 68
+    REMOVE_BORROWERS = 69
+    HANDOFF_DONE = 70
 
 
 class ProtocolError(Exception):

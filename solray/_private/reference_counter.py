@@ -1,17 +1,24 @@
 """Reference counting for the objects a process owns or borrows.
 
-Counted per object id:
+Per object id this process counts:
 
-    local      live ObjectRef instances in this process (a pending task
-               keeps the ObjectRefs of its arguments, so they count here)
-    escaped    the ref was serialized into something (an argument, a value,
-               a return value, a closure), so copies may live elsewhere
+    local      live ObjectRef instances here. Whatever must keep an object
+               alive holds instances: a pending task holds its argument refs
+               and the refs nested in its arguments, an owned object holds the
+               refs contained in its value, a remote function holds the refs
+               its closure captured, a worker holds the refs in its return
+               values until the caller took them over.
+    borrowers  (owner side) other processes holding refs to it. A process
+               that deserializes a ref it does not own registers with the
+               owner before using it (CoreWorker.register_borrows), and tells
+               the owner when its own count drops to zero. The sender of a
+               ref holds its instance until the receiver has registered, so
+               there is no moment when nobody is counted.
+    pinned     (owner side) kept for the owner's lifetime whatever the counts:
+               an actor's constructor arguments, for restarts.
 
-An owned object is freed when `local` is zero and it has not
-escaped. Escaped objects stay pinned for the owner's lifetime for now: that
-never frees anything reachable, at the cost of keeping some objects longer
-than needed. Precise borrower tracking (borrowers report back to the owner)
-replaces this in the memory-management work; see docs/architecture.md.
+An owned object is freed when it has no local refs, no borrowers and no pin.
+A borrowed object's local count reaching zero unregisters us at its owner.
 
 `__del__` of an ObjectRef may run on any thread, so counts change under a lock
 and the free callback runs outside it.
@@ -25,11 +32,12 @@ from collections.abc import Callable, Iterable
 
 class ReferenceCounter:
     def __init__(self, on_free: Callable[[bytes, bool], None]):
-        # on_free(object_id, owned) is called once nothing references it.
+        # on_free(object_id, owned) is called once nothing here references it.
         self._lock = threading.Lock()
         self._local: dict[bytes, int] = {}
         self._owned: set[bytes] = set()
-        self._escaped: set[bytes] = set()
+        self._pinned: set[bytes] = set()
+        self._borrowers: dict[bytes, set[str]] = {}
         self._on_free = on_free
 
     def add_owned(self, object_id: bytes) -> None:
@@ -40,11 +48,14 @@ class ReferenceCounter:
         return object_id in self._owned
 
     def is_live(self, object_id: bytes) -> bool:
-        return object_id in self._local or object_id in self._escaped
+        return object_id in self._local or object_id in self._pinned or object_id in self._borrowers
 
-    def add_local(self, object_id: bytes) -> None:
+    def add_local(self, object_id: bytes) -> int:
+        """Count one more instance; returns the new count."""
         with self._lock:
-            self._local[object_id] = self._local.get(object_id, 0) + 1
+            n = self._local.get(object_id, 0) + 1
+            self._local[object_id] = n
+            return n
 
     def remove_local(self, object_id: bytes) -> None:
         with self._lock:
@@ -57,25 +68,51 @@ class ReferenceCounter:
         if free is not None:
             self._on_free(object_id, free)
 
-    def mark_escaped(self, object_ids: Iterable[bytes]) -> None:
+    def pin(self, object_ids: Iterable[bytes]) -> None:
         with self._lock:
             for i in object_ids:
                 if i in self._owned:
-                    self._escaped.add(i)
+                    self._pinned.add(i)
+
+    def add_borrowers(self, object_ids: Iterable[bytes], borrower: str) -> list[bytes]:
+        """Register `borrower` for the ids we own; returns the ids we do not
+        own (any more), which the borrower cannot count on."""
+        unknown = []
+        with self._lock:
+            for i in object_ids:
+                if i in self._owned:
+                    self._borrowers.setdefault(i, set()).add(borrower)
+                else:
+                    unknown.append(i)
+        return unknown
+
+    def remove_borrowers(self, object_ids: Iterable[bytes], borrower: str) -> None:
+        freed = []
+        with self._lock:
+            for i in object_ids:
+                borrowers = self._borrowers.get(i)
+                if borrowers is None:
+                    continue
+                borrowers.discard(borrower)
+                if not borrowers:
+                    del self._borrowers[i]
+                    free = self._collectable(i)
+                    if free is not None:
+                        freed.append((i, free))
+        for i, owned in freed:
+            self._on_free(i, owned)
 
     def release_unreferenced(self, object_id: bytes) -> bool:
         """Stop owning an object nobody holds a ref to; False if someone does."""
         with self._lock:
-            if object_id in self._local or object_id in self._escaped:
-                return False
-            if object_id not in self._owned:
+            if self.is_live(object_id) or object_id not in self._owned:
                 return False
             self._owned.discard(object_id)
             return True
 
     def _collectable(self, object_id: bytes) -> bool | None:
         """Under the lock: None if still referenced, else whether it was owned."""
-        if object_id in self._local or object_id in self._escaped:
+        if self.is_live(object_id):
             return None
         owned = object_id in self._owned
         self._owned.discard(object_id)
@@ -85,5 +122,20 @@ class ReferenceCounter:
         return {
             "local": len(self._local),
             "owned": len(self._owned),
-            "escaped": len(self._escaped),
+            "pinned": len(self._pinned),
+            "borrowed_by_others": len(self._borrowers),
         }
+
+    def snapshot(self) -> dict[bytes, dict]:
+        """Per owned or referenced object: its counts (for the state API)."""
+        with self._lock:
+            ids = set(self._owned) | set(self._local)
+            return {
+                i: {
+                    "owned": i in self._owned,
+                    "local": self._local.get(i, 0),
+                    "borrowers": sorted(self._borrowers.get(i, ())),
+                    "pinned": i in self._pinned,
+                }
+                for i in ids
+            }

@@ -13,7 +13,7 @@ so a reader rebuilds numpy arrays directly on the mapped memory: zero-copy, and
 read-only because the views handed to pickle are read-only.
 
 ObjectRefs met while pickling are collected into the thread's current
-`RefCollector`, so the core worker learns which refs escaped into a value.
+`RefCollector`, so whatever keeps the value can keep the refs it contains.
 """
 
 from __future__ import annotations

@@ -34,6 +34,9 @@ from solray._private import transport
 logger = logging.getLogger(__name__)
 
 TOKEN_ENV = "SOLRAY_TOKEN"
+# Session directories of the clusters this process started (tests check that
+# each one's shared memory is gone after shutdown).
+started_sessions: list[str] = []
 SHM_ROOT = "/dev/shm"
 SHM_PREFIX = "solray_"
 
@@ -186,6 +189,7 @@ def start_local_cluster(
     log_level: str = "WARNING",
 ) -> LocalCluster:
     sweep_stale_shm()
+    started_sessions.append(os.path.basename(session_dir))
     token = os.urandom(32)
     env = dict(os.environ, **{TOKEN_ENV: token.hex()})
     control_sock = transport.bind_socket(host, 0)

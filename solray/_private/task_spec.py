@@ -53,6 +53,7 @@ class FunctionDescriptor:
     function_id: bytes
     name: str
     pickled: bytes
+    captured: list = field(default_factory=list)  # refs its closure holds
 
 
 @dataclass
@@ -81,6 +82,7 @@ class PendingTask:
     backpressure: int | None = None
     cancelled: bool = False
     running_on: object = None  # the connection it was pushed on, while it runs
+    contained: list = field(default_factory=list)  # refs nested in its arguments
 
     @property
     def name(self) -> str:

@@ -62,18 +62,20 @@ def resolve_dependencies(cw, task: PendingTask, on_resolved) -> None:
         done()
 
 
-def complete_task(cw, task: PendingTask, body: dict, buffers: list) -> None:
-    """A task's worker replied: store its return values, the values of a
-    dynamic generator (owned by us, pinned while we live, as the generator's
-    value refers to them), and the end of a stream."""
+def complete_task(cw, task: PendingTask, body: dict, buffers: list, conn) -> None:
+    """A task's worker replied (on `conn`): store its return values, the
+    values of a dynamic generator, and the end of a stream; take over the refs
+    contained in them."""
     returns, pos = decode_returns(body["r"], buffers)
     dynamic, _ = decode_returns(body.get("dyn", ()), buffers, pos)
     for index, entry in enumerate(dynamic, start=1):
         object_id = ids.return_object_id(task.task_id, index)
         cw.refs.add_owned(object_id)
-        cw.refs.mark_escaped([object_id])
         cw.memory_store.put(object_id, entry)
     store_returns(cw, task, returns)
+    for index, refs in body.get("c", ()):
+        cw.take_over_refs(task.task_id, ids.return_object_id(task.task_id, index), refs)
+    cw.finish_handoff(task.task_id, conn, bool(body.get("hh")))
     if task.stream:
         cw.end_stream(task.task_id, count=body.get("n", 0))
 
@@ -99,6 +101,7 @@ def store_returns(cw, task: PendingTask, returns: list) -> None:
     task.deps = []
     task.dep_entries = []
     task.args_ref = None
+    task.contained = []
 
 
 def push_body(cw, task: PendingTask, body: dict) -> dict:
@@ -287,7 +290,7 @@ class TaskSubmitter:
         if body.get("app_error") and self._should_retry_app_error(task, body, buffers):
             q.tasks.appendleft(task)
         else:
-            complete_task(self.cw, task, body, buffers)
+            complete_task(self.cw, task, body, buffers, lw.conn)
         self._pump(q)
 
     def _should_retry_app_error(self, task: PendingTask, body, buffers) -> bool:
