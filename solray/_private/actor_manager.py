@@ -255,7 +255,7 @@ class ActorManager:
         try:
             node_conn = await self._node_conn(node)
             grant = await node_conn.request(
-                Msg.REQUEST_LEASE, {"resources": entry.placement_resources}
+                Msg.REQUEST_LEASE, {"resources": entry.placement_resources, "actor": True}
             )
         except (OSError, transport.ConnectionLost, transport.RemoteError) as e:
             logger.warning("could not lease a worker for an actor: %s", e)

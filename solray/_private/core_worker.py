@@ -182,7 +182,10 @@ class CoreWorker:
         self.node = await transport.connect(
             self.node_address,
             self.token,
-            {Msg.LEASE_INFEASIBLE: self.submitter.on_infeasible},
+            {
+                Msg.LEASE_INFEASIBLE: self.submitter.on_infeasible,
+                Msg.WORKER_OOM_KILLED: self.submitter.on_oom_killed,
+            },
             on_close=self._node_closed,
         )
         if self.is_driver:

@@ -67,6 +67,7 @@ class Lease:
     resources: dict
     gpu_ids: list
     blocked: bool = False
+    for_actor: bool = False
 
 
 @dataclass
@@ -74,6 +75,7 @@ class LeaseRequest:
     conn: transport.Connection
     rid: int
     resources: dict
+    for_actor: bool = False
 
 
 class Node:
@@ -97,6 +99,8 @@ class Node:
             total["node:__internal_head__"] = 1.0
         self.resources = ResourceSet(total, num_gpus=int(args.num_gpus or 0))
         self.soft_worker_limit = max(1, int(num_cpus))
+        self.memory_threshold = args.memory_usage_threshold
+        self.memory_refresh_s = args.memory_monitor_refresh_ms / 1000.0
         self.shm_dir = services.shm_dir(self.session_dir, self.node_id)
         os.makedirs(self.shm_dir, mode=0o700)
         with open(os.path.join(self.shm_dir, "node.pid"), "w") as f:
@@ -149,7 +153,10 @@ class Node:
         # and cluster_resources() right after init() see this node. The socket
         # is already listening: early connections wait in its backlog.
         self.server = await transport.serve(sock, self.token, self.handlers, on_close=self.on_close)
-        self._reaper = asyncio.get_running_loop().create_task(self._reap_idle_workers())
+        loop = asyncio.get_running_loop()
+        self._reaper = loop.create_task(self._reap_idle_workers())
+        if self.memory_refresh_s > 0:
+            self._memory_monitor = loop.create_task(self._watch_memory())
 
     def _control_lost(self, conn) -> None:
         if not self._stopping:
@@ -273,6 +280,34 @@ class Node:
             ):
                 self._worker_gone(self.idle.popleft())
 
+    async def _watch_memory(self) -> None:
+        """Above the memory threshold, kill the worker of the most recently
+        granted task lease (never an actor's), telling its owner first, so the
+        task fails with OutOfMemoryError (after its retries) instead of the
+        kernel's OOM killer taking some random process."""
+        while True:
+            await asyncio.sleep(self.memory_refresh_s)
+            mem = psutil.virtual_memory()
+            used = 1.0 - mem.available / mem.total
+            if used <= self.memory_threshold:
+                continue
+            victims = [lease for lease in self.leases.values() if not lease.for_actor]
+            if not victims:
+                continue
+            lease = max(victims, key=lambda lease: lease.lease_id)
+            message = (
+                f"Task was killed due to the node running low on memory: memory used "
+                f"{used:.0%} of {mem.total / 2**30:.1f} GiB exceeds the threshold "
+                f"{self.memory_threshold:.0%} (memory_usage_threshold). Its worker "
+                f"(pid {lease.worker.process.pid}) was the most recently started task."
+            )
+            logger.warning(message)
+            lease.owner.send(
+                Msg.WORKER_OOM_KILLED, {"address": lease.worker.address, "message": message}
+            )
+            self._worker_gone(lease.worker)
+            await asyncio.sleep(1.0)  # let the memory be returned before judging again
+
     async def _forward_output(self, pid: int, stream, is_err: bool) -> None:
         while True:
             try:
@@ -299,7 +334,7 @@ class Node:
     # -- leases ------------------------------------------------------------
 
     def request_lease(self, conn, rid, body, bufs) -> None:
-        request = LeaseRequest(conn, rid, body["resources"])
+        request = LeaseRequest(conn, rid, body["resources"], body.get("actor", False))
         if not self.resources.feasible(request.resources):
             shape = tuple(sorted(request.resources.items()))
             conn.send(
@@ -332,7 +367,9 @@ class Node:
                 remaining.append(req)
                 continue
             gpu_ids = self.resources.acquire(req.resources)
-            lease = Lease(self.next_lease, worker, req.conn, req.resources, gpu_ids)
+            lease = Lease(
+                self.next_lease, worker, req.conn, req.resources, gpu_ids, for_actor=req.for_actor
+            )
             self.next_lease += 1
             self.leases[lease.lease_id] = lease
             worker.lease = lease
@@ -511,6 +548,8 @@ def main() -> None:
     parser.add_argument("--resources", default="{}")
     parser.add_argument("--object-store-memory", type=int)
     parser.add_argument("--spill-dir", help="where full stores spill objects")
+    parser.add_argument("--memory-usage-threshold", type=float, default=0.95)
+    parser.add_argument("--memory-monitor-refresh-ms", type=int, default=250)
     parser.add_argument("--head", action="store_true")
     args = parser.parse_args()
     services.setup_process("node", args)

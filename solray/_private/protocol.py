@@ -69,6 +69,7 @@ class Msg(IntEnum):
     NODE_INFO = 35
     LEASE_INFEASIBLE = 36
     RESIZE_LEASE = 37
+    WORKER_OOM_KILLED = 38
 
     # Node: object store.
     STORE_CREATE = 40

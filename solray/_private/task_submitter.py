@@ -124,11 +124,19 @@ def push_body(cw, task: PendingTask, body: dict) -> dict:
 
 
 class LeasedWorker:
-    __slots__ = ("lease_id", "conn", "gpu_ids", "busy", "linger", "node_id")
+    __slots__ = ("lease_id", "conn", "address", "gpu_ids", "busy", "linger", "node_id")
 
-    def __init__(self, lease_id: int, conn: transport.Connection, gpu_ids: list, node_id: str):
+    def __init__(
+        self,
+        lease_id: int,
+        conn: transport.Connection,
+        address: str,
+        gpu_ids: list,
+        node_id: str,
+    ):
         self.lease_id = lease_id
         self.conn = conn
+        self.address = address
         self.gpu_ids = gpu_ids
         self.node_id = node_id
         self.busy: PendingTask | None = None
@@ -149,7 +157,7 @@ class TaskSubmitter:
     def __init__(self, core_worker):
         self.cw = core_worker
         self.queues: dict[tuple, KeyQueue] = {}
-        self._infeasible_warned: set = set()
+        self.oom_killed: dict[str, str] = {}  # worker address -> why the node killed it
 
     # -- 1. resolve --------------------------------------------------------
 
@@ -224,7 +232,9 @@ class TaskSubmitter:
             self.cw.node.send(Msg.RETURN_LEASE, {"lease_id": grant["lease_id"], "kill": True})
             self._pump(q)
             return
-        lw = LeasedWorker(grant["lease_id"], conn, grant["gpu_ids"], grant["node_id"])
+        lw = LeasedWorker(
+            grant["lease_id"], conn, grant["address"], grant["gpu_ids"], grant["node_id"]
+        )
         q.workers.append(lw)
         self._pump(q)
 
@@ -281,7 +291,7 @@ class TaskSubmitter:
             if lw in q.workers:
                 q.workers.remove(lw)
             if isinstance(error, transport.ConnectionLost):
-                self._worker_died(q, task)
+                self._worker_died(q, task, self.oom_killed.pop(lw.address, None))
             else:
                 fail_task(self.cw, task, error_entry(exceptions.RaySystemError(error)))
             self._pump(q)
@@ -310,7 +320,7 @@ class TaskSubmitter:
         task.attempt += 1
         return True
 
-    def _worker_died(self, q: KeyQueue, task: PendingTask) -> None:
+    def _worker_died(self, q: KeyQueue, task: PendingTask, oom_message: str | None) -> None:
         if task.cancelled:  # force-cancelled: its worker was killed on purpose
             fail_task(self.cw, task, cancelled_entry(task))
             return
@@ -318,11 +328,21 @@ class TaskSubmitter:
             task.attempt += 1
             q.tasks.appendleft(task)
             return
-        error = exceptions.WorkerCrashedError(
-            f"Task {task.function.name} failed after {task.attempt + 1} attempt(s): "
-            "its worker process exited unexpectedly (killed, crashed, or os._exit)."
-        )
+        if oom_message is not None:
+            error = exceptions.OutOfMemoryError(
+                f"Task {task.function.name} failed after {task.attempt + 1} attempt(s). "
+                f"{oom_message}"
+            )
+        else:
+            error = exceptions.WorkerCrashedError(
+                f"Task {task.function.name} failed after {task.attempt + 1} attempt(s): "
+                "its worker process exited unexpectedly (killed, crashed, or os._exit)."
+            )
         fail_task(self.cw, task, error_entry(error))
+
+    def on_oom_killed(self, conn, rid, body, bufs) -> None:
+        """The node is about to kill one of our leased workers for memory."""
+        self.oom_killed[body["address"]] = body["message"]
 
 
 def cancelled_entry(task: PendingTask):

@@ -120,9 +120,20 @@ def init(
         node_args += ["--resources", json.dumps(resources)]
     if object_store_memory:
         node_args += ["--object-store-memory", str(int(object_store_memory))]
-    spill_dir = _spill_directory(kwargs.get("_system_config") or {})
+    system_config = kwargs.get("_system_config") or {}
+    spill_dir = _spill_directory(system_config)
     if spill_dir:
         node_args += ["--spill-dir", spill_dir]
+    if "memory_usage_threshold" in system_config:
+        node_args += [
+            "--memory-usage-threshold",
+            str(float(system_config["memory_usage_threshold"])),
+        ]
+    if "memory_monitor_refresh_ms" in system_config:
+        node_args += [
+            "--memory-monitor-refresh-ms",
+            str(int(system_config["memory_monitor_refresh_ms"])),
+        ]
     cluster = services.start_local_cluster(session_dir, node_args, log_level=str(level))
     cw = CoreWorker(is_driver=True, token=cluster.token, node_address=cluster.node_address)
     try:
