@@ -107,6 +107,9 @@ class CoreWorker:
         self._tls = threading.local()  # per thread: refs deserialized, not registered yet
         self._creation_refs: list = []  # actor constructor arguments, kept for restarts
         self._handoff_waits: dict[bytes, list] = {}  # task -> borrow registrations pending
+        # SOLRAY_RECORD_REF_CREATION_SITES=1: where each owned object was made.
+        self.record_call_sites = os.environ.get("SOLRAY_RECORD_REF_CREATION_SITES") == "1"
+        self.call_sites: dict[bytes, str] = {}
         self.namespace: str | None = None
         self.shutting_down = False
         self.on_node_lost = None
@@ -151,14 +154,14 @@ class CoreWorker:
         """Run a coroutine on the loop and wait for its result (user thread only)."""
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
-    def request(self, conn_name: str, msg: Msg, body, buffers=(), raw=False):
+    def request(self, conn_name: str, msg: Msg, body, buffers=(), raw=False, timeout=None):
         """A blocking request to the node or control store (user thread only)."""
 
         async def go():
             conn = getattr(self, conn_name)
             return await conn.request(msg, body, buffers, raw=raw)
 
-        return self.call(go())
+        return self.call(go(), timeout)
 
     # -- start and stop ----------------------------------------------------
 
@@ -185,11 +188,12 @@ class CoreWorker:
             {
                 Msg.LEASE_INFEASIBLE: self.submitter.on_infeasible,
                 Msg.WORKER_OOM_KILLED: self.submitter.on_oom_killed,
+                Msg.OBJECT_REPORT: self._serve_object_report,
             },
             on_close=self._node_closed,
         )
         if self.is_driver:
-            self.node_info = await self.node.request(Msg.NODE_INFO)
+            self.node_info = await self.node.request(Msg.NODE_INFO, {"driver": True})
         else:
             self.node_info = await self.node.request(
                 Msg.REGISTER_WORKER,
@@ -318,8 +322,11 @@ class CoreWorker:
             return ObjectRefGenerator(task.task_id, self.address)
         count = 1 if mode == "dynamic" else mode
         task.return_ids = [ids.return_object_id(task.task_id, i) for i in range(count)]
+        site = _call_site() if self.record_call_sites else None
         for object_id in task.return_ids:
             self.refs.add_owned(object_id)
+            if site:
+                self.call_sites[object_id] = site
         return [ObjectRef(object_id, self.address) for object_id in task.return_ids]
 
     # -- actors ------------------------------------------------------------
@@ -443,6 +450,8 @@ class CoreWorker:
         obj = serialization.serialize(value)
         object_id = ids.put_object_id(self.job_bytes)
         self.refs.add_owned(object_id)
+        if self.record_call_sites:
+            self.call_sites[object_id] = _call_site()
         ref = ObjectRef(object_id, self.address)
         if obj.contained_refs:  # the value keeps the refs inside it alive
             self.contained[object_id] = obj.contained_refs
@@ -735,6 +744,7 @@ class CoreWorker:
     def _on_free(self, object_id: bytes, owned: bool) -> None:
         entry = self.memory_store.delete(object_id)
         self.contained.pop(object_id, None)  # lets go of the refs inside it
+        self.call_sites.pop(object_id, None)
         if self.shutting_down:
             return
         if owned and isinstance(entry, InStore):
@@ -864,6 +874,55 @@ class CoreWorker:
         if len(self._store_frees) == 1:
             self.post(self._flush_store_messages)
 
+    # -- the state API -----------------------------------------------------
+
+    def _serve_object_report(self, conn, rid, body, buffers) -> None:
+        conn.reply(rid, self.object_report())
+
+    def object_report(self) -> list[dict]:
+        """Loop thread: one row per object this process owns or references."""
+        in_tasks = {r._id for t in self.tasks.values() for r in (*t.deps, *t.contained)}
+        in_objects = {r._id for refs in self.contained.values() for r in refs}
+        rows = []
+        for object_id, info in self.refs.snapshot().items():
+            entry = self.memory_store.get(object_id)
+            kinds = []
+            if info["local"]:
+                kinds.append("LOCAL_REFERENCE")
+            if object_id in in_tasks:
+                kinds.append("USED_BY_PENDING_TASK")
+            if object_id in in_objects:
+                kinds.append("CAPTURED_IN_OBJECT")
+            if info["pinned"]:
+                kinds.append("PINNED_IN_MEMORY")
+            if info["borrowers"]:
+                kinds.append("BORROWED")
+            if isinstance(entry, Inline):
+                size, location = entry.obj.inline_size(), "memory"
+            elif isinstance(entry, InStore):
+                size, location = entry.size, "shared_memory"
+            else:
+                size, location = None, None
+            rows.append(
+                {
+                    "object_id": object_id.hex(),
+                    "object_size": size,
+                    "location": location,
+                    "reference_type": kinds[0] if kinds else "LOCAL_REFERENCE",
+                    "reference_types": kinds,
+                    "is_owner": info["owned"],
+                    "owner": self.address if info["owned"] else self._borrowed.get(object_id),
+                    "borrowers": info["borrowers"],
+                    "task_status": "PENDING" if info["owned"] and entry is None else "FINISHED",
+                    "call_site": self.call_sites.get(object_id, ""),
+                    "pid": os.getpid(),
+                    "ip": self.ip,
+                    "type": "DRIVER" if self.is_driver else "WORKER",
+                    "node_id": self.node_info.get("node_id"),
+                }
+            )
+        return rows
+
     # -- logs --------------------------------------------------------------
 
     def _on_published(self, conn, rid, body, bufs) -> None:
@@ -880,6 +939,17 @@ class CoreWorker:
                 stream.flush()
             except Exception:
                 pass
+
+
+def _call_site() -> str:
+    """The innermost frame outside solray: where the user made the object."""
+    import traceback
+
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    for frame in reversed(traceback.extract_stack()[:-1]):
+        if not os.path.abspath(frame.filename).startswith(package):
+            return f"{frame.filename}:{frame.lineno} in {frame.name}"
+    return ""
 
 
 def raise_stored_error(error: BaseException):

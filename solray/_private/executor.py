@@ -68,6 +68,7 @@ class Executor:
         self.functions: dict[bytes, object] = {}
         self.actor: ActorRuntime | None = None
         self.actor_restarts = 0
+        self.actor_exiting = False  # exit_actor() was called: run no more calls
         self.gpu_ids: list = []
         self._jobs_seen: set[int] = set()
         self._running_main: bytes | None = None  # the task on the main thread
@@ -509,15 +510,20 @@ class Executor:
         self.cw.post(conn.reply, rid, {"pid": os.getpid()})
 
     def run_actor_task(self, conn, rid, body, buffers) -> None:
+        if self.actor_exiting:
+            return  # the process exits unanswered: the caller gets ActorDiedError
         ctx = self._context(body, self.actor.class_name)
         self._execute(conn, rid, body, buffers, ctx, self.actor.method)
 
     async def run_actor_task_async(self, conn, rid, body, buffers) -> None:
+        if self.actor_exiting:
+            return  # the process exits unanswered: the caller gets ActorDiedError
         ctx = self._context(body, self.actor.class_name)
         await self._execute_async(conn, rid, body, buffers, ctx, self.actor.method)
 
     def _exit_actor(self, conn, rid, ctx: TaskContext, num_returns: int) -> None:
         cw = self.cw
+        self.actor_exiting = True
         cw.request("control", Msg.ACTOR_EXITING, {"actor_id": cw.actor_id})
         error = exceptions.ActorDiedError(
             actor_id=cw.actor_id.hex(),

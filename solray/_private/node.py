@@ -112,6 +112,7 @@ class Node:
         self.idle: deque[WorkerProcess] = deque()
         self.starting = 0
         self.processes: set[asyncio.subprocess.Process] = set()
+        self.clients: set[transport.Connection] = set()  # core workers: drivers, workers
         self.leases: dict[int, Lease] = {}
         self.next_lease = 1
         self.pending: deque[LeaseRequest] = deque()
@@ -136,6 +137,7 @@ class Node:
             Msg.STORE_UNPIN: self.store_unpin,
             Msg.STORE_FREE: self.store_free,
             Msg.STORE_STATS: self.store_stats,
+            Msg.LIST_OBJECTS: self.list_objects,
         }
 
     # -- lifecycle ---------------------------------------------------------
@@ -246,6 +248,7 @@ class Node:
         worker.conn = conn
         worker.address = body["address"]
         conn.peer["worker"] = worker
+        self.clients.add(conn)
         self.starting -= 1
         conn.reply(rid, self.info())
         self._make_idle(worker)
@@ -445,6 +448,7 @@ class Node:
             self._schedule_report()
 
     def on_close(self, conn) -> None:
+        self.clients.discard(conn)
         self.store.drop_client(conn)
         worker = conn.peer.get("worker")
         if worker is not None:
@@ -456,6 +460,8 @@ class Node:
         self._try_grant()
 
     def node_info(self, conn, rid, body, bufs) -> None:
+        if body and body.get("driver"):
+            self.clients.add(conn)
         conn.reply(rid, self.info())
 
     def _schedule_report(self) -> None:
@@ -508,6 +514,27 @@ class Node:
 
     def store_stats(self, conn, rid, body, bufs) -> None:
         conn.reply(rid, self.store.stats())
+
+    def list_objects(self, conn, rid, body, bufs) -> None:
+        """Every object known to the drivers and workers on this node, with
+        where the store keeps it now (shared memory, or spilled)."""
+        asyncio.get_running_loop().create_task(self._list_objects(conn, rid))
+
+    async def _list_objects(self, conn, rid) -> None:
+        clients = [c for c in self.clients if not c.closed]
+        replies = await asyncio.gather(
+            *(asyncio.wait_for(c.request(Msg.OBJECT_REPORT), 5) for c in clients),
+            return_exceptions=True,
+        )
+        rows = []
+        for reply in replies:
+            if isinstance(reply, list):
+                rows.extend(reply)
+        for row in rows:
+            stored = self.store.objects.get(bytes.fromhex(row["object_id"]))
+            if row["location"] == "shared_memory" and stored is not None and stored.offset is None:
+                row["location"] = "spilled"
+        conn.reply(rid, rows)
 
 
 def _kill(process: asyncio.subprocess.Process) -> None:

@@ -78,6 +78,8 @@ class Msg(IntEnum):
     STORE_UNPIN = 43
     STORE_FREE = 44
     STORE_STATS = 45
+    LIST_OBJECTS = 46
+    OBJECT_REPORT = 47
 
     # Core worker to core worker (owners, borrowers and executors).
     PUSH_TASK = 60

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import ctypes
+import json
 import logging
 import os
 import shutil
@@ -27,6 +28,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass, field
 
 from solray._private import transport
@@ -39,6 +41,58 @@ TOKEN_ENV = "SOLRAY_TOKEN"
 started_sessions: list[str] = []
 SHM_ROOT = "/dev/shm"
 SHM_PREFIX = "solray_"
+
+
+def sessions_root(temp_dir: str | None = None) -> str:
+    return os.path.join(temp_dir or tempfile.gettempdir(), "solray-sessions")
+
+
+def write_session_file(
+    session_dir: str, node_address: str, control_address: str, token: bytes
+) -> None:
+    """Let tools of this user (`solray memory`) find the running cluster: the
+    addresses in cluster.json, the token in a file only this user can read."""
+    token_path = os.path.join(session_dir, "token")
+    fd = os.open(token_path, os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token.hex())
+    with open(os.path.join(session_dir, "cluster.json"), "w") as f:
+        json.dump(
+            {
+                "node_address": node_address,
+                "control_address": control_address,
+                "driver_pid": os.getpid(),
+            },
+            f,
+        )
+
+
+def find_session(temp_dir: str | None = None, session_dir: str | None = None) -> tuple[dict, bytes]:
+    """The given session, or the newest whose driver is alive: (cluster.json, token)."""
+    root = sessions_root(temp_dir)
+    candidates = []
+    if session_dir is not None:
+        candidates.append((0.0, session_dir))
+    elif os.path.isdir(root):
+        for name in os.listdir(root):
+            path = os.path.join(root, name, "cluster.json")
+            if os.path.exists(path):
+                candidates.append((os.path.getmtime(path), os.path.join(root, name)))
+    for _, session_dir in sorted(candidates, reverse=True):
+        with open(os.path.join(session_dir, "cluster.json")) as f:
+            info = json.load(f)
+        try:
+            os.kill(info["driver_pid"], 0)
+        except ProcessLookupError:
+            continue
+        except PermissionError:
+            pass
+        with open(os.path.join(session_dir, "token")) as f:
+            return info, bytes.fromhex(f.read().strip())
+    raise ConnectionError(
+        f"Could not find any running solray cluster of this user (looked in {root}). "
+        "Start one with solray.init() in a program that keeps running."
+    )
 
 
 def shm_dir(session_dir: str, node_id: str) -> str:

@@ -106,7 +106,7 @@ def init(
             "solray.init() without an address to start a local cluster."
         )
     level = logging.getLevelName(logging_level) if isinstance(logging_level, int) else logging_level
-    session_root = os.path.join(_temp_dir or tempfile.gettempdir(), "solray-sessions")
+    session_root = services.sessions_root(_temp_dir)
     os.makedirs(session_root, exist_ok=True)
     session_dir = tempfile.mkdtemp(
         prefix=time.strftime("session_%Y-%m-%d_%H-%M-%S_"), dir=session_root
@@ -145,6 +145,9 @@ def init(
         raise
     cw.print_logs = log_to_driver
     _cluster = cluster
+    services.write_session_file(
+        session_dir, cluster.node_address, cluster.control_address, cluster.token
+    )
     _namespace = namespace or f"anonymous_{uuid.uuid4().hex[:12]}"
     cw.namespace = _namespace
     context.core_worker = cw
