@@ -49,7 +49,9 @@ class RayTaskError(RayError):
         self.ip = ip or "127.0.0.1"
         self.actor_repr = actor_repr
         self.actor_id = actor_id
-        super().__init__(function_name, traceback_str, cause, proctitle, pid, ip)
+        # Not super(): in a dual class (as_instanceof_cause) the next class in
+        # the MRO is the cause's, whose __init__ takes other arguments.
+        Exception.__init__(self, function_name, traceback_str, cause, proctitle, pid, ip)
 
     def __reduce__(self):
         return (

@@ -193,7 +193,9 @@ class CoreWorker:
             on_close=self._node_closed,
         )
         if self.is_driver:
-            self.node_info = await self.node.request(Msg.NODE_INFO, {"driver": True})
+            self.node_info = await self.node.request(
+                Msg.NODE_INFO, {"driver": True, "address": self.address}
+            )
         else:
             self.node_info = await self.node.request(
                 Msg.REGISTER_WORKER,
@@ -553,7 +555,10 @@ class CoreWorker:
     def _read_from_store(self, object_id: bytes, entry: InStore) -> SerializedObject:
         reply = self.request("node", Msg.STORE_PIN, {"id": object_id})
         if reply is None:
-            raise exceptions.ObjectLostError(object_id.hex())
+            owner = self._borrowed.get(object_id)
+            if owner is not None and not self._reachable(owner):
+                raise exceptions.OwnerDiedError(object_id.hex(), owner)
+            raise exceptions.ObjectLostError(object_id.hex(), owner or self.address)
         if "error" in reply:
             raise getattr(exceptions, reply["error"], exceptions.ObjectStoreFullError)(
                 reply["message"]
@@ -562,6 +567,18 @@ class CoreWorker:
             reply["offset"], reply["size"], partial(self._unpin_later, object_id)
         )
         return SerializedObject.read_from(view)
+
+    def _reachable(self, address: str) -> bool:
+        """User thread: whether a core worker still answers at `address`."""
+
+        async def probe():
+            try:
+                conn = await self.peer(address)
+                return not conn.closed
+            except (OSError, TimeoutError, transport.ConnectionLost):
+                return False
+
+        return self.call(probe(), timeout=15)
 
     def _unpin_later(self, object_id: bytes) -> None:
         if self.shutting_down:

@@ -248,6 +248,7 @@ class Node:
         worker.conn = conn
         worker.address = body["address"]
         conn.peer["worker"] = worker
+        conn.peer["address"] = body["address"]
         self.clients.add(conn)
         self.starting -= 1
         conn.reply(rid, self.info())
@@ -449,7 +450,7 @@ class Node:
 
     def on_close(self, conn) -> None:
         self.clients.discard(conn)
-        self.store.drop_client(conn)
+        self.store.drop_client(conn, conn.peer.get("address"))
         worker = conn.peer.get("worker")
         if worker is not None:
             self._worker_gone(worker)
@@ -462,6 +463,7 @@ class Node:
     def node_info(self, conn, rid, body, bufs) -> None:
         if body and body.get("driver"):
             self.clients.add(conn)
+            conn.peer["address"] = body.get("address")
         conn.reply(rid, self.info())
 
     def _schedule_report(self) -> None:

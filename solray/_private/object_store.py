@@ -268,15 +268,18 @@ class ObjectStore:
             obj.freed = True
             self._maybe_release(object_id, obj)
 
-    def drop_client(self, client) -> None:
-        """A client went away: its pins go, and objects it was still writing
-        are abandoned."""
+    def drop_client(self, client, address: str | None) -> None:
+        """A client went away: its pins go, objects it was still writing are
+        abandoned, and objects it owned are freed: an object fate-shares with
+        its owner, and nobody else would ever free it."""
         for object_id, obj in list(self.objects.items()):
             if client in obj.pins:
                 del obj.pins[client]
                 if not obj.sealed:
                     obj.freed = True
-                self._maybe_release(object_id, obj)
+            if address is not None and obj.owner == address:
+                obj.freed = True
+            self._maybe_release(object_id, obj)
 
     def _maybe_release(self, object_id: bytes, obj: StoredObject) -> None:
         if obj.freed and not obj.pins and self.objects.get(object_id) is obj:

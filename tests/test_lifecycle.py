@@ -1,0 +1,287 @@
+"""init() and shutdown(): state, argument checks, and that a cluster goes away
+completely however its driver ends (shutdown, interpreter exit, SIGKILL)."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+
+import psutil
+import pytest
+from conftest import wait_for_condition
+
+import solray
+from solray.exceptions import ObjectLostError
+
+
+@solray.remote
+def square(x):
+    return x * x
+
+
+# -- init and shutdown in this process -----------------------------------------
+
+
+def test_init_shutdown_three_times(leak_check):
+    me = psutil.Process()
+    addresses = set()
+    for i in range(3):
+        assert not solray.is_initialized()
+        context = solray.init(num_cpus=1)
+        assert solray.is_initialized()
+        addresses.add(context["address"])
+        assert solray.get(square.remote(i + 2), timeout=30) == (i + 2) ** 2
+        assert solray.get(solray.put(i)) == i
+        solray.shutdown()
+        assert not solray.is_initialized()
+        wait_for_condition(lambda: not me.children(recursive=True), timeout=15)
+    assert len(addresses) == 3  # a fresh cluster each time
+
+
+def test_shutdown_when_not_initialized_is_a_no_op(leak_check):
+    solray.shutdown()
+    solray.shutdown()
+    assert not solray.is_initialized()
+
+
+def test_init_twice(ray_start):
+    with pytest.raises(RuntimeError, match="ignore_reinit_error"):
+        solray.init()
+    assert solray.is_initialized()
+    again = solray.init(ignore_reinit_error=True)
+    assert again["address"] == ray_start["address"]
+    assert solray.get(square.remote(3), timeout=30) == 9
+
+
+def test_context_manager_shuts_down(leak_check):
+    with solray.init(num_cpus=1) as context:
+        assert solray.is_initialized()
+        assert context.address_info["address"] == context["address"]
+        assert solray.get(square.remote(4), timeout=30) == 16
+    assert not solray.is_initialized()
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: solray.get([]),
+        lambda: solray.wait([]),
+        lambda: solray.nodes(),
+        lambda: solray.cluster_resources(),
+        lambda: solray.available_resources(),
+        lambda: solray.get_runtime_context(),
+    ],
+    ids=["get", "wait", "nodes", "cluster_resources", "available_resources", "runtime_context"],
+)
+def test_api_before_init_raises_clear_error(leak_check, call):
+    with pytest.raises(RuntimeError, match=r"solray\.init\(\)"):
+        call()
+    assert not solray.is_initialized()
+
+
+def test_get_after_shutdown_raises_clear_error(leak_check):
+    solray.init(num_cpus=1)
+    ref = solray.put("value")
+    solray.shutdown()
+    with pytest.raises(RuntimeError, match=r"solray\.init\(\)"):
+        solray.get(ref)
+
+
+def test_ref_from_a_previous_session_fails_cleanly(leak_check):
+    """Its owner (the old driver core worker) is gone: an error (OwnerDiedError,
+    a kind of ObjectLostError), not a hang."""
+    solray.init(num_cpus=1)
+    ref = solray.put("value")
+    solray.shutdown()
+    solray.init(num_cpus=1)
+    try:
+        with pytest.raises(ObjectLostError):
+            solray.get(ref, timeout=30)
+    finally:
+        solray.shutdown()
+
+
+def test_put_before_init_starts_a_cluster(leak_check):
+    ref = solray.put(41)
+    assert solray.is_initialized()
+    assert solray.get(ref) == 41
+    solray.shutdown()
+
+
+@pytest.mark.parametrize(
+    "kwargs, error",
+    [
+        ({"num_cpus": -1}, ValueError),
+        ({"num_cpus": "2"}, (ValueError, TypeError)),
+        ({"num_cpus": True}, (ValueError, TypeError)),
+        ({"num_cpus": float("nan")}, ValueError),
+        ({"num_cpus": float("inf")}, ValueError),
+        ({"num_gpus": -0.5}, ValueError),
+        ({"resources": [("custom", 1)]}, TypeError),
+        ({"resources": {"CPU": 2}}, ValueError),
+        ({"resources": {"GPU": 1}}, ValueError),
+        ({"resources": {"custom": -1}}, ValueError),
+        ({"resources": {"custom": "many"}}, TypeError),
+        ({"resources": {3: 1}}, TypeError),
+        ({"object_store_memory": 0}, ValueError),
+        ({"object_store_memory": -(1 << 20)}, ValueError),
+        ({"object_store_memory": "1GB"}, (ValueError, TypeError)),
+        ({"object_store_memory": 1.5e8}, (ValueError, TypeError)),
+        ({"no_such_option": 1}, TypeError),
+    ],
+    ids=lambda value: repr(value) if isinstance(value, dict) else None,
+)
+def test_init_rejects_invalid_arguments(leak_check, kwargs, error):
+    with pytest.raises(error):
+        solray.init(**kwargs)
+    assert not solray.is_initialized()
+
+
+def test_init_after_rejected_arguments_works(leak_check):
+    with pytest.raises(ValueError):
+        solray.init(num_cpus=-1)
+    solray.init(num_cpus=1, resources={"custom": 2}, object_store_memory=64 << 20)
+    resources = solray.cluster_resources()
+    assert resources["CPU"] == 1
+    assert resources["custom"] == 2
+    assert resources["object_store_memory"] == 64 << 20
+    assert solray.get(square.options(resources={"custom": 1}).remote(5), timeout=30) == 25
+    solray.shutdown()
+
+
+@pytest.mark.parametrize("address", ["1.2.3.4:5", "auto"])
+def test_init_with_unreachable_address_raises_connection_error(leak_check, address):
+    with pytest.raises(ConnectionError, match=address):
+        solray.init(address=address)
+    assert not solray.is_initialized()
+
+
+# -- drivers in subprocesses -------------------------------------------------------
+
+DRIVER_PRELUDE = """
+import os, pathlib, sys, time
+import numpy as np
+import solray
+
+temp_dir, pid_file = sys.argv[1], pathlib.Path(sys.argv[2])
+solray.init(num_cpus=2, _temp_dir=temp_dir)
+
+@solray.remote
+def long_task(pid_file):
+    tmp = pid_file.with_name("pid.tmp")
+    tmp.write_text(str(os.getpid()))
+    os.replace(tmp, pid_file)
+    time.sleep(600)
+
+running = long_task.remote(pid_file)
+array = solray.put(np.ones(4_000_000))  # 32 MB: lives in the shared-memory store
+assert solray.get(array).sum() == 4_000_000
+deadline = time.monotonic() + 60
+while not pid_file.exists() and time.monotonic() < deadline:
+    time.sleep(0.01)
+print("ready", flush=True)
+"""
+
+DRIVER_ENDINGS = {
+    "sigkill": "time.sleep(600)\n",
+    "return": "sys.stdin.readline()\n",
+    "exception": "sys.stdin.readline()\nraise RuntimeError('driver failed')\n",
+    "sys.exit": "sys.stdin.readline()\nsys.exit(3)\n",
+}
+EXPECTED_EXIT = {"sigkill": -signal.SIGKILL, "return": 0, "exception": 1, "sys.exit": 3}
+
+
+def solray_processes(token: str) -> list[psutil.Process]:
+    """Live solray service and worker processes of the cluster with `token`
+    (other clusters may be running on this machine)."""
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if "solray._private" not in " ".join(proc.cmdline()):
+                continue
+            if proc.environ().get("SOLRAY_TOKEN") != token:
+                continue
+            if proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return found
+
+
+def alive(proc: psutil.Process) -> bool:
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+@pytest.mark.parametrize("ending", list(DRIVER_ENDINGS))
+def test_driver_exit_leaves_nothing(leak_check, tmp_path, ending):
+    """However the driver ends, its whole cluster goes: no service or worker
+    process, no shared memory; and after a clean exit, no session directory."""
+    script = DRIVER_PRELUDE + DRIVER_ENDINGS[ending]
+    pid_file = tmp_path / "task.pid"
+    with subprocess.Popen(
+        [sys.executable, "-c", script, str(tmp_path), str(pid_file)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as driver:
+        line = driver.stdout.readline()
+        assert line == "ready\n", f"driver did not start: {line!r}"
+        # The cluster, as it is now: services and workers, including the one
+        # running the long task, and the session's shared memory.
+        procs = psutil.Process(driver.pid).children(recursive=True)
+        cmdlines = [" ".join(p.cmdline()) for p in procs]
+        assert any("solray._private.control_store" in c for c in cmdlines), cmdlines
+        assert any("solray._private.node" in c for c in cmdlines), cmdlines
+        task_pid = int(pid_file.read_text())
+        assert task_pid in {p.pid for p in procs}
+        token = procs[0].environ()["SOLRAY_TOKEN"]
+        assert task_pid in {p.pid for p in solray_processes(token)}
+        (session,) = os.listdir(tmp_path / "solray-sessions")
+        shm = [n for n in os.listdir("/dev/shm") if n.startswith(f"solray_{session}_")]
+        assert shm, "the node's shared memory should exist while the driver runs"
+
+        if ending == "sigkill":
+            driver.send_signal(signal.SIGKILL)
+        else:
+            driver.stdin.write("exit\n")
+            driver.stdin.flush()
+        assert driver.wait(timeout=60) == EXPECTED_EXIT[ending]
+
+    wait_for_condition(
+        lambda: not any(alive(p) for p in procs) and not solray_processes(token),
+        timeout=20,
+        message=f"solray processes left after the driver ended ({ending})",
+    )
+    wait_for_condition(
+        lambda: not [n for n in os.listdir("/dev/shm") if n.startswith(f"solray_{session}_")],
+        timeout=20,
+        message=f"/dev/shm entries left after the driver ended ({ending})",
+    )
+    if ending != "sigkill":
+        # shutdown() at exit also removed the session directory.
+        assert not (pathlib.Path(tmp_path) / "solray-sessions" / session).exists()
+
+
+def test_shutdown_kills_running_tasks(leak_check, tmp_path):
+    """shutdown() while a task runs: its worker is killed, not waited for."""
+    solray.init(num_cpus=1)
+
+    @solray.remote
+    def hang(pid_file: str):
+        pathlib.Path(pid_file).write_text(str(os.getpid()))
+        import time
+
+        time.sleep(600)
+
+    pid_file = tmp_path / "pid"
+    hang.remote(str(pid_file))
+    wait_for_condition(lambda: pid_file.exists() and pid_file.read_text(), timeout=30)
+    worker = psutil.Process(int(pid_file.read_text()))
+    solray.shutdown()
+    wait_for_condition(lambda: not alive(worker), timeout=15)
