@@ -285,3 +285,9 @@ def test_shutdown_kills_running_tasks(leak_check, tmp_path):
     worker = psutil.Process(int(pid_file.read_text()))
     solray.shutdown()
     wait_for_condition(lambda: not alive(worker), timeout=15)
+
+
+def test_object_store_larger_than_shared_memory_is_rejected(leak_check):
+    with pytest.raises(ValueError, match="object_store_memory"):
+        solray.init(object_store_memory=10**15)
+    assert not solray.is_initialized()

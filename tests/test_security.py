@@ -19,6 +19,7 @@ import socket
 import time
 
 import msgpack
+import psutil
 import pytest
 
 import solray
@@ -404,3 +405,36 @@ def test_handler_error_answers_and_keeps_the_connection(ray_start):
 
     asyncio.run(main())
     assert solray.get(add.remote(1, 2), timeout=30) == 3
+
+
+def test_malformed_task_push_does_not_kill_the_worker(ray_start, tmp_path):
+    """A peer holding the token that pushes a task with missing fields gets no
+    answer, but the worker survives and keeps running real tasks."""
+    token = context.core_worker.token
+    address, pid = solray.get(report_worker.remote(None))
+
+    async def push_empty():
+        conn = await transport.connect(address, token)
+        try:
+            await asyncio.wait_for(conn.request(Msg.PUSH_TASK, {}), 1.0)
+        except TimeoutError:
+            pass
+        finally:
+            conn.close()
+
+    asyncio.run(push_empty())
+    assert psutil.pid_exists(pid)
+    # Two tasks that wait for each other must run on both workers of the
+    # 2-CPU node, so the one that got the malformed push runs one of them.
+    pids = solray.get([report_worker.remote(str(tmp_path)) for _ in range(2)], timeout=60)
+    assert pid in {p for _, p in pids}
+
+
+@solray.remote
+def report_worker(barrier_dir):
+    if barrier_dir is not None:
+        open(os.path.join(barrier_dir, str(os.getpid())), "w").close()
+        deadline = time.monotonic() + 30
+        while len(os.listdir(barrier_dir)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    return context.core_worker.address, os.getpid()

@@ -25,6 +25,7 @@ import asyncio
 import concurrent.futures
 import inspect
 import io
+import logging
 import os
 import pickle
 import queue
@@ -48,6 +49,8 @@ from solray._private.task_spec import substitute_deps
 from solray.actor import ActorExit
 from solray.object_ref import ObjectRef
 from solray.object_ref_generator import DynamicObjectRefGenerator
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -96,7 +99,12 @@ class Executor:
             work = self.queue.get()
             if work is None:
                 return
-            work()
+            try:
+                work()
+            except Exception:
+                # A push we cannot even start (malformed by its sender) must
+                # not take the worker down with it.
+                logger.exception("dropped a task that could not be run")
 
     # -- tasks -------------------------------------------------------------
 

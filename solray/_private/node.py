@@ -148,7 +148,7 @@ class Node:
             self.control_address, self.token, on_close=self._control_lost
         )
         # Warm the pool while registering: the first task should find a worker.
-        for _ in range(self.soft_worker_limit):
+        for _ in range(min(self.soft_worker_limit, os.cpu_count() or 1)):
             self._start_worker()
         await self.control.request(Msg.REGISTER_NODE, self.info())
         # Serve (the driver's NODE_INFO) only once registered, so that nodes()

@@ -167,16 +167,18 @@ class TaskSubmitter:
 
     def _resolved(self, task: PendingTask) -> None:
         if task.cancelled:
-            fail_task(self.cw, task, cancelled_entry(task))
+            if task.task_id in self.cw.tasks:  # not failed at cancel() already
+                fail_task(self.cw, task, cancelled_entry(task))
         elif task.dep_error is not None:
             fail_task(self.cw, task, task.dep_error)
         else:
             self._enqueue(task)
 
     def cancel_queued(self, task: PendingTask, error) -> None:
-        """Cancel a task not pushed yet. One still resolving its arguments is
-        failed when they resolve (it is marked cancelled)."""
+        """Cancel a task not pushed yet. One still resolving its arguments
+        fails now (as in Ray), not once they resolve: they may never."""
         if not task.resolved:
+            fail_task(self.cw, task, error)
             return
         for q in self.queues.values():
             if task in q.tasks:

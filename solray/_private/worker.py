@@ -214,6 +214,13 @@ def _validate_init_resources(num_cpus, num_gpus, resources, object_store_memory)
             f"init(): object_store_memory must be a positive int (bytes), got "
             f"{object_store_memory!r}"
         )
+    if object_store_memory is not None:
+        shm_size = shutil.disk_usage(services.SHM_ROOT).total
+        if object_store_memory > shm_size:
+            raise ValueError(
+                f"init(): object_store_memory={object_store_memory} bytes is more than "
+                f"{services.SHM_ROOT} can hold ({shm_size} bytes)"
+            )
 
 
 def _context_info() -> dict:
