@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import pathlib
 import signal
+import socket
 import subprocess
 import sys
 
@@ -152,10 +153,19 @@ def test_init_after_rejected_arguments_works(leak_check):
     solray.shutdown()
 
 
-@pytest.mark.parametrize("address", ["1.2.3.4:5", "auto"])
-def test_init_with_unreachable_address_raises_connection_error(leak_check, address):
+def test_init_with_unknown_address_raises_connection_error(leak_check, tmp_path):
+    # A loopback port nobody listens on, and no token known for it.
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{sock.getsockname()[1]}"
     with pytest.raises(ConnectionError, match=address):
         solray.init(address=address)
+    assert not solray.is_initialized()
+
+
+def test_init_auto_without_a_running_cluster_raises_connection_error(leak_check, tmp_path):
+    with pytest.raises(ConnectionError, match="running solray cluster"):
+        solray.init(address="auto", _temp_dir=str(tmp_path))
     assert not solray.is_initialized()
 
 

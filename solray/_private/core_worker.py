@@ -61,7 +61,8 @@ class CoreWorker:
         *,
         is_driver: bool,
         token: bytes,
-        node_address: str,
+        node_address: str | None = None,
+        control_address: str | None = None,
         worker_id: str | None = None,
         ip: str = "127.0.0.1",
     ):
@@ -71,6 +72,7 @@ class CoreWorker:
         self.is_driver = is_driver
         self.token = token
         self.node_address = node_address
+        self.control_address = control_address
         self.worker_id = worker_id or ids.random_unique_id().hex()
         self.ip = ip
         self.memory_store = MemoryStore()
@@ -182,6 +184,10 @@ class CoreWorker:
         self.server = await transport.serve(
             sock, self.token, handlers, on_ready=self._inbound.add, on_close=self._inbound_closed
         )
+        if self.node_address is None:
+            # Joining a running cluster: the control store says where our node is.
+            self.control = await self._connect_control(self.control_address)
+            self.node_address = pick_local_node(await self.control.request(Msg.GET_NODES), self.ip)
         self.node = await transport.connect(
             self.node_address,
             self.token,
@@ -201,13 +207,15 @@ class CoreWorker:
                 Msg.REGISTER_WORKER,
                 {"worker_id": self.worker_id, "address": self.address, "pid": os.getpid()},
             )
-        self.control = await transport.connect(
-            self.node_info["control_address"], self.token, {Msg.PUBLISHED: self._on_published}
-        )
+        if self.control is None:
+            self.control = await self._connect_control(self.node_info["control_address"])
         if self.is_driver:
             reply = await self.control.request(Msg.REGISTER_DRIVER, {"pid": os.getpid()})
             self.set_job(reply["job"])
             await self.control.request(Msg.SUBSCRIBE, ["logs"])
+
+    async def _connect_control(self, address: str) -> transport.Connection:
+        return await transport.connect(address, self.token, {Msg.PUBLISHED: self._on_published})
 
     def set_job(self, job: int) -> None:
         self.job = job
@@ -956,6 +964,17 @@ class CoreWorker:
                 stream.flush()
             except Exception:
                 pass
+
+
+def pick_local_node(nodes: list[dict], ip: str) -> str:
+    """The node a driver on `ip` attaches to: an alive node on its machine,
+    the head node first (the Cluster helper runs several on one machine)."""
+    alive = [n for n in nodes if n["alive"]]
+    local = [n for n in alive if n["ip"] == ip] or alive
+    if not local:
+        raise ConnectionError("the cluster has no alive node to attach this driver to")
+    local.sort(key=lambda n: "node:__internal_head__" not in n["resources_total"])
+    return local[0]["address"]
 
 
 def _call_site() -> str:

@@ -81,7 +81,7 @@ class LeaseRequest:
 class Node:
     def __init__(self, args, token: bytes):
         self.token = token
-        self.node_id = ids.random_unique_id().hex()
+        self.node_id = args.node_id or ids.random_unique_id().hex()
         self.ip = args.node_ip_address
         self.session_dir = args.session_dir
         self.control_address = args.control_address
@@ -580,6 +580,7 @@ def main() -> None:
     parser.add_argument("--memory-usage-threshold", type=float, default=0.95)
     parser.add_argument("--memory-monitor-refresh-ms", type=int, default=250)
     parser.add_argument("--head", action="store_true")
+    parser.add_argument("--node-id", help="hex id; random if not given")
     args = parser.parse_args()
     services.setup_process("node", args)
     asyncio.run(serve(args))

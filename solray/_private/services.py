@@ -29,7 +29,8 @@ import socket
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass
 
 from solray._private import transport
 
@@ -93,6 +94,55 @@ def find_session(temp_dir: str | None = None, session_dir: str | None = None) ->
         f"Could not find any running solray cluster of this user (looked in {root}). "
         "Start one with solray.init() in a program that keeps running."
     )
+
+
+TOKEN_FILE_ENV = "SOLRAY_TOKEN_FILE"
+
+
+def resolve_cluster(address: str, temp_dir: str | None = None) -> tuple[str, bytes]:
+    """(control store address, token) for init(address=...) and the CLI.
+
+    "auto" means the newest running cluster of this user on this machine. The
+    token comes from SOLRAY_TOKEN, else the file named by SOLRAY_TOKEN_FILE,
+    else this user's session registry (clusters started here by init(),
+    `solray start` or the Cluster helper record their token, readable only by
+    their user)."""
+    registry = None
+    if address == "auto":
+        registry = find_session(temp_dir)
+        address = registry[0]["control_address"]
+    else:
+        transport.parse_address(address)  # validates the form
+    if os.environ.get(TOKEN_ENV):
+        return address, bytes.fromhex(os.environ[TOKEN_ENV])
+    if os.environ.get(TOKEN_FILE_ENV):
+        with open(os.environ[TOKEN_FILE_ENV]) as f:
+            return address, bytes.fromhex(f.read().strip())
+    if registry is None:
+        registry = _session_for(address, temp_dir)
+    if registry is None:
+        raise ConnectionError(
+            f"No token for the cluster at {address}: set SOLRAY_TOKEN (or SOLRAY_TOKEN_FILE) "
+            "to the token `solray start --head` printed."
+        )
+    return address, registry[1]
+
+
+def _session_for(control_address: str, temp_dir: str | None) -> tuple[dict, bytes] | None:
+    root = sessions_root(temp_dir)
+    if not os.path.isdir(root):
+        return None
+    for name in os.listdir(root):
+        path = os.path.join(root, name, "cluster.json")
+        try:
+            with open(path) as f:
+                info = json.load(f)
+            if info.get("control_address") == control_address:
+                with open(os.path.join(root, name, "token")) as f:
+                    return info, bytes.fromhex(f.read().strip())
+        except (OSError, ValueError):
+            continue
+    return None
 
 
 def shm_dir(session_dir: str, node_id: str) -> str:
@@ -194,25 +244,113 @@ class ServiceProcess:
     name: str
     popen: subprocess.Popen
     address: str
+    node_id: str | None = None
 
 
-@dataclass
-class LocalCluster:
-    """The processes `init()` started, and how to stop them."""
+class Launcher:
+    """Starts a cluster's processes and stops them.
 
-    token: bytes
-    session_dir: str
-    control_address: str
-    node_address: str
-    processes: list[ServiceProcess] = field(default_factory=list)
-    lifeline_w: int | None = None
+    As children (init(), the Cluster helper): every process holds the read end
+    of a lifeline pipe this launcher writes, so they all stop when the
+    launching process dies. As daemons (`solray start`): a new session each,
+    output to log files in the session directory, stopped by `solray stop`.
+    """
+
+    def __init__(
+        self, session_dir: str, token: bytes, daemon: bool = False, log_level: str = "WARNING"
+    ):
+        self.session_dir = session_dir
+        self.token = token
+        self.daemon = daemon
+        self.log_level = log_level
+        self.processes: list[ServiceProcess] = []
+        self.env = dict(os.environ, **{TOKEN_ENV: token.hex()})
+        self._lifeline_r: int | None = None
+        self._lifeline_w: int | None = None
+        if not daemon:
+            self._lifeline_r, self._lifeline_w = os.pipe()
+            os.set_inheritable(self._lifeline_r, True)
+        started_sessions.append(os.path.basename(session_dir))
+
+    def start_control_store(self, host: str = "127.0.0.1", port: int = 0) -> ServiceProcess:
+        return self._start("control store", "solray._private.control_store", host, port, [])
+
+    def start_node(
+        self, control_address: str, node_args: list[str], host: str = "127.0.0.1", port: int = 0
+    ) -> ServiceProcess:
+        node_id = random_node_id()
+        proc = self._start(
+            "node",
+            "solray._private.node",
+            host,
+            port,
+            [
+                "--control-address",
+                control_address,
+                "--session-dir",
+                self.session_dir,
+                "--node-ip-address",
+                host,
+                "--node-id",
+                node_id,
+                *node_args,
+            ],
+        )
+        proc.node_id = node_id
+        return proc
+
+    def _start(self, name: str, module: str, host: str, port: int, extra: list[str]):
+        sock = transport.bind_socket(host, port)
+        try:
+            fd = sock.fileno()
+            os.set_inheritable(fd, True)
+            args = ["--listen-fd", str(fd), "--log-level", self.log_level, *extra]
+            pass_fds: tuple = (fd,)
+            if self._lifeline_r is not None:
+                args += ["--lifeline-fd", str(self._lifeline_r)]
+                pass_fds += (self._lifeline_r,)
+            log = None
+            if self.daemon:
+                log = open(
+                    os.path.join(
+                        self.session_dir, f"{module.rsplit('.', 1)[-1]}_{len(self.processes)}.log"
+                    ),
+                    "ab",
+                )
+            try:
+                popen = subprocess.Popen(
+                    [sys.executable, "-m", module, *args],
+                    env=self.env,
+                    pass_fds=pass_fds,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=log,
+                    close_fds=True,
+                    start_new_session=self.daemon,
+                )
+            finally:
+                if log is not None:
+                    log.close()
+            proc = ServiceProcess(name, popen, transport.socket_address(sock))
+            self.processes.append(proc)
+            return proc
+        finally:
+            sock.close()
+
+    def kill(self, proc: ServiceProcess) -> None:
+        """End one process at once, as a machine loss would (its node's store
+        directory is removed by stop())."""
+        if proc.popen.poll() is None:
+            proc.popen.kill()
+        proc.popen.wait()
 
     def stop(self, timeout: float = 10.0) -> None:
-        if self.lifeline_w is not None:
-            os.close(self.lifeline_w)
-            self.lifeline_w = None
-        # The node first: it stops its workers and removes the store.
-        for proc in self.processes:
+        if self._lifeline_w is not None:
+            os.close(self._lifeline_w)
+            os.close(self._lifeline_r)
+            self._lifeline_w = self._lifeline_r = None
+        # Nodes first: each stops its workers and removes its store.
+        for proc in sorted(self.processes, key=lambda p: p.name != "node"):
             if proc.popen.poll() is None:
                 proc.popen.terminate()
         for proc in self.processes:
@@ -222,79 +360,32 @@ class LocalCluster:
                 logger.warning("%s did not stop in %.0fs; killing it", proc.name, timeout)
                 proc.popen.kill()
                 proc.popen.wait()
-        # The node removes its store when it stops; if it was killed, we do.
+        # A node removes its store when it stops; if it was killed, we do.
         remove_session_shm(self.session_dir)
 
 
-def _spawn(module: str, args: list[str], env: dict, pass_fds: tuple) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", module, *args],
-        env=env,
-        pass_fds=pass_fds,
-        stdin=subprocess.DEVNULL,
-        close_fds=True,
-    )
+def random_node_id() -> str:
+    return os.urandom(28).hex()
+
+
+def new_session_dir(temp_dir: str | None = None) -> str:
+    root = sessions_root(temp_dir)
+    os.makedirs(root, exist_ok=True)
+    return tempfile.mkdtemp(prefix=time.strftime("session_%Y-%m-%d_%H-%M-%S_"), dir=root)
 
 
 def start_local_cluster(
-    session_dir: str,
-    node_args: list[str],
-    host: str = "127.0.0.1",
-    log_level: str = "WARNING",
-) -> LocalCluster:
+    session_dir: str, node_args: list[str], host: str = "127.0.0.1", log_level: str = "WARNING"
+) -> tuple[Launcher, str, str]:
+    """A control store and a head node as children: (launcher, control
+    address, node address). Both start in parallel: the node dials the control
+    store's already-bound socket while it is still starting."""
     sweep_stale_shm()
-    started_sessions.append(os.path.basename(session_dir))
-    token = os.urandom(32)
-    env = dict(os.environ, **{TOKEN_ENV: token.hex()})
-    control_sock = transport.bind_socket(host, 0)
-    node_sock = transport.bind_socket(host, 0)
-    lifeline_r, lifeline_w = os.pipe()
-    os.set_inheritable(lifeline_r, True)
-    cluster = LocalCluster(
-        token=token,
-        session_dir=session_dir,
-        control_address=transport.socket_address(control_sock),
-        node_address=transport.socket_address(node_sock),
-        lifeline_w=lifeline_w,
-    )
+    launcher = Launcher(session_dir, os.urandom(32), log_level=log_level)
     try:
-        for name, module, sock, extra in (
-            (
-                "node",
-                "solray._private.node",
-                node_sock,
-                [
-                    "--control-address",
-                    cluster.control_address,
-                    "--session-dir",
-                    session_dir,
-                    *node_args,
-                ],
-            ),
-            ("control store", "solray._private.control_store", control_sock, []),
-        ):
-            fd = sock.fileno()
-            os.set_inheritable(fd, True)
-            popen = _spawn(
-                module,
-                [
-                    "--listen-fd",
-                    str(fd),
-                    "--lifeline-fd",
-                    str(lifeline_r),
-                    "--log-level",
-                    log_level,
-                    *extra,
-                ],
-                env,
-                (fd, lifeline_r),
-            )
-            cluster.processes.append(ServiceProcess(name, popen, transport.socket_address(sock)))
+        control = launcher.start_control_store(host)
+        node = launcher.start_node(control.address, ["--head", *node_args], host)
     except BaseException:
-        cluster.stop()
+        launcher.stop()
         raise
-    finally:
-        os.close(lifeline_r)
-        control_sock.close()
-        node_sock.close()
-    return cluster
+    return launcher, control.address, node.address

@@ -14,15 +14,13 @@ import math
 import os
 import shutil
 import sys
-import tempfile
-import time
 import uuid
 from typing import Any
 
 import msgpack
 
 from solray import exceptions
-from solray._private import context, ids, services
+from solray._private import context, ids, services, transport
 from solray._private.core_worker import CoreWorker
 from solray._private.protocol import Msg
 from solray.object_ref import ObjectRef
@@ -30,7 +28,7 @@ from solray.object_ref_generator import ObjectRefGenerator
 
 logger = logging.getLogger(__name__)
 
-_cluster: services.LocalCluster | None = None
+_cluster: services.Launcher | None = None  # the cluster init() started, if it did
 _namespace: str | None = None
 _atexit_registered = False
 
@@ -100,18 +98,70 @@ def init(
     _validate_init_resources(num_cpus, num_gpus, resources, object_store_memory)
     address = address or os.environ.get("SOLRAY_ADDRESS")
     if address is not None:
-        raise ConnectionError(
-            f"Cannot connect to a running cluster at {address!r}: joining an existing "
-            "cluster (`solray start`) is not available in this version of solray. Call "
-            "solray.init() without an address to start a local cluster."
+        if num_cpus is not None or num_gpus is not None or resources or object_store_memory:
+            raise ValueError(
+                "When connecting to an existing cluster, num_cpus, num_gpus, resources and "
+                "object_store_memory must not be given: the cluster's nodes have theirs."
+            )
+        control_address, token = services.resolve_cluster(address, _temp_dir)
+        cw = CoreWorker(is_driver=True, token=token, control_address=control_address)
+        launcher = None
+    else:
+        launcher, control_address, node_address = _start_cluster(
+            num_cpus, num_gpus, resources, object_store_memory, kwargs, logging_level, _temp_dir
         )
-    level = logging.getLevelName(logging_level) if isinstance(logging_level, int) else logging_level
-    session_root = services.sessions_root(_temp_dir)
-    os.makedirs(session_root, exist_ok=True)
-    session_dir = tempfile.mkdtemp(
-        prefix=time.strftime("session_%Y-%m-%d_%H-%M-%S_"), dir=session_root
+        cw = CoreWorker(is_driver=True, token=launcher.token, node_address=node_address)
+    try:
+        cw.start()
+    except BaseException as e:
+        cw.shutdown()  # its I/O thread and sockets are already running
+        if launcher is not None:
+            launcher.stop()
+            shutil.rmtree(launcher.session_dir, ignore_errors=True)
+        if isinstance(e, transport.ConnectionLost) and launcher is None:
+            raise ConnectionError(
+                f"Could not connect to the cluster at {address!r}: it closed the connection "
+                "during authentication. Is the cluster token right? (SOLRAY_TOKEN, "
+                "SOLRAY_TOKEN_FILE, or the token file `solray start` printed)"
+            ) from None
+        raise
+    if launcher is not None:
+        services.write_session_file(
+            launcher.session_dir, node_address, control_address, launcher.token
+        )
+    cw.print_logs = log_to_driver
+    _cluster = launcher
+    _namespace = namespace or f"anonymous_{uuid.uuid4().hex[:12]}"
+    cw.namespace = _namespace
+    context.core_worker = cw
+    cw.on_node_lost = _on_node_lost
+    job_info = {"sys_path": [p for p in sys.path if p], "cwd": os.getcwd(), "namespace": _namespace}
+    cw.request(
+        "control", Msg.KV_PUT, {"ns": "job", "key": cw.job_bytes.hex()}, [msgpack.packb(job_info)]
     )
-    node_args = ["--head"]
+    if not _atexit_registered:
+        atexit.register(shutdown)
+        _atexit_registered = True
+    return RayContext(_context_info())
+
+
+def _start_cluster(
+    num_cpus, num_gpus, resources, object_store_memory, kwargs, logging_level, temp_dir
+):
+    level = logging.getLevelName(logging_level) if isinstance(logging_level, int) else logging_level
+    node_args = node_arguments(
+        num_cpus, num_gpus, resources, object_store_memory, kwargs.get("_system_config") or {}
+    )
+    return services.start_local_cluster(
+        services.new_session_dir(temp_dir), node_args, log_level=str(level)
+    )
+
+
+def node_arguments(
+    num_cpus, num_gpus, resources, object_store_memory, system_config: dict
+) -> list[str]:
+    """The node command line for init()-style resource arguments."""
+    node_args = []
     if num_cpus is not None:
         node_args += ["--num-cpus", str(num_cpus)]
     if num_gpus:
@@ -120,7 +170,6 @@ def init(
         node_args += ["--resources", json.dumps(resources)]
     if object_store_memory:
         node_args += ["--object-store-memory", str(int(object_store_memory))]
-    system_config = kwargs.get("_system_config") or {}
     spill_dir = _spill_directory(system_config)
     if spill_dir:
         node_args += ["--spill-dir", spill_dir]
@@ -134,32 +183,9 @@ def init(
             "--memory-monitor-refresh-ms",
             str(int(system_config["memory_monitor_refresh_ms"])),
         ]
-    cluster = services.start_local_cluster(session_dir, node_args, log_level=str(level))
-    cw = CoreWorker(is_driver=True, token=cluster.token, node_address=cluster.node_address)
-    try:
-        cw.start()
-    except BaseException:
-        cw.shutdown()  # its I/O thread and sockets are already running
-        cluster.stop()
-        shutil.rmtree(session_dir, ignore_errors=True)
-        raise
-    cw.print_logs = log_to_driver
-    _cluster = cluster
-    services.write_session_file(
-        session_dir, cluster.node_address, cluster.control_address, cluster.token
-    )
-    _namespace = namespace or f"anonymous_{uuid.uuid4().hex[:12]}"
-    cw.namespace = _namespace
-    context.core_worker = cw
-    cw.on_node_lost = _on_node_lost
-    job_info = {"sys_path": [p for p in sys.path if p], "cwd": os.getcwd(), "namespace": _namespace}
-    cw.request(
-        "control", Msg.KV_PUT, {"ns": "job", "key": cw.job_bytes.hex()}, [msgpack.packb(job_info)]
-    )
-    if not _atexit_registered:
-        atexit.register(shutdown)
-        _atexit_registered = True
-    return RayContext(_context_info())
+    if "heartbeat_timeout_s" in system_config:
+        node_args += ["--heartbeat-timeout-s", str(float(system_config["heartbeat_timeout_s"]))]
+    return node_args
 
 
 def _spill_directory(system_config: dict) -> str | None:
@@ -252,10 +278,10 @@ def shutdown(_exiting_interpreter: bool = False) -> None:
         return
     context.core_worker = None
     cw.shutdown()
-    cluster, _cluster = _cluster, None
-    if cluster is not None:
-        cluster.stop()
-        shutil.rmtree(cluster.session_dir, ignore_errors=True)
+    launcher, _cluster = _cluster, None
+    if launcher is not None:
+        launcher.stop()
+        shutil.rmtree(launcher.session_dir, ignore_errors=True)
 
 
 def get(object_refs, *, timeout: float | None = None):
