@@ -27,6 +27,7 @@ class ControlStore:
     def __init__(self, token: bytes):
         self.token = token
         self.nodes: dict[str, dict] = {}
+        self.node_conns: dict[str, transport.Connection] = {}
         self.next_job = 1
         self.kv: dict[tuple[str, str], bytes] = {}
         self.subscribers: dict[str, set[transport.Connection]] = {}
@@ -48,23 +49,43 @@ class ControlStore:
     def on_close(self, conn: transport.Connection) -> None:
         for subs in self.subscribers.values():
             subs.discard(conn)
-        self.actors.on_connection_closed(conn)
         node_id = conn.peer.get("node_id")
-        if node_id and node_id in self.nodes:
+        if node_id and node_id in self.nodes and self.nodes[node_id]["alive"]:
             info = self.nodes[node_id]
             info["alive"] = False
             info["end_time"] = time.time()
             info["resources_available"] = {}
-            logger.info("node %s left the cluster", node_id)
-            self.publish("node_removed", {"node_id": node_id})
+            logger.warning("node %s (%s) left the cluster", node_id, info["address"])
+            self.publish("node_removed", {"node_id": node_id, "address": info["address"]})
+        self.actors.on_connection_closed(conn)
+
+    async def watch_heartbeats(self, timeout_s: float) -> None:
+        """A node that stops reporting (hung, or cut off by the network) is
+        declared dead after `timeout_s`; closing its connection makes it stop
+        itself, should it come back."""
+        while True:
+            await asyncio.sleep(min(1.0, timeout_s / 4))
+            now = time.monotonic()
+            for conn in list(self.node_conns.values()):
+                if now - conn.peer.get("last_seen", now) > timeout_s:
+                    logger.warning(
+                        "node %s missed heartbeats for %.1fs: declaring it dead",
+                        conn.peer.get("node_id"),
+                        timeout_s,
+                    )
+                    self.on_close(conn)
+                    conn.close()
 
     def register_node(self, conn, rid, body, bufs) -> None:
         node_id = body["node_id"]
         conn.peer["node_id"] = node_id
+        conn.peer["last_seen"] = time.monotonic()
+        self.node_conns[node_id] = conn
+        conn.add_close_callback(lambda c: self.node_conns.pop(node_id, None))
         info = dict(body, alive=True, start_time=time.time())
         info["resources_available"] = dict(body["resources_total"])
         self.nodes[node_id] = info
-        self.publish("node_added", {"node_id": node_id})
+        self.publish("node_added", info)
         conn.reply(rid, True)
         self.actors.on_node_added()
 
@@ -75,9 +96,15 @@ class ControlStore:
         conn.reply(rid, {"job": job})
 
     def node_resources(self, conn, rid, body, bufs) -> None:
+        """Resources a node has free; also its heartbeat."""
+        conn.peer["last_seen"] = time.monotonic()
         info = self.nodes.get(body["node_id"])
         if info is not None and info["alive"]:
-            info["resources_available"] = body["available"]
+            if info["resources_available"] != body["available"]:
+                info["resources_available"] = body["available"]
+                self.publish(
+                    "resources", {"node_id": body["node_id"], "available": body["available"]}
+                )
         conn.reply(rid, True)
 
     def get_nodes(self, conn, rid, body, bufs) -> None:
@@ -125,14 +152,24 @@ async def serve(args) -> None:
     store = ControlStore(token)
     sock = services.listening_socket(args)
     server = await transport.serve(sock, token, store.handlers, on_close=store.on_close)
+    heartbeats = asyncio.get_running_loop().create_task(
+        store.watch_heartbeats(args.heartbeat_timeout_s)
+    )
     logger.info("control store listening on %s", transport.socket_address(sock))
     await services.wait_for_stop(args)
+    heartbeats.cancel()
     server.close()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="solray control store")
     services.add_service_arguments(parser)
+    parser.add_argument(
+        "--heartbeat-timeout-s",
+        type=float,
+        default=10.0,
+        help="declare a node dead after this long without a report",
+    )
     args = parser.parse_args()
     services.setup_process("control_store", args)
     asyncio.run(serve(args))

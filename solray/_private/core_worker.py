@@ -85,7 +85,7 @@ class CoreWorker:
         self._peers: dict[str, asyncio.Task] = {}
         self._inbound: set[transport.Connection] = set()
         self._fetching: set[bytes] = set()
-        self._store_frees: list[bytes] = []
+        self._store_frees: dict[str, list[bytes]] = {}  # node -> ids to free there
         self._unpins: list[bytes] = []
         self._arena: ArenaMapping | None = None
         self._future_pool: concurrent.futures.ThreadPoolExecutor | None = None
@@ -108,6 +108,7 @@ class CoreWorker:
         self._unregister: dict[str, list[bytes]] = {}  # owner -> ids to unregister
         self._tls = threading.local()  # per thread: refs deserialized, not registered yet
         self._creation_refs: list = []  # actor constructor arguments, kept for restarts
+        self.lineage: dict[bytes, PendingTask] = {}  # stored task result -> its task
         self._handoff_waits: dict[bytes, list] = {}  # task -> borrow registrations pending
         # SOLRAY_RECORD_REF_CREATION_SITES=1: where each owned object was made.
         self.record_call_sites = os.environ.get("SOLRAY_RECORD_REF_CREATION_SITES") == "1"
@@ -281,7 +282,11 @@ class CoreWorker:
                 transport.connect(
                     address,
                     self.token,
-                    {Msg.GENERATOR_ITEM: self.on_generator_item},
+                    {
+                        Msg.GENERATOR_ITEM: self.on_generator_item,
+                        Msg.LEASE_INFEASIBLE: self.submitter.on_infeasible,
+                        Msg.WORKER_OOM_KILLED: self.submitter.on_oom_killed,
+                    },
                     on_close=forget,
                     timeout=10,
                 )
@@ -313,6 +318,7 @@ class CoreWorker:
             retry_exceptions=options["retry_exceptions"],
             job=self.job,
             contained=contained,
+            strategy=options.get("scheduling_strategy"),
         )
         result = self._prepare_returns(task, options.get("_generator_backpressure_num_objects"))
         self.post(self.submitter.submit, task)
@@ -551,7 +557,10 @@ class CoreWorker:
         if isinstance(entry, Inline):
             obj = entry.obj
         elif isinstance(entry, InStore):
-            obj = self._read_from_store(object_id, entry)
+            try:
+                obj = self._read_from_store(object_id, entry)
+            except _Lost:
+                return self._recover(object_id)
         else:
             raise exceptions.ObjectLostError(object_id.hex())
         value = serialization.deserialize(obj)
@@ -561,12 +570,24 @@ class CoreWorker:
         return value
 
     def _read_from_store(self, object_id: bytes, entry: InStore) -> SerializedObject:
-        reply = self.request("node", Msg.STORE_PIN, {"id": object_id})
+        """Pin the object in this node's store (pulling it from the node that
+        has it, if that is another) and view it in place."""
+        if entry.node == self.node_address:
+            reply = self.request("node", Msg.STORE_PIN, {"id": object_id})
+        else:
+            owner = self.address if self.refs.owns(object_id) else self._borrowed.get(object_id)
+            reply = self.request(
+                "node",
+                Msg.STORE_PULL,
+                {
+                    "id": object_id,
+                    "from": entry.node,
+                    "size": entry.size,
+                    "owner": owner or "",
+                },
+            )
         if reply is None:
-            owner = self._borrowed.get(object_id)
-            if owner is not None and not self._reachable(owner):
-                raise exceptions.OwnerDiedError(object_id.hex(), owner)
-            raise exceptions.ObjectLostError(object_id.hex(), owner or self.address)
+            raise _Lost(object_id)
         if "error" in reply:
             raise getattr(exceptions, reply["error"], exceptions.ObjectStoreFullError)(
                 reply["message"]
@@ -575,6 +596,50 @@ class CoreWorker:
             reply["offset"], reply["size"], partial(self._unpin_later, object_id)
         )
         return SerializedObject.read_from(view)
+
+    def _recover(self, object_id: bytes):
+        """User thread: the only copy of an object is gone. Ours and made by a
+        task: run the task again (lineage), within its retries, and read the
+        new value. Otherwise say why it cannot be had."""
+        if self.refs.owns(object_id):
+            task = self.lineage.get(object_id)
+            if task is None:
+                raise exceptions.ObjectLostError(object_id.hex(), self.address)
+            self.memory_store.delete(object_id)
+            self.post(self._reconstruct, object_id)
+            self.wait_for_ids([object_id], 1, None)
+            return self._materialize(object_id, self.memory_store.get(object_id))
+        owner = self._borrowed.get(object_id)
+        if owner is not None and not self._reachable(owner):
+            raise exceptions.OwnerDiedError(object_id.hex(), owner)
+        raise exceptions.ObjectLostError(object_id.hex(), owner or "")
+
+    def _reconstruct(self, object_id: bytes) -> None:
+        """Loop thread: resubmit the task that made a lost object."""
+        task = self.lineage.get(object_id)
+        if task is None or task.task_id in self.tasks:
+            return  # already being re-run for another of its returns
+        if task.max_retries != -1 and task.attempt >= task.max_retries:
+            error = exceptions.ObjectReconstructionFailedMaxAttemptsExceededError(
+                object_id.hex(), self.address
+            )
+            self.memory_store.put(object_id, error_entry(error))
+            return
+        task.attempt += 1
+        task.resolved = task.cancelled = False
+        task.running_on = task.dep_error = None
+        for return_id in task.return_ids:
+            if return_id != object_id:
+                self.memory_store.delete(return_id)
+        self.tasks[task.task_id] = task
+        self.submitter.submit(task)
+
+    async def find_node(self, node_id: str) -> dict | None:
+        """Loop thread: an alive node's info, by id (hex)."""
+        for info in await self.control.request(Msg.GET_NODES):
+            if info["node_id"] == node_id and info["alive"]:
+                return info
+        return None
 
     def _reachable(self, address: str) -> bool:
         """User thread: whether a core worker still answers at `address`."""
@@ -601,9 +666,18 @@ class CoreWorker:
         if self._unpins:
             unpins, self._unpins = self._unpins, []
             self.node.send(Msg.STORE_UNPIN, {"ids": unpins})
-        if self._store_frees:
-            frees, self._store_frees = self._store_frees, []
-            self.node.send(Msg.STORE_FREE, {"ids": frees})
+        frees, self._store_frees = self._store_frees, {}
+        for node, object_ids in frees.items():
+            if node == self.node_address:
+                self.node.send(Msg.STORE_FREE, {"ids": object_ids})
+            else:
+                self.loop.create_task(self._send_to(node, Msg.STORE_FREE, {"ids": object_ids}))
+
+    async def _send_to(self, address: str, msg: Msg, body) -> None:
+        try:
+            (await self.peer(address)).send(msg, body)
+        except (OSError, TimeoutError, transport.ConnectionLost):
+            pass  # that node is gone, and what it held with it
 
     def value_future(self, ref: ObjectRef) -> concurrent.futures.Future:
         future: concurrent.futures.Future = concurrent.futures.Future()
@@ -635,7 +709,7 @@ class CoreWorker:
         stream = self.streams.get(task_id)
         if stream is None or index < stream.received:
             if isinstance(entry, InStore):  # nobody will read it
-                self.free_in_store(ids.return_object_id(task_id, index))
+                self.free_in_store(ids.return_object_id(task_id, index), entry.node)
             return
         stream.received = index + 1
         object_id = ids.return_object_id(task_id, index)
@@ -684,7 +758,7 @@ class CoreWorker:
             if self.refs.release_unreferenced(object_id):
                 entry = self.memory_store.delete(object_id)
                 if isinstance(entry, InStore):
-                    self.free_in_store(object_id)
+                    self.free_in_store(object_id, entry.node)
         self.memory_store.delete(ids.return_object_id(task_id, stream.received))
 
     # -- cancellation --------------------------------------------------------
@@ -772,8 +846,9 @@ class CoreWorker:
         self.call_sites.pop(object_id, None)
         if self.shutting_down:
             return
+        self.lineage.pop(object_id, None)
         if owned and isinstance(entry, InStore):
-            self.free_in_store(object_id)
+            self.free_in_store(object_id, entry.node)
         owner = self._borrowed.pop(object_id, None)
         if owner is not None:
             batch = self._unregister.setdefault(owner, [])
@@ -894,9 +969,12 @@ class CoreWorker:
         for task_id in conn.peer.get("handoffs", ()):
             self.handoffs.pop(task_id, None)
 
-    def free_in_store(self, object_id: bytes) -> None:
-        self._store_frees.append(object_id)
-        if len(self._store_frees) == 1:
+    def free_in_store(self, object_id: bytes, node: str) -> None:
+        """Free an object in the store of the node holding it (which frees
+        the copies other nodes pulled)."""
+        batch = self._store_frees.setdefault(node, [])
+        batch.append(object_id)
+        if len(batch) == 1:
             self.post(self._flush_store_messages)
 
     # -- the state API -----------------------------------------------------
@@ -964,6 +1042,10 @@ class CoreWorker:
                 stream.flush()
             except Exception:
                 pass
+
+
+class _Lost(Exception):
+    """No node has this object any more."""
 
 
 def pick_local_node(nodes: list[dict], ip: str) -> str:

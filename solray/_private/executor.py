@@ -280,7 +280,7 @@ class Executor:
     def _discard(self, ctx: TaskContext, heads: list) -> None:
         for index, head in enumerate(heads):
             if head[0] == "s":
-                self.cw.free_in_store(ids.return_object_id(ctx.task_id, index))
+                self.cw.free_in_store(ids.return_object_id(ctx.task_id, index), head[1])
 
     def _dynamic(self, ctx: TaskContext, values):
         """Values are items 1..k; item 0 is the DynamicObjectRefGenerator that

@@ -44,6 +44,9 @@ from solray.exceptions import ObjectStoreFullError, OutOfDiskError
 logger = logging.getLogger("solray.node")
 
 IDLE_WORKER_TTL_S = 10.0
+HEARTBEAT_INTERVAL_S = 1.0
+PULL_CHUNK = 8 * 1024 * 1024
+PULL_PARALLEL_CHUNKS = 4
 # Worker output lines up to this long reach the driver whole; longer ones
 # are dropped (asyncio's default limit, 64 KiB, dropped ordinary long lines).
 MAX_OUTPUT_LINE = 8 * 1024 * 1024
@@ -76,6 +79,20 @@ class LeaseRequest:
     rid: int
     resources: dict
     for_actor: bool = False
+    strategy: str = "DEFAULT"
+    stay: bool = False  # pinned here (node affinity) or already spilled once
+
+
+def _fits(need: dict, have: dict) -> bool:
+    return all(v <= have.get(k, 0.0) + 1e-9 for k, v in need.items() if v > 0)
+
+
+def _free_cpu(info: dict, node) -> float:
+    available = (
+        node.resources.available if info["node_id"] == node.node_id else info["resources_available"]
+    )
+    total = info["resources_total"].get("CPU", 0.0) or 1.0
+    return available.get("CPU", 0.0) / total
 
 
 class Node:
@@ -117,6 +134,10 @@ class Node:
         self.next_lease = 1
         self.pending: deque[LeaseRequest] = deque()
         self.warned_infeasible: set = set()
+        self.cluster: dict[str, dict] = {}  # node id -> info, from the control store
+        self._spread_turn = 0
+        self._peers: dict[str, asyncio.Task] = {}  # other nodes, by address
+        self._pulls: dict[bytes, asyncio.Task] = {}  # objects being pulled here
         self.control: transport.Connection | None = None
         self.server = None  # serving starts once the node is registered
         self.address: str | None = None
@@ -138,6 +159,8 @@ class Node:
             Msg.STORE_FREE: self.store_free,
             Msg.STORE_STATS: self.store_stats,
             Msg.LIST_OBJECTS: self.list_objects,
+            Msg.STORE_PULL: self.store_pull,
+            Msg.FETCH_CHUNK: self.fetch_chunk,
         }
 
     # -- lifecycle ---------------------------------------------------------
@@ -145,20 +168,52 @@ class Node:
     async def start(self, sock) -> None:
         self.address = transport.socket_address(sock)
         self.control = await transport.connect(
-            self.control_address, self.token, on_close=self._control_lost
+            self.control_address,
+            self.token,
+            {Msg.PUBLISHED: self.on_published},
+            on_close=self._control_lost,
         )
         # Warm the pool while registering: the first task should find a worker.
         for _ in range(min(self.soft_worker_limit, os.cpu_count() or 1)):
             self._start_worker()
         await self.control.request(Msg.REGISTER_NODE, self.info())
+        self.cluster = {n["node_id"]: n for n in await self.control.request(Msg.GET_NODES)}
+        await self.control.request(
+            Msg.SUBSCRIBE, ["resources", "node_added", "node_removed", "owner_died"]
+        )
         # Serve (the driver's NODE_INFO) only once registered, so that nodes()
         # and cluster_resources() right after init() see this node. The socket
         # is already listening: early connections wait in its backlog.
         self.server = await transport.serve(sock, self.token, self.handlers, on_close=self.on_close)
         loop = asyncio.get_running_loop()
         self._reaper = loop.create_task(self._reap_idle_workers())
+        self._heartbeat = loop.create_task(self._send_heartbeats())
         if self.memory_refresh_s > 0:
             self._memory_monitor = loop.create_task(self._watch_memory())
+
+    async def _send_heartbeats(self) -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT_INTERVAL_S)
+            self._report_resources()
+
+    def on_published(self, conn, rid, body, bufs) -> None:
+        """The cluster view: other nodes' resources, arrivals, departures, and
+        owners that died (their objects here are freed)."""
+        channel, data = body["channel"], body["data"]
+        if channel == "resources":
+            info = self.cluster.get(data["node_id"])
+            if info is not None:
+                info["resources_available"] = data["available"]
+                self._try_grant()  # a queued request may now fit elsewhere
+        elif channel == "node_added":
+            self.cluster[data["node_id"]] = data
+            self._try_grant()
+        elif channel == "node_removed":
+            info = self.cluster.get(data["node_id"])
+            if info is not None:
+                info["alive"] = False
+        elif channel == "owner_died":
+            self.store.drop_owner(data["address"])
 
     def _control_lost(self, conn) -> None:
         if not self._stopping:
@@ -274,15 +329,33 @@ class Node:
         _kill(worker.process)
 
     async def _reap_idle_workers(self) -> None:
+        """Idle workers beyond the pool's size go after IDLE_WORKER_TTL_S, except
+        ones that still own objects someone references: those objects
+        fate-share with their owner, so killing it would lose them (as in Ray,
+        where such a worker refuses to exit)."""
         while True:
             await asyncio.sleep(1.0)
             now = time.monotonic()
-            while (
-                len(self.idle) > 0
-                and len(self.workers) > self.soft_worker_limit
-                and now - self.idle[0].idle_since > IDLE_WORKER_TTL_S
-            ):
-                self._worker_gone(self.idle.popleft())
+            for worker in list(self.idle):
+                if (
+                    len(self.workers) <= self.soft_worker_limit
+                    or now - worker.idle_since <= IDLE_WORKER_TTL_S
+                ):
+                    break
+                idle_since = worker.idle_since
+                if await self._owns_objects(worker):
+                    continue
+                if worker in self.idle and worker.idle_since == idle_since:
+                    self._worker_gone(worker)
+
+    async def _owns_objects(self, worker: WorkerProcess) -> bool:
+        if worker.conn is None or worker.conn.closed:
+            return False
+        try:
+            rows = await asyncio.wait_for(worker.conn.request(Msg.OBJECT_REPORT), 5)
+        except Exception:
+            return False
+        return any(row.get("is_owner") for row in rows or ())
 
     async def _watch_memory(self) -> None:
         """Above the memory threshold, kill the worker of the most recently
@@ -339,7 +412,18 @@ class Node:
 
     def request_lease(self, conn, rid, body, bufs) -> None:
         request = LeaseRequest(conn, rid, body["resources"], body.get("actor", False))
+        request.strategy = body.get("strategy", "DEFAULT")
+        request.stay = body.get("hard", False) or body.get("spilled", False)
+        target = self._better_node(request)
+        if target is not None:
+            conn.reply(
+                rid, {"spillback": {"address": target["address"], "node_id": target["node_id"]}}
+            )
+            return
         if not self.resources.feasible(request.resources):
+            if request.stay and body.get("hard"):
+                conn.reply(rid, {"infeasible": True, "total": self.resources.total})
+                return
             shape = tuple(sorted(request.resources.items()))
             conn.send(
                 Msg.LEASE_INFEASIBLE,
@@ -353,6 +437,44 @@ class Node:
         self.pending.append(request)
         self._try_grant()
 
+    def _better_node(self, request: LeaseRequest) -> dict | None:
+        """Where else a request should go (spillback), or None to keep it.
+
+        SPREAD: the feasible node with the most free CPU, ties broken by
+        rotating. DEFAULT: here if it fits now; else a node where it fits now;
+        else here if it could ever fit here; else any node where it could."""
+        if request.stay:
+            return None
+        others = [n for n in self.cluster.values() if n["alive"] and n["node_id"] != self.node_id]
+        if not others:
+            return None
+        need = request.resources
+        if request.strategy == "SPREAD":
+            candidates = [n for n in others if _fits(need, n["resources_total"])]
+            if self.resources.feasible(need):
+                candidates.append(self.info())
+            if not candidates:
+                return None
+            self._spread_turn += 1
+            best = max(
+                range(len(candidates)),
+                key=lambda i: (
+                    _free_cpu(candidates[i], self),
+                    -((i - self._spread_turn) % len(candidates)),
+                ),
+            )
+            chosen = candidates[best]
+            return None if chosen["node_id"] == self.node_id else chosen
+        if self.resources.fits(need):
+            return None
+        free_now = [n for n in others if _fits(need, n["resources_available"])]
+        if free_now:
+            return max(free_now, key=lambda n: n["resources_available"].get("CPU", 0.0))
+        if self.resources.feasible(need):
+            return None
+        feasible = [n for n in others if _fits(need, n["resources_total"])]
+        return feasible[0] if feasible else None
+
     def _try_grant(self) -> None:
         if self._stopping:
             return
@@ -363,7 +485,14 @@ class Node:
             if req.conn.closed:
                 continue
             if not self.resources.fits(req.resources):
-                remaining.append(req)
+                target = self._better_node(req)
+                if target is not None:
+                    req.conn.reply(
+                        req.rid,
+                        {"spillback": {"address": target["address"], "node_id": target["node_id"]}},
+                    )
+                else:
+                    remaining.append(req)
                 continue
             worker = self._take_idle_worker()
             if worker is None:
@@ -450,7 +579,11 @@ class Node:
 
     def on_close(self, conn) -> None:
         self.clients.discard(conn)
-        self.store.drop_client(conn, conn.peer.get("address"))
+        address = conn.peer.get("address")
+        self.store.drop_client(conn, address)
+        if address is not None and self.control is not None and not self._stopping:
+            # Its objects on other nodes go too.
+            self.control.send(Msg.PUBLISH, {"channel": "owner_died", "data": {"address": address}})
         worker = conn.peer.get("worker")
         if worker is not None:
             self._worker_gone(worker)
@@ -510,9 +643,98 @@ class Node:
             self.store.unpin(object_id, conn)
 
     def store_free(self, conn, rid, body, bufs) -> None:
+        forward: dict[str, list[bytes]] = {}
         for object_id in body["ids"]:
-            self.store.free(object_id)
+            for node in self.store.free(object_id):
+                forward.setdefault(node, []).append(object_id)
+        for node, object_ids in forward.items():
+            asyncio.get_running_loop().create_task(
+                self._send_to_node(node, Msg.STORE_FREE, {"ids": object_ids})
+            )
         conn.reply(rid, True)
+
+    # -- object transfer between nodes ---------------------------------------
+
+    async def _node_conn(self, address: str) -> transport.Connection:
+        task = self._peers.get(address)
+        if task is None or (task.done() and (task.exception() or task.result().closed)):
+            task = asyncio.get_running_loop().create_task(
+                transport.connect(address, self.token, timeout=10)
+            )
+            self._peers[address] = task
+        try:
+            return await task
+        except BaseException:
+            if self._peers.get(address) is task:
+                del self._peers[address]
+            raise
+
+    async def _send_to_node(self, address: str, msg: Msg, body) -> None:
+        try:
+            (await self._node_conn(address)).send(msg, body)
+        except (OSError, TimeoutError, transport.ConnectionLost):
+            pass  # that node is gone, and its copies with it
+
+    def store_pull(self, conn, rid, body, bufs) -> None:
+        """Make an object that lives on another node readable here, then pin it
+        for the asker. Each object is pulled once however many ask for it."""
+
+        def answer(obj):
+            conn.reply(rid, None if obj is None else {"offset": obj.offset, "size": obj.size})
+
+        object_id = body["id"]
+        try:
+            existing = self.store.objects.get(object_id)
+            if (existing is None or existing.freed) and object_id not in self._pulls:
+                offset = self.store.create(object_id, body["size"], body["owner"], "pull")
+                self._pulls[object_id] = asyncio.get_running_loop().create_task(
+                    self._pull(object_id, body["from"], offset, body["size"])
+                )
+            self.store.pin(object_id, conn, answer)
+        except (ObjectStoreFullError, OutOfDiskError) as e:
+            conn.reply(rid, {"error": type(e).__name__, "message": str(e)})
+
+    async def _pull(self, object_id: bytes, source: str, offset: int, size: int) -> None:
+        try:
+            conn = await self._node_conn(source)
+            limit = asyncio.Semaphore(PULL_PARALLEL_CHUNKS)
+
+            async def chunk(start: int) -> None:
+                async with limit:
+                    reply, buffers = await conn.request(
+                        Msg.FETCH_CHUNK,
+                        {
+                            "id": object_id,
+                            "start": start,
+                            "length": PULL_CHUNK,
+                            "node": self.address,
+                        },
+                        raw=True,
+                    )
+                if reply is None:
+                    raise LookupError("the object is gone from its node")
+                self.store.write(offset + start, buffers[0])
+
+            await asyncio.gather(*(chunk(start) for start in range(0, size, PULL_CHUNK)))
+            self.store.seal(object_id, "pull")
+        except Exception as e:  # the source node died, or freed the object
+            logger.info("pull of %s from %s failed: %s", object_id.hex(), source, e)
+            self.store.abort(object_id)
+        finally:
+            self._pulls.pop(object_id, None)
+
+    def fetch_chunk(self, conn, rid, body, bufs) -> None:
+        """Serve a piece of a local object to a node pulling a copy."""
+        object_id = body["id"]
+        try:
+            data = self.store.read(object_id, body["start"], body["length"])
+        except (ObjectStoreFullError, OutOfDiskError):
+            data = None
+        if data is None:
+            conn.reply(rid, None)
+            return
+        self.store.objects[object_id].copies.add(body["node"])
+        conn.reply(rid, True, [data])
 
     def store_stats(self, conn, rid, body, bufs) -> None:
         conn.reply(rid, self.store.stats())

@@ -101,6 +101,7 @@ class StoredObject:
     seal_waiters: list = field(default_factory=list)
     spill_path: str | None = None
     last_access: int = 0
+    copies: set = field(default_factory=set)  # nodes that pulled a copy from here
 
 
 class ObjectStore:
@@ -230,7 +231,35 @@ class ObjectStore:
         self._unpin(object_id, obj, client)
         waiters, obj.seal_waiters = obj.seal_waiters, []
         for cb in waiters:
-            cb()
+            cb(obj)
+
+    def abort(self, object_id: bytes) -> None:
+        """An object that will never be sealed (its pull failed): readers
+        waiting for it are told it is not here."""
+        obj = self.objects.get(object_id)
+        if obj is None or obj.sealed:
+            return
+        waiters, obj.seal_waiters = obj.seal_waiters, []
+        obj.freed = True
+        obj.pins.clear()
+        self._maybe_release(object_id, obj)
+        for cb in waiters:
+            cb(None)
+
+    def write(self, offset: int, data) -> None:
+        mv = memoryview(data).cast("B")
+        self._map[offset : offset + mv.nbytes] = mv
+
+    def read(self, object_id: bytes, start: int, length: int) -> bytes | None:
+        """Bytes of a sealed object (restored first if spilled), or None."""
+        obj = self.objects.get(object_id)
+        if obj is None or obj.freed or not obj.sealed:
+            return None
+        if obj.offset is None:
+            self._restore(object_id, obj)
+        self._touch(obj)
+        base = obj.offset + start
+        return bytes(self._map[base : base + min(length, obj.size - start)])
 
     def pin(self, object_id: bytes, client, when_sealed: Callable[[StoredObject | None], None]):
         """Pin for `client` and call `when_sealed(obj)` once it is readable in
@@ -247,7 +276,7 @@ class ObjectStore:
         if obj.sealed:
             when_sealed(obj)
         else:
-            obj.seal_waiters.append(lambda: when_sealed(obj))
+            obj.seal_waiters.append(when_sealed)
 
     def unpin(self, object_id: bytes, client) -> None:
         obj = self.objects.get(object_id)
@@ -262,11 +291,22 @@ class ObjectStore:
             obj.pins[client] = n - 1
         self._maybe_release(object_id, obj)
 
-    def free(self, object_id: bytes) -> None:
+    def free(self, object_id: bytes) -> set:
+        """The owner is done with it; returns the nodes holding copies, which
+        must be told too."""
         obj = self.objects.get(object_id)
-        if obj is not None:
-            obj.freed = True
-            self._maybe_release(object_id, obj)
+        if obj is None:
+            return set()
+        obj.freed = True
+        self._maybe_release(object_id, obj)
+        return obj.copies
+
+    def drop_owner(self, address: str) -> None:
+        """An owner died: its objects go (an object fate-shares with its owner)."""
+        for object_id, obj in list(self.objects.items()):
+            if obj.owner == address:
+                obj.freed = True
+                self._maybe_release(object_id, obj)
 
     def drop_client(self, client, address: str | None) -> None:
         """A client went away: its pins go, objects it was still writing are

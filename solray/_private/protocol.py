@@ -80,6 +80,8 @@ class Msg(IntEnum):
     STORE_STATS = 45
     LIST_OBJECTS = 46
     OBJECT_REPORT = 47
+    STORE_PULL = 48
+    FETCH_CHUNK = 49
 
     # Core worker to core worker (owners, borrowers and executors).
     PUSH_TASK = 60

@@ -83,6 +83,7 @@ class PendingTask:
     cancelled: bool = False
     running_on: object = None  # the connection it was pushed on, while it runs
     contained: list = field(default_factory=list)  # refs nested in its arguments
+    strategy: object = None  # scheduling_strategy
 
     @property
     def name(self) -> str:

@@ -33,6 +33,7 @@ from solray._private import ids, serialization, transport
 from solray._private.memory_store import InStore, error_entry
 from solray._private.protocol import Msg
 from solray._private.task_spec import PendingTask, decode_returns, encode_arguments
+from solray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 logger = logging.getLogger(__name__)
 
@@ -91,17 +92,23 @@ def fail_task(cw, task: PendingTask, entry) -> None:
 def store_returns(cw, task: PendingTask, returns: list) -> None:
     """A task is over: its return values (or errors) become readable, and it
     lets go of its arguments. Values nobody wants any more are freed."""
+    keep_lineage = False
     for object_id, entry in zip(task.return_ids, returns, strict=True):
         if cw.refs.owns(object_id):
             cw.memory_store.put(object_id, entry)
+            if isinstance(entry, InStore) and task.function is not None:
+                # Only its node has it: if that node dies, run the task again.
+                cw.lineage[object_id] = task
+                keep_lineage = True
         elif isinstance(entry, InStore):
-            cw.free_in_store(object_id)
+            cw.free_in_store(object_id, entry.node)
     cw.tasks.pop(task.task_id, None)
     task.running_on = None
-    task.deps = []
-    task.dep_entries = []
-    task.args_ref = None
-    task.contained = []
+    if not keep_lineage:  # else its arguments stay, for a re-run
+        task.deps = []
+        task.dep_entries = []
+        task.args_ref = None
+        task.contained = []
 
 
 def push_body(cw, task: PendingTask, body: dict) -> dict:
@@ -124,7 +131,7 @@ def push_body(cw, task: PendingTask, body: dict) -> dict:
 
 
 class LeasedWorker:
-    __slots__ = ("lease_id", "conn", "address", "gpu_ids", "busy", "linger", "node_id")
+    __slots__ = ("lease_id", "conn", "address", "gpu_ids", "busy", "linger", "node_id", "node")
 
     def __init__(
         self,
@@ -133,9 +140,11 @@ class LeasedWorker:
         address: str,
         gpu_ids: list,
         node_id: str,
+        node: transport.Connection,
     ):
         self.lease_id = lease_id
         self.conn = conn
+        self.node = node  # the node that granted the lease, to give it back to
         self.address = address
         self.gpu_ids = gpu_ids
         self.node_id = node_id
@@ -144,10 +153,13 @@ class LeasedWorker:
 
 
 class KeyQueue:
-    __slots__ = ("resources", "tasks", "workers", "requests")
+    """Tasks of one resource shape and placement, and the workers leased for them."""
 
-    def __init__(self, resources: dict):
+    __slots__ = ("resources", "placement", "tasks", "workers", "requests")
+
+    def __init__(self, resources: dict, placement: tuple):
         self.resources = resources
+        self.placement = placement
         self.tasks: deque[PendingTask] = deque()
         self.workers: list[LeasedWorker] = []
         self.requests = 0
@@ -189,12 +201,37 @@ class TaskSubmitter:
     # -- 2. queue and lease ------------------------------------------------
 
     def _enqueue(self, task: PendingTask) -> None:
-        key = tuple(sorted(task.resources.items()))
+        placement = self._placement(task)
+        key = (tuple(sorted(task.resources.items())), placement)
         q = self.queues.get(key)
         if q is None:
-            q = self.queues[key] = KeyQueue(task.resources)
+            q = self.queues[key] = KeyQueue(task.resources, placement)
         q.tasks.append(task)
         self._pump(q)
+
+    def _placement(self, task: PendingTask) -> tuple:
+        """Where leases for this task should be asked for."""
+        strategy = task.strategy
+        if isinstance(strategy, NodeAffinitySchedulingStrategy):
+            return ("AFFINITY", strategy.node_id, bool(strategy.soft))
+        if strategy == "SPREAD":
+            return ("SPREAD",)
+        return ("DEFAULT", self._locality(task))
+
+    def _locality(self, task: PendingTask) -> str | None:
+        """The node holding most of the task's argument bytes, if not ours:
+        running there saves moving them."""
+        by_node: dict[str, int] = {}
+        entries = list(task.dep_entries)
+        if task.args_ref is not None:
+            entries.append(self.cw.memory_store.get(task.args_ref._id))
+        for entry in entries:
+            if isinstance(entry, InStore):
+                by_node[entry.node] = by_node.get(entry.node, 0) + entry.size
+        if not by_node:
+            return None
+        node = max(by_node, key=by_node.get)
+        return None if node == self.cw.node_address else node
 
     def _pump(self, q: KeyQueue) -> None:
         for lw in q.workers:
@@ -204,48 +241,82 @@ class TaskSubmitter:
                 self._push(q, lw, q.tasks.popleft())
         wanted = len(q.tasks) - q.requests
         while wanted > 0 and q.requests < MAX_LEASE_REQUESTS_PER_KEY:
-            self._request_lease(q)
+            q.requests += 1
+            self.cw.loop.create_task(self._lease(q))
             wanted -= 1
         if not q.tasks:
             for lw in q.workers:
                 if lw.busy is None and lw.linger is None:
                     lw.linger = self.cw.loop.call_later(LEASE_LINGER_S, self._return_lease, q, lw)
 
-    def _request_lease(self, q: KeyQueue) -> None:
-        q.requests += 1
-        fut = self.cw.node.request(Msg.REQUEST_LEASE, {"resources": q.resources})
-        fut.add_done_callback(lambda f: self.cw.loop.create_task(self._on_lease(q, f)))
-
-    async def _on_lease(self, q: KeyQueue, fut: asyncio.Future) -> None:
-        q.requests -= 1
-        if fut.exception() is not None:
+    async def _lease(self, q: KeyQueue) -> None:
+        """Ask for one worker, following spillbacks to the node that has room."""
+        try:
+            grant, node = await self._request_lease(q)
+        except (OSError, TimeoutError, transport.ConnectionLost, transport.RemoteError) as e:
+            q.requests -= 1
             if not self.cw.shutting_down:
                 self._fail_queue(
-                    q,
-                    exceptions.LocalRayletDiedError(
-                        f"the node could not grant a worker: {fut.exception()}"
-                    ),
+                    q, exceptions.LocalRayletDiedError(f"the node could not grant a worker: {e}")
                 )
             return
-        grant = fut.result()
+        except exceptions.TaskUnschedulableError as e:
+            q.requests -= 1
+            self._fail_queue(q, e)
+            return
+        q.requests -= 1
         try:
             conn = await self.cw.peer(grant["address"])
         except (TimeoutError, OSError, transport.ConnectionLost):
-            self.cw.node.send(Msg.RETURN_LEASE, {"lease_id": grant["lease_id"], "kill": True})
+            node.send(Msg.RETURN_LEASE, {"lease_id": grant["lease_id"], "kill": True})
             self._pump(q)
             return
         lw = LeasedWorker(
-            grant["lease_id"], conn, grant["address"], grant["gpu_ids"], grant["node_id"]
+            grant["lease_id"], conn, grant["address"], grant["gpu_ids"], grant["node_id"], node
         )
         q.workers.append(lw)
         self._pump(q)
+
+    async def _request_lease(self, q: KeyQueue):
+        kind = q.placement[0]
+        body = {"resources": q.resources}
+        address = self.cw.node_address
+        if kind == "SPREAD":
+            body["strategy"] = "SPREAD"
+        elif kind == "DEFAULT" and q.placement[1] is not None:
+            address = q.placement[1]
+        elif kind == "AFFINITY":
+            _, node_id, soft = q.placement
+            target = await self.cw.find_node(node_id)
+            if target is not None:
+                address, body["hard"] = target["address"], not soft
+            elif not soft:
+                raise exceptions.TaskUnschedulableError(
+                    f"The task requires node {node_id} (NodeAffinitySchedulingStrategy with "
+                    "soft=False), which is not an alive node of this cluster."
+                )
+        for _ in range(8):  # spillbacks to follow before settling
+            node = self.cw.node if address == self.cw.node_address else await self.cw.peer(address)
+            reply = await node.request(Msg.REQUEST_LEASE, body)
+            if "spillback" in reply:
+                address = reply["spillback"]["address"]
+                body = dict(body, spilled=True)
+                continue
+            if reply.get("infeasible"):
+                raise exceptions.TaskUnschedulableError(
+                    f"The task requires {q.resources}, which node {q.placement[1]} cannot "
+                    f"provide (it has {reply['total']}), and its NodeAffinitySchedulingStrategy "
+                    "is not soft."
+                )
+            return reply, node
+        raise transport.RemoteError("too many spillbacks")
 
     def _return_lease(self, q: KeyQueue, lw: LeasedWorker) -> None:
         lw.linger = None
         if lw.busy is not None or q.tasks:
             return
         q.workers.remove(lw)
-        self.cw.node.send(Msg.RETURN_LEASE, {"lease_id": lw.lease_id})
+        lw.node.send(Msg.RETURN_LEASE, {"lease_id": lw.lease_id})
 
     def on_infeasible(self, conn, rid, body, bufs) -> None:
         if not body.get("first"):
@@ -303,6 +374,10 @@ class TaskSubmitter:
             q.tasks.appendleft(task)
         else:
             complete_task(self.cw, task, body, buffers, lw.conn)
+        if q.placement[0] == "SPREAD":
+            # Each spread task gets its own placement: no lease reuse.
+            q.workers.remove(lw)
+            lw.node.send(Msg.RETURN_LEASE, {"lease_id": lw.lease_id})
         self._pump(q)
 
     def _should_retry_app_error(self, task: PendingTask, body, buffers) -> bool:
