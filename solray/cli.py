@@ -38,6 +38,248 @@ def microbenchmark(pattern: str | None, round_seconds: float) -> None:
     mb.run(pattern, round_seconds)
 
 
+def _node_options(f):
+    f = click.option("--num-cpus", type=float, default=None, help="CPUs this node offers.")(f)
+    f = click.option("--num-gpus", type=float, default=None, help="GPUs this node offers.")(f)
+    f = click.option(
+        "--resources", default=None, help="Custom resources as JSON, e.g. '{\"special\": 2}'."
+    )(f)
+    f = click.option(
+        "--object-store-memory",
+        type=int,
+        default=None,
+        help="Bytes of shared memory for this node's object store.",
+    )(f)
+    f = click.option(
+        "--node-ip-address",
+        default="127.0.0.1",
+        show_default=True,
+        help="Address this node's sockets bind to.",
+    )(f)
+    f = click.option("--temp-dir", default=None, help="Root of session directories.")(f)
+    return f
+
+
+@main.command()
+@click.option("--head", is_flag=True, help="Start a head node: the control store and a node.")
+@click.option("--address", default=None, help="HOST:PORT of the head to join (not with --head).")
+@click.option(
+    "--port", type=int, default=6379, show_default=True, help="Port of the control store (--head)."
+)
+@click.option(
+    "--token",
+    default=None,
+    help="Cluster token (hex). Default: SOLRAY_TOKEN, SOLRAY_TOKEN_FILE, or a new one for --head.",
+)
+@click.option("--token-file", default=None, help="File holding the cluster token.")
+@click.option("--block", is_flag=True, help="Stay in the foreground until the processes exit.")
+@_node_options
+def start(
+    head,
+    address,
+    port,
+    token,
+    token_file,
+    block,
+    num_cpus,
+    num_gpus,
+    resources,
+    object_store_memory,
+    node_ip_address,
+    temp_dir,
+) -> None:
+    """Start this machine's solray processes as daemons.
+
+    With --head: a control store and a node; prints how to join nodes and
+    drivers. With --address: a node that joins that cluster. Every connection
+    must present the cluster token, so keep the token file private.
+    """
+    import json
+    import os
+
+    from solray._private import services
+    from solray._private.worker import node_arguments
+
+    if head == bool(address):
+        raise click.UsageError("give exactly one of --head and --address HOST:PORT")
+    if resources is not None:
+        try:
+            resources = json.loads(resources)
+        except ValueError as e:
+            raise click.BadParameter(f"--resources is not JSON: {e}") from None
+    token_bytes = _cli_token(token, token_file, address, temp_dir, new=head)
+    node_args = node_arguments(num_cpus, num_gpus, resources, object_store_memory, {})
+    session_dir = services.new_session_dir(temp_dir)
+    launcher = services.Launcher(session_dir, token_bytes, daemon=True)
+    if head:
+        try:
+            control = launcher.start_control_store(node_ip_address, port)
+        except OSError as e:
+            raise click.ClickException(f"cannot listen on {node_ip_address}:{port}: {e}") from None
+        address = control.address
+        node = launcher.start_node(address, ["--head", *node_args], node_ip_address)
+    else:
+        node = launcher.start_node(address, node_args, node_ip_address)
+    services.write_session_file(session_dir, node.address, address, token_bytes, pid=node.popen.pid)
+    try:
+        _wait_for_node(address, token_bytes, node.node_id)
+    except Exception as e:
+        launcher.stop()
+        raise click.ClickException(
+            f"the node did not join the cluster at {address}: {e} (logs in {session_dir})"
+        ) from None
+    token_path = os.path.join(session_dir, "token")
+    if head:
+        click.echo(f"Started a solray head node: control store at {address}.")
+        click.echo(f"Session directory (logs): {session_dir}")
+        click.echo(f"Cluster token: {token_path} (readable only by you; it grants full control)")
+        click.echo("To add a node on another machine, copy the token there, then:")
+        click.echo(f"    SOLRAY_TOKEN_FILE=<copy of the token> solray start --address {address}")
+        click.echo("To connect a driver:")
+        click.echo(
+            f'    solray.init(address="{address}")   # here: the token is found;'
+            " elsewhere set SOLRAY_TOKEN or SOLRAY_TOKEN_FILE"
+        )
+        click.echo("To stop: solray stop")
+    else:
+        click.echo(f"Started a solray node ({node.node_id[:8]}) in the cluster at {address}.")
+        click.echo(f"Session directory (logs): {session_dir}")
+    if block:
+        for proc in launcher.processes:
+            proc.popen.wait()
+
+
+def _cli_token(token, token_file, address, temp_dir, new: bool) -> bytes:
+    import os
+
+    from solray._private import services
+
+    try:
+        if token:
+            return bytes.fromhex(token)
+        if token_file:
+            with open(token_file) as f:
+                return bytes.fromhex(f.read().strip())
+        if new:
+            return os.urandom(32)
+        return services.resolve_cluster(address, temp_dir)[1]
+    except ValueError as e:
+        raise click.BadParameter(f"the token must be hex: {e}") from None
+    except ConnectionError as e:
+        raise click.ClickException(str(e)) from None
+
+
+def _wait_for_node(address: str, token: bytes, node_id: str, timeout: float = 30) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            if any(n["node_id"] == node_id and n["alive"] for n in _nodes(address, token)):
+                return
+        except Exception as e:  # not listening yet
+            last = e
+        time.sleep(0.1)
+    raise TimeoutError(f"timed out after {timeout}s ({last})")
+
+
+def _nodes(address: str, token: bytes) -> list[dict]:
+    import asyncio
+
+    from solray._private import transport
+    from solray._private.protocol import Msg
+
+    async def query():
+        conn = await transport.connect(address, token, timeout=5)
+        try:
+            return await conn.request(Msg.GET_NODES)
+        finally:
+            conn.close()
+
+    return asyncio.run(query())
+
+
+@main.command()
+@click.option("--force", is_flag=True, help="SIGKILL at once instead of stopping cleanly.")
+@click.option(
+    "--grace-period",
+    default=10,
+    show_default=True,
+    help="Seconds to wait for a clean stop before killing.",
+)
+def stop(force: bool, grace_period: int) -> None:
+    """Stop the solray daemons of this user on this machine (`solray start`).
+
+    Clusters that init() started belong to their driver and are left alone."""
+    import os
+    import shutil
+
+    import psutil
+
+    from solray._private import services
+
+    daemons, sessions = [], set()
+    for proc in psutil.process_iter(["pid", "cmdline", "username"]):
+        cmdline = proc.info["cmdline"] or []
+        if not any(m in cmdline for m in ("solray._private.node", "solray._private.control_store")):
+            continue
+        try:
+            if os.getsid(proc.pid) != proc.pid or proc.uids().real != os.getuid():
+                continue  # not a daemon of ours
+        except (OSError, psutil.Error):
+            continue
+        daemons.append(proc)
+        if "--session-dir" in cmdline:
+            sessions.add(cmdline[cmdline.index("--session-dir") + 1])
+    # Nodes first, so they stop their workers and clean their stores.
+    daemons.sort(key=lambda p: "solray._private.node" not in p.info["cmdline"])
+    for proc in daemons:
+        try:
+            proc.kill() if force else proc.terminate()
+        except psutil.Error:
+            pass
+    gone, alive = psutil.wait_procs(daemons, timeout=grace_period)
+    for proc in alive:
+        proc.kill()
+    for session in sessions:
+        services.remove_session_shm(session)
+        shutil.rmtree(session, ignore_errors=True)
+    click.echo(f"Stopped {len(daemons)} solray process(es).")
+
+
+@main.command()
+@click.option(
+    "--address", default="auto", show_default=True, help="HOST:PORT of the control store, or auto."
+)
+@click.option("--temp-dir", default=None, help="Root of session directories.")
+def status(address: str, temp_dir: str | None) -> None:
+    """Print the cluster's nodes, their resources and usage."""
+    from solray._private import services
+
+    try:
+        address, token = services.resolve_cluster(address, temp_dir)
+        nodes = _nodes(address, token)
+    except (ConnectionError, OSError) as e:
+        raise click.ClickException(f"cannot reach the cluster: {e}") from None
+    alive = [n for n in nodes if n["alive"]]
+    click.echo(f"Cluster at {address}: {len(alive)} alive node(s), {len(nodes) - len(alive)} dead")
+    for n in nodes:
+        state = "ALIVE" if n["alive"] else "DEAD"
+        click.echo(f"  node {n['node_id'][:12]}  {n['address']:<22} {state}")
+        if not n["alive"]:
+            continue
+        total, free = n["resources_total"], n["resources_available"]
+        for key in sorted(total):
+            if key.startswith("node:"):
+                continue
+            used = total[key] - free.get(key, 0.0)
+            if key in ("memory", "object_store_memory"):
+                click.echo(f"    {used / 2**30:8.2f}/{total[key] / 2**30:.2f} GiB {key}")
+            else:
+                click.echo(f"    {used:8.1f}/{total[key]:.1f} {key}")
+
+
 @main.command()
 @click.option("--limit", default=100, show_default=True, help="Show at most this many objects.")
 @click.option("--temp-dir", default=None, help="The temp dir the cluster was started with.")

@@ -49,10 +49,16 @@ def sessions_root(temp_dir: str | None = None) -> str:
 
 
 def write_session_file(
-    session_dir: str, node_address: str, control_address: str, token: bytes
+    session_dir: str,
+    node_address: str,
+    control_address: str,
+    token: bytes,
+    pid: int | None = None,
 ) -> None:
-    """Let tools of this user (`solray memory`) find the running cluster: the
-    addresses in cluster.json, the token in a file only this user can read."""
+    """Let tools of this user (`solray memory`, init(address="auto")) find the
+    running cluster: the addresses in cluster.json, the token in a file only
+    this user can read. `pid` is the process whose life the cluster's follows
+    (the driver that started it, or a daemon)."""
     token_path = os.path.join(session_dir, "token")
     fd = os.open(token_path, os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
@@ -62,7 +68,7 @@ def write_session_file(
             {
                 "node_address": node_address,
                 "control_address": control_address,
-                "driver_pid": os.getpid(),
+                "driver_pid": pid or os.getpid(),
             },
             f,
         )
