@@ -18,6 +18,7 @@ import time
 
 from solray._private import services, transport
 from solray._private.actor_manager import ActorManager
+from solray._private.placement_groups import PlacementGroupManager
 from solray._private.protocol import Msg
 
 logger = logging.getLogger("solray.control_store")
@@ -45,6 +46,8 @@ class ControlStore:
         }
         self.actors = ActorManager(self)
         self.handlers.update(self.actors.handlers)
+        self.placement_groups = PlacementGroupManager(self)
+        self.handlers.update(self.placement_groups.handlers)
 
     def on_close(self, conn: transport.Connection) -> None:
         for subs in self.subscribers.values():
@@ -57,7 +60,9 @@ class ControlStore:
             info["resources_available"] = {}
             logger.warning("node %s (%s) left the cluster", node_id, info["address"])
             self.publish("node_removed", {"node_id": node_id, "address": info["address"]})
+            self.placement_groups.on_node_removed(node_id)
         self.actors.on_connection_closed(conn)
+        self.placement_groups.on_connection_closed(conn)
 
     async def watch_heartbeats(self, timeout_s: float) -> None:
         """A node that stops reporting (hung, or cut off by the network) is
@@ -88,6 +93,7 @@ class ControlStore:
         self.publish("node_added", info)
         conn.reply(rid, True)
         self.actors.on_node_added()
+        self.placement_groups.on_cluster_changed()
 
     def register_driver(self, conn, rid, body, bufs) -> None:
         job = self.next_job
@@ -100,11 +106,21 @@ class ControlStore:
         conn.peer["last_seen"] = time.monotonic()
         info = self.nodes.get(body["node_id"])
         if info is not None and info["alive"]:
-            if info["resources_available"] != body["available"]:
+            changed = info["resources_available"] != body["available"] or (
+                info["resources_total"] != body["total"]
+            )
+            if changed:
                 info["resources_available"] = body["available"]
+                info["resources_total"] = body["total"]
                 self.publish(
-                    "resources", {"node_id": body["node_id"], "available": body["available"]}
+                    "resources",
+                    {
+                        "node_id": body["node_id"],
+                        "available": body["available"],
+                        "total": body["total"],
+                    },
                 )
+                self.placement_groups.on_cluster_changed()
         conn.reply(rid, True)
 
     def get_nodes(self, conn, rid, body, bufs) -> None:

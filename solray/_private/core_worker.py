@@ -634,6 +634,31 @@ class CoreWorker:
         self.tasks[task.task_id] = task
         self.submitter.submit(task)
 
+    def placement_group_ready(self, group) -> ObjectRef:
+        """User thread: a ref set to `group` once the control store has
+        reserved all its bundles (an error if it is removed first)."""
+        object_id = ids.put_object_id(self.job_bytes)
+        self.refs.add_owned(object_id)
+        ref = ObjectRef(object_id, self.address)
+
+        async def wait():
+            try:
+                created = await self.control.request(Msg.WAIT_PG, {"pg_id": group.id})
+            except transport.ConnectionLost:
+                created = False
+            if created:
+                entry = Inline(serialization.serialize(group))
+            else:
+                entry = error_entry(
+                    exceptions.RayError(
+                        f"placement group {group.id} was removed before it was created"
+                    )
+                )
+            self.memory_store.put(object_id, entry)
+
+        self.post(lambda: self.loop.create_task(wait()))
+        return ref
+
     async def find_node(self, node_id: str) -> dict | None:
         """Loop thread: an alive node's info, by id (hex)."""
         for info in await self.control.request(Msg.GET_NODES):

@@ -37,6 +37,7 @@ import psutil
 
 from solray._private import ids, services, transport
 from solray._private.object_store import ObjectStore
+from solray._private.placement_groups import bundle_resources
 from solray._private.protocol import LOG_MARK, LOG_SEP, Msg
 from solray._private.resources import ResourceSet
 from solray.exceptions import ObjectStoreFullError, OutOfDiskError
@@ -138,6 +139,7 @@ class Node:
         self._spread_turn = 0
         self._peers: dict[str, asyncio.Task] = {}  # other nodes, by address
         self._pulls: dict[bytes, asyncio.Task] = {}  # objects being pulled here
+        self.bundles: dict[tuple[str, int], dict] = {}  # placement group bundles reserved here
         self.control: transport.Connection | None = None
         self.server = None  # serving starts once the node is registered
         self.address: str | None = None
@@ -160,6 +162,8 @@ class Node:
             Msg.STORE_STATS: self.store_stats,
             Msg.LIST_OBJECTS: self.list_objects,
             Msg.STORE_PULL: self.store_pull,
+            Msg.RESERVE_BUNDLES: self.reserve_bundles,
+            Msg.RELEASE_BUNDLES: self.release_bundles,
             Msg.FETCH_CHUNK: self.fetch_chunk,
         }
 
@@ -204,6 +208,7 @@ class Node:
             info = self.cluster.get(data["node_id"])
             if info is not None:
                 info["resources_available"] = data["available"]
+                info["resources_total"] = data["total"]
                 self._try_grant()  # a queued request may now fit elsewhere
         elif channel == "node_added":
             self.cluster[data["node_id"]] = data
@@ -612,8 +617,44 @@ class Node:
                 {
                     "node_id": self.node_id,
                     "available": self.resources.available_view(),
+                    "total": dict(self.resources.total),
                 },
             )
+
+    # -- placement group bundles ---------------------------------------------
+
+    def reserve_bundles(self, conn, rid, body, bufs) -> None:
+        """Set aside a placement group's bundles here, all or none."""
+        pg_id, bundles = body["pg_id"], {int(i): b for i, b in body["bundles"].items()}
+        need: dict[str, float] = {}
+        for bundle in bundles.values():
+            for k, v in bundle.items():
+                need[k] = need.get(k, 0.0) + v
+        if not self.resources.fits(need):
+            conn.reply(rid, False)
+            return
+        for index, bundle in bundles.items():
+            self.resources.acquire(bundle)
+            self.resources.add(bundle_resources(bundle, pg_id, index))
+            self.bundles[(pg_id, index)] = bundle
+        self._schedule_report()
+        conn.reply(rid, True)
+        self._try_grant()
+
+    def release_bundles(self, conn, rid, body, bufs) -> None:
+        """Give a group's bundles back; workers using them are killed (as in Ray)."""
+        pg_id = body["pg_id"]
+        for index in body["indexes"]:
+            bundle = self.bundles.pop((pg_id, index), None)
+            if bundle is None:
+                continue
+            for lease in list(self.leases.values()):
+                if any(pg_id in key for key in lease.resources):
+                    self._worker_gone(lease.worker)
+            self.resources.remove(bundle_resources(bundle, pg_id, index))
+            self.resources.release(bundle, [])
+        self._schedule_report()
+        self._try_grant()
 
     # -- object store ------------------------------------------------------
 

@@ -175,10 +175,9 @@ def actor_resources(options: dict) -> tuple[dict, dict]:
     """(resources while running, resources to place): without an explicit
     num_cpus an actor needs a CPU to be placed and holds none while it runs."""
     running = task_resources({**options, "num_cpus": options.get("num_cpus") or 0})
-    placement = dict(running)
-    if options.get("num_cpus") is None:
-        placement["CPU"] = 1.0
-    return running, placement
+    if options.get("num_cpus") is not None:
+        return running, running
+    return running, task_resources({**options, "num_cpus": 1})
 
 
 def validate_task_options(options: dict) -> dict:
@@ -212,7 +211,20 @@ def merge(base: dict, overrides: dict) -> dict:
 
 
 def task_resources(options: dict) -> dict[str, float]:
-    """The resource shape a task asks a node for."""
+    """The resource shape a task asks a node for (renamed to a placement
+    group bundle's resources when it is placed in one)."""
+    shape = _plain_resources(options)
+    strategy = options.get("scheduling_strategy")
+    if isinstance(strategy, PlacementGroupSchedulingStrategy):
+        from solray._private.placement_groups import group_resources
+
+        return group_resources(
+            shape, strategy.placement_group.id, strategy.placement_group_bundle_index
+        )
+    return shape
+
+
+def _plain_resources(options: dict) -> dict[str, float]:
     shape = {}
     cpus = options.get("num_cpus")
     shape["CPU"] = float(1 if cpus is None else cpus)

@@ -60,6 +60,12 @@ class Msg(IntEnum):
     ACTOR_EXITING = 27
     LIST_ACTORS = 28
 
+    # Control store: placement groups.
+    CREATE_PG = 50
+    REMOVE_PG = 51
+    WAIT_PG = 52
+    PG_TABLE = 53
+
     # Node: leases and workers.
     REQUEST_LEASE = 30
     RETURN_LEASE = 31
@@ -70,6 +76,8 @@ class Msg(IntEnum):
     LEASE_INFEASIBLE = 36
     RESIZE_LEASE = 37
     WORKER_OOM_KILLED = 38
+    RESERVE_BUNDLES = 39
+    RELEASE_BUNDLES = 54
 
     # Node: object store.
     STORE_CREATE = 40

@@ -60,5 +60,19 @@ class ResourceSet:
     def reclaim_cpus(self, request: dict[str, float]) -> None:
         self.available["CPU"] = self.available.get("CPU", 0.0) - request.get("CPU", 0.0)
 
+    def add(self, amounts: dict[str, float]) -> None:
+        """New resources appear on this node (a reserved bundle's)."""
+        for k, v in amounts.items():
+            self.total[k] = self.total.get(k, 0.0) + v
+            self.available[k] = self.available.get(k, 0.0) + v
+
+    def remove(self, amounts: dict[str, float]) -> None:
+        for k, v in amounts.items():
+            self.total[k] = self.total.get(k, 0.0) - v
+            self.available[k] = self.available.get(k, 0.0) - v
+            if self.total[k] <= 1e-9:
+                del self.total[k]
+                self.available.pop(k, None)
+
     def available_view(self) -> dict[str, float]:
         return {k: round(max(v, 0.0), 6) for k, v in self.available.items()}

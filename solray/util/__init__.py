@@ -1,5 +1,21 @@
 """Utilities mirroring `ray.util`."""
 
 from solray.util.actor_pool import ActorPool
+from solray.util.placement_group import (
+    PlacementGroup,
+    get_current_placement_group,
+    get_placement_group,
+    placement_group,
+    placement_group_table,
+    remove_placement_group,
+)
 
-__all__ = ["ActorPool"]
+__all__ = [
+    "ActorPool",
+    "PlacementGroup",
+    "get_current_placement_group",
+    "get_placement_group",
+    "placement_group",
+    "placement_group_table",
+    "remove_placement_group",
+]

@@ -1,0 +1,271 @@
+"""Placement groups, kept by the control store.
+
+A group is a list of bundles (resource dicts) reserved together, with a
+strategy: PACK (as few nodes as possible), SPREAD (as many as possible),
+STRICT_PACK (one node, or wait), STRICT_SPREAD (one node per bundle, or wait).
+
+Creation is two-phase: bundles are assigned to nodes from the cluster view,
+then each node is asked to reserve its bundles (RESERVE_BUNDLES). If any node
+refuses (its resources moved on since the view was taken), every reservation
+made is released and the group waits for the next change in the cluster.
+
+A reserved bundle i of group G on a node turns its resources, say {"CPU": 2},
+into new node resources "CPU_group_G" and "CPU_group_i_G" (plus the markers
+"bundle_group_G" and "bundle_group_i_G"), as in Ray. A task or actor placed in
+the group asks for those names instead (`group_resources`), so the ordinary
+lease routing takes it to the node holding the bundle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+
+from solray._private import transport
+from solray._private.protocol import Msg
+
+logger = logging.getLogger("solray.control_store")
+
+PENDING, CREATED, REMOVED = "PENDING", "CREATED", "REMOVED"
+STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
+BUNDLE_MARKER = 0.001
+
+
+def group_resources(resources: dict, pg_id: str, bundle_index: int) -> dict:
+    """A task's resources, renamed to draw on a placement group's bundle."""
+    renamed = {}
+    for key, amount in resources.items():
+        if bundle_index < 0:
+            renamed[f"{key}_group_{pg_id}"] = amount
+        else:
+            renamed[f"{key}_group_{bundle_index}_{pg_id}"] = amount
+    marker = "bundle_group_" + (f"{bundle_index}_" if bundle_index >= 0 else "") + pg_id
+    renamed[marker] = BUNDLE_MARKER
+    return renamed
+
+
+def bundle_resources(resources: dict, pg_id: str, bundle_index: int) -> dict:
+    """What a node adds when it reserves bundle `bundle_index`."""
+    added = {}
+    for key, amount in resources.items():
+        added[f"{key}_group_{pg_id}"] = amount
+        added[f"{key}_group_{bundle_index}_{pg_id}"] = amount
+    added[f"bundle_group_{pg_id}"] = 1000.0
+    added[f"bundle_group_{bundle_index}_{pg_id}"] = 1000.0
+    return added
+
+
+@dataclass
+class PlacementGroup:
+    pg_id: str
+    bundles: list
+    strategy: str
+    name: str
+    owner: transport.Connection
+    detached: bool
+    state: str = PENDING
+    nodes: list = field(default_factory=list)  # node id per bundle, once placed
+    waiters: list = field(default_factory=list)
+    placing: bool = False
+
+
+class PlacementGroupManager:
+    def __init__(self, store):
+        self.store = store
+        self.groups: dict[str, PlacementGroup] = {}
+        self.handlers = {
+            Msg.CREATE_PG: self.create,
+            Msg.REMOVE_PG: self.remove,
+            Msg.WAIT_PG: self.wait,
+            Msg.PG_TABLE: self.table,
+        }
+
+    def create(self, conn, rid, body, bufs) -> None:
+        name = body.get("name") or ""
+        if name and any(g.name == name and g.state != REMOVED for g in self.groups.values()):
+            conn.reply(rid, {"error": f"a placement group named {name!r} already exists"})
+            return
+        group = PlacementGroup(
+            body["pg_id"],
+            body["bundles"],
+            body["strategy"],
+            name,
+            conn,
+            body.get("detached", False),
+        )
+        self.groups[group.pg_id] = group
+        conn.peer.setdefault("placement_groups", set()).add(group.pg_id)
+        conn.reply(rid, {"ok": True})
+        self._place(group)
+
+    def remove(self, conn, rid, body, bufs) -> None:
+        group = self.groups.get(body["pg_id"])
+        if group is not None and group.state != REMOVED:
+            self._release(group)
+            group.state = REMOVED
+            self._notify(group)
+        conn.reply(rid, True)
+
+    def wait(self, conn, rid, body, bufs) -> None:
+        """Answered when the group is created (True) or removed (False)."""
+        group = self.groups.get(body["pg_id"])
+        if group is None or group.state == REMOVED:
+            conn.reply(rid, False)
+        elif group.state == CREATED:
+            conn.reply(rid, True)
+        else:
+            group.waiters.append((conn, rid))
+
+    def table(self, conn, rid, body, bufs) -> None:
+        conn.reply(
+            rid,
+            {
+                g.pg_id: {
+                    "placement_group_id": g.pg_id,
+                    "name": g.name,
+                    "strategy": g.strategy,
+                    "state": g.state,
+                    "bundles": dict(enumerate(g.bundles)),
+                    "bundles_to_node_id": dict(enumerate(g.nodes)),
+                }
+                for g in self.groups.values()
+                if body is None
+                or body.get("pg_id") in (None, g.pg_id)
+                and body.get("name") in (None, g.name)
+            },
+        )
+
+    def on_connection_closed(self, conn) -> None:
+        for pg_id in conn.peer.get("placement_groups", ()):
+            group = self.groups.get(pg_id)
+            if group is not None and not group.detached and group.state != REMOVED:
+                self._release(group)
+                group.state = REMOVED
+                self._notify(group)
+        for group in self.groups.values():
+            group.waiters = [w for w in group.waiters if w[0] is not conn]
+
+    def on_cluster_changed(self) -> None:
+        for group in list(self.groups.values()):
+            if group.state == PENDING:
+                self._place(group)
+
+    def on_node_removed(self, node_id: str) -> None:
+        """Bundles on a dead node are lost: the group is placed again."""
+        for group in self.groups.values():
+            if group.state == CREATED and node_id in group.nodes:
+                self._release(group)
+                group.state = PENDING
+                self._place(group)
+
+    # -- placing -------------------------------------------------------------
+
+    def _place(self, group: PlacementGroup) -> None:
+        if not group.placing:
+            group.placing = True
+            asyncio.get_running_loop().create_task(self._try_place(group))
+
+    async def _try_place(self, group: PlacementGroup) -> None:
+        try:
+            assignment = self._assign(group)
+            if assignment is None:
+                return  # waits for the cluster to change
+            reserved = []
+            ok = True
+            for node_id, indexes in _by_node(assignment).items():
+                node = self.store.nodes[node_id]
+                try:
+                    conn = await self.store.actors._node_conn(node)
+                    ok = await conn.request(
+                        Msg.RESERVE_BUNDLES,
+                        {
+                            "pg_id": group.pg_id,
+                            "bundles": {i: group.bundles[i] for i in indexes},
+                        },
+                    )
+                except (OSError, transport.ConnectionLost, transport.RemoteError):
+                    ok = False
+                if not ok:
+                    break
+                reserved.append((node, indexes))
+            if not ok or group.state == REMOVED:
+                for node, indexes in reserved:
+                    await self._send_release(node, group.pg_id, indexes)
+                return
+            group.nodes = assignment
+            group.state = CREATED
+            self._notify(group)
+        finally:
+            group.placing = False
+
+    def _assign(self, group: PlacementGroup) -> list[str] | None:
+        """A node id per bundle, per the strategy, from free resources."""
+        free = {
+            n["node_id"]: dict(n["resources_available"])
+            for n in self.store.nodes.values()
+            if n["alive"]
+        }
+        order = sorted(free, key=lambda node_id: -free[node_id].get("CPU", 0.0))
+        strategy = group.strategy
+        if strategy in ("PACK", "STRICT_PACK"):
+            for node_id in order:  # all on one node if any can
+                trial = dict(free[node_id])
+                if all(_take(trial, b) for b in group.bundles):
+                    return [node_id] * len(group.bundles)
+            if strategy == "STRICT_PACK":
+                return None
+        assignment: list[str] = []
+        for bundle in group.bundles:
+            used = set(assignment)
+            if strategy in ("SPREAD", "STRICT_SPREAD"):
+                candidates = [n for n in order if n not in used] + (
+                    [] if strategy == "STRICT_SPREAD" else [n for n in order if n in used]
+                )
+            else:  # PACK that did not fit on one node: fill nodes in turn
+                candidates = list(dict.fromkeys(assignment)) + order
+            for node_id in candidates:
+                if _take(free[node_id], bundle):
+                    assignment.append(node_id)
+                    break
+            else:
+                return None
+        return assignment
+
+    def _release(self, group: PlacementGroup) -> None:
+        if not group.nodes:
+            return
+        for node_id, indexes in _by_node(group.nodes).items():
+            node = self.store.nodes.get(node_id)
+            if node is not None and node["alive"]:
+                asyncio.get_running_loop().create_task(
+                    self._send_release(node, group.pg_id, indexes)
+                )
+        group.nodes = []
+
+    async def _send_release(self, node: dict, pg_id: str, indexes: list[int]) -> None:
+        try:
+            conn = await self.store.actors._node_conn(node)
+            conn.send(Msg.RELEASE_BUNDLES, {"pg_id": pg_id, "indexes": indexes})
+        except (OSError, transport.ConnectionLost):
+            pass
+
+    def _notify(self, group: PlacementGroup) -> None:
+        waiters, group.waiters = group.waiters, []
+        for conn, rid in waiters:
+            conn.reply(rid, group.state == CREATED)
+
+
+def _take(free: dict, bundle: dict) -> bool:
+    if all(free.get(k, 0.0) + 1e-9 >= v for k, v in bundle.items()):
+        for k, v in bundle.items():
+            free[k] = free.get(k, 0.0) - v
+        return True
+    return False
+
+
+def _by_node(assignment: list[str]) -> dict[str, list[int]]:
+    by_node: dict[str, list[int]] = {}
+    for index, node_id in enumerate(assignment):
+        by_node.setdefault(node_id, []).append(index)
+    return by_node

@@ -1,0 +1,128 @@
+"""Placement groups (`ray.util.placement_group`): reserve bundles of resources
+across nodes together, then place tasks and actors in them with
+PlacementGroupSchedulingStrategy. See solray/_private/placement_groups.py."""
+
+from __future__ import annotations
+
+import os
+
+import solray
+from solray._private import context
+from solray._private.placement_groups import STRATEGIES
+from solray._private.protocol import Msg
+from solray.object_ref import ObjectRef
+
+
+class PlacementGroup:
+    def __init__(self, pg_id: str, bundles: list[dict]):
+        self.id = pg_id
+        self.bundle_specs = bundles
+
+    @property
+    def bundle_count(self) -> int:
+        return len(self.bundle_specs)
+
+    def ready(self) -> ObjectRef:
+        """A ref that resolves (to this group) once every bundle is reserved."""
+        return context.require_core_worker().placement_group_ready(self)
+
+    def wait(self, timeout_seconds: float = 30) -> bool:
+        """Whether the group was created within the timeout."""
+        ready, _ = solray.wait([self.ready()], timeout=timeout_seconds)
+        if not ready:
+            return False
+        try:
+            solray.get(ready[0])
+        except solray.exceptions.RayError:
+            return False
+        return True
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, PlacementGroup) and other.id == self.id
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+    def __repr__(self) -> str:
+        return f"PlacementGroup({self.id}, {self.bundle_specs})"
+
+
+def placement_group(
+    bundles: list[dict[str, float]],
+    strategy: str = "PACK",
+    name: str = "",
+    lifetime: str | None = None,
+    _max_cpu_fraction_per_node: float | None = None,
+) -> PlacementGroup:
+    if not isinstance(bundles, list) or not bundles:
+        raise ValueError("The placement group `bundles` argument must be a non-empty list")
+    for bundle in bundles:
+        if not isinstance(bundle, dict) or not bundle:
+            raise ValueError(f"Bundles must be non-empty dicts of resources, got {bundle!r}")
+        if all(v == 0 for v in bundle.values()):
+            raise ValueError(f"Bundle {bundle} only has resources of size 0")
+        for key, amount in bundle.items():
+            if (
+                not isinstance(key, str)
+                or isinstance(amount, bool)
+                or not isinstance(amount, (int, float))
+                or amount < 0
+            ):
+                raise ValueError(f"Invalid bundle resource {key!r}: {amount!r}")
+    if strategy not in STRATEGIES:
+        raise ValueError(f"Invalid placement group strategy {strategy!r}: use one of {STRATEGIES}")
+    if lifetime not in (None, "detached"):
+        raise ValueError("placement_group `lifetime` must be None or 'detached'")
+    solray._private.worker.auto_init()
+    cw = context.require_core_worker()
+    pg_id = os.urandom(14).hex()
+    reply = cw.request(
+        "control",
+        Msg.CREATE_PG,
+        {
+            "pg_id": pg_id,
+            "bundles": [{k: float(v) for k, v in b.items()} for b in bundles],
+            "strategy": strategy,
+            "name": name,
+            "detached": lifetime == "detached",
+        },
+    )
+    if "error" in reply:
+        raise ValueError(reply["error"])
+    return PlacementGroup(pg_id, bundles)
+
+
+def remove_placement_group(placement_group: PlacementGroup) -> None:
+    """Release its bundles; tasks and actors running in them are killed."""
+    cw = context.require_core_worker()
+    cw.request("control", Msg.REMOVE_PG, {"pg_id": placement_group.id})
+
+
+def get_placement_group(placement_group_name: str) -> PlacementGroup:
+    cw = context.require_core_worker()
+    for info in cw.request("control", Msg.PG_TABLE, {"name": placement_group_name}).values():
+        if info["state"] != "REMOVED":
+            return PlacementGroup(info["placement_group_id"], list(info["bundles"].values()))
+    raise ValueError(f"Failed to look up placement group with name: {placement_group_name}")
+
+
+def placement_group_table(placement_group: PlacementGroup | None = None) -> dict:
+    cw = context.require_core_worker()
+    body = {"pg_id": placement_group.id} if placement_group is not None else None
+    table = cw.request("control", Msg.PG_TABLE, body)
+    return table[placement_group.id] if placement_group is not None else table
+
+
+def get_current_placement_group() -> PlacementGroup | None:
+    """The group the calling task or actor runs in (not tracked yet: None)."""
+    return None
+
+
+__all__ = [
+    "PlacementGroup",
+    "get_current_placement_group",
+    "get_placement_group",
+    "placement_group",
+    "placement_group_table",
+    "remove_placement_group",
+]
