@@ -47,6 +47,7 @@ class ActorEntry:
     meta: dict
     owner: transport.Connection
     job: int
+    strategy: dict | None = None
     state: str = PENDING
     num_restarts: int = 0
     address: str | None = None
@@ -111,6 +112,7 @@ class ActorManager:
             meta=body["meta"],
             owner=conn,
             job=body.get("job", 0),
+            strategy=body.get("strategy"),
         )
         self.actors[entry.actor_id] = entry
         if name:
@@ -217,19 +219,29 @@ class ActorManager:
         asyncio.get_running_loop().create_task(self._start(entry))
 
     def _pick_node(self, entry: ActorEntry) -> dict | None:
+        """Where to place (or restart) an actor: its affinity node if alive
+        (and for a soft affinity, else anywhere); for SPREAD the node hosting
+        the fewest actors; else a node with the resources free now, else one
+        where they could ever fit."""
+        need = entry.placement_resources
         feasible = [
             n
             for n in self.store.nodes.values()
-            if n["alive"]
-            and all(
-                n["resources_total"].get(k, 0) >= v for k, v in entry.placement_resources.items()
-            )
+            if n["alive"] and all(n["resources_total"].get(k, 0) >= v for k, v in need.items())
         ]
+        strategy = entry.strategy
+        if strategy and strategy.get("type") == "affinity":
+            target = [n for n in feasible if n["node_id"] == strategy["node_id"]]
+            if target or not strategy["soft"]:
+                return target[0] if target else None
+        if strategy and strategy.get("type") == "spread" and feasible:
+            hosted = {n["node_id"]: 0 for n in feasible}
+            for other in self.actors.values():  # placed, or being placed
+                if other.state != DEAD and other.node_id in hosted:
+                    hosted[other.node_id] += 1
+            return min(feasible, key=lambda n: hosted[n["node_id"]])
         for node in feasible:  # prefer a node with the resources free now
-            if all(
-                node["resources_available"].get(k, 0) >= v
-                for k, v in entry.placement_resources.items()
-            ):
+            if all(node["resources_available"].get(k, 0) >= v for k, v in need.items()):
                 return node
         return feasible[0] if feasible else None
 
@@ -244,6 +256,7 @@ class ActorManager:
 
     async def _start(self, entry: ActorEntry) -> None:
         node = self._pick_node(entry)
+        entry.node_id = node["node_id"] if node is not None else None
         if node is None:
             logger.warning(
                 "no node can host actor %s (needs %s); waiting for one",
@@ -254,9 +267,13 @@ class ActorManager:
             return
         try:
             node_conn = await self._node_conn(node)
+            # We chose this node on purpose: the request stays there ("spilled").
             grant = await node_conn.request(
-                Msg.REQUEST_LEASE, {"resources": entry.placement_resources, "actor": True}
+                Msg.REQUEST_LEASE,
+                {"resources": entry.placement_resources, "actor": True, "spilled": True},
             )
+            if "lease_id" not in grant:
+                raise transport.RemoteError(f"the node did not grant a worker: {grant}")
         except (OSError, transport.ConnectionLost, transport.RemoteError) as e:
             logger.warning("could not lease a worker for an actor: %s", e)
             self._unplaced.append(entry)

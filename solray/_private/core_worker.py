@@ -110,6 +110,7 @@ class CoreWorker:
         self._creation_refs: list = []  # actor constructor arguments, kept for restarts
         self.lineage: dict[bytes, PendingTask] = {}  # stored task result -> its task
         self._handoff_waits: dict[bytes, list] = {}  # task -> borrow registrations pending
+        self._adding: dict[str, set] = {}  # owner -> borrow registrations in flight
         # SOLRAY_RECORD_REF_CREATION_SITES=1: where each owned object was made.
         self.record_call_sites = os.environ.get("SOLRAY_RECORD_REF_CREATION_SITES") == "1"
         self.call_sites: dict[bytes, str] = {}
@@ -368,6 +369,7 @@ class CoreWorker:
                 "placement_resources": placement,
                 "meta": meta,
                 "job": self.job,
+                "strategy": _actor_strategy(options.get("scheduling_strategy")),
             },
         )
         if "error" in reply:
@@ -933,7 +935,22 @@ class CoreWorker:
             except (OSError, TimeoutError, transport.ConnectionLost):
                 pass  # the owner is gone: getting these objects raises OwnerDiedError
 
-        await asyncio.gather(*(one(owner, i) for owner, i in by_owner.items()))
+        # Registrations in flight, per owner: an unregistration must not
+        # overtake them (the owner would keep a borrower that is gone).
+        tasks = []
+        for owner, object_ids in by_owner.items():
+            task = self.loop.create_task(one(owner, object_ids))
+            self._adding.setdefault(owner, set()).add(task)
+            task.add_done_callback(partial(self._added, owner))
+            tasks.append(task)
+        await asyncio.gather(*tasks)
+
+    def _added(self, owner: str, task: asyncio.Task) -> None:
+        adding = self._adding.get(owner)
+        if adding is not None:
+            adding.discard(task)
+            if not adding:
+                del self._adding[owner]
 
     def _send_unregister(self, owner: str) -> None:
         object_ids = self._unregister.pop(owner, [])
@@ -941,6 +958,9 @@ class CoreWorker:
             self.loop.create_task(self._remove_borrowers(owner, object_ids))
 
     async def _remove_borrowers(self, owner: str, object_ids: list[bytes]) -> None:
+        adding = self._adding.get(owner)
+        if adding:  # let registrations sent before this reach the owner first
+            await asyncio.wait(list(adding))
         try:
             conn = await self.peer(owner)
             conn.send(Msg.REMOVE_BORROWERS, {"ids": object_ids, "borrower": self.address})
@@ -1067,6 +1087,18 @@ class CoreWorker:
                 stream.flush()
             except Exception:
                 pass
+
+
+def _actor_strategy(strategy) -> dict | None:
+    """An actor's scheduling strategy as the control store understands it
+    (placement groups need nothing: their bundle resources route the actor)."""
+    from solray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    if isinstance(strategy, NodeAffinitySchedulingStrategy):
+        return {"type": "affinity", "node_id": strategy.node_id, "soft": bool(strategy.soft)}
+    if strategy == "SPREAD":
+        return {"type": "spread"}
+    return None
 
 
 class _Lost(Exception):
