@@ -1,0 +1,669 @@
+"""Cancellation, retries after crashes, and returning put() refs, on a real
+local cluster: what a Ray user sees.
+
+`ray.cancel` on queued, running, forced, recursive, finished, async-actor and
+streaming tasks (seed 004); tasks whose worker dies (SIGKILL, os._exit, a
+segfault) retried up to `max_retries`; application errors retried only as
+`retry_exceptions` allows; and the put()-ref anti-pattern warning (seed 000).
+
+Tasks record what happened to them as files in tmp_path (attempts, pids,
+markers written on KeyboardInterrupt or CancelledError); the test polls for
+those files, never sleeps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import os
+import pathlib
+import re
+import signal
+import time
+import uuid
+
+import psutil
+import pytest
+from conftest import wait_for_condition
+
+import solray as ray
+from solray.exceptions import RayTaskError, TaskCancelledError, WorkerCrashedError
+
+GET_TIMEOUT_S = 60
+
+
+class MyError(Exception):
+    """An application error a task may be retried for."""
+
+
+class OtherError(Exception):
+    """An application error outside the retry list."""
+
+
+# -- helpers used inside tasks ---------------------------------------------------
+
+
+def record_attempt(directory) -> int:
+    """Mark one attempt in `directory`; return how many there have been."""
+    path = pathlib.Path(directory)
+    (path / f"attempt-{os.getpid()}-{uuid.uuid4().hex}").touch()
+    return len(list(path.glob("attempt-*")))
+
+
+def write_atomically(path, text: str) -> None:
+    path = pathlib.Path(path)
+    tmp = path.with_name(path.name + f".{uuid.uuid4().hex}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def wait_for_file(path, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} never appeared")
+        time.sleep(0.01)
+
+
+def block(seconds: float = 300) -> None:
+    """Sleep in short steps (a cancelled task must be interruptible)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+@ray.remote
+def square(x):
+    return x * x
+
+
+# -- helpers used by the tests -----------------------------------------------------
+
+
+def attempts(directory: pathlib.Path) -> int:
+    return len(list(directory.glob("attempt-*")))
+
+
+def read_pid(path: pathlib.Path) -> int:
+    wait_for_condition(path.exists, timeout=30, message=f"{path} was never written")
+    return int(path.read_text())
+
+
+def process_gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def sigkill(pid: int) -> None:
+    proc = psutil.Process(pid)
+    assert "solray._private.worker_main" in " ".join(proc.cmdline())
+    os.kill(pid, signal.SIGKILL)
+
+
+def assert_cluster_serves(num_cpus: int) -> None:
+    """New tasks run, and every CPU is free again."""
+    assert ray.get([square.remote(i) for i in range(4)], timeout=GET_TIMEOUT_S) == [0, 1, 4, 9]
+    wait_for_condition(
+        lambda: ray.available_resources().get("CPU") == num_cpus,
+        timeout=20,
+        message="CPUs were not given back",
+    )
+
+
+# -- cancel ----------------------------------------------------------------------
+
+
+def test_seed_cancel_blocking_operation(ray_start):
+    # Seed 004, "Cancelling Tasks".
+    @ray.remote
+    def blocking_operation():
+        time.sleep(10e6)
+
+    obj_ref = blocking_operation.remote()
+    ray.cancel(obj_ref)
+    with pytest.raises(ray.exceptions.TaskCancelledError):
+        ray.get(obj_ref, timeout=GET_TIMEOUT_S)
+    assert_cluster_serves(2)
+
+
+@pytest.mark.parametrize("ray_start", [{"num_cpus": 1}], indirect=True)
+def test_cancel_queued_task(ray_start, tmp_path):
+    """With the only CPU taken, the second task waits in the queue; cancelled
+    there, it fails at once and never runs."""
+    started, release, ran = tmp_path / "started", tmp_path / "release", tmp_path / "ran"
+
+    @ray.remote
+    def occupy(started, release):
+        pathlib.Path(started).touch()
+        wait_for_file(release)
+        return "done"
+
+    @ray.remote
+    def queued(ran):
+        pathlib.Path(ran).touch()
+        return "ran"
+
+    blocker = occupy.remote(str(started), str(release))
+    wait_for_condition(started.exists, message="the first task never started")
+    ref = queued.remote(str(ran))
+    ray.cancel(ref)
+    with pytest.raises(TaskCancelledError):
+        ray.get(ref, timeout=GET_TIMEOUT_S)
+    release.touch()
+    assert ray.get(blocker, timeout=GET_TIMEOUT_S) == "done"
+    assert_cluster_serves(1)
+    assert not ran.exists()
+
+
+def test_cancel_task_waiting_for_its_arguments(ray_start, tmp_path):
+    """A task whose argument is not ready yet fails at once when cancelled,
+    not once the argument arrives, and never runs."""
+    release, ran = tmp_path / "release", tmp_path / "ran"
+
+    @ray.remote
+    def upstream(release):
+        wait_for_file(release)
+        return 5
+
+    @ray.remote
+    def dependent(x, ran):
+        pathlib.Path(ran).touch()
+        return x
+
+    up = upstream.remote(str(release))
+    ref = dependent.remote(up, str(ran))
+    ray.cancel(ref)
+    with pytest.raises(TaskCancelledError):
+        ray.get(ref, timeout=GET_TIMEOUT_S)
+    release.touch()
+    assert ray.get(up, timeout=GET_TIMEOUT_S) == 5
+    assert_cluster_serves(2)
+    assert not ran.exists()
+    # Its argument is still usable by others.
+    assert ray.get(dependent.remote(up, str(tmp_path / "ran2")), timeout=GET_TIMEOUT_S) == 5
+
+
+def test_cancel_queued_actor_call(ray_start, tmp_path):
+    """A call waiting behind a running call of a (one at a time) actor is
+    cancelled before it starts; the calls around it are unaffected."""
+    started, release = tmp_path / "started", tmp_path / "release"
+
+    @ray.remote
+    class Actor:
+        def __init__(self):
+            self.calls = []
+
+        def slow(self, started, release):
+            pathlib.Path(started).touch()
+            wait_for_file(release)
+            self.calls.append("slow")
+            return "slow"
+
+        def record(self, name):
+            self.calls.append(name)
+            return name
+
+        def history(self):
+            return self.calls
+
+    actor = Actor.remote()
+    first = actor.slow.remote(str(started), str(release))
+    wait_for_condition(started.exists, message="the first call never started")
+    cancelled = actor.record.remote("cancelled")
+    after = actor.record.remote("after")
+    ray.cancel(cancelled)
+    release.touch()
+    assert ray.get(first, timeout=GET_TIMEOUT_S) == "slow"
+    with pytest.raises(TaskCancelledError):
+        ray.get(cancelled, timeout=GET_TIMEOUT_S)
+    assert ray.get(after, timeout=GET_TIMEOUT_S) == "after"
+    assert ray.get(actor.history.remote(), timeout=GET_TIMEOUT_S) == ["slow", "after"]
+
+
+def test_cancel_running_task_raises_keyboard_interrupt(ray_start, tmp_path):
+    started, interrupted = tmp_path / "started", tmp_path / "interrupted"
+
+    @ray.remote
+    def task(started, interrupted):
+        pathlib.Path(started).touch()
+        try:
+            block()
+        except KeyboardInterrupt:
+            pathlib.Path(interrupted).touch()
+            raise
+        return "finished"
+
+    ref = task.remote(str(started), str(interrupted))
+    wait_for_condition(started.exists, message="the task never started")
+    ray.cancel(ref)
+    with pytest.raises(TaskCancelledError):
+        ray.get(ref, timeout=GET_TIMEOUT_S)
+    assert interrupted.exists()
+    assert_cluster_serves(2)
+
+
+@pytest.mark.parametrize("ray_start", [{"num_cpus": 1}], indirect=True)
+def test_cancel_running_task_that_swallows_the_interrupt(ray_start, tmp_path):
+    """A task may catch KeyboardInterrupt and return; its worker (the only
+    one with a CPU) then runs the next tasks undisturbed."""
+    started = tmp_path / "started"
+
+    @ray.remote
+    def stubborn(started):
+        pathlib.Path(started).touch()
+        try:
+            block()
+        except KeyboardInterrupt:
+            return "swallowed"
+        return "finished"
+
+    ref = stubborn.remote(str(started))
+    wait_for_condition(started.exists, message="the task never started")
+    ray.cancel(ref)
+    try:
+        value = ray.get(ref, timeout=GET_TIMEOUT_S)
+    except TaskCancelledError:
+        value = None
+    assert value in ("swallowed", None)
+    assert_cluster_serves(1)
+
+
+def test_force_cancel_kills_the_worker(ray_start, tmp_path):
+    pid_file = tmp_path / "pid"
+
+    @ray.remote
+    def task(pid_file):
+        write_atomically(pid_file, str(os.getpid()))
+        try:
+            block()
+        except KeyboardInterrupt:  # force does not interrupt: it kills
+            block()
+        return "finished"
+
+    ref = task.remote(str(pid_file))
+    pid = read_pid(pid_file)
+    ray.cancel(ref, force=True)
+    with pytest.raises(TaskCancelledError):
+        ray.get(ref, timeout=GET_TIMEOUT_S)
+    wait_for_condition(lambda: process_gone(pid), message="the worker was not killed")
+    assert_cluster_serves(2)
+
+
+@pytest.mark.parametrize("ray_start", [{"num_cpus": 4}], indirect=True)
+@pytest.mark.parametrize("recursive", [True, False])
+def test_cancel_recursive(ray_start, tmp_path, recursive):
+    """The parent waits on two children. recursive=True cancels them too;
+    recursive=False leaves them running to completion."""
+    release = tmp_path / "release"
+
+    @ray.remote
+    def child(i, directory, release):
+        directory = pathlib.Path(directory)
+        write_atomically(directory / f"child-{i}-pid", str(os.getpid()))
+        try:
+            wait_for_file(release)
+        except KeyboardInterrupt:
+            (directory / f"child-{i}-cancelled").touch()
+            raise
+        (directory / f"child-{i}-done").touch()
+        return i
+
+    @ray.remote
+    def parent(directory, release):
+        children = [child.remote(i, directory, release) for i in range(2)]
+        return sum(ray.get(children))
+
+    ref = parent.remote(str(tmp_path), str(release))
+    for i in range(2):
+        read_pid(tmp_path / f"child-{i}-pid")
+    ray.cancel(ref, recursive=recursive)
+    with pytest.raises(TaskCancelledError):
+        ray.get(ref, timeout=GET_TIMEOUT_S)
+    if recursive:
+        for i in range(2):
+            wait_for_condition(
+                (tmp_path / f"child-{i}-cancelled").exists,
+                message=f"child {i} was not cancelled",
+            )
+        release.touch()
+        assert_cluster_serves(4)
+        assert not list(tmp_path.glob("child-*-done"))
+    else:
+        assert not list(tmp_path.glob("child-*-cancelled"))
+        release.touch()
+        for i in range(2):
+            wait_for_condition(
+                (tmp_path / f"child-{i}-done").exists, message=f"child {i} did not complete"
+            )
+        assert not list(tmp_path.glob("child-*-cancelled"))
+        assert_cluster_serves(4)
+
+
+@pytest.mark.parametrize("force", [False, True])
+def test_cancelled_task_is_not_retried(ray_start, tmp_path, force):
+    @ray.remote(max_retries=3, retry_exceptions=True)
+    def task(directory):
+        record_attempt(directory)
+        write_atomically(pathlib.Path(directory) / "pid", str(os.getpid()))
+        block()
+        return "finished"
+
+    ref = task.remote(str(tmp_path))
+    pid = read_pid(tmp_path / "pid")
+    ray.cancel(ref, force=force)
+    with pytest.raises(TaskCancelledError):
+        ray.get(ref, timeout=GET_TIMEOUT_S)
+    if force:
+        wait_for_condition(lambda: process_gone(pid), message="the worker was not killed")
+    assert_cluster_serves(2)
+    assert attempts(tmp_path) == 1
+
+
+def test_cancel_finished_task_does_nothing(ray_start):
+    ref = square.remote(7)
+    assert ray.get(ref, timeout=GET_TIMEOUT_S) == 49
+    ray.cancel(ref)
+    ray.cancel(ref, force=True)
+    assert ray.get(ref, timeout=GET_TIMEOUT_S) == 49
+    assert_cluster_serves(2)
+
+
+def test_cancel_rejects_other_types(ray_start):
+    with pytest.raises(TypeError):
+        ray.cancel("not a ref")
+
+
+def test_cancel_async_actor_method(ray_start, tmp_path):
+    started, cancelled = tmp_path / "started", tmp_path / "cancelled"
+
+    @ray.remote
+    class AsyncActor:
+        async def long_call(self, started, cancelled):
+            pathlib.Path(started).touch()
+            try:
+                await asyncio.sleep(300)
+            except asyncio.CancelledError:
+                pathlib.Path(cancelled).touch()
+                raise
+            return "finished"
+
+        async def ping(self):
+            return "pong"
+
+    actor = AsyncActor.remote()
+    ref = actor.long_call.remote(str(started), str(cancelled))
+    wait_for_condition(started.exists, message="the call never started")
+    with pytest.raises(ValueError, match="force=True is not supported for actor tasks"):
+        ray.cancel(ref, force=True)
+    ray.cancel(ref)
+    with pytest.raises(TaskCancelledError):
+        ray.get(ref, timeout=GET_TIMEOUT_S)
+    assert cancelled.exists()
+    # The actor lives on and serves other calls.
+    assert ray.get(actor.ping.remote(), timeout=GET_TIMEOUT_S) == "pong"
+    assert_cluster_serves(2)
+
+
+def test_force_cancel_of_actor_task_is_rejected(ray_start):
+    @ray.remote
+    class Actor:
+        def value(self):
+            return 1
+
+    actor = Actor.remote()
+    ref = actor.value.remote()
+    with pytest.raises(ValueError, match="force=True"):
+        ray.cancel(ref, force=True)
+    assert ray.get(ref, timeout=GET_TIMEOUT_S) == 1
+
+
+@pytest.mark.parametrize("ray_start", [{"num_cpus": 1}], indirect=True)
+def test_cancel_streaming_generator(ray_start, tmp_path):
+    counter = tmp_path / "yielded"
+
+    @ray.remote
+    def endless(path):
+        i = 0
+        while True:
+            i += 1
+            write_atomically(path, str(i))
+            yield i
+            time.sleep(0.01)
+
+    gen = endless.remote(str(counter))
+    assert ray.get(next(gen), timeout=GET_TIMEOUT_S) == 1
+    ray.cancel(gen)
+    # It may still hand out items produced before the cancel arrived; then it
+    # ends with TaskCancelledError (or stops).
+    ended = False
+    for _ in range(100_000):
+        try:
+            ray.get(next(gen), timeout=GET_TIMEOUT_S)
+        except StopIteration:
+            ended = True
+            break
+        except TaskCancelledError:
+            ended = True
+            break
+    assert ended
+    produced = int(counter.read_text())
+    # The only CPU is free again, so the producer is no longer running...
+    assert_cluster_serves(1)
+    # ...and it produced nothing more.
+    assert int(counter.read_text()) == produced
+    with pytest.raises(StopIteration):
+        next(gen)
+
+
+def test_cancel_streaming_generator_paused_by_backpressure(ray_start, tmp_path):
+    """A producer waiting for its consumer (backpressure) is cancelled too."""
+    counter = tmp_path / "yielded"
+
+    @ray.remote
+    def producer(path):
+        for i in range(100):
+            write_atomically(path, str(i + 1))
+            yield i
+
+    gen = producer.options(_generator_backpressure_num_objects=1).remote(str(counter))
+    wait_for_condition(counter.exists, message="the producer never started")
+    ray.cancel(gen)
+    received = []
+    with pytest.raises(TaskCancelledError):
+        for ref in gen:
+            received.append(ray.get(ref, timeout=GET_TIMEOUT_S))
+    assert received == list(range(len(received)))
+    assert len(received) < 100
+    assert_cluster_serves(2)
+
+
+# -- retries after crashes -------------------------------------------------------
+
+
+def crash(how: str) -> None:
+    if how == "os_exit":
+        os._exit(1)
+    if how == "segfault":
+        ctypes.string_at(0)
+    raise AssertionError(how)
+
+
+@pytest.mark.parametrize("how", ["sigkill", "os_exit", "segfault"])
+def test_crashing_task_is_retried_then_raises_worker_crashed(ray_start, tmp_path, how):
+    """Default max_retries=3: four attempts, then WorkerCrashedError."""
+
+    @ray.remote
+    def crashing(directory, how):
+        n = record_attempt(directory)
+        if how == "sigkill":
+            write_atomically(pathlib.Path(directory) / f"pid-{n}", str(os.getpid()))
+            block()
+        crash(how)
+
+    ref = crashing.remote(str(tmp_path), how)
+    if how == "sigkill":
+        for n in range(1, 5):
+            sigkill(read_pid(tmp_path / f"pid-{n}"))
+    with pytest.raises(WorkerCrashedError) as info:
+        ray.get(ref, timeout=GET_TIMEOUT_S)
+    assert "crashing" in str(info.value)
+    assert attempts(tmp_path) == 4
+    assert_cluster_serves(2)
+
+
+def test_infinite_retries_until_success(ray_start, tmp_path):
+    @ray.remote(max_retries=-1)
+    def flaky(directory):
+        n = record_attempt(directory)
+        if n <= 3:
+            crash("os_exit" if n % 2 else "segfault")
+        return n
+
+    assert ray.get(flaky.remote(str(tmp_path)), timeout=GET_TIMEOUT_S) == 4
+    assert attempts(tmp_path) == 4
+    assert_cluster_serves(2)
+
+
+def test_retry_exceptions_list_stops_at_an_unlisted_error(ray_start, tmp_path):
+    """Retried while the error is listed; an unlisted error ends the task,
+    though retries are left."""
+
+    @ray.remote(max_retries=5, retry_exceptions=[MyError])
+    def task(directory):
+        n = record_attempt(directory)
+        raise (MyError if n <= 2 else OtherError)(f"attempt {n}")
+
+    with pytest.raises(OtherError, match="attempt 3") as info:
+        ray.get(task.remote(str(tmp_path)), timeout=GET_TIMEOUT_S)
+    assert isinstance(info.value, RayTaskError)
+    assert attempts(tmp_path) == 3
+
+
+@pytest.mark.parametrize(
+    "retry_exceptions, expect_attempts",
+    [(False, 1), ([OtherError], 1), ([MyError], 3), (True, 3)],
+    ids=["false", "non-matching-list", "matching-list", "true"],
+)
+def test_application_error_retries_with_a_crash_in_between(
+    ray_start, tmp_path, retry_exceptions, expect_attempts
+):
+    """Crashes are retried whatever retry_exceptions says; application errors
+    only when it allows. Attempt 1 crashes, attempt 2 raises MyError, attempt
+    3 succeeds."""
+
+    @ray.remote(max_retries=3, retry_exceptions=retry_exceptions)
+    def task(directory):
+        n = record_attempt(directory)
+        if n == 1:
+            crash("os_exit")
+        if n == 2:
+            raise MyError(f"attempt {n}")
+        return n
+
+    ref = task.remote(str(tmp_path))
+    if expect_attempts == 3:
+        assert ray.get(ref, timeout=GET_TIMEOUT_S) == 3
+    else:
+        with pytest.raises(MyError, match="attempt 2"):
+            ray.get(ref, timeout=GET_TIMEOUT_S)
+    assert attempts(tmp_path) == max(expect_attempts, 2)
+
+
+def test_sigkill_during_a_retried_task(ray_start, tmp_path):
+    """Attempt 1 raises (retried for the exception), attempt 2 is SIGKILLed
+    by the test (retried for the crash), attempt 3 returns its number."""
+
+    @ray.remote(max_retries=3, retry_exceptions=True)
+    def task(directory):
+        n = record_attempt(directory)
+        if n == 1:
+            raise MyError("first attempt fails")
+        if n == 2:
+            write_atomically(pathlib.Path(directory) / "pid", str(os.getpid()))
+            block()
+        return n
+
+    ref = task.remote(str(tmp_path))
+    sigkill(read_pid(tmp_path / "pid"))
+    assert ray.get(ref, timeout=GET_TIMEOUT_S) == 3
+    assert attempts(tmp_path) == 3
+    assert_cluster_serves(2)
+
+
+def test_sigkill_uses_up_the_retries_left_after_exceptions(ray_start, tmp_path):
+    """Application errors and crashes draw on the same max_retries: after one
+    retried exception and one crash, max_retries=2 is spent."""
+
+    @ray.remote(max_retries=2, retry_exceptions=True)
+    def task(directory):
+        n = record_attempt(directory)
+        if n == 1:
+            raise MyError("first attempt fails")
+        write_atomically(pathlib.Path(directory) / f"pid-{n}", str(os.getpid()))
+        block()
+
+    ref = task.remote(str(tmp_path))
+    for n in (2, 3):
+        sigkill(read_pid(tmp_path / f"pid-{n}"))
+    with pytest.raises(WorkerCrashedError):
+        ray.get(ref, timeout=GET_TIMEOUT_S)
+    assert attempts(tmp_path) == 3
+
+
+# -- returning put() refs (seed 000) ---------------------------------------------
+
+
+class _Stderr:
+    """The driver's stderr so far (capfd's reads consume it)."""
+
+    def __init__(self, capfd):
+        self._capfd = capfd
+        self.text = ""
+
+    def read(self) -> str:
+        self.text += self._capfd.readouterr().err
+        return self.text
+
+    def wait_for(self, needle: str) -> None:
+        wait_for_condition(lambda: needle in self.read(), message=f"{needle!r} on stderr")
+
+
+@pytest.mark.parametrize("ray_start", [{"num_cpus": 1}], indirect=True)
+def test_returning_put_refs_warns_once_per_function(ray_start, capfd):
+    stderr = _Stderr(capfd)
+
+    @ray.remote
+    def task_with_single_small_return_value_bad():
+        small_return_value = 1
+        return ray.put(small_return_value)
+
+    @ray.remote
+    def child():
+        return 2
+
+    @ray.remote
+    def returns_child_ref():
+        return child.remote()
+
+    @ray.remote
+    def flush(token):
+        import sys
+
+        print(token, file=sys.stderr, flush=True)
+
+    # It works (seed 000), on every call.
+    for _ in range(3):
+        assert ray.get(ray.get(task_with_single_small_return_value_bad.remote())) == 1
+    # A ref of a child task's result is fine: no warning.
+    assert ray.get(ray.get(returns_child_ref.remote())) == 2
+    # Everything the worker printed before this line has reached the driver.
+    token = f"flush-{uuid.uuid4().hex}"
+    ray.get(flush.remote(token))
+    stderr.wait_for(token)
+
+    warnings = [line for line in stderr.text.splitlines() if "anti-pattern" in line]
+    assert len(warnings) == 1, stderr.text
+    assert "task_with_single_small_return_value_bad" in warnings[0]
+    assert not re.search(r"returns_child_ref.*anti-pattern", stderr.text)
