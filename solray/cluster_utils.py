@@ -71,20 +71,23 @@ class Cluster:
         """Start a node with init()-style arguments (num_cpus, num_gpus,
         resources, object_store_memory, _system_config). The first node is the
         head, with the control store."""
-        from solray._private.worker import node_arguments
+        from solray._private.worker import control_store_arguments, node_arguments
 
+        system_config = node_args.pop("_system_config", None) or {}
         args = node_arguments(
             node_args.pop("num_cpus", None),
             node_args.pop("num_gpus", None),
             node_args.pop("resources", None),
             node_args.pop("object_store_memory", None),
-            node_args.pop("_system_config", None) or {},
+            system_config,
         )
         node_args.pop("dashboard_port", None)
         if node_args:
             raise TypeError(f"add_node() got unexpected arguments {sorted(node_args)}")
         if self.head_node is None:
-            control = self._launcher.start_control_store()
+            control = self._launcher.start_control_store(
+                args=control_store_arguments(system_config)
+            )
             self.address = control.address
             process = self._launcher.start_node(control.address, ["--head", *args])
             node = self.head_node = ClusterNode(process, is_head=True)

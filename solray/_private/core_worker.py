@@ -959,7 +959,9 @@ class CoreWorker:
 
     async def _remove_borrowers(self, owner: str, object_ids: list[bytes]) -> None:
         adding = self._adding.get(owner)
-        if adding and not os.environ.get("NOFIX"):  # let registrations sent before this reach the owner first
+        if adding and not os.environ.get(
+            "NOFIX"
+        ):  # let registrations sent before this reach the owner first
             await asyncio.wait(list(adding))
         try:
             conn = await self.peer(owner)

@@ -278,8 +278,10 @@ class Launcher:
             os.set_inheritable(self._lifeline_r, True)
         started_sessions.append(os.path.basename(session_dir))
 
-    def start_control_store(self, host: str = "127.0.0.1", port: int = 0) -> ServiceProcess:
-        return self._start("control store", "solray._private.control_store", host, port, [])
+    def start_control_store(
+        self, host: str = "127.0.0.1", port: int = 0, args: list[str] = ()
+    ) -> ServiceProcess:
+        return self._start("control store", "solray._private.control_store", host, port, list(args))
 
     def start_node(
         self, control_address: str, node_args: list[str], host: str = "127.0.0.1", port: int = 0
@@ -381,7 +383,11 @@ def new_session_dir(temp_dir: str | None = None) -> str:
 
 
 def start_local_cluster(
-    session_dir: str, node_args: list[str], host: str = "127.0.0.1", log_level: str = "WARNING"
+    session_dir: str,
+    node_args: list[str],
+    host: str = "127.0.0.1",
+    log_level: str = "WARNING",
+    control_args: list[str] = (),
 ) -> tuple[Launcher, str, str]:
     """A control store and a head node as children: (launcher, control
     address, node address). Both start in parallel: the node dials the control
@@ -389,7 +395,7 @@ def start_local_cluster(
     sweep_stale_shm()
     launcher = Launcher(session_dir, os.urandom(32), log_level=log_level)
     try:
-        control = launcher.start_control_store(host)
+        control = launcher.start_control_store(host, 0, control_args)
         node = launcher.start_node(control.address, ["--head", *node_args], host)
     except BaseException:
         launcher.stop()

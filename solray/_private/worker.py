@@ -153,7 +153,10 @@ def _start_cluster(
         num_cpus, num_gpus, resources, object_store_memory, kwargs.get("_system_config") or {}
     )
     return services.start_local_cluster(
-        services.new_session_dir(temp_dir), node_args, log_level=str(level)
+        services.new_session_dir(temp_dir),
+        node_args,
+        log_level=str(level),
+        control_args=control_store_arguments(kwargs.get("_system_config") or {}),
     )
 
 
@@ -183,9 +186,14 @@ def node_arguments(
             "--memory-monitor-refresh-ms",
             str(int(system_config["memory_monitor_refresh_ms"])),
         ]
-    if "heartbeat_timeout_s" in system_config:
-        node_args += ["--heartbeat-timeout-s", str(float(system_config["heartbeat_timeout_s"]))]
     return node_args
+
+
+def control_store_arguments(system_config: dict) -> list[str]:
+    """The control store command line for `_system_config` settings."""
+    if "heartbeat_timeout_s" in system_config:
+        return ["--heartbeat-timeout-s", str(float(system_config["heartbeat_timeout_s"]))]
+    return []
 
 
 def _spill_directory(system_config: dict) -> str | None:
