@@ -10,7 +10,11 @@ def f(x):
 assert ray.get([f.remote(i) for i in range(4)]) == [0, 2, 4, 6]
 """
 
-from solray import actor, exceptions
+from solray import (
+    actor,
+    exceptions,
+    util,  # noqa: E402  (ray.util.* as in Ray; imports the names above)
+)
 from solray._private.worker import (
     available_resources,
     cancel,
@@ -55,5 +59,6 @@ __all__ = [
     "put",
     "remote",
     "shutdown",
+    "util",
     "wait",
 ]

@@ -55,7 +55,7 @@ def run(pattern: str | None = None, round_seconds: float = 2.0) -> list[tuple[st
         if selected is None or selected.search(name):
             results.append(timeit(name, fn, multiplier, round_seconds))
 
-    ray.init()
+    ray.init(resources={"custom": 100})
     try:
 
         @ray.remote
@@ -113,6 +113,15 @@ def run(pattern: str | None = None, round_seconds: float = 2.0) -> list[tuple[st
             1000,
         )
         _actor_rows(ray, bench, selected, small_value)
+
+        def placement_group_create_removal(num_pgs: int = 100) -> None:
+            pgs = [ray.util.placement_group(bundles=[{"custom": 0.001}]) for _ in range(num_pgs)]
+            for pg in pgs:
+                pg.wait(timeout_seconds=30)
+            for pg in pgs:
+                ray.util.remove_placement_group(pg)
+
+        bench("placement group create/removal", placement_group_create_removal, 100)
     finally:
         ray.shutdown()
     return results
