@@ -174,6 +174,12 @@ class CoreWorker:
         self.call(self._connect(server_handlers or {}), timeout=60)
 
     async def _connect(self, server_handlers: dict) -> None:
+        if self.node_address is None:
+            # Joining a running cluster: the control store says where our node is.
+            self.control = await self._connect_control(self.control_address)
+            self.node_address = pick_local_node(await self.control.request(Msg.GET_NODES), self.ip)
+        # Our endpoint listens where our node does, so other nodes reach it.
+        self.ip = transport.parse_address(self.node_address)[0]
         sock = transport.bind_socket(self.ip, 0)
         self.address = transport.socket_address(sock)
         handlers = {
@@ -186,10 +192,6 @@ class CoreWorker:
         self.server = await transport.serve(
             sock, self.token, handlers, on_ready=self._inbound.add, on_close=self._inbound_closed
         )
-        if self.node_address is None:
-            # Joining a running cluster: the control store says where our node is.
-            self.control = await self._connect_control(self.control_address)
-            self.node_address = pick_local_node(await self.control.request(Msg.GET_NODES), self.ip)
         self.node = await transport.connect(
             self.node_address,
             self.token,
