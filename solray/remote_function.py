@@ -19,6 +19,8 @@ class RemoteFunction:
             raise TypeError(f"@remote expects a function, got {function!r}")
         self._function = function
         self._options = opts.with_defaults(opts.validate_task_options(dict(options)))
+        if self._options["num_returns"] is None:
+            self._options["num_returns"] = opts.default_num_returns(function)
         self._descriptor: FunctionDescriptor | None = None
         self._descriptor_owner = None
         self.__name__ = getattr(function, "__name__", "remote_function")
@@ -52,7 +54,7 @@ class RemoteFunction:
 
         worker.auto_init()
         cw = context.require_core_worker()
-        if options["num_returns"] is None:
+        if options["num_returns"] is None:  # .options(num_returns=None)
             options = dict(options, num_returns=opts.default_num_returns(self._function))
         result = cw.submit_task(self._describe(cw), args, kwargs, options)
         return unpack_returns(result, options["num_returns"])

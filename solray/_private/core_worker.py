@@ -105,12 +105,14 @@ class CoreWorker:
         self.contained: dict[bytes, list] = {}  # owned object -> refs inside its value
         self.handoffs: dict[bytes, list] = {}  # task -> refs in its results, until taken
         self._borrowed: dict[bytes, str] = {}  # borrowed object -> owner we registered with
-        self._unregister: dict[str, list[bytes]] = {}  # owner -> ids to unregister
+        # Guards _borrowed and _borrow_messages; reentrant: a collected ref's
+        # __del__ may free another ref on the same thread.
+        self._borrow_lock = threading.RLock()
+        self._borrow_messages: dict[str, list] = {}  # owner -> (un)registrations to send
         self._tls = threading.local()  # per thread: refs deserialized, not registered yet
         self._creation_refs: list = []  # actor constructor arguments, kept for restarts
         self.lineage: dict[bytes, PendingTask] = {}  # stored task result -> its task
         self._handoff_waits: dict[bytes, list] = {}  # task -> borrow registrations pending
-        self._adding: dict[str, set] = {}  # owner -> borrow registrations in flight
         # SOLRAY_RECORD_REF_CREATION_SITES=1: where each owned object was made.
         self.record_call_sites = os.environ.get("SOLRAY_RECORD_REF_CREATION_SITES") == "1"
         self.call_sites: dict[bytes, str] = {}
@@ -448,7 +450,7 @@ class CoreWorker:
         it in the store, if large), the top-level ref arguments, and the refs
         nested deeper, which the task must hold until it finishes."""
         args, kwargs, deps = extract_deps(args, kwargs, ObjectRef)
-        blob = serialization.serialize((args, kwargs))
+        blob = serialization.serialize((tuple(args), kwargs))
         contained = blob.contained_refs
         if blob.inline_size() <= INLINE_MAX:
             return blob, None, deps, contained
@@ -878,12 +880,14 @@ class CoreWorker:
         self.lineage.pop(object_id, None)
         if owned and isinstance(entry, InStore):
             self.free_in_store(object_id, entry.node)
-        owner = self._borrowed.pop(object_id, None)
-        if owner is not None:
-            batch = self._unregister.setdefault(owner, [])
-            batch.append(object_id)
-            if len(batch) == 1:
-                self.post(self._send_unregister, owner)
+        with self._borrow_lock:
+            # Another thread may have made a new instance since the count
+            # reached zero: then we still borrow it.
+            if self.refs.is_live(object_id):
+                return
+            owner = self._borrowed.pop(object_id, None)
+            if owner is not None:
+                self._queue_borrow_message(owner, Msg.REMOVE_BORROWERS, [object_id])
 
     # -- borrowing ---------------------------------------------------------
 
@@ -900,76 +904,69 @@ class CoreWorker:
                 pending = self._tls.borrows = []
             pending.append((object_id, owner))
 
-    def _take_new_borrows(self) -> dict[str, list[bytes]]:
+    def _take_new_borrows(self) -> list[concurrent.futures.Future]:
+        """Queue registrations for this thread's new borrows; returns futures
+        done once the owners know."""
         pending = getattr(self._tls, "borrows", None)
         if not pending:
-            return {}
+            return []
         self._tls.borrows = []
         by_owner: dict[str, list[bytes]] = {}
-        for object_id, owner in pending:
-            if object_id in self._borrowed or not self.refs.is_live(object_id):
-                continue
-            self._borrowed[object_id] = owner
-            by_owner.setdefault(owner, []).append(object_id)
-        return by_owner
+        with self._borrow_lock:
+            for object_id, owner in pending:
+                if object_id in self._borrowed or not self.refs.is_live(object_id):
+                    continue
+                self._borrowed[object_id] = owner
+                by_owner.setdefault(owner, []).append(object_id)
+            return [
+                self._queue_borrow_message(owner, Msg.ADD_BORROWERS, object_ids)
+                for owner, object_ids in by_owner.items()
+            ]
 
     def register_borrows(self) -> None:
         """User thread: tell the owners of refs this thread just deserialized
         that we hold them, and wait until they know. Call it before the
         sender of those refs may let go of them."""
-        by_owner = self._take_new_borrows()
-        if not by_owner:
-            return
-        if threading.current_thread() is self._thread:
-            self.loop.create_task(self._add_borrowers(by_owner))  # cannot wait on ourselves
-        else:
-            self.call(self._add_borrowers(by_owner))
+        done = self._take_new_borrows()
+        if done and threading.current_thread() is not self._thread:  # cannot wait on ourselves
+            concurrent.futures.wait(done)
 
     def register_borrows_async(self) -> asyncio.Future:
         """Loop thread: the same, as a future."""
-        return self.loop.create_task(self._add_borrowers(self._take_new_borrows()))
+        return asyncio.gather(*(asyncio.wrap_future(f) for f in self._take_new_borrows()))
 
-    async def _add_borrowers(self, by_owner: dict[str, list[bytes]]) -> None:
-        async def one(owner: str, object_ids: list[bytes]) -> None:
-            try:
-                conn = await self.peer(owner)
-                await conn.request(Msg.ADD_BORROWERS, {"ids": object_ids, "borrower": self.address})
-            except (OSError, TimeoutError, transport.ConnectionLost):
-                pass  # the owner is gone: getting these objects raises OwnerDiedError
+    def _queue_borrow_message(self, owner: str, msg: Msg, object_ids: list[bytes]):
+        """Under _borrow_lock: queue a registration (ADD_BORROWERS) or an
+        unregistration (REMOVE_BORROWERS) for `owner`. Each owner's messages
+        go out in the order they were decided: an unregistration overtaking
+        its registration would leave the owner counting a borrower that is
+        gone, and the reverse would free an object we hold."""
+        done: concurrent.futures.Future = concurrent.futures.Future()
+        queue = self._borrow_messages.setdefault(owner, [])
+        queue.append((msg, object_ids, done))
+        if len(queue) == 1:
+            self.post(self._start_borrow_messages, owner)
+        return done
 
-        # Registrations in flight, per owner: an unregistration must not
-        # overtake them (the owner would keep a borrower that is gone).
-        tasks = []
-        for owner, object_ids in by_owner.items():
-            task = self.loop.create_task(one(owner, object_ids))
-            self._adding.setdefault(owner, set()).add(task)
-            task.add_done_callback(partial(self._added, owner))
-            tasks.append(task)
-        await asyncio.gather(*tasks)
+    def _start_borrow_messages(self, owner: str) -> None:
+        self.loop.create_task(self._send_borrow_messages(owner))
 
-    def _added(self, owner: str, task: asyncio.Task) -> None:
-        adding = self._adding.get(owner)
-        if adding is not None:
-            adding.discard(task)
-            if not adding:
-                del self._adding[owner]
-
-    def _send_unregister(self, owner: str) -> None:
-        object_ids = self._unregister.pop(owner, [])
-        if object_ids:
-            self.loop.create_task(self._remove_borrowers(owner, object_ids))
-
-    async def _remove_borrowers(self, owner: str, object_ids: list[bytes]) -> None:
-        adding = self._adding.get(owner)
-        if adding and not os.environ.get(
-            "NOFIX"
-        ):  # let registrations sent before this reach the owner first
-            await asyncio.wait(list(adding))
+    async def _send_borrow_messages(self, owner: str) -> None:
         try:
             conn = await self.peer(owner)
-            conn.send(Msg.REMOVE_BORROWERS, {"ids": object_ids, "borrower": self.address})
         except (OSError, TimeoutError, transport.ConnectionLost):
-            pass
+            conn = None  # the owner is gone: getting its objects raises OwnerDiedError
+        with self._borrow_lock:  # taken and sent at once: in order
+            queue = self._borrow_messages.pop(owner, [])
+        for msg, object_ids, done in queue:
+            if conn is None or conn.closed:
+                done.set_result(None)
+            elif msg == Msg.ADD_BORROWERS:
+                reply = conn.request(msg, {"ids": object_ids, "borrower": self.address})
+                reply.add_done_callback(partial(_registered, done))
+            else:
+                conn.send(msg, {"ids": object_ids, "borrower": self.address})
+                done.set_result(None)
 
     def take_over_refs(self, task_id: bytes, object_id: bytes, refs: list) -> None:
         """Loop thread: a result of one of our tasks contains these refs
@@ -1129,6 +1126,12 @@ def _call_site() -> str:
         if not os.path.abspath(frame.filename).startswith(package):
             return f"{frame.filename}:{frame.lineno} in {frame.name}"
     return ""
+
+
+def _registered(done: concurrent.futures.Future, reply: asyncio.Future) -> None:
+    if not reply.cancelled():
+        reply.exception()  # the owner may be gone: nothing to report here
+    done.set_result(None)
 
 
 def raise_stored_error(error: BaseException):

@@ -115,9 +115,11 @@ class Executor:
         self.cw.set_job(ctx.job)
         if ctx.job not in self._jobs_seen:
             self._join_job(ctx.job)
-        # Every task sets it, so a task without GPUs never inherits the ids of
-        # the task that ran before it on this worker (as in Ray).
-        os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in ctx.gpu_ids)
+        # Every task gets its own, so a task without GPUs never inherits the
+        # ids of the task that ran before it on this worker (as in Ray).
+        visible = ",".join(str(i) for i in ctx.gpu_ids)
+        if os.environ.get("CUDA_VISIBLE_DEVICES") != visible:
+            os.environ["CUDA_VISIBLE_DEVICES"] = visible
         return ctx
 
     def run_task(self, conn, rid, body, buffers) -> None:

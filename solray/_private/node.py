@@ -421,9 +421,7 @@ class Node:
         request.stay = body.get("hard", False) or body.get("spilled", False)
         target = self._better_node(request)
         if target is not None:
-            conn.reply(
-                rid, {"spillback": {"address": target["address"], "node_id": target["node_id"]}}
-            )
+            self._spill(conn, rid, target, request.resources)
             return
         if not self.resources.feasible(request.resources):
             if request.stay and body.get("hard"):
@@ -480,6 +478,17 @@ class Node:
         feasible = [n for n in others if _fits(need, n["resources_total"])]
         return feasible[0] if feasible else None
 
+    def _spill(self, conn, rid, target: dict, need: dict) -> None:
+        """Send a request on to `target`, and count what it will take there
+        now: a burst of requests must not all follow the same stale view of
+        free resources to one node (the requests beyond its room would wait
+        there while others idle). That node's next report sets the truth."""
+        available = target["resources_available"]
+        for key, amount in need.items():
+            if key in available:
+                available[key] -= amount
+        conn.reply(rid, {"spillback": {"address": target["address"], "node_id": target["node_id"]}})
+
     def _try_grant(self) -> None:
         if self._stopping:
             return
@@ -492,10 +501,7 @@ class Node:
             if not self.resources.fits(req.resources):
                 target = self._better_node(req)
                 if target is not None:
-                    req.conn.reply(
-                        req.rid,
-                        {"spillback": {"address": target["address"], "node_id": target["node_id"]}},
-                    )
+                    self._spill(req.conn, req.rid, target, req.resources)
                 else:
                     remaining.append(req)
                 continue

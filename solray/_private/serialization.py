@@ -131,7 +131,31 @@ def dumps_with_buffers(value, flags: int = 0) -> SerializedObject:
     return SerializedObject(data, buffers, flags, collector.refs)
 
 
+_PLAIN = frozenset((int, float, str, bytes, bool, type(None)))
+
+
+def _is_plain(value, depth: int = 0) -> bool:
+    """Builtin scalars, and small lists/tuples/dicts of them: the C pickler
+    handles these exactly as cloudpickle would, several times faster."""
+    kind = type(value)
+    if kind in _PLAIN:
+        return True
+    if depth > 2 or len(value) > 16 if kind in (tuple, list, dict) else True:
+        return False
+    if kind is dict:
+        for k, v in value.items():
+            if type(k) not in _PLAIN or (type(v) not in _PLAIN and not _is_plain(v, depth + 1)):
+                return False
+        return True
+    for v in value:
+        if type(v) not in _PLAIN and not _is_plain(v, depth + 1):
+            return False
+    return True
+
+
 def serialize(value) -> SerializedObject:
+    if _is_plain(value):
+        return SerializedObject(pickle.dumps(value, protocol=5))
     return dumps_with_buffers(value)
 
 

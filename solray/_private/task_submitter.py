@@ -234,6 +234,8 @@ class TaskSubmitter:
         return None if node == self.cw.node_address else node
 
     def _pump(self, q: KeyQueue) -> None:
+        if any(lw.busy is None and lw.conn.closed for lw in q.workers):
+            self._drop_dead_idle_workers(q)
         for lw in q.workers:
             if not q.tasks:
                 break
@@ -248,6 +250,16 @@ class TaskSubmitter:
             for lw in q.workers:
                 if lw.busy is None and lw.linger is None:
                     lw.linger = self.cw.loop.call_later(LEASE_LINGER_S, self._return_lease, q, lw)
+
+    def _drop_dead_idle_workers(self, q: KeyQueue) -> None:
+        """Leased workers that died while idle (their node was lost, say) get
+        no more tasks: a push there would fail and cost the task a retry."""
+        for lw in [lw for lw in q.workers if lw.busy is None and lw.conn.closed]:
+            if lw.linger is not None:
+                lw.linger.cancel()
+                lw.linger = None
+            q.workers.remove(lw)
+            lw.node.send(Msg.RETURN_LEASE, {"lease_id": lw.lease_id, "kill": True})
 
     async def _lease(self, q: KeyQueue) -> None:
         """Ask for one worker, following spillbacks to the node that has room."""
