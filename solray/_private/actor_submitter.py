@@ -201,7 +201,11 @@ class ActorSubmitter:
             complete_task(self.cw, task, body, buffers, conn)
         elif not isinstance(error, transport.ConnectionLost):
             fail_task(self.cw, task, error_entry(exceptions.RaySystemError(error)))
-        elif not task.cancelled and (task.max_retries == -1 or task.attempt < task.max_retries):
+        elif (
+            q.state != DEAD
+            and not task.cancelled
+            and (task.max_retries == -1 or task.attempt < task.max_retries)
+        ):
             task.attempt += 1
             seqs = [t.seq for t in q.pending]
             q.pending.insert(bisect.bisect_left(seqs, task.seq), task)

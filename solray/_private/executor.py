@@ -60,6 +60,7 @@ class TaskContext:
     job: int
     gpu_ids: list
     owner: str
+    method: str | None = None  # actor calls: the method's name
     # [index, [[id, owner], ...]] for results that contain refs
     contained: list = field(default_factory=list)
 
@@ -110,7 +111,12 @@ class Executor:
 
     def _context(self, body, name: str) -> TaskContext:
         ctx = TaskContext(
-            body["tid"], name, body["job"], body.get("gpu", self.gpu_ids), body["owner"]
+            body["tid"],
+            name,
+            body["job"],
+            body.get("gpu", self.gpu_ids),
+            body["owner"],
+            body.get("m"),
         )
         self.cw.set_job(ctx.job)
         if ctx.job not in self._jobs_seen:
@@ -438,6 +444,9 @@ class Executor:
         return function, args, kwargs
 
     def _task_error(self, name: str, error: Exception) -> exceptions.RayTaskError:
+        ctx = self.cw.current_task
+        if ctx is not None and ctx.method:
+            name = f"{name}.{ctx.method}"  # Ray's "Class.method" for actor calls
         if isinstance(error, exceptions.RayTaskError):
             # An error from a task this task waited on: keep the original cause.
             return error

@@ -85,19 +85,25 @@ def find_session(temp_dir: str | None = None, session_dir: str | None = None) ->
             path = os.path.join(root, name, "cluster.json")
             if os.path.exists(path):
                 candidates.append((os.path.getmtime(path), os.path.join(root, name)))
-    for _, session_dir in sorted(candidates, reverse=True):
-        with open(os.path.join(session_dir, "cluster.json")) as f:
-            info = json.load(f)
+    for _, candidate in sorted(candidates, reverse=True):
+        # A session may be gone (or going) by now: its files are removed at
+        # shutdown.
         try:
-            os.kill(info["driver_pid"], 0)
-        except ProcessLookupError:
+            with open(os.path.join(candidate, "cluster.json")) as f:
+                info = json.load(f)
+            try:
+                os.kill(info["driver_pid"], 0)
+            except ProcessLookupError:
+                continue
+            except PermissionError:
+                pass
+            with open(os.path.join(candidate, "token")) as f:
+                return info, bytes.fromhex(f.read().strip())
+        except (OSError, ValueError, KeyError):
             continue
-        except PermissionError:
-            pass
-        with open(os.path.join(session_dir, "token")) as f:
-            return info, bytes.fromhex(f.read().strip())
+    where = f"at {session_dir}" if session_dir is not None else f"in {root}"
     raise ConnectionError(
-        f"Could not find any running solray cluster of this user (looked in {root}). "
+        f"Could not find any running solray cluster of this user (looked {where}). "
         "Start one with solray.init() in a program that keeps running."
     )
 

@@ -1,0 +1,292 @@
+"""`ray.util.ActorPool` and `ray.util.queue.Queue` on a real local cluster.
+
+`import solray as ray` stands in for `import ray`. Work that has to be slow or
+held back waits on marker files, never on timing.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+from conftest import wait_for_condition
+
+import solray as ray
+from solray.util import ActorPool
+from solray.util.queue import Empty, Full, Queue
+
+
+def _wait_for_file(path, timeout: float = 30.0) -> None:
+    """Inside an actor or task: block until `path` exists."""
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} never appeared")
+        time.sleep(0.01)
+
+
+@ray.remote
+class Doubler:
+    def __init__(self, name):
+        self.name = name
+
+    def double(self, value):
+        return value * 2
+
+    def double_when(self, value, path):
+        """Doubles `value` once `path` exists (None: at once)."""
+        if path is not None:
+            _wait_for_file(path)
+        return value * 2
+
+    def whoami(self, _value=None):
+        return self.name
+
+
+# --------------------------------------------------------------------------
+# ActorPool.
+# --------------------------------------------------------------------------
+
+
+def test_actor_pool_map_is_ordered(ray_start):
+    pool = ActorPool([Doubler.remote("a"), Doubler.remote("b")])
+    assert list(pool.map(lambda a, v: a.double.remote(v), range(10))) == [v * 2 for v in range(10)]
+    # The pool can be used again once a map is consumed.
+    assert list(pool.map(lambda a, v: a.double.remote(v), [5, 6])) == [10, 12]
+    assert list(pool.map(lambda a, v: a.double.remote(v), [])) == []
+
+
+def test_actor_pool_map_uses_every_actor(ray_start):
+    pool = ActorPool([Doubler.remote("a"), Doubler.remote("b")])
+    names = list(pool.map(lambda a, v: a.whoami.remote(v), range(6)))
+    assert set(names) == {"a", "b"}
+
+
+def test_actor_pool_map_unordered(ray_start, tmp_path):
+    go = tmp_path / "go"
+    pool = ActorPool([Doubler.remote("a"), Doubler.remote("b")])
+    # The first value waits for `go`; the others finish first and come out first.
+    values = [(0, str(go)), (1, None), (2, None), (3, None)]
+    results = pool.map_unordered(lambda a, v: a.double_when.remote(*v), values)
+    first_three = [next(results) for _ in range(3)]
+    assert sorted(first_three) == [2, 4, 6]
+    go.touch()
+    assert list(results) == [0]
+
+
+def test_actor_pool_submit_get_next(ray_start):
+    pool = ActorPool([Doubler.remote("a"), Doubler.remote("b")])
+    assert not pool.has_next()
+    for value in range(5):  # more values than actors: the rest wait in the pool
+        pool.submit(lambda a, v: a.double.remote(v), value)
+    assert pool.has_next()
+    results = []
+    while pool.has_next():
+        results.append(pool.get_next())
+    assert results == [0, 2, 4, 6, 8]
+    with pytest.raises(StopIteration):
+        pool.get_next()
+
+
+def test_actor_pool_get_next_timeout(ray_start, tmp_path):
+    go = tmp_path / "go"
+    pool = ActorPool([Doubler.remote("a")])
+    pool.submit(lambda a, v: a.double_when.remote(v, str(go)), 21)
+    with pytest.raises(TimeoutError):
+        pool.get_next(timeout=0.05)
+    go.touch()
+    assert pool.get_next() == 42
+
+
+def test_actor_pool_get_next_unordered(ray_start, tmp_path):
+    go = tmp_path / "go"
+    pool = ActorPool([Doubler.remote("a"), Doubler.remote("b")])
+    pool.submit(lambda a, v: a.double_when.remote(v, str(go)), 1)
+    pool.submit(lambda a, v: a.double_when.remote(v, None), 2)
+    assert pool.get_next_unordered() == 4  # the second one is ready first
+    with pytest.raises(TimeoutError):
+        pool.get_next_unordered(timeout=0.05)
+    go.touch()
+    assert pool.get_next_unordered() == 2
+    assert not pool.has_next()
+
+
+def test_actor_pool_has_free_pop_idle_push(ray_start, tmp_path):
+    go = tmp_path / "go"
+    a, b = Doubler.remote("a"), Doubler.remote("b")
+    pool = ActorPool([a])
+    assert pool.has_free()
+    pool.submit(lambda actor, v: actor.double_when.remote(v, str(go)), 1)
+    assert not pool.has_free()
+    assert pool.pop_idle() is None
+
+    pool.push(b)
+    assert pool.has_free()
+    with pytest.raises(ValueError):
+        pool.push(b)  # already in the pool
+    with pytest.raises(ValueError):
+        pool.push(a)  # busy in the pool
+
+    idle = pool.pop_idle()
+    assert idle == b
+    assert not pool.has_free()
+    assert ray.get(idle.whoami.remote()) == "b"
+    pool.push(idle)
+
+    go.touch()
+    assert pool.get_next() == 2
+    assert pool.has_free()
+    popped = {pool.pop_idle(), pool.pop_idle()}
+    assert popped == {a, b}
+    assert pool.pop_idle() is None
+
+
+# --------------------------------------------------------------------------
+# Queue.
+# --------------------------------------------------------------------------
+
+
+def test_queue_put_get(ray_start):
+    queue = Queue()
+    assert queue.empty() and queue.qsize() == 0 and len(queue) == 0
+    for item in range(3):
+        queue.put(item)
+    assert queue.qsize() == 3 and not queue.empty() and not queue.full()
+    assert [queue.get() for _ in range(3)] == [0, 1, 2]
+    assert queue.empty()
+    queue.put({"nested": [1, 2]})
+    assert queue.get(block=False) == {"nested": [1, 2]}
+
+
+def test_queue_empty_and_full(ray_start):
+    queue = Queue(maxsize=2)
+    with pytest.raises(Empty):
+        queue.get(block=False)
+    with pytest.raises(Empty):
+        queue.get_nowait()
+    with pytest.raises(Empty):
+        queue.get(timeout=0.05)
+
+    queue.put("a")
+    queue.put_nowait("b")
+    assert queue.full() and queue.qsize() == 2
+    with pytest.raises(Full):
+        queue.put("c", block=False)
+    with pytest.raises(Full):
+        queue.put_nowait("c")
+    with pytest.raises(Full):
+        queue.put("c", timeout=0.05)
+    assert [queue.get(), queue.get()] == ["a", "b"]
+
+    with pytest.raises(ValueError):
+        queue.put("x", timeout=-1)
+    with pytest.raises(ValueError):
+        queue.get(timeout=-1)
+
+
+def test_queue_blocking_get_waits_for_put(ray_start):
+    queue = Queue()
+
+    @ray.remote
+    def get_one(queue):
+        return queue.get(timeout=30)
+
+    ref = get_one.remote(queue)
+    assert ray.wait([ref], timeout=0)[0] == []
+    queue.put("late")
+    assert ray.get(ref) == "late"
+
+
+def test_queue_blocking_put_waits_for_space(ray_start):
+    queue = Queue(maxsize=1)
+    queue.put(1)
+
+    @ray.remote
+    def put_one(queue, item):
+        queue.put(item, timeout=30)
+        return "put"
+
+    ref = put_one.remote(queue, 2)
+    wait_for_condition(lambda: ray.wait([ref], timeout=0)[0] == [] and queue.full())
+    assert queue.get() == 1
+    assert ray.get(ref) == "put"
+    assert queue.get() == 2
+
+
+def test_queue_batches(ray_start):
+    queue = Queue(maxsize=3)
+    queue.put_nowait_batch([1, 2])
+    with pytest.raises(Full):
+        queue.put_nowait_batch([3, 4])  # all or nothing
+    assert queue.qsize() == 2
+    queue.put_nowait_batch([3])
+    with pytest.raises(Empty):
+        queue.get_nowait_batch(4)
+    assert queue.get_nowait_batch(2) == [1, 2]
+    assert queue.get_nowait_batch(1) == [3]
+    assert queue.get_nowait_batch(0) == []
+    with pytest.raises(ValueError):
+        queue.get_nowait_batch(-1)
+
+
+def test_queue_between_producer_task_and_consumer_actor(ray_start):
+    queue = Queue(maxsize=4)  # smaller than the stream: the producer blocks at times
+
+    @ray.remote
+    def producer(queue, n):
+        for item in range(n):
+            queue.put(item)
+        queue.put(None)
+        return n
+
+    @ray.remote
+    class Consumer:
+        def __init__(self, queue):
+            self.queue = queue
+
+        def consume(self):
+            items = []
+            while (item := self.queue.get(timeout=30)) is not None:
+                items.append(item)
+            return items
+
+    consumer = Consumer.remote(queue)
+    consumed = consumer.consume.remote()
+    produced = producer.remote(queue, 20)
+    assert ray.get(produced) == 20
+    assert ray.get(consumed) == list(range(20))
+    assert queue.empty()
+
+
+def test_queue_async_api_in_async_actor(ray_start):
+    queue = Queue()
+
+    @ray.remote
+    class AsyncConsumer:
+        async def take(self, queue, n):
+            return [await queue.get_async(timeout=30) for _ in range(n)]
+
+        async def give(self, queue, items):
+            for item in items:
+                await queue.put_async(item)
+
+    consumer = AsyncConsumer.remote()
+    taken = consumer.take.remote(queue, 3)
+    ray.get(consumer.give.remote(queue, ["x", "y", "z"]))
+    assert ray.get(taken) == ["x", "y", "z"]
+
+
+def test_queue_actor_options(ray_start):
+    queue = Queue(actor_options={"name": "the-queue", "num_cpus": 0})
+    queue.put("via name")
+    assert ray.get(ray.get_actor("the-queue").get.remote()) == "via name"
+
+
+def test_queue_shutdown(ray_start):
+    queue = Queue()
+    queue.put(1)
+    actor = queue.actor
+    queue.shutdown()
+    with pytest.raises(ray.exceptions.RayActorError):
+        ray.get(actor.qsize.remote())
