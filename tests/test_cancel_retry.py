@@ -98,7 +98,9 @@ def process_gone(pid: int) -> bool:
 
 def sigkill(pid: int) -> None:
     proc = psutil.Process(pid)
-    assert "solray._private.worker_main" in " ".join(proc.cmdline())
+    # A worker runs worker_main, or was forked from its node's worker_zygote.
+    cmdline = " ".join(proc.cmdline())
+    assert "solray._private.worker_main" in cmdline or "solray._private.worker_zygote" in cmdline
     os.kill(pid, signal.SIGKILL)
 
 

@@ -213,6 +213,11 @@ class ActorManager:
         for entry in unplaced:
             self._place(entry)
 
+    def on_node_removed(self) -> None:
+        """Actors whose lease failed because this node was dying (seen before
+        its death was) are placed again, on the nodes left."""
+        self.on_node_added()
+
     # -- placement and restarts ---------------------------------------------
 
     def _place(self, entry: ActorEntry) -> None:
@@ -277,6 +282,8 @@ class ActorManager:
         except (OSError, transport.ConnectionLost, transport.RemoteError) as e:
             logger.warning("could not lease a worker for an actor: %s", e)
             self._unplaced.append(entry)
+            if not node["alive"]:  # the node died meanwhile: place it elsewhere now
+                self.on_node_added()
             return
         lease = (node_conn, grant["lease_id"])
         if entry.state == DEAD:

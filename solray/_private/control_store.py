@@ -61,6 +61,7 @@ class ControlStore:
             logger.warning("node %s (%s) left the cluster", node_id, info["address"])
             self.publish("node_removed", {"node_id": node_id, "address": info["address"]})
             self.placement_groups.on_node_removed(node_id)
+            self.actors.on_node_removed()
         self.actors.on_connection_closed(conn)
         self.placement_groups.on_connection_closed(conn)
 

@@ -23,7 +23,7 @@ import os
 import sys
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from functools import partial
 
 from solray import exceptions
@@ -1030,13 +1030,19 @@ class CoreWorker:
 
     def object_report(self) -> list[dict]:
         """Loop thread: one row per object this process owns or references."""
-        in_tasks = {r._id for t in self.tasks.values() for r in (*t.deps, *t.contained)}
-        in_objects = {r._id for refs in self.contained.values() for r in refs}
+        # Instances held by pending tasks and inside objects count as local
+        # refs too; LOCAL_REFERENCE means the program holds one of its own.
+        in_tasks = Counter(
+            r._id
+            for t in self.tasks.values()
+            for r in (*t.deps, *t.contained, *([t.args_ref] if t.args_ref else ()))
+        )
+        in_objects = Counter(r._id for refs in self.contained.values() for r in refs)
         rows = []
         for object_id, info in self.refs.snapshot().items():
             entry = self.memory_store.get(object_id)
             kinds = []
-            if info["local"]:
+            if info["local"] > in_tasks[object_id] + in_objects[object_id]:
                 kinds.append("LOCAL_REFERENCE")
             if object_id in in_tasks:
                 kinds.append("USED_BY_PENDING_TASK")

@@ -28,6 +28,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import sys
 import time
 from collections import deque
@@ -131,6 +132,11 @@ class Node:
         self.starting = 0
         self.processes: set[asyncio.subprocess.Process] = set()
         self.clients: set[transport.Connection] = set()  # core workers: drivers, workers
+        self._tasks: set[asyncio.Task] = set()  # background tasks (see _background)
+        self._zygote = None  # the worker fork server process, once started
+        self._zygote_requested = False
+        self._zygote_channel: socket.socket | None = None
+        self._zygote_lock = asyncio.Lock()
         self.leases: dict[int, Lease] = {}
         self.next_lease = 1
         self.pending: deque[LeaseRequest] = deque()
@@ -178,8 +184,11 @@ class Node:
             on_close=self._control_lost,
         )
         # Warm the pool while registering: the first task should find a worker.
+        # These first workers start as interpreters; the zygote starts once
+        # they are up (its imports would slow them down on a small machine),
+        # and every later worker is forked from it.
         for _ in range(min(self.soft_worker_limit, os.cpu_count() or 1)):
-            self._start_worker()
+            self._start_worker(fork=False)
         await self.control.request(Msg.REGISTER_NODE, self.info())
         self.cluster = {n["node_id"]: n for n in await self.control.request(Msg.GET_NODES)}
         await self.control.request(
@@ -189,11 +198,10 @@ class Node:
         # and cluster_resources() right after init() see this node. The socket
         # is already listening: early connections wait in its backlog.
         self.server = await transport.serve(sock, self.token, self.handlers, on_close=self.on_close)
-        loop = asyncio.get_running_loop()
-        self._reaper = loop.create_task(self._reap_idle_workers())
-        self._heartbeat = loop.create_task(self._send_heartbeats())
+        self._background(self._reap_idle_workers())
+        self._background(self._send_heartbeats())
         if self.memory_refresh_s > 0:
-            self._memory_monitor = loop.create_task(self._watch_memory())
+            self._background(self._watch_memory())
 
     async def _send_heartbeats(self) -> None:
         while True:
@@ -247,34 +255,47 @@ class Node:
             await asyncio.wait([asyncio.ensure_future(p.wait()) for p in self.processes], timeout=5)
         if self.server is not None:
             self.server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         self.store.close()
         shutil.rmtree(self.shm_dir, ignore_errors=True)
 
     # -- workers -----------------------------------------------------------
 
-    def _start_worker(self) -> None:
+    def _background(self, coro) -> asyncio.Task:
+        """Run a coroutine in the background. asyncio keeps only weak refs to
+        tasks, so the node holds them, and cancels those left at stop()."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _start_worker(self, fork: bool = True) -> None:
+        """Start a worker: forked from the zygote (a few ms) unless `fork` is
+        False or the zygote is not there (a new interpreter: ~240 ms)."""
         worker_id = ids.random_unique_id().hex()
         self.starting += 1
-        asyncio.get_running_loop().create_task(self._spawn_worker(worker_id))
+        self._background(self._spawn_worker(worker_id, fork))
 
-    async def _spawn_worker(self, worker_id: str) -> None:
-        env = dict(
-            os.environ,
-            SOLRAY_NODE_ADDRESS=self.address,
-            SOLRAY_WORKER_ID=worker_id,
-        )
-        env[services.TOKEN_ENV] = self.token.hex()
+    async def _spawn_worker(self, worker_id: str, fork: bool) -> None:
+        env = {"SOLRAY_NODE_ADDRESS": self.address, "SOLRAY_WORKER_ID": worker_id}
         try:
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "solray._private.worker_main",
-                env=env,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-                limit=MAX_OUTPUT_LINE,
-            )
+            zygote = self._zygote
+            if fork and zygote is not None and zygote.returncode is None:
+                proc, stdout, stderr = await self._fork_worker(env)
+            else:
+                proc = await asyncio.create_subprocess_exec(
+                    sys.executable,
+                    "-m",
+                    "solray._private.worker_main",
+                    env=dict(os.environ, **env, **{services.TOKEN_ENV: self.token.hex()}),
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=asyncio.subprocess.PIPE,
+                    stderr=asyncio.subprocess.PIPE,
+                    limit=MAX_OUTPUT_LINE,
+                )
+                stdout, stderr = proc.stdout, proc.stderr
         except OSError:
             self.starting -= 1
             logger.exception("could not start a worker")
@@ -282,10 +303,60 @@ class Node:
         self.processes.add(proc)
         worker = WorkerProcess(worker_id, proc)
         self.workers[worker_id] = worker
+        self._background(self._forward_output(proc.pid, stdout, False))
+        self._background(self._forward_output(proc.pid, stderr, True))
+        self._background(self._watch_worker(worker))
+
+    async def _start_zygote(self) -> None:
+        """The fork server workers are made from (worker_zygote.py)."""
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            self._zygote = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "solray._private.worker_zygote",
+                str(child.fileno()),
+                env=dict(os.environ, **{services.TOKEN_ENV: self.token.hex()}),
+                stdin=asyncio.subprocess.DEVNULL,
+                pass_fds=(child.fileno(),),
+            )
+        except OSError:
+            logger.exception("could not start the worker fork server; starting workers plainly")
+            parent.close()
+            return
+        finally:
+            child.close()
+        parent.setblocking(False)
+        self._zygote_channel = parent
+        self.processes.add(self._zygote)
+
+    async def _fork_worker(self, env: dict):
         loop = asyncio.get_running_loop()
-        loop.create_task(self._forward_output(proc.pid, proc.stdout, False))
-        loop.create_task(self._forward_output(proc.pid, proc.stderr, True))
-        loop.create_task(self._watch_worker(worker))
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        try:
+            async with self._zygote_lock:
+                socket.send_fds(self._zygote_channel, [json.dumps(env).encode()], [out_w, err_w])
+                reply = await loop.sock_recv(self._zygote_channel, 64)
+        except OSError:
+            for fd in (out_r, err_r):
+                os.close(fd)
+            raise
+        finally:
+            os.close(out_w)
+            os.close(err_w)
+        if not reply:
+            for fd in (out_r, err_r):
+                os.close(fd)
+            raise OSError("the worker fork server exited")
+        streams = []
+        for fd in (out_r, err_r):
+            reader = asyncio.StreamReader(limit=MAX_OUTPUT_LINE)
+            await loop.connect_read_pipe(
+                lambda reader=reader: asyncio.StreamReaderProtocol(reader), os.fdopen(fd, "rb", 0)
+            )
+            streams.append(reader)
+        return ForkedProcess(int(reply)), streams[0], streams[1]
 
     async def _watch_worker(self, worker: WorkerProcess) -> None:
         code = await worker.process.wait()
@@ -312,6 +383,9 @@ class Node:
         self.clients.add(conn)
         self.starting -= 1
         conn.reply(rid, self.info())
+        if self.starting == 0 and not self._zygote_requested and not self._stopping:
+            self._zygote_requested = True
+            self._background(self._start_zygote())
         self._make_idle(worker)
         self._try_grant()
 
@@ -695,9 +769,7 @@ class Node:
             for node in self.store.free(object_id):
                 forward.setdefault(node, []).append(object_id)
         for node, object_ids in forward.items():
-            asyncio.get_running_loop().create_task(
-                self._send_to_node(node, Msg.STORE_FREE, {"ids": object_ids})
-            )
+            self._background(self._send_to_node(node, Msg.STORE_FREE, {"ids": object_ids}))
         conn.reply(rid, True)
 
     # -- object transfer between nodes ---------------------------------------
@@ -734,7 +806,7 @@ class Node:
             existing = self.store.objects.get(object_id)
             if (existing is None or existing.freed) and object_id not in self._pulls:
                 offset = self.store.create(object_id, body["size"], body["owner"], "pull")
-                self._pulls[object_id] = asyncio.get_running_loop().create_task(
+                self._pulls[object_id] = self._background(
                     self._pull(object_id, body["from"], offset, body["size"])
                 )
             self.store.pin(object_id, conn, answer)
@@ -789,7 +861,7 @@ class Node:
     def list_objects(self, conn, rid, body, bufs) -> None:
         """Every object known to the drivers and workers on this node, with
         where the store keeps it now (shared memory, or spilled)."""
-        asyncio.get_running_loop().create_task(self._list_objects(conn, rid))
+        self._background(self._list_objects(conn, rid))
 
     async def _list_objects(self, conn, rid) -> None:
         clients = [c for c in self.clients if not c.closed]
@@ -808,7 +880,48 @@ class Node:
         conn.reply(rid, rows)
 
 
-def _kill(process: asyncio.subprocess.Process) -> None:
+class ForkedProcess:
+    """A worker forked by the zygote: not our child, so its exit is watched
+    through a pidfd instead of waitpid (its exit status is not ours to see)."""
+
+    def __init__(self, pid: int):
+        self.pid = pid
+        self.returncode: int | None = None
+        self._exited = asyncio.get_running_loop().create_future()
+        try:
+            self._fd = os.pidfd_open(pid)
+        except ProcessLookupError:  # already gone
+            self._fd = None
+            self._done()
+            return
+        asyncio.get_running_loop().add_reader(self._fd, self._done)
+
+    def _done(self) -> None:
+        if self._fd is not None:
+            asyncio.get_running_loop().remove_reader(self._fd)
+            os.close(self._fd)
+            self._fd = None
+        if self.returncode is None:
+            self.returncode = -1
+        if not self._exited.done():
+            self._exited.set_result(self.returncode)
+
+    async def wait(self) -> int:
+        return await asyncio.shield(self._exited)
+
+    def kill(self) -> None:
+        """SIGKILL through the pidfd: never a recycled pid."""
+        if self._fd is not None:
+            try:
+                signal.pidfd_send_signal(self._fd, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def _kill(process) -> None:
+    if isinstance(process, ForkedProcess):
+        process.kill()
+        return
     # Not process.kill(): Popen polls before signalling, which would reap the
     # child behind asyncio's child watcher. A zombie's pid cannot be reused, so
     # signalling it until the watcher has reaped it is safe.

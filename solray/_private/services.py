@@ -149,10 +149,17 @@ def _session_for(control_address: str, temp_dir: str | None) -> tuple[dict, byte
         try:
             with open(path) as f:
                 info = json.load(f)
-            if info.get("control_address") == control_address:
-                with open(os.path.join(root, name, "token")) as f:
-                    return info, bytes.fromhex(f.read().strip())
-        except (OSError, ValueError):
+            if info.get("control_address") != control_address:
+                continue
+            try:
+                os.kill(info["driver_pid"], 0)
+            except ProcessLookupError:
+                continue  # a stale session: its port may be another cluster's now
+            except PermissionError:
+                pass
+            with open(os.path.join(root, name, "token")) as f:
+                return info, bytes.fromhex(f.read().strip())
+        except (OSError, ValueError, KeyError):
             continue
     return None
 

@@ -38,6 +38,7 @@ from solray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 logger = logging.getLogger(__name__)
 
 LEASE_LINGER_S = 0.02
+LEASE_RETRY_S = 0.05  # after another node died holding a lease request of ours
 MAX_LEASE_REQUESTS_PER_KEY = 8
 
 
@@ -267,10 +268,16 @@ class TaskSubmitter:
             grant, node = await self._request_lease(q)
         except (OSError, TimeoutError, transport.ConnectionLost, transport.RemoteError) as e:
             q.requests -= 1
-            if not self.cw.shutting_down:
-                self._fail_queue(
-                    q, exceptions.LocalRayletDiedError(f"the node could not grant a worker: {e}")
-                )
+            if self.cw.shutting_down:
+                return
+            if not isinstance(e, transport.RemoteError) and not self.cw.node.closed:
+                # Another node (the request was spilled there) died or cannot
+                # be reached; ours is fine: ask again, once it has noticed.
+                self.cw.loop.call_later(LEASE_RETRY_S, self._pump, q)
+                return
+            self._fail_queue(
+                q, exceptions.LocalRayletDiedError(f"the node could not grant a worker: {e}")
+            )
             return
         except exceptions.TaskUnschedulableError as e:
             q.requests -= 1
@@ -308,7 +315,16 @@ class TaskSubmitter:
                     "soft=False), which is not an alive node of this cluster."
                 )
         for _ in range(8):  # spillbacks to follow before settling
-            node = self.cw.node if address == self.cw.node_address else await self.cw.peer(address)
+            if address == self.cw.node_address:
+                node = self.cw.node
+            elif kind == "DEFAULT" and "spilled" not in body:
+                try:
+                    node = await self.cw.peer(address)
+                except (OSError, TimeoutError, transport.ConnectionLost):
+                    # The node holding the arguments is gone: ask ours.
+                    address, node = self.cw.node_address, self.cw.node
+            else:
+                node = await self.cw.peer(address)
             reply = await node.request(Msg.REQUEST_LEASE, body)
             if "spillback" in reply:
                 address = reply["spillback"]["address"]
