@@ -67,7 +67,7 @@ class ActorManager:
         self.store = store
         self.actors: dict[bytes, ActorEntry] = {}
         self.named: dict[tuple[str, str], bytes] = {}
-        self._node_conns: dict[str, asyncio.Task] = {}
+        self._node_conns = transport.ConnectionCache(store.token)
         self._unplaced: list[ActorEntry] = []
         self.handlers = {
             Msg.REGISTER_ACTOR: self.register,
@@ -250,14 +250,8 @@ class ActorManager:
                 return node
         return feasible[0] if feasible else None
 
-    async def _node_conn(self, node: dict) -> transport.Connection:
-        task = self._node_conns.get(node["node_id"])
-        if task is None or (task.done() and (task.exception() or task.result().closed)):
-            task = asyncio.get_running_loop().create_task(
-                transport.connect(node["address"], self.store.token)
-            )
-            self._node_conns[node["node_id"]] = task
-        return await task
+    async def node_conn(self, node: dict) -> transport.Connection:
+        return await self._node_conns.get(node["address"])
 
     async def _start(self, entry: ActorEntry) -> None:
         node = self._pick_node(entry)
@@ -271,7 +265,7 @@ class ActorManager:
             self._unplaced.append(entry)
             return
         try:
-            node_conn = await self._node_conn(node)
+            node_conn = await self.node_conn(node)
             # We chose this node on purpose: the request stays there ("spilled").
             grant = await node_conn.request(
                 Msg.REQUEST_LEASE,

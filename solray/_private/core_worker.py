@@ -82,7 +82,6 @@ class CoreWorker:
         self._thread = threading.Thread(target=self._run_loop, name="solray-io", daemon=True)
         self._posted: deque = deque()
         self._wake_pending = False
-        self._peers: dict[str, asyncio.Task] = {}
         self._inbound: set[transport.Connection] = set()
         self._fetching: set[bytes] = set()
         self._store_frees: dict[str, list[bytes]] = {}  # node -> ids to free there
@@ -96,6 +95,14 @@ class CoreWorker:
         self.control: transport.Connection | None = None
         self.node_info: dict = {}
         self.submitter = TaskSubmitter(self)
+        self._peers = transport.ConnectionCache(  # other core workers and nodes
+            token,
+            {
+                Msg.GENERATOR_ITEM: self.on_generator_item,
+                Msg.LEASE_INFEASIBLE: self.submitter.on_infeasible,
+                Msg.WORKER_OOM_KILLED: self.submitter.on_oom_killed,
+            },
+        )
         self.actor_submitter = ActorSubmitter(self)
         self.executor = None  # set by worker_main in worker processes
         self.actor_id: bytes | None = None  # set when this worker hosts an actor
@@ -236,17 +243,7 @@ class CoreWorker:
 
         async def close_all():
             self._flush_store_messages()
-            for task in list(self._peers.values()):
-                if task.done() and not task.exception():
-                    task.result().close()
-            # Connections still being made (a lease granted just now) would
-            # keep their sockets open past the loop: cancel them; connect()
-            # closes what it had opened.
-            connecting = [task for task in self._peers.values() if not task.done()]
-            for task in connecting:
-                task.cancel()
-            if connecting:
-                await asyncio.wait(connecting, timeout=1)
+            await self._peers.close()
             for conn in (self.node, self.control):
                 if conn is not None:
                     conn.close()
@@ -276,33 +273,8 @@ class CoreWorker:
     # -- connections to other core workers ---------------------------------
 
     async def peer(self, address: str) -> transport.Connection:
-        task = self._peers.get(address)
-        if task is None or (task.done() and (task.exception() or task.result().closed)):
-
-            def forget(conn, address=address):
-                if self._peers.get(address) is task:
-                    del self._peers[address]
-
-            task = self.loop.create_task(
-                transport.connect(
-                    address,
-                    self.token,
-                    {
-                        Msg.GENERATOR_ITEM: self.on_generator_item,
-                        Msg.LEASE_INFEASIBLE: self.submitter.on_infeasible,
-                        Msg.WORKER_OOM_KILLED: self.submitter.on_oom_killed,
-                    },
-                    on_close=forget,
-                    timeout=10,
-                )
-            )
-            self._peers[address] = task
-        try:
-            return await task
-        except BaseException:
-            if self._peers.get(address) is task:
-                del self._peers[address]
-            raise
+        """Our connection to another core worker or node, made on first use."""
+        return await self._peers.get(address)
 
     # -- tasks -------------------------------------------------------------
 

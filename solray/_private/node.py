@@ -143,7 +143,7 @@ class Node:
         self.warned_infeasible: set = set()
         self.cluster: dict[str, dict] = {}  # node id -> info, from the control store
         self._spread_turn = 0
-        self._peers: dict[str, asyncio.Task] = {}  # other nodes, by address
+        self._peers = transport.ConnectionCache(token)  # other nodes, by address
         self._pulls: dict[bytes, asyncio.Task] = {}  # objects being pulled here
         self.bundles: dict[tuple[str, int], dict] = {}  # placement group bundles reserved here
         self.control: transport.Connection | None = None
@@ -774,23 +774,9 @@ class Node:
 
     # -- object transfer between nodes ---------------------------------------
 
-    async def _node_conn(self, address: str) -> transport.Connection:
-        task = self._peers.get(address)
-        if task is None or (task.done() and (task.exception() or task.result().closed)):
-            task = asyncio.get_running_loop().create_task(
-                transport.connect(address, self.token, timeout=10)
-            )
-            self._peers[address] = task
-        try:
-            return await task
-        except BaseException:
-            if self._peers.get(address) is task:
-                del self._peers[address]
-            raise
-
     async def _send_to_node(self, address: str, msg: Msg, body) -> None:
         try:
-            (await self._node_conn(address)).send(msg, body)
+            (await self._peers.get(address)).send(msg, body)
         except (OSError, TimeoutError, transport.ConnectionLost):
             pass  # that node is gone, and its copies with it
 
@@ -815,7 +801,7 @@ class Node:
 
     async def _pull(self, object_id: bytes, source: str, offset: int, size: int) -> None:
         try:
-            conn = await self._node_conn(source)
+            conn = await self._peers.get(source)
             limit = asyncio.Semaphore(PULL_PARALLEL_CHUNKS)
 
             async def chunk(start: int) -> None:

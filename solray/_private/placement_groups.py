@@ -176,7 +176,7 @@ class PlacementGroupManager:
             for node_id, indexes in _by_node(assignment).items():
                 node = self.store.nodes[node_id]
                 try:
-                    conn = await self.store.actors._node_conn(node)
+                    conn = await self.store.actors.node_conn(node)
                     ok = await conn.request(
                         Msg.RESERVE_BUNDLES,
                         {
@@ -245,7 +245,7 @@ class PlacementGroupManager:
 
     async def _send_release(self, node: dict, pg_id: str, indexes: list[int]) -> None:
         try:
-            conn = await self.store.actors._node_conn(node)
+            conn = await self.store.actors.node_conn(node)
             conn.send(Msg.RELEASE_BUNDLES, {"pg_id": pg_id, "indexes": indexes})
         except (OSError, transport.ConnectionLost):
             pass

@@ -343,3 +343,52 @@ async def connect(
         conn.close()  # timed out or cancelled mid-handshake: do not leak the socket
         raise
     return conn
+
+
+class ConnectionCache:
+    """One authenticated connection per address, made on first use and made
+    again if it closed. Concurrent callers share the connection being made;
+    a failed attempt is forgotten, so the next caller tries afresh."""
+
+    def __init__(
+        self, token: bytes, handlers: dict[int, Handler] | None = None, timeout: float = 10.0
+    ):
+        self._token = token
+        self._handlers = handlers or {}
+        self._timeout = timeout
+        self._conns: dict[str, asyncio.Task] = {}
+
+    async def get(self, address: str) -> Connection:
+        task = self._conns.get(address)
+        if task is None or (task.done() and (task.exception() or task.result().closed)):
+
+            def forget(conn, address=address):
+                if self._conns.get(address) is task:
+                    del self._conns[address]
+
+            task = asyncio.get_running_loop().create_task(
+                connect(
+                    address, self._token, self._handlers, on_close=forget, timeout=self._timeout
+                )
+            )
+            self._conns[address] = task
+        try:
+            return await task
+        except BaseException:
+            if self._conns.get(address) is task:
+                del self._conns[address]
+            raise
+
+    async def close(self) -> None:
+        """Close every connection, and cancel those still being made (so their
+        sockets do not outlive the loop: connect() closes what it opened)."""
+        connecting = []
+        for task in self._conns.values():
+            if not task.done():
+                task.cancel()
+                connecting.append(task)
+            elif not task.exception():
+                task.result().close()
+        if connecting:
+            await asyncio.wait(connecting, timeout=1)
+        self._conns.clear()
