@@ -45,11 +45,15 @@ def _namespaces_unavailable() -> str | None:
     return None
 
 
-def _our_processes(marker: str) -> list[psutil.Process]:
+def _our_processes() -> list[psutil.Process]:
+    """Everything running inside the test's two namespaces."""
     found = []
-    for proc in psutil.process_iter(["cmdline"]):
-        if any(marker in part for part in proc.info["cmdline"] or []):
-            found.append(proc)
+    for namespace in (NS_A, NS_B):
+        for pid in _ip("netns", "pids", namespace).stdout.split():
+            try:
+                found.append(psutil.Process(int(pid)))
+            except psutil.Error:
+                pass
     return found
 
 
@@ -77,7 +81,7 @@ def two_hosts(tmp_path):
             assert result.returncode == 0, f"ip {' '.join(command)}: {result.stderr}"
         yield
     finally:
-        procs = _our_processes(str(tmp_path))
+        procs = _our_processes()
         for proc in procs:
             try:
                 proc.send_signal(signal.SIGTERM)
@@ -187,6 +191,6 @@ def test_tasks_and_objects_cross_a_veth_link(two_hosts, tmp_path):
     # The node in B really listens on B's address, across the link.
     status = _in(NS_A, python, "-m", "solray.cli", "status", "--address", address, env=env)
     assert IP_B in status and "2 alive node(s)" in status
-    for proc in _our_processes(str(tmp_path)):
+    for proc in _our_processes():
         proc.send_signal(signal.SIGTERM)
-    wait_for_condition(lambda: not _our_processes(str(tmp_path)), timeout=30)
+    wait_for_condition(lambda: not _our_processes(), timeout=30)

@@ -1,0 +1,638 @@
+"""Several real nodes on this machine (`solray.cluster_utils.Cluster`):
+routing by resources, spillback, object transfer between nodes, locality,
+SPREAD and node affinity, placement groups, node failure and recovery,
+heartbeat timeouts, and the cluster token.
+
+Every node is a real process with its own workers and object store. Tasks
+that must run at the same time meet at a barrier made of files in tmp_path
+(each task touches a file and waits until all have), so a placement that
+would run them one after another fails the test instead of passing by luck.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+
+import numpy as np
+import psutil
+import pytest
+from conftest import wait_for_condition
+
+import solray
+from solray import exceptions
+from solray._private import services, transport
+from solray._private.protocol import Msg
+from solray.cluster_utils import Cluster
+from solray.util.placement_group import (
+    placement_group,
+    placement_group_table,
+    remove_placement_group,
+)
+from solray.util.scheduling_strategies import (
+    NodeAffinitySchedulingStrategy,
+    PlacementGroupSchedulingStrategy,
+)
+from solray.util.state import list_actors
+
+GET_TIMEOUT_S = 90
+BARRIER_TIMEOUT_S = 60
+MiB = 2**20
+
+
+@pytest.fixture
+def cluster(leak_check, request):
+    """A head node (1 CPU unless the test's `indirect` parameter says
+    otherwise); the test adds nodes, then connects with init(address=...)."""
+    head_args = {"num_cpus": 1, **(getattr(request, "param", None) or {})}
+    c = Cluster(initialize_head=True, head_node_args=head_args)
+    yield c
+    c.shutdown()  # also solray.shutdown()
+
+
+# -- helpers -----------------------------------------------------------------
+
+
+def barrier(directory: str, parties: int) -> None:
+    """Inside a task: wait until `parties` tasks have reached the barrier."""
+    path = pathlib.Path(directory)
+    (path / f"arrived-{uuid.uuid4().hex}").touch()
+    deadline = time.monotonic() + BARRIER_TIMEOUT_S
+    while len(list(path.glob("arrived-*"))) < parties:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"only {len(list(path.glob('arrived-*')))}/{parties} arrived")
+        time.sleep(0.01)
+
+
+def this_node() -> str:
+    return solray.get_runtime_context().get_node_id()
+
+
+@solray.remote
+def node_of() -> str:
+    return this_node()
+
+
+@solray.remote
+def meet(directory: str, parties: int) -> str:
+    barrier(directory, parties)
+    return this_node()
+
+
+@solray.remote
+class Where:
+    def node(self) -> str:
+        return this_node()
+
+
+def node_request(cluster: Cluster, node, msg: Msg, body=None):
+    """Ask one node directly (over its authenticated socket, as its peers do)."""
+
+    async def query():
+        conn = await transport.connect(node.address, cluster.token)
+        try:
+            return await conn.request(msg, body)
+        finally:
+            conn.close()
+
+    return asyncio.run(query())
+
+
+def alive_nodes() -> set[str]:
+    return {n["NodeID"] for n in solray.nodes() if n["Alive"]}
+
+
+def wait_for_free_cpus(cpus: float) -> None:
+    """Until the cluster has exactly `cpus` free CPUs; with all of them, every
+    lease (even one granted after its tasks had finished) is back, so the
+    next placement starts from an idle cluster."""
+    wait_for_condition(
+        lambda: solray.available_resources().get("CPU", 0.0) == cpus,
+        timeout=30,
+        message=lambda: f"free CPUs {solray.available_resources().get('CPU')} != {cpus}",
+    )
+
+
+def exited(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def wait_dead(node_id: str, timeout: float = 30) -> None:
+    wait_for_condition(
+        lambda: any(n["NodeID"] == node_id and not n["Alive"] for n in solray.nodes()),
+        timeout=timeout,
+        message=f"node {node_id[:8]} still alive in solray.nodes()",
+    )
+
+
+# -- routing -----------------------------------------------------------------
+
+
+def test_custom_resources_route_tasks_and_actors(cluster):
+    special = cluster.add_node(num_cpus=1, resources={"special": 1})
+    plain = cluster.add_node(num_cpus=1)
+    solray.init(address=cluster.address)
+
+    assert alive_nodes() == {cluster.head_node.node_id, special.node_id, plain.node_id}
+    resources = solray.cluster_resources()
+    assert resources["CPU"] == 3
+    assert resources["special"] == 1
+
+    refs = [node_of.options(resources={"special": 1}).remote() for _ in range(4)]
+    assert solray.get(refs, timeout=GET_TIMEOUT_S) == [special.node_id] * 4
+    # A fractional amount of the resource routes the same way.
+    ref = node_of.options(resources={"special": 0.5}).remote()
+    assert solray.get(ref, timeout=GET_TIMEOUT_S) == special.node_id
+
+    actor = Where.options(resources={"special": 1}).remote()
+    assert solray.get(actor.node.remote(), timeout=GET_TIMEOUT_S) == special.node_id
+
+
+def test_tasks_spill_to_nodes_with_free_cpus(cluster, tmp_path):
+    """5 tasks that must run at the same time on 5 CPUs, the driver's node
+    has 1: the other four spill, two to each other node (a burst of
+    spillbacks must not pile onto one node)."""
+    a = cluster.add_node(num_cpus=2)
+    b = cluster.add_node(num_cpus=2)
+    solray.init(address=cluster.address)
+
+    for attempt in range(3):
+        wait_for_free_cpus(5)
+        directory = tmp_path / str(attempt)
+        directory.mkdir()
+        refs = [meet.remote(str(directory), 5) for _ in range(5)]
+        where = Counter(solray.get(refs, timeout=GET_TIMEOUT_S))
+        assert where == {cluster.head_node.node_id: 1, a.node_id: 2, b.node_id: 2}
+
+
+# -- objects between nodes ----------------------------------------------------
+
+ARRAY_LEN = 100 * MiB // 8  # 100 MB of int64
+
+
+@solray.remote(num_returns=2)
+def make_array(n: int):
+    return np.arange(n, dtype=np.int64), this_node()
+
+
+@solray.remote
+def array_sum(array) -> tuple[int, str, bool]:
+    return int(array.sum()), this_node(), array.flags.writeable
+
+
+def test_large_object_produced_on_one_node_consumed_on_another(cluster):
+    producer = cluster.add_node(num_cpus=1, resources={"producer": 1})
+    consumer = cluster.add_node(num_cpus=1, resources={"consumer": 1})
+    solray.init(address=cluster.address)
+
+    array_ref, made_on = make_array.options(resources={"producer": 1}).remote(ARRAY_LEN)
+    total, consumed_on, writeable = solray.get(
+        array_sum.options(resources={"consumer": 1}).remote(array_ref), timeout=GET_TIMEOUT_S
+    )
+    assert solray.get(made_on, timeout=GET_TIMEOUT_S) == producer.node_id
+    assert consumed_on == consumer.node_id
+    assert total == ARRAY_LEN * (ARRAY_LEN - 1) // 2
+    assert not writeable  # read in place from the consumer node's store
+
+    # The driver (on the head node) reads it too: pulled, zero-copy.
+    array = solray.get(array_ref, timeout=GET_TIMEOUT_S)
+    assert array.shape == (ARRAY_LEN,)
+    assert array[0] == 0 and array[-1] == ARRAY_LEN - 1
+    assert array[ARRAY_LEN // 2] == ARRAY_LEN // 2
+    assert not array.flags.writeable
+    del array
+
+
+def test_driver_gets_object_living_on_remote_node(cluster):
+    remote = cluster.add_node(num_cpus=1, resources={"remote": 1})
+    solray.init(address=cluster.address)
+
+    @solray.remote(resources={"remote": 1})
+    def matrix():
+        return np.full((512, 1024), 7.0)  # 4 MiB: stored in the remote node's store
+
+    ref = matrix.remote()
+    array = solray.get(ref, timeout=GET_TIMEOUT_S)
+    assert array.shape == (512, 1024) and float(array.sum()) == 7.0 * 512 * 1024
+    assert not array.flags.writeable
+    assert node_request(cluster, remote, Msg.STORE_STATS)["num_objects"] == 1
+    del array
+    # Dropping the last ref frees it on the node that made it, too.
+    del ref
+    wait_for_condition(
+        lambda: node_request(cluster, remote, Msg.STORE_STATS)["num_objects"] == 0, timeout=30
+    )
+
+
+def test_object_needed_by_many_tasks_on_a_node_is_fetched_once(cluster):
+    source = cluster.add_node(num_cpus=1, resources={"source": 1})
+    sink = cluster.add_node(num_cpus=2, resources={"sink": 100})
+    solray.init(address=cluster.address)
+
+    n = 20 * MiB // 8
+    array_ref, made_on = make_array.options(resources={"source": 1}).remote(n)
+    assert solray.get(made_on, timeout=GET_TIMEOUT_S) == source.node_id
+    refs = [array_sum.options(resources={"sink": 1}).remote(array_ref) for _ in range(8)]
+    results = solray.get(refs, timeout=GET_TIMEOUT_S)
+    assert {total for total, _, _ in results} == {n * (n - 1) // 2}
+    assert {node for _, node, _ in results} == {sink.node_id}
+    stats = node_request(cluster, sink, Msg.STORE_STATS)
+    assert stats["num_objects"] == 1, stats
+    assert 8 * n <= stats["used"] < 2 * 8 * n, stats  # one copy, not one per task
+
+
+def test_task_runs_where_its_large_argument_lives(cluster):
+    holder = cluster.add_node(num_cpus=1)
+    solray.init(address=cluster.address)
+
+    on_holder = NodeAffinitySchedulingStrategy(holder.node_id, soft=False)
+    array_ref, made_on = make_array.options(scheduling_strategy=on_holder).remote(4 * MiB)
+    assert solray.get(made_on, timeout=GET_TIMEOUT_S) == holder.node_id
+    for _ in range(3):
+        wait_for_free_cpus(2)  # the holder has a free CPU
+        total, ran_on, _ = solray.get(array_sum.remote(array_ref), timeout=GET_TIMEOUT_S)
+        assert total == 4 * MiB * (4 * MiB - 1) // 2
+        assert ran_on == holder.node_id
+
+
+# -- SPREAD and node affinity -------------------------------------------------
+
+
+@pytest.mark.parametrize("cluster", [{"num_cpus": 2}], indirect=True)
+def test_spread_tasks(cluster, tmp_path):
+    a = cluster.add_node(num_cpus=2)
+    b = cluster.add_node(num_cpus=2)
+    solray.init(address=cluster.address)
+    everywhere = {cluster.head_node.node_id, a.node_id, b.node_id}
+
+    # 6 concurrent tasks on 3 nodes of 2 CPUs: every node takes two.
+    spread = meet.options(scheduling_strategy="SPREAD")
+    (tmp_path / "six").mkdir()
+    refs = [spread.remote(str(tmp_path / "six"), 6) for _ in range(6)]
+    where = Counter(solray.get(refs, timeout=GET_TIMEOUT_S))
+    assert where == {node: 2 for node in everywhere}
+
+    # 3 concurrent tasks, each node has room for two: SPREAD puts one on
+    # each node (the default would pack two on the driver's node).
+    wait_for_free_cpus(6)
+    (tmp_path / "three").mkdir()
+    refs = [spread.remote(str(tmp_path / "three"), 3) for _ in range(3)]
+    assert set(solray.get(refs, timeout=GET_TIMEOUT_S)) == everywhere
+
+    # Short SPREAD tasks without a barrier land on more than one node too.
+    wait_for_free_cpus(6)
+    refs = [node_of.options(scheduling_strategy="SPREAD").remote() for _ in range(8)]
+    assert len(set(solray.get(refs, timeout=GET_TIMEOUT_S))) > 1
+
+
+def test_spread_actors_use_every_node(cluster):
+    a = cluster.add_node(num_cpus=1)
+    b = cluster.add_node(num_cpus=1)
+    solray.init(address=cluster.address)
+
+    actors = [Where.options(scheduling_strategy="SPREAD").remote() for _ in range(3)]
+    where = solray.get([actor.node.remote() for actor in actors], timeout=GET_TIMEOUT_S)
+    assert sorted(where) == sorted([cluster.head_node.node_id, a.node_id, b.node_id])
+
+
+def test_node_affinity(cluster):
+    target = cluster.add_node(num_cpus=1)
+    doomed = cluster.add_node(num_cpus=1)
+    solray.init(address=cluster.address)
+
+    hard = NodeAffinitySchedulingStrategy(target.node_id, soft=False)
+    refs = [node_of.options(scheduling_strategy=hard).remote() for _ in range(5)]
+    assert solray.get(refs, timeout=GET_TIMEOUT_S) == [target.node_id] * 5
+    soft = NodeAffinitySchedulingStrategy(target.node_id, soft=True)
+    wait_for_free_cpus(3)  # soft: there if it has room now
+    assert solray.get(node_of.options(scheduling_strategy=soft).remote()) == target.node_id
+    actor = Where.options(scheduling_strategy=hard).remote()
+    assert solray.get(actor.node.remote(), timeout=GET_TIMEOUT_S) == target.node_id
+
+    unknown = NodeAffinitySchedulingStrategy(os.urandom(28).hex(), soft=False)
+    with pytest.raises(exceptions.TaskUnschedulableError):
+        solray.get(node_of.options(scheduling_strategy=unknown).remote(), timeout=GET_TIMEOUT_S)
+
+    cluster.remove_node(doomed)
+    wait_dead(doomed.node_id)
+    to_dead = NodeAffinitySchedulingStrategy(doomed.node_id, soft=False)
+    with pytest.raises(exceptions.TaskUnschedulableError):
+        solray.get(node_of.options(scheduling_strategy=to_dead).remote(), timeout=GET_TIMEOUT_S)
+    soft_to_dead = NodeAffinitySchedulingStrategy(doomed.node_id, soft=True)
+    ran_on = solray.get(
+        node_of.options(scheduling_strategy=soft_to_dead).remote(), timeout=GET_TIMEOUT_S
+    )
+    assert ran_on in alive_nodes() and ran_on != doomed.node_id
+    actor = Where.options(scheduling_strategy=soft_to_dead).remote()
+    assert solray.get(actor.node.remote(), timeout=GET_TIMEOUT_S) in alive_nodes()
+
+
+# -- placement groups ---------------------------------------------------------
+
+
+def bundle_nodes(pg) -> list[str]:
+    table = placement_group_table(pg)
+    assert table["state"] == "CREATED", table
+    return [table["bundles_to_node_id"][i] for i in range(pg.bundle_count)]
+
+
+@pytest.mark.parametrize("cluster", [{"num_cpus": 2}], indirect=True)
+def test_placement_group_strategies(cluster):
+    a = cluster.add_node(num_cpus=2)
+    b = cluster.add_node(num_cpus=2)
+    solray.init(address=cluster.address)
+    everywhere = {cluster.head_node.node_id, a.node_id, b.node_id}
+
+    cases = [
+        ("PACK", [{"CPU": 1}] * 2, lambda nodes: len(set(nodes)) == 1),
+        ("STRICT_PACK", [{"CPU": 1}] * 2, lambda nodes: len(set(nodes)) == 1),
+        ("PACK", [{"CPU": 2}, {"CPU": 1}], lambda nodes: len(set(nodes)) == 2),
+        ("SPREAD", [{"CPU": 1}] * 3, lambda nodes: set(nodes) == everywhere),
+        ("STRICT_SPREAD", [{"CPU": 1}] * 3, lambda nodes: set(nodes) == everywhere),
+        ("SPREAD", [{"CPU": 1}] * 5, lambda nodes: set(nodes) == everywhere),
+    ]
+    for strategy, bundles, check in cases:
+        wait_for_free_cpus(6)
+        pg = placement_group(bundles, strategy=strategy)
+        assert solray.get(pg.ready(), timeout=GET_TIMEOUT_S) == pg
+        assert pg.wait(timeout_seconds=GET_TIMEOUT_S)
+        nodes = bundle_nodes(pg)
+        assert check(nodes), (strategy, bundles, nodes)
+        wait_for_free_cpus(6 - sum(bundle["CPU"] for bundle in bundles))
+        remove_placement_group(pg)
+        assert not pg.wait(timeout_seconds=GET_TIMEOUT_S)
+
+
+@pytest.mark.parametrize("cluster", [{"num_cpus": 2}], indirect=True)
+def test_infeasible_placement_groups_wait(cluster):
+    cluster.add_node(num_cpus=2)
+    solray.init(address=cluster.address)
+
+    too_spread = placement_group([{"CPU": 1}] * 3, strategy="STRICT_SPREAD")  # 2 nodes
+    too_packed = placement_group([{"CPU": 2}, {"CPU": 1}], strategy="STRICT_PACK")
+    assert not too_spread.wait(timeout_seconds=1)
+    assert not too_packed.wait(timeout_seconds=0.5)
+    assert placement_group_table(too_spread)["state"] == "PENDING"
+    assert solray.available_resources()["CPU"] == 4  # nothing held by a pending group
+
+    # A third node makes the STRICT_SPREAD group possible.
+    cluster.add_node(num_cpus=1)
+    assert too_spread.wait(timeout_seconds=GET_TIMEOUT_S)
+    assert len(set(bundle_nodes(too_spread))) == 3
+    for pg in (too_spread, too_packed):
+        remove_placement_group(pg)
+        assert not pg.wait(timeout_seconds=GET_TIMEOUT_S)
+    wait_for_free_cpus(5)
+
+
+@pytest.mark.parametrize("cluster", [{"num_cpus": 2}], indirect=True)
+def test_tasks_and_actors_run_on_their_bundles_node(cluster):
+    cluster.add_node(num_cpus=2)
+    cluster.add_node(num_cpus=2)
+    solray.init(address=cluster.address)
+    full = solray.available_resources()
+
+    pg = placement_group([{"CPU": 1}] * 3, strategy="STRICT_SPREAD")
+    assert pg.wait(timeout_seconds=GET_TIMEOUT_S)
+    nodes = bundle_nodes(pg)
+    assert len(set(nodes)) == 3
+    for index in range(3):
+        in_bundle = PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=index)
+        refs = [node_of.options(scheduling_strategy=in_bundle).remote() for _ in range(3)]
+        assert solray.get(refs, timeout=GET_TIMEOUT_S) == [nodes[index]] * 3
+    actors = [
+        Where.options(
+            num_cpus=1,
+            scheduling_strategy=PlacementGroupSchedulingStrategy(
+                pg, placement_group_bundle_index=i
+            ),
+        ).remote()
+        for i in (2, 0)
+    ]
+    where = solray.get([actor.node.remote() for actor in actors], timeout=GET_TIMEOUT_S)
+    assert where == [nodes[2], nodes[0]]
+    # Any bundle (index -1): one of the group's nodes.
+    anywhere = PlacementGroupSchedulingStrategy(pg)
+    assert solray.get(node_of.options(scheduling_strategy=anywhere).remote()) in nodes
+
+    remove_placement_group(pg)
+    assert not pg.wait(timeout_seconds=GET_TIMEOUT_S)
+    wait_for_condition(
+        lambda: solray.available_resources() == full,
+        timeout=30,
+        message=lambda: f"{solray.available_resources()} != {full}",
+    )
+    del actors
+
+
+# -- node failure ---------------------------------------------------------------
+
+
+@solray.remote(max_retries=3)
+def square_when_released(i: int, directory: str) -> tuple[int, str]:
+    """Records where it started, waits for the test's `release` file."""
+    path = pathlib.Path(directory)
+    node = this_node()
+    (path / f"started-{node}-{uuid.uuid4().hex}").touch()
+    deadline = time.monotonic() + BARRIER_TIMEOUT_S
+    while not (path / "release").exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError("never released")
+        time.sleep(0.01)
+    return i * i, node
+
+
+def started_on(directory: pathlib.Path, node_id: str) -> int:
+    return len(list(directory.glob(f"started-{node_id}-*")))
+
+
+def test_tasks_on_a_killed_node_are_retried_elsewhere(cluster, tmp_path):
+    doomed = cluster.add_node(num_cpus=2)
+    cluster.add_node(num_cpus=1)
+    solray.init(address=cluster.address)
+    head = cluster.head_node.node_id
+
+    refs = [square_when_released.remote(i, str(tmp_path)) for i in range(6)]
+    wait_for_condition(lambda: started_on(tmp_path, doomed.node_id) >= 1, timeout=60)
+    cluster.remove_node(doomed)
+    (tmp_path / "release").touch()
+
+    results = solray.get(refs, timeout=GET_TIMEOUT_S)
+    assert [value for value, _ in results] == [i * i for i in range(6)]
+    assert doomed.node_id not in {node for _, node in results}
+    assert len(list(tmp_path.glob("started-*"))) > 6  # the killed ones ran again
+    wait_dead(doomed.node_id)
+    assert head in alive_nodes()
+    # The head and the driver keep going.
+    assert solray.get([node_of.remote() for _ in range(4)], timeout=GET_TIMEOUT_S)
+
+
+def test_nodes_shows_a_killed_node_dead(cluster):
+    doomed = cluster.add_node(num_cpus=1, resources={"gone": 1})
+    solray.init(address=cluster.address)
+    assert solray.cluster_resources()["gone"] == 1
+
+    cluster.remove_node(doomed)
+    wait_dead(doomed.node_id)
+    row = next(n for n in solray.nodes() if n["NodeID"] == doomed.node_id)
+    assert not row["alive"] and row["Resources"] == {}
+    assert "gone" not in solray.cluster_resources()
+    assert solray.cluster_resources()["CPU"] == 1
+    assert solray.get(node_of.remote(), timeout=GET_TIMEOUT_S) == cluster.head_node.node_id
+
+
+@solray.remote
+def counted_array(directory: str, n: int):
+    (pathlib.Path(directory) / f"run-{uuid.uuid4().hex}").touch()
+    return np.arange(n, dtype=np.int64)
+
+
+def test_lost_task_output_is_reconstructed(cluster, tmp_path):
+    """A task's output (too big to be inline) lives only on node B; B dies;
+    get() re-runs the task elsewhere from its lineage."""
+    doomed = cluster.add_node(num_cpus=1)
+    solray.init(address=cluster.address)
+
+    n = 64 * 1024  # 512 KiB: stored in B's store, not inline
+    prefer_doomed = NodeAffinitySchedulingStrategy(doomed.node_id, soft=True)
+    ref = counted_array.options(scheduling_strategy=prefer_doomed, max_retries=1).remote(
+        str(tmp_path), n
+    )
+    ready, _ = solray.wait([ref], timeout=GET_TIMEOUT_S, fetch_local=False)
+    assert ready
+    assert len(list(tmp_path.glob("run-*"))) == 1
+    # Its lease is given back first: a re-run pushed to the lingering lease
+    # of a worker whose node just died (before the driver saw the connection
+    # drop) would spend the task's one retry.
+    wait_for_free_cpus(2)
+
+    cluster.remove_node(doomed)
+    wait_dead(doomed.node_id)
+    value = solray.get(ref, timeout=GET_TIMEOUT_S)
+    assert np.array_equal(value, np.arange(n, dtype=np.int64))
+    assert len(list(tmp_path.glob("run-*"))) == 2  # it really ran again
+    del value
+
+
+def test_put_object_survives_loss_of_a_node_that_read_it(cluster):
+    reader = cluster.add_node(num_cpus=1, resources={"reader": 1})
+    other = cluster.add_node(num_cpus=1, resources={"other": 1})
+    solray.init(address=cluster.address)
+
+    n = 4 * MiB
+    ref = solray.put(np.arange(n, dtype=np.int64))  # lives in the driver's node's store
+    expected = n * (n - 1) // 2
+    result = solray.get(array_sum.options(resources={"reader": 1}).remote(ref), timeout=60)
+    assert result[:2] == (expected, reader.node_id)
+
+    cluster.remove_node(reader)  # had a copy
+    wait_dead(reader.node_id)
+    assert int(solray.get(ref, timeout=GET_TIMEOUT_S).sum()) == expected
+    result = solray.get(array_sum.options(resources={"other": 1}).remote(ref), timeout=60)
+    assert result[:2] == (expected, other.node_id)
+
+
+def test_actor_restarts_on_another_node(cluster):
+    doomed = cluster.add_node(num_cpus=1)
+    cluster.add_node(num_cpus=1)
+    solray.init(address=cluster.address)
+
+    prefer_doomed = NodeAffinitySchedulingStrategy(doomed.node_id, soft=True)
+    actor = Where.options(max_restarts=1, scheduling_strategy=prefer_doomed).remote()
+    assert solray.get(actor.node.remote(), timeout=GET_TIMEOUT_S) == doomed.node_id
+
+    cluster.remove_node(doomed)
+    where = []
+
+    def restarted() -> bool:
+        try:
+            where.append(solray.get(actor.node.remote(), timeout=10))
+            return True
+        except exceptions.RayActorError:
+            return False
+
+    wait_for_condition(restarted, timeout=60, interval=0.1)
+    assert where[-1] != doomed.node_id and where[-1] in alive_nodes()
+    assert solray.get(actor.node.remote(), timeout=GET_TIMEOUT_S) == where[-1]
+    (row,) = list_actors(filters=[("actor_id", "=", actor._actor_id.hex())])
+    assert row["state"] == "ALIVE" and row["num_restarts"] == 1 and row["node_id"] == where[-1]
+
+
+@pytest.mark.parametrize("cluster", [{"_system_config": {"heartbeat_timeout_s": 5}}], indirect=True)
+def test_hung_node_is_declared_dead_after_heartbeat_timeout(cluster):
+    """A SIGSTOPped node keeps its connection open but stops reporting; the
+    control store (started with the configured timeout) declares it dead, and
+    the node, once resumed, finds itself cut off and exits."""
+    control = next(
+        p for p in psutil.Process().children() if "solray._private.control_store" in p.cmdline()
+    )
+    cmdline = control.cmdline()
+    assert cmdline[cmdline.index("--heartbeat-timeout-s") + 1] == "5.0"
+
+    hung = cluster.add_node(num_cpus=1)
+    solray.init(address=cluster.address)
+    os.kill(hung.pid, signal.SIGSTOP)
+    try:
+        wait_dead(hung.node_id, timeout=60)
+        assert cluster.head_node.node_id in alive_nodes()
+        assert solray.get(node_of.remote(), timeout=GET_TIMEOUT_S) == cluster.head_node.node_id
+    finally:
+        os.kill(hung.pid, signal.SIGCONT)
+    wait_for_condition(lambda: exited(hung.pid), timeout=30, message="the hung node kept running")
+    cluster.remove_node(hung)
+
+
+def test_driver_with_the_wrong_token_is_refused(cluster):
+    script = (
+        "import solray\n"
+        "try:\n"
+        f"    solray.init(address={cluster.address!r})\n"
+        "except ConnectionError as e:\n"
+        "    print('REFUSED', e)\n"
+        "else:\n"
+        "    print('CONNECTED')\n"
+    )
+    env = dict(os.environ, SOLRAY_TOKEN=os.urandom(32).hex())
+    env.pop("SOLRAY_TOKEN_FILE", None)
+    out = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("REFUSED"), out.stdout + out.stderr
+    assert "token" in out.stdout
+    # The cluster is unharmed.
+    solray.init(address=cluster.address)
+    assert solray.get(node_of.remote(), timeout=GET_TIMEOUT_S) == cluster.head_node.node_id
+
+
+def test_stale_session_on_the_same_address_is_ignored(cluster, tmp_path):
+    """Sessions of clusters that are gone stay on disk if their driver was
+    killed; one whose control store had the address our cluster has now must
+    not lend init() its (wrong) token."""
+    temp_dir = str(tmp_path)
+    dead_pid = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    for _ in range(8):  # the registry is scanned in directory (hash) order
+        stale = services.new_session_dir(temp_dir)
+        services.write_session_file(
+            stale, "127.0.0.1:1", cluster.address, os.urandom(32), pid=int(dead_pid)
+        )
+    live = services.new_session_dir(temp_dir)
+    services.write_session_file(live, "127.0.0.1:1", cluster.address, cluster.token)
+
+    solray.init(address=cluster.address, _temp_dir=temp_dir)
+    assert solray.get(node_of.remote(), timeout=GET_TIMEOUT_S) == cluster.head_node.node_id
