@@ -500,13 +500,12 @@ class CoreWorker:
         refs: list[ObjectRef],
         num_returns: int,
         timeout: float | None,
-    ) -> set[bytes]:
-        """The ids among `object_ids` that are ready once `num_returns` are, or
-        the timeout passed. `refs` are the plain ObjectRefs among them, which
-        may need fetching from their owners."""
+    ) -> None:
+        """Block until `num_returns` of the ids are ready, or the timeout
+        passed. `refs` are the plain ObjectRefs among them, which may need
+        fetching from their owners."""
         self._fetch_borrowed(refs)
         self.wait_for_ids(object_ids, num_returns, timeout)
-        return {i for i in object_ids if self.memory_store.contains(i)}
 
     def wait_for_ids(self, object_ids: list[bytes], needed: int, timeout: float | None) -> bool:
         """Block until `needed` of the ids have entries; False on timeout. A

@@ -329,10 +329,15 @@ def wait(
     if not isinstance(object_refs, (list, tuple)):
         raise TypeError(f"wait() expected a list of ObjectRef, got {type(object_refs).__name__}")
     items = list(object_refs)
+    keys = []
     for item in items:
-        if not isinstance(item, (ObjectRef, ObjectRefGenerator)):
+        if type(item) is ObjectRef:
+            keys.append(item._id)
+        elif isinstance(item, (ObjectRef, ObjectRefGenerator)):
+            keys.append(item._id if isinstance(item, ObjectRef) else item.next_object_id())
+        else:
             raise TypeError(f"wait() expected a list of ObjectRef, but it holds {item!r}")
-    if len(set(map(id, items))) != len(items) or len(set(items)) != len(items):
+    if len(set(keys)) != len(keys):
         raise ValueError("Wait requires a list of unique object refs.")
     if isinstance(num_returns, bool) or not isinstance(num_returns, int) or num_returns <= 0:
         raise ValueError(f"Invalid number of objects to return {num_returns!r}.")
@@ -340,12 +345,13 @@ def wait(
         raise ValueError("num_returns cannot be greater than the number of objects provided.")
     if timeout is not None and timeout < 0:
         raise ValueError(f"The 'timeout' argument must be nonnegative. Received {timeout}")
-    keys = [i._id if isinstance(i, ObjectRef) else i.next_object_id() for i in items]
-    refs = [i for i in items if isinstance(i, ObjectRef)]
-    ready_ids = cw.wait(keys, refs, num_returns, timeout)
+    present = cw.memory_store.contains
+    if sum(1 for key in keys if present(key)) < num_returns:
+        refs = [i for i in items if isinstance(i, ObjectRef)]
+        cw.wait(keys, refs, num_returns, timeout)
     ready, not_ready = [], []
     for item, key in zip(items, keys, strict=True):
-        if len(ready) < num_returns and key in ready_ids:
+        if len(ready) < num_returns and present(key):
             ready.append(item)
         else:
             not_ready.append(item)
