@@ -113,8 +113,8 @@ class ActorClass:
             "is_async": any(m["is_async"] for m in self._methods.values()),
             "max_task_retries": options["max_task_retries"],
         }
-        actor_id, meta, owned = cw.create_actor(self._describe(cw), args, kwargs, options, meta)
-        return ActorHandle(actor_id, meta, owned=owned)
+        actor_id, meta, owner = cw.create_actor(self._describe(cw), args, kwargs, options, meta)
+        return ActorHandle(actor_id, meta, owned=owner == cw.address, owner=owner)
 
     def _describe(self, cw) -> FunctionDescriptor:
         if self._descriptor is None:
@@ -140,23 +140,34 @@ class _BoundActorClass:
 
 
 class ActorHandle:
-    """A reference to an actor; picklable, so it can be passed anywhere."""
+    """A reference to an actor; picklable, so it can be passed anywhere.
 
-    def __init__(self, actor_id: bytes, meta: dict, owned: bool = False):
+    Handles are counted like ObjectRefs, in the same reference counter (an
+    actor id is 16 bytes, an object id 28): a process holding a handle it did
+    not create is a borrower its owner knows about, and handles inside values,
+    arguments and results are held the same way. When the owner's count drops
+    to zero, a non-detached actor is released (after its pending calls)."""
+
+    def __init__(self, actor_id: bytes, meta: dict, owned: bool = False, owner: str = ""):
         self._actor_id = actor_id
         self._meta = meta
         self._owned = owned
+        self._owner = owner
         cw = context.core_worker
         if cw is not None:
-            cw.actor_handles.add_local(actor_id)
+            cw.add_ref(actor_id, owner or cw.address)
 
     def __del__(self):
         cw = context.core_worker
         if cw is not None:
             try:
-                cw.actor_handles.remove_local(self._actor_id)
+                cw.refs.remove_local(self._actor_id)
             except Exception:  # interpreter shutdown
                 pass
+
+    @property
+    def _id(self) -> bytes:
+        return self._actor_id
 
     def __getattr__(self, name: str) -> ActorMethod:
         methods = self.__dict__.get("_meta", {}).get("methods", {})
@@ -171,10 +182,8 @@ class ActorHandle:
         )
 
     def __reduce__(self):
-        cw = context.core_worker
-        if cw is not None:
-            cw.actor_handles.pin([self._actor_id])
-        return (_rebuild_handle, (self._actor_id, self._meta))
+        RefCollector.note(self)
+        return (_rebuild_handle, (self._actor_id, self._meta, self._owner))
 
     def __repr__(self) -> str:
         return f"Actor({self._meta['class_name']}, {self._actor_id.hex()})"
@@ -190,8 +199,8 @@ class ActorHandle:
         return self._actor_id.hex()
 
 
-def _rebuild_handle(actor_id: bytes, meta: dict) -> ActorHandle:
-    return ActorHandle(actor_id, meta)
+def _rebuild_handle(actor_id: bytes, meta: dict, owner: str = "") -> ActorHandle:
+    return ActorHandle(actor_id, meta, owner=owner)
 
 
 class ActorMethod:

@@ -47,6 +47,7 @@ class ActorEntry:
     meta: dict
     owner: transport.Connection
     job: int
+    owner_address: str = ""  # the creator's core worker, which counts its handles
     strategy: dict | None = None
     state: str = PENDING
     num_restarts: int = 0
@@ -88,7 +89,14 @@ class ActorManager:
             existing = self.actors.get(self.named.get((namespace, name), b""))
             if existing is not None and existing.state != DEAD:
                 if body.get("get_if_exists"):
-                    conn.reply(rid, {"existing": existing.actor_id, "meta": existing.meta})
+                    conn.reply(
+                        rid,
+                        {
+                            "existing": existing.actor_id,
+                            "meta": existing.meta,
+                            "owner": existing.owner_address,
+                        },
+                    )
                 else:
                     conn.reply(
                         rid,
@@ -113,6 +121,7 @@ class ActorManager:
             owner=conn,
             job=body.get("job", 0),
             strategy=body.get("strategy"),
+            owner_address=body.get("owner", ""),
         )
         self.actors[entry.actor_id] = entry
         if name:
@@ -146,7 +155,9 @@ class ActorManager:
         if entry is None or entry.state == DEAD:
             conn.reply(rid, None)
         else:
-            conn.reply(rid, {"actor_id": entry.actor_id, "meta": entry.meta})
+            conn.reply(
+                rid, {"actor_id": entry.actor_id, "meta": entry.meta, "owner": entry.owner_address}
+            )
 
     def kill(self, conn, rid, body, bufs) -> None:
         """Answered once the actor's process is gone, so calls made after

@@ -50,6 +50,8 @@ logger = logging.getLogger(__name__)
 # The task (or actor call) running on this thread or asyncio task, in a worker.
 _current_task: contextvars.ContextVar = contextvars.ContextVar("solray_task", default=None)
 
+ACTOR_ID_LEN = 16  # actor ids share the reference counter with 28-byte object ids
+
 # Values up to this size travel inline with task replies and stay in the
 # owner's memory; larger ones go to the node's shared-memory store.
 INLINE_MAX = 100 * 1024
@@ -77,7 +79,6 @@ class CoreWorker:
         self.ip = ip
         self.memory_store = MemoryStore()
         self.refs = ReferenceCounter(self._on_free)
-        self.actor_handles = ReferenceCounter(self._on_actor_handle_free)
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run_loop, name="solray-io", daemon=True)
         self._posted: deque = deque()
@@ -328,7 +329,7 @@ class CoreWorker:
         """User thread: register the actor (its name is taken now, or the
         existing one returned), then let the loop resolve the constructor's
         arguments and ask the control store to place it."""
-        actor_id = ids.random_unique_id()[:16]
+        actor_id = ids.random_unique_id()[:ACTOR_ID_LEN]
         running, placement = actor_resources(options)
         namespace = options.get("namespace") or self.namespace
         reply = self.request(
@@ -341,6 +342,7 @@ class CoreWorker:
                 "get_if_exists": options.get("get_if_exists", False),
                 "detached": options.get("lifetime") == "detached",
                 "max_restarts": options["max_restarts"],
+                "owner": self.address,
                 "resources": running,
                 "placement_resources": placement,
                 "meta": meta,
@@ -351,13 +353,13 @@ class CoreWorker:
         if "error" in reply:
             raise ValueError(reply["error"])
         if "existing" in reply:
-            return reply["existing"], reply["meta"], False
+            return reply["existing"], reply["meta"], reply.get("owner", "")
         blob, args_ref, deps, contained = self.pack_arguments(args, kwargs)
         # A restart runs the constructor again: keep its arguments for as long
         # as this owner lives.
         self.refs.pin([d._id for d in deps] + ([args_ref._id] if args_ref else []))
         self._creation_refs.extend([*deps, *contained])
-        self.actor_handles.add_owned(actor_id)
+        self.refs.add_owned(actor_id)
         task = PendingTask(
             task_id=ids.new_task_id(self.job_bytes),
             function=descriptor,
@@ -379,7 +381,7 @@ class CoreWorker:
             "class_name": meta["class_name"],
         }
         self.post(self.actor_submitter.create, actor_id, task, runtime)
-        return actor_id, meta, True
+        return actor_id, meta, self.address
 
     def submit_actor_task(
         self,
@@ -412,10 +414,6 @@ class CoreWorker:
         result = self._prepare_returns(task, backpressure)
         self.post(self.actor_submitter.submit, actor_id, task)
         return result
-
-    def _on_actor_handle_free(self, actor_id: bytes, owned: bool) -> None:
-        if owned and not self.shutting_down:
-            self.post(self.actor_submitter.release, actor_id)
 
     def pack_arguments(self, args: tuple, kwargs: dict):
         """Pickle a call's arguments once. Returns the inline blob (or a ref to
@@ -843,6 +841,9 @@ class CoreWorker:
     # -- freeing -----------------------------------------------------------
 
     def _on_free(self, object_id: bytes, owned: bool) -> None:
+        if owned and len(object_id) == ACTOR_ID_LEN and not self.shutting_down:
+            # The last handle of an actor we created: release it.
+            self.post(self.actor_submitter.release, object_id)
         entry = self.memory_store.delete(object_id)
         self.contained.pop(object_id, None)  # lets go of the refs inside it
         self.call_sites.pop(object_id, None)
@@ -1011,6 +1012,8 @@ class CoreWorker:
         in_objects = Counter(r._id for refs in self.contained.values() for r in refs)
         rows = []
         for object_id, info in self.refs.snapshot().items():
+            if len(object_id) == ACTOR_ID_LEN:
+                continue  # an actor handle, not an object
             entry = self.memory_store.get(object_id)
             kinds = []
             if info["local"] > in_tasks[object_id] + in_objects[object_id]:

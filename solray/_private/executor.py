@@ -490,7 +490,10 @@ class Executor:
     def _warn_if_returning_put_refs(self, ctx: TaskContext, refs: list) -> None:
         if ctx.name in self._warned_put:
             return
-        if any(ids.is_put_id(r._id) and self.cw.refs.owns(r._id) for r in refs):
+        if any(
+            len(r._id) == ids.OBJECT_ID_LEN and ids.is_put_id(r._id) and self.cw.refs.owns(r._id)
+            for r in refs
+        ):
             self._warned_put.add(ctx.name)
             print(
                 f"solray: warning: {ctx.name} returned an ObjectRef created by put() inside "

@@ -471,7 +471,7 @@ def get_actor(name: str, namespace: str | None = None):
             "a named actor you didn't create. 2. The named actor died. "
             "3. You did not use a namespace matching the namespace of the actor."
         )
-    return ActorHandle(reply["actor_id"], reply["meta"])
+    return ActorHandle(reply["actor_id"], reply["meta"], owner=reply.get("owner", ""))
 
 
 def kill(actor, *, no_restart: bool = True) -> None:
