@@ -43,7 +43,7 @@ def main() -> None:
     total = 0
     while submitted < args.tasks:
         n = min(args.batch, args.tasks - submitted)
-        total += sum(ray.get([tiny.remote(i) for i in range(n)]))
+        total += sum(ray.get([tiny.remote(submitted + i) for i in range(n)]))
         submitted += n
     elapsed = time.perf_counter() - start
     done.set()
