@@ -280,11 +280,22 @@ class Node:
 
     async def _spawn_worker(self, worker_id: str, fork: bool) -> None:
         env = {"SOLRAY_NODE_ADDRESS": self.address, "SOLRAY_WORKER_ID": worker_id}
-        try:
-            zygote = self._zygote
-            if fork and zygote is not None and zygote.returncode is None:
+        proc = None
+        zygote = self._zygote
+        if fork and zygote is not None and zygote.returncode is None:
+            try:
                 proc, stdout, stderr = await self._fork_worker(env)
-            else:
+            except OSError as e:  # the zygote died: start an interpreter instead
+                if not self._stopping:
+                    logger.warning(
+                        "the worker fork server failed (%s); starting a worker "
+                        "as a new interpreter",
+                        e,
+                    )
+        try:
+            if self._stopping:
+                raise OSError("the node is stopping")
+            if proc is None:
                 proc = await asyncio.create_subprocess_exec(
                     sys.executable,
                     "-m",
@@ -298,7 +309,10 @@ class Node:
                 stdout, stderr = proc.stdout, proc.stderr
         except OSError:
             self.starting -= 1
-            logger.exception("could not start a worker")
+            if proc is not None:
+                _kill(proc)
+            elif not self._stopping:
+                logger.exception("could not start a worker")
             return
         self.processes.add(proc)
         worker = WorkerProcess(worker_id, proc)
