@@ -340,7 +340,15 @@ async def connect(
     try:
         await asyncio.wait_for(conn.ready, timeout)
     except BaseException:
-        conn.close()  # timed out or cancelled mid-handshake: do not leak the socket
+        # Timed out or cancelled mid-handshake: do not leak the socket. (If
+        # the loop is already closed, the coroutine is being collected after
+        # shutdown, and closing the raw socket is all there is left to do.)
+        if loop.is_closed():
+            sock = conn._transport.get_extra_info("socket") if conn._transport else None
+            if sock is not None:
+                sock.close()
+        else:
+            conn.close()
         raise
     return conn
 
