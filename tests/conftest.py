@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import os
+import re
 import threading
 import time
 
@@ -35,6 +36,29 @@ def wait_for_condition(predicate, timeout: float = 20.0, interval: float = 0.02,
         f"{(message() if callable(message) else message) or predicate}"
         + (f" (last error: {last_error!r})" if last_error else "")
     )
+
+
+class DriverOutput:
+    """Everything the driver printed so far (capfd's reads consume it)."""
+
+    def __init__(self, capfd):
+        self._capfd = capfd
+        self.text = ""
+
+    def read(self) -> str:
+        self.text += self._capfd.readouterr().out
+        return self.text
+
+    def wait_for_lines(self, pattern: str, count: int = 1) -> list[str]:
+        """Waits until `count` lines of the driver's stdout match `pattern`."""
+        regex = re.compile(pattern)
+        wait_for_condition(
+            lambda: (
+                len([line for line in self.read().splitlines() if regex.fullmatch(line)]) >= count
+            ),
+            message=f"{count} line(s) matching {pattern!r} in the driver's stdout",
+        )
+        return [line for line in self.text.splitlines() if regex.fullmatch(line)]
 
 
 def _sessions() -> set[str]:

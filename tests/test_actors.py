@@ -22,7 +22,7 @@ import time
 import numpy as np
 import psutil
 import pytest
-from conftest import wait_for_condition
+from conftest import DriverOutput, wait_for_condition
 
 import solray as ray
 from solray.exceptions import ActorDiedError, RayActorError, RayTaskError
@@ -46,28 +46,6 @@ def _wait_for_file(path, timeout: float = 30.0) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError(f"{path} never appeared")
         time.sleep(0.01)
-
-
-class _Output:
-    """Everything the driver printed so far (capfd's reads consume it)."""
-
-    def __init__(self, capfd):
-        self._capfd = capfd
-        self.text = ""
-
-    def read(self) -> str:
-        self.text += self._capfd.readouterr().out
-        return self.text
-
-    def wait_for_lines(self, pattern: str, count: int = 1) -> list[str]:
-        regex = re.compile(pattern)
-        wait_for_condition(
-            lambda: (
-                len([line for line in self.read().splitlines() if regex.fullmatch(line)]) >= count
-            ),
-            message=f"{count} line(s) matching {pattern!r} in the driver's stdout",
-        )
-        return [line for line in self.text.splitlines() if regex.fullmatch(line)]
 
 
 @ray.remote
@@ -1294,7 +1272,7 @@ def test_runtime_context_in_actor(ray_start):
 
 
 def test_actor_output_reaches_driver(ray_start, capfd):
-    output = _Output(capfd)
+    output = DriverOutput(capfd)
 
     @ray.remote
     class Greeter:
@@ -1382,7 +1360,7 @@ def test_seed_actor_static_multiple_returns(ray_start):
 
 
 def test_seed_monte_carlo_pi(ray_start, capfd):
-    output = _Output(capfd)
+    output = DriverOutput(capfd)
 
     # Define a Ray actor that tracks progress
     @ray.remote

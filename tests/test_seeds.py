@@ -14,33 +14,9 @@ import time
 
 import numpy as np
 import pytest
-from conftest import wait_for_condition
+from conftest import DriverOutput
 
 import solray as ray
-
-
-class _Output:
-    """Everything the driver printed so far (capfd's reads consume it)."""
-
-    def __init__(self, capfd):
-        self._capfd = capfd
-        self.text = ""
-
-    def read(self) -> str:
-        self.text += self._capfd.readouterr().out
-        return self.text
-
-    def wait_for_lines(self, pattern: str, count: int = 1) -> list[str]:
-        """Waits until `count` lines of the driver's stdout match `pattern`."""
-        regex = re.compile(pattern)
-        wait_for_condition(
-            lambda: (
-                len([line for line in self.read().splitlines() if regex.fullmatch(line)]) >= count
-            ),
-            message=f"{count} line(s) matching {pattern!r} in the driver's stdout",
-        )
-        return [line for line in self.text.splitlines() if regex.fullmatch(line)]
-
 
 # --------------------------------------------------------------------------
 # Seed 000/001: Anti-pattern: returning ray.put() ObjectRefs from a task.
@@ -173,7 +149,7 @@ def test_get_timeout(ray_start, capsys):
 
 
 def test_pass_object_as_top_level_argument(ray_start, capfd):
-    output = _Output(capfd)
+    output = DriverOutput(capfd)
 
     @ray.remote
     def echo(a: int, b: int, c: int):
@@ -196,7 +172,7 @@ def test_pass_object_as_top_level_argument(ray_start, capfd):
 
 
 def test_pass_object_as_nested_argument(ray_start, capfd):
-    output = _Output(capfd)
+    output = DriverOutput(capfd)
 
     @ray.remote
     def echo_and_get(x_list):  # List[ObjectRef]
@@ -221,7 +197,7 @@ def test_pass_object_as_nested_argument(ray_start, capfd):
 
 
 def test_closure_capture_of_objects(ray_start, capfd):
-    output = _Output(capfd)
+    output = DriverOutput(capfd)
 
     # Put the values (1, 2, 3) into Ray's object store.
     a, b, c = ray.put(1), ray.put(2), ray.put(3)
@@ -425,7 +401,7 @@ def test_get_unnecessarily(ray_start):
 
 
 def test_get_on_task_arguments(ray_start, capfd):
-    output = _Output(capfd)
+    output = DriverOutput(capfd)
 
     @ray.remote
     def f():
