@@ -159,13 +159,9 @@ class Executor:
             self._exit_actor(conn, rid, ctx, num_returns)
             return
         except KeyboardInterrupt:  # cancelled (see cancel())
-            reply, reply_buffers = self._results(
-                ctx, [self._cancelled_error(ctx)] * num_returns, True
-            )
+            reply, reply_buffers = self._failed(ctx, self._cancelled_error(ctx), num_returns)
         except Exception as e:
-            reply, reply_buffers = self._results(
-                ctx, [self._task_error(ctx.name, e)] * num_returns, True
-            )
+            reply, reply_buffers = self._failed(ctx, self._task_error(ctx.name, e), num_returns)
         finally:
             if on_main:
                 self._running_main = None
@@ -196,13 +192,9 @@ class Executor:
             self._exit_actor(conn, rid, ctx, num_returns)
             return
         except asyncio.CancelledError:
-            reply, reply_buffers = self._results(
-                ctx, [self._cancelled_error(ctx)] * num_returns, True
-            )
+            reply, reply_buffers = self._failed(ctx, self._cancelled_error(ctx), num_returns)
         except Exception as e:
-            reply, reply_buffers = self._results(
-                ctx, [self._task_error(ctx.name, e)] * num_returns, True
-            )
+            reply, reply_buffers = self._failed(ctx, self._task_error(ctx.name, e), num_returns)
         finally:
             self._task_done(ctx)
         self._send_reply(conn, rid, ctx, reply, reply_buffers)
@@ -212,6 +204,10 @@ class Executor:
         self.cw.children.pop(ctx.task_id, None)
         self._cancelled.discard(ctx.task_id)
         self._acks.pop(ctx.task_id, None)
+
+    def _failed(self, ctx: TaskContext, error: BaseException, num_returns: int):
+        """Every return value of a failed call holds its error."""
+        return self._results(ctx, [error] * num_returns, True)
 
     def _results(self, ctx: TaskContext, outputs: list, app_error: bool):
         heads, reply_buffers = [], []
