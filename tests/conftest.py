@@ -38,6 +38,16 @@ def wait_for_condition(predicate, timeout: float = 20.0, interval: float = 0.02,
     )
 
 
+def wait_for_file(path, timeout: float = 30.0) -> None:
+    """Inside a task or actor: block until `path` exists (files are how tests
+    coordinate with code running in other processes)."""
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} never appeared")
+        time.sleep(0.01)
+
+
 class DriverOutput:
     """Everything the driver printed so far (capfd's reads consume it)."""
 

@@ -6,24 +6,12 @@ held back waits on marker files, never on timing.
 
 from __future__ import annotations
 
-import os
-import time
-
 import pytest
-from conftest import wait_for_condition
+from conftest import wait_for_condition, wait_for_file
 
 import solray as ray
 from solray.util import ActorPool
 from solray.util.queue import Empty, Full, Queue
-
-
-def _wait_for_file(path, timeout: float = 30.0) -> None:
-    """Inside an actor or task: block until `path` exists."""
-    deadline = time.monotonic() + timeout
-    while not os.path.exists(path):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{path} never appeared")
-        time.sleep(0.01)
 
 
 @ray.remote
@@ -37,7 +25,7 @@ class Doubler:
     def double_when(self, value, path):
         """Doubles `value` once `path` exists (None: at once)."""
         if path is not None:
-            _wait_for_file(path)
+            wait_for_file(path)
         return value * 2
 
     def whoami(self, _value=None):

@@ -22,7 +22,7 @@ import time
 import numpy as np
 import psutil
 import pytest
-from conftest import DriverOutput, wait_for_condition
+from conftest import DriverOutput, wait_for_condition, wait_for_file
 
 import solray as ray
 from solray.exceptions import ActorDiedError, RayActorError, RayTaskError
@@ -37,15 +37,6 @@ def _process_gone(pid: int) -> bool:
         return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return True
-
-
-def _wait_for_file(path, timeout: float = 30.0) -> None:
-    """Inside an actor or task: block until `path` exists."""
-    deadline = time.monotonic() + timeout
-    while not os.path.exists(path):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{path} never appeared")
-        time.sleep(0.01)
 
 
 @ray.remote
@@ -75,7 +66,7 @@ def test_remote_returns_handle_before_constructor_finishes(ray_start, tmp_path):
     @ray.remote
     class Slow:
         def __init__(self, path):
-            _wait_for_file(path)
+            wait_for_file(path)
             self.ready = True
 
         def is_ready(self):
@@ -330,7 +321,7 @@ def test_order_kept_when_an_earlier_argument_is_not_ready(ray_start, tmp_path):
 
     @ray.remote
     def slow_value(path):
-        _wait_for_file(path)
+        wait_for_file(path)
         return "slow"
 
     @ray.remote
@@ -801,7 +792,7 @@ def test_call_waiting_for_its_argument_finishes_after_handle_is_dropped(ray_star
 
     @ray.remote
     def slow_value(path):
-        _wait_for_file(path)
+        wait_for_file(path)
         return 20
 
     ref = Counter.remote(1).incr.remote(slow_value.remote(str(go)))
@@ -817,7 +808,7 @@ def test_actor_ends_when_handle_dropped_during_constructor(ray_start, tmp_path):
         def __init__(self, started_path, go_path):
             with open(started_path, "w") as f:
                 f.write(str(os.getpid()))
-            _wait_for_file(go_path)
+            wait_for_file(go_path)
 
         def f(self):
             return 1
@@ -995,7 +986,7 @@ def test_exit_actor_fails_queued_calls(ray_start, tmp_path):
     @ray.remote
     class Quitter:
         def quit_when(self, path):
-            _wait_for_file(path)
+            wait_for_file(path)
             ray.actor.exit_actor()
 
         def f(self):

@@ -24,7 +24,7 @@ import uuid
 
 import psutil
 import pytest
-from conftest import wait_for_condition
+from conftest import wait_for_condition, wait_for_file
 
 import solray as ray
 from solray.exceptions import RayTaskError, TaskCancelledError, WorkerCrashedError
@@ -55,14 +55,6 @@ def write_atomically(path, text: str) -> None:
     tmp = path.with_name(path.name + f".{uuid.uuid4().hex}.tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
-
-
-def wait_for_file(path, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not os.path.exists(path):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{path} never appeared")
-        time.sleep(0.01)
 
 
 def block(seconds: float = 300) -> None:
@@ -139,7 +131,7 @@ def test_cancel_queued_task(ray_start, tmp_path):
     @ray.remote
     def occupy(started, release):
         pathlib.Path(started).touch()
-        wait_for_file(release)
+        wait_for_file(release, timeout=60.0)
         return "done"
 
     @ray.remote
@@ -166,7 +158,7 @@ def test_cancel_task_waiting_for_its_arguments(ray_start, tmp_path):
 
     @ray.remote
     def upstream(release):
-        wait_for_file(release)
+        wait_for_file(release, timeout=60.0)
         return 5
 
     @ray.remote
@@ -199,7 +191,7 @@ def test_cancel_queued_actor_call(ray_start, tmp_path):
 
         def slow(self, started, release):
             pathlib.Path(started).touch()
-            wait_for_file(release)
+            wait_for_file(release, timeout=60.0)
             self.calls.append("slow")
             return "slow"
 
@@ -305,7 +297,7 @@ def test_cancel_recursive(ray_start, tmp_path, recursive):
         directory = pathlib.Path(directory)
         write_atomically(directory / f"child-{i}-pid", str(os.getpid()))
         try:
-            wait_for_file(release)
+            wait_for_file(release, timeout=60.0)
         except KeyboardInterrupt:
             (directory / f"child-{i}-cancelled").touch()
             raise

@@ -17,12 +17,11 @@ import asyncio
 import gc
 import os
 import pathlib
-import time
 import weakref
 
 import numpy as np
 import pytest
-from conftest import wait_for_condition
+from conftest import wait_for_condition, wait_for_file
 
 import solray as ray
 from solray._private import context
@@ -33,15 +32,6 @@ GET_TIMEOUT_S = 60
 
 class MyError(Exception):
     """A user exception raised by generators."""
-
-
-def wait_for_file(path, timeout: float = 30.0) -> None:
-    """Inside a task: block until `path` exists."""
-    deadline = time.monotonic() + timeout
-    while not os.path.exists(path):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{path} never appeared")
-        time.sleep(0.01)
 
 
 def write_atomically(path, text: str) -> None:
