@@ -10,10 +10,7 @@ as in Ray.
 
 from __future__ import annotations
 
-import hashlib
 import inspect
-
-import cloudpickle
 
 from solray._private import context
 from solray._private import options as opts
@@ -118,12 +115,7 @@ class ActorClass:
 
     def _describe(self, cw) -> FunctionDescriptor:
         if self._descriptor is None:
-            with RefCollector() as collector:
-                pickled = cloudpickle.dumps(self._cls, protocol=5)
-
-            self._descriptor = FunctionDescriptor(
-                hashlib.sha1(pickled).digest(), self.__name__, pickled, collector.refs
-            )
+            self._descriptor = FunctionDescriptor.of(self._cls, self.__name__)
         return self._descriptor
 
 

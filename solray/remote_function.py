@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
 import inspect
-
-import cloudpickle
 
 from solray._private import context
 from solray._private import options as opts
-from solray._private.serialization import RefCollector
 from solray._private.task_spec import FunctionDescriptor
 
 
@@ -60,16 +56,9 @@ class RemoteFunction:
         return unpack_returns(result, options["num_returns"])
 
     def _describe(self, cw) -> FunctionDescriptor:
-        # Pickled once per session. Refs captured in the function's closure
-        # are held by it (seed 002: closure capture pins them).
+        # Pickled once per session.
         if self._descriptor is None or self._descriptor_owner != id(cw):
-            with RefCollector() as collector:
-                pickled = cloudpickle.dumps(self._function, protocol=5)
-            function_id = hashlib.sha1(pickled).digest()
-            # The refs its closure captured live as long as the function.
-            self._descriptor = FunctionDescriptor(
-                function_id, self.__name__, pickled, collector.refs
-            )
+            self._descriptor = FunctionDescriptor.of(self._function, self.__name__)
             self._descriptor_owner = id(cw)
         return self._descriptor
 

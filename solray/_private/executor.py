@@ -566,7 +566,7 @@ def _round_trips(error: BaseException) -> bool:
     cannot be; the caller then gets a RayTaskError with the traceback text
     but without the original class."""
     try:
-        pickle.loads(cloudpickle.dumps(error))
+        pickle.loads(serialization.dumps(error))
         return True
     except Exception:
         return False

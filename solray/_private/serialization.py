@@ -14,13 +14,24 @@ read-only because the views handed to pickle are read-only.
 
 ObjectRefs met while pickling are collected into the thread's current
 `RefCollector`, so whatever keeps the value can keep the refs it contains.
+
+Everything solray pickles with cloudpickle (values, functions, actor classes,
+errors) goes through `dumps`, whose pickler keeps code objects whole: since
+cloudpickle 3.1.3 its own reducer renames every code object's file to
+`<dynamic-code>`, and a remote traceback would lose the user's file, line and
+source text. A code object holds only constants marshal can write (nested code
+included), so marshal carries it exactly, file name and line table too.
 """
 
 from __future__ import annotations
 
+import io
+import marshal
 import pickle
 import struct
 import threading
+import types
+from collections import ChainMap
 
 import cloudpickle
 
@@ -116,6 +127,21 @@ class RefCollector:
             current.refs.append(ref)
 
 
+def _reduce_code(code: types.CodeType):
+    return marshal.loads, (marshal.dumps(code),)
+
+
+class _Pickler(cloudpickle.Pickler):
+    dispatch_table = ChainMap({types.CodeType: _reduce_code}, cloudpickle.Pickler.dispatch_table)
+
+
+def dumps(value, buffer_callback=None) -> bytes:
+    """cloudpickle (protocol 5) that keeps code objects' file names."""
+    with io.BytesIO() as out:
+        _Pickler(out, protocol=5, buffer_callback=buffer_callback).dump(value)
+        return out.getvalue()
+
+
 def dumps_with_buffers(value, flags: int = 0) -> SerializedObject:
     buffers: list = []
 
@@ -127,7 +153,7 @@ def dumps_with_buffers(value, flags: int = 0) -> SerializedObject:
         return False
 
     with RefCollector() as collector:
-        data = cloudpickle.dumps(value, protocol=5, buffer_callback=take_buffer)
+        data = dumps(value, buffer_callback=take_buffer)
     return SerializedObject(data, buffers, flags, collector.refs)
 
 

@@ -9,10 +9,11 @@ back. Refs nested deeper stay refs, as in Ray.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 
 from solray._private.memory_store import Inline, decode_entry, encode_entry
-from solray._private.serialization import SerializedObject
+from solray._private.serialization import RefCollector, SerializedObject, dumps
 
 
 class Dep:
@@ -54,6 +55,15 @@ class FunctionDescriptor:
     name: str
     pickled: bytes
     captured: list = field(default_factory=list)  # refs its closure holds
+
+    @classmethod
+    def of(cls, target, name: str) -> FunctionDescriptor:
+        """Pickle a function or actor class once. The refs its closure
+        captured are held as long as the descriptor (seed 002: closure capture
+        pins them)."""
+        with RefCollector() as collector:
+            pickled = dumps(target)
+        return cls(hashlib.sha1(pickled).digest(), name, pickled, collector.refs)
 
 
 @dataclass
