@@ -7,7 +7,19 @@ import os
 import click
 
 
-@click.group()
+class _Commands(click.Group):
+    """Every command reports an unsafe session registry as a plain error."""
+
+    def invoke(self, ctx: click.Context):
+        from solray._private.services import SessionRegistryError
+
+        try:
+            return super().invoke(ctx)
+        except SessionRegistryError as e:
+            raise click.ClickException(str(e)) from None
+
+
+@click.group(cls=_Commands)
 @click.version_option(package_name="solray")
 def main() -> None:
     """solray: a distributed task, actor and object runtime with Ray Core's API."""
@@ -38,6 +50,12 @@ def microbenchmark(pattern: str | None, round_seconds: float) -> None:
     mb.run(pattern, round_seconds)
 
 
+TEMP_DIR_HELP = (
+    "Where this user's session registry is (its solray-sessions-<uid> directory); "
+    "default: the system's temp dir."
+)
+
+
 def _node_options(f):
     f = click.option("--num-cpus", type=float, default=None, help="CPUs this node offers.")(f)
     f = click.option("--num-gpus", type=float, default=None, help="GPUs this node offers.")(f)
@@ -56,7 +74,7 @@ def _node_options(f):
         show_default=True,
         help="Address this node's sockets bind to.",
     )(f)
-    f = click.option("--temp-dir", default=None, help="Root of session directories.")(f)
+    f = click.option("--temp-dir", default=None, help=TEMP_DIR_HELP)(f)
     return f
 
 
@@ -67,18 +85,26 @@ def _node_options(f):
     "--port", type=int, default=6379, show_default=True, help="Port of the control store (--head)."
 )
 @click.option(
-    "--token",
+    "--token-file",
+    type=click.File("r"),
     default=None,
-    help="Cluster token (hex). Default: SOLRAY_TOKEN, SOLRAY_TOKEN_FILE, or a new one for --head.",
+    help="File holding the cluster token (hex); '-' reads it from stdin. Without it, "
+    "--address takes SOLRAY_TOKEN, SOLRAY_TOKEN_FILE or this user's session registry, "
+    "and --head makes a new token.",
 )
-@click.option("--token-file", default=None, help="File holding the cluster token.")
+@click.option(
+    "--token",
+    hidden=True,
+    expose_value=False,
+    callback=lambda ctx, param, value: _refuse_token_argument(value),
+    help="Refused: a token on the command line is readable by every local user.",
+)
 @click.option("--block", is_flag=True, help="Stay in the foreground until the processes exit.")
 @_node_options
 def start(
     head,
     address,
     port,
-    token,
     token_file,
     block,
     num_cpus,
@@ -92,7 +118,9 @@ def start(
 
     With --head: a control store and a node; prints how to join nodes and
     drivers. With --address: a node that joins that cluster. Every connection
-    must present the cluster token, so keep the token file private.
+    must present the cluster token, so keep the token file private. The token
+    is never taken on the command line, where every local user could read it:
+    give --token-file PATH, or --token-file - and the token on stdin.
     """
     import json
     import os
@@ -107,7 +135,7 @@ def start(
             resources = json.loads(resources)
         except ValueError as e:
             raise click.BadParameter(f"--resources is not JSON: {e}") from None
-    token_bytes = _cli_token(token, token_file, address, temp_dir, new=head)
+    token_bytes = _cli_token(token_file, address, temp_dir, new=head)
     node_args = node_arguments(num_cpus, num_gpus, resources, object_store_memory, {})
     session_dir = services.new_session_dir(temp_dir)
     launcher = services.Launcher(session_dir, token_bytes, daemon=True)
@@ -120,7 +148,6 @@ def start(
         node = launcher.start_node(address, ["--head", *node_args], node_ip_address)
     else:
         node = launcher.start_node(address, node_args, node_ip_address)
-    services.write_session_file(session_dir, node.address, address, token_bytes, pid=node.popen.pid)
     try:
         _wait_for_node(address, token_bytes, node.node_id)
     except Exception as e:
@@ -128,17 +155,19 @@ def start(
         raise click.ClickException(
             f"the node did not join the cluster at {address}: {e} (logs in {session_dir})"
         ) from None
+    # Registered once it runs: the record names the node's process and start time.
+    services.write_session_file(session_dir, node.address, address, token_bytes, pid=node.popen.pid)
     token_path = os.path.join(session_dir, "token")
     if head:
         click.echo(f"Started a solray head node: control store at {address}.")
         click.echo(f"Session directory (logs): {session_dir}")
         click.echo(f"Cluster token: {token_path} (readable only by you; it grants full control)")
-        click.echo("To add a node on another machine, copy the token there, then:")
-        click.echo(f"    SOLRAY_TOKEN_FILE=<copy of the token> solray start --address {address}")
+        click.echo("To add a node on another machine, copy the token file there (privately), then:")
+        click.echo(f"    solray start --address {address} --token-file <copy of the token file>")
         click.echo("To connect a driver:")
         click.echo(
             f'    solray.init(address="{address}")   # here: the token is found;'
-            " elsewhere set SOLRAY_TOKEN or SOLRAY_TOKEN_FILE"
+            " elsewhere set SOLRAY_TOKEN_FILE=<copy of the token file>"
         )
         click.echo("To stop: solray stop")
     else:
@@ -149,23 +178,28 @@ def start(
             proc.popen.wait()
 
 
-def _cli_token(token, token_file, address, temp_dir, new: bool) -> bytes:
+def _refuse_token_argument(value: str | None) -> None:
+    if value is not None:
+        raise click.UsageError(
+            "--token is not accepted: a token on the command line is readable by every "
+            "local user (/proc/PID/cmdline). Give --token-file PATH, or --token-file - and "
+            "the token on stdin, or set SOLRAY_TOKEN_FILE."
+        )
+
+
+def _cli_token(token_file, address, temp_dir, new: bool) -> bytes:
     import os
 
     from solray._private import services
 
     try:
-        if token:
-            return bytes.fromhex(token)
-        if token_file:
-            with open(token_file) as f:
-                return bytes.fromhex(f.read().strip())
+        if token_file is not None:
+            source = "stdin" if token_file.name == "<stdin>" else token_file.name
+            return services.parse_token(token_file.read(), source)
         if new:
             return os.urandom(32)
         return services.resolve_cluster(address, temp_dir)[1]
-    except ValueError as e:
-        raise click.BadParameter(f"the token must be hex: {e}") from None
-    except ConnectionError as e:
+    except (ValueError, ConnectionError, OSError) as e:
         raise click.ClickException(str(e)) from None
 
 
@@ -252,7 +286,7 @@ def stop(force: bool, grace_period: int) -> None:
 @click.option(
     "--address", default="auto", show_default=True, help="HOST:PORT of the control store, or auto."
 )
-@click.option("--temp-dir", default=None, help="Root of session directories.")
+@click.option("--temp-dir", default=None, help=TEMP_DIR_HELP)
 def status(address: str, temp_dir: str | None) -> None:
     """Print the cluster's nodes, their resources and usage."""
     from solray._private import services
@@ -260,7 +294,7 @@ def status(address: str, temp_dir: str | None) -> None:
     try:
         address, token = services.resolve_cluster(address, temp_dir)
         nodes = _nodes(address, token)
-    except (ConnectionError, OSError) as e:
+    except (ConnectionError, OSError, ValueError) as e:
         raise click.ClickException(f"cannot reach the cluster: {e}") from None
     alive = [n for n in nodes if n["alive"]]
     click.echo(f"Cluster at {address}: {len(alive)} alive node(s), {len(nodes) - len(alive)} dead")
@@ -282,7 +316,7 @@ def status(address: str, temp_dir: str | None) -> None:
 
 @main.command()
 @click.option("--limit", default=100, show_default=True, help="Show at most this many objects.")
-@click.option("--temp-dir", default=None, help="The temp dir the cluster was started with.")
+@click.option("--temp-dir", default=None, help=TEMP_DIR_HELP)
 @click.option(
     "--session-dir",
     default=None,

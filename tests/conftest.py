@@ -71,6 +71,60 @@ class DriverOutput:
         return [line for line in self.text.splitlines() if regex.fullmatch(line)]
 
 
+def cluster_processes(session_dirs, control_address: str) -> list[psutil.Process]:
+    """The live processes of one cluster (other runs may share the machine),
+    found without its token, which is in no process's environment or command
+    line: the control store listening on `control_address`, the nodes started
+    with a --session-dir in `session_dirs`, and everything they started
+    (fork server, workers)."""
+    host, port = control_address.rsplit(":", 1)
+    roots = {
+        conn.pid
+        for conn in psutil.net_connections("tcp")
+        if conn.status == psutil.CONN_LISTEN
+        and conn.pid
+        and (conn.laddr.ip, conn.laddr.port) == (host, int(port))
+    }
+    for proc in psutil.process_iter(["cmdline"]):
+        cmdline = proc.info["cmdline"] or []
+        if "solray._private.node" in cmdline and "--session-dir" in cmdline:
+            if cmdline[cmdline.index("--session-dir") + 1] in session_dirs:
+                roots.add(proc.pid)
+    found = {}
+    for pid in roots:
+        try:
+            root = psutil.Process(pid)
+            for proc in [root, *root.children(recursive=True)]:
+                if proc.status() != psutil.STATUS_ZOMBIE:
+                    found[proc.pid] = proc
+        except psutil.Error:
+            continue
+    return list(found.values())
+
+
+def assert_token_hidden(procs, tokens) -> int:
+    """No process in `procs` has any of `tokens` (bytes) in its command line
+    or environment, nor a SOLRAY_TOKEN variable, as /proc shows them to anyone
+    who may read them. Returns how many processes were checked (some may
+    have exited meanwhile)."""
+    checked = 0
+    for proc in procs:
+        try:
+            with open(f"/proc/{proc.pid}/cmdline", "rb") as f:
+                cmdline = f.read().lower()
+            with open(f"/proc/{proc.pid}/environ", "rb") as f:
+                environ = f.read()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        for token in tokens:
+            hex_token = token.hex().encode()
+            assert hex_token not in cmdline, f"the token is on the command line of {proc}"
+            assert hex_token not in environ.lower(), f"the token is in the environment of {proc}"
+        assert b"SOLRAY_TOKEN" not in environ, f"SOLRAY_TOKEN in the environment of {proc}"
+        checked += 1
+    return checked
+
+
 def _sessions() -> set[str]:
     """Sessions this process has started."""
     return set(services.started_sessions)

@@ -3,6 +3,7 @@ completely however its driver ends (shutdown, interpreter exit, SIGKILL)."""
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 import signal
@@ -12,9 +13,10 @@ import sys
 
 import psutil
 import pytest
-from conftest import wait_for_condition
+from conftest import cluster_processes, wait_for_condition
 
 import solray
+from solray._private import services
 from solray.exceptions import ObjectLostError
 
 
@@ -204,23 +206,6 @@ DRIVER_ENDINGS = {
 EXPECTED_EXIT = {"sigkill": -signal.SIGKILL, "return": 0, "exception": 1, "sys.exit": 3}
 
 
-def solray_processes(token: str) -> list[psutil.Process]:
-    """Live solray service and worker processes of the cluster with `token`
-    (other clusters may be running on this machine)."""
-    found = []
-    for proc in psutil.process_iter():
-        try:
-            if "solray._private" not in " ".join(proc.cmdline()):
-                continue
-            if proc.environ().get("SOLRAY_TOKEN") != token:
-                continue
-            if proc.status() != psutil.STATUS_ZOMBIE:
-                found.append(proc)
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-            continue
-    return found
-
-
 def alive(proc: psutil.Process) -> bool:
     try:
         return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
@@ -250,9 +235,11 @@ def test_driver_exit_leaves_nothing(leak_check, tmp_path, ending):
         assert any("solray._private.node" in c for c in cmdlines), cmdlines
         task_pid = int(pid_file.read_text())
         assert task_pid in {p.pid for p in procs}
-        token = procs[0].environ()["SOLRAY_TOKEN"]
-        assert task_pid in {p.pid for p in solray_processes(token)}
-        (session,) = os.listdir(tmp_path / "solray-sessions")
+        (session,) = os.listdir(services.sessions_root(str(tmp_path)))
+        session_dir = os.path.join(services.sessions_root(str(tmp_path)), session)
+        with open(os.path.join(session_dir, "cluster.json")) as f:
+            control_address = json.load(f)["control_address"]
+        assert task_pid in {p.pid for p in cluster_processes([session_dir], control_address)}
         shm = [n for n in os.listdir("/dev/shm") if n.startswith(f"solray_{session}_")]
         assert shm, "the node's shared memory should exist while the driver runs"
 
@@ -264,7 +251,10 @@ def test_driver_exit_leaves_nothing(leak_check, tmp_path, ending):
         assert driver.wait(timeout=60) == EXPECTED_EXIT[ending]
 
     wait_for_condition(
-        lambda: not any(alive(p) for p in procs) and not solray_processes(token),
+        lambda: (
+            not any(alive(p) for p in procs)
+            and not cluster_processes([session_dir], control_address)
+        ),
         timeout=20,
         message=f"solray processes left after the driver ended ({ending})",
     )
@@ -275,7 +265,7 @@ def test_driver_exit_leaves_nothing(leak_check, tmp_path, ending):
     )
     if ending != "sigkill":
         # shutdown() at exit also removed the session directory.
-        assert not (pathlib.Path(tmp_path) / "solray-sessions" / session).exists()
+        assert not os.path.exists(session_dir)
 
 
 def test_shutdown_kills_running_tasks(leak_check, tmp_path):

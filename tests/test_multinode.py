@@ -620,19 +620,18 @@ def test_stale_session_on_the_same_address_is_ignored(cluster, tmp_path):
     killed; one whose control store had the address our cluster has now must
     not lend init() its (wrong) token."""
     temp_dir = str(tmp_path)
-    dead_pid = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.getpid())"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-    for _ in range(8):  # the registry is scanned in directory (hash) order
-        stale = services.new_session_dir(temp_dir)
-        services.write_session_file(
-            stale, "127.0.0.1:1", cluster.address, os.urandom(32), pid=int(dead_pid)
-        )
     live = services.new_session_dir(temp_dir)
     services.write_session_file(live, "127.0.0.1:1", cluster.address, cluster.token)
+    # A driver that recorded newer sessions, then died.
+    with subprocess.Popen(["sleep", "600"]) as dead:
+        for _ in range(8):
+            stale = services.new_session_dir(temp_dir)
+            services.write_session_file(
+                stale, "127.0.0.1:1", cluster.address, os.urandom(32), pid=dead.pid
+            )
+            newer = time.time() + 60
+            os.utime(os.path.join(stale, "cluster.json"), (newer, newer))
+        dead.kill()
 
     solray.init(address=cluster.address, _temp_dir=temp_dir)
     assert solray.get(node_of.remote(), timeout=GET_TIMEOUT_S) == cluster.head_node.node_id

@@ -165,7 +165,7 @@ class ControlStore:
 
 
 async def serve(args) -> None:
-    token = services.read_token()
+    token = services.read_token(args.token_fd)
     store = ControlStore(token)
     sock = services.listening_socket(args)
     server = await transport.serve(sock, token, store.handlers, on_close=store.on_close)

@@ -296,16 +296,22 @@ class Node:
             if self._stopping:
                 raise OSError("the node is stopping")
             if proc is None:
-                proc = await asyncio.create_subprocess_exec(
-                    sys.executable,
-                    "-m",
-                    "solray._private.worker_main",
-                    env=dict(os.environ, **env, **{services.TOKEN_ENV: self.token.hex()}),
-                    stdin=asyncio.subprocess.DEVNULL,
-                    stdout=asyncio.subprocess.PIPE,
-                    stderr=asyncio.subprocess.PIPE,
-                    limit=MAX_OUTPUT_LINE,
-                )
+                token_fd = services.token_pipe(self.token)
+                try:
+                    proc = await asyncio.create_subprocess_exec(
+                        sys.executable,
+                        "-m",
+                        "solray._private.worker_main",
+                        str(token_fd),
+                        env=services.child_env(env),
+                        stdin=asyncio.subprocess.DEVNULL,
+                        stdout=asyncio.subprocess.PIPE,
+                        stderr=asyncio.subprocess.PIPE,
+                        pass_fds=(token_fd,),
+                        limit=MAX_OUTPUT_LINE,
+                    )
+                finally:
+                    os.close(token_fd)
                 stdout, stderr = proc.stdout, proc.stderr
         except OSError:
             self.starting -= 1
@@ -324,15 +330,17 @@ class Node:
     async def _start_zygote(self) -> None:
         """The fork server workers are made from (worker_zygote.py)."""
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        token_fd = services.token_pipe(self.token)
         try:
             self._zygote = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
                 "solray._private.worker_zygote",
                 str(child.fileno()),
-                env=dict(os.environ, **{services.TOKEN_ENV: self.token.hex()}),
+                str(token_fd),
+                env=services.child_env(),
                 stdin=asyncio.subprocess.DEVNULL,
-                pass_fds=(child.fileno(),),
+                pass_fds=(child.fileno(), token_fd),
             )
         except OSError:
             logger.exception("could not start the worker fork server; starting workers plainly")
@@ -340,6 +348,7 @@ class Node:
             return
         finally:
             child.close()
+            os.close(token_fd)
         parent.setblocking(False)
         self._zygote_channel = parent
         self.processes.add(self._zygote)
@@ -938,7 +947,7 @@ def _default_store_size(total_memory: int) -> int:
 
 
 async def serve(args) -> None:
-    token = services.read_token()
+    token = services.read_token(args.token_fd)
     node = Node(args, token)
     sock = services.listening_socket(args)
     try:

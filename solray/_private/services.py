@@ -2,7 +2,7 @@
 
 Both sides live here: the launcher (a driver's `init()` starting a control
 store and a node as its children) and what every service does at start-up
-(read the token, take its listening socket, learn when to stop).
+(read the token from its pipe, take its listening socket, learn when to stop).
 
 Start-up is parallel: the launcher binds each service's listening socket
 itself and hands it over as an inherited fd, so it knows every address before
@@ -26,6 +26,7 @@ import os
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -36,7 +37,11 @@ from solray._private import transport
 
 logger = logging.getLogger(__name__)
 
+# User inputs only (init(address=...), the CLI): solray never sets them, and
+# strips them from the environment of every process it starts.
 TOKEN_ENV = "SOLRAY_TOKEN"
+TOKEN_FILE_ENV = "SOLRAY_TOKEN_FILE"
+MAX_TOKEN_BYTES = 1024  # a token must fit a pipe's buffer (token_pipe)
 # Session directories of the clusters this process started (tests check that
 # each one's shared memory is gone after shutdown).
 started_sessions: list[str] = []
@@ -44,8 +49,132 @@ SHM_ROOT = "/dev/shm"
 SHM_PREFIX = "solray_"
 
 
+# -- the token -----------------------------------------------------------------
+#
+# The token is the cluster's master key: whoever holds it can make any process
+# of the cluster unpickle data, i.e. run code as this user. So it never travels
+# where others (or code running in tasks) could find it: not on a command line
+# (/proc/PID/cmdline is readable by every local user), not in an environment
+# (a task's subprocesses and crash reporters inherit or dump it). A launcher
+# hands it to each child through an inherited pipe the child reads once and
+# closes.
+
+
+def parse_token(text: str, source: str) -> bytes:
+    """The token written as hex in `source` (a file, a variable), checked."""
+    try:
+        token = bytes.fromhex(text.strip())
+    except ValueError as e:
+        raise ValueError(f"the cluster token in {source} must be hex: {e}") from None
+    if not 0 < len(token) <= MAX_TOKEN_BYTES:
+        raise ValueError(
+            f"the cluster token in {source} must hold 1 to {MAX_TOKEN_BYTES} bytes, "
+            f"not {len(token)}"
+        )
+    return token
+
+
+def token_pipe(token: bytes) -> int:
+    """The read end of a pipe that holds the token and nothing else, for one
+    child to inherit (pass_fds): the write end is already closed, so the child
+    reads to EOF. The parent closes its copy once the child has started."""
+    r, w = os.pipe()
+    try:
+        os.write(w, token)  # at most MAX_TOKEN_BYTES: fits the pipe's buffer
+    except BaseException:
+        os.close(r)
+        raise
+    finally:
+        os.close(w)
+    return r
+
+
+def read_token(fd: int) -> bytes:
+    """The token from the pipe the launcher passed (token_pipe); the fd is
+    closed after, so nothing this process starts inherits it."""
+    with os.fdopen(fd, "rb") as f:
+        token = f.read()
+    if not token:
+        raise SystemExit(f"no cluster token on fd {fd}: a solray process needs the cluster token")
+    return token
+
+
+def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment for a process solray starts: this one's, without the
+    user's token variables (a worker's environment is every task's)."""
+    env = {k: v for k, v in os.environ.items() if k not in (TOKEN_ENV, TOKEN_FILE_ENV)}
+    env.update(extra or {})
+    return env
+
+
+# -- the session registry -----------------------------------------------------
+#
+# Clusters of this user on this machine record themselves in a per-user
+# directory, <temp dir>/solray-sessions-<uid>: one session directory each,
+# holding cluster.json (addresses, the pid it lives as long as) and the token
+# (mode 0600). Another user able to write there could make init("auto") join
+# their cluster (and unpickle our results: code execution as us) or read our
+# token, so the registry must be ours alone, and every entry in it is checked
+# before it is believed.
+
+
+class SessionRegistryError(PermissionError):
+    """The session registry is not a private directory of this user."""
+
+
 def sessions_root(temp_dir: str | None = None) -> str:
-    return os.path.join(temp_dir or tempfile.gettempdir(), "solray-sessions")
+    """Where this user's session registry is (it may not exist yet)."""
+    return os.path.join(temp_dir or tempfile.gettempdir(), f"solray-sessions-{os.getuid()}")
+
+
+def session_registry(temp_dir: str | None = None, create: bool = False) -> str | None:
+    """This user's session registry, checked (SessionRegistryError if it is
+    not private); None if it does not exist and `create` is False."""
+    root = sessions_root(temp_dir)
+    try:
+        st = os.lstat(root)
+    except FileNotFoundError:
+        if not create:
+            return None
+        os.makedirs(os.path.dirname(root), exist_ok=True)
+        try:
+            os.mkdir(root, 0o700)
+        except FileExistsError:
+            pass  # made meanwhile (by us, or not): checked below
+        st = os.lstat(root)
+    problem = _not_private(st)
+    if problem is not None:
+        fix = (
+            f"make it private (chmod 700 {root})"
+            if problem.startswith("accessible")
+            else "remove it (solray makes a new one)"
+        )
+        raise SessionRegistryError(
+            f"solray's session registry {root} is {problem}; it must be a directory "
+            f"only you (uid {os.getuid()}) own and can open, or another user could read "
+            f"your clusters' tokens or make you join theirs. Either {fix}, or use another "
+            "temp dir (init(_temp_dir=...), --temp-dir)."
+        )
+    return root
+
+
+def _not_private(st: os.stat_result) -> str | None:
+    """What makes a registry directory unsafe to trust, or None."""
+    if stat.S_ISLNK(st.st_mode):
+        return "a symbolic link"
+    if not stat.S_ISDIR(st.st_mode):
+        return "not a directory"
+    if st.st_uid != os.getuid():
+        return f"owned by uid {st.st_uid}"
+    if st.st_mode & 0o077:
+        return f"accessible to other users (mode {stat.S_IMODE(st.st_mode):o})"
+    return None
+
+
+def new_session_dir(temp_dir: str | None = None) -> str:
+    root = session_registry(temp_dir, create=True)
+    # mkdtemp makes it mode 0700.
+    return tempfile.mkdtemp(prefix=time.strftime("session_%Y-%m-%d_%H-%M-%S_"), dir=root)
 
 
 def write_session_file(
@@ -58,9 +187,13 @@ def write_session_file(
     """Let tools of this user (`solray memory`, init(address="auto")) find the
     running cluster: the addresses in cluster.json, the token in a file only
     this user can read. `pid` is the process whose life the cluster's follows
-    (the driver that started it, or a daemon)."""
+    (the driver that started it, or a daemon); its start time tells it from a
+    later process that got the same pid."""
+    import psutil  # here, not at the top: workers import this module, and start faster without it
+
+    pid = pid or os.getpid()
     token_path = os.path.join(session_dir, "token")
-    fd = os.open(token_path, os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o600)
+    fd = os.open(token_path, os.O_CREAT | os.O_WRONLY | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(token.hex())
     with open(os.path.join(session_dir, "cluster.json"), "w") as f:
@@ -68,7 +201,8 @@ def write_session_file(
             {
                 "node_address": node_address,
                 "control_address": control_address,
-                "driver_pid": pid or os.getpid(),
+                "driver_pid": pid,
+                "driver_create_time": psutil.Process(pid).create_time(),
             },
             f,
         )
@@ -76,39 +210,17 @@ def write_session_file(
 
 def find_session(temp_dir: str | None = None, session_dir: str | None = None) -> tuple[dict, bytes]:
     """The given session, or the newest whose driver is alive: (cluster.json, token)."""
-    root = sessions_root(temp_dir)
-    candidates = []
     if session_dir is not None:
-        candidates.append((0.0, session_dir))
-    elif os.path.isdir(root):
-        for name in os.listdir(root):
-            path = os.path.join(root, name, "cluster.json")
-            if os.path.exists(path):
-                candidates.append((os.path.getmtime(path), os.path.join(root, name)))
-    for _, candidate in sorted(candidates, reverse=True):
-        # A session may be gone (or going) by now: its files are removed at
-        # shutdown.
-        try:
-            with open(os.path.join(candidate, "cluster.json")) as f:
-                info = json.load(f)
-            try:
-                os.kill(info["driver_pid"], 0)
-            except ProcessLookupError:
-                continue
-            except PermissionError:
-                pass
-            with open(os.path.join(candidate, "token")) as f:
-                return info, bytes.fromhex(f.read().strip())
-        except (OSError, ValueError, KeyError):
-            continue
-    where = f"at {session_dir}" if session_dir is not None else f"in {root}"
+        where, sessions = f"at {session_dir}", _live_sessions([session_dir])
+    else:
+        where, sessions = f"in {sessions_root(temp_dir)}", _registered_sessions(temp_dir)
+    if sessions:
+        _, info, token = max(sessions, key=lambda s: s[0])
+        return info, token
     raise ConnectionError(
         f"Could not find any running solray cluster of this user (looked {where}). "
         "Start one with solray.init() in a program that keeps running."
     )
-
-
-TOKEN_FILE_ENV = "SOLRAY_TOKEN_FILE"
 
 
 def resolve_cluster(address: str, temp_dir: str | None = None) -> tuple[str, bytes]:
@@ -126,42 +238,89 @@ def resolve_cluster(address: str, temp_dir: str | None = None) -> tuple[str, byt
     else:
         transport.parse_address(address)  # validates the form
     if os.environ.get(TOKEN_ENV):
-        return address, bytes.fromhex(os.environ[TOKEN_ENV])
+        return address, parse_token(os.environ[TOKEN_ENV], TOKEN_ENV)
     if os.environ.get(TOKEN_FILE_ENV):
-        with open(os.environ[TOKEN_FILE_ENV]) as f:
-            return address, bytes.fromhex(f.read().strip())
+        path = os.environ[TOKEN_FILE_ENV]
+        with open(path) as f:
+            return address, parse_token(f.read(), f"{path} ({TOKEN_FILE_ENV})")
     if registry is None:
         registry = _session_for(address, temp_dir)
     if registry is None:
         raise ConnectionError(
-            f"No token for the cluster at {address}: set SOLRAY_TOKEN (or SOLRAY_TOKEN_FILE) "
-            "to the token `solray start --head` printed."
+            f"No token for the cluster at {address}: set SOLRAY_TOKEN_FILE (or SOLRAY_TOKEN) "
+            "to the token file `solray start --head` printed."
         )
     return address, registry[1]
 
 
 def _session_for(control_address: str, temp_dir: str | None) -> tuple[dict, bytes] | None:
-    root = sessions_root(temp_dir)
-    if not os.path.isdir(root):
+    """The newest live session of this user whose control store has this
+    address (older ones on the same address are stale: their port may be
+    another cluster's now)."""
+    sessions = [
+        s for s in _registered_sessions(temp_dir) if s[1]["control_address"] == control_address
+    ]
+    if not sessions:
         return None
-    for name in os.listdir(root):
-        path = os.path.join(root, name, "cluster.json")
+    _, info, token = max(sessions, key=lambda s: s[0])
+    return info, token
+
+
+def _registered_sessions(temp_dir: str | None) -> list[tuple[float, dict, bytes]]:
+    root = session_registry(temp_dir)
+    if root is None:
+        return []
+    return _live_sessions([os.path.join(root, name) for name in os.listdir(root)])
+
+
+def _live_sessions(session_dirs: list[str]) -> list[tuple[float, dict, bytes]]:
+    """(time recorded, cluster.json, token) of each session that is this
+    user's and whose driver still runs. Anything else is skipped: entries of
+    other users, symbolic links, sessions gone (or going: their files are
+    removed at shutdown), sessions whose driver died."""
+    found = []
+    for path in session_dirs:
         try:
-            with open(path) as f:
-                info = json.load(f)
-            if info.get("control_address") != control_address:
+            st = os.lstat(path)
+            if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
                 continue
-            try:
-                os.kill(info["driver_pid"], 0)
-            except ProcessLookupError:
-                continue  # a stale session: its port may be another cluster's now
-            except PermissionError:
-                pass
-            with open(os.path.join(root, name, "token")) as f:
-                return info, bytes.fromhex(f.read().strip())
-        except (OSError, ValueError, KeyError):
+            text, recorded = _read_own_file(os.path.join(path, "cluster.json"))
+            info = json.loads(text)
+            if not _process_alive(info["driver_pid"], info["driver_create_time"]):
+                continue
+            token, _ = _read_own_file(os.path.join(path, "token"))
+            found.append((recorded, info, parse_token(token, path)))
+        except (OSError, ValueError, KeyError, TypeError):
             continue
-    return None
+    return found
+
+
+def _read_own_file(path: str) -> tuple[str, float]:
+    """(text, modification time) of a regular file of this user; OSError for
+    anything else (a symbolic link, a fifo, another user's file)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    with os.fdopen(fd) as f:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid():
+            raise PermissionError(f"{path} is not a file of this user")
+        return f.read(), st.st_mtime
+
+
+def _process_alive(pid: int, create_time: float) -> bool:
+    """Whether the process `pid` that started at `create_time` still runs as
+    this user. A process of another user is not ours, whatever its pid; one
+    that started at another time got a recycled pid."""
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        return (
+            proc.uids().real == os.getuid()
+            and abs(proc.create_time() - create_time) < 1.0
+            and proc.status() != psutil.STATUS_ZOMBIE
+        )
+    except psutil.Error:
+        return False
 
 
 def shm_dir(session_dir: str, node_id: str) -> str:
@@ -197,14 +356,10 @@ def sweep_stale_shm() -> None:
             pass
 
 
-def read_token() -> bytes:
-    value = os.environ.get(TOKEN_ENV)
-    if not value:
-        raise SystemExit(f"{TOKEN_ENV} is not set: a solray process needs the cluster token")
-    return bytes.fromhex(value)
-
-
 def add_service_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--token-fd", type=int, required=True, help="inherited pipe holding the cluster token"
+    )
     parser.add_argument("--listen-fd", type=int, help="inherited listening socket")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
@@ -283,7 +438,6 @@ class Launcher:
         self.daemon = daemon
         self.log_level = log_level
         self.processes: list[ServiceProcess] = []
-        self.env = dict(os.environ, **{TOKEN_ENV: token.hex()})
         self._lifeline_r: int | None = None
         self._lifeline_w: int | None = None
         if not daemon:
@@ -322,11 +476,14 @@ class Launcher:
 
     def _start(self, name: str, module: str, host: str, port: int, extra: list[str]):
         sock = transport.bind_socket(host, port)
+        token_fd = None
         try:
+            token_fd = token_pipe(self.token)
             fd = sock.fileno()
             os.set_inheritable(fd, True)
-            args = ["--listen-fd", str(fd), "--log-level", self.log_level, *extra]
-            pass_fds: tuple = (fd,)
+            args = ["--token-fd", str(token_fd), "--listen-fd", str(fd)]
+            args += ["--log-level", self.log_level, *extra]
+            pass_fds: tuple = (token_fd, fd)
             if self._lifeline_r is not None:
                 args += ["--lifeline-fd", str(self._lifeline_r)]
                 pass_fds += (self._lifeline_r,)
@@ -341,7 +498,7 @@ class Launcher:
             try:
                 popen = subprocess.Popen(
                     [sys.executable, "-m", module, *args],
-                    env=self.env,
+                    env=child_env(),
                     pass_fds=pass_fds,
                     stdin=subprocess.DEVNULL,
                     stdout=log,
@@ -356,6 +513,8 @@ class Launcher:
             self.processes.append(proc)
             return proc
         finally:
+            if token_fd is not None:
+                os.close(token_fd)
             sock.close()
 
     def kill(self, proc: ServiceProcess) -> None:
@@ -387,12 +546,6 @@ class Launcher:
 
 def random_node_id() -> str:
     return os.urandom(28).hex()
-
-
-def new_session_dir(temp_dir: str | None = None) -> str:
-    root = sessions_root(temp_dir)
-    os.makedirs(root, exist_ok=True)
-    return tempfile.mkdtemp(prefix=time.strftime("session_%Y-%m-%d_%H-%M-%S_"), dir=root)
 
 
 def start_local_cluster(

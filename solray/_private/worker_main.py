@@ -18,9 +18,11 @@ from solray._private.executor import Executor, TaskOutput
 from solray._private.protocol import Msg
 
 
-def main() -> None:
+def main(token: bytes) -> None:
+    """Run as a worker until the node goes away. The token comes from the
+    caller (a pipe the node passed, or the zygote's memory), never from the
+    environment: every task and its subprocesses see the worker's."""
     services.die_with_parent()
-    token = services.read_token()
     cw = CoreWorker(
         is_driver=False,
         token=token,
@@ -55,4 +57,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(services.read_token(int(sys.argv[1])))

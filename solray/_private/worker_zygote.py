@@ -6,6 +6,10 @@ costs ~3 ms. So each node starts one zygote, which imports the worker's code
 and then, on request, forks workers. Forked workers also share the imported
 modules' pages with the zygote (copy-on-write), which lowers idle memory.
 
+The zygote reads the cluster token once, from the pipe the node passed (its
+second argument), and keeps it in memory only: forked workers inherit that
+memory, so the token is never in any environment or command line.
+
 Protocol, over a SOCK_SEQPACKET socket pair with the node: a request is a JSON
 object (the worker's environment additions) carrying two file descriptors
 (the write ends of the worker's stdout and stderr pipes); the reply is the new
@@ -39,6 +43,7 @@ def _reap(signum, frame) -> None:
 def main() -> None:
     from solray._private import services, worker_main
 
+    token = services.read_token(int(sys.argv[2]))
     services.die_with_parent()
     try:  # preload what most workers need; not a dependency of the zygote
         import numpy  # noqa: F401
@@ -69,7 +74,7 @@ def main() -> None:
             os.environ.update(env)
             code = 0
             try:
-                worker_main.main()
+                worker_main.main(token)
             except SystemExit as e:
                 code = e.code if isinstance(e.code, int) else 1
             except BaseException:
