@@ -18,7 +18,7 @@ import time
 import numpy as np
 import psutil
 import pytest
-from conftest import wait_for_condition
+from conftest import mapped_file, store_file, wait_for_condition
 
 import solray as ray
 from solray._private import context
@@ -189,6 +189,7 @@ def test_objects_being_read_are_not_spilled(ray_start):
     n_bytes = 20 * MiB
     refs = [ray.put(array(i, n_bytes)) for i in range(4)]
     views = [ray.get(ref, timeout=GET_TIMEOUT_S) for ref in refs]
+    assert {mapped_file(view) for view in views} == {store_file()}
     with pytest.raises(ObjectStoreFullError) as info:
         ray.put(array(9, 30 * MiB))
     assert "being read" in str(info.value)
