@@ -174,9 +174,10 @@ def test_cancel_task_waiting_for_its_arguments(ray_start, tmp_path):
     release.touch()
     assert ray.get(up, timeout=GET_TIMEOUT_S) == 5
     assert_cluster_serves(2)
-    assert not ran.exists()
-    # Its argument is still usable by others.
+    # Its argument is still usable by others. This task is queued behind
+    # where the cancelled one would have been, once its argument was ready.
     assert ray.get(dependent.remote(up, str(tmp_path / "ran2")), timeout=GET_TIMEOUT_S) == 5
+    assert not ran.exists()
 
 
 def test_cancel_queued_actor_call(ray_start, tmp_path):
@@ -240,28 +241,31 @@ def test_cancel_running_task_raises_keyboard_interrupt(ray_start, tmp_path):
 
 @pytest.mark.parametrize("ray_start", [{"num_cpus": 1}], indirect=True)
 def test_cancel_running_task_that_swallows_the_interrupt(ray_start, tmp_path):
-    """A task may catch KeyboardInterrupt and return; its worker (the only
-    one with a CPU) then runs the next tasks undisturbed."""
-    started = tmp_path / "started"
+    """A task may catch KeyboardInterrupt and return: as in Ray (and as with
+    asyncio's CancelledError), the value it returns is its result; cancel only
+    interrupts. Its worker (the only one with a CPU) then runs the next tasks
+    undisturbed."""
+    pid_file = tmp_path / "pid"
 
     @ray.remote
-    def stubborn(started):
-        pathlib.Path(started).touch()
-        try:
+    def stubborn(pid_file):
+        try:  # the interrupt can only come once the pid is written
+            write_atomically(pid_file, str(os.getpid()))
             block()
         except KeyboardInterrupt:
             return "swallowed"
         return "finished"
 
-    ref = stubborn.remote(str(started))
-    wait_for_condition(started.exists, message="the task never started")
+    @ray.remote
+    def getpid():
+        return os.getpid()
+
+    ref = stubborn.remote(str(pid_file))
+    pid = read_pid(pid_file)
     ray.cancel(ref)
-    try:
-        value = ray.get(ref, timeout=GET_TIMEOUT_S)
-    except TaskCancelledError:
-        value = None
-    assert value in ("swallowed", None)
+    assert ray.get(ref, timeout=GET_TIMEOUT_S) == "swallowed"
     assert_cluster_serves(1)
+    assert ray.get(getpid.remote(), timeout=GET_TIMEOUT_S) == pid
 
 
 def test_force_cancel_kills_the_worker(ray_start, tmp_path):
