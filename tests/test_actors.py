@@ -895,7 +895,7 @@ def test_kill(ray_start):
         ray.get(counter.incr.remote())
     assert isinstance(info.value, RayActorError)
     wait_for_condition(lambda: _process_gone(pid))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="only supports actors; got str"):
         ray.kill("not an actor")
 
 

@@ -93,15 +93,15 @@ def test_put_get_values(ray_start):
 
 def test_get_and_put_argument_errors(ray_start):
     ref = ray.put(1)
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="'put' on an ObjectRef"):
         ray.put(ref)
     # Wrapped in a list, a ref can be put.
     assert ray.get(ray.get(ray.put([ref]))[0]) == 1
 
     for bad in (1, "ref", None, {"a": ref}):
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match=f"ObjectRefs, got {type(bad).__name__}"):
             ray.get(bad)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="the list holds a int"):
         ray.get([ref, 2])
 
 
@@ -196,19 +196,19 @@ def test_wait(ray_start, tmp_path):
 
 def test_wait_invalid_arguments(ray_start):
     a, b = ray.put(1), ray.put(2)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="unique"):
         ray.wait([a, a])
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="num_returns"):
         ray.wait([a, b], num_returns=3)
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="single ObjectRef"):
         ray.wait(a)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="number of objects to return 0"):
         ray.wait([a], num_returns=0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="timeout"):
         ray.wait([a], timeout=-1)
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="holds 5"):
         ray.wait([a, 5])
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="got str"):
         ray.wait("not refs")
     # After all that, a good call works.
     assert ray.wait([a, b], num_returns=2) == ([a, b], [])

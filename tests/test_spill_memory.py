@@ -18,7 +18,7 @@ import time
 import numpy as np
 import psutil
 import pytest
-from conftest import mapped_file, store_file, wait_for_condition
+from conftest import mapped_file, store_file, wait_for_condition, wait_for_file
 
 import solray as ray
 from solray._private import context
@@ -170,7 +170,7 @@ def test_task_returns_and_arguments_spill(ray_start):
         return i
 
     refs = [produce.remote(i) for i in range(count)]
-    ray.wait(refs, num_returns=count, timeout=GET_TIMEOUT_S * 2)
+    assert len(ray.wait(refs, num_returns=count, timeout=GET_TIMEOUT_S * 2)[0]) == count
     assert store_stats()["num_spilled"] > 0
     assert ray.get([digest.remote(refs[i], i) for i in range(count)], timeout=60) == list(
         range(count)
@@ -409,8 +409,7 @@ def test_list_objects_describes_objects(ray_start, tmp_path):
 
     @ray.remote
     def wait_for(path, box):
-        while not os.path.exists(path):
-            time.sleep(0.01)
+        wait_for_file(path)
         return len(box)
 
     arg = ray.put("argument")
