@@ -616,11 +616,19 @@ def test_async_actor_max_concurrency_bounds_calls(ray_start):
             return self.most
 
         @ray.method(concurrency_group="control")
+        async def running_now(self):
+            return self.running
+
+        @ray.method(concurrency_group="control")
         async def open(self):
             self.release.set()
 
     bounded = Bounded.remote()
     refs = [bounded.work.remote() for _ in range(4)]
+    # Two calls are running (and waiting) before any is let go: the release
+    # cannot come first and make the bound look kept by calls never overlapping.
+    wait_for_condition(lambda: ray.get(bounded.running_now.remote()) >= 2)
+    assert ray.get(bounded.running_now.remote()) == 2
     bounded.open.remote()
     assert max(ray.get(refs)) == 2
 

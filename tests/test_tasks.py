@@ -556,19 +556,21 @@ def test_gpu_tasks(ray_start, tmp_path):
         if barrier_dir is not None:
             # Wait until all the tasks hold their GPU at the same time.
             barrier(barrier_dir, parties, timeout=30)
-        return ids, visible
+        return ids, visible, os.getpid()
 
-    ids, visible = ray.get(gpu_task.remote(None, 1))
+    ids, visible, pid = ray.get(gpu_task.remote(None, 1))
+    gpu_workers = {pid}
     assert len(ids) == 1
     assert visible == str(ids[0])
     assert ids[0] in (0, 1)
 
     barrier_dir = tmp_path / "barrier"
     barrier_dir.mkdir()
-    (ids_a, vis_a), (ids_b, vis_b) = ray.get(
+    (ids_a, vis_a, pid_a), (ids_b, vis_b, pid_b) = ray.get(
         [gpu_task.remote(str(barrier_dir), 2), gpu_task.remote(str(barrier_dir), 2)],
         timeout=60,
     )
+    gpu_workers |= {pid_a, pid_b}
     assert len(ids_a) == 1 and len(ids_b) == 1
     assert ids_a != ids_b
     assert sorted(ids_a + ids_b) == [0, 1]
@@ -576,21 +578,30 @@ def test_gpu_tasks(ray_start, tmp_path):
 
     @ray.remote(num_gpus=2)
     def two_gpus():
-        return sorted(ray.get_gpu_ids()), os.environ.get("CUDA_VISIBLE_DEVICES")
+        return sorted(ray.get_gpu_ids()), os.environ.get("CUDA_VISIBLE_DEVICES"), os.getpid()
 
-    ids, visible = ray.get(two_gpus.remote())
+    ids, visible, pid = ray.get(two_gpus.remote())
     assert ids == [0, 1]
     assert sorted(visible.split(",")) == ["0", "1"]
+    gpu_workers.add(pid)
 
     @ray.remote
     def no_gpu():
-        return ray.get_gpu_ids(), os.environ.get("CUDA_VISIBLE_DEVICES")
+        return ray.get_gpu_ids(), os.environ.get("CUDA_VISIBLE_DEVICES"), os.getpid()
 
     # Workers are reused: a task without GPUs must not see the ids of the GPU
-    # task that ran on its worker before it.
-    for ids, visible in ray.get([no_gpu.remote() for _ in range(4)]):
-        assert ids == []
-        assert visible == ""
+    # task that ran on its worker before it. Tasks run until some ran on a
+    # worker that had run a GPU task (else nothing would be shown).
+    results = []
+    wait_for_condition(
+        lambda: (
+            results.extend(ray.get([no_gpu.remote() for _ in range(4)]))
+            or {pid for _, _, pid in results} & gpu_workers
+        ),
+        timeout=30,
+        message="no task without GPUs ran on a worker that had run a GPU task",
+    )
+    assert [(ids, visible) for ids, visible, _ in results] == [([], "")] * len(results)
     wait_for_condition(lambda: ray.available_resources().get("GPU") == 2, timeout=30)
 
 
