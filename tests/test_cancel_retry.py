@@ -656,7 +656,8 @@ def test_returning_put_refs_warns_once_per_function(ray_start, capfd):
         assert ray.get(ray.get(task_with_single_small_return_value_bad.remote())) == 1
     # A ref of a child task's result is fine: no warning.
     assert ray.get(ray.get(returns_child_ref.remote())) == 2
-    # Everything the worker printed before this line has reached the driver.
+    # Everything the worker printed before this line has reached the driver
+    # (the only worker with the CPU: the one that printed the warning).
     token = f"flush-{uuid.uuid4().hex}"
     ray.get(flush.remote(token))
     stderr.wait_for(token)
@@ -665,3 +666,6 @@ def test_returning_put_refs_warns_once_per_function(ray_start, capfd):
     assert len(warnings) == 1, stderr.text
     assert "task_with_single_small_return_value_bad" in warnings[0]
     assert not re.search(r"returns_child_ref.*anti-pattern", stderr.text)
+    [flushed] = [line for line in stderr.text.splitlines() if token in line]
+    warned_by = re.match(r"\(\w+ pid=(\d+)\)", warnings[0])
+    assert warned_by and f"pid={warned_by.group(1)})" in flushed, (warnings[0], flushed)
