@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import gc
 import os
+import pathlib
 import re
 import threading
 import time
+import uuid
 
 import psutil
 import pytest
@@ -46,6 +48,44 @@ def wait_for_file(path, timeout: float = 30.0) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError(f"{path} never appeared")
         time.sleep(0.01)
+
+
+def barrier(directory, parties: int, timeout: float = 60.0) -> None:
+    """Inside a task: wait until `parties` callers (tasks in other processes)
+    have reached the barrier in `directory`. Returning proves they ran at the
+    same time; a party that never comes fails the caller loudly."""
+    path = pathlib.Path(directory)
+    (path / f"arrived-{os.getpid()}-{uuid.uuid4().hex}").touch()
+    deadline = time.monotonic() + timeout
+    while (arrived := len(list(path.glob("arrived-*")))) < parties:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"only {arrived} of {parties} parties reached the barrier")
+        time.sleep(0.01)
+
+
+def mapped_file(array) -> str | None:
+    """The file whose mapping holds all of `array`'s memory in this process
+    (from /proc/self/maps, as a user could check), or None: heap memory, or
+    not one mapping. A zero-copy read gives the object store's arena file."""
+    start = array.__array_interface__["data"][0]
+    end = start + max(array.nbytes, 1)
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            fields = line.split(maxsplit=5)
+            low, high = (int(bound, 16) for bound in fields[0].split("-"))
+            if low <= start < high:
+                if end > high or len(fields) < 6:
+                    return None
+                return fields[5].strip()
+    return None
+
+
+def store_file(node_id: str | None = None) -> str:
+    """The object store arena file of a node (this process's node by default),
+    as solray.nodes() reports it."""
+    node_id = node_id or solray.get_runtime_context().get_node_id()
+    (path,) = [n["ObjectStoreSocketName"] for n in solray.nodes() if n["NodeID"] == node_id]
+    return os.path.realpath(path)  # as /proc/self/maps names it
 
 
 class DriverOutput:

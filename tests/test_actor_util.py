@@ -173,30 +173,42 @@ def test_queue_empty_and_full(ray_start):
         queue.get(timeout=-1)
 
 
-def test_queue_blocking_get_waits_for_put(ray_start):
+# How long a blocking call that should wait is watched for not returning.
+# Returning at once (not blocking) takes milliseconds.
+STILL_BLOCKED_S = 1.0
+
+
+def test_queue_blocking_get_waits_for_put(ray_start, tmp_path):
     queue = Queue()
+    getting = tmp_path / "getting"
 
     @ray.remote
-    def get_one(queue):
+    def get_one(queue, getting):
+        open(getting, "w").close()
         return queue.get(timeout=30)
 
-    ref = get_one.remote(queue)
-    assert ray.wait([ref], timeout=0)[0] == []
+    ref = get_one.remote(queue, str(getting))
+    wait_for_condition(getting.exists, message="the task never started")
+    assert ray.wait([ref], timeout=STILL_BLOCKED_S)[0] == []  # waiting, not empty-handed
     queue.put("late")
     assert ray.get(ref) == "late"
 
 
-def test_queue_blocking_put_waits_for_space(ray_start):
+def test_queue_blocking_put_waits_for_space(ray_start, tmp_path):
     queue = Queue(maxsize=1)
     queue.put(1)
+    putting = tmp_path / "putting"
 
     @ray.remote
-    def put_one(queue, item):
+    def put_one(queue, item, putting):
+        open(putting, "w").close()
         queue.put(item, timeout=30)
         return "put"
 
-    ref = put_one.remote(queue, 2)
-    wait_for_condition(lambda: ray.wait([ref], timeout=0)[0] == [] and queue.full())
+    ref = put_one.remote(queue, 2, str(putting))
+    wait_for_condition(putting.exists, message="the task never started")
+    assert ray.wait([ref], timeout=STILL_BLOCKED_S)[0] == []  # waiting for room
+    assert queue.full() and queue.qsize() == 1
     assert queue.get() == 1
     assert ray.get(ref) == "put"
     assert queue.get() == 2

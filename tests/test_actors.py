@@ -13,11 +13,11 @@ from __future__ import annotations
 import asyncio
 import math
 import os
+import pickle
 import random
 import re
 import signal
 import threading
-import time
 
 import numpy as np
 import psutil
@@ -26,6 +26,7 @@ from conftest import DriverOutput, wait_for_condition, wait_for_file
 
 import solray as ray
 from solray.exceptions import ActorDiedError, RayActorError, RayTaskError
+from solray.util.state import list_actors
 
 
 class MyError(Exception):
@@ -37,6 +38,17 @@ def _process_gone(pid: int) -> bool:
         return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return True
+
+
+def _wait_until_a_later_release_ended_its_actor() -> None:
+    """Releases sent before this one have been acted on when it returns: the
+    driver releases actors in order, and here waits until a fresh actor it
+    released after them is gone. A check that an earlier release did NOT end
+    an actor is only meaningful after this."""
+    later = Counter.remote()
+    pid = ray.get(later.pid.remote())
+    del later
+    wait_for_condition(lambda: _process_gone(pid), message="a released actor kept running")
 
 
 @ray.remote
@@ -253,7 +265,11 @@ def test_actor_with_cpus_waits_for_free_resources(ray_start):
     assert ray.get([first.get.remote(), second.get.remote()]) == [1, 2]
     third = Counter.options(num_cpus=1).remote(3)
     ref = third.get.remote()
-    assert ray.wait([ref], timeout=0.2)[0] == []  # both CPUs are held
+    # An actor created after it, needing no CPU, starts and answers: the
+    # third one's placement has been decided by then, and it must wait.
+    fourth = Counter.options(num_cpus=0).remote(4)
+    assert ray.get(fourth.get.remote(), timeout=30) == 4
+    assert ray.wait([ref], timeout=0)[0] == []  # both CPUs are held
     ray.kill(first)
     assert ray.get(ref, timeout=30) == 3
 
@@ -467,6 +483,7 @@ def test_handle_kept_alive_by_other_holders(ray_start):
     holder = Holder.remote(counter)
     assert ray.get(holder.incr.remote()) == 1
     del counter
+    _wait_until_a_later_release_ended_its_actor()
     assert ray.get(holder.incr.remote()) == 2
     assert not _process_gone(pid)
 
@@ -599,11 +616,19 @@ def test_async_actor_max_concurrency_bounds_calls(ray_start):
             return self.most
 
         @ray.method(concurrency_group="control")
+        async def running_now(self):
+            return self.running
+
+        @ray.method(concurrency_group="control")
         async def open(self):
             self.release.set()
 
     bounded = Bounded.remote()
     refs = [bounded.work.remote() for _ in range(4)]
+    # Two calls are running (and waiting) before any is let go: the release
+    # cannot come first and make the bound look kept by calls never overlapping.
+    wait_for_condition(lambda: ray.get(bounded.running_now.remote()) >= 2)
+    assert ray.get(bounded.running_now.remote()) == 2
     bounded.open.remote()
     assert max(ray.get(refs)) == 2
 
@@ -759,30 +784,34 @@ def test_name_is_free_again_after_kill(ray_start):
 def test_actor_ends_when_its_handles_are_gone(ray_start):
     counter = Counter.remote()
     pid = ray.get(counter.pid.remote())
-    copy = counter
+    copy = pickle.loads(pickle.dumps(counter))  # a second handle object
+    assert copy is not counter and copy == counter
     del counter
+    _wait_until_a_later_release_ended_its_actor()
     assert ray.get(copy.incr.remote()) == 1  # one handle is still left
     assert not _process_gone(pid)
     del copy
     wait_for_condition(lambda: _process_gone(pid), message="actor process still running")
 
 
-def test_pending_calls_finish_after_handle_is_dropped(ray_start):
+def test_pending_calls_finish_after_handle_is_dropped(ray_start, tmp_path):
     assert ray.get(Counter.remote(41).incr.remote()) == 42
 
     @ray.remote
     class Slow:
-        def work(self, i):
-            time.sleep(0.05)
+        def work(self, i, go):
+            wait_for_file(go)
             return i
 
         def pid(self):
             return os.getpid()
 
+    go = tmp_path / "go"
     slow = Slow.remote()
     pid = ray.get(slow.pid.remote())
-    refs = [slow.work.remote(i) for i in range(5)]
+    refs = [slow.work.remote(i, str(go)) for i in range(5)]
     del slow
+    go.touch()  # the calls could not finish before the handle was dropped
     assert ray.get(refs) == list(range(5))
     wait_for_condition(lambda: _process_gone(pid))
 
@@ -852,13 +881,7 @@ def test_detached_actor_outlives_its_handle(ray_start):
     detached = Counter.options(name="keeper", lifetime="detached").remote(5)
     pid = ray.get(detached.pid.remote())
     del detached
-
-    # A non-detached actor released after it is gone for sure by the time its
-    # process is, and the detached one's release was sent before.
-    other = Counter.remote()
-    other_pid = ray.get(other.pid.remote())
-    del other
-    wait_for_condition(lambda: _process_gone(other_pid))
+    _wait_until_a_later_release_ended_its_actor()
 
     found = ray.get_actor("keeper")
     assert ray.get(found.pid.remote()) == pid
@@ -880,7 +903,7 @@ def test_kill(ray_start):
         ray.get(counter.incr.remote())
     assert isinstance(info.value, RayActorError)
     wait_for_condition(lambda: _process_gone(pid))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="only supports actors; got str"):
         ray.kill("not an actor")
 
 
@@ -906,14 +929,19 @@ def test_kill_fails_calls_in_flight(ray_start, tmp_path, max_task_retries):
 
 
 def test_kill_with_restart(ray_start):
-    counter = Counter.options(max_restarts=1).remote(3)
+    counter = Counter.options(max_restarts=2).remote(3)
     assert ray.get(counter.incr.remote()) == 4
     pid = ray.get(counter.pid.remote())
     ray.kill(counter, no_restart=False)
-    _restarted_pid(counter, pid)
+    new_pid = _restarted_pid(counter, pid)
     assert ray.get(counter.get.remote()) == 3
-    # With no_restart (the default) it stays dead, restarts left or not.
+    # With no_restart (the default) it stays dead, though a restart is left.
     ray.kill(counter)
+    with pytest.raises(ActorDiedError):
+        ray.get(counter.get.remote())
+    wait_for_condition(lambda: _process_gone(new_pid))
+    (row,) = list_actors(filters=[("actor_id", "=", counter._actor_id.hex())])
+    assert row["state"] == "DEAD" and row["num_restarts"] == 1, row
     with pytest.raises(ActorDiedError):
         ray.get(counter.get.remote())
 

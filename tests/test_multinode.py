@@ -24,7 +24,7 @@ from collections import Counter
 import numpy as np
 import psutil
 import pytest
-from conftest import wait_for_condition
+from conftest import barrier, mapped_file, store_file, wait_for_condition
 
 import solray
 from solray import exceptions
@@ -60,17 +60,6 @@ def cluster(leak_check, request):
 # -- helpers -----------------------------------------------------------------
 
 
-def barrier(directory: str, parties: int) -> None:
-    """Inside a task: wait until `parties` tasks have reached the barrier."""
-    path = pathlib.Path(directory)
-    (path / f"arrived-{uuid.uuid4().hex}").touch()
-    deadline = time.monotonic() + BARRIER_TIMEOUT_S
-    while len(list(path.glob("arrived-*"))) < parties:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"only {len(list(path.glob('arrived-*')))}/{parties} arrived")
-        time.sleep(0.01)
-
-
 def this_node() -> str:
     return solray.get_runtime_context().get_node_id()
 
@@ -82,7 +71,7 @@ def node_of() -> str:
 
 @solray.remote
 def meet(directory: str, parties: int) -> str:
-    barrier(directory, parties)
+    barrier(directory, parties, BARRIER_TIMEOUT_S)
     return this_node()
 
 
@@ -186,8 +175,9 @@ def make_array(n: int):
 
 
 @solray.remote
-def array_sum(array) -> tuple[int, str, bool]:
-    return int(array.sum()), this_node(), array.flags.writeable
+def array_sum(array) -> tuple[int, str, str | None]:
+    """The sum, the node it ran on, and the file the array was read from."""
+    return int(array.sum()), this_node(), mapped_file(array)
 
 
 def test_large_object_produced_on_one_node_consumed_on_another(cluster):
@@ -196,13 +186,13 @@ def test_large_object_produced_on_one_node_consumed_on_another(cluster):
     solray.init(address=cluster.address)
 
     array_ref, made_on = make_array.options(resources={"producer": 1}).remote(ARRAY_LEN)
-    total, consumed_on, writeable = solray.get(
+    total, consumed_on, read_from = solray.get(
         array_sum.options(resources={"consumer": 1}).remote(array_ref), timeout=GET_TIMEOUT_S
     )
     assert solray.get(made_on, timeout=GET_TIMEOUT_S) == producer.node_id
     assert consumed_on == consumer.node_id
     assert total == ARRAY_LEN * (ARRAY_LEN - 1) // 2
-    assert not writeable  # read in place from the consumer node's store
+    assert read_from == store_file(consumer.node_id)  # in place, in the consumer's store
 
     # The driver (on the head node) reads it too: pulled, zero-copy.
     array = solray.get(array_ref, timeout=GET_TIMEOUT_S)
@@ -210,6 +200,7 @@ def test_large_object_produced_on_one_node_consumed_on_another(cluster):
     assert array[0] == 0 and array[-1] == ARRAY_LEN - 1
     assert array[ARRAY_LEN // 2] == ARRAY_LEN // 2
     assert not array.flags.writeable
+    assert mapped_file(array) == store_file()
     del array
 
 
@@ -225,6 +216,7 @@ def test_driver_gets_object_living_on_remote_node(cluster):
     array = solray.get(ref, timeout=GET_TIMEOUT_S)
     assert array.shape == (512, 1024) and float(array.sum()) == 7.0 * 512 * 1024
     assert not array.flags.writeable
+    assert mapped_file(array) == store_file()  # pulled to the driver's node, zero-copy
     assert node_request(cluster, remote, Msg.STORE_STATS)["num_objects"] == 1
     del array
     # Dropping the last ref frees it on the node that made it, too.

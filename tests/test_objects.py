@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import os
 import pickle
-import time
 
 import numpy as np
 import pytest
-from conftest import wait_for_condition
+from conftest import mapped_file, store_file, wait_for_condition, wait_for_file
 
 import solray as ray
 from solray.exceptions import GetTimeoutError, RayTaskError
@@ -22,21 +20,12 @@ from solray.exceptions import GetTimeoutError, RayTaskError
 LARGE = 200_000  # float64 elements: 1.6 MB, well above the 100 KiB inline limit
 
 
-def _wait_for_file(path: str, timeout: float = 30.0) -> None:
-    """Inside a task: block until the driver creates `path`."""
-    deadline = time.monotonic() + timeout
-    while not os.path.exists(path):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{path} never appeared")
-        time.sleep(0.01)
-
-
 def _blocked_task(path: str):
     """A task that stays pending until `path` is created."""
 
     @ray.remote
     def blocked(p):
-        _wait_for_file(p)
+        wait_for_file(p)
         return "released"
 
     return blocked.remote(path)
@@ -104,15 +93,15 @@ def test_put_get_values(ray_start):
 
 def test_get_and_put_argument_errors(ray_start):
     ref = ray.put(1)
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="'put' on an ObjectRef"):
         ray.put(ref)
     # Wrapped in a list, a ref can be put.
     assert ray.get(ray.get(ray.put([ref]))[0]) == 1
 
     for bad in (1, "ref", None, {"a": ref}):
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match=f"ObjectRefs, got {type(bad).__name__}"):
             ray.get(bad)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="the list holds a int"):
         ray.get([ref, 2])
 
 
@@ -207,19 +196,19 @@ def test_wait(ray_start, tmp_path):
 
 def test_wait_invalid_arguments(ray_start):
     a, b = ray.put(1), ray.put(2)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="unique"):
         ray.wait([a, a])
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="num_returns"):
         ray.wait([a, b], num_returns=3)
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="single ObjectRef"):
         ray.wait(a)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="number of objects to return 0"):
         ray.wait([a], num_returns=0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="timeout"):
         ray.wait([a], timeout=-1)
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="holds 5"):
         ray.wait([a, 5])
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="got str"):
         ray.wait("not refs")
     # After all that, a good call works.
     assert ray.wait([a, b], num_returns=2) == ([a, b], [])
@@ -231,9 +220,13 @@ def test_wait_invalid_arguments(ray_start):
 def test_large_arrays_are_zero_copy_and_outlive_their_ref(ray_start):
     big = np.arange(LARGE, dtype=np.float64)
 
-    # A large array read back from the store is a read-only view.
+    store = store_file()
+
+    # A large array read back from the store is a read-only view of the
+    # store's memory.
     arr = ray.get(ray.put(big))
     assert not arr.flags.writeable
+    assert mapped_file(arr) == store
     with pytest.raises(ValueError):
         arr[0] = 1.0
     np.testing.assert_array_equal(arr, big)
@@ -242,6 +235,7 @@ def test_large_arrays_are_zero_copy_and_outlive_their_ref(ray_start):
     d = ray.get(ray.put({"x": big, "y": big * 2, "small": np.arange(3), "label": "d"}))
     assert not d["x"].flags.writeable
     assert not d["y"].flags.writeable
+    assert mapped_file(d["x"]) == mapped_file(d["y"]) == store
     assert d["label"] == "d"
     np.testing.assert_array_equal(d["y"], big * 2)
 
@@ -258,10 +252,11 @@ def test_large_arrays_are_zero_copy_and_outlive_their_ref(ray_start):
     np.testing.assert_array_equal(d["y"], big * 2)
     assert ray.get(fillers[-1])[0] == 7.0
 
-    # A copy is writable.
+    # A copy is writable, and lives outside the store.
     copy = np.array(arr)
     copy[0] = -1
     assert arr[0] == 0
+    assert mapped_file(copy) != store
 
     # A large array returned by a task, read in the driver.
     @ray.remote
@@ -273,6 +268,7 @@ def test_large_arrays_are_zero_copy_and_outlive_their_ref(ray_start):
     assert out.shape == (400, 500)
     assert out[-1, -1] == LARGE - 1
     assert not out.flags.writeable
+    assert mapped_file(out) == store
     del ref
     gc.collect()
     assert int(out.sum()) == LARGE * (LARGE - 1) // 2
@@ -284,11 +280,11 @@ def test_large_arguments_by_value(ray_start):
         total = float(a.sum()) * scale
         if b is not None:
             total += float(np.sum(b))
-        return total, a.flags.writeable
+        return total, mapped_file(a)
 
-    result, writeable = ray.get(stats.remote(np.ones(10**6)))
+    result, mapped = ray.get(stats.remote(np.ones(10**6)))
     assert result == 10**6
-    assert writeable is False  # read in place from the store
+    assert mapped == store_file()  # the task read it in place from the store
 
     assert ray.get(stats.remote(np.ones(10**6), b=np.ones(10**5), scale=2))[0] == 2.1 * 10**6
     # Several large arguments, and large values inside a container.
@@ -302,7 +298,7 @@ def test_large_arguments_by_value(ray_start):
 # -- refs as arguments and inside values ---------------------------------------
 
 
-def test_ref_arguments_top_level_and_nested(ray_start):
+def test_ref_arguments_top_level_and_nested(ray_start, tmp_path):
     @ray.remote
     def describe(x, items, mapping, kw=None):
         return {
@@ -328,17 +324,25 @@ def test_ref_arguments_top_level_and_nested(ray_start):
     assert out["mapping"] == "ObjectRef"
     assert out["mapping_value"] == {"deep": True}
 
-    # A nested ref to a task's output, whose task has not run yet.
+    # A nested ref to a task's output, whose task has not finished yet: it
+    # waits for a file the driver creates only once the reader is waiting.
+    release, reading = tmp_path / "release", tmp_path / "reading"
+
     @ray.remote
-    def slow_value():
-        time.sleep(0.2)
+    def late_value(release):
+        wait_for_file(release)
         return "late"
 
     @ray.remote
-    def get_nested(lst):
+    def get_nested(lst, reading=None):
+        if reading is not None:
+            open(reading, "w").close()
         return ray.get(lst[0])
 
-    assert ray.get(get_nested.remote([slow_value.remote()])) == "late"
+    result = get_nested.remote([late_value.remote(str(release))], str(reading))
+    wait_for_condition(reading.exists, message="the reading task never started")
+    release.touch()
+    assert ray.get(result) == "late"
 
     # A large value behind a nested ref.
     big_ref = ray.put(np.arange(LARGE))

@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import DriverOutput
+from conftest import DriverOutput, barrier
 
 import solray as ray
 
@@ -252,10 +252,12 @@ def test_my_function(ray_start):
     assert normal_function() == 1
 
 
-def test_tasks_run_in_parallel(ray_start):
+def test_tasks_run_in_parallel(ray_start, tmp_path):
     @ray.remote
     def slow_function():
-        time.sleep(1)
+        # The docs sleep a second here. Instead the first two tasks (one per
+        # CPU) wait for each other: they return only if they ran at once.
+        barrier(tmp_path, 2)
         return 1
 
     # Ray tasks are executed in parallel.

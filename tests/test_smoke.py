@@ -1,4 +1,5 @@
 import numpy as np
+from conftest import mapped_file, store_file
 
 import solray
 
@@ -15,4 +16,5 @@ def test_large_value_is_zero_copy(ray_start):
     ref = solray.put(np.arange(1_000_000))
     a = solray.get(ref)
     assert not a.flags.writeable
+    assert mapped_file(a) == store_file()  # the store's memory, not a copy
     assert a[-1] == 999_999

@@ -18,7 +18,7 @@ import time
 import numpy as np
 import psutil
 import pytest
-from conftest import wait_for_condition
+from conftest import mapped_file, store_file, wait_for_condition, wait_for_file
 
 import solray as ray
 from solray._private import context
@@ -170,7 +170,7 @@ def test_task_returns_and_arguments_spill(ray_start):
         return i
 
     refs = [produce.remote(i) for i in range(count)]
-    ray.wait(refs, num_returns=count, timeout=GET_TIMEOUT_S * 2)
+    assert len(ray.wait(refs, num_returns=count, timeout=GET_TIMEOUT_S * 2)[0]) == count
     assert store_stats()["num_spilled"] > 0
     assert ray.get([digest.remote(refs[i], i) for i in range(count)], timeout=60) == list(
         range(count)
@@ -189,6 +189,7 @@ def test_objects_being_read_are_not_spilled(ray_start):
     n_bytes = 20 * MiB
     refs = [ray.put(array(i, n_bytes)) for i in range(4)]
     views = [ray.get(ref, timeout=GET_TIMEOUT_S) for ref in refs]
+    assert {mapped_file(view) for view in views} == {store_file()}
     with pytest.raises(ObjectStoreFullError) as info:
         ray.put(array(9, 30 * MiB))
     assert "being read" in str(info.value)
@@ -408,8 +409,7 @@ def test_list_objects_describes_objects(ray_start, tmp_path):
 
     @ray.remote
     def wait_for(path, box):
-        while not os.path.exists(path):
-            time.sleep(0.01)
+        wait_for_file(path)
         return len(box)
 
     arg = ray.put("argument")

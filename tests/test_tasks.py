@@ -12,7 +12,7 @@ import random
 import time
 
 import pytest
-from conftest import wait_for_condition
+from conftest import barrier, wait_for_condition, wait_for_file
 
 import solray as ray
 from solray.exceptions import GetTimeoutError, RayTaskError
@@ -49,15 +49,6 @@ def double(x):
 
 class MyError(Exception):
     """A user-defined exception class, importable by workers."""
-
-
-def _wait_for_file(path: str, timeout: float = 30.0) -> None:
-    """Inside a task: block until the driver creates `path`."""
-    deadline = time.monotonic() + timeout
-    while not os.path.exists(path):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{path} never appeared")
-        time.sleep(0.01)
 
 
 # -- calling remote functions, options ---------------------------------------
@@ -434,7 +425,7 @@ def test_custom_resources_and_cluster_views(ray_start, tmp_path):
 
     @ray.remote(resources={"Custom": 1})
     def hold(path):
-        _wait_for_file(path)
+        wait_for_file(path)
         return "released"
 
     ref = hold.remote(signal)
@@ -491,23 +482,27 @@ def test_runtime_context(ray_start):
 
 
 @pytest.mark.parametrize("ray_start", [{"num_cpus": 2}], indirect=True)
-def test_tasks_needing_all_cpus_run_one_after_the_other(ray_start):
+def test_tasks_needing_all_cpus_run_one_after_the_other(ray_start, tmp_path):
     @ray.remote(num_cpus=2)
     def whole_node():
-        start = time.time()
+        # A window in which another task would overlap if it could run
+        # (the monotonic clock is the machine's: comparable across workers).
+        start = time.monotonic()
         time.sleep(0.3)
-        return start, time.time()
+        return start, time.monotonic()
 
     intervals = sorted(ray.get([whole_node.remote() for _ in range(3)]))
     for (_, end), (next_start, _) in zip(intervals, intervals[1:], strict=False):
         assert end <= next_start, f"tasks overlapped: {intervals}"
 
-    # One-CPU tasks on the same cluster can share it.
+    # One-CPU tasks on the same cluster share it: two of them run at once
+    # (each waits until the other has started).
     @ray.remote(num_cpus=1)
-    def half_node():
+    def half_node(directory):
+        barrier(directory, 2)
         return "ok"
 
-    assert ray.get([half_node.remote() for _ in range(4)]) == ["ok"] * 4
+    assert ray.get([half_node.remote(str(tmp_path)) for _ in range(4)], timeout=90) == ["ok"] * 4
 
 
 @pytest.mark.parametrize("ray_start", [{"num_cpus": 2}], indirect=True)
@@ -532,15 +527,23 @@ def test_infeasible_task_warns_once_and_waits(ray_start, capfd):
     with pytest.raises(GetTimeoutError):
         ray.get(refs[1], timeout=0.1)
 
-    # Another request of the same shape does not warn again.
+    # Another request of the same shape does not warn again. One of a new
+    # shape, made after it, does: once that warning is printed, the node has
+    # answered the earlier request too (the node answers lease requests in
+    # order, on the driver's one connection to it).
     refs.append(too_big.remote())
-    assert ray.get(double.remote(1)) == 2
-    ready, _ = ray.wait(refs, timeout=0.2)
+    refs.append(too_big.options(num_cpus=4).remote())
+    wait_for_condition(
+        lambda: warned() and "'CPU': 4" in "".join(stderr),
+        timeout=20,
+        message="no infeasibility warning for the second shape",
+    )
+    ready, _ = ray.wait(refs, timeout=0)
     assert ready == []
-    stderr.append(capfd.readouterr().err)
-    text = "".join(stderr)
-    assert text.count("no node in the cluster can provide") == 1, text
-    assert "solray: warning" in text
+    lines = [line for line in "".join(stderr).splitlines() if "can provide" in line]
+    assert len(lines) == 2, lines
+    assert "'CPU': 3" in lines[0] and "'CPU': 4" in lines[1]
+    assert all(line.startswith("solray: warning: ") for line in lines)
 
 
 @pytest.mark.parametrize("ray_start", [{"num_cpus": 2, "num_gpus": 2}], indirect=True)
@@ -549,30 +552,27 @@ def test_gpu_tasks(ray_start, tmp_path):
     assert ray.get_gpu_ids() == []
 
     @ray.remote(num_gpus=1)
-    def gpu_task(barrier_dir, name, parties):
+    def gpu_task(barrier_dir, parties):
         ids = ray.get_gpu_ids()
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")
         if barrier_dir is not None:
             # Wait until all the tasks hold their GPU at the same time.
-            open(os.path.join(barrier_dir, name), "w").close()
-            deadline = time.monotonic() + 30
-            while len(os.listdir(barrier_dir)) < parties:
-                if time.monotonic() > deadline:
-                    raise TimeoutError("the other GPU task never started")
-                time.sleep(0.01)
-        return ids, visible
+            barrier(barrier_dir, parties, timeout=30)
+        return ids, visible, os.getpid()
 
-    ids, visible = ray.get(gpu_task.remote(None, "solo", 1))
+    ids, visible, pid = ray.get(gpu_task.remote(None, 1))
+    gpu_workers = {pid}
     assert len(ids) == 1
     assert visible == str(ids[0])
     assert ids[0] in (0, 1)
 
-    barrier = tmp_path / "barrier"
-    barrier.mkdir()
-    (ids_a, vis_a), (ids_b, vis_b) = ray.get(
-        [gpu_task.remote(str(barrier), "a", 2), gpu_task.remote(str(barrier), "b", 2)],
+    barrier_dir = tmp_path / "barrier"
+    barrier_dir.mkdir()
+    (ids_a, vis_a, pid_a), (ids_b, vis_b, pid_b) = ray.get(
+        [gpu_task.remote(str(barrier_dir), 2), gpu_task.remote(str(barrier_dir), 2)],
         timeout=60,
     )
+    gpu_workers |= {pid_a, pid_b}
     assert len(ids_a) == 1 and len(ids_b) == 1
     assert ids_a != ids_b
     assert sorted(ids_a + ids_b) == [0, 1]
@@ -580,21 +580,30 @@ def test_gpu_tasks(ray_start, tmp_path):
 
     @ray.remote(num_gpus=2)
     def two_gpus():
-        return sorted(ray.get_gpu_ids()), os.environ.get("CUDA_VISIBLE_DEVICES")
+        return sorted(ray.get_gpu_ids()), os.environ.get("CUDA_VISIBLE_DEVICES"), os.getpid()
 
-    ids, visible = ray.get(two_gpus.remote())
+    ids, visible, pid = ray.get(two_gpus.remote())
     assert ids == [0, 1]
     assert sorted(visible.split(",")) == ["0", "1"]
+    gpu_workers.add(pid)
 
     @ray.remote
     def no_gpu():
-        return ray.get_gpu_ids(), os.environ.get("CUDA_VISIBLE_DEVICES")
+        return ray.get_gpu_ids(), os.environ.get("CUDA_VISIBLE_DEVICES"), os.getpid()
 
     # Workers are reused: a task without GPUs must not see the ids of the GPU
-    # task that ran on its worker before it.
-    for ids, visible in ray.get([no_gpu.remote() for _ in range(4)]):
-        assert ids == []
-        assert visible == ""
+    # task that ran on its worker before it. Tasks run until some ran on a
+    # worker that had run a GPU task (else nothing would be shown).
+    results = []
+    wait_for_condition(
+        lambda: (
+            results.extend(ray.get([no_gpu.remote() for _ in range(4)]))
+            or {pid for _, _, pid in results} & gpu_workers
+        ),
+        timeout=30,
+        message="no task without GPUs ran on a worker that had run a GPU task",
+    )
+    assert [(ids, visible) for ids, visible, _ in results] == [([], "")] * len(results)
     wait_for_condition(lambda: ray.available_resources().get("GPU") == 2, timeout=30)
 
 
