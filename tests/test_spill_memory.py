@@ -8,9 +8,12 @@ show about objects.
 from __future__ import annotations
 
 import gc
+import json
 import os
 import re
+import shutil
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -64,7 +67,8 @@ def check(i: int, value: np.ndarray, n_bytes: int) -> None:
 
 
 def spill_files(stats: dict) -> list[str]:
-    directory = stats["spill_dir"]
+    """The files in this node's spill subdirectory."""
+    (directory,) = stats["spill_dirs"]
     return sorted(os.listdir(directory)) if os.path.isdir(directory) else []
 
 
@@ -96,7 +100,7 @@ def test_three_times_the_store_spills_and_reads_back(ray_start):
     assert len(spilled) == stats["num_spilled"]
     assert set(locations.values()) == {"spilled", "shared_memory"}
     assert set(spill_files(stats)) == spilled
-    assert all(os.path.getsize(os.path.join(stats["spill_dir"], h)) >= n_bytes for h in spilled)
+    assert all(os.path.getsize(os.path.join(stats["spill_dirs"][0], h)) >= n_bytes for h in spilled)
 
     # Every object reads back right, spilled or not; each read copies out so
     # nothing stays pinned (a pinned object cannot make room).
@@ -205,27 +209,298 @@ def test_objects_being_read_are_not_spilled(ray_start):
     wait_for_empty_store()
 
 
-def test_spill_directory_from_system_config(leak_check, tmp_path):
-    spill_dir = tmp_path / "spill-here"
-    ray.init(
-        num_cpus=1,
-        object_store_memory=STORE,
-        _system_config={"object_spilling_directory": str(spill_dir)},
-    )
+def own_subdirectory(base, info) -> str:
+    """Where a node spills inside a user-named directory: its own
+    subdirectory, per session and per node."""
+    name = f"solray_spill_{os.path.basename(info['session_dir'])}_{info['node_id']}"
+    return os.path.join(base, name)
+
+
+def plant_user_files(directory) -> dict[str, bytes]:
+    """Files of the user's own in a spill directory, which solray must leave
+    alone; returns them (relative path -> content)."""
+    (directory / "notes").mkdir(parents=True)
+    files = {"results.csv": b"a,b\n1,2\n", "notes/todo.txt": b"keep me"}
+    for name, content in files.items():
+        (directory / name).write_bytes(content)
+    return files
+
+
+def user_files(directory) -> dict[str, bytes]:
+    found = {}
+    for root, _, names in os.walk(directory):
+        for name in names:
+            path = os.path.join(root, name)
+            found[os.path.relpath(path, directory)] = open(path, "rb").read()
+    return found
+
+
+def spelling_init_kwargs(spelling: str, directories: list) -> dict:
+    if spelling == "init argument":
+        return {"object_spilling_directory": str(directories[0])}
+    if spelling == "object_spilling_directory":
+        return {"_system_config": {"object_spilling_directory": str(directories[0])}}
+    # Ray's documented example: several directories, and a buffer size.
+    config = {
+        "type": "filesystem",
+        "params": {"directory_path": [str(d) for d in directories], "buffer_size": 1_000_000},
+    }
+    return {"_system_config": {"object_spilling_config": json.dumps(config)}}
+
+
+@pytest.mark.parametrize(
+    "spelling", ["object_spilling_directory", "object_spilling_config", "init argument"]
+)
+def test_spilling_to_a_user_named_directory(leak_check, tmp_path, spelling):
+    """Each spelling Ray has for the spill directory. Spill files go into a
+    private subdirectory of this node's own (0700, files 0600); the user's own
+    files there are left alone; shutdown removes exactly what solray made,
+    including files of objects still spilled at that moment."""
+    bases = [tmp_path / "spill-a", tmp_path / "spill-b"]
+    if spelling != "object_spilling_config":
+        bases = bases[:1]
+    mine = plant_user_files(bases[0])
+    info = ray.init(num_cpus=1, object_store_memory=STORE, **spelling_init_kwargs(spelling, bases))
     try:
-        stats = store_stats()
-        assert os.path.realpath(stats["spill_dir"]) == os.path.realpath(spill_dir)
+        subdirectories = [own_subdirectory(base, info) for base in bases]
+        assert store_stats()["spill_dirs"] == subdirectories
         n_bytes = 25 * MiB
-        refs = [ray.put(array(i, n_bytes)) for i in range(6)]
-        files = sorted(os.listdir(spill_dir))
-        assert files and set(files) <= {ref.hex() for ref in refs}
+        refs = [ray.put(array(i, n_bytes)) for i in range(10)]
+        stats = store_stats()
+        assert stats["num_spilled"] >= 6
+        spilled = {name for d in subdirectories for name in os.listdir(d)}
+        assert len(spilled) == stats["num_spilled"]
+        assert spilled <= {ref.hex() for ref in refs}
+        for directory in subdirectories:
+            assert os.listdir(directory), f"nothing spilled to {directory}"
+            st = os.lstat(directory)
+            assert stat.S_ISDIR(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o700
+            assert st.st_uid == os.geteuid()
+            for name in os.listdir(directory):
+                st = os.lstat(os.path.join(directory, name))
+                assert stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o600
+                assert st.st_uid == os.geteuid()
+        # Nothing was written beside the subdirectories.
+        assert sorted(os.listdir(bases[0])) == sorted(
+            ["results.csv", "notes", os.path.basename(subdirectories[0])]
+        )
         for i in range(len(refs)):
             check(i, ray.get(refs[i], timeout=GET_TIMEOUT_S), n_bytes)
-        del refs
-        wait_for_empty_store()
-        assert os.listdir(spill_dir) == []
+        assert store_stats()["num_spilled"] >= 6  # reading back spilled others
     finally:
         ray.shutdown()
+    # Shut down with objects still spilled: their files and the
+    # subdirectories are gone, the user's files are as they were.
+    for directory in subdirectories:
+        assert not os.path.exists(directory)
+    assert user_files(bases[0]) == mine
+    for base in bases[1:]:
+        assert os.listdir(base) == []
+
+
+@pytest.mark.parametrize(
+    "system_config, complaint",
+    [
+        (
+            {
+                "object_spilling_config": json.dumps(
+                    {"type": "smart_open", "params": {"uri": "s3://bucket/spill"}}
+                )
+            },
+            "'smart_open' is not supported",
+        ),
+        (
+            {"object_spilling_config": json.dumps({"type": "filesystem", "params": {}})},
+            "directory_path",
+        ),
+        (
+            {
+                "object_spilling_config": json.dumps(
+                    {"type": "filesystem", "params": {"directory_path": "/tmp", "mode": "x"}}
+                )
+            },
+            "['mode'] are not supported",
+        ),
+        (
+            {
+                "object_spilling_config": json.dumps(
+                    {"type": "filesystem", "params": {"directory_path": "/tmp", "buffer_size": 0}}
+                )
+            },
+            "buffer_size must be a positive int",
+        ),
+        ({"object_spilling_config": "{not json"}, "not a JSON object"),
+        (
+            {
+                "object_spilling_directory": "/tmp/a",
+                "object_spilling_config": json.dumps(
+                    {"type": "filesystem", "params": {"directory_path": "/tmp/b"}}
+                ),
+            },
+            "not both",
+        ),
+        ({"max_io_workers": 0}, "max_io_workers must be a positive int"),
+    ],
+)
+def test_spilling_options_that_cannot_work_are_refused(leak_check, system_config, complaint):
+    with pytest.raises(ValueError) as info:
+        ray.init(num_cpus=1, _system_config=system_config)
+    assert complaint in str(info.value)
+    assert not ray.is_initialized()
+
+
+def test_spill_files_never_follow_planted_links(leak_check, tmp_path):
+    """A name taken in advance in the node's subdirectory (a symlink to a
+    file elsewhere) is never written through: the spill file takes another
+    name. A subdirectory planted before the node made its own is refused
+    with an error naming it, and nothing is written through it."""
+    base = tmp_path / "spill"
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"precious")
+    info = ray.init(
+        num_cpus=1,
+        object_store_memory=STORE,
+        _system_config={"object_spilling_directory": str(base)},
+    )
+    try:
+        n_bytes = 20 * MiB
+        refs = [ray.put(array(i, n_bytes)) for i in range(6)]  # spills at least one
+        directory = own_subdirectory(base, info)
+        assert os.listdir(directory)
+        # Every object still in memory could be spilled next: plant a link at
+        # each one's file name.
+        in_memory = [ref.hex() for ref in refs if location(ref) == "shared_memory"]
+        assert in_memory
+        for name in in_memory:
+            os.symlink(victim, os.path.join(directory, name))
+        refs += [ray.put(array(i, n_bytes)) for i in range(6, 12)]
+        assert victim.read_bytes() == b"precious"
+        sidestepped = [name for name in os.listdir(directory) if "." in name]
+        assert sidestepped, "no spill met a planted name"
+        for name in sidestepped:
+            assert name.split(".")[0] in in_memory
+            st = os.lstat(os.path.join(directory, name))
+            assert stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o600
+        for i in range(len(refs)):
+            check(i, ray.get(refs[i], timeout=GET_TIMEOUT_S), n_bytes)
+        assert victim.read_bytes() == b"precious"
+    finally:
+        ray.shutdown()
+    # Only what solray made is gone: the planted links stay (and so does the
+    # directory holding them).
+    assert sorted(os.listdir(directory)) == sorted(in_memory)
+    assert all(os.path.islink(os.path.join(directory, name)) for name in in_memory)
+    assert victim.read_bytes() == b"precious"
+
+    # A planted subdirectory: a link where the node's own would go.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    info = ray.init(
+        num_cpus=1,
+        object_store_memory=STORE,
+        _system_config={"object_spilling_directory": str(base)},
+    )
+    try:
+        os.symlink(elsewhere, own_subdirectory(base, info))
+        refs = [ray.put(array(i, n_bytes)) for i in range(4)]
+        with pytest.raises(ObjectStoreFullError) as error:
+            refs += [ray.put(array(i, n_bytes)) for i in range(4, 8)]
+        assert own_subdirectory(base, info) in str(error.value)
+        assert "already exists" in str(error.value)
+        assert os.listdir(elsewhere) == []
+        for i in range(len(refs)):  # nothing stored before was lost
+            check(i, ray.get(refs[i], timeout=GET_TIMEOUT_S), n_bytes)
+    finally:
+        ray.shutdown()
+    assert os.listdir(elsewhere) == []
+
+
+@pytest.mark.parametrize("ray_start", [SMALL_STORE], indirect=True)
+def test_readers_of_a_spilled_object_share_one_restore(ray_start):
+    """Several tasks read the same spilled object at once: it is read back
+    from disk once, and each gets the right bytes."""
+    n_bytes = 20 * MiB
+    refs = [ray.put(array(i, n_bytes)) for i in range(6)]
+    assert location(refs[0]) == "spilled"
+    restored = store_stats()["restored_objects_total"]
+
+    @ray.remote(num_cpus=0)
+    def digest(box):
+        value = ray.get(box[0], timeout=GET_TIMEOUT_S)
+        return int(value[::4096].sum())
+
+    want = int(array(0, n_bytes)[::4096].sum())
+    assert ray.get([digest.remote([refs[0]]) for _ in range(6)], timeout=60) == [want] * 6
+    assert store_stats()["restored_objects_total"] == restored + 1
+    del refs
+    wait_for_empty_store()
+
+
+@pytest.mark.parametrize("ray_start", [SMALL_STORE], indirect=True)
+def test_churn_of_puts_reads_and_frees_while_spilling(ray_start):
+    """Objects are freed while they are being spilled, read while they are
+    being spilled or restored, and created while spills are in flight, from
+    the driver and from two tasks at once: every read is right, and in the
+    end every byte and every file is given back."""
+    n_bytes = 10 * MiB
+
+    @ray.remote
+    def churn(seed: int, rounds: int) -> int:
+        kept = {}
+        for i in range(rounds):
+            key = seed * 1000 + i
+            kept[key] = ray.put(array(key, n_bytes))
+            if len(kept) > 12:
+                kept.pop(min(kept))  # freed, perhaps while being spilled
+            old = min(kept)
+            check(old, ray.get(kept[old], timeout=GET_TIMEOUT_S), n_bytes)
+        return rounds
+
+    tasks = [churn.remote(seed, 25) for seed in (1, 2)]
+    kept = {}
+    for i in range(25):
+        kept[i] = ray.put(array(i, n_bytes))
+        if len(kept) > 12:
+            del kept[min(kept)]
+        check(min(kept), ray.get(kept[min(kept)], timeout=GET_TIMEOUT_S), n_bytes)
+    assert ray.get(tasks, timeout=120) == [25, 25]
+    stats = store_stats()
+    assert stats["spilled_objects_total"] > 10 and stats["restored_objects_total"] > 10
+    del kept
+    wait_for_empty_store()
+    assert spill_files(stats) == []
+
+
+@pytest.mark.timeout(600)
+def test_spilling_gigabytes_keeps_the_node_alive(leak_check, tmp_path):
+    """Over 2 GB through a 300 MiB store, with a heartbeat timeout of 2 s:
+    the copies run off the node's event loop, so the node keeps reporting
+    and is never declared dead, and every object reads back intact."""
+    disk = shutil.disk_usage(tmp_path)
+    if disk.free < 8 * GiB:
+        pytest.skip("needs 8 GiB of free disk")
+    base = tmp_path / "spill"
+    ray.init(
+        num_cpus=1,
+        object_store_memory=300 * MiB,
+        _system_config={"heartbeat_timeout_s": 2, "object_spilling_directory": str(base)},
+    )
+    try:
+        (node,) = ray.nodes()
+        n_bytes, count = 280 * MiB, 9
+        refs = [ray.put(array(i, n_bytes)) for i in range(count)]
+        assert store_stats()["spilled_bytes_total"] > 2 * 10**9
+        for i in range(count):
+            value = ray.get(refs[i], timeout=120)
+            assert np.array_equal(value, array(i, n_bytes)), i
+            del value
+        assert store_stats()["spilled_bytes_total"] > 4 * 10**9
+        assert [(n["NodeID"], n["Alive"]) for n in ray.nodes()] == [(node["NodeID"], True)]
+        del refs
+        wait_for_empty_store()
+    finally:
+        ray.shutdown()
+    assert os.listdir(base) == []
 
 
 @pytest.mark.parametrize("ray_start", [SMALL_STORE], indirect=True)
