@@ -21,7 +21,7 @@ import time
 import numpy as np
 import psutil
 import pytest
-from conftest import wait_for_condition
+from conftest import wait_for_condition, wait_for_file
 
 import solray as ray
 from solray._private import context
@@ -606,7 +606,91 @@ def allocate(n_bytes, seconds, attempts=None):
     return int(data[:10].sum())
 
 
-def test_memory_monitor_kills_the_task_not_the_actor(leak_check, tmp_path):
+def oom_score_adj(pid: int) -> int:
+    with open(f"/proc/{pid}/oom_score_adj") as f:
+        return int(f.read())
+
+
+@ray.remote
+def my_oom_score_adj() -> tuple[int, int, str]:
+    """(pid, oom_score_adj, the parent's command line), from inside a worker."""
+    parent = psutil.Process(os.getppid())
+    return os.getpid(), oom_score_adj(os.getpid()), " ".join(parent.cmdline())
+
+
+@ray.remote(num_cpus=0, max_restarts=0)
+class ScoreReader:
+    def read(self):
+        return ray.get(my_oom_score_adj.remote(), timeout=GET_TIMEOUT_S)
+
+    def mine(self):
+        parent = psutil.Process(os.getppid())
+        return os.getpid(), oom_score_adj(os.getpid()), " ".join(parent.cmdline())
+
+
+def test_workers_are_what_the_kernel_kills_first(leak_check):
+    """Under memory pressure the kernel's OOM killer takes the process with
+    the highest score. Workers, fresh interpreters and forked alike, get the
+    maximum (1000, as in Ray); the node, the control store and the zygote
+    stay low, even when started by a driver whose own score is higher. A
+    zygote killed (as the kernel might) takes its forked workers with it,
+    never the node: later workers start as new interpreters."""
+    before = oom_score_adj(os.getpid())
+    with open("/proc/self/oom_score_adj", "w") as f:
+        f.write("300")  # the services inherit this, and must go lower
+    try:
+        ray.init(num_cpus=1)
+    finally:
+        with open("/proc/self/oom_score_adj", "w") as f:
+            f.write(str(before))
+    try:
+        services = {
+            " ".join(p.cmdline()): p.pid
+            for p in psutil.Process().children()
+            if "solray._private" in " ".join(p.cmdline())
+        }
+        (node_pid,) = [pid for cmd, pid in services.items() if "_private.node" in cmd]
+        (control_pid,) = [pid for cmd, pid in services.items() if "control_store" in cmd]
+        assert oom_score_adj(node_pid) == 0
+        assert oom_score_adj(control_pid) == 0
+
+        # A pre-started worker: a new interpreter, the node's child.
+        first, score, parent = ray.get(my_oom_score_adj.remote(), timeout=GET_TIMEOUT_S)
+        assert "solray._private.node" in parent and score == 1000
+        # Once the zygote is up, later workers are forked from it.
+        node = psutil.Process(node_pid)
+
+        def zygotes():
+            return [p for p in node.children() if "worker_zygote" in " ".join(p.cmdline())]
+
+        wait_for_condition(lambda: len(zygotes()) == 1, message="no zygote started")
+        (zygote,) = zygotes()
+        assert oom_score_adj(zygote.pid) == 0
+        readers = [ScoreReader.remote() for _ in range(3)]
+        found = ray.get([reader.mine.remote() for reader in readers], timeout=GET_TIMEOUT_S)
+        forked = [row for row in found if row[0] != first]  # one may reuse the idle worker
+        assert len(forked) >= 2
+        for _, score, parent in forked:
+            assert "worker_zygote" in parent and score == 1000
+
+        # The kernel kills the zygote: its forked workers go with it, the
+        # node stays, and new workers start as interpreters (score 1000 too).
+        zygote.kill()
+        wait_for_condition(lambda: not any(psutil.pid_exists(pid) for pid, _, _ in forked))
+        fresh = ScoreReader.remote()
+        pid, score, parent = ray.get(fresh.mine.remote(), timeout=GET_TIMEOUT_S)
+        assert "solray._private.node" in parent and score == 1000
+        assert ray.get(fresh.read.remote(), timeout=GET_TIMEOUT_S)[1] == 1000
+        assert node.is_running() and [n["Alive"] for n in ray.nodes()] == [True]
+    finally:
+        ray.shutdown()
+
+
+def test_memory_monitor_kills_the_newest_task_not_the_actor(leak_check, tmp_path):
+    """Above memory_usage_threshold the node kills the worker of the most
+    recently started task (never an actor's); its owner gets
+    OutOfMemoryError after the retries, while an older task, the actor and
+    the node carry on."""
     if psutil.virtual_memory().available < 6 * GiB:
         pytest.skip("needs about 6 GiB of free memory")
     ray.init(num_cpus=2, _system_config=_monitor_config())
@@ -623,8 +707,17 @@ def test_memory_monitor_kills_the_task_not_the_actor(leak_check, tmp_path):
             def total(self):
                 return int(self.data[::4096].sum())
 
+        @ray.remote
+        def steady(started, go):
+            open(started, "w").close()
+            wait_for_file(go, timeout=120)
+            return os.getpid()
+
         ballast = Ballast.remote()
         actor_pid = ray.get(ballast.pid.remote(), timeout=GET_TIMEOUT_S)
+        started, go = tmp_path / "started", tmp_path / "go"
+        older = steady.remote(str(started), str(go))
+        wait_for_condition(started.exists, timeout=GET_TIMEOUT_S)
 
         attempts = tmp_path / "attempts"
         with pytest.raises(OutOfMemoryError) as info:
@@ -637,10 +730,14 @@ def test_memory_monitor_kills_the_task_not_the_actor(leak_check, tmp_path):
         assert "memory" in message.lower()
         assert "memory_usage_threshold" in message
 
+        # The older task was not chosen: it finishes when told to.
+        go.touch()
+        assert ray.get(older, timeout=GET_TIMEOUT_S) not in map(int, pids)
         # The actor holding memory was not chosen, and still answers.
         assert psutil.pid_exists(actor_pid)
         assert ray.get(ballast.total.remote(), timeout=GET_TIMEOUT_S) == 256 * MiB // 4096
-        # Other tasks run afterwards.
+        # The node is alive, and other tasks run afterwards.
+        assert [n["Alive"] for n in ray.nodes()] == [True]
         assert ray.get(allocate.remote(MiB, 0), timeout=GET_TIMEOUT_S) == 10
         assert (
             ray.get([allocate.remote(1024, 0) for _ in range(4)], timeout=GET_TIMEOUT_S) == [10] * 4
