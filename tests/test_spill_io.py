@@ -54,6 +54,7 @@ def run(tmp_path, scenario):
             await scenario(store, directory)
         finally:
             await store.close()
+            os.unlink(store.path)  # the arena (a node removes its shm directory)
         assert not os.path.exists(directory.path)
 
     asyncio.run(asyncio.wait_for(main(), 60))
