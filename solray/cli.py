@@ -74,6 +74,12 @@ def _node_options(f):
         show_default=True,
         help="Address this node's sockets bind to.",
     )(f)
+    f = click.option(
+        "--object-spilling-directory",
+        default=None,
+        help="Where this node spills objects when its store is full (in a subdirectory "
+        "of its own). Default: under the session directory.",
+    )(f)
     f = click.option("--temp-dir", default=None, help=TEMP_DIR_HELP)(f)
     return f
 
@@ -112,6 +118,7 @@ def start(
     resources,
     object_store_memory,
     node_ip_address,
+    object_spilling_directory,
     temp_dir,
 ) -> None:
     """Start this machine's solray processes as daemons.
@@ -126,7 +133,7 @@ def start(
     import os
 
     from solray._private import services
-    from solray._private.worker import node_arguments
+    from solray._private.worker import node_arguments, with_spilling_directory
 
     if head == bool(address):
         raise click.UsageError("give exactly one of --head and --address HOST:PORT")
@@ -136,7 +143,13 @@ def start(
         except ValueError as e:
             raise click.BadParameter(f"--resources is not JSON: {e}") from None
     token_bytes = _cli_token(token_file, address, temp_dir, new=head)
-    node_args = node_arguments(num_cpus, num_gpus, resources, object_store_memory, {})
+    node_args = node_arguments(
+        num_cpus,
+        num_gpus,
+        resources,
+        object_store_memory,
+        with_spilling_directory({}, object_spilling_directory),
+    )
     session_dir = services.new_session_dir(temp_dir)
     launcher = services.Launcher(session_dir, token_bytes, daemon=True)
     if head:

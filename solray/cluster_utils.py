@@ -69,11 +69,17 @@ class Cluster:
 
     def add_node(self, wait: bool = True, **node_args: Any) -> ClusterNode:
         """Start a node with init()-style arguments (num_cpus, num_gpus,
-        resources, object_store_memory, _system_config). The first node is the
-        head, with the control store."""
-        from solray._private.worker import control_store_arguments, node_arguments
+        resources, object_store_memory, object_spilling_directory,
+        _system_config). The first node is the head, with the control store."""
+        from solray._private.worker import (
+            control_store_arguments,
+            node_arguments,
+            with_spilling_directory,
+        )
 
-        system_config = node_args.pop("_system_config", None) or {}
+        system_config = with_spilling_directory(
+            node_args.pop("_system_config", None), node_args.pop("object_spilling_directory", None)
+        )
         args = node_arguments(
             node_args.pop("num_cpus", None),
             node_args.pop("num_gpus", None),

@@ -171,6 +171,8 @@ def test_start_head_and_node_status_and_driver(leak_check, tmp_path):
             "1",
             "--resources",
             '{"x": 1}',
+            "--object-spilling-directory",
+            str(tmp_path / "spill"),
             "--temp-dir",
             temp_dir,
         )
@@ -179,6 +181,14 @@ def test_start_head_and_node_status_and_driver(leak_check, tmp_path):
         # Daemons: the commands exited, the processes stay (in their own sessions).
         daemons = daemons_of(sessions_under(temp_dir))
         assert sum(_is_node(p) for p in daemons) == 2
+        # Only the joining node was given a spill directory (spilling itself
+        # is tested in test_spill_memory.py).
+        spill_args = [
+            p.cmdline()[p.cmdline().index("--spill-dir") :][:2]
+            for p in daemons
+            if "--spill-dir" in p.cmdline()
+        ]
+        assert spill_args == [["--spill-dir", str(tmp_path / "spill")]]
         assert all(os.getsid(p.pid) != os.getsid(0) for p in daemons if _is_node(p))
 
         status = solray_cli("status", "--address", address, "--temp-dir", temp_dir)

@@ -257,6 +257,53 @@ def test_task_runs_where_its_large_argument_lives(cluster):
         assert ran_on == holder.node_id
 
 
+def test_nodes_sharing_a_spill_directory_keep_to_their_own(leak_check, tmp_path):
+    """Two nodes of one cluster spill into the same user-named directory:
+    each writes only in a subdirectory of its own, and one node stopping
+    deletes its own files, not the other's nor the user's."""
+    base = tmp_path / "spill"
+    base.mkdir()
+    (base / "mine.txt").write_text("the user's own file")
+    spill = {"object_store_memory": 100 * MiB, "object_spilling_directory": str(base)}
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, **spill})
+    try:
+        other = cluster.add_node(num_cpus=1, resources={"other": 1}, **spill)
+        solray.init(address=cluster.address)
+        n = 10 * MiB // 8
+
+        @solray.remote(resources={"other": 1})
+        def make(i):
+            return np.full(n, i, dtype=np.int64)  # stored in the other node's store
+
+        on_head = [solray.put(np.full(n, i, dtype=np.int64)) for i in range(15)]
+        on_other = [make.remote(100 + i) for i in range(15)]
+        solray.wait(on_other, num_returns=len(on_other), timeout=GET_TIMEOUT_S)
+
+        session = os.path.basename(cluster.session_dir)
+        directories = {}
+        for node in (cluster.head_node, other):
+            (directories[node.node_id],) = node_request(cluster, node, Msg.STORE_STATS)[
+                "spill_dirs"
+            ]
+            assert directories[node.node_id] == str(base / f"solray_spill_{session}_{node.node_id}")
+            assert os.listdir(directories[node.node_id]), "this node spilled nothing"
+        head_dir, other_dir = directories[cluster.head_node.node_id], directories[other.node_id]
+        head_files = sorted(os.listdir(head_dir))
+
+        cluster.remove_node(other, allow_graceful=True)
+        assert not os.path.exists(other_dir)
+        assert sorted(os.listdir(head_dir)) == head_files
+        for i, ref in enumerate(on_head):
+            value = solray.get(ref, timeout=GET_TIMEOUT_S)
+            assert value.shape == (n,) and bool((value == i).all()), i
+            del value
+        del on_head, on_other
+    finally:
+        cluster.shutdown()
+    assert os.listdir(base) == ["mine.txt"]
+    assert (base / "mine.txt").read_text() == "the user's own file"
+
+
 # -- SPREAD and node affinity -------------------------------------------------
 
 

@@ -8,9 +8,12 @@ show about objects.
 from __future__ import annotations
 
 import gc
+import json
 import os
 import re
+import shutil
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -64,7 +67,8 @@ def check(i: int, value: np.ndarray, n_bytes: int) -> None:
 
 
 def spill_files(stats: dict) -> list[str]:
-    directory = stats["spill_dir"]
+    """The files in this node's spill subdirectory."""
+    (directory,) = stats["spill_dirs"]
     return sorted(os.listdir(directory)) if os.path.isdir(directory) else []
 
 
@@ -96,7 +100,7 @@ def test_three_times_the_store_spills_and_reads_back(ray_start):
     assert len(spilled) == stats["num_spilled"]
     assert set(locations.values()) == {"spilled", "shared_memory"}
     assert set(spill_files(stats)) == spilled
-    assert all(os.path.getsize(os.path.join(stats["spill_dir"], h)) >= n_bytes for h in spilled)
+    assert all(os.path.getsize(os.path.join(stats["spill_dirs"][0], h)) >= n_bytes for h in spilled)
 
     # Every object reads back right, spilled or not; each read copies out so
     # nothing stays pinned (a pinned object cannot make room).
@@ -206,27 +210,298 @@ def test_objects_being_read_are_not_spilled(ray_start):
     wait_for_empty_store()
 
 
-def test_spill_directory_from_system_config(leak_check, tmp_path):
-    spill_dir = tmp_path / "spill-here"
-    ray.init(
-        num_cpus=1,
-        object_store_memory=STORE,
-        _system_config={"object_spilling_directory": str(spill_dir)},
-    )
+def own_subdirectory(base, info) -> str:
+    """Where a node spills inside a user-named directory: its own
+    subdirectory, per session and per node."""
+    name = f"solray_spill_{os.path.basename(info['session_dir'])}_{info['node_id']}"
+    return os.path.join(base, name)
+
+
+def plant_user_files(directory) -> dict[str, bytes]:
+    """Files of the user's own in a spill directory, which solray must leave
+    alone; returns them (relative path -> content)."""
+    (directory / "notes").mkdir(parents=True)
+    files = {"results.csv": b"a,b\n1,2\n", "notes/todo.txt": b"keep me"}
+    for name, content in files.items():
+        (directory / name).write_bytes(content)
+    return files
+
+
+def user_files(directory) -> dict[str, bytes]:
+    found = {}
+    for root, _, names in os.walk(directory):
+        for name in names:
+            path = os.path.join(root, name)
+            found[os.path.relpath(path, directory)] = open(path, "rb").read()
+    return found
+
+
+def spelling_init_kwargs(spelling: str, directories: list) -> dict:
+    if spelling == "init argument":
+        return {"object_spilling_directory": str(directories[0])}
+    if spelling == "object_spilling_directory":
+        return {"_system_config": {"object_spilling_directory": str(directories[0])}}
+    # Ray's documented example: several directories, and a buffer size.
+    config = {
+        "type": "filesystem",
+        "params": {"directory_path": [str(d) for d in directories], "buffer_size": 1_000_000},
+    }
+    return {"_system_config": {"object_spilling_config": json.dumps(config)}}
+
+
+@pytest.mark.parametrize(
+    "spelling", ["object_spilling_directory", "object_spilling_config", "init argument"]
+)
+def test_spilling_to_a_user_named_directory(leak_check, tmp_path, spelling):
+    """Each spelling Ray has for the spill directory. Spill files go into a
+    private subdirectory of this node's own (0700, files 0600); the user's own
+    files there are left alone; shutdown removes exactly what solray made,
+    including files of objects still spilled at that moment."""
+    bases = [tmp_path / "spill-a", tmp_path / "spill-b"]
+    if spelling != "object_spilling_config":
+        bases = bases[:1]
+    mine = plant_user_files(bases[0])
+    info = ray.init(num_cpus=1, object_store_memory=STORE, **spelling_init_kwargs(spelling, bases))
     try:
-        stats = store_stats()
-        assert os.path.realpath(stats["spill_dir"]) == os.path.realpath(spill_dir)
+        subdirectories = [own_subdirectory(base, info) for base in bases]
+        assert store_stats()["spill_dirs"] == subdirectories
         n_bytes = 25 * MiB
-        refs = [ray.put(array(i, n_bytes)) for i in range(6)]
-        files = sorted(os.listdir(spill_dir))
-        assert files and set(files) <= {ref.hex() for ref in refs}
+        refs = [ray.put(array(i, n_bytes)) for i in range(10)]
+        stats = store_stats()
+        assert stats["num_spilled"] >= 6
+        spilled = {name for d in subdirectories for name in os.listdir(d)}
+        assert len(spilled) == stats["num_spilled"]
+        assert spilled <= {ref.hex() for ref in refs}
+        for directory in subdirectories:
+            assert os.listdir(directory), f"nothing spilled to {directory}"
+            st = os.lstat(directory)
+            assert stat.S_ISDIR(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o700
+            assert st.st_uid == os.geteuid()
+            for name in os.listdir(directory):
+                st = os.lstat(os.path.join(directory, name))
+                assert stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o600
+                assert st.st_uid == os.geteuid()
+        # Nothing was written beside the subdirectories.
+        assert sorted(os.listdir(bases[0])) == sorted(
+            ["results.csv", "notes", os.path.basename(subdirectories[0])]
+        )
         for i in range(len(refs)):
             check(i, ray.get(refs[i], timeout=GET_TIMEOUT_S), n_bytes)
-        del refs
-        wait_for_empty_store()
-        assert os.listdir(spill_dir) == []
+        assert store_stats()["num_spilled"] >= 6  # reading back spilled others
     finally:
         ray.shutdown()
+    # Shut down with objects still spilled: their files and the
+    # subdirectories are gone, the user's files are as they were.
+    for directory in subdirectories:
+        assert not os.path.exists(directory)
+    assert user_files(bases[0]) == mine
+    for base in bases[1:]:
+        assert os.listdir(base) == []
+
+
+@pytest.mark.parametrize(
+    "system_config, complaint",
+    [
+        (
+            {
+                "object_spilling_config": json.dumps(
+                    {"type": "smart_open", "params": {"uri": "s3://bucket/spill"}}
+                )
+            },
+            "'smart_open' is not supported",
+        ),
+        (
+            {"object_spilling_config": json.dumps({"type": "filesystem", "params": {}})},
+            "directory_path",
+        ),
+        (
+            {
+                "object_spilling_config": json.dumps(
+                    {"type": "filesystem", "params": {"directory_path": "/tmp", "mode": "x"}}
+                )
+            },
+            "['mode'] are not supported",
+        ),
+        (
+            {
+                "object_spilling_config": json.dumps(
+                    {"type": "filesystem", "params": {"directory_path": "/tmp", "buffer_size": 0}}
+                )
+            },
+            "buffer_size must be a positive int",
+        ),
+        ({"object_spilling_config": "{not json"}, "not a JSON object"),
+        (
+            {
+                "object_spilling_directory": "/tmp/a",
+                "object_spilling_config": json.dumps(
+                    {"type": "filesystem", "params": {"directory_path": "/tmp/b"}}
+                ),
+            },
+            "not both",
+        ),
+        ({"max_io_workers": 0}, "max_io_workers must be a positive int"),
+    ],
+)
+def test_spilling_options_that_cannot_work_are_refused(leak_check, system_config, complaint):
+    with pytest.raises(ValueError) as info:
+        ray.init(num_cpus=1, _system_config=system_config)
+    assert complaint in str(info.value)
+    assert not ray.is_initialized()
+
+
+def test_spill_files_never_follow_planted_links(leak_check, tmp_path):
+    """A name taken in advance in the node's subdirectory (a symlink to a
+    file elsewhere) is never written through: the spill file takes another
+    name. A subdirectory planted before the node made its own is refused
+    with an error naming it, and nothing is written through it."""
+    base = tmp_path / "spill"
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"precious")
+    info = ray.init(
+        num_cpus=1,
+        object_store_memory=STORE,
+        _system_config={"object_spilling_directory": str(base)},
+    )
+    try:
+        n_bytes = 20 * MiB
+        refs = [ray.put(array(i, n_bytes)) for i in range(6)]  # spills at least one
+        directory = own_subdirectory(base, info)
+        assert os.listdir(directory)
+        # Every object still in memory could be spilled next: plant a link at
+        # each one's file name.
+        in_memory = [ref.hex() for ref in refs if location(ref) == "shared_memory"]
+        assert in_memory
+        for name in in_memory:
+            os.symlink(victim, os.path.join(directory, name))
+        refs += [ray.put(array(i, n_bytes)) for i in range(6, 12)]
+        assert victim.read_bytes() == b"precious"
+        sidestepped = [name for name in os.listdir(directory) if "." in name]
+        assert sidestepped, "no spill met a planted name"
+        for name in sidestepped:
+            assert name.split(".")[0] in in_memory
+            st = os.lstat(os.path.join(directory, name))
+            assert stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o600
+        for i in range(len(refs)):
+            check(i, ray.get(refs[i], timeout=GET_TIMEOUT_S), n_bytes)
+        assert victim.read_bytes() == b"precious"
+    finally:
+        ray.shutdown()
+    # Only what solray made is gone: the planted links stay (and so does the
+    # directory holding them).
+    assert sorted(os.listdir(directory)) == sorted(in_memory)
+    assert all(os.path.islink(os.path.join(directory, name)) for name in in_memory)
+    assert victim.read_bytes() == b"precious"
+
+    # A planted subdirectory: a link where the node's own would go.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    info = ray.init(
+        num_cpus=1,
+        object_store_memory=STORE,
+        _system_config={"object_spilling_directory": str(base)},
+    )
+    try:
+        os.symlink(elsewhere, own_subdirectory(base, info))
+        refs = [ray.put(array(i, n_bytes)) for i in range(4)]
+        with pytest.raises(ObjectStoreFullError) as error:
+            refs += [ray.put(array(i, n_bytes)) for i in range(4, 8)]
+        assert own_subdirectory(base, info) in str(error.value)
+        assert "already exists" in str(error.value)
+        assert os.listdir(elsewhere) == []
+        for i in range(len(refs)):  # nothing stored before was lost
+            check(i, ray.get(refs[i], timeout=GET_TIMEOUT_S), n_bytes)
+    finally:
+        ray.shutdown()
+    assert os.listdir(elsewhere) == []
+
+
+@pytest.mark.parametrize("ray_start", [SMALL_STORE], indirect=True)
+def test_readers_of_a_spilled_object_share_one_restore(ray_start):
+    """Several tasks read the same spilled object at once: it is read back
+    from disk once, and each gets the right bytes."""
+    n_bytes = 20 * MiB
+    refs = [ray.put(array(i, n_bytes)) for i in range(6)]
+    assert location(refs[0]) == "spilled"
+    restored = store_stats()["restored_objects_total"]
+
+    @ray.remote(num_cpus=0)
+    def digest(box):
+        value = ray.get(box[0], timeout=GET_TIMEOUT_S)
+        return int(value[::4096].sum())
+
+    want = int(array(0, n_bytes)[::4096].sum())
+    assert ray.get([digest.remote([refs[0]]) for _ in range(6)], timeout=60) == [want] * 6
+    assert store_stats()["restored_objects_total"] == restored + 1
+    del refs
+    wait_for_empty_store()
+
+
+@pytest.mark.parametrize("ray_start", [SMALL_STORE], indirect=True)
+def test_churn_of_puts_reads_and_frees_while_spilling(ray_start):
+    """Objects are freed while they are being spilled, read while they are
+    being spilled or restored, and created while spills are in flight, from
+    the driver and from two tasks at once: every read is right, and in the
+    end every byte and every file is given back."""
+    n_bytes = 10 * MiB
+
+    @ray.remote
+    def churn(seed: int, rounds: int) -> int:
+        kept = {}
+        for i in range(rounds):
+            key = seed * 1000 + i
+            kept[key] = ray.put(array(key, n_bytes))
+            if len(kept) > 12:
+                kept.pop(min(kept))  # freed, perhaps while being spilled
+            old = min(kept)
+            check(old, ray.get(kept[old], timeout=GET_TIMEOUT_S), n_bytes)
+        return rounds
+
+    tasks = [churn.remote(seed, 25) for seed in (1, 2)]
+    kept = {}
+    for i in range(25):
+        kept[i] = ray.put(array(i, n_bytes))
+        if len(kept) > 12:
+            del kept[min(kept)]
+        check(min(kept), ray.get(kept[min(kept)], timeout=GET_TIMEOUT_S), n_bytes)
+    assert ray.get(tasks, timeout=120) == [25, 25]
+    stats = store_stats()
+    assert stats["spilled_objects_total"] > 10 and stats["restored_objects_total"] > 10
+    del kept
+    wait_for_empty_store()
+    assert spill_files(stats) == []
+
+
+@pytest.mark.timeout(600)
+def test_spilling_gigabytes_keeps_the_node_alive(leak_check, tmp_path):
+    """Over 2 GB through a 300 MiB store, with a heartbeat timeout of 2 s:
+    the copies run off the node's event loop, so the node keeps reporting
+    and is never declared dead, and every object reads back intact."""
+    disk = shutil.disk_usage(tmp_path)
+    if disk.free < 8 * GiB:
+        pytest.skip("needs 8 GiB of free disk")
+    base = tmp_path / "spill"
+    ray.init(
+        num_cpus=1,
+        object_store_memory=300 * MiB,
+        _system_config={"heartbeat_timeout_s": 2, "object_spilling_directory": str(base)},
+    )
+    try:
+        (node,) = ray.nodes()
+        n_bytes, count = 280 * MiB, 9
+        refs = [ray.put(array(i, n_bytes)) for i in range(count)]
+        assert store_stats()["spilled_bytes_total"] > 2 * 10**9
+        for i in range(count):
+            value = ray.get(refs[i], timeout=120)
+            assert np.array_equal(value, array(i, n_bytes)), i
+            del value
+        assert store_stats()["spilled_bytes_total"] > 4 * 10**9
+        assert [(n["NodeID"], n["Alive"]) for n in ray.nodes()] == [(node["NodeID"], True)]
+        del refs
+        wait_for_empty_store()
+    finally:
+        ray.shutdown()
+    assert os.listdir(base) == []
 
 
 @pytest.mark.parametrize("ray_start", [SMALL_STORE], indirect=True)
@@ -332,7 +607,91 @@ def allocate(n_bytes, seconds, attempts=None):
     return int(data[:10].sum())
 
 
-def test_memory_monitor_kills_the_task_not_the_actor(leak_check, tmp_path):
+def oom_score_adj(pid: int) -> int:
+    with open(f"/proc/{pid}/oom_score_adj") as f:
+        return int(f.read())
+
+
+@ray.remote
+def my_oom_score_adj() -> tuple[int, int, str]:
+    """(pid, oom_score_adj, the parent's command line), from inside a worker."""
+    parent = psutil.Process(os.getppid())
+    return os.getpid(), oom_score_adj(os.getpid()), " ".join(parent.cmdline())
+
+
+@ray.remote(num_cpus=0, max_restarts=0)
+class ScoreReader:
+    def read(self):
+        return ray.get(my_oom_score_adj.remote(), timeout=GET_TIMEOUT_S)
+
+    def mine(self):
+        parent = psutil.Process(os.getppid())
+        return os.getpid(), oom_score_adj(os.getpid()), " ".join(parent.cmdline())
+
+
+def test_workers_are_what_the_kernel_kills_first(leak_check):
+    """Under memory pressure the kernel's OOM killer takes the process with
+    the highest score. Workers, fresh interpreters and forked alike, get the
+    maximum (1000, as in Ray); the node, the control store and the zygote
+    stay low, even when started by a driver whose own score is higher. A
+    zygote killed (as the kernel might) takes its forked workers with it,
+    never the node: later workers start as new interpreters."""
+    before = oom_score_adj(os.getpid())
+    with open("/proc/self/oom_score_adj", "w") as f:
+        f.write("300")  # the services inherit this, and must go lower
+    try:
+        ray.init(num_cpus=1)
+    finally:
+        with open("/proc/self/oom_score_adj", "w") as f:
+            f.write(str(before))
+    try:
+        services = {
+            " ".join(p.cmdline()): p.pid
+            for p in psutil.Process().children()
+            if "solray._private" in " ".join(p.cmdline())
+        }
+        (node_pid,) = [pid for cmd, pid in services.items() if "_private.node" in cmd]
+        (control_pid,) = [pid for cmd, pid in services.items() if "control_store" in cmd]
+        assert oom_score_adj(node_pid) == 0
+        assert oom_score_adj(control_pid) == 0
+
+        # A pre-started worker: a new interpreter, the node's child.
+        first, score, parent = ray.get(my_oom_score_adj.remote(), timeout=GET_TIMEOUT_S)
+        assert "solray._private.node" in parent and score == 1000
+        # Once the zygote is up, later workers are forked from it.
+        node = psutil.Process(node_pid)
+
+        def zygotes():
+            return [p for p in node.children() if "worker_zygote" in " ".join(p.cmdline())]
+
+        wait_for_condition(lambda: len(zygotes()) == 1, message="no zygote started")
+        (zygote,) = zygotes()
+        assert oom_score_adj(zygote.pid) == 0
+        readers = [ScoreReader.remote() for _ in range(3)]
+        found = ray.get([reader.mine.remote() for reader in readers], timeout=GET_TIMEOUT_S)
+        forked = [row for row in found if row[0] != first]  # one may reuse the idle worker
+        assert len(forked) >= 2
+        for _, score, parent in forked:
+            assert "worker_zygote" in parent and score == 1000
+
+        # The kernel kills the zygote: its forked workers go with it, the
+        # node stays, and new workers start as interpreters (score 1000 too).
+        zygote.kill()
+        wait_for_condition(lambda: not any(psutil.pid_exists(pid) for pid, _, _ in forked))
+        fresh = ScoreReader.remote()
+        pid, score, parent = ray.get(fresh.mine.remote(), timeout=GET_TIMEOUT_S)
+        assert "solray._private.node" in parent and score == 1000
+        assert ray.get(fresh.read.remote(), timeout=GET_TIMEOUT_S)[1] == 1000
+        assert node.is_running() and [n["Alive"] for n in ray.nodes()] == [True]
+    finally:
+        ray.shutdown()
+
+
+def test_memory_monitor_kills_the_newest_task_not_the_actor(leak_check, tmp_path):
+    """Above memory_usage_threshold the node kills the worker of the most
+    recently started task (never an actor's); its owner gets
+    OutOfMemoryError after the retries, while an older task, the actor and
+    the node carry on."""
     if psutil.virtual_memory().available < 6 * GiB:
         pytest.skip("needs about 6 GiB of free memory")
     ray.init(num_cpus=2, _system_config=_monitor_config())
@@ -349,8 +708,17 @@ def test_memory_monitor_kills_the_task_not_the_actor(leak_check, tmp_path):
             def total(self):
                 return int(self.data[::4096].sum())
 
+        @ray.remote
+        def steady(started, go):
+            open(started, "w").close()
+            wait_for_file(go, timeout=120)
+            return os.getpid()
+
         ballast = Ballast.remote()
         actor_pid = ray.get(ballast.pid.remote(), timeout=GET_TIMEOUT_S)
+        started, go = tmp_path / "started", tmp_path / "go"
+        older = steady.remote(str(started), str(go))
+        wait_for_condition(started.exists, timeout=GET_TIMEOUT_S)
 
         attempts = tmp_path / "attempts"
         with pytest.raises(OutOfMemoryError) as info:
@@ -363,10 +731,14 @@ def test_memory_monitor_kills_the_task_not_the_actor(leak_check, tmp_path):
         assert "memory" in message.lower()
         assert "memory_usage_threshold" in message
 
+        # The older task was not chosen: it finishes when told to.
+        go.touch()
+        assert ray.get(older, timeout=GET_TIMEOUT_S) not in map(int, pids)
         # The actor holding memory was not chosen, and still answers.
         assert psutil.pid_exists(actor_pid)
         assert ray.get(ballast.total.remote(), timeout=GET_TIMEOUT_S) == 256 * MiB // 4096
-        # Other tasks run afterwards.
+        # The node is alive, and other tasks run afterwards.
+        assert [n["Alive"] for n in ray.nodes()] == [True]
         assert ray.get(allocate.remote(MiB, 0), timeout=GET_TIMEOUT_S) == 10
         assert (
             ray.get([allocate.remote(1024, 0) for _ in range(4)], timeout=GET_TIMEOUT_S) == [10] * 4

@@ -41,6 +41,7 @@ from solray._private.object_store import ObjectStore
 from solray._private.placement_groups import bundle_resources
 from solray._private.protocol import LOG_MARK, LOG_SEP, Msg
 from solray._private.resources import ResourceSet
+from solray._private.spill import DEFAULT_BUFFER_SIZE, SpillDirectory
 from solray.exceptions import ObjectStoreFullError, OutOfDiskError
 
 logger = logging.getLogger("solray.node")
@@ -124,8 +125,16 @@ class Node:
         os.makedirs(self.shm_dir, mode=0o700)
         with open(os.path.join(self.shm_dir, "node.pid"), "w") as f:
             f.write(str(os.getpid()))
+        spill_bases = dict.fromkeys(  # each directory once
+            os.path.abspath(base)
+            for base in args.spill_dir or [os.path.join(self.session_dir, "spill")]
+        )
         self.store = ObjectStore(
-            self.shm_dir, store_bytes, args.spill_dir or os.path.join(self.session_dir, "spill")
+            self.shm_dir,
+            store_bytes,
+            [SpillDirectory(base, self.session_dir, self.node_id) for base in spill_bases],
+            io_threads=args.spill_io_threads,
+            buffer_size=args.spill_buffer_size,
         )
         self.workers: dict[str, WorkerProcess] = {}
         self.idle: deque[WorkerProcess] = deque()
@@ -258,7 +267,7 @@ class Node:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        self.store.close()
+        await self.store.close()
         shutil.rmtree(self.shm_dir, ignore_errors=True)
 
     # -- workers -----------------------------------------------------------
@@ -761,9 +770,23 @@ class Node:
 
     # -- object store ------------------------------------------------------
 
+    # Creating and pinning may have to wait (for spills to make room, for a
+    # restore, for the writer's seal): then they go on as a task of their own.
+
     def store_create(self, conn, rid, body, bufs) -> None:
         try:
-            offset = self.store.create(body["id"], body["size"], body["owner"], conn)
+            offset = self.store.create_now(body["id"], body["size"], body["owner"], conn)
+        except (ObjectStoreFullError, ValueError) as e:
+            conn.reply(rid, {"error": type(e).__name__, "message": str(e)})
+            return
+        if offset is None:
+            self._background(self._store_create(conn, rid, body))
+        else:
+            conn.reply(rid, {"offset": offset})
+
+    async def _store_create(self, conn, rid, body) -> None:
+        try:
+            offset = await self.store.create(body["id"], body["size"], body["owner"], conn)
         except (ObjectStoreFullError, OutOfDiskError, ValueError) as e:
             conn.reply(rid, {"error": type(e).__name__, "message": str(e)})
             return
@@ -774,13 +797,23 @@ class Node:
         conn.reply(rid, True)
 
     def store_pin(self, conn, rid, body, bufs) -> None:
-        def answer(obj):
-            conn.reply(rid, None if obj is None else {"offset": obj.offset, "size": obj.size})
+        object_id = body["id"]
+        if self.store.readable_now(object_id):
+            self._answer_pin(conn, rid, self.store.pin_now(object_id, conn))
+        else:
+            self._background(self._store_pin(conn, rid, object_id))
 
+    async def _store_pin(self, conn, rid, object_id: bytes) -> None:
         try:
-            self.store.pin(body["id"], conn, answer)
+            obj = await self.store.pin(object_id, conn)
         except (ObjectStoreFullError, OutOfDiskError) as e:
             conn.reply(rid, {"error": type(e).__name__, "message": str(e)})
+            return
+        self._answer_pin(conn, rid, obj)
+
+    @staticmethod
+    def _answer_pin(conn, rid, obj) -> None:
+        conn.reply(rid, None if obj is None else {"offset": obj.offset, "size": obj.size})
 
     def store_unpin(self, conn, rid, body, bufs) -> None:
         for object_id in body["ids"]:
@@ -806,23 +839,35 @@ class Node:
     def store_pull(self, conn, rid, body, bufs) -> None:
         """Make an object that lives on another node readable here, then pin it
         for the asker. Each object is pulled once however many ask for it."""
-
-        def answer(obj):
-            conn.reply(rid, None if obj is None else {"offset": obj.offset, "size": obj.size})
-
         object_id = body["id"]
-        try:
-            existing = self.store.objects.get(object_id)
-            if (existing is None or existing.freed) and object_id not in self._pulls:
-                offset = self.store.create(object_id, body["size"], body["owner"], "pull")
-                self._pulls[object_id] = self._background(
-                    self._pull(object_id, body["from"], offset, body["size"])
-                )
-            self.store.pin(object_id, conn, answer)
-        except (ObjectStoreFullError, OutOfDiskError) as e:
-            conn.reply(rid, {"error": type(e).__name__, "message": str(e)})
+        existing = self.store.objects.get(object_id)
+        if (existing is None or existing.freed) and object_id not in self._pulls:
+            self._pulls[object_id] = self._background(self._pull(object_id, body))
+        pull = self._pulls.get(object_id)
+        self._background(self._pin_pulled(conn, rid, object_id, pull))
 
-    async def _pull(self, object_id: bytes, source: str, offset: int, size: int) -> None:
+    async def _pin_pulled(self, conn, rid, object_id: bytes, pull: asyncio.Task | None) -> None:
+        if pull is not None:
+            try:
+                await asyncio.shield(pull)
+            except (ObjectStoreFullError, OutOfDiskError) as e:
+                conn.reply(rid, {"error": type(e).__name__, "message": str(e)})
+                return
+        await self._store_pin(conn, rid, object_id)
+
+    async def _pull(self, object_id: bytes, body: dict) -> None:
+        """Copy an object from `body["from"]` into the store here. Raises if
+        there is no room for it; any other failure leaves it absent."""
+        size, source = body["size"], body["from"]
+        try:
+            offset = await self.store.create(object_id, size, body["owner"], "pull")
+            await self._fetch_into(object_id, source, offset, size)
+        except ValueError:
+            pass  # here already: a put or another pull made it meanwhile
+        finally:
+            self._pulls.pop(object_id, None)
+
+    async def _fetch_into(self, object_id: bytes, source: str, offset: int, size: int) -> None:
         try:
             conn = await self._peers.get(source)
             limit = asyncio.Semaphore(PULL_PARALLEL_CHUNKS)
@@ -848,14 +893,15 @@ class Node:
         except Exception as e:  # the source node died, or freed the object
             logger.info("pull of %s from %s failed: %s", object_id.hex(), source, e)
             self.store.abort(object_id)
-        finally:
-            self._pulls.pop(object_id, None)
 
     def fetch_chunk(self, conn, rid, body, bufs) -> None:
         """Serve a piece of a local object to a node pulling a copy."""
+        self._background(self._fetch_chunk(conn, rid, body))
+
+    async def _fetch_chunk(self, conn, rid, body) -> None:
         object_id = body["id"]
         try:
-            data = self.store.read(object_id, body["start"], body["length"])
+            data = await self.store.read(object_id, body["start"], body["length"])
         except (ObjectStoreFullError, OutOfDiskError):
             data = None
         if data is None:
@@ -883,8 +929,9 @@ class Node:
             if isinstance(reply, list):
                 rows.extend(reply)
         for row in rows:
-            stored = self.store.objects.get(bytes.fromhex(row["object_id"]))
-            if row["location"] == "shared_memory" and stored is not None and stored.offset is None:
+            if row["location"] == "shared_memory" and self.store.is_spilled(
+                bytes.fromhex(row["object_id"])
+            ):
                 row["location"] = "spilled"
         conn.reply(rid, rows)
 
@@ -967,7 +1014,13 @@ def main() -> None:
     parser.add_argument("--num-gpus", type=float, default=0)
     parser.add_argument("--resources", default="{}")
     parser.add_argument("--object-store-memory", type=int)
-    parser.add_argument("--spill-dir", help="where full stores spill objects")
+    parser.add_argument(
+        "--spill-dir",
+        action="append",
+        help="a directory full stores spill objects to (repeat for several)",
+    )
+    parser.add_argument("--spill-buffer-size", type=int, default=DEFAULT_BUFFER_SIZE)
+    parser.add_argument("--spill-io-threads", type=int, default=2)
     parser.add_argument("--memory-usage-threshold", type=float, default=0.95)
     parser.add_argument("--memory-monitor-refresh-ms", type=int, default=250)
     parser.add_argument("--head", action="store_true")

@@ -24,18 +24,20 @@ Capacity is enforced here, spilling to disk when full (see ObjectStore).
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import ctypes
 import errno
 import logging
 import mmap
 import os
-import shutil
 import weakref
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from solray._private.serialization import ALIGN
+from solray._private.spill import DEFAULT_BUFFER_SIZE, SpillDirectory
 from solray.exceptions import ObjectStoreFullError, OutOfDiskError
 
 logger = logging.getLogger(__name__)
@@ -90,36 +92,82 @@ class Allocator:
         return max(self._sizes.values(), default=0)
 
 
+# Where an object's bytes are. An object with I/O in flight (SPILLING,
+# RESTORING) keeps its arena range until that I/O has ended.
+IN_MEMORY = "in memory"
+SPILLING = "spilling"  # in memory, and being copied to a file
+SPILLED = "spilled"  # only in its file
+RESTORING = "restoring"  # being copied from its file into a range of its own
+
+
 @dataclass
 class StoredObject:
-    offset: int | None  # None while spilled
+    offset: int | None  # its arena range; None while SPILLED
     size: int
     owner: str
+    writer: object  # the client writing it, until sealed
     sealed: bool = False
-    freed: bool = False
+    freed: bool = False  # its owner is done with it (or it is lost)
+    released: bool = False  # its range and file are given back
     pins: dict = field(default_factory=dict)  # client key -> count
-    seal_waiters: list = field(default_factory=list)
-    spill_path: str | None = None
+    seal_waiters: list = field(default_factory=list)  # futures: True sealed, False aborted
+    state: str = IN_MEMORY
+    io: asyncio.Future | None = None  # the spill or restore in flight
+    spill_file: tuple | None = None  # (SpillDirectory, name) while SPILLED or RESTORING
     last_access: int = 0
     copies: set = field(default_factory=set)  # nodes that pulled a copy from here
+
+
+class _Gone(Exception):
+    """The object left the store (freed, or its spill file is unreadable)
+    while a reader waited for it."""
 
 
 class ObjectStore:
     """Node-side bookkeeping: allocation, pins, spilling, accounting.
 
     Spilling: when a new object does not fit, sealed objects nobody is reading
-    (no pins) are written to files in `spill_dir`, least recently used first,
-    until it fits. A pin of a spilled object reads it back first (spilling
-    others if need be). Freeing a spilled object deletes its file. An object
-    larger than the whole store, or one that does not fit even with every
-    evictable object spilled, raises ObjectStoreFullError; a full disk while
-    spilling raises OutOfDiskError. Nothing already stored is lost either way.
+    (no pins) are written to files, least recently used first, until it fits.
+    A pin of a spilled object reads it back first (spilling others if need
+    be). Freeing a spilled object deletes its file. An object larger than the
+    whole store, or one that does not fit even with every evictable object
+    spilled, raises ObjectStoreFullError; a full disk while spilling raises
+    OutOfDiskError. Nothing already stored is lost either way.
+
+    Who owns what. The node's event loop owns every table here: the
+    allocator, the objects, their states and pins. The copies between the
+    arena and spill files run in a few I/O threads, so a node spilling
+    gigabytes still answers requests and heartbeats. A thread touches only
+    the arena range of the one object it copies and that object's file. The
+    rule that makes this safe: while an object has I/O in flight (`io` is
+    set), the loop never frees or reuses its range (`_maybe_release` leaves
+    it to the I/O's end), never spills it again and never restores it twice
+    (a second reader awaits the same restore). When the I/O ends, its result
+    is applied on the loop:
+
+    - a spill: if the object was pinned (a reader came) or freed meanwhile,
+      the file is deleted and the object stays in memory or is released;
+      otherwise its range is freed and it is SPILLED;
+    - a restore: the range was allocated before the copy began (making room
+      may spill others); readers wait for the copy to end.
+
+    Creates that do not fit wait in arrival order: one at a time makes room
+    by starting spills and waiting for them, while later creates queue
+    behind it rather than take the room it is making.
     """
 
-    def __init__(self, directory: str, capacity: int, spill_dir: str):
+    def __init__(
+        self,
+        directory: str,
+        capacity: int,
+        spill_dirs: list[SpillDirectory],
+        io_threads: int = 2,
+        buffer_size: int = DEFAULT_BUFFER_SIZE,
+    ):
         self.path = os.path.join(directory, "arena")
         self.capacity = capacity
-        self.spill_dir = spill_dir
+        self.spill_dirs = spill_dirs
+        self.buffer_size = buffer_size
         fd = os.open(self.path, os.O_CREAT | os.O_RDWR | os.O_EXCL, 0o600)
         try:
             os.ftruncate(fd, capacity)
@@ -132,6 +180,13 @@ class ObjectStore:
         self.spilled_objects = 0
         self.spilled_bytes = 0
         self.restored_objects = 0
+        self._io_pool = ThreadPoolExecutor(io_threads, thread_name_prefix="solray-spill")
+        self._io: set[asyncio.Task] = set()  # spills and restores in flight
+        self._spills: dict[asyncio.Task, int] = {}  # in flight -> bytes it frees
+        self._next_dir = 0
+        self._room = asyncio.Lock()  # held by the create that is making room
+        self._waiting_for_room = 0
+        self._closing = False
 
     @property
     def used(self) -> int:
@@ -141,142 +196,295 @@ class ObjectStore:
         self._clock += 1
         obj.last_access = self._clock
 
-    def create(self, object_id: bytes, size: int, owner: str, client) -> int:
+    # -- creating --------------------------------------------------------------
+
+    # Creating and pinning have a fast path the node answers at once (room is
+    # free; the object is sealed and in memory) and a slow path that waits.
+
+    def create_now(self, object_id: bytes, size: int, owner: str, client) -> int | None:
+        """Create if there is room now: the offset, or None if room must be
+        made first (then `await create(...)`)."""
+        self._check_new(object_id, size)
+        offset = None if self._waiting_for_room else self._alloc.allocate(size)
+        if offset is not None:
+            self._add(object_id, offset, size, owner, client)
+        return offset
+
+    async def create(self, object_id: bytes, size: int, owner: str, client) -> int:
+        self._check_new(object_id, size)
+        offset = await self._allocate(size, object_id)
+        self._add(object_id, offset, size, owner, client)
+        return offset
+
+    def _check_new(self, object_id: bytes, size: int) -> None:
         existing = self.objects.get(object_id)
         if existing is not None and not existing.freed:
             raise ValueError(f"object {object_id.hex()} already exists in the store")
-        offset = self._allocate(size, object_id)
-        obj = StoredObject(offset, size, owner)
-        obj.pins[client] = 1  # the creator's pin, dropped on seal
-        self._touch(obj)
-        self.objects[object_id] = obj
-        return offset
-
-    def _allocate(self, size: int, object_id: bytes) -> int:
         if size > self.capacity:
             raise ObjectStoreFullError(
                 f"object {object_id.hex()} is {size} bytes, larger than this node's whole "
                 f"object store ({self.capacity} bytes). Raise object_store_memory, or "
                 "split the value."
             )
-        offset = self._alloc.allocate(size)
-        if offset is not None:
-            return offset
-        for victim_id, victim in self._spill_candidates():
-            self._spill(victim_id, victim)
+
+    def _add(self, object_id: bytes, offset: int, size: int, owner: str, client) -> None:
+        obj = StoredObject(offset, size, owner, writer=client)
+        obj.pins[client] = 1  # the writer's pin, dropped on seal
+        self._touch(obj)
+        self.objects[object_id] = obj
+
+    async def _allocate(self, size: int, object_id: bytes) -> int:
+        if not self._waiting_for_room:
             offset = self._alloc.allocate(size)
             if offset is not None:
                 return offset
-        raise ObjectStoreFullError(
-            f"the object store of this node is full: cannot store object "
-            f"{object_id.hex()} of {size} bytes (capacity {self.capacity} bytes, "
-            f"{self.used} in use by objects being read or written, largest free range "
-            f"{self._alloc.largest_free()} bytes). Drop ObjectRefs (and arrays read "
-            "from the store) you no longer need, or raise object_store_memory."
-        )
+        self._waiting_for_room += 1
+        try:
+            async with self._room:
+                return await self._make_room(size, object_id)
+        finally:
+            self._waiting_for_room -= 1
 
-    def _spill_candidates(self):
+    async def _make_room(self, size: int, object_id: bytes) -> int:
+        """Spill least recently used objects until `size` fits."""
+        failure = None
+        while True:
+            if self._closing:
+                raise ObjectStoreFullError("the node is stopping")
+            offset = self._alloc.allocate(size)
+            if offset is not None:
+                return offset
+            if failure is not None:
+                raise failure
+            # Spill enough to cover the size (counting spills in flight), and
+            # at least one more if the free space is there but fragmented.
+            coming = sum(self._spills.values())
+            for victim_id, victim in self._spill_candidates():
+                if self._spills and self.capacity - self.used + coming >= size:
+                    break
+                self._start_spill(victim_id, victim)
+                coming += victim.size
+            if not self._spills:
+                raise ObjectStoreFullError(
+                    f"the object store of this node is full: cannot store object "
+                    f"{object_id.hex()} of {size} bytes (capacity {self.capacity} bytes, "
+                    f"{self.used} in use by objects being read or written, largest free "
+                    f"range {self._alloc.largest_free()} bytes). Drop ObjectRefs (and "
+                    "arrays read from the store) you no longer need, or raise "
+                    "object_store_memory."
+                )
+            done, _ = await asyncio.wait(set(self._spills), return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if not task.cancelled() and task.result() is not None:
+                    failure = task.result()
+
+    def _spill_candidates(self) -> list[tuple[bytes, StoredObject]]:
         candidates = [
             (object_id, obj)
             for object_id, obj in self.objects.items()
-            if obj.sealed and not obj.freed and not obj.pins and obj.offset is not None
+            if obj.sealed and not obj.freed and not obj.pins and obj.state == IN_MEMORY
         ]
         candidates.sort(key=lambda item: item[1].last_access)
         return candidates
 
-    def _spill(self, object_id: bytes, obj: StoredObject) -> None:
-        os.makedirs(self.spill_dir, exist_ok=True)
-        path = os.path.join(self.spill_dir, object_id.hex())
-        try:
-            with open(path, "wb") as f:
-                f.write(memoryview(self._map)[obj.offset : obj.offset + obj.size])
-        except OSError as e:
-            try:
-                os.unlink(path)
-            except OSError:
-                pass
-            if e.errno == errno.ENOSPC:
-                free = shutil.disk_usage(self.spill_dir).free
-                raise OutOfDiskError(
-                    f"the object store is full and spilling object {object_id.hex()} "
-                    f"({obj.size} bytes) to {self.spill_dir} failed: the disk is full "
-                    f"({free} bytes free)."
-                ) from None
-            raise
-        self._alloc.free(obj.offset, obj.size)
-        obj.offset = None
-        obj.spill_path = path
-        self.spilled_objects += 1
-        self.spilled_bytes += obj.size
+    # -- spilling and restoring (the copies run in I/O threads) ---------------
 
-    def _restore(self, object_id: bytes, obj: StoredObject) -> None:
-        obj.pins["restore"] = 1  # not a spill candidate while we make room
+    def _start_spill(self, object_id: bytes, obj: StoredObject) -> None:
+        directory = self.spill_dirs[self._next_dir % len(self.spill_dirs)]
+        self._next_dir += 1
+        obj.state = SPILLING
+        task = self._start_io(obj, self._spill(object_id, obj, directory))
+        self._spills[task] = obj.size
+        task.add_done_callback(lambda task: self._spills.pop(task, None))
+
+    def _start_io(self, obj: StoredObject, coro) -> asyncio.Task:
+        task = asyncio.get_running_loop().create_task(coro)
+        obj.io = task
+        self._io.add(task)
+        task.add_done_callback(self._io.discard)
+        return task
+
+    async def _run_io(self, fn, *args):
+        if self._closing:
+            raise ObjectStoreFullError("the node is stopping")
+        return await asyncio.get_running_loop().run_in_executor(self._io_pool, fn, *args)
+
+    async def _spill(self, object_id: bytes, obj: StoredObject, directory: SpillDirectory):
+        """Copy an object to a file, then free its range. Returns the error
+        that stopped it (for the create waiting for room), or None."""
+        data = memoryview(self._map)[obj.offset : obj.offset + obj.size]
+        name = error = None
         try:
-            offset = self._allocate(obj.size, object_id)
+            directory.open()
+            name = await self._run_io(directory.write, object_id.hex(), data, self.buffer_size)
+        except (OSError, ObjectStoreFullError) as e:
+            error = self._spill_error(object_id, obj, directory, e)
         finally:
-            del obj.pins["restore"]
-        with open(obj.spill_path, "rb") as f:
-            f.readinto(memoryview(self._map)[offset : offset + obj.size])
-        os.unlink(obj.spill_path)
-        obj.offset = offset
-        obj.spill_path = None
-        self.restored_objects += 1
+            data.release()
+            obj.io = None
+            obj.state = IN_MEMORY
+        if name is not None:
+            directory.files.add(name)
+            if obj.pins or obj.freed or self._closing:
+                directory.remove(name)  # read meanwhile (it stays), or not wanted any more
+            else:
+                self._alloc.free(obj.offset, obj.size)
+                obj.offset = None
+                obj.state = SPILLED
+                obj.spill_file = (directory, name)
+                self.spilled_objects += 1
+                self.spilled_bytes += obj.size
+        self._maybe_release(object_id, obj)
+        return error
+
+    def _spill_error(self, object_id: bytes, obj: StoredObject, directory, error: Exception):
+        if isinstance(error, ObjectStoreFullError):
+            return error
+        where = directory.base
+        if error.errno == errno.ENOSPC:
+            return OutOfDiskError(
+                f"the object store is full and spilling object {object_id.hex()} "
+                f"({obj.size} bytes) to {where} failed: the disk is full "
+                f"({directory.free_bytes()} bytes free)."
+            )
+        logger.error("spilling object %s to %s failed: %s", object_id.hex(), where, error)
+        return ObjectStoreFullError(
+            f"the object store is full and spilling object {object_id.hex()} "
+            f"({obj.size} bytes) to {where} failed: {error}"
+        )
+
+    async def _in_memory(self, object_id: bytes, obj: StoredObject) -> None:
+        """Return once the object's bytes are in its arena range (restoring
+        it if spilled); raise _Gone if it left the store meanwhile."""
+        while obj.state in (SPILLED, RESTORING):
+            if obj.released:
+                raise _Gone
+            if obj.io is None:
+                obj.state = RESTORING
+                self._start_io(obj, self._restore(object_id, obj))
+            await asyncio.shield(obj.io)
+        if obj.released:
+            raise _Gone
+
+    async def _restore(self, object_id: bytes, obj: StoredObject) -> None:
+        try:
+            offset = await self._allocate(obj.size, object_id)
+            directory, name = obj.spill_file
+            data = memoryview(self._map)[offset : offset + obj.size]
+            try:
+                await self._run_io(directory.read, name, data, self.buffer_size)
+            except BaseException as e:
+                self._alloc.free(offset, obj.size)
+                if not isinstance(e, OSError):
+                    raise
+                logger.error(
+                    "restoring object %s from %s failed: %s; the object is lost",
+                    object_id.hex(),
+                    directory.path,
+                    e,
+                )
+                obj.freed = True
+                raise _Gone from None
+            finally:
+                data.release()
+            directory.remove(name)
+            obj.spill_file = None
+            obj.offset = offset
+            obj.state = IN_MEMORY
+            self.restored_objects += 1
+        finally:
+            if obj.state == RESTORING:
+                obj.state = SPILLED
+            obj.io = None
+            self._maybe_release(object_id, obj)
+
+    # -- reading ----------------------------------------------------------------
+
+    def readable_now(self, object_id: bytes) -> bool:
+        """Whether `pin_now` can answer (sealed and in memory, or not here)."""
+        obj = self.objects.get(object_id)
+        return obj is None or obj.freed or (obj.sealed and obj.state in (IN_MEMORY, SPILLING))
+
+    def pin_now(self, object_id: bytes, client) -> StoredObject | None:
+        """`pin` of an object that is `readable_now`."""
+        obj = self.objects.get(object_id)
+        if obj is None or obj.freed:
+            return None
+        obj.pins[client] = obj.pins.get(client, 0) + 1
+        self._touch(obj)
+        return obj
+
+    async def pin(self, object_id: bytes, client) -> StoredObject | None:
+        """Pin for `client` and return the object once it is sealed and in
+        memory (restored first if spilled, which may raise
+        ObjectStoreFullError), or None if it is not here."""
+        obj = self.pin_now(object_id, client)
+        if obj is None:
+            return None
+        try:
+            await self._in_memory(object_id, obj)
+            if not obj.sealed:
+                sealed = asyncio.get_running_loop().create_future()
+                obj.seal_waiters.append(sealed)
+                if not await sealed:
+                    return None  # abandoned by its writer
+        except _Gone:
+            self._unpin(object_id, obj, client)
+            return None
+        except BaseException:
+            self._unpin(object_id, obj, client)
+            raise
+        return obj
+
+    async def read(self, object_id: bytes, start: int, length: int) -> bytes | None:
+        """Bytes of a sealed object (restored first if spilled), or None."""
+        obj = self.objects.get(object_id)
+        if obj is None or obj.freed or not obj.sealed:
+            return None
+        try:
+            await self._in_memory(object_id, obj)
+        except _Gone:
+            return None
+        if obj.freed:
+            return None
+        self._touch(obj)
+        base = obj.offset + start
+        return bytes(self._map[base : base + min(length, obj.size - start)])
+
+    # -- the object's life --------------------------------------------------------
 
     def seal(self, object_id: bytes, client) -> None:
         obj = self.objects.get(object_id)
         if obj is None or obj.sealed:
             return
         obj.sealed = True
+        obj.writer = None
         self._touch(obj)
         self._unpin(object_id, obj, client)
         waiters, obj.seal_waiters = obj.seal_waiters, []
-        for cb in waiters:
-            cb(obj)
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(True)
 
     def abort(self, object_id: bytes) -> None:
         """An object that will never be sealed (its pull failed): readers
         waiting for it are told it is not here."""
         obj = self.objects.get(object_id)
-        if obj is None or obj.sealed:
-            return
+        if obj is not None and not obj.sealed:
+            self._abandon(object_id, obj)
+
+    def _abandon(self, object_id: bytes, obj: StoredObject) -> None:
         waiters, obj.seal_waiters = obj.seal_waiters, []
         obj.freed = True
         obj.pins.clear()
         self._maybe_release(object_id, obj)
-        for cb in waiters:
-            cb(None)
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(False)
 
     def write(self, offset: int, data) -> None:
         mv = memoryview(data).cast("B")
         self._map[offset : offset + mv.nbytes] = mv
-
-    def read(self, object_id: bytes, start: int, length: int) -> bytes | None:
-        """Bytes of a sealed object (restored first if spilled), or None."""
-        obj = self.objects.get(object_id)
-        if obj is None or obj.freed or not obj.sealed:
-            return None
-        if obj.offset is None:
-            self._restore(object_id, obj)
-        self._touch(obj)
-        base = obj.offset + start
-        return bytes(self._map[base : base + min(length, obj.size - start)])
-
-    def pin(self, object_id: bytes, client, when_sealed: Callable[[StoredObject | None], None]):
-        """Pin for `client` and call `when_sealed(obj)` once it is readable in
-        memory, or `when_sealed(None)` if the object is not here. A spilled
-        object is restored first (which may raise ObjectStoreFullError)."""
-        obj = self.objects.get(object_id)
-        if obj is None or obj.freed:
-            when_sealed(None)
-            return
-        if obj.offset is None:
-            self._restore(object_id, obj)
-        obj.pins[client] = obj.pins.get(client, 0) + 1
-        self._touch(obj)
-        if obj.sealed:
-            when_sealed(obj)
-        else:
-            obj.seal_waiters.append(when_sealed)
 
     def unpin(self, object_id: bytes, client) -> None:
         obj = self.objects.get(object_id)
@@ -313,34 +521,46 @@ class ObjectStore:
         abandoned, and objects it owned are freed: an object fate-shares with
         its owner, and nobody else would ever free it."""
         for object_id, obj in list(self.objects.items()):
-            if client in obj.pins:
-                del obj.pins[client]
-                if not obj.sealed:
-                    obj.freed = True
+            if obj.writer is client and not obj.sealed:
+                self._abandon(object_id, obj)
+                continue
+            obj.pins.pop(client, None)
             if address is not None and obj.owner == address:
                 obj.freed = True
             self._maybe_release(object_id, obj)
 
     def _maybe_release(self, object_id: bytes, obj: StoredObject) -> None:
-        if obj.freed and not obj.pins and self.objects.get(object_id) is obj:
+        """Give back a freed object's range and file once nobody reads it and
+        no I/O uses them (the I/O's end calls this again)."""
+        if not obj.freed or obj.pins or obj.io is not None or obj.released:
+            return
+        obj.released = True
+        if self.objects.get(object_id) is obj:  # (a new object may have its id by now)
             del self.objects[object_id]
-            if obj.offset is not None:
-                self._alloc.free(obj.offset, obj.size)
-            if obj.spill_path is not None:
-                try:
-                    os.unlink(obj.spill_path)
-                except OSError:
-                    pass
+        if obj.offset is not None:
+            self._alloc.free(obj.offset, obj.size)
+            obj.offset = None
+        if obj.spill_file is not None:
+            directory, name = obj.spill_file
+            directory.remove(name)
+            obj.spill_file = None
 
-    def close(self) -> None:
+    async def close(self) -> None:
+        """Stop: let copies already running end (queued ones are dropped),
+        then delete every spill file this node made."""
+        self._closing = True
+        self._io_pool.shutdown(wait=False, cancel_futures=True)
+        await asyncio.gather(*self._io, return_exceptions=True)
+        self._io_pool.shutdown(wait=True)
+        for directory in self.spill_dirs:
+            directory.close()
         try:
             self._map.close()
         except BufferError:
             pass
-        shutil.rmtree(self.spill_dir, ignore_errors=True)
 
     def stats(self) -> dict:
-        spilled = [o for o in self.objects.values() if o.offset is None]
+        spilled = [o for o in self.objects.values() if o.state in (SPILLED, RESTORING)]
         return {
             "capacity": self.capacity,
             "used": self.used,
@@ -350,8 +570,12 @@ class ObjectStore:
             "spilled_objects_total": self.spilled_objects,
             "spilled_bytes_total": self.spilled_bytes,
             "restored_objects_total": self.restored_objects,
-            "spill_dir": self.spill_dir,
+            "spill_dirs": [d.path for d in self.spill_dirs],
         }
+
+    def is_spilled(self, object_id: bytes) -> bool:
+        obj = self.objects.get(object_id)
+        return obj is not None and obj.state in (SPILLED, RESTORING)
 
 
 class ArenaMapping:

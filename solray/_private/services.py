@@ -368,11 +368,40 @@ def add_service_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def setup_process(name: str, args) -> None:
+    """Logging, and a low OOM score: the kernel must never prefer a service
+    (a node, a control store) to a worker."""
     logging.basicConfig(
         level=getattr(logging, str(args.log_level).upper(), logging.WARNING),
         format=f"[{name} pid={os.getpid()}] %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    set_oom_score_adj(SERVICE_OOM_SCORE_ADJ, lower_only=True)
+
+
+# The kernel's OOM killer takes the process with the highest score: its
+# memory use plus oom_score_adj (-1000..1000, in thousandths of the machine's
+# memory). Workers run user code, which is what overcommits memory, so they
+# get the maximum, as in Ray: whatever a node maps and touches of its arena,
+# the kernel takes the worker running a greedy task first, and its owner
+# sees WorkerCrashedError. Services stay at 0 (going lower needs
+# CAP_SYS_RESOURCE). The zygote keeps the node's score: it is small, and its
+# forked workers die with it.
+WORKER_OOM_SCORE_ADJ = 1000
+SERVICE_OOM_SCORE_ADJ = 0
+
+
+def set_oom_score_adj(score: int, lower_only: bool = False) -> None:
+    """Set this process's oom_score_adj; with `lower_only`, never above the
+    inherited one (an operator may have set the cluster's lower)."""
+    path = "/proc/self/oom_score_adj"
+    try:
+        if lower_only:
+            with open(path) as f:
+                score = min(score, int(f.read()))
+        with open(path, "w") as f:
+            f.write(str(score))
+    except (OSError, ValueError) as e:  # not Linux, or not permitted
+        logger.info("could not set the OOM score to %s: %s", score, e)
 
 
 def die_with_parent() -> None:

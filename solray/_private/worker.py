@@ -72,6 +72,7 @@ def init(
     log_to_driver: bool = True,
     logging_level: int | str = logging.WARNING,
     runtime_env: dict | None = None,
+    object_spilling_directory: str | None = None,
     _temp_dir: str | None = None,
     **kwargs: Any,
 ) -> RayContext:
@@ -98,15 +99,25 @@ def init(
     _validate_init_resources(num_cpus, num_gpus, resources, object_store_memory)
     address = address or os.environ.get("SOLRAY_ADDRESS")
     if address is not None:
-        if num_cpus is not None or num_gpus is not None or resources or object_store_memory:
+        if (
+            num_cpus is not None
+            or num_gpus is not None
+            or resources
+            or object_store_memory
+            or object_spilling_directory is not None
+        ):
             raise ValueError(
-                "When connecting to an existing cluster, num_cpus, num_gpus, resources and "
-                "object_store_memory must not be given: the cluster's nodes have theirs."
+                "When connecting to an existing cluster, num_cpus, num_gpus, resources, "
+                "object_store_memory and object_spilling_directory must not be given: the "
+                "cluster's nodes have theirs."
             )
         control_address, token = services.resolve_cluster(address, _temp_dir)
         cw = CoreWorker(is_driver=True, token=token, control_address=control_address)
         launcher = None
     else:
+        kwargs["_system_config"] = with_spilling_directory(
+            kwargs.get("_system_config"), object_spilling_directory
+        )
         launcher, control_address, node_address = _start_cluster(
             num_cpus, num_gpus, resources, object_store_memory, kwargs, logging_level, _temp_dir
         )
@@ -173,9 +184,7 @@ def node_arguments(
         node_args += ["--resources", json.dumps(resources)]
     if object_store_memory:
         node_args += ["--object-store-memory", str(int(object_store_memory))]
-    spill_dir = _spill_directory(system_config)
-    if spill_dir:
-        node_args += ["--spill-dir", spill_dir]
+    node_args += spilling_arguments(system_config)
     if "memory_usage_threshold" in system_config:
         node_args += [
             "--memory-usage-threshold",
@@ -196,24 +205,82 @@ def control_store_arguments(system_config: dict) -> list[str]:
     return []
 
 
-def _spill_directory(system_config: dict) -> str | None:
-    """Where full stores spill: `_system_config={"object_spilling_directory":
-    path}`, or Ray's `object_spilling_config` JSON of type "filesystem"."""
-    if "object_spilling_directory" in system_config:
-        return str(system_config["object_spilling_directory"])
-    config = system_config.get("object_spilling_config")
-    if config:
-        spec = json.loads(config) if isinstance(config, str) else config
-        if spec.get("type") != "filesystem":
+def with_spilling_directory(system_config: dict | None, directory: str | None) -> dict:
+    """`_system_config` with the `object_spilling_directory` argument of
+    init(), Cluster.add_node() or `solray start` added."""
+    config = dict(system_config or {})
+    if directory is not None:
+        given = {"object_spilling_directory", "object_spilling_config"} & set(config)
+        if given:
             raise ValueError(
-                f"object_spilling_config type {spec.get('type')!r} is not supported; "
-                "use 'filesystem'"
+                f"object_spilling_directory is given both as an argument and in "
+                f"_system_config ({sorted(given)[0]}): give it once"
             )
-        path = spec.get("params", {}).get("directory_path")
-        if isinstance(path, list):
-            path = path[0]
-        return path
-    return None
+        config["object_spilling_directory"] = directory
+    return config
+
+
+def spilling_arguments(system_config: dict) -> list[str]:
+    """The node command line for where and how full stores spill, from
+    `_system_config`: Ray's "object_spilling_directory", or its
+    "object_spilling_config" JSON of type "filesystem" (params
+    "directory_path", one path or a list to spread files over, and
+    "buffer_size", the bytes moved per system call), and "max_io_workers"
+    (the threads doing that I/O)."""
+    directory = system_config.get("object_spilling_directory")
+    config = system_config.get("object_spilling_config")
+    args: list[str] = []
+    if directory is not None and config:
+        raise ValueError(
+            "_system_config: give object_spilling_directory or object_spilling_config, not both"
+        )
+    if directory is not None:
+        if not isinstance(directory, (str, os.PathLike)) or not str(directory):
+            raise ValueError(
+                f"object_spilling_directory must be a directory path, got {directory!r}"
+            )
+        args += ["--spill-dir", os.path.abspath(directory)]
+    elif config:
+        try:
+            spec = json.loads(config) if isinstance(config, str) else dict(config)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"object_spilling_config is not a JSON object: {e}") from None
+        kind = spec.get("type")
+        if kind != "filesystem":
+            raise ValueError(
+                f"object_spilling_config type {kind!r} is not supported: solray spills only "
+                "to local directories (type 'filesystem')"
+            )
+        params = dict(spec.get("params") or {})
+        unknown = set(params) - {"directory_path", "buffer_size"}
+        if unknown:
+            raise ValueError(
+                f"object_spilling_config params {sorted(unknown)} are not supported "
+                "(known: directory_path, buffer_size)"
+            )
+        paths = params.get("directory_path")
+        paths = paths if isinstance(paths, list) else [paths]
+        if not paths or not all(isinstance(p, str) and p for p in paths):
+            raise ValueError(
+                "object_spilling_config params.directory_path must be a directory path or "
+                f"a list of them, got {params.get('directory_path')!r}"
+            )
+        for path in paths:
+            args += ["--spill-dir", os.path.abspath(path)]
+        if "buffer_size" in params:
+            size = params["buffer_size"]
+            if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
+                raise ValueError(
+                    f"object_spilling_config params.buffer_size must be a positive int, "
+                    f"got {size!r}"
+                )
+            args += ["--spill-buffer-size", str(size)]
+    if "max_io_workers" in system_config:
+        workers = system_config["max_io_workers"]
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers <= 0:
+            raise ValueError(f"max_io_workers must be a positive int, got {workers!r}")
+        args += ["--spill-io-threads", str(workers)]
+    return args
 
 
 def _validate_init_resources(num_cpus, num_gpus, resources, object_store_memory) -> None:

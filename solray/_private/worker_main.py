@@ -3,7 +3,8 @@
 A worker connects to its node, registers, and then runs the tasks owners push
 to it until the node goes away. It dies with its node: if the node's
 connection closes (or the node process dies, via PR_SET_PDEATHSIG), the
-worker exits at once, whatever it was running.
+worker exits at once, whatever it was running. Under memory pressure the
+kernel kills a worker before its node (services.WORKER_OOM_SCORE_ADJ).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ def main(token: bytes) -> None:
     caller (a pipe the node passed, or the zygote's memory), never from the
     environment: every task and its subprocesses see the worker's."""
     services.die_with_parent()
+    services.set_oom_score_adj(services.WORKER_OOM_SCORE_ADJ)
     cw = CoreWorker(
         is_driver=False,
         token=token,
