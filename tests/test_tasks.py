@@ -11,6 +11,7 @@ import os
 import random
 import time
 
+import psutil
 import pytest
 from conftest import wait_for_condition
 
@@ -127,6 +128,8 @@ def test_options_override(ray_start):
         ({"num_cpus": -1}, ValueError, "num_cpus"),
         ({"num_cpus": "one"}, TypeError, "num_cpus"),
         ({"resources": ["Custom"]}, TypeError, "resources"),
+        ({"max_calls": -1}, ValueError, "max_calls"),
+        ({"max_calls": 1.5}, ValueError, "max_calls"),
     ],
 )
 def test_invalid_options(options, error, name):
@@ -594,6 +597,62 @@ def test_gpu_tasks(ray_start, tmp_path):
         assert ids == []
         assert visible == ""
     wait_for_condition(lambda: ray.available_resources().get("GPU") == 2, timeout=30)
+
+
+def _exited(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+@pytest.mark.parametrize("ray_start", [{"num_cpus": 1, "num_gpus": 1}], indirect=True)
+def test_max_calls_retires_the_worker(ray_start):
+    @ray.remote(max_calls=2, max_retries=0)
+    def twice(i):
+        return os.getpid(), i
+
+    (first, _), (second, _) = ray.get([twice.remote(0), twice.remote(1)])
+    assert first == second  # one worker (1 CPU), two calls, then it exits
+    wait_for_condition(lambda: _exited(first), message="the worker outlived max_calls=2")
+    # The next call gets a fresh worker; with max_retries=0 a call on a worker
+    # seen as crashed would fail, so none was lost or counted as a crash.
+    results = ray.get([twice.remote(i) for i in range(2, 8)], timeout=60)
+    assert [i for _, i in results] == list(range(2, 8))
+    pids = [pid for pid, _ in results]
+    assert first not in pids
+    assert [pids.count(pid) for pid in dict.fromkeys(pids)] == [2, 2, 2]
+
+    # A retiring worker stays while it owns an object someone references: the
+    # value it put is still readable after a later retiring worker has gone.
+    @ray.remote(max_calls=1)
+    def make():
+        return os.getpid(), [ray.put("kept")]
+
+    @ray.remote(max_calls=1)
+    def plain():
+        return os.getpid()
+
+    owner, [inner] = ray.get(make.remote())
+    other = ray.get(plain.remote())
+    wait_for_condition(lambda: _exited(other), message="a retiring worker never exited")
+    assert not _exited(owner)
+    assert ray.get(inner, timeout=30) == "kept"
+    del inner
+    wait_for_condition(lambda: _exited(owner), message="the owner of a freed object stayed")
+
+    # Ray's default for GPU functions is max_calls=1: a fresh worker per call.
+    @ray.remote(num_gpus=1)
+    def gpu_pid():
+        return os.getpid()
+
+    a = ray.get(gpu_pid.remote())
+    b = ray.get(gpu_pid.remote())
+    assert a != b
+    wait_for_condition(lambda: _exited(a) and _exited(b))
+    with pytest.raises(ValueError, match="max_calls"):
+        plain.options(max_calls=3)
+    wait_for_condition(lambda: ray.available_resources().get("CPU") == 1, timeout=30)
 
 
 class _ErrorWithRequiredArgs(Exception):

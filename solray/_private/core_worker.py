@@ -297,6 +297,7 @@ class CoreWorker:
             job=self.job,
             contained=contained,
             strategy=options.get("scheduling_strategy"),
+            max_calls=options["max_calls"],
         )
         result = self._prepare_returns(task, options.get("_generator_backpressure_num_objects"))
         self.post(self.submitter.submit, task)

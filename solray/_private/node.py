@@ -634,7 +634,9 @@ class Node:
             if body.get("kill"):
                 self._worker_gone(lease.worker)
             else:
-                self._release_lease(lease, back_to_pool=True)
+                # A retiring worker (max_calls reached) exits by itself once
+                # nothing it holds is needed; until then it is nobody's.
+                self._release_lease(lease, back_to_pool=not body.get("retire"))
         self._try_grant()
         conn.reply(rid, True)
 

@@ -81,6 +81,11 @@ def _validate_one(name: str, value) -> None:
             "The option 'retry_exceptions' must be a bool or a list of exception types, "
             f"got {value!r}"
         )
+    elif name == "max_calls":
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(
+                f"The keyword 'max_calls' only accepts 0 or a positive integer, got {value!r}"
+            )
     elif name == "name":
         if not isinstance(value, str):
             raise TypeError(f"The option 'name' must be a str, got {type(value).__name__}")
@@ -207,6 +212,9 @@ def default_num_returns(function) -> int | str:
 
 def merge(base: dict, overrides: dict) -> dict:
     """`.options(...)` on top of the decorator's options."""
+    if "max_calls" in overrides:
+        # As in Ray: a worker counts calls of a function, whatever the options.
+        raise ValueError("Setting 'max_calls' is not supported in '.options()'.")
     return with_defaults({**base, **validate_task_options(overrides)})
 
 

@@ -374,6 +374,8 @@ class TaskSubmitter:
             self.cw.streams[task.task_id].conn = lw.conn
         fn = task.function
         body = push_body(self.cw, task, {"fn": fn.function_id, "name": fn.name, "gpu": lw.gpu_ids})
+        if task.max_calls:
+            body["mc"] = task.max_calls
         buffers: list = []
         sent = lw.conn.peer.setdefault("functions", set())
         if fn.function_id not in sent:
@@ -398,14 +400,17 @@ class TaskSubmitter:
             self._pump(q)
             return
         body, buffers = fut.result()
+        retiring = bool(body.get("retire"))
+        if retiring or q.placement[0] == "SPREAD":
+            # A worker that reached max_calls exits once it is no longer
+            # needed: the node must not lease it again. And each spread task
+            # gets its own placement: no lease reuse.
+            q.workers.remove(lw)
+            lw.node.send(Msg.RETURN_LEASE, {"lease_id": lw.lease_id, "retire": retiring})
         if body.get("app_error") and self._should_retry_app_error(task, body, buffers):
             q.tasks.appendleft(task)
         else:
             complete_task(self.cw, task, body, buffers, lw.conn)
-        if q.placement[0] == "SPREAD":
-            # Each spread task gets its own placement: no lease reuse.
-            q.workers.remove(lw)
-            lw.node.send(Msg.RETURN_LEASE, {"lease_id": lw.lease_id})
         self._pump(q)
 
     def _should_retry_app_error(self, task: PendingTask, body, buffers) -> bool:
