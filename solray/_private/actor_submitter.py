@@ -16,12 +16,21 @@ Failure: when the connection to the actor drops, calls in flight are retried
 fail with ActorDiedError otherwise. The caller asks the control store where
 the actor lives now, telling it which address it knows to be dead, and the
 control store answers once the actor is alive elsewhere, or dead for good.
+A call that raised runs again if its `retry_exceptions` allows, within the
+same `max_task_retries` (the decision is the one tasks use).
+
+Backpressure: an actor created with `max_pending_calls=N` takes at most N
+unfinished calls from each caller process; the next `.remote()` raises
+PendingCallsLimitExceeded. The user thread counts a call in before it exists
+and the loop counts it out when its results are stored, so that count is
+the one piece of state here both threads touch (under a lock).
 """
 
 from __future__ import annotations
 
 import bisect
 import logging
+import threading
 from collections import deque
 from functools import partial
 
@@ -31,11 +40,13 @@ from solray._private.memory_store import decode_entry, encode_entry, error_entry
 from solray._private.protocol import Msg
 from solray._private.task_spec import PendingTask, encode_arguments
 from solray._private.task_submitter import (
+    attempts_left,
     cancelled_entry,
     complete_task,
     fail_task,
     push_body,
     resolve_dependencies,
+    retry_app_error,
 )
 
 logger = logging.getLogger(__name__)
@@ -61,6 +72,30 @@ class ActorSubmitter:
     def __init__(self, core_worker):
         self.cw = core_worker
         self.queues: dict[bytes, ActorQueue] = {}
+        self._unfinished: dict[bytes, int] = {}  # actor -> calls counted against max_pending_calls
+        self._unfinished_lock = threading.Lock()
+
+    # -- max_pending_calls ---------------------------------------------------
+
+    def admit(self, actor_id: bytes, limit: int) -> None:
+        """User thread: count in one more call to an actor, unless `limit`
+        calls from this process are unfinished already."""
+        with self._unfinished_lock:
+            unfinished = self._unfinished.get(actor_id, 0)
+            if unfinished >= limit:
+                raise exceptions.PendingCallsLimitExceeded(
+                    f"The actor {actor_id.hex()} has {unfinished} calls from this process "
+                    f"that have not finished, the most its max_pending_calls={limit} allows. "
+                    "Wait for some of them (get or wait) before calling it again."
+                )
+            self._unfinished[actor_id] = unfinished + 1
+
+    def call_finished(self, actor_id: bytes) -> None:
+        """Loop thread: an admitted call's results are stored."""
+        with self._unfinished_lock:
+            unfinished = self._unfinished.pop(actor_id) - 1
+            if unfinished:
+                self._unfinished[actor_id] = unfinished
 
     # -- creation ----------------------------------------------------------
 
@@ -198,17 +233,16 @@ class ActorSubmitter:
         error = fut.exception()
         if error is None:
             body, buffers = fut.result()
+            if body.get("app_error") and q.state != DEAD and retry_app_error(task, body, buffers):
+                self._requeue(q, task)
+                self._pump(q)
+                return
             complete_task(self.cw, task, body, buffers, conn)
         elif not isinstance(error, transport.ConnectionLost):
             fail_task(self.cw, task, error_entry(exceptions.RaySystemError(error)))
-        elif (
-            q.state != DEAD
-            and not task.cancelled
-            and (task.max_retries == -1 or task.attempt < task.max_retries)
-        ):
+        elif q.state != DEAD and attempts_left(task):
             task.attempt += 1
-            seqs = [t.seq for t in q.pending]
-            q.pending.insert(bisect.bisect_left(seqs, task.seq), task)
+            self._requeue(q, task)
             if q.state == UNKNOWN:
                 self._locate(q)
             return
@@ -226,6 +260,11 @@ class ActorSubmitter:
                 ),
             )
         self._maybe_release(q)
+
+    def _requeue(self, q: ActorQueue, task: PendingTask) -> None:
+        """A call to run again goes back among the unsent ones, in call order."""
+        seqs = [t.seq for t in q.pending]
+        q.pending.insert(bisect.bisect_left(seqs, task.seq), task)
 
     def _connection_lost(self, q: ActorQueue, conn) -> None:
         if q.conn is not conn:

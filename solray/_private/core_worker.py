@@ -37,7 +37,7 @@ from solray._private.memory_store import (
     error_entry,
 )
 from solray._private.object_store import ArenaMapping
-from solray._private.options import actor_resources, task_resources
+from solray._private.options import actor_resources, backpressure, task_resources
 from solray._private.protocol import Msg
 from solray._private.reference_counter import ReferenceCounter
 from solray._private.serialization import SerializedObject
@@ -299,7 +299,9 @@ class CoreWorker:
             strategy=options.get("scheduling_strategy"),
             max_calls=options["max_calls"],
         )
-        result = self._prepare_returns(task, options.get("_generator_backpressure_num_objects"))
+        result = self._prepare_returns(
+            task, backpressure(options.get("_generator_backpressure_num_objects"))
+        )
         self.post(self.submitter.submit, task)
         return result
 
@@ -384,35 +386,35 @@ class CoreWorker:
         self.post(self.actor_submitter.create, actor_id, task, runtime)
         return actor_id, meta, self.address
 
-    def submit_actor_task(
-        self,
-        actor_id: bytes,
-        method: str,
-        args,
-        kwargs,
-        num_returns: int,
-        max_task_retries: int,
-        concurrency_group,
-        backpressure: int | None = None,
-    ):
+    def submit_actor_task(self, actor_id: bytes, method: str, args, kwargs, options: dict):
+        """User thread: a call to an actor method. `options` are the method's
+        (num_returns, concurrency_group, max_task_retries, retry_exceptions,
+        _generator_backpressure_num_objects) and the actor's max_pending_calls."""
+        limit = options["max_pending_calls"]
+        if limit > 0:  # raises PendingCallsLimitExceeded when full
+            self.actor_submitter.admit(actor_id, limit)
         blob, args_ref, deps, contained = self.pack_arguments(args, kwargs)
         task = PendingTask(
             task_id=ids.new_task_id(self.job_bytes),
             function=None,
-            num_returns=num_returns,
+            num_returns=options["num_returns"],
             resources={},
             args_blob=blob,
             args_ref=args_ref,
             deps=deps,
             return_ids=[],
-            max_retries=max_task_retries,
-            retry_exceptions=False,
+            max_retries=options["max_task_retries"],
+            retry_exceptions=options.get("retry_exceptions") or False,
             job=self.job,
             method=method,
-            concurrency_group=concurrency_group,
+            concurrency_group=options.get("concurrency_group"),
             contained=contained,
+            actor_id=actor_id,
+            admitted=limit > 0,
         )
-        result = self._prepare_returns(task, backpressure)
+        result = self._prepare_returns(
+            task, backpressure(options.get("_generator_backpressure_num_objects"))
+        )
         self.post(self.actor_submitter.submit, actor_id, task)
         return result
 

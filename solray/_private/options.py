@@ -89,6 +89,12 @@ def _validate_one(name: str, value) -> None:
     elif name == "name":
         if not isinstance(value, str):
             raise TypeError(f"The option 'name' must be a str, got {type(value).__name__}")
+    elif name == "_generator_backpressure_num_objects":
+        if isinstance(value, bool) or not isinstance(value, int) or value == 0 or value < -1:
+            raise ValueError(
+                "The option '_generator_backpressure_num_objects' must be a positive int, "
+                f"or -1 to disable backpressure, got {value!r}"
+            )
     elif name == "scheduling_strategy":
         if value in ("DEFAULT", "SPREAD") or isinstance(
             value, (NodeAffinitySchedulingStrategy, PlacementGroupSchedulingStrategy)
@@ -107,6 +113,45 @@ def validate_num_returns(value) -> None:
         raise TypeError(f"The option 'num_returns' must be an int, got {value!r}")
     if value < 0:
         raise ValueError(f"The option 'num_returns' must be >= 0, got {value}")
+
+
+# @method(...) on an actor method; `.options(...)` on a call also takes `name`.
+METHOD_OPTIONS = {
+    "num_returns",
+    "concurrency_group",
+    "max_task_retries",
+    "retry_exceptions",
+    "enable_task_events",
+    "_generator_backpressure_num_objects",
+}
+
+
+def validate_method_options(options: dict, where: str) -> dict:
+    """Options of an actor method, from `@method` or a call's `.options()`."""
+    valid = METHOD_OPTIONS | ({"name"} if where != "@method" else set())
+    for name, value in options.items():
+        if name not in valid:
+            raise ValueError(f"Invalid option '{name}' for {where}; valid ones are {sorted(valid)}")
+        if value is None:
+            continue
+        if name in ("num_returns", "retry_exceptions", "_generator_backpressure_num_objects"):
+            _validate_one(name, value)
+        elif name == "max_task_retries":
+            if isinstance(value, bool) or not isinstance(value, int) or value < -1:
+                raise ValueError(
+                    f"The option 'max_task_retries' must be an int >= -1, got {value!r}"
+                )
+        elif name in ("concurrency_group", "name"):
+            if not isinstance(value, str):
+                raise TypeError(f"The option '{name}' must be a str, got {type(value).__name__}")
+        elif name == "enable_task_events" and not isinstance(value, bool):
+            raise TypeError(f"The option 'enable_task_events' must be a bool, got {value!r}")
+    return options
+
+
+def backpressure(value: int | None) -> int | None:
+    """Items a streaming generator may run ahead of its consumer (None: no limit)."""
+    return None if value is None or value == -1 else value
 
 
 ACTOR_DEFAULTS = {
@@ -154,7 +199,7 @@ def actor_options(options: dict) -> dict:
                     f"actor `lifetime` argument must be one of 'detached', 'non_detached' "
                     f"and 'None', got {value!r}"
                 )
-        elif name in ("max_restarts", "max_task_retries"):
+        elif name in ("max_restarts", "max_task_retries", "max_pending_calls"):
             if isinstance(value, bool) or not isinstance(value, int) or value < -1:
                 raise ValueError(f"The option '{name}' must be an int >= -1, got {value!r}")
         elif name == "max_concurrency":
@@ -170,7 +215,7 @@ def actor_options(options: dict) -> dict:
                     f"(int >= 1), got {value!r}"
                 )
     merged = {**ACTOR_DEFAULTS, **options}
-    for name in ("max_restarts", "max_task_retries", "num_gpus"):
+    for name in ("max_restarts", "max_task_retries", "max_pending_calls", "num_gpus"):
         if merged[name] is None:
             merged[name] = ACTOR_DEFAULTS[name]
     return merged

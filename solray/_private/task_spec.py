@@ -74,6 +74,8 @@ class PendingTask:
     attempt: int = 0
     dep_entries: list = field(default_factory=list)
     method: str | None = None  # actor calls: the method's name
+    actor_id: bytes | None = None  # actor calls: whose method
+    admitted: bool = False  # actor calls: counted against max_pending_calls until done
     seq: int = 0  # actor calls: submission order per caller
     concurrency_group: str | None = None  # actor calls
     resolved: bool = False

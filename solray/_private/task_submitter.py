@@ -105,11 +105,39 @@ def store_returns(cw, task: PendingTask, returns: list) -> None:
             cw.free_in_store(object_id, entry.node)
     cw.tasks.pop(task.task_id, None)
     task.running_on = None
+    if task.admitted:
+        task.admitted = False
+        cw.actor_submitter.call_finished(task.actor_id)
     if not keep_lineage:  # else its arguments stay, for a re-run
         task.deps = []
         task.dep_entries = []
         task.args_ref = None
         task.contained = []
+
+
+def attempts_left(task: PendingTask) -> bool:
+    """Whether a task (or actor call) that failed may run again: not
+    cancelled, and retries left (max_retries, or max_task_retries for calls)."""
+    return not task.cancelled and (task.max_retries == -1 or task.attempt < task.max_retries)
+
+
+def retry_app_error(task: PendingTask, body: dict, buffers: list) -> bool:
+    """A task or actor call raised (its reply says app_error): whether to run
+    it again, per retry_exceptions (True, or the exception classes to retry)
+    within its retries. Counts the attempt if so."""
+    if not task.retry_exceptions or not attempts_left(task):
+        return False
+    if isinstance(task.retry_exceptions, (list, tuple)):
+        returns, _ = decode_returns(body["r"], buffers)
+        entry = next((e for e in returns if e.is_error), None)
+        if entry is None:  # num_returns=0: no return value carries the error
+            return False
+        error = serialization.deserialize(entry.obj)
+        cause = getattr(error, "cause", error)
+        if not isinstance(cause, tuple(task.retry_exceptions)):
+            return False
+    task.attempt += 1
+    return True
 
 
 def push_body(cw, task: PendingTask, body: dict) -> dict:
@@ -407,34 +435,17 @@ class TaskSubmitter:
             # gets its own placement: no lease reuse.
             q.workers.remove(lw)
             lw.node.send(Msg.RETURN_LEASE, {"lease_id": lw.lease_id, "retire": retiring})
-        if body.get("app_error") and self._should_retry_app_error(task, body, buffers):
+        if body.get("app_error") and retry_app_error(task, body, buffers):
             q.tasks.appendleft(task)
         else:
             complete_task(self.cw, task, body, buffers, lw.conn)
         self._pump(q)
 
-    def _should_retry_app_error(self, task: PendingTask, body, buffers) -> bool:
-        if not task.retry_exceptions or task.cancelled:
-            return False
-        if task.max_retries != -1 and task.attempt >= task.max_retries:
-            return False
-        if isinstance(task.retry_exceptions, (list, tuple)):
-            returns, _ = decode_returns(body["r"], buffers)
-            entry = next((e for e in returns if e.is_error), None)
-            if entry is None:
-                return False
-            error = serialization.deserialize(entry.obj)
-            cause = getattr(error, "cause", error)
-            if not isinstance(cause, tuple(task.retry_exceptions)):
-                return False
-        task.attempt += 1
-        return True
-
     def _worker_died(self, q: KeyQueue, task: PendingTask, oom_message: str | None) -> None:
         if task.cancelled:  # force-cancelled: its worker was killed on purpose
             fail_task(self.cw, task, cancelled_entry(task))
             return
-        if task.max_retries == -1 or task.attempt < task.max_retries:
+        if attempts_left(task):
             task.attempt += 1
             q.tasks.appendleft(task)
             return
