@@ -544,6 +544,40 @@ def test_infeasible_task_warns_once_and_waits(ray_start, capfd):
     assert "solray: warning" in text
 
 
+@pytest.mark.parametrize(
+    "ray_start", [{"num_cpus": 2, "resources": {"accelerator_type:A100": 1}}], indirect=True
+)
+def test_accelerator_type(ray_start, capfd):
+    @ray.remote(accelerator_type="A100")
+    def on_a100():
+        return "ran"
+
+    @ray.remote(accelerator_type="A100", num_cpus=0)
+    class OnA100:
+        def ping(self):
+            return "pong"
+
+    # Many fit at once: each asks for a sliver (0.001) of the node's one unit.
+    assert ray.get([on_a100.remote() for _ in range(4)]) == ["ran"] * 4
+    actors = [OnA100.remote() for _ in range(2)]
+    assert ray.get([a.ping.remote() for a in actors]) == ["pong", "pong"]
+    wait_for_condition(
+        lambda: 0.9975 < ray.available_resources().get("accelerator_type:A100", 0) < 0.9985,
+        message=lambda: f"available: {ray.available_resources()}",
+    )  # the two actors hold 0.001 each
+
+    # No node has an H100: the task is infeasible like any missing resource.
+    stuck = on_a100.options(accelerator_type="H100").remote()
+    wait_for_condition(
+        lambda: "accelerator_type:H100" in capfd.readouterr().err,
+        message="no infeasibility warning naming accelerator_type:H100",
+    )
+    ready, _ = ray.wait([stuck], timeout=0.2)
+    assert ready == []
+    with pytest.raises(TypeError, match="accelerator_type"):
+        on_a100.options(accelerator_type=7)
+
+
 @pytest.mark.parametrize("ray_start", [{"num_cpus": 2, "num_gpus": 2}], indirect=True)
 def test_gpu_tasks(ray_start, tmp_path):
     assert ray.cluster_resources()["GPU"] == 2

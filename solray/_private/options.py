@@ -15,6 +15,9 @@ from solray.util.scheduling_strategies import (
     PlacementGroupSchedulingStrategy,
 )
 
+ACCELERATOR_PREFIX = "accelerator_type:"
+ACCELERATOR_AMOUNT = 0.001
+
 TASK_DEFAULTS = {
     "num_cpus": 1,
     "num_gpus": 0,
@@ -89,6 +92,9 @@ def _validate_one(name: str, value) -> None:
     elif name == "name":
         if not isinstance(value, str):
             raise TypeError(f"The option 'name' must be a str, got {type(value).__name__}")
+    elif name == "accelerator_type":
+        if not isinstance(value, str) or not value:
+            raise TypeError(f"The option 'accelerator_type' must be a non-empty str, got {value!r}")
     elif name == "_generator_backpressure_num_objects":
         if isinstance(value, bool) or not isinstance(value, int) or value == 0 or value < -1:
             raise ValueError(
@@ -188,7 +194,14 @@ def actor_options(options: dict) -> dict:
             )
         if value is None:
             continue
-        if name in ("num_cpus", "num_gpus", "resources", "memory", "scheduling_strategy"):
+        if name in (
+            "num_cpus",
+            "num_gpus",
+            "resources",
+            "memory",
+            "scheduling_strategy",
+            "accelerator_type",
+        ):
             _validate_one(name, value)
         elif name in ("name", "namespace"):
             if not isinstance(value, str) or (name == "name" and not value):
@@ -287,4 +300,8 @@ def _plain_resources(options: dict) -> dict[str, float]:
         shape["memory"] = float(options["memory"])
     for key, amount in (options.get("resources") or {}).items():
         shape[key] = float(amount)
+    if options.get("accelerator_type"):
+        # Ray's convention: a node with accelerators of type X has the
+        # resource "accelerator_type:X" (1); a task asks for a sliver of it.
+        shape[f"{ACCELERATOR_PREFIX}{options['accelerator_type']}"] = ACCELERATOR_AMOUNT
     return {k: v for k, v in shape.items() if v > 0}
