@@ -24,7 +24,7 @@ from collections import Counter
 import numpy as np
 import psutil
 import pytest
-from conftest import wait_for_condition
+from conftest import wait_for_condition, wait_for_file
 
 import solray
 from solray import exceptions
@@ -335,6 +335,84 @@ def test_node_affinity(cluster):
     assert ran_on in alive_nodes() and ran_on != doomed.node_id
     actor = Where.options(scheduling_strategy=soft_to_dead).remote()
     assert solray.get(actor.node.remote(), timeout=GET_TIMEOUT_S) in alive_nodes()
+
+
+@solray.remote(num_cpus=1)
+def hold_cpu(started: str, release: str) -> str:
+    """Hold a CPU until the driver creates `release`."""
+    open(started, "w").close()
+    wait_for_file(release, timeout=BARRIER_TIMEOUT_S)
+    return this_node()
+
+
+def test_node_affinity_when_the_node_is_busy(cluster, tmp_path):
+    """Ray's semantics for an alive target node without room right now: a
+    hard or soft affinity waits for it; _spill_on_unavailable (soft) runs
+    elsewhere; _fail_on_unavailable (hard) fails at once."""
+    target = cluster.add_node(num_cpus=1)
+    cluster.add_node(num_cpus=1)
+    solray.init(address=cluster.address)
+
+    def strategy(**kwargs):
+        return NodeAffinitySchedulingStrategy(target.node_id, **kwargs)
+
+    started, release = str(tmp_path / "started"), str(tmp_path / "release")
+    blocker = hold_cpu.options(scheduling_strategy=strategy(soft=False)).remote(started, release)
+    wait_for_file(started)
+    wait_for_free_cpus(2)  # the control store's view shows the target busy
+
+    # Soft, plain: it waits for the target (two other nodes are idle).
+    waits = node_of.options(scheduling_strategy=strategy(soft=True)).remote()
+    # Soft with _spill_on_unavailable: it runs elsewhere, while the target is busy.
+    spilled = node_of.options(
+        scheduling_strategy=strategy(soft=True, _spill_on_unavailable=True)
+    ).remote()
+    assert solray.get(spilled, timeout=GET_TIMEOUT_S) != target.node_id
+    # Hard with _fail_on_unavailable: it fails at once.
+    with pytest.raises(exceptions.TaskUnschedulableError, match="_fail_on_unavailable"):
+        solray.get(
+            node_of.options(
+                scheduling_strategy=strategy(soft=False, _fail_on_unavailable=True)
+            ).remote(),
+            timeout=GET_TIMEOUT_S,
+        )
+    # Actors alike.
+    busy_fail = Where.options(
+        scheduling_strategy=strategy(soft=False, _fail_on_unavailable=True)
+    ).remote()
+    with pytest.raises(exceptions.ActorUnschedulableError, match="_fail_on_unavailable"):
+        solray.get(busy_fail.node.remote(), timeout=GET_TIMEOUT_S)
+    busy_spill = Where.options(
+        scheduling_strategy=strategy(soft=True, _spill_on_unavailable=True)
+    ).remote()
+    assert solray.get(busy_spill.node.remote(), timeout=GET_TIMEOUT_S) != target.node_id
+    waiting_actor = Where.options(scheduling_strategy=strategy(soft=True)).remote()
+    ready, _ = solray.wait([waits], timeout=0.5)
+    assert ready == []  # still waiting for the target, after the others ran
+
+    open(release, "w").close()
+    assert solray.get(blocker, timeout=GET_TIMEOUT_S) == target.node_id
+    assert solray.get(waits, timeout=GET_TIMEOUT_S) == target.node_id
+    assert solray.get(waiting_actor.node.remote(), timeout=GET_TIMEOUT_S) == target.node_id
+    # With room on the target, _fail_on_unavailable runs there.
+    solray.kill(waiting_actor)
+    wait_for_free_cpus(3)
+    fail_if_busy = strategy(soft=False, _fail_on_unavailable=True)
+    assert solray.get(node_of.options(scheduling_strategy=fail_if_busy).remote()) == (
+        target.node_id
+    )
+
+    # A hard affinity to a node that is gone fails actors too.
+    gone = NodeAffinitySchedulingStrategy(os.urandom(28).hex(), soft=False)
+    with pytest.raises(exceptions.ActorUnschedulableError, match="soft=False"):
+        solray.get(Where.options(scheduling_strategy=gone).remote().node.remote())
+
+    for bad in (
+        {"soft": False, "_spill_on_unavailable": True},
+        {"soft": True, "_fail_on_unavailable": True},
+    ):
+        with pytest.raises(ValueError, match="_on_unavailable"):
+            NodeAffinitySchedulingStrategy(target.node_id, **bad)
 
 
 # -- placement groups ---------------------------------------------------------

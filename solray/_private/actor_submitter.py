@@ -163,7 +163,7 @@ class ActorSubmitter:
             if "error" in reply:
                 error = serialization.deserialize(decode_entry(reply["error"], buffers).obj)
                 cause = f"{cause}:\n{error}"
-            self._set_dead(q, cause)
+            self._set_dead(q, cause, unschedulable=reply.get("unschedulable", False))
             return
         try:
             conn = await self.cw.peer(reply["address"])
@@ -181,13 +181,13 @@ class ActorSubmitter:
         if q.state != DEAD:
             self._set_dead(q, "it was killed by solray.kill()")
 
-    def _set_dead(self, q: ActorQueue, cause: str) -> None:
+    def _set_dead(self, q: ActorQueue, cause: str, unschedulable: bool = False) -> None:
         q.state = DEAD
+        message = f"The actor {q.actor_id.hex()} is dead because {cause}"
         q.death = error_entry(
-            exceptions.ActorDiedError(
-                actor_id=q.actor_id.hex(),
-                error_msg=f"The actor {q.actor_id.hex()} is dead because {cause}",
-            )
+            exceptions.ActorUnschedulableError(message)
+            if unschedulable
+            else exceptions.ActorDiedError(actor_id=q.actor_id.hex(), error_msg=message)
         )
         pending, q.pending = q.pending, deque()
         for task in pending:

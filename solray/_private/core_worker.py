@@ -1079,7 +1079,12 @@ def _actor_strategy(strategy) -> dict | None:
     from solray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     if isinstance(strategy, NodeAffinitySchedulingStrategy):
-        return {"type": "affinity", "node_id": strategy.node_id, "soft": bool(strategy.soft)}
+        return {
+            "type": "affinity",
+            "node_id": strategy.node_id,
+            "soft": bool(strategy.soft),
+            "when_busy": strategy.when_busy,
+        }
     if strategy == "SPREAD":
         return {"type": "spread"}
     return None

@@ -83,6 +83,7 @@ class LeaseRequest:
     for_actor: bool = False
     strategy: str = "DEFAULT"
     stay: bool = False  # pinned here (node affinity) or already spilled once
+    fail_when_busy: bool = False  # node affinity with _fail_on_unavailable
 
 
 def _fits(need: dict, have: dict) -> bool:
@@ -506,15 +507,17 @@ class Node:
     def request_lease(self, conn, rid, body, bufs) -> None:
         request = LeaseRequest(conn, rid, body["resources"], body.get("actor", False))
         request.strategy = body.get("strategy", "DEFAULT")
-        request.stay = body.get("hard", False) or body.get("spilled", False)
+        request.stay = body.get("spilled", False)
+        if "affinity" in body:
+            refusal = self._affinity(request, *body["affinity"])
+            if refusal is not None:
+                conn.reply(rid, refusal)
+                return
         target = self._better_node(request)
         if target is not None:
             self._spill(conn, rid, target, request.resources)
             return
         if not self.resources.feasible(request.resources):
-            if request.stay and body.get("hard"):
-                conn.reply(rid, {"infeasible": True, "total": self.resources.total})
-                return
             shape = tuple(sorted(request.resources.items()))
             conn.send(
                 Msg.LEASE_INFEASIBLE,
@@ -527,6 +530,27 @@ class Node:
             self.warned_infeasible.add(shape)
         self.pending.append(request)
         self._try_grant()
+
+    def _affinity(self, request: LeaseRequest, soft: bool, when_busy: str) -> dict | None:
+        """A request aimed at this node by NodeAffinitySchedulingStrategy (as
+        in Ray): if it could ever fit here, it runs here only, waiting while
+        the node is busy, unless `when_busy` says to go elsewhere ("spill":
+        routed as DEFAULT, which keeps it here while it fits) or to fail. If
+        it can never fit here, a soft affinity is routed as DEFAULT and a hard
+        one fails. Returns the reply refusing it, or None."""
+        if not self.resources.feasible(request.resources):
+            return None if soft else {"infeasible": True, "total": self.resources.total}
+        if when_busy == "spill":
+            return None
+        request.stay = True
+        if when_busy == "fail":
+            request.fail_when_busy = True
+            if not self.resources.fits(request.resources):
+                return self._busy_reply()
+        return None
+
+    def _busy_reply(self) -> dict:
+        return {"unavailable": True, "available": self.resources.available_view()}
 
     def _better_node(self, request: LeaseRequest) -> dict | None:
         """Where else a request should go (spillback), or None to keep it.
@@ -587,6 +611,9 @@ class Node:
             if req.conn.closed:
                 continue
             if not self.resources.fits(req.resources):
+                if req.fail_when_busy:  # it fit when it came; not any more
+                    req.conn.reply(req.rid, self._busy_reply())
+                    continue
                 target = self._better_node(req)
                 if target is not None:
                     self._spill(req.conn, req.rid, target, req.resources)

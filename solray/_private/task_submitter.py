@@ -159,6 +159,14 @@ def push_body(cw, task: PendingTask, body: dict) -> dict:
     return body
 
 
+class NodeBusy(Exception):
+    """A node-affinity request with _fail_on_unavailable met a busy node."""
+
+    def __init__(self, error: exceptions.TaskUnschedulableError):
+        super().__init__(str(error))
+        self.error = error
+
+
 class LeasedWorker:
     __slots__ = ("lease_id", "conn", "address", "gpu_ids", "busy", "linger", "node_id", "node")
 
@@ -242,7 +250,7 @@ class TaskSubmitter:
         """Where leases for this task should be asked for."""
         strategy = task.strategy
         if isinstance(strategy, NodeAffinitySchedulingStrategy):
-            return ("AFFINITY", strategy.node_id, bool(strategy.soft))
+            return ("AFFINITY", strategy.node_id, bool(strategy.soft), strategy.when_busy)
         if strategy == "SPREAD":
             return ("SPREAD",)
         return ("DEFAULT", self._locality(task))
@@ -311,6 +319,14 @@ class TaskSubmitter:
             q.requests -= 1
             self._fail_queue(q, e)
             return
+        except NodeBusy as e:
+            # _fail_on_unavailable: this request's task fails; the others of
+            # the queue ask again, and fail or not on their own.
+            q.requests -= 1
+            if q.tasks:
+                fail_task(self.cw, q.tasks.popleft(), error_entry(e.error))
+            self._pump(q)
+            return
         q.requests -= 1
         try:
             conn = await self.cw.peer(grant["address"])
@@ -333,10 +349,10 @@ class TaskSubmitter:
         elif kind == "DEFAULT" and q.placement[1] is not None:
             address = q.placement[1]
         elif kind == "AFFINITY":
-            _, node_id, soft = q.placement
+            _, node_id, soft, when_busy = q.placement
             target = await self.cw.find_node(node_id)
             if target is not None:
-                address, body["hard"] = target["address"], not soft
+                address, body["affinity"] = target["address"], [soft, when_busy]
             elif not soft:
                 raise exceptions.TaskUnschedulableError(
                     f"The task requires node {node_id} (NodeAffinitySchedulingStrategy with "
@@ -357,12 +373,21 @@ class TaskSubmitter:
             if "spillback" in reply:
                 address = reply["spillback"]["address"]
                 body = dict(body, spilled=True)
+                body.pop("affinity", None)  # a soft affinity let it go elsewhere
                 continue
             if reply.get("infeasible"):
                 raise exceptions.TaskUnschedulableError(
                     f"The task requires {q.resources}, which node {q.placement[1]} cannot "
                     f"provide (it has {reply['total']}), and its NodeAffinitySchedulingStrategy "
                     "is not soft."
+                )
+            if reply.get("unavailable"):
+                raise NodeBusy(
+                    exceptions.TaskUnschedulableError(
+                        f"The task requires {q.resources} on node {q.placement[1]}, which has "
+                        f"no room for it now (it has {reply['available']} free), and its "
+                        "NodeAffinitySchedulingStrategy has _fail_on_unavailable=True."
+                    )
                 )
             return reply, node
         raise transport.RemoteError("too many spillbacks")
