@@ -57,6 +57,9 @@ def _node_options(f):
         help="Address this node's sockets bind to.",
     )(f)
     f = click.option("--temp-dir", default=None, help="Root of session directories.")(f)
+    f = click.option(
+        "--labels", default=None, help="Node labels for label_selector, e.g. 'zone=a,disk=ssd'."
+    )(f)
     return f
 
 
@@ -87,6 +90,7 @@ def start(
     object_store_memory,
     node_ip_address,
     temp_dir,
+    labels,
 ) -> None:
     """Start this machine's solray processes as daemons.
 
@@ -98,6 +102,7 @@ def start(
     import os
 
     from solray._private import services
+    from solray._private.labels import parse_labels_string
     from solray._private.worker import node_arguments
 
     if head == bool(address):
@@ -107,8 +112,14 @@ def start(
             resources = json.loads(resources)
         except ValueError as e:
             raise click.BadParameter(f"--resources is not JSON: {e}") from None
+    try:
+        labels = parse_labels_string(labels or "")
+    except (TypeError, ValueError) as e:
+        raise click.BadParameter(str(e)) from None
     token_bytes = _cli_token(token, token_file, address, temp_dir, new=head)
-    node_args = node_arguments(num_cpus, num_gpus, resources, object_store_memory, {})
+    node_args = node_arguments(
+        num_cpus, num_gpus, resources, object_store_memory, {}, labels=labels
+    )
     session_dir = services.new_session_dir(temp_dir)
     launcher = services.Launcher(session_dir, token_bytes, daemon=True)
     if head:

@@ -16,6 +16,10 @@ class RuntimeContext:
     def get_node_id(self) -> str:
         return self._cw.node_info["node_id"]
 
+    def get_node_labels(self) -> dict[str, str]:
+        """The labels of the node this code runs on (ray.io/node-id included)."""
+        return dict(self._cw.node_info.get("labels", {}))
+
     def get_worker_id(self) -> str:
         return self._cw.worker_id
 

@@ -130,6 +130,11 @@ def test_options_override(ray_start):
         ({"resources": ["Custom"]}, TypeError, "resources"),
         ({"max_calls": -1}, ValueError, "max_calls"),
         ({"max_calls": 1.5}, ValueError, "max_calls"),
+        ({"label_selector": "zone=a"}, TypeError, "label_selector"),
+        ({"label_selector": {"zone": 3}}, TypeError, "label_selector"),
+        ({"label_selector": {"bad key!": "a"}}, ValueError, "label_selector"),
+        ({"label_selector": {"zone": "in(a,)"}}, ValueError, "label_selector"),
+        ({"accelerator_type": ""}, TypeError, "accelerator_type"),
     ],
 )
 def test_invalid_options(options, error, name):
@@ -576,6 +581,29 @@ def test_accelerator_type(ray_start, capfd):
     assert ready == []
     with pytest.raises(TypeError, match="accelerator_type"):
         on_a100.options(accelerator_type=7)
+
+
+@pytest.mark.parametrize("ray_start", [{"num_cpus": 1, "labels": {"zone": "a"}}], indirect=True)
+def test_node_labels_of_a_local_cluster(ray_start):
+    @ray.remote(label_selector={"zone": "a"})
+    def labels():
+        return ray.get_runtime_context().get_node_labels()
+
+    node_id = ray.get_runtime_context().get_node_id()
+    expected = {"zone": "a", "ray.io/node-id": node_id}
+    assert ray.get(labels.remote()) == expected
+    assert ray.get_runtime_context().get_node_labels() == expected
+    assert ray.nodes()[0]["Labels"] == expected
+    ready, _ = ray.wait([labels.options(label_selector={"zone": "b"}).remote()], timeout=0.5)
+    assert ready == []
+
+
+def test_init_rejects_bad_labels(leak_check):
+    with pytest.raises(ValueError, match="label key"):
+        ray.init(labels={"a b": "c"})
+    with pytest.raises(TypeError, match="labels"):
+        ray.init(labels=["zone=a"])
+    assert not ray.is_initialized()
 
 
 @pytest.mark.parametrize("ray_start", [{"num_cpus": 2, "num_gpus": 2}], indirect=True)

@@ -27,7 +27,7 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 
-from solray._private import transport
+from solray._private import labels, transport
 from solray._private.protocol import Msg
 
 logger = logging.getLogger("solray.control_store")
@@ -49,6 +49,7 @@ class ActorEntry:
     job: int
     owner_address: str = ""  # the creator's core worker, which counts its handles
     strategy: dict | None = None
+    label_selector: dict | None = None  # the labels its node must match
     state: str = PENDING
     num_restarts: int = 0
     address: str | None = None
@@ -122,6 +123,7 @@ class ActorManager:
             owner=conn,
             job=body.get("job", 0),
             strategy=body.get("strategy"),
+            label_selector=body.get("label_selector"),
             owner_address=body.get("owner", ""),
         )
         self.actors[entry.actor_id] = entry
@@ -247,7 +249,13 @@ class ActorManager:
         (_fail_on_unavailable). Any other node: a soft affinity goes
         anywhere, a hard one fails."""
         need = entry.placement_resources
-        feasible = [n for n in self.store.nodes.values() if n["alive"] and _fits(need, n, "total")]
+        feasible = [
+            n
+            for n in self.store.nodes.values()
+            if n["alive"]
+            and _fits(need, n, "total")
+            and labels.matches(n.get("labels"), entry.label_selector)
+        ]
         strategy = entry.strategy
         if strategy and strategy.get("type") == "affinity":
             target = next((n for n in feasible if n["node_id"] == strategy["node_id"]), None)
@@ -291,9 +299,10 @@ class ActorManager:
         entry.node_id = node["node_id"] if node is not None else None
         if node is None:
             logger.warning(
-                "no node can host actor %s (needs %s); waiting for one",
+                "no node can host actor %s (needs %s, label_selector %s); waiting for one",
                 entry.meta.get("class_name"),
                 entry.placement_resources,
+                entry.label_selector,
             )
             self._unplaced.append(entry)
             return
@@ -302,7 +311,12 @@ class ActorManager:
             # We chose this node on purpose: the request stays there ("spilled").
             grant = await node_conn.request(
                 Msg.REQUEST_LEASE,
-                {"resources": entry.placement_resources, "actor": True, "spilled": True},
+                {
+                    "resources": entry.placement_resources,
+                    "labels": entry.label_selector,
+                    "actor": True,
+                    "spilled": True,
+                },
             )
             if "lease_id" not in grant:
                 raise transport.RemoteError(f"the node did not grant a worker: {grant}")

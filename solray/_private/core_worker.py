@@ -297,6 +297,7 @@ class CoreWorker:
             job=self.job,
             contained=contained,
             strategy=options.get("scheduling_strategy"),
+            label_selector=options.get("label_selector") or None,
             max_calls=options["max_calls"],
         )
         result = self._prepare_returns(
@@ -351,6 +352,7 @@ class CoreWorker:
                 "meta": meta,
                 "job": self.job,
                 "strategy": _actor_strategy(options.get("scheduling_strategy")),
+                "label_selector": options.get("label_selector") or None,
             },
         )
         if "error" in reply:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 import numbers
 
+from solray._private import labels
 from solray.util.scheduling_strategies import (
     NodeAffinitySchedulingStrategy,
     PlacementGroupSchedulingStrategy,
@@ -92,6 +93,8 @@ def _validate_one(name: str, value) -> None:
     elif name == "name":
         if not isinstance(value, str):
             raise TypeError(f"The option 'name' must be a str, got {type(value).__name__}")
+    elif name == "label_selector":
+        labels.validate_selector(value)
     elif name == "accelerator_type":
         if not isinstance(value, str) or not value:
             raise TypeError(f"The option 'accelerator_type' must be a non-empty str, got {value!r}")
@@ -201,6 +204,7 @@ def actor_options(options: dict) -> dict:
             "memory",
             "scheduling_strategy",
             "accelerator_type",
+            "label_selector",
         ):
             _validate_one(name, value)
         elif name in ("name", "namespace"):

@@ -86,6 +86,7 @@ class PendingTask:
     running_on: object = None  # the connection it was pushed on, while it runs
     contained: list = field(default_factory=list)  # refs nested in its arguments
     strategy: object = None  # scheduling_strategy
+    label_selector: dict | None = None  # the labels its node must match
     max_calls: int = 0  # tasks: its worker exits after this many calls of the function
 
     @property

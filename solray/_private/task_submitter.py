@@ -190,12 +190,14 @@ class LeasedWorker:
 
 
 class KeyQueue:
-    """Tasks of one resource shape and placement, and the workers leased for them."""
+    """Tasks of one resource shape, label selector and placement, and the
+    workers leased for them."""
 
-    __slots__ = ("resources", "placement", "tasks", "workers", "requests")
+    __slots__ = ("resources", "selector", "placement", "tasks", "workers", "requests")
 
-    def __init__(self, resources: dict, placement: tuple):
+    def __init__(self, resources: dict, selector: dict | None, placement: tuple):
         self.resources = resources
+        self.selector = selector
         self.placement = placement
         self.tasks: deque[PendingTask] = deque()
         self.workers: list[LeasedWorker] = []
@@ -239,10 +241,15 @@ class TaskSubmitter:
 
     def _enqueue(self, task: PendingTask) -> None:
         placement = self._placement(task)
-        key = (tuple(sorted(task.resources.items())), placement)
+        selector = task.label_selector
+        key = (
+            tuple(sorted(task.resources.items())),
+            tuple(sorted((selector or {}).items())),
+            placement,
+        )
         q = self.queues.get(key)
         if q is None:
-            q = self.queues[key] = KeyQueue(task.resources, placement)
+            q = self.queues[key] = KeyQueue(task.resources, selector, placement)
         q.tasks.append(task)
         self._pump(q)
 
@@ -343,6 +350,8 @@ class TaskSubmitter:
     async def _request_lease(self, q: KeyQueue):
         kind = q.placement[0]
         body = {"resources": q.resources}
+        if q.selector:
+            body["labels"] = q.selector
         address = self.cw.node_address
         if kind == "SPREAD":
             body["strategy"] = "SPREAD"
@@ -376,10 +385,13 @@ class TaskSubmitter:
                 body.pop("affinity", None)  # a soft affinity let it go elsewhere
                 continue
             if reply.get("infeasible"):
+                wanted = f"{q.resources}" + (
+                    f" on a node with labels matching {q.selector}" if q.selector else ""
+                )
                 raise exceptions.TaskUnschedulableError(
-                    f"The task requires {q.resources}, which node {q.placement[1]} cannot "
-                    f"provide (it has {reply['total']}), and its NodeAffinitySchedulingStrategy "
-                    "is not soft."
+                    f"The task requires {wanted}, which node {q.placement[1]} cannot provide "
+                    f"(it has {reply['total']}, labels {reply['labels']}), and its "
+                    "NodeAffinitySchedulingStrategy is not soft."
                 )
             if reply.get("unavailable"):
                 raise NodeBusy(
@@ -402,10 +414,14 @@ class TaskSubmitter:
     def on_infeasible(self, conn, rid, body, bufs) -> None:
         if not body.get("first"):
             return
+        selector = body.get("label_selector")
+        wanted = f"{body['resources']}" + (
+            f" on a node with labels matching {selector}" if selector else ""
+        )
         message = (
-            f"A task requires {body['resources']}, which no node in the cluster can "
-            f"provide (this node has {body['total']}). The task will wait until a node "
-            f"with enough resources joins the cluster."
+            f"A task requires {wanted}, which no node in the cluster can provide (this "
+            f"node has {body['total']}, labels {body['labels']}). The task will wait until "
+            "a node that can joins the cluster."
         )
         logger.warning(message)
         print(f"solray: warning: {message}", file=sys.stderr, flush=True)
