@@ -103,6 +103,7 @@ class ActorClass:
             "is_async": any(m["is_async"] for m in self._methods.values()),
             "max_task_retries": options["max_task_retries"],
             "max_pending_calls": options["max_pending_calls"],
+            "allow_out_of_order_execution": options["allow_out_of_order_execution"],
         }
         actor_id, meta, owner = cw.create_actor(self._describe(cw), args, kwargs, options, meta)
         return ActorHandle(actor_id, meta, owned=owner == cw.address, owner=owner)
@@ -217,6 +218,7 @@ class ActorMethod:
         if options.get("max_task_retries") is None:  # the actor's own setting
             options["max_task_retries"] = handle._meta.get("max_task_retries", 0)
         options["max_pending_calls"] = handle._meta.get("max_pending_calls", -1)
+        options["out_of_order"] = handle._meta.get("allow_out_of_order_execution", False)
         if isinstance(options.get("retry_exceptions"), bytes):
             options["retry_exceptions"] = cloudpickle.loads(options["retry_exceptions"])
         result = cw.submit_actor_task(handle._actor_id, self._name, args, kwargs, options)

@@ -27,6 +27,12 @@ class RuntimeContext:
         task = self._cw.current_task
         return task.task_id.hex() if task is not None else None
 
+    def get_task_name(self) -> str | None:
+        """The `name` option of the running task or actor call, else its
+        function's name ("Class.method" for actor calls); None in a driver."""
+        task = self._cw.current_task
+        return task.task_name if task is not None else None
+
     def get_actor_id(self) -> str | None:
         actor_id = self._cw.actor_id
         return actor_id.hex() if actor_id is not None else None

@@ -201,6 +201,13 @@ class _Plain:
         ({"max_task_retries": 1.5}, ValueError, "max_task_retries"),
         ({"max_pending_calls": -2}, ValueError, "max_pending_calls"),
         ({"max_pending_calls": 1.5}, ValueError, "max_pending_calls"),
+        ({"get_if_exists": True}, ValueError, "get_if_exists"),
+        ({"allow_out_of_order_execution": 1}, TypeError, "allow_out_of_order_execution"),
+        ({"runtime_env": {"pip": ["x"]}}, NotImplementedError, "runtime_env"),
+        ({"enable_task_events": "no"}, TypeError, "enable_task_events"),
+        ({"_metadata": 1}, TypeError, "_metadata"),
+        ({"label_selector": {"zone": 1}}, TypeError, "label_selector"),
+        ({"accelerator_type": 3}, TypeError, "accelerator_type"),
         ({"max_concurrency": 0}, ValueError, "max_concurrency"),
         ({"concurrency_groups": {"io": 0}}, ValueError, "concurrency_groups"),
         ({"concurrency_groups": ["io"]}, ValueError, "concurrency_groups"),
@@ -357,6 +364,16 @@ def test_order_kept_when_an_earlier_argument_is_not_ready(ray_start, tmp_path):
     read = log.read.remote()
     go.touch()
     assert ray.get(read) == ["slow", "fast"]
+
+    # allow_out_of_order_execution: a call runs once its arguments are ready.
+    go.unlink()
+    unordered = Log.options(allow_out_of_order_execution=True).remote()
+    first = unordered.append.remote(slow_value.remote(str(go)))
+    unordered.append.remote("fast")
+    assert ray.get(unordered.read.remote(), timeout=60) == ["fast"]
+    go.touch()
+    ray.get(first)
+    assert ray.get(unordered.read.remote()) == ["fast", "slow"]
 
 
 def test_handles_passed_to_tasks_actors_and_put_objects(ray_start):

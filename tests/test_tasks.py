@@ -13,7 +13,7 @@ import time
 
 import psutil
 import pytest
-from conftest import wait_for_condition
+from conftest import DriverOutput, wait_for_condition
 
 import solray as ray
 from solray.exceptions import GetTimeoutError, RayTaskError
@@ -135,6 +135,11 @@ def test_options_override(ray_start):
         ({"label_selector": {"bad key!": "a"}}, ValueError, "label_selector"),
         ({"label_selector": {"zone": "in(a,)"}}, ValueError, "label_selector"),
         ({"accelerator_type": ""}, TypeError, "accelerator_type"),
+        ({"runtime_env": {"env_vars": {"A": "1"}}}, NotImplementedError, "runtime_env"),
+        ({"enable_task_events": 1}, TypeError, "enable_task_events"),
+        ({"_metadata": "x"}, TypeError, "_metadata"),
+        ({"_generator_backpressure_num_objects": 0}, ValueError, "backpressure"),
+        ({"scheduling_strategy": "PACK"}, ValueError, "scheduling_strategy"),
     ],
 )
 def test_invalid_options(options, error, name):
@@ -158,6 +163,8 @@ def test_valid_options_are_accepted():
     ray.remote(max_retries=-1, retry_exceptions=[ValueError, KeyError], num_returns=0)(f)
     ray.remote(num_cpus=0, num_gpus=0.5, resources={"Custom": 0.5}, memory=10**6)(f)
     ray.remote(f).options(retry_exceptions=True, scheduling_strategy="SPREAD")
+    ray.remote(runtime_env={}, enable_task_events=False, _metadata={"k": "v"})(f)
+    ray.remote(runtime_env=None, label_selector={"zone": "!in(a,b)"}, accelerator_type="A100")(f)
     assert not ray.is_initialized()
 
 
@@ -659,6 +666,63 @@ def test_gpu_tasks(ray_start, tmp_path):
         assert ids == []
         assert visible == ""
     wait_for_condition(lambda: ray.available_resources().get("GPU") == 2, timeout=30)
+
+
+def test_task_names(ray_start, capfd):
+    @ray.remote
+    def name_and_output():
+        print("hello")
+        return ray.get_runtime_context().get_task_name()
+
+    @ray.remote
+    class Named:
+        def name(self):
+            return ray.get_runtime_context().get_task_name()
+
+    assert ray.get_runtime_context().get_task_name() is None  # the driver
+    assert ray.get(name_and_output.remote()) == "name_and_output"
+    assert ray.get(name_and_output.options(name="custom").remote()) == "custom"
+    DriverOutput(capfd).wait_for_lines(r"\(custom pid=\d+\) hello")  # its output says so too
+    actor = Named.remote()
+    assert ray.get(actor.name.remote()) == "Named.name"
+    assert ray.get(actor.name.options(name="call").remote()) == "call"
+
+
+@pytest.mark.parametrize("ray_start", [{"num_cpus": 4}], indirect=True)
+def test_placement_group_capture_child_tasks(ray_start):
+    from solray.util.placement_group import get_current_placement_group, placement_group
+    from solray.util.scheduling_strategies import PlacementGroupSchedulingStrategy as InGroup
+
+    def group_id():
+        group = get_current_placement_group()
+        return None if group is None else group.id
+
+    @ray.remote(num_cpus=1)
+    def child():
+        return group_id()
+
+    @ray.remote(num_cpus=1)
+    def parent(opt_out):
+        strategy = InGroup(placement_group=None) if opt_out else None
+        return group_id(), ray.get(child.options(scheduling_strategy=strategy).remote())
+
+    @ray.remote(num_cpus=0)
+    class Member:
+        def ids(self):
+            return group_id(), ray.get(child.remote())
+
+    assert group_id() is None  # drivers belong to no group
+    pg = placement_group([{"CPU": 2}])
+    assert pg.wait(timeout_seconds=30)
+    capture, plain = InGroup(pg, placement_group_capture_child_tasks=True), InGroup(pg)
+    assert ray.get(parent.options(scheduling_strategy=capture).remote(False)) == (pg.id, pg.id)
+    assert ray.get(parent.options(scheduling_strategy=plain).remote(False)) == (pg.id, None)
+    assert ray.get(parent.options(scheduling_strategy=capture).remote(True)) == (pg.id, None)
+    member = Member.options(scheduling_strategy=capture).remote()
+    assert ray.get(member.ids.remote()) == (pg.id, pg.id)
+    for index in (2, -2):
+        with pytest.raises(ValueError, match="placement_group_bundle_index"):
+            child.options(scheduling_strategy=InGroup(pg, placement_group_bundle_index=index))
 
 
 def _exited(pid: int) -> bool:

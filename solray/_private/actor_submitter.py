@@ -10,6 +10,8 @@ order and pushed in that order, each only once all earlier calls are pushed:
 a call whose arguments are not ready holds back the calls behind it, which is
 what makes "calls from one caller run in submission order" true (one TCP
 connection preserves the order to the actor). Many calls are in flight at once.
+An actor created with allow_out_of_order_execution=True gets each call as
+soon as its arguments are ready instead.
 
 Failure: when the connection to the actor drops, calls in flight are retried
 (in order) after the actor restarts, if their `max_task_retries` allows, and
@@ -66,6 +68,7 @@ class ActorQueue:
         self.inflight: dict[int, PendingTask] = {}
         self.next_seq = 0
         self.released = False
+        self.out_of_order = False  # allow_out_of_order_execution
 
 
 class ActorSubmitter:
@@ -133,8 +136,9 @@ class ActorSubmitter:
             q = self.queues[actor_id] = ActorQueue(actor_id)
         return q
 
-    def submit(self, actor_id: bytes, task: PendingTask) -> None:
+    def submit(self, actor_id: bytes, task: PendingTask, out_of_order: bool = False) -> None:
         q = self._queue(actor_id)
+        q.out_of_order = out_of_order
         q.released = False
         task.seq = q.next_seq
         q.next_seq += 1
@@ -197,14 +201,22 @@ class ActorSubmitter:
     def _pump(self, q: ActorQueue) -> None:
         if q.state != READY:
             return
+        if q.out_of_order:  # every call whose arguments are ready goes now
+            ready = [t for t in q.pending if t.resolved or t.cancelled]
+            q.pending = deque(t for t in q.pending if not (t.resolved or t.cancelled))
+            for task in ready:
+                self._send(q, task)
+            return
         while q.pending and (q.pending[0].resolved or q.pending[0].cancelled):
-            task = q.pending.popleft()
-            if task.cancelled:
-                fail_task(self.cw, task, cancelled_entry(task))
-            elif task.dep_error is not None:
-                fail_task(self.cw, task, task.dep_error)
-            else:
-                self._push(q, task)
+            self._send(q, q.pending.popleft())
+
+    def _send(self, q: ActorQueue, task: PendingTask) -> None:
+        if task.cancelled:
+            fail_task(self.cw, task, cancelled_entry(task))
+        elif task.dep_error is not None:
+            fail_task(self.cw, task, task.dep_error)
+        else:
+            self._push(q, task)
 
     def cancel_queued(self, task: PendingTask, error) -> None:
         """Cancel a call not pushed yet: it is failed when its turn comes, so

@@ -64,6 +64,8 @@ class TaskContext:
     # [index, [[id, owner], ...]] for results that contain refs
     contained: list = field(default_factory=list)
     retire: bool = False  # the last call max_calls allows this worker
+    placement: list | None = None  # [group id, bundles, capture] of its placement group
+    task_name: str = ""  # the `name` option, else "function" or "Class.method"
 
 
 class Executor:
@@ -82,6 +84,7 @@ class Executor:
         self._ack_cond = threading.Condition()
         self._warned_put: set[str] = set()
         self._calls: dict[bytes, int] = {}  # function id -> calls run (for max_calls)
+        self.actor_placement: list | None = None  # the hosted actor's placement group
 
     # -- entry points, called on the I/O loop ------------------------------
 
@@ -119,7 +122,9 @@ class Executor:
             body.get("gpu", self.gpu_ids),
             body["owner"],
             body.get("m"),
+            placement=body.get("pg", self.actor_placement),
         )
+        ctx.task_name = body.get("tn") or (f"{name}.{ctx.method}" if ctx.method else name)
         self.cw.set_job(ctx.job)
         if ctx.job not in self._jobs_seen:
             self._join_job(ctx.job)
@@ -527,6 +532,7 @@ class Executor:
 
     def create_actor(self, conn, rid, body, buffers) -> None:
         ropts = body["ropts"]
+        self.actor_placement = ropts.get("pg")
         ctx = self._context(body, ropts["class_name"])
         self.gpu_ids = ctx.gpu_ids
         self.actor_restarts = body.get("restarts", 0)

@@ -105,14 +105,65 @@ def _validate_one(name: str, value) -> None:
                 f"or -1 to disable backpressure, got {value!r}"
             )
     elif name == "scheduling_strategy":
-        if value in ("DEFAULT", "SPREAD") or isinstance(
-            value, (NodeAffinitySchedulingStrategy, PlacementGroupSchedulingStrategy)
-        ):
+        if isinstance(value, PlacementGroupSchedulingStrategy):
+            _validate_placement_group_strategy(value)
+            return
+        if value in ("DEFAULT", "SPREAD") or isinstance(value, NodeAffinitySchedulingStrategy):
             return
         raise ValueError(
             f"Invalid scheduling_strategy {value!r}: use 'DEFAULT', 'SPREAD', "
             "NodeAffinitySchedulingStrategy or PlacementGroupSchedulingStrategy"
         )
+    elif name == "runtime_env":
+        if value != {}:
+            raise NotImplementedError(
+                f"The option 'runtime_env' is not supported by solray yet (got {value!r}): "
+                "tasks and actors run in the driver's environment. Install what they need "
+                "where the cluster runs, and leave runtime_env out."
+            )
+    elif name == "enable_task_events":
+        if not isinstance(value, bool):
+            raise TypeError(f"The option 'enable_task_events' must be a bool, got {value!r}")
+    elif name == "_metadata":
+        if not isinstance(value, dict):
+            raise TypeError(f"The option '_metadata' must be a dict, got {value!r}")
+
+
+def _validate_placement_group_strategy(strategy: PlacementGroupSchedulingStrategy) -> None:
+    from solray.util.placement_group import PlacementGroup
+
+    group = strategy.placement_group
+    if group is None:  # Ray's way to opt out of a parent's captured group
+        return
+    if not isinstance(group, PlacementGroup):
+        raise TypeError(
+            "PlacementGroupSchedulingStrategy: placement_group must be a PlacementGroup "
+            f"(or None), got {group!r}"
+        )
+    index = strategy.placement_group_bundle_index
+    if (
+        isinstance(index, bool)
+        or not isinstance(index, int)
+        or not -1 <= index < group.bundle_count
+    ):
+        raise ValueError(
+            "PlacementGroupSchedulingStrategy: placement_group_bundle_index must be -1 (any "
+            f"bundle) or in [0, {group.bundle_count}) for this group, got {index!r}"
+        )
+    if strategy.placement_group_capture_child_tasks not in (None, True, False):
+        raise TypeError(
+            "PlacementGroupSchedulingStrategy: placement_group_capture_child_tasks must be a "
+            f"bool, got {strategy.placement_group_capture_child_tasks!r}"
+        )
+
+
+def placement_of(strategy) -> list | None:
+    """What a task or actor carries about the placement group it runs in:
+    [group id, bundles, capture_child_tasks], or None."""
+    if isinstance(strategy, PlacementGroupSchedulingStrategy) and strategy.placement_group:
+        group = strategy.placement_group
+        return [group.id, group.bundle_specs, bool(strategy.placement_group_capture_child_tasks)]
+    return None
 
 
 def validate_num_returns(value) -> None:
@@ -205,8 +256,14 @@ def actor_options(options: dict) -> dict:
             "scheduling_strategy",
             "accelerator_type",
             "label_selector",
+            "runtime_env",
+            "enable_task_events",
+            "_metadata",
         ):
             _validate_one(name, value)
+        elif name in ("get_if_exists", "allow_out_of_order_execution"):
+            if not isinstance(value, bool):
+                raise TypeError(f"The option '{name}' must be a bool, got {value!r}")
         elif name in ("name", "namespace"):
             if not isinstance(value, str) or (name == "name" and not value):
                 raise TypeError(f"The option '{name}' must be a non-empty str, got {value!r}")
@@ -232,9 +289,18 @@ def actor_options(options: dict) -> dict:
                     f"(int >= 1), got {value!r}"
                 )
     merged = {**ACTOR_DEFAULTS, **options}
-    for name in ("max_restarts", "max_task_retries", "max_pending_calls", "num_gpus"):
+    for name in (
+        "max_restarts",
+        "max_task_retries",
+        "max_pending_calls",
+        "num_gpus",
+        "get_if_exists",
+        "allow_out_of_order_execution",
+    ):
         if merged[name] is None:
             merged[name] = ACTOR_DEFAULTS[name]
+    if merged["get_if_exists"] and not merged["name"]:
+        raise ValueError("The actor name must be specified to use `get_if_exists`.")
     return merged
 
 
@@ -285,7 +351,7 @@ def task_resources(options: dict) -> dict[str, float]:
     group bundle's resources when it is placed in one)."""
     shape = _plain_resources(options)
     strategy = options.get("scheduling_strategy")
-    if isinstance(strategy, PlacementGroupSchedulingStrategy):
+    if isinstance(strategy, PlacementGroupSchedulingStrategy) and strategy.placement_group:
         from solray._private.placement_groups import group_resources
 
         return group_resources(

@@ -31,6 +31,7 @@ from collections import deque
 from solray import exceptions
 from solray._private import ids, serialization, transport
 from solray._private.memory_store import InStore, error_entry
+from solray._private.options import placement_of
 from solray._private.protocol import Msg
 from solray._private.task_spec import PendingTask, decode_returns, encode_arguments
 from solray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -146,6 +147,8 @@ def push_body(cw, task: PendingTask, body: dict) -> dict:
     body["tid"] = task.task_id
     body["job"] = task.job
     body["owner"] = cw.address
+    if task.task_name:
+        body["tn"] = task.task_name
     if isinstance(task.num_returns, str):
         body["gen"] = task.num_returns
         body["nret"] = 1 if task.num_returns == "dynamic" else 0
@@ -442,9 +445,14 @@ class TaskSubmitter:
         if task.stream:
             self.cw.streams[task.task_id].conn = lw.conn
         fn = task.function
-        body = push_body(self.cw, task, {"fn": fn.function_id, "name": fn.name, "gpu": lw.gpu_ids})
+        # A task named by the `name` option shows that name in its output and errors.
+        name = task.task_name or fn.name
+        body = push_body(self.cw, task, {"fn": fn.function_id, "name": name, "gpu": lw.gpu_ids})
         if task.max_calls:
             body["mc"] = task.max_calls
+        placement = placement_of(task.strategy)
+        if placement:
+            body["pg"] = placement
         buffers: list = []
         sent = lw.conn.peer.setdefault("functions", set())
         if fn.function_id not in sent:

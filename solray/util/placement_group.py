@@ -160,8 +160,14 @@ def placement_group_table(placement_group: PlacementGroup | None = None) -> dict
 
 
 def get_current_placement_group() -> PlacementGroup | None:
-    """The group the calling task or actor runs in (not tracked yet: None)."""
-    return None
+    """The group the calling task or actor runs in; None in a driver, or in
+    a task or actor placed outside any group."""
+    cw = context.core_worker
+    task = cw.current_task if cw is not None else None
+    placement = task.placement if task is not None else None
+    if not placement:
+        return None
+    return PlacementGroup(placement[0], placement[1])
 
 
 __all__ = [
