@@ -11,10 +11,11 @@ as in Ray.
 from __future__ import annotations
 
 import inspect
+import pickle
 
 from solray._private import context
 from solray._private import options as opts
-from solray._private.serialization import RefCollector
+from solray._private.serialization import RefCollector, dumps
 from solray._private.task_spec import FunctionDescriptor
 from solray.remote_function import unpack_returns
 
@@ -22,25 +23,11 @@ _METHOD_OPTIONS = "__solray_method_options__"
 
 
 def method(*args, **kwargs):
-    """`@solray.method(num_returns=N, concurrency_group="g")` on an actor method."""
-    valid = {
-        "num_returns",
-        "concurrency_group",
-        "max_task_retries",
-        "retry_exceptions",
-        "enable_task_events",
-        "_generator_backpressure_num_objects",
-    }
+    """`@solray.method(num_returns=N, concurrency_group="g", max_task_retries=N,
+    retry_exceptions=...)` on an actor method."""
 
     def decorate(function):
-        for name in kwargs:
-            if name not in valid:
-                raise ValueError(
-                    f"Invalid option '{name}' for @method; valid ones are {sorted(valid)}"
-                )
-        if "num_returns" in kwargs:
-            opts.validate_num_returns(kwargs["num_returns"])
-        setattr(function, _METHOD_OPTIONS, dict(kwargs))
+        setattr(function, _METHOD_OPTIONS, dict(opts.validate_method_options(kwargs, "@method")))
         return function
 
     if len(args) == 1 and callable(args[0]) and not kwargs:
@@ -51,21 +38,25 @@ def method(*args, **kwargs):
 
 
 def _method_table(cls) -> dict:
+    """Per method: its @method options, with num_returns filled in."""
     methods = {}
     for name, member in inspect.getmembers(cls):
         if not (inspect.isfunction(member) or inspect.ismethoddescriptor(member)):
             continue
         if name.startswith("__") and name != "__call__":
             continue
-        options = getattr(member, _METHOD_OPTIONS, {})
-        num_returns = options.get("num_returns")
-        methods[name] = {
+        options = dict(getattr(member, _METHOD_OPTIONS, {}))
+        if options.get("num_returns") is None:
             # `is None`, not `or`: @method(num_returns=0) means no return value.
-            "num_returns": opts.default_num_returns(member) if num_returns is None else num_returns,
-            "concurrency_group": options.get("concurrency_group"),
-            "max_task_retries": options.get("max_task_retries"),
-            "is_async": inspect.iscoroutinefunction(member) or inspect.isasyncgenfunction(member),
-        }
+            options["num_returns"] = opts.default_num_returns(member)
+        options["is_async"] = inspect.iscoroutinefunction(member) or inspect.isasyncgenfunction(
+            member
+        )
+        if isinstance(options.get("retry_exceptions"), (list, tuple)):
+            # The table travels in msgpack (the control store keeps it for
+            # get_actor): exception classes go as a pickle.
+            options["retry_exceptions"] = dumps(tuple(options["retry_exceptions"]))
+        methods[name] = options
     return methods
 
 
@@ -109,6 +100,8 @@ class ActorClass:
             "methods": self._methods,
             "is_async": any(m["is_async"] for m in self._methods.values()),
             "max_task_retries": options["max_task_retries"],
+            "max_pending_calls": options["max_pending_calls"],
+            "allow_out_of_order_execution": options["allow_out_of_order_execution"],
         }
         actor_id, meta, owner = cw.create_actor(self._describe(cw), args, kwargs, options, meta)
         return ActorHandle(actor_id, meta, owned=owner == cw.address, owner=owner)
@@ -168,10 +161,7 @@ class ActorHandle:
                 f"'{self.__dict__.get('_meta', {}).get('class_name', 'Actor')}' actor has "
                 f"no method '{name}'"
             )
-        info = methods[name]
-        return ActorMethod(
-            self, name, info["num_returns"], info["concurrency_group"], info["max_task_retries"]
-        )
+        return ActorMethod(self, name, methods[name])
 
     def __reduce__(self):
         RefCollector.note(self)
@@ -196,14 +186,10 @@ def _rebuild_handle(actor_id: bytes, meta: dict, owner: str = "") -> ActorHandle
 
 
 class ActorMethod:
-    def __init__(
-        self, handle: ActorHandle, name: str, num_returns, concurrency_group, max_task_retries
-    ):
+    def __init__(self, handle: ActorHandle, name: str, options: dict):
         self._handle = handle
         self._name = name
-        self._num_returns = num_returns
-        self._concurrency_group = concurrency_group
-        self._max_task_retries = max_task_retries
+        self._options = options  # from @method
 
     def __call__(self, *args, **kwargs):
         raise TypeError(
@@ -212,48 +198,24 @@ class ActorMethod:
         )
 
     def remote(self, *args, **kwargs):
-        return self._remote(args, kwargs, self._num_returns, self._concurrency_group)
+        return self._remote(args, kwargs, self._options)
 
     def options(self, **options) -> _BoundActorMethod:
-        valid = {
-            "num_returns",
-            "concurrency_group",
-            "name",
-            "max_task_retries",
-            "enable_task_events",
-            "_generator_backpressure_num_objects",
-        }
-        for name in options:
-            if name not in valid:
-                raise ValueError(
-                    f"Invalid option '{name}' for actor method "
-                    f"{self._name}; valid ones are {sorted(valid)}"
-                )
-        if "num_returns" in options:
-            opts.validate_num_returns(options["num_returns"])
-        return _BoundActorMethod(self, options)
+        opts.validate_method_options(options, f"actor method {self._name}")
+        return _BoundActorMethod(self, {**self._options, **options})
 
-    def _remote(
-        self, args, kwargs, num_returns, concurrency_group, max_task_retries=None, backpressure=None
-    ):
+    def _remote(self, args, kwargs, options: dict):
         cw = context.require_core_worker()
         handle = self._handle
-        retries = max_task_retries
-        if retries is None:
-            retries = self._max_task_retries
-        if retries is None:
-            retries = handle._meta.get("max_task_retries", 0)
-        result = cw.submit_actor_task(
-            handle._actor_id,
-            self._name,
-            args,
-            kwargs,
-            num_returns,
-            retries,
-            concurrency_group,
-            backpressure,
-        )
-        return unpack_returns(result, num_returns)
+        options = dict(options)
+        if options.get("max_task_retries") is None:  # the actor's own setting
+            options["max_task_retries"] = handle._meta.get("max_task_retries", 0)
+        options["max_pending_calls"] = handle._meta.get("max_pending_calls", -1)
+        options["out_of_order"] = handle._meta.get("allow_out_of_order_execution", False)
+        if isinstance(options.get("retry_exceptions"), bytes):
+            options["retry_exceptions"] = pickle.loads(options["retry_exceptions"])
+        result = cw.submit_actor_task(handle._actor_id, self._name, args, kwargs, options)
+        return unpack_returns(result, options["num_returns"])
 
 
 class _BoundActorMethod:
@@ -262,15 +224,11 @@ class _BoundActorMethod:
         self._options = options
 
     def remote(self, *args, **kwargs):
-        m = self._method
-        return m._remote(
-            args,
-            kwargs,
-            self._options.get("num_returns", m._num_returns),
-            self._options.get("concurrency_group", m._concurrency_group),
-            self._options.get("max_task_retries"),
-            self._options.get("_generator_backpressure_num_objects"),
-        )
+        return self._method._remote(args, kwargs, self._options)
+
+    def options(self, **options) -> _BoundActorMethod:
+        opts.validate_method_options(options, f"actor method {self._method._name}")
+        return _BoundActorMethod(self._method, {**self._options, **options})
 
 
 class ActorExit(SystemExit):

@@ -81,6 +81,9 @@ def _node_options(f):
         "of its own). Default: under the session directory.",
     )(f)
     f = click.option("--temp-dir", default=None, help=TEMP_DIR_HELP)(f)
+    f = click.option(
+        "--labels", default=None, help="Node labels for label_selector, e.g. 'zone=a,disk=ssd'."
+    )(f)
     return f
 
 
@@ -120,6 +123,7 @@ def start(
     node_ip_address,
     object_spilling_directory,
     temp_dir,
+    labels,
 ) -> None:
     """Start this machine's solray processes as daemons.
 
@@ -133,6 +137,7 @@ def start(
     import os
 
     from solray._private import services
+    from solray._private.labels import parse_labels_string
     from solray._private.worker import node_arguments, with_spilling_directory
 
     if head == bool(address):
@@ -142,6 +147,10 @@ def start(
             resources = json.loads(resources)
         except ValueError as e:
             raise click.BadParameter(f"--resources is not JSON: {e}") from None
+    try:
+        labels = parse_labels_string(labels or "")
+    except (TypeError, ValueError) as e:
+        raise click.BadParameter(str(e)) from None
     token_bytes = _cli_token(token_file, address, temp_dir, new=head)
     node_args = node_arguments(
         num_cpus,
@@ -149,6 +158,7 @@ def start(
         resources,
         object_store_memory,
         with_spilling_directory({}, object_spilling_directory),
+        labels=labels,
     )
     session_dir = services.new_session_dir(temp_dir)
     launcher = services.Launcher(session_dir, token_bytes, daemon=True)

@@ -69,8 +69,9 @@ class Cluster:
 
     def add_node(self, wait: bool = True, **node_args: Any) -> ClusterNode:
         """Start a node with init()-style arguments (num_cpus, num_gpus,
-        resources, object_store_memory, object_spilling_directory,
+        resources, object_store_memory, object_spilling_directory, labels,
         _system_config). The first node is the head, with the control store."""
+        from solray._private.labels import validate_labels
         from solray._private.worker import (
             control_store_arguments,
             node_arguments,
@@ -86,6 +87,7 @@ class Cluster:
             node_args.pop("resources", None),
             node_args.pop("object_store_memory", None),
             system_config,
+            labels=validate_labels(node_args.pop("labels", None), "add_node(labels=...)"),
         )
         node_args.pop("dashboard_port", None)
         if node_args:

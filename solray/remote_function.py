@@ -15,6 +15,10 @@ class RemoteFunction:
             raise TypeError(f"@remote expects a function, got {function!r}")
         self._function = function
         self._options = opts.with_defaults(opts.validate_task_options(dict(options)))
+        if self._options["num_gpus"] and "max_calls" not in options:
+            # Ray's default for GPU functions: a fresh worker per call, so GPU
+            # memory a library keeps cached is given back after each task.
+            self._options["max_calls"] = 1
         if self._options["num_returns"] is None:
             self._options["num_returns"] = opts.default_num_returns(function)
         self._descriptor: FunctionDescriptor | None = None

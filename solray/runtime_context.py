@@ -16,12 +16,22 @@ class RuntimeContext:
     def get_node_id(self) -> str:
         return self._cw.node_info["node_id"]
 
+    def get_node_labels(self) -> dict[str, str]:
+        """The labels of the node this code runs on (ray.io/node-id included)."""
+        return dict(self._cw.node_info.get("labels", {}))
+
     def get_worker_id(self) -> str:
         return self._cw.worker_id
 
     def get_task_id(self) -> str | None:
         task = self._cw.current_task
         return task.task_id.hex() if task is not None else None
+
+    def get_task_name(self) -> str | None:
+        """The `name` option of the running task or actor call, else its
+        function's name ("Class.method" for actor calls); None in a driver."""
+        task = self._cw.current_task
+        return task.task_name if task is not None else None
 
     def get_actor_id(self) -> str | None:
         actor_id = self._cw.actor_id

@@ -25,7 +25,13 @@ import pytest
 from conftest import DriverOutput, wait_for_condition, wait_for_file
 
 import solray as ray
-from solray.exceptions import ActorDiedError, RayActorError, RayTaskError
+from solray.exceptions import (
+    ActorDiedError,
+    PendingCallsLimitExceeded,
+    RayActorError,
+    RayError,
+    RayTaskError,
+)
 from solray.util.state import list_actors
 
 
@@ -205,6 +211,15 @@ class _Plain:
         ({"max_restarts": -2}, ValueError, "max_restarts"),
         ({"max_restarts": "1"}, ValueError, "max_restarts"),
         ({"max_task_retries": 1.5}, ValueError, "max_task_retries"),
+        ({"max_pending_calls": -2}, ValueError, "max_pending_calls"),
+        ({"max_pending_calls": 1.5}, ValueError, "max_pending_calls"),
+        ({"get_if_exists": True}, ValueError, "get_if_exists"),
+        ({"allow_out_of_order_execution": 1}, TypeError, "allow_out_of_order_execution"),
+        ({"runtime_env": {"pip": ["x"]}}, NotImplementedError, "runtime_env"),
+        ({"enable_task_events": "no"}, TypeError, "enable_task_events"),
+        ({"_metadata": 1}, TypeError, "_metadata"),
+        ({"label_selector": {"zone": 1}}, TypeError, "label_selector"),
+        ({"accelerator_type": 3}, TypeError, "accelerator_type"),
         ({"max_concurrency": 0}, ValueError, "max_concurrency"),
         ({"concurrency_groups": {"io": 0}}, ValueError, "concurrency_groups"),
         ({"concurrency_groups": ["io"]}, ValueError, "concurrency_groups"),
@@ -235,6 +250,12 @@ def test_invalid_method_options():
 
     with pytest.raises(ValueError, match="num_returns"):
         ray.method(num_returns=-1)(lambda self: None)
+    with pytest.raises(TypeError, match="retry_exceptions"):
+        ray.method(retry_exceptions="yes")(lambda self: None)
+    with pytest.raises(ValueError, match="max_task_retries"):
+        ray.method(max_task_retries=-2)(lambda self: None)
+    with pytest.raises(ValueError, match="_generator_backpressure_num_objects"):
+        ray.method(_generator_backpressure_num_objects=0)(lambda self: None)
 
 
 def test_invalid_method_call_options(ray_start):
@@ -243,6 +264,8 @@ def test_invalid_method_call_options(ray_start):
         handle.incr.options(bogus=1)
     with pytest.raises(ValueError, match="num_returns"):
         handle.incr.options(num_returns=-1)
+    with pytest.raises(TypeError, match="retry_exceptions"):
+        handle.incr.options(retry_exceptions=[3])
     assert ray.get(handle.incr.remote()) == 1
 
 
@@ -358,6 +381,16 @@ def test_order_kept_when_an_earlier_argument_is_not_ready(ray_start, tmp_path):
     go.touch()
     assert ray.get(read) == ["slow", "fast"]
 
+    # allow_out_of_order_execution: a call runs once its arguments are ready.
+    go.unlink()
+    unordered = Log.options(allow_out_of_order_execution=True).remote()
+    first = unordered.append.remote(slow_value.remote(str(go)))
+    unordered.append.remote("fast")
+    assert ray.get(unordered.read.remote(), timeout=60) == ["fast"]
+    go.touch()
+    ray.get(first)
+    assert ray.get(unordered.read.remote()) == ["fast", "slow"]
+
 
 def test_handles_passed_to_tasks_actors_and_put_objects(ray_start):
     counter = Counter.remote()
@@ -464,6 +497,106 @@ def test_method_exception_fails_only_that_call(ray_start):
     with pytest.raises(MyError):
         ray.get(flaky.work.remote(bad))
     assert ray.get(flaky.work.remote(False)) == 4
+
+
+@ray.remote(max_task_retries=2)
+class FailsTwice:
+    """Each method raises on its first two calls per key, then returns the
+    number of calls made with that key."""
+
+    def __init__(self):
+        self.calls: dict[str, int] = {}
+
+    def _count(self, key: str, error: type = MyError) -> int:
+        self.calls[key] = self.calls.get(key, 0) + 1
+        if self.calls[key] <= 2:
+            raise error(f"call {self.calls[key]} with {key}")
+        return self.calls[key]
+
+    @ray.method(retry_exceptions=True)
+    def retried(self, key):
+        return self._count(key)
+
+    def plain(self, key):
+        return self._count(key)
+
+    @ray.method(retry_exceptions=[KeyError])
+    def key_errors_only(self, key, error_name):
+        return self._count(key, {"KeyError": KeyError, "MyError": MyError}[error_name])
+
+    @ray.method(retry_exceptions=True, max_task_retries=1)
+    def one_retry(self, key):
+        return self._count(key)
+
+    def count(self, key):
+        return self.calls.get(key, 0)
+
+
+def test_retry_exceptions_of_actor_methods(ray_start):
+    actor = FailsTwice.remote()
+    # @method(retry_exceptions=True) within the actor's max_task_retries=2.
+    assert ray.get(actor.retried.remote("a")) == 3
+    # Without retry_exceptions an exception is the call's result at once...
+    with pytest.raises(MyError, match="call 1 with b"):
+        ray.get(actor.plain.remote("b"))
+    # ... unless the call's .options() allow it.
+    assert ray.get(actor.plain.options(retry_exceptions=True).remote("c")) == 3
+    with pytest.raises(MyError, match="call 1 with d"):
+        ray.get(actor.retried.options(retry_exceptions=False).remote("d"))
+    # A list retries only those exception classes.
+    assert ray.get(actor.key_errors_only.remote("e", "KeyError")) == 3
+    with pytest.raises(MyError, match="call 1 with f"):
+        ray.get(actor.key_errors_only.remote("f", "MyError"))
+    # Retries stop at max_task_retries (the method's, then the call's).
+    with pytest.raises(MyError, match="call 2 with g"):
+        ray.get(actor.one_retry.remote("g"))
+    assert ray.get(actor.one_retry.options(max_task_retries=2).remote("h")) == 3
+    assert ray.get([actor.count.remote(k) for k in "bdfg"]) == [1, 1, 1, 2]
+
+    # An actor whose max_task_retries is 0 (the default) never retries.
+    no_retries = FailsTwice.options(max_task_retries=0).remote()
+    with pytest.raises(MyError, match="call 1 with a"):
+        ray.get(no_retries.retried.remote("a"))
+    # Handles passed to another process keep the methods' retry settings.
+
+    @ray.remote
+    def call_through(handle):
+        return ray.get(handle.key_errors_only.remote("i", "KeyError"))
+
+    assert ray.get(call_through.remote(actor)) == 3
+
+
+def test_max_pending_calls(ray_start, tmp_path):
+    assert issubclass(PendingCallsLimitExceeded, RayError)
+    gate = str(tmp_path / "gate")
+
+    @ray.remote(max_pending_calls=2)
+    class Gated:
+        def wait(self, path):
+            wait_for_file(path)
+            return "done"
+
+    actor = Gated.remote()
+    held = [actor.wait.remote(gate), actor.wait.remote(gate)]
+    with pytest.raises(PendingCallsLimitExceeded, match="max_pending_calls=2"):
+        actor.wait.remote(gate)
+    open(gate, "w").close()
+    assert ray.get(held) == ["done", "done"]
+    # Finished calls no longer count.
+    assert ray.get([actor.wait.remote(gate), actor.wait.remote(gate)]) == ["done", "done"]
+    # Calls that fail count out too: an actor killed with calls pending.
+    os.remove(gate)
+    held = [actor.wait.remote(gate), actor.wait.remote(gate)]
+    ray.kill(actor)
+    for ref in held:
+        with pytest.raises(RayActorError):
+            ray.get(ref)
+    with pytest.raises(RayActorError):
+        ray.get(actor.wait.remote(gate))
+    unlimited = Gated.options(max_pending_calls=-1).remote()
+    many = [unlimited.wait.remote(gate) for _ in range(20)]
+    open(gate, "w").close()
+    assert ray.get(many) == ["done"] * 20
 
 
 def test_handle_kept_alive_by_other_holders(ray_start):

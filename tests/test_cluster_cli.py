@@ -173,6 +173,8 @@ def test_start_head_and_node_status_and_driver(leak_check, tmp_path):
             '{"x": 1}',
             "--object-spilling-directory",
             str(tmp_path / "spill"),
+            "--labels",
+            "zone=a,disk=ssd",
             "--temp-dir",
             temp_dir,
         )
@@ -210,6 +212,8 @@ def test_start_head_and_node_status_and_driver(leak_check, tmp_path):
             "    return i * i\n"
             "print('NODES', len(alive))\n"
             "print('RAN_ON', solray.get(where.remote(), timeout=60))\n"
+            "on_ssd = where.options(resources={}, label_selector={'disk': 'ssd'})\n"
+            "print('LABELED_ON', solray.get(on_ssd.remote(), timeout=60))\n"
             "print('SUM', sum(solray.get([square.remote(i) for i in range(10)], timeout=60)))\n"
             "solray.shutdown()\n"
         )
@@ -225,6 +229,7 @@ def test_start_head_and_node_status_and_driver(leak_check, tmp_path):
         assert "NODES 2" in run.stdout
         ran_on = re.search(r"RAN_ON (\w+)", run.stdout).group(1)
         assert ran_on.startswith(node_prefix)
+        assert re.search(r"LABELED_ON (\w+)", run.stdout).group(1) == ran_on
         assert "SUM 285" in run.stdout
         # The driver's exit leaves the daemons running.
         status = solray_cli("status", "--address", address, "--temp-dir", temp_dir)
@@ -365,6 +370,8 @@ def test_start_arguments_are_checked(tmp_path):
     assert neither.returncode != 0 and "exactly one of --head and --address" in neither.stderr
     bad = solray_cli("start", "--head", "--port", "0", "--resources", "{x", "--temp-dir", temp_dir)
     assert bad.returncode != 0 and "--resources is not JSON" in bad.stderr
+    bad = solray_cli("start", "--head", "--port", "0", "--labels", "zone", "--temp-dir", temp_dir)
+    assert bad.returncode != 0 and "key=value" in bad.stderr
     # Joining a cluster nobody started here: no token to be found.
     orphan = solray_cli("start", "--address", "127.0.0.1:1", "--temp-dir", temp_dir)
     assert orphan.returncode != 0 and "No token" in orphan.stderr

@@ -24,7 +24,7 @@ from collections import Counter
 import numpy as np
 import psutil
 import pytest
-from conftest import barrier, mapped_file, store_file, wait_for_condition
+from conftest import barrier, mapped_file, store_file, wait_for_condition, wait_for_file
 
 import solray
 from solray import exceptions
@@ -374,6 +374,213 @@ def test_node_affinity(cluster):
     assert ran_on in alive_nodes() and ran_on != doomed.node_id
     actor = Where.options(scheduling_strategy=soft_to_dead).remote()
     assert solray.get(actor.node.remote(), timeout=GET_TIMEOUT_S) in alive_nodes()
+
+
+@solray.remote(num_cpus=1)
+def hold_cpu(started: str, release: str) -> str:
+    """Hold a CPU until the driver creates `release`."""
+    open(started, "w").close()
+    wait_for_file(release, timeout=BARRIER_TIMEOUT_S)
+    return this_node()
+
+
+def test_node_affinity_when_the_node_is_busy(cluster, tmp_path):
+    """Ray's semantics for an alive target node without room right now: a
+    hard or soft affinity waits for it; _spill_on_unavailable (soft) runs
+    elsewhere; _fail_on_unavailable (hard) fails at once."""
+    target = cluster.add_node(num_cpus=1)
+    cluster.add_node(num_cpus=1)
+    solray.init(address=cluster.address)
+
+    def strategy(**kwargs):
+        return NodeAffinitySchedulingStrategy(target.node_id, **kwargs)
+
+    started, release = str(tmp_path / "started"), str(tmp_path / "release")
+    blocker = hold_cpu.options(scheduling_strategy=strategy(soft=False)).remote(started, release)
+    wait_for_file(started)
+    wait_for_free_cpus(2)  # the control store's view shows the target busy
+
+    # Soft, plain: it waits for the target (two other nodes are idle).
+    waits = node_of.options(scheduling_strategy=strategy(soft=True)).remote()
+    # Soft with _spill_on_unavailable: it runs elsewhere, while the target is busy.
+    spilled = node_of.options(
+        scheduling_strategy=strategy(soft=True, _spill_on_unavailable=True)
+    ).remote()
+    assert solray.get(spilled, timeout=GET_TIMEOUT_S) != target.node_id
+    # Hard with _fail_on_unavailable: it fails at once.
+    with pytest.raises(exceptions.TaskUnschedulableError, match="_fail_on_unavailable"):
+        solray.get(
+            node_of.options(
+                scheduling_strategy=strategy(soft=False, _fail_on_unavailable=True)
+            ).remote(),
+            timeout=GET_TIMEOUT_S,
+        )
+    # Actors alike.
+    busy_fail = Where.options(
+        scheduling_strategy=strategy(soft=False, _fail_on_unavailable=True)
+    ).remote()
+    with pytest.raises(exceptions.ActorUnschedulableError, match="_fail_on_unavailable"):
+        solray.get(busy_fail.node.remote(), timeout=GET_TIMEOUT_S)
+    busy_spill = Where.options(
+        scheduling_strategy=strategy(soft=True, _spill_on_unavailable=True)
+    ).remote()
+    assert solray.get(busy_spill.node.remote(), timeout=GET_TIMEOUT_S) != target.node_id
+    waiting_actor = Where.options(scheduling_strategy=strategy(soft=True)).remote()
+    ready, _ = solray.wait([waits], timeout=0.5)
+    assert ready == []  # still waiting for the target, after the others ran
+
+    open(release, "w").close()
+    assert solray.get(blocker, timeout=GET_TIMEOUT_S) == target.node_id
+    assert solray.get(waits, timeout=GET_TIMEOUT_S) == target.node_id
+    assert solray.get(waiting_actor.node.remote(), timeout=GET_TIMEOUT_S) == target.node_id
+    # With room on the target, _fail_on_unavailable runs there.
+    solray.kill(waiting_actor)
+    wait_for_free_cpus(3)
+    fail_if_busy = strategy(soft=False, _fail_on_unavailable=True)
+    assert solray.get(node_of.options(scheduling_strategy=fail_if_busy).remote()) == (
+        target.node_id
+    )
+
+    # A hard affinity to a node that is gone fails actors too.
+    gone = NodeAffinitySchedulingStrategy(os.urandom(28).hex(), soft=False)
+    with pytest.raises(exceptions.ActorUnschedulableError, match="soft=False"):
+        solray.get(Where.options(scheduling_strategy=gone).remote().node.remote())
+
+    for bad in (
+        {"soft": False, "_spill_on_unavailable": True},
+        {"soft": True, "_fail_on_unavailable": True},
+    ):
+        with pytest.raises(ValueError, match="_on_unavailable"):
+            NodeAffinitySchedulingStrategy(target.node_id, **bad)
+
+
+def test_label_selectors_route_tasks_actors_and_bundles(cluster, capfd):
+    ssd = cluster.add_node(num_cpus=1, labels={"disk": "ssd", "zone": "a"})
+    hdd = cluster.add_node(num_cpus=1, labels={"disk": "hdd", "zone": "b"})
+    solray.init(address=cluster.address)
+    labels_of = {n["NodeID"]: n["Labels"] for n in solray.nodes()}
+    assert labels_of[ssd.node_id] == {"disk": "ssd", "zone": "a", "ray.io/node-id": ssd.node_id}
+    assert labels_of[cluster.head_node.node_id] == {"ray.io/node-id": cluster.head_node.node_id}
+
+    @solray.remote
+    def where_and_labels():
+        return this_node(), solray.get_runtime_context().get_node_labels()
+
+    on_ssd = where_and_labels.options(label_selector={"disk": "ssd"})
+    node, labels = solray.get(on_ssd.remote(), timeout=GET_TIMEOUT_S)
+    assert node == ssd.node_id and labels["disk"] == "ssd"
+    runs_on = {
+        "disk": ("hdd", {hdd.node_id}),
+        "zone": ("in(a,b)", {ssd.node_id, hdd.node_id}),
+    }
+    for key, (expression, expected) in runs_on.items():
+        refs = [node_of.options(label_selector={key: expression}).remote() for _ in range(4)]
+        assert set(solray.get(refs, timeout=GET_TIMEOUT_S)) <= expected, (key, expression)
+    # Negations match nodes that lack the label too (the head here).
+    not_ssd = node_of.options(label_selector={"disk": "!ssd"})
+    assert set(solray.get([not_ssd.remote() for _ in range(6)], timeout=GET_TIMEOUT_S)) <= {
+        hdd.node_id,
+        cluster.head_node.node_id,
+    }
+    assert solray.get(
+        node_of.options(label_selector={"disk": "!in(ssd,hdd)"}).remote(), timeout=GET_TIMEOUT_S
+    ) == (cluster.head_node.node_id)
+    # With node affinity, the labels still have to match (a hard affinity to
+    # a node that does not match can never run).
+    mismatched = NodeAffinitySchedulingStrategy(ssd.node_id, soft=False)
+    with pytest.raises(exceptions.TaskUnschedulableError, match="labels"):
+        solray.get(
+            node_of.options(
+                scheduling_strategy=mismatched, label_selector={"disk": "hdd"}
+            ).remote(),
+            timeout=GET_TIMEOUT_S,
+        )
+
+    actor = Where.options(label_selector={"zone": "b"}).remote()
+    assert solray.get(actor.node.remote(), timeout=GET_TIMEOUT_S) == hdd.node_id
+
+    # No node matches: the task and the actor wait (with the infeasible
+    # warning) until one joins.
+    pending = node_of.options(label_selector={"gpu": "h100"}).remote()
+    pending_actor = Where.options(label_selector={"gpu": "h100"}).remote()
+    wait_for_condition(
+        lambda: "labels matching {'gpu': 'h100'}" in capfd.readouterr().err,
+        message="no warning that no node matches the label selector",
+    )
+    ready, _ = solray.wait([pending], timeout=0.5)
+    assert ready == []
+    gpu = cluster.add_node(num_cpus=1, labels={"gpu": "h100"})
+    assert solray.get(pending, timeout=GET_TIMEOUT_S) == gpu.node_id
+    assert solray.get(pending_actor.node.remote(), timeout=GET_TIMEOUT_S) == gpu.node_id
+
+    # Placement group bundles, each with its own selector.
+    pg = placement_group(
+        [{"CPU": 1}, {"CPU": 1}],
+        strategy="SPREAD",
+        bundle_label_selector=[{"zone": "b"}, {"disk": "ssd"}],
+    )
+    assert pg.wait(timeout_seconds=GET_TIMEOUT_S)
+    assert bundle_nodes(pg) == [hdd.node_id, ssd.node_id]
+    unmatched = placement_group([{"CPU": 1}], bundle_label_selector=[{"zone": "c"}])
+    assert not unmatched.wait(timeout_seconds=1)
+    assert placement_group_table(unmatched)["state"] == "PENDING"
+    for bad in ([{"zone": "a"}], [{"zone": "a"}, "zone=a"], [{"zone": "a"}, {"zone": "a b"}]):
+        with pytest.raises((TypeError, ValueError), match="bundle_label_selector"):
+            placement_group([{"CPU": 1}] * 2, bundle_label_selector=bad)
+
+
+@pytest.mark.parametrize("cluster", [{"num_cpus": 4}], indirect=True)
+def test_placement_group_cpu_fraction_and_soft_target(cluster):
+    other = cluster.add_node(num_cpus=4)
+    solray.init(address=cluster.address)
+    head = cluster.head_node.node_id
+
+    # At most half the CPUs of a node in bundles of any group.
+    half = placement_group([{"CPU": 1}] * 2, strategy="STRICT_PACK", _max_cpu_fraction_per_node=0.5)
+    assert half.wait(timeout_seconds=GET_TIMEOUT_S)
+    (node,) = set(bundle_nodes(half))
+    wait_for_free_cpus(6)  # placements below see the cluster as it is
+    second = placement_group(
+        [{"CPU": 1}] * 2, strategy="STRICT_PACK", _max_cpu_fraction_per_node=0.5
+    )
+    assert second.wait(timeout_seconds=GET_TIMEOUT_S)
+    assert set(bundle_nodes(second)) == {head, other.node_id} - {node}
+    wait_for_free_cpus(4)
+    # Both nodes are at their half now; a third such group waits, though two
+    # free CPUs are left on each node...
+    third = placement_group([{"CPU": 1}], _max_cpu_fraction_per_node=0.5)
+    assert not third.wait(timeout_seconds=1)
+    # ... which a group without the limit can have. Below 1, one CPU always
+    # stays out of placement groups: 0.99 of 4 CPUs allows 3.
+    unlimited = placement_group([{"CPU": 2}])
+    assert unlimited.wait(timeout_seconds=GET_TIMEOUT_S)
+    nearly = placement_group([{"CPU": 1}], _max_cpu_fraction_per_node=0.99)
+    assert nearly.wait(timeout_seconds=GET_TIMEOUT_S)
+    assert placement_group_table(third)["state"] == "PENDING"
+    # Bundles of every group count: the third gets room once the node that
+    # holds `half` and `unlimited` (four CPUs) has none of them.
+    assert bundle_nodes(unlimited) == [node]  # the first of two equally free nodes
+    remove_placement_group(half)
+    assert not third.wait(timeout_seconds=1)
+    remove_placement_group(unlimited)
+    assert third.wait(timeout_seconds=GET_TIMEOUT_S)
+    assert bundle_nodes(third) == [node]
+
+    # _soft_target_node_id: STRICT_PACK on that node when it has room.
+    for pg in (second, nearly, third):
+        remove_placement_group(pg)
+    target = next(n for n in (head, other.node_id) if n != node)
+    wait_for_free_cpus(8)
+    targeted = placement_group(
+        [{"CPU": 1}] * 2, strategy="STRICT_PACK", _soft_target_node_id=target
+    )
+    assert targeted.wait(timeout_seconds=GET_TIMEOUT_S)
+    assert set(bundle_nodes(targeted)) == {target}
+    with pytest.raises(ValueError, match="_soft_target_node_id"):
+        placement_group([{"CPU": 1}], strategy="PACK", _soft_target_node_id=target)
+    for bad in (0, 1.5, "half"):
+        with pytest.raises(ValueError, match="_max_cpu_fraction_per_node"):
+            placement_group([{"CPU": 1}], _max_cpu_fraction_per_node=bad)
 
 
 # -- placement groups ---------------------------------------------------------

@@ -11,8 +11,9 @@ import os
 import random
 import time
 
+import psutil
 import pytest
-from conftest import barrier, wait_for_condition, wait_for_file
+from conftest import DriverOutput, barrier, wait_for_condition, wait_for_file
 
 import solray as ray
 from solray.exceptions import GetTimeoutError, RayTaskError
@@ -118,6 +119,18 @@ def test_options_override(ray_start):
         ({"num_cpus": -1}, ValueError, "num_cpus"),
         ({"num_cpus": "one"}, TypeError, "num_cpus"),
         ({"resources": ["Custom"]}, TypeError, "resources"),
+        ({"max_calls": -1}, ValueError, "max_calls"),
+        ({"max_calls": 1.5}, ValueError, "max_calls"),
+        ({"label_selector": "zone=a"}, TypeError, "label_selector"),
+        ({"label_selector": {"zone": 3}}, TypeError, "label_selector"),
+        ({"label_selector": {"bad key!": "a"}}, ValueError, "label_selector"),
+        ({"label_selector": {"zone": "in(a,)"}}, ValueError, "label_selector"),
+        ({"accelerator_type": ""}, TypeError, "accelerator_type"),
+        ({"runtime_env": {"env_vars": {"A": "1"}}}, NotImplementedError, "runtime_env"),
+        ({"enable_task_events": 1}, TypeError, "enable_task_events"),
+        ({"_metadata": "x"}, TypeError, "_metadata"),
+        ({"_generator_backpressure_num_objects": 0}, ValueError, "backpressure"),
+        ({"scheduling_strategy": "PACK"}, ValueError, "scheduling_strategy"),
     ],
 )
 def test_invalid_options(options, error, name):
@@ -141,6 +154,8 @@ def test_valid_options_are_accepted():
     ray.remote(max_retries=-1, retry_exceptions=[ValueError, KeyError], num_returns=0)(f)
     ray.remote(num_cpus=0, num_gpus=0.5, resources={"Custom": 0.5}, memory=10**6)(f)
     ray.remote(f).options(retry_exceptions=True, scheduling_strategy="SPREAD")
+    ray.remote(runtime_env={}, enable_task_events=False, _metadata={"k": "v"})(f)
+    ray.remote(runtime_env=None, label_selector={"zone": "!in(a,b)"}, accelerator_type="A100")(f)
     assert not ray.is_initialized()
 
 
@@ -546,6 +561,63 @@ def test_infeasible_task_warns_once_and_waits(ray_start, capfd):
     assert all(line.startswith("solray: warning: ") for line in lines)
 
 
+@pytest.mark.parametrize(
+    "ray_start", [{"num_cpus": 2, "resources": {"accelerator_type:A100": 1}}], indirect=True
+)
+def test_accelerator_type(ray_start, capfd):
+    @ray.remote(accelerator_type="A100")
+    def on_a100():
+        return "ran"
+
+    @ray.remote(accelerator_type="A100", num_cpus=0)
+    class OnA100:
+        def ping(self):
+            return "pong"
+
+    # Many fit at once: each asks for a sliver (0.001) of the node's one unit.
+    assert ray.get([on_a100.remote() for _ in range(4)]) == ["ran"] * 4
+    actors = [OnA100.remote() for _ in range(2)]
+    assert ray.get([a.ping.remote() for a in actors]) == ["pong", "pong"]
+    wait_for_condition(
+        lambda: 0.9975 < ray.available_resources().get("accelerator_type:A100", 0) < 0.9985,
+        message=lambda: f"available: {ray.available_resources()}",
+    )  # the two actors hold 0.001 each
+
+    # No node has an H100: the task is infeasible like any missing resource.
+    stuck = on_a100.options(accelerator_type="H100").remote()
+    wait_for_condition(
+        lambda: "accelerator_type:H100" in capfd.readouterr().err,
+        message="no infeasibility warning naming accelerator_type:H100",
+    )
+    ready, _ = ray.wait([stuck], timeout=0.2)
+    assert ready == []
+    with pytest.raises(TypeError, match="accelerator_type"):
+        on_a100.options(accelerator_type=7)
+
+
+@pytest.mark.parametrize("ray_start", [{"num_cpus": 1, "labels": {"zone": "a"}}], indirect=True)
+def test_node_labels_of_a_local_cluster(ray_start):
+    @ray.remote(label_selector={"zone": "a"})
+    def labels():
+        return ray.get_runtime_context().get_node_labels()
+
+    node_id = ray.get_runtime_context().get_node_id()
+    expected = {"zone": "a", "ray.io/node-id": node_id}
+    assert ray.get(labels.remote()) == expected
+    assert ray.get_runtime_context().get_node_labels() == expected
+    assert ray.nodes()[0]["Labels"] == expected
+    ready, _ = ray.wait([labels.options(label_selector={"zone": "b"}).remote()], timeout=0.5)
+    assert ready == []
+
+
+def test_init_rejects_bad_labels(leak_check):
+    with pytest.raises(ValueError, match="label key"):
+        ray.init(labels={"a b": "c"})
+    with pytest.raises(TypeError, match="labels"):
+        ray.init(labels=["zone=a"])
+    assert not ray.is_initialized()
+
+
 @pytest.mark.parametrize("ray_start", [{"num_cpus": 2, "num_gpus": 2}], indirect=True)
 def test_gpu_tasks(ray_start, tmp_path):
     assert ray.cluster_resources()["GPU"] == 2
@@ -605,6 +677,119 @@ def test_gpu_tasks(ray_start, tmp_path):
     )
     assert [(ids, visible) for ids, visible, _ in results] == [([], "")] * len(results)
     wait_for_condition(lambda: ray.available_resources().get("GPU") == 2, timeout=30)
+
+
+def test_task_names(ray_start, capfd):
+    @ray.remote
+    def name_and_output():
+        print("hello")
+        return ray.get_runtime_context().get_task_name()
+
+    @ray.remote
+    class Named:
+        def name(self):
+            return ray.get_runtime_context().get_task_name()
+
+    assert ray.get_runtime_context().get_task_name() is None  # the driver
+    assert ray.get(name_and_output.remote()) == "name_and_output"
+    assert ray.get(name_and_output.options(name="custom").remote()) == "custom"
+    DriverOutput(capfd).wait_for_lines(r"\(custom pid=\d+\) hello")  # its output says so too
+    actor = Named.remote()
+    assert ray.get(actor.name.remote()) == "Named.name"
+    assert ray.get(actor.name.options(name="call").remote()) == "call"
+
+
+@pytest.mark.parametrize("ray_start", [{"num_cpus": 4}], indirect=True)
+def test_placement_group_capture_child_tasks(ray_start):
+    from solray.util.placement_group import get_current_placement_group, placement_group
+    from solray.util.scheduling_strategies import PlacementGroupSchedulingStrategy as InGroup
+
+    def group_id():
+        group = get_current_placement_group()
+        return None if group is None else group.id
+
+    @ray.remote(num_cpus=1)
+    def child():
+        return group_id()
+
+    @ray.remote(num_cpus=1)
+    def parent(opt_out):
+        strategy = InGroup(placement_group=None) if opt_out else None
+        return group_id(), ray.get(child.options(scheduling_strategy=strategy).remote())
+
+    @ray.remote(num_cpus=0)
+    class Member:
+        def ids(self):
+            return group_id(), ray.get(child.remote())
+
+    assert group_id() is None  # drivers belong to no group
+    pg = placement_group([{"CPU": 2}])
+    assert pg.wait(timeout_seconds=30)
+    capture, plain = InGroup(pg, placement_group_capture_child_tasks=True), InGroup(pg)
+    assert ray.get(parent.options(scheduling_strategy=capture).remote(False)) == (pg.id, pg.id)
+    assert ray.get(parent.options(scheduling_strategy=plain).remote(False)) == (pg.id, None)
+    assert ray.get(parent.options(scheduling_strategy=capture).remote(True)) == (pg.id, None)
+    member = Member.options(scheduling_strategy=capture).remote()
+    assert ray.get(member.ids.remote()) == (pg.id, pg.id)
+    for index in (2, -2):
+        with pytest.raises(ValueError, match="placement_group_bundle_index"):
+            child.options(scheduling_strategy=InGroup(pg, placement_group_bundle_index=index))
+
+
+def _exited(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+@pytest.mark.parametrize("ray_start", [{"num_cpus": 1, "num_gpus": 1}], indirect=True)
+def test_max_calls_retires_the_worker(ray_start):
+    @ray.remote(max_calls=2, max_retries=0)
+    def twice(i):
+        return os.getpid(), i
+
+    (first, _), (second, _) = ray.get([twice.remote(0), twice.remote(1)])
+    assert first == second  # one worker (1 CPU), two calls, then it exits
+    wait_for_condition(lambda: _exited(first), message="the worker outlived max_calls=2")
+    # The next call gets a fresh worker; with max_retries=0 a call on a worker
+    # seen as crashed would fail, so none was lost or counted as a crash.
+    results = ray.get([twice.remote(i) for i in range(2, 8)], timeout=60)
+    assert [i for _, i in results] == list(range(2, 8))
+    pids = [pid for pid, _ in results]
+    assert first not in pids
+    assert [pids.count(pid) for pid in dict.fromkeys(pids)] == [2, 2, 2]
+
+    # A retiring worker stays while it owns an object someone references: the
+    # value it put is still readable after a later retiring worker has gone.
+    @ray.remote(max_calls=1)
+    def make():
+        return os.getpid(), [ray.put("kept")]
+
+    @ray.remote(max_calls=1)
+    def plain():
+        return os.getpid()
+
+    owner, [inner] = ray.get(make.remote())
+    other = ray.get(plain.remote())
+    wait_for_condition(lambda: _exited(other), message="a retiring worker never exited")
+    assert not _exited(owner)
+    assert ray.get(inner, timeout=30) == "kept"
+    del inner
+    wait_for_condition(lambda: _exited(owner), message="the owner of a freed object stayed")
+
+    # Ray's default for GPU functions is max_calls=1: a fresh worker per call.
+    @ray.remote(num_gpus=1)
+    def gpu_pid():
+        return os.getpid()
+
+    a = ray.get(gpu_pid.remote())
+    b = ray.get(gpu_pid.remote())
+    assert a != b
+    wait_for_condition(lambda: _exited(a) and _exited(b))
+    with pytest.raises(ValueError, match="max_calls"):
+        plain.options(max_calls=3)
+    wait_for_condition(lambda: ray.available_resources().get("CPU") == 1, timeout=30)
 
 
 class _ErrorWithRequiredArgs(Exception):

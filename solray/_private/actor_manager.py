@@ -27,7 +27,7 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 
-from solray._private import transport
+from solray._private import labels, transport
 from solray._private.protocol import Msg
 
 logger = logging.getLogger("solray.control_store")
@@ -49,6 +49,7 @@ class ActorEntry:
     job: int
     owner_address: str = ""  # the creator's core worker, which counts its handles
     strategy: dict | None = None
+    label_selector: dict | None = None  # the labels its node must match
     state: str = PENDING
     num_restarts: int = 0
     address: str | None = None
@@ -59,6 +60,7 @@ class ActorEntry:
     lease: tuple | None = None  # (node connection, lease id)
     no_restart: bool = False
     death_cause: str | None = None
+    unschedulable: bool = False  # dead because its scheduling strategy can never be met
     creation_error: list | None = None  # [head, buffers] of the constructor's error
     waiters: list = field(default_factory=list)
 
@@ -121,6 +123,7 @@ class ActorManager:
             owner=conn,
             job=body.get("job", 0),
             strategy=body.get("strategy"),
+            label_selector=body.get("label_selector"),
             owner_address=body.get("owner", ""),
         )
         self.actors[entry.actor_id] = entry
@@ -235,21 +238,43 @@ class ActorManager:
         asyncio.get_running_loop().create_task(self._start(entry))
 
     def _pick_node(self, entry: ActorEntry) -> dict | None:
-        """Where to place (or restart) an actor: its affinity node if alive
-        (and for a soft affinity, else anywhere); for SPREAD the node hosting
-        the fewest actors; else a node with the resources free now, else one
-        where they could ever fit."""
+        """Where to place (or restart) an actor: its affinity node (see
+        below); for SPREAD the node hosting the fewest actors; else a node
+        with the resources free now, else one where they could ever fit.
+        Raises Unschedulable if its strategy can never be met.
+
+        Node affinity, as in Ray: an alive node where the actor could ever
+        fit is used, even while busy, unless the strategy says to go
+        elsewhere then (_spill_on_unavailable) or to fail
+        (_fail_on_unavailable). Any other node: a soft affinity goes
+        anywhere, a hard one fails."""
         need = entry.placement_resources
         feasible = [
             n
             for n in self.store.nodes.values()
-            if n["alive"] and all(n["resources_total"].get(k, 0) >= v for k, v in need.items())
+            if n["alive"]
+            and _fits(need, n, "total")
+            and labels.matches(n.get("labels"), entry.label_selector)
         ]
         strategy = entry.strategy
         if strategy and strategy.get("type") == "affinity":
-            target = [n for n in feasible if n["node_id"] == strategy["node_id"]]
-            if target or not strategy["soft"]:
-                return target[0] if target else None
+            target = next((n for n in feasible if n["node_id"] == strategy["node_id"]), None)
+            busy = target is not None and not _fits(need, target, "available")
+            when_busy = strategy.get("when_busy", "wait")
+            if target is not None and (not busy or when_busy == "wait"):
+                return target
+            if target is None and not strategy["soft"]:
+                raise Unschedulable(
+                    f"its NodeAffinitySchedulingStrategy (soft=False) names node "
+                    f"{strategy['node_id']}, which is not an alive node that could host it "
+                    f"(it needs {need})"
+                )
+            if target is not None and when_busy == "fail":
+                raise Unschedulable(
+                    f"its NodeAffinitySchedulingStrategy names node {strategy['node_id']}, "
+                    f"which has no room for it now (it needs {need}), and "
+                    "_fail_on_unavailable=True"
+                )
         if strategy and strategy.get("type") == "spread" and feasible:
             hosted = {n["node_id"]: 0 for n in feasible}
             for other in self.actors.values():  # placed, or being placed
@@ -257,7 +282,7 @@ class ActorManager:
                     hosted[other.node_id] += 1
             return min(feasible, key=lambda n: hosted[n["node_id"]])
         for node in feasible:  # prefer a node with the resources free now
-            if all(node["resources_available"].get(k, 0) >= v for k, v in need.items()):
+            if _fits(need, node, "available"):
                 return node
         return feasible[0] if feasible else None
 
@@ -265,13 +290,19 @@ class ActorManager:
         return await self._node_conns.get(node["address"])
 
     async def _start(self, entry: ActorEntry) -> None:
-        node = self._pick_node(entry)
+        try:
+            node = self._pick_node(entry)
+        except Unschedulable as e:
+            entry.no_restart = entry.unschedulable = True
+            self._set_dead(entry, str(e))
+            return
         entry.node_id = node["node_id"] if node is not None else None
         if node is None:
             logger.warning(
-                "no node can host actor %s (needs %s); waiting for one",
+                "no node can host actor %s (needs %s, label_selector %s); waiting for one",
                 entry.meta.get("class_name"),
                 entry.placement_resources,
+                entry.label_selector,
             )
             self._unplaced.append(entry)
             return
@@ -280,7 +311,12 @@ class ActorManager:
             # We chose this node on purpose: the request stays there ("spilled").
             grant = await node_conn.request(
                 Msg.REQUEST_LEASE,
-                {"resources": entry.placement_resources, "actor": True, "spilled": True},
+                {
+                    "resources": entry.placement_resources,
+                    "labels": entry.label_selector,
+                    "actor": True,
+                    "spilled": True,
+                },
             )
             if "lease_id" not in grant:
                 raise transport.RemoteError(f"the node did not grant a worker: {grant}")
@@ -392,9 +428,21 @@ class ActorManager:
             return True
         if entry.state == DEAD:
             reply = {"state": DEAD, "cause": entry.death_cause}
+            if entry.unschedulable:
+                reply["unschedulable"] = True
             buffers = []
             if entry.creation_error is not None:
                 reply["error"], buffers = entry.creation_error
             conn.reply(rid, reply, buffers)
             return True
         return False
+
+
+class Unschedulable(Exception):
+    """An actor's scheduling strategy can never be met (ActorUnschedulableError)."""
+
+
+def _fits(need: dict, node: dict, which: str) -> bool:
+    """Whether `need` fits a node's resources ("total" or "available")."""
+    have = node[f"resources_{which}"]
+    return all(have.get(k, 0) + 1e-9 >= v for k, v in need.items())

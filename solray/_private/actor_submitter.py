@@ -10,18 +10,29 @@ order and pushed in that order, each only once all earlier calls are pushed:
 a call whose arguments are not ready holds back the calls behind it, which is
 what makes "calls from one caller run in submission order" true (one TCP
 connection preserves the order to the actor). Many calls are in flight at once.
+An actor created with allow_out_of_order_execution=True gets each call as
+soon as its arguments are ready instead.
 
 Failure: when the connection to the actor drops, calls in flight are retried
 (in order) after the actor restarts, if their `max_task_retries` allows, and
 fail with ActorDiedError otherwise. The caller asks the control store where
 the actor lives now, telling it which address it knows to be dead, and the
 control store answers once the actor is alive elsewhere, or dead for good.
+A call that raised runs again if its `retry_exceptions` allows, within the
+same `max_task_retries` (the decision is the one tasks use).
+
+Backpressure: an actor created with `max_pending_calls=N` takes at most N
+unfinished calls from each caller process; the next `.remote()` raises
+PendingCallsLimitExceeded. The user thread counts a call in before it exists
+and the loop counts it out when its results are stored, so that count is
+the one piece of state here both threads touch (under a lock).
 """
 
 from __future__ import annotations
 
 import bisect
 import logging
+import threading
 from collections import deque
 from functools import partial
 
@@ -31,11 +42,13 @@ from solray._private.memory_store import decode_entry, encode_entry, error_entry
 from solray._private.protocol import Msg
 from solray._private.task_spec import PendingTask, encode_arguments
 from solray._private.task_submitter import (
+    attempts_left,
     cancelled_entry,
     complete_task,
     fail_task,
     push_body,
     resolve_dependencies,
+    retry_app_error,
 )
 
 logger = logging.getLogger(__name__)
@@ -55,12 +68,37 @@ class ActorQueue:
         self.inflight: dict[int, PendingTask] = {}
         self.next_seq = 0
         self.released = False
+        self.out_of_order = False  # allow_out_of_order_execution
 
 
 class ActorSubmitter:
     def __init__(self, core_worker):
         self.cw = core_worker
         self.queues: dict[bytes, ActorQueue] = {}
+        self._unfinished: dict[bytes, int] = {}  # actor -> calls counted against max_pending_calls
+        self._unfinished_lock = threading.Lock()
+
+    # -- max_pending_calls ---------------------------------------------------
+
+    def admit(self, actor_id: bytes, limit: int) -> None:
+        """User thread: count in one more call to an actor, unless `limit`
+        calls from this process are unfinished already."""
+        with self._unfinished_lock:
+            unfinished = self._unfinished.get(actor_id, 0)
+            if unfinished >= limit:
+                raise exceptions.PendingCallsLimitExceeded(
+                    f"The actor {actor_id.hex()} has {unfinished} calls from this process "
+                    f"that have not finished, the most its max_pending_calls={limit} allows. "
+                    "Wait for some of them (get or wait) before calling it again."
+                )
+            self._unfinished[actor_id] = unfinished + 1
+
+    def call_finished(self, actor_id: bytes) -> None:
+        """Loop thread: an admitted call's results are stored."""
+        with self._unfinished_lock:
+            unfinished = self._unfinished.pop(actor_id) - 1
+            if unfinished:
+                self._unfinished[actor_id] = unfinished
 
     # -- creation ----------------------------------------------------------
 
@@ -98,8 +136,9 @@ class ActorSubmitter:
             q = self.queues[actor_id] = ActorQueue(actor_id)
         return q
 
-    def submit(self, actor_id: bytes, task: PendingTask) -> None:
+    def submit(self, actor_id: bytes, task: PendingTask, out_of_order: bool = False) -> None:
         q = self._queue(actor_id)
+        q.out_of_order = out_of_order
         q.released = False
         task.seq = q.next_seq
         q.next_seq += 1
@@ -128,7 +167,7 @@ class ActorSubmitter:
             if "error" in reply:
                 error = serialization.deserialize(decode_entry(reply["error"], buffers).obj)
                 cause = f"{cause}:\n{error}"
-            self._set_dead(q, cause)
+            self._set_dead(q, cause, unschedulable=reply.get("unschedulable", False))
             return
         try:
             conn = await self.cw.peer(reply["address"])
@@ -146,13 +185,13 @@ class ActorSubmitter:
         if q.state != DEAD:
             self._set_dead(q, "it was killed by solray.kill()")
 
-    def _set_dead(self, q: ActorQueue, cause: str) -> None:
+    def _set_dead(self, q: ActorQueue, cause: str, unschedulable: bool = False) -> None:
         q.state = DEAD
+        message = f"The actor {q.actor_id.hex()} is dead because {cause}"
         q.death = error_entry(
-            exceptions.ActorDiedError(
-                actor_id=q.actor_id.hex(),
-                error_msg=f"The actor {q.actor_id.hex()} is dead because {cause}",
-            )
+            exceptions.ActorUnschedulableError(message)
+            if unschedulable
+            else exceptions.ActorDiedError(actor_id=q.actor_id.hex(), error_msg=message)
         )
         pending, q.pending = q.pending, deque()
         for task in pending:
@@ -162,14 +201,22 @@ class ActorSubmitter:
     def _pump(self, q: ActorQueue) -> None:
         if q.state != READY:
             return
+        if q.out_of_order:  # every call whose arguments are ready goes now
+            ready = [t for t in q.pending if t.resolved or t.cancelled]
+            q.pending = deque(t for t in q.pending if not (t.resolved or t.cancelled))
+            for task in ready:
+                self._send(q, task)
+            return
         while q.pending and (q.pending[0].resolved or q.pending[0].cancelled):
-            task = q.pending.popleft()
-            if task.cancelled:
-                fail_task(self.cw, task, cancelled_entry(task))
-            elif task.dep_error is not None:
-                fail_task(self.cw, task, task.dep_error)
-            else:
-                self._push(q, task)
+            self._send(q, q.pending.popleft())
+
+    def _send(self, q: ActorQueue, task: PendingTask) -> None:
+        if task.cancelled:
+            fail_task(self.cw, task, cancelled_entry(task))
+        elif task.dep_error is not None:
+            fail_task(self.cw, task, task.dep_error)
+        else:
+            self._push(q, task)
 
     def cancel_queued(self, task: PendingTask, error) -> None:
         """Cancel a call not pushed yet: it is failed when its turn comes, so
@@ -198,17 +245,16 @@ class ActorSubmitter:
         error = fut.exception()
         if error is None:
             body, buffers = fut.result()
+            if body.get("app_error") and q.state != DEAD and retry_app_error(task, body, buffers):
+                self._requeue(q, task)
+                self._pump(q)
+                return
             complete_task(self.cw, task, body, buffers, conn)
         elif not isinstance(error, transport.ConnectionLost):
             fail_task(self.cw, task, error_entry(exceptions.RaySystemError(error)))
-        elif (
-            q.state != DEAD
-            and not task.cancelled
-            and (task.max_retries == -1 or task.attempt < task.max_retries)
-        ):
+        elif q.state != DEAD and attempts_left(task):
             task.attempt += 1
-            seqs = [t.seq for t in q.pending]
-            q.pending.insert(bisect.bisect_left(seqs, task.seq), task)
+            self._requeue(q, task)
             if q.state == UNKNOWN:
                 self._locate(q)
             return
@@ -226,6 +272,11 @@ class ActorSubmitter:
                 ),
             )
         self._maybe_release(q)
+
+    def _requeue(self, q: ActorQueue, task: PendingTask) -> None:
+        """A call to run again goes back among the unsent ones, in call order."""
+        seqs = [t.seq for t in q.pending]
+        q.pending.insert(bisect.bisect_left(seqs, task.seq), task)
 
     def _connection_lost(self, q: ActorQueue, conn) -> None:
         if q.conn is not conn:

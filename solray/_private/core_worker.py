@@ -37,13 +37,19 @@ from solray._private.memory_store import (
     error_entry,
 )
 from solray._private.object_store import ArenaMapping
-from solray._private.options import actor_resources, task_resources
+from solray._private.options import (
+    actor_resources,
+    backpressure,
+    placement_of,
+    task_resources,
+)
 from solray._private.protocol import Msg
 from solray._private.reference_counter import ReferenceCounter
 from solray._private.serialization import SerializedObject
 from solray._private.task_spec import END_OF_STREAM, PendingTask, StreamState, extract_deps
 from solray.object_ref import ObjectRef
 from solray.object_ref_generator import ObjectRefGenerator
+from solray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 logger = logging.getLogger(__name__)
 
@@ -282,6 +288,7 @@ class CoreWorker:
     def submit_task(self, function, args: tuple, kwargs: dict, options: dict):
         """User thread: make the task's return refs (or its ObjectRefGenerator)
         and hand the task to the loop."""
+        options = self._captured(options)
         blob, args_ref, deps, contained = self.pack_arguments(args, kwargs)
         task = PendingTask(
             task_id=ids.new_task_id(self.job_bytes),
@@ -297,8 +304,13 @@ class CoreWorker:
             job=self.job,
             contained=contained,
             strategy=options.get("scheduling_strategy"),
+            label_selector=options.get("label_selector") or None,
+            max_calls=options["max_calls"],
+            task_name=options.get("name"),
         )
-        result = self._prepare_returns(task, options.get("_generator_backpressure_num_objects"))
+        result = self._prepare_returns(
+            task, backpressure(options.get("_generator_backpressure_num_objects"))
+        )
         self.post(self.submitter.submit, task)
         return result
 
@@ -329,6 +341,7 @@ class CoreWorker:
         """User thread: register the actor (its name is taken now, or the
         existing one returned), then let the loop resolve the constructor's
         arguments and ask the control store to place it."""
+        options = self._captured(options)
         actor_id = ids.random_unique_id()[:ACTOR_ID_LEN]
         running, placement = actor_resources(options)
         namespace = options.get("namespace") or self.namespace
@@ -348,6 +361,7 @@ class CoreWorker:
                 "meta": meta,
                 "job": self.job,
                 "strategy": _actor_strategy(options.get("scheduling_strategy")),
+                "label_selector": options.get("label_selector") or None,
             },
         )
         if "error" in reply:
@@ -379,40 +393,57 @@ class CoreWorker:
             "concurrency_groups": groups,
             "is_async": meta["is_async"],
             "class_name": meta["class_name"],
+            "pg": placement_of(options.get("scheduling_strategy")),
         }
         self.post(self.actor_submitter.create, actor_id, task, runtime)
         return actor_id, meta, self.address
 
-    def submit_actor_task(
-        self,
-        actor_id: bytes,
-        method: str,
-        args,
-        kwargs,
-        num_returns: int,
-        max_task_retries: int,
-        concurrency_group,
-        backpressure: int | None = None,
-    ):
+    def _captured(self, options: dict) -> dict:
+        """Ray's placement_group_capture_child_tasks: a task or actor made
+        without a scheduling strategy inside a group that captures its
+        children runs in that group too (any bundle)."""
+        current = self.current_task
+        placement = current.placement if current is not None else None
+        if options.get("scheduling_strategy") is not None or not placement or not placement[2]:
+            return options
+        from solray.util.placement_group import PlacementGroup
+
+        group = PlacementGroup(placement[0], placement[1])
+        strategy = PlacementGroupSchedulingStrategy(group, -1, True)
+        return dict(options, scheduling_strategy=strategy)
+
+    def submit_actor_task(self, actor_id: bytes, method: str, args, kwargs, options: dict):
+        """User thread: a call to an actor method. `options` are the method's
+        (num_returns, concurrency_group, max_task_retries, retry_exceptions,
+        _generator_backpressure_num_objects, name) and the actor's
+        (max_pending_calls, out_of_order)."""
+        limit = options["max_pending_calls"]
+        if limit > 0:  # raises PendingCallsLimitExceeded when full
+            self.actor_submitter.admit(actor_id, limit)
         blob, args_ref, deps, contained = self.pack_arguments(args, kwargs)
         task = PendingTask(
             task_id=ids.new_task_id(self.job_bytes),
             function=None,
-            num_returns=num_returns,
+            num_returns=options["num_returns"],
             resources={},
             args_blob=blob,
             args_ref=args_ref,
             deps=deps,
             return_ids=[],
-            max_retries=max_task_retries,
-            retry_exceptions=False,
+            max_retries=options["max_task_retries"],
+            retry_exceptions=options.get("retry_exceptions") or False,
             job=self.job,
             method=method,
-            concurrency_group=concurrency_group,
+            concurrency_group=options.get("concurrency_group"),
             contained=contained,
+            actor_id=actor_id,
+            admitted=limit > 0,
+            task_name=options.get("name"),
         )
-        result = self._prepare_returns(task, backpressure)
-        self.post(self.actor_submitter.submit, actor_id, task)
+        result = self._prepare_returns(
+            task, backpressure(options.get("_generator_backpressure_num_objects"))
+        )
+        self.post(self.actor_submitter.submit, actor_id, task, options["out_of_order"])
         return result
 
     def pack_arguments(self, args: tuple, kwargs: dict):
@@ -1076,7 +1107,12 @@ def _actor_strategy(strategy) -> dict | None:
     from solray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     if isinstance(strategy, NodeAffinitySchedulingStrategy):
-        return {"type": "affinity", "node_id": strategy.node_id, "soft": bool(strategy.soft)}
+        return {
+            "type": "affinity",
+            "node_id": strategy.node_id,
+            "soft": bool(strategy.soft),
+            "when_busy": strategy.when_busy,
+        }
     if strategy == "SPREAD":
         return {"type": "spread"}
     return None

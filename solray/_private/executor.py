@@ -63,6 +63,9 @@ class TaskContext:
     method: str | None = None  # actor calls: the method's name
     # [index, [[id, owner], ...]] for results that contain refs
     contained: list = field(default_factory=list)
+    retire: bool = False  # the last call max_calls allows this worker
+    placement: list | None = None  # [group id, bundles, capture] of its placement group
+    task_name: str = ""  # the `name` option, else "function" or "Class.method"
 
 
 class Executor:
@@ -80,6 +83,8 @@ class Executor:
         self._acks: dict[bytes, int] = {}  # streaming task -> items the caller took
         self._ack_cond = threading.Condition()
         self._warned_put: set[str] = set()
+        self._calls: dict[bytes, int] = {}  # function id -> calls run (for max_calls)
+        self.actor_placement: list | None = None  # the hosted actor's placement group
 
     # -- entry points, called on the I/O loop ------------------------------
 
@@ -117,7 +122,9 @@ class Executor:
             body.get("gpu", self.gpu_ids),
             body["owner"],
             body.get("m"),
+            placement=body.get("pg", self.actor_placement),
         )
+        ctx.task_name = body.get("tn") or (f"{name}.{ctx.method}" if ctx.method else name)
         self.cw.set_job(ctx.job)
         if ctx.job not in self._jobs_seen:
             self._join_job(ctx.job)
@@ -130,7 +137,29 @@ class Executor:
 
     def run_task(self, conn, rid, body, buffers) -> None:
         ctx = self._context(body, body["name"])
+        max_calls = body.get("mc", 0)
+        if max_calls:
+            calls = self._calls[body["fn"]] = self._calls.get(body["fn"], 0) + 1
+            ctx.retire = calls >= max_calls
         self._execute(conn, rid, body, buffers, ctx, self._task_function)
+        if ctx.retire:
+            self._retire()
+
+    def _retire(self) -> None:
+        """max_calls reached: this worker runs nothing more (its owner was told
+        in the reply, and hands the lease back) and exits as soon as nothing
+        it holds is needed: results whose refs the caller has not taken over
+        yet, objects it owns that others still reference, tasks it submitted."""
+        cw = self.cw
+
+        async def unneeded() -> None:
+            while cw.handoffs or cw.tasks or cw.refs.owns_any():
+                await asyncio.sleep(0.01)
+
+        cw.call(unneeded())
+        _flush_output()
+        cw.shutdown()
+        os._exit(0)
 
     def _task_function(self, body, buffers):
         function_id = body["fn"]
@@ -227,6 +256,8 @@ class Executor:
             reply["hh"] = 1  # we hold refs in its results until the caller is done
         if ctx.contained:
             reply["c"] = ctx.contained
+        if ctx.retire:
+            reply["retire"] = 1
         self.cw.post(conn.reply, rid, reply, buffers)
 
     # -- generators --------------------------------------------------------
@@ -378,11 +409,7 @@ class Executor:
         coroutine of an async actor is cancelled; a queued task is failed when
         its turn comes. `force` ends this worker process instead."""
         if force:
-            for stream in (sys.stdout, sys.stderr):
-                try:
-                    stream.flush()
-                except Exception:
-                    pass
+            _flush_output()
             os._exit(1)
         self._cancelled.add(task_id)
         with self._ack_cond:
@@ -505,6 +532,7 @@ class Executor:
 
     def create_actor(self, conn, rid, body, buffers) -> None:
         ropts = body["ropts"]
+        self.actor_placement = ropts.get("pg")
         ctx = self._context(body, ropts["class_name"])
         self.gpu_ids = ctx.gpu_ids
         self.actor_restarts = body.get("restarts", 0)
@@ -550,14 +578,19 @@ class Executor:
         self._reply(conn, rid, ctx, [error] * num_returns, True)
 
         def exit_process():
-            for stream in (sys.stdout, sys.stderr):
-                try:
-                    stream.flush()
-                except Exception:
-                    pass
+            _flush_output()
             os._exit(0)
 
         cw.post(cw.loop.call_later, 0.05, exit_process)
+
+
+def _flush_output() -> None:
+    """Before the process exits: what the task printed reaches the node."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
 
 
 def _round_trips(error: BaseException) -> bool:

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 
 import psutil
 
-from solray._private import ids, services, transport
+from solray._private import ids, labels, services, transport
 from solray._private.object_store import ObjectStore
 from solray._private.placement_groups import bundle_resources
 from solray._private.protocol import LOG_MARK, LOG_SEP, Msg
@@ -83,11 +83,21 @@ class LeaseRequest:
     resources: dict
     for_actor: bool = False
     strategy: str = "DEFAULT"
+    selector: dict | None = None  # label_selector: the node's labels must match
     stay: bool = False  # pinned here (node affinity) or already spilled once
+    fail_when_busy: bool = False  # node affinity with _fail_on_unavailable
 
 
 def _fits(need: dict, have: dict) -> bool:
     return all(v <= have.get(k, 0.0) + 1e-9 for k, v in need.items() if v > 0)
+
+
+def _can_host(info: dict, request: LeaseRequest, which: str) -> bool:
+    """Whether another node (from the cluster view) matches the request's
+    labels and has its resources ("total": ever, "available": now)."""
+    return labels.matches(info.get("labels"), request.selector) and _fits(
+        request.resources, info[f"resources_{which}"]
+    )
 
 
 def _free_cpu(info: dict, node) -> float:
@@ -118,6 +128,7 @@ class Node:
         if args.head:
             total["node:__internal_head__"] = 1.0
         self.resources = ResourceSet(total, num_gpus=int(args.num_gpus or 0))
+        self.labels = {**json.loads(args.labels or "{}"), labels.NODE_ID_LABEL: self.node_id}
         self.soft_worker_limit = max(1, int(num_cpus))
         self.memory_threshold = args.memory_usage_threshold
         self.memory_refresh_s = args.memory_monitor_refresh_ms / 1000.0
@@ -248,6 +259,7 @@ class Node:
             "address": self.address,
             "ip": self.ip,
             "resources_total": self.resources.total,
+            "labels": self.labels,
             "arena_path": self.store.path,
             "store_capacity": self.store.capacity,
             "session_dir": self.session_dir,
@@ -524,27 +536,67 @@ class Node:
     def request_lease(self, conn, rid, body, bufs) -> None:
         request = LeaseRequest(conn, rid, body["resources"], body.get("actor", False))
         request.strategy = body.get("strategy", "DEFAULT")
-        request.stay = body.get("hard", False) or body.get("spilled", False)
+        request.selector = body.get("labels")
+        request.stay = body.get("spilled", False)
+        if "affinity" in body:
+            refusal = self._affinity(request, *body["affinity"])
+            if refusal is not None:
+                conn.reply(rid, refusal)
+                return
         target = self._better_node(request)
         if target is not None:
             self._spill(conn, rid, target, request.resources)
             return
-        if not self.resources.feasible(request.resources):
-            if request.stay and body.get("hard"):
-                conn.reply(rid, {"infeasible": True, "total": self.resources.total})
-                return
-            shape = tuple(sorted(request.resources.items()))
+        if not self._here(request, now=False):
+            shape = (
+                tuple(sorted(request.resources.items())),
+                tuple(sorted((request.selector or {}).items())),
+            )
             conn.send(
                 Msg.LEASE_INFEASIBLE,
                 {
                     "resources": request.resources,
                     "total": self.resources.total,
+                    "label_selector": request.selector,
+                    "labels": self.labels,
                     "first": shape not in self.warned_infeasible,
                 },
             )
             self.warned_infeasible.add(shape)
         self.pending.append(request)
         self._try_grant()
+
+    def _affinity(self, request: LeaseRequest, soft: bool, when_busy: str) -> dict | None:
+        """A request aimed at this node by NodeAffinitySchedulingStrategy (as
+        in Ray): if it could ever fit here, it runs here only, waiting while
+        the node is busy, unless `when_busy` says to go elsewhere ("spill":
+        routed as DEFAULT, which keeps it here while it fits) or to fail. If
+        it can never fit here, a soft affinity is routed as DEFAULT and a hard
+        one fails. Returns the reply refusing it, or None."""
+        if not self._here(request, now=False):
+            if soft:
+                return None
+            return {"infeasible": True, "total": self.resources.total, "labels": self.labels}
+        if when_busy == "spill":
+            return None
+        request.stay = True
+        if when_busy == "fail":
+            request.fail_when_busy = True
+            if not self._here(request, now=True):
+                return self._busy_reply()
+        return None
+
+    def _here(self, request: LeaseRequest, now: bool) -> bool:
+        """Whether this node matches the request's labels and has its
+        resources: free `now`, or ever."""
+        if not labels.matches(self.labels, request.selector):
+            return False
+        if now:
+            return self.resources.fits(request.resources)
+        return self.resources.feasible(request.resources)
+
+    def _busy_reply(self) -> dict:
+        return {"unavailable": True, "available": self.resources.available_view()}
 
     def _better_node(self, request: LeaseRequest) -> dict | None:
         """Where else a request should go (spillback), or None to keep it.
@@ -557,10 +609,9 @@ class Node:
         others = [n for n in self.cluster.values() if n["alive"] and n["node_id"] != self.node_id]
         if not others:
             return None
-        need = request.resources
         if request.strategy == "SPREAD":
-            candidates = [n for n in others if _fits(need, n["resources_total"])]
-            if self.resources.feasible(need):
+            candidates = [n for n in others if _can_host(n, request, "total")]
+            if self._here(request, now=False):
                 candidates.append(self.info())
             if not candidates:
                 return None
@@ -574,14 +625,14 @@ class Node:
             )
             chosen = candidates[best]
             return None if chosen["node_id"] == self.node_id else chosen
-        if self.resources.fits(need):
+        if self._here(request, now=True):
             return None
-        free_now = [n for n in others if _fits(need, n["resources_available"])]
+        free_now = [n for n in others if _can_host(n, request, "available")]
         if free_now:
             return max(free_now, key=lambda n: n["resources_available"].get("CPU", 0.0))
-        if self.resources.feasible(need):
+        if self._here(request, now=False):
             return None
-        feasible = [n for n in others if _fits(need, n["resources_total"])]
+        feasible = [n for n in others if _can_host(n, request, "total")]
         return feasible[0] if feasible else None
 
     def _spill(self, conn, rid, target: dict, need: dict) -> None:
@@ -604,7 +655,10 @@ class Node:
             req = self.pending.popleft()
             if req.conn.closed:
                 continue
-            if not self.resources.fits(req.resources):
+            if not self._here(req, now=True):
+                if req.fail_when_busy:  # it fit when it came; not any more
+                    req.conn.reply(req.rid, self._busy_reply())
+                    continue
                 target = self._better_node(req)
                 if target is not None:
                     self._spill(req.conn, req.rid, target, req.resources)
@@ -652,7 +706,9 @@ class Node:
             if body.get("kill"):
                 self._worker_gone(lease.worker)
             else:
-                self._release_lease(lease, back_to_pool=True)
+                # A retiring worker (max_calls reached) exits by itself once
+                # nothing it holds is needed; until then it is nobody's.
+                self._release_lease(lease, back_to_pool=not body.get("retire"))
         self._try_grant()
         conn.reply(rid, True)
 
@@ -1013,6 +1069,7 @@ def main() -> None:
     parser.add_argument("--num-cpus", type=float)
     parser.add_argument("--num-gpus", type=float, default=0)
     parser.add_argument("--resources", default="{}")
+    parser.add_argument("--labels", default="{}", help="node labels as JSON")
     parser.add_argument("--object-store-memory", type=int)
     parser.add_argument(
         "--spill-dir",

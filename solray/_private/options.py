@@ -10,10 +10,14 @@ from __future__ import annotations
 import inspect
 import numbers
 
+from solray._private import labels
 from solray.util.scheduling_strategies import (
     NodeAffinitySchedulingStrategy,
     PlacementGroupSchedulingStrategy,
 )
+
+ACCELERATOR_PREFIX = "accelerator_type:"
+ACCELERATOR_AMOUNT = 0.001
 
 TASK_DEFAULTS = {
     "num_cpus": 1,
@@ -81,18 +85,85 @@ def _validate_one(name: str, value) -> None:
             "The option 'retry_exceptions' must be a bool or a list of exception types, "
             f"got {value!r}"
         )
+    elif name == "max_calls":
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(
+                f"The keyword 'max_calls' only accepts 0 or a positive integer, got {value!r}"
+            )
     elif name == "name":
         if not isinstance(value, str):
             raise TypeError(f"The option 'name' must be a str, got {type(value).__name__}")
+    elif name == "label_selector":
+        labels.validate_selector(value)
+    elif name == "accelerator_type":
+        if not isinstance(value, str) or not value:
+            raise TypeError(f"The option 'accelerator_type' must be a non-empty str, got {value!r}")
+    elif name == "_generator_backpressure_num_objects":
+        if isinstance(value, bool) or not isinstance(value, int) or value == 0 or value < -1:
+            raise ValueError(
+                "The option '_generator_backpressure_num_objects' must be a positive int, "
+                f"or -1 to disable backpressure, got {value!r}"
+            )
     elif name == "scheduling_strategy":
-        if value in ("DEFAULT", "SPREAD") or isinstance(
-            value, (NodeAffinitySchedulingStrategy, PlacementGroupSchedulingStrategy)
-        ):
+        if isinstance(value, PlacementGroupSchedulingStrategy):
+            _validate_placement_group_strategy(value)
+            return
+        if value in ("DEFAULT", "SPREAD") or isinstance(value, NodeAffinitySchedulingStrategy):
             return
         raise ValueError(
             f"Invalid scheduling_strategy {value!r}: use 'DEFAULT', 'SPREAD', "
             "NodeAffinitySchedulingStrategy or PlacementGroupSchedulingStrategy"
         )
+    elif name == "runtime_env":
+        if value != {}:
+            raise NotImplementedError(
+                f"The option 'runtime_env' is not supported by solray yet (got {value!r}): "
+                "tasks and actors run in the driver's environment. Install what they need "
+                "where the cluster runs, and leave runtime_env out."
+            )
+    elif name == "enable_task_events":
+        if not isinstance(value, bool):
+            raise TypeError(f"The option 'enable_task_events' must be a bool, got {value!r}")
+    elif name == "_metadata":
+        if not isinstance(value, dict):
+            raise TypeError(f"The option '_metadata' must be a dict, got {value!r}")
+
+
+def _validate_placement_group_strategy(strategy: PlacementGroupSchedulingStrategy) -> None:
+    from solray.util.placement_group import PlacementGroup
+
+    group = strategy.placement_group
+    if group is None:  # Ray's way to opt out of a parent's captured group
+        return
+    if not isinstance(group, PlacementGroup):
+        raise TypeError(
+            "PlacementGroupSchedulingStrategy: placement_group must be a PlacementGroup "
+            f"(or None), got {group!r}"
+        )
+    index = strategy.placement_group_bundle_index
+    if (
+        isinstance(index, bool)
+        or not isinstance(index, int)
+        or not -1 <= index < group.bundle_count
+    ):
+        raise ValueError(
+            "PlacementGroupSchedulingStrategy: placement_group_bundle_index must be -1 (any "
+            f"bundle) or in [0, {group.bundle_count}) for this group, got {index!r}"
+        )
+    if strategy.placement_group_capture_child_tasks not in (None, True, False):
+        raise TypeError(
+            "PlacementGroupSchedulingStrategy: placement_group_capture_child_tasks must be a "
+            f"bool, got {strategy.placement_group_capture_child_tasks!r}"
+        )
+
+
+def placement_of(strategy) -> list | None:
+    """What a task or actor carries about the placement group it runs in:
+    [group id, bundles, capture_child_tasks], or None."""
+    if isinstance(strategy, PlacementGroupSchedulingStrategy) and strategy.placement_group:
+        group = strategy.placement_group
+        return [group.id, group.bundle_specs, bool(strategy.placement_group_capture_child_tasks)]
+    return None
 
 
 def validate_num_returns(value) -> None:
@@ -102,6 +173,45 @@ def validate_num_returns(value) -> None:
         raise TypeError(f"The option 'num_returns' must be an int, got {value!r}")
     if value < 0:
         raise ValueError(f"The option 'num_returns' must be >= 0, got {value}")
+
+
+# @method(...) on an actor method; `.options(...)` on a call also takes `name`.
+METHOD_OPTIONS = {
+    "num_returns",
+    "concurrency_group",
+    "max_task_retries",
+    "retry_exceptions",
+    "enable_task_events",
+    "_generator_backpressure_num_objects",
+}
+
+
+def validate_method_options(options: dict, where: str) -> dict:
+    """Options of an actor method, from `@method` or a call's `.options()`."""
+    valid = METHOD_OPTIONS | ({"name"} if where != "@method" else set())
+    for name, value in options.items():
+        if name not in valid:
+            raise ValueError(f"Invalid option '{name}' for {where}; valid ones are {sorted(valid)}")
+        if value is None:
+            continue
+        if name in ("num_returns", "retry_exceptions", "_generator_backpressure_num_objects"):
+            _validate_one(name, value)
+        elif name == "max_task_retries":
+            if isinstance(value, bool) or not isinstance(value, int) or value < -1:
+                raise ValueError(
+                    f"The option 'max_task_retries' must be an int >= -1, got {value!r}"
+                )
+        elif name in ("concurrency_group", "name"):
+            if not isinstance(value, str):
+                raise TypeError(f"The option '{name}' must be a str, got {type(value).__name__}")
+        elif name == "enable_task_events" and not isinstance(value, bool):
+            raise TypeError(f"The option 'enable_task_events' must be a bool, got {value!r}")
+    return options
+
+
+def backpressure(value: int | None) -> int | None:
+    """Items a streaming generator may run ahead of its consumer (None: no limit)."""
+    return None if value is None or value == -1 else value
 
 
 ACTOR_DEFAULTS = {
@@ -138,8 +248,22 @@ def actor_options(options: dict) -> dict:
             )
         if value is None:
             continue
-        if name in ("num_cpus", "num_gpus", "resources", "memory", "scheduling_strategy"):
+        if name in (
+            "num_cpus",
+            "num_gpus",
+            "resources",
+            "memory",
+            "scheduling_strategy",
+            "accelerator_type",
+            "label_selector",
+            "runtime_env",
+            "enable_task_events",
+            "_metadata",
+        ):
             _validate_one(name, value)
+        elif name in ("get_if_exists", "allow_out_of_order_execution"):
+            if not isinstance(value, bool):
+                raise TypeError(f"The option '{name}' must be a bool, got {value!r}")
         elif name in ("name", "namespace"):
             if not isinstance(value, str) or (name == "name" and not value):
                 raise TypeError(f"The option '{name}' must be a non-empty str, got {value!r}")
@@ -149,7 +273,7 @@ def actor_options(options: dict) -> dict:
                     f"actor `lifetime` argument must be one of 'detached', 'non_detached' "
                     f"and 'None', got {value!r}"
                 )
-        elif name in ("max_restarts", "max_task_retries"):
+        elif name in ("max_restarts", "max_task_retries", "max_pending_calls"):
             if isinstance(value, bool) or not isinstance(value, int) or value < -1:
                 raise ValueError(f"The option '{name}' must be an int >= -1, got {value!r}")
         elif name == "max_concurrency":
@@ -165,9 +289,18 @@ def actor_options(options: dict) -> dict:
                     f"(int >= 1), got {value!r}"
                 )
     merged = {**ACTOR_DEFAULTS, **options}
-    for name in ("max_restarts", "max_task_retries", "num_gpus"):
+    for name in (
+        "max_restarts",
+        "max_task_retries",
+        "max_pending_calls",
+        "num_gpus",
+        "get_if_exists",
+        "allow_out_of_order_execution",
+    ):
         if merged[name] is None:
             merged[name] = ACTOR_DEFAULTS[name]
+    if merged["get_if_exists"] and not merged["name"]:
+        raise ValueError("The actor name must be specified to use `get_if_exists`.")
     return merged
 
 
@@ -207,6 +340,9 @@ def default_num_returns(function) -> int | str:
 
 def merge(base: dict, overrides: dict) -> dict:
     """`.options(...)` on top of the decorator's options."""
+    if "max_calls" in overrides:
+        # As in Ray: a worker counts calls of a function, whatever the options.
+        raise ValueError("Setting 'max_calls' is not supported in '.options()'.")
     return with_defaults({**base, **validate_task_options(overrides)})
 
 
@@ -215,7 +351,7 @@ def task_resources(options: dict) -> dict[str, float]:
     group bundle's resources when it is placed in one)."""
     shape = _plain_resources(options)
     strategy = options.get("scheduling_strategy")
-    if isinstance(strategy, PlacementGroupSchedulingStrategy):
+    if isinstance(strategy, PlacementGroupSchedulingStrategy) and strategy.placement_group:
         from solray._private.placement_groups import group_resources
 
         return group_resources(
@@ -234,4 +370,8 @@ def _plain_resources(options: dict) -> dict[str, float]:
         shape["memory"] = float(options["memory"])
     for key, amount in (options.get("resources") or {}).items():
         shape[key] = float(amount)
+    if options.get("accelerator_type"):
+        # Ray's convention: a node with accelerators of type X has the
+        # resource "accelerator_type:X" (1); a task asks for a sliver of it.
+        shape[f"{ACCELERATOR_PREFIX}{options['accelerator_type']}"] = ACCELERATOR_AMOUNT
     return {k: v for k, v in shape.items() if v > 0}

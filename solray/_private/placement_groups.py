@@ -9,6 +9,12 @@ then each node is asked to reserve its bundles (RESERVE_BUNDLES). If any node
 refuses (its resources moved on since the view was taken), every reservation
 made is released and the group waits for the next change in the cluster.
 
+Bundles go only to nodes whose labels match their `bundle_label_selector`
+entry; with `_max_cpu_fraction_per_node=f`, only where the CPUs held by all
+groups' bundles stay within f of the node's CPUs (and below 1, one CPU stays
+outside); `_soft_target_node_id` puts a STRICT_PACK group on that node if it
+has room.
+
 A reserved bundle i of group G on a node turns its resources, say {"CPU": 2},
 into new node resources "CPU_group_G" and "CPU_group_i_G" (plus the markers
 "bundle_group_G" and "bundle_group_i_G"), as in Ray. A task or actor placed in
@@ -22,7 +28,7 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 
-from solray._private import transport
+from solray._private import labels, transport
 from solray._private.protocol import Msg
 
 logger = logging.getLogger("solray.control_store")
@@ -64,6 +70,9 @@ class PlacementGroup:
     name: str
     owner: transport.Connection
     detached: bool
+    label_selectors: list | None = None  # per bundle
+    max_cpu_fraction: float | None = None
+    soft_target: str | None = None  # node id
     state: str = PENDING
     nodes: list = field(default_factory=list)  # node id per bundle, once placed
     waiters: list = field(default_factory=list)
@@ -93,6 +102,9 @@ class PlacementGroupManager:
             name,
             conn,
             body.get("detached", False),
+            body.get("label_selectors"),
+            body.get("max_cpu_fraction"),
+            body.get("soft_target"),
         )
         self.groups[group.pg_id] = group
         conn.peer.setdefault("placement_groups", set()).add(group.pg_id)
@@ -200,23 +212,44 @@ class PlacementGroupManager:
             group.placing = False
 
     def _assign(self, group: PlacementGroup) -> list[str] | None:
-        """A node id per bundle, per the strategy, from free resources."""
-        free = {
-            n["node_id"]: dict(n["resources_available"])
-            for n in self.store.nodes.values()
-            if n["alive"]
+        """A node id per bundle, per the strategy, from free resources (and
+        the group's label selectors, CPU fraction and target node)."""
+        nodes = {n["node_id"]: n for n in self.store.nodes.values() if n["alive"]}
+        held = self._bundle_cpus_by_node()
+        rooms = {
+            node_id: _Room(dict(n["resources_available"]), held.get(node_id, 0.0))
+            for node_id, n in nodes.items()
         }
-        order = sorted(free, key=lambda node_id: -free[node_id].get("CPU", 0.0))
+        order = sorted(rooms, key=lambda node_id: -rooms[node_id].free.get("CPU", 0.0))
+        if group.soft_target in rooms:  # tried first; anywhere else if it has no room
+            order.remove(group.soft_target)
+            order.insert(0, group.soft_target)
+
+        def take(node_id: str, index: int, room: _Room) -> bool:
+            selector = group.label_selectors[index] if group.label_selectors else None
+            if not labels.matches(nodes[node_id].get("labels"), selector):
+                return False
+            bundle = group.bundles[index]
+            cpus = bundle.get("CPU", 0.0)
+            if group.max_cpu_fraction is not None:
+                if room.pg_cpus + cpus > _cpu_cap(nodes[node_id], group.max_cpu_fraction) + 1e-9:
+                    return False
+            if not _take(room.free, bundle):
+                return False
+            room.pg_cpus += cpus
+            return True
+
+        indexes = range(len(group.bundles))
         strategy = group.strategy
         if strategy in ("PACK", "STRICT_PACK"):
             for node_id in order:  # all on one node if any can
-                trial = dict(free[node_id])
-                if all(_take(trial, b) for b in group.bundles):
+                trial = rooms[node_id].copy()
+                if all(take(node_id, i, trial) for i in indexes):
                     return [node_id] * len(group.bundles)
             if strategy == "STRICT_PACK":
                 return None
         assignment: list[str] = []
-        for bundle in group.bundles:
+        for index in indexes:
             used = set(assignment)
             if strategy in ("SPREAD", "STRICT_SPREAD"):
                 candidates = [n for n in order if n not in used] + (
@@ -225,12 +258,20 @@ class PlacementGroupManager:
             else:  # PACK that did not fit on one node: fill nodes in turn
                 candidates = list(dict.fromkeys(assignment)) + order
             for node_id in candidates:
-                if _take(free[node_id], bundle):
+                if take(node_id, index, rooms[node_id]):
                     assignment.append(node_id)
                     break
             else:
                 return None
         return assignment
+
+    def _bundle_cpus_by_node(self) -> dict[str, float]:
+        """CPUs reserved by the bundles of every placed group, per node."""
+        held: dict[str, float] = {}
+        for group in self.groups.values():
+            for node_id, bundle in zip(group.nodes, group.bundles, strict=False):
+                held[node_id] = held.get(node_id, 0.0) + bundle.get("CPU", 0.0)
+        return held
 
     def _release(self, group: PlacementGroup) -> None:
         if not group.nodes:
@@ -254,6 +295,25 @@ class PlacementGroupManager:
         waiters, group.waiters = group.waiters, []
         for conn, rid in waiters:
             conn.reply(rid, group.state == CREATED)
+
+
+@dataclass
+class _Room:
+    """What a node has left while a group's bundles are assigned."""
+
+    free: dict  # resources available
+    pg_cpus: float  # CPUs held by placement group bundles
+
+    def copy(self) -> _Room:
+        return _Room(dict(self.free), self.pg_cpus)
+
+
+def _cpu_cap(node: dict, fraction: float) -> float:
+    """The most CPUs placement group bundles may hold on a node, under
+    _max_cpu_fraction_per_node (below 1, at least one CPU stays out, as in Ray)."""
+    total = node["resources_total"].get("CPU", 0.0)
+    cap = total * fraction
+    return min(cap, total - 1) if fraction < 1 else cap
 
 
 def _take(free: dict, bundle: dict) -> bool:

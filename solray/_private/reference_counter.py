@@ -47,6 +47,9 @@ class ReferenceCounter:
     def owns(self, object_id: bytes) -> bool:
         return object_id in self._owned
 
+    def owns_any(self) -> bool:
+        return bool(self._owned)
+
     def is_live(self, object_id: bytes) -> bool:
         return object_id in self._local or object_id in self._pinned or object_id in self._borrowers
 

@@ -84,6 +84,8 @@ class PendingTask:
     attempt: int = 0
     dep_entries: list = field(default_factory=list)
     method: str | None = None  # actor calls: the method's name
+    actor_id: bytes | None = None  # actor calls: whose method
+    admitted: bool = False  # actor calls: counted against max_pending_calls until done
     seq: int = 0  # actor calls: submission order per caller
     concurrency_group: str | None = None  # actor calls
     resolved: bool = False
@@ -94,6 +96,9 @@ class PendingTask:
     running_on: object = None  # the connection it was pushed on, while it runs
     contained: list = field(default_factory=list)  # refs nested in its arguments
     strategy: object = None  # scheduling_strategy
+    label_selector: dict | None = None  # the labels its node must match
+    task_name: str | None = None  # the `name` option
+    max_calls: int = 0  # tasks: its worker exits after this many calls of the function
 
     @property
     def name(self) -> str:

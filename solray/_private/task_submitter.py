@@ -31,6 +31,7 @@ from collections import deque
 from solray import exceptions
 from solray._private import ids, serialization, transport
 from solray._private.memory_store import InStore, error_entry
+from solray._private.options import placement_of
 from solray._private.protocol import Msg
 from solray._private.task_spec import PendingTask, decode_returns, encode_arguments
 from solray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -105,11 +106,39 @@ def store_returns(cw, task: PendingTask, returns: list) -> None:
             cw.free_in_store(object_id, entry.node)
     cw.tasks.pop(task.task_id, None)
     task.running_on = None
+    if task.admitted:
+        task.admitted = False
+        cw.actor_submitter.call_finished(task.actor_id)
     if not keep_lineage:  # else its arguments stay, for a re-run
         task.deps = []
         task.dep_entries = []
         task.args_ref = None
         task.contained = []
+
+
+def attempts_left(task: PendingTask) -> bool:
+    """Whether a task (or actor call) that failed may run again: not
+    cancelled, and retries left (max_retries, or max_task_retries for calls)."""
+    return not task.cancelled and (task.max_retries == -1 or task.attempt < task.max_retries)
+
+
+def retry_app_error(task: PendingTask, body: dict, buffers: list) -> bool:
+    """A task or actor call raised (its reply says app_error): whether to run
+    it again, per retry_exceptions (True, or the exception classes to retry)
+    within its retries. Counts the attempt if so."""
+    if not task.retry_exceptions or not attempts_left(task):
+        return False
+    if isinstance(task.retry_exceptions, (list, tuple)):
+        returns, _ = decode_returns(body["r"], buffers)
+        entry = next((e for e in returns if e.is_error), None)
+        if entry is None:  # num_returns=0: no return value carries the error
+            return False
+        error = serialization.deserialize(entry.obj)
+        cause = getattr(error, "cause", error)
+        if not isinstance(cause, tuple(task.retry_exceptions)):
+            return False
+    task.attempt += 1
+    return True
 
 
 def push_body(cw, task: PendingTask, body: dict) -> dict:
@@ -118,6 +147,8 @@ def push_body(cw, task: PendingTask, body: dict) -> dict:
     body["tid"] = task.task_id
     body["job"] = task.job
     body["owner"] = cw.address
+    if task.task_name:
+        body["tn"] = task.task_name
     if isinstance(task.num_returns, str):
         body["gen"] = task.num_returns
         body["nret"] = 1 if task.num_returns == "dynamic" else 0
@@ -129,6 +160,14 @@ def push_body(cw, task: PendingTask, body: dict) -> dict:
         if task.backpressure:
             body["bp"] = task.backpressure
     return body
+
+
+class NodeBusy(Exception):
+    """A node-affinity request with _fail_on_unavailable met a busy node."""
+
+    def __init__(self, error: exceptions.TaskUnschedulableError):
+        super().__init__(str(error))
+        self.error = error
 
 
 class LeasedWorker:
@@ -154,12 +193,14 @@ class LeasedWorker:
 
 
 class KeyQueue:
-    """Tasks of one resource shape and placement, and the workers leased for them."""
+    """Tasks of one resource shape, label selector and placement, and the
+    workers leased for them."""
 
-    __slots__ = ("resources", "placement", "tasks", "workers", "requests")
+    __slots__ = ("resources", "selector", "placement", "tasks", "workers", "requests")
 
-    def __init__(self, resources: dict, placement: tuple):
+    def __init__(self, resources: dict, selector: dict | None, placement: tuple):
         self.resources = resources
+        self.selector = selector
         self.placement = placement
         self.tasks: deque[PendingTask] = deque()
         self.workers: list[LeasedWorker] = []
@@ -203,10 +244,15 @@ class TaskSubmitter:
 
     def _enqueue(self, task: PendingTask) -> None:
         placement = self._placement(task)
-        key = (tuple(sorted(task.resources.items())), placement)
+        selector = task.label_selector
+        key = (
+            tuple(sorted(task.resources.items())),
+            tuple(sorted((selector or {}).items())),
+            placement,
+        )
         q = self.queues.get(key)
         if q is None:
-            q = self.queues[key] = KeyQueue(task.resources, placement)
+            q = self.queues[key] = KeyQueue(task.resources, selector, placement)
         q.tasks.append(task)
         self._pump(q)
 
@@ -214,7 +260,7 @@ class TaskSubmitter:
         """Where leases for this task should be asked for."""
         strategy = task.strategy
         if isinstance(strategy, NodeAffinitySchedulingStrategy):
-            return ("AFFINITY", strategy.node_id, bool(strategy.soft))
+            return ("AFFINITY", strategy.node_id, bool(strategy.soft), strategy.when_busy)
         if strategy == "SPREAD":
             return ("SPREAD",)
         return ("DEFAULT", self._locality(task))
@@ -283,6 +329,14 @@ class TaskSubmitter:
             q.requests -= 1
             self._fail_queue(q, e)
             return
+        except NodeBusy as e:
+            # _fail_on_unavailable: this request's task fails; the others of
+            # the queue ask again, and fail or not on their own.
+            q.requests -= 1
+            if q.tasks:
+                fail_task(self.cw, q.tasks.popleft(), error_entry(e.error))
+            self._pump(q)
+            return
         q.requests -= 1
         try:
             conn = await self.cw.peer(grant["address"])
@@ -299,16 +353,18 @@ class TaskSubmitter:
     async def _request_lease(self, q: KeyQueue):
         kind = q.placement[0]
         body = {"resources": q.resources}
+        if q.selector:
+            body["labels"] = q.selector
         address = self.cw.node_address
         if kind == "SPREAD":
             body["strategy"] = "SPREAD"
         elif kind == "DEFAULT" and q.placement[1] is not None:
             address = q.placement[1]
         elif kind == "AFFINITY":
-            _, node_id, soft = q.placement
+            _, node_id, soft, when_busy = q.placement
             target = await self.cw.find_node(node_id)
             if target is not None:
-                address, body["hard"] = target["address"], not soft
+                address, body["affinity"] = target["address"], [soft, when_busy]
             elif not soft:
                 raise exceptions.TaskUnschedulableError(
                     f"The task requires node {node_id} (NodeAffinitySchedulingStrategy with "
@@ -329,12 +385,24 @@ class TaskSubmitter:
             if "spillback" in reply:
                 address = reply["spillback"]["address"]
                 body = dict(body, spilled=True)
+                body.pop("affinity", None)  # a soft affinity let it go elsewhere
                 continue
             if reply.get("infeasible"):
+                wanted = f"{q.resources}" + (
+                    f" on a node with labels matching {q.selector}" if q.selector else ""
+                )
                 raise exceptions.TaskUnschedulableError(
-                    f"The task requires {q.resources}, which node {q.placement[1]} cannot "
-                    f"provide (it has {reply['total']}), and its NodeAffinitySchedulingStrategy "
-                    "is not soft."
+                    f"The task requires {wanted}, which node {q.placement[1]} cannot provide "
+                    f"(it has {reply['total']}, labels {reply['labels']}), and its "
+                    "NodeAffinitySchedulingStrategy is not soft."
+                )
+            if reply.get("unavailable"):
+                raise NodeBusy(
+                    exceptions.TaskUnschedulableError(
+                        f"The task requires {q.resources} on node {q.placement[1]}, which has "
+                        f"no room for it now (it has {reply['available']} free), and its "
+                        "NodeAffinitySchedulingStrategy has _fail_on_unavailable=True."
+                    )
                 )
             return reply, node
         raise transport.RemoteError("too many spillbacks")
@@ -349,10 +417,14 @@ class TaskSubmitter:
     def on_infeasible(self, conn, rid, body, bufs) -> None:
         if not body.get("first"):
             return
+        selector = body.get("label_selector")
+        wanted = f"{body['resources']}" + (
+            f" on a node with labels matching {selector}" if selector else ""
+        )
         message = (
-            f"A task requires {body['resources']}, which no node in the cluster can "
-            f"provide (this node has {body['total']}). The task will wait until a node "
-            f"with enough resources joins the cluster."
+            f"A task requires {wanted}, which no node in the cluster can provide (this "
+            f"node has {body['total']}, labels {body['labels']}). The task will wait until "
+            "a node that can joins the cluster."
         )
         logger.warning(message)
         print(f"solray: warning: {message}", file=sys.stderr, flush=True)
@@ -373,7 +445,14 @@ class TaskSubmitter:
         if task.stream:
             self.cw.streams[task.task_id].conn = lw.conn
         fn = task.function
-        body = push_body(self.cw, task, {"fn": fn.function_id, "name": fn.name, "gpu": lw.gpu_ids})
+        # A task named by the `name` option shows that name in its output and errors.
+        name = task.task_name or fn.name
+        body = push_body(self.cw, task, {"fn": fn.function_id, "name": name, "gpu": lw.gpu_ids})
+        if task.max_calls:
+            body["mc"] = task.max_calls
+        placement = placement_of(task.strategy)
+        if placement:
+            body["pg"] = placement
         buffers: list = []
         sent = lw.conn.peer.setdefault("functions", set())
         if fn.function_id not in sent:
@@ -398,38 +477,24 @@ class TaskSubmitter:
             self._pump(q)
             return
         body, buffers = fut.result()
-        if body.get("app_error") and self._should_retry_app_error(task, body, buffers):
+        retiring = bool(body.get("retire"))
+        if retiring or q.placement[0] == "SPREAD":
+            # A worker that reached max_calls exits once it is no longer
+            # needed: the node must not lease it again. And each spread task
+            # gets its own placement: no lease reuse.
+            q.workers.remove(lw)
+            lw.node.send(Msg.RETURN_LEASE, {"lease_id": lw.lease_id, "retire": retiring})
+        if body.get("app_error") and retry_app_error(task, body, buffers):
             q.tasks.appendleft(task)
         else:
             complete_task(self.cw, task, body, buffers, lw.conn)
-        if q.placement[0] == "SPREAD":
-            # Each spread task gets its own placement: no lease reuse.
-            q.workers.remove(lw)
-            lw.node.send(Msg.RETURN_LEASE, {"lease_id": lw.lease_id})
         self._pump(q)
-
-    def _should_retry_app_error(self, task: PendingTask, body, buffers) -> bool:
-        if not task.retry_exceptions or task.cancelled:
-            return False
-        if task.max_retries != -1 and task.attempt >= task.max_retries:
-            return False
-        if isinstance(task.retry_exceptions, (list, tuple)):
-            returns, _ = decode_returns(body["r"], buffers)
-            entry = next((e for e in returns if e.is_error), None)
-            if entry is None:
-                return False
-            error = serialization.deserialize(entry.obj)
-            cause = getattr(error, "cause", error)
-            if not isinstance(cause, tuple(task.retry_exceptions)):
-                return False
-        task.attempt += 1
-        return True
 
     def _worker_died(self, q: KeyQueue, task: PendingTask, oom_message: str | None) -> None:
         if task.cancelled:  # force-cancelled: its worker was killed on purpose
             fail_task(self.cw, task, cancelled_entry(task))
             return
-        if task.max_retries == -1 or task.attempt < task.max_retries:
+        if attempts_left(task):
             task.attempt += 1
             q.tasks.appendleft(task)
             return

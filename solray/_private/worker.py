@@ -22,6 +22,7 @@ import msgpack
 from solray import exceptions
 from solray._private import context, ids, services, transport
 from solray._private.core_worker import CoreWorker
+from solray._private.labels import validate_labels
 from solray._private.protocol import Msg
 from solray.object_ref import ObjectRef
 from solray.object_ref_generator import ObjectRefGenerator
@@ -73,6 +74,7 @@ def init(
     logging_level: int | str = logging.WARNING,
     runtime_env: dict | None = None,
     object_spilling_directory: str | None = None,
+    labels: dict[str, str] | None = None,
     _temp_dir: str | None = None,
     **kwargs: Any,
 ) -> RayContext:
@@ -97,6 +99,7 @@ def init(
     if unknown:
         raise TypeError(f"init() got unexpected keyword argument(s): {sorted(unknown)}")
     _validate_init_resources(num_cpus, num_gpus, resources, object_store_memory)
+    labels = validate_labels(labels, "init(labels=...)")
     address = address or os.environ.get("SOLRAY_ADDRESS")
     if address is not None:
         if (
@@ -105,11 +108,12 @@ def init(
             or resources
             or object_store_memory
             or object_spilling_directory is not None
+            or labels
         ):
             raise ValueError(
                 "When connecting to an existing cluster, num_cpus, num_gpus, resources, "
-                "object_store_memory and object_spilling_directory must not be given: the "
-                "cluster's nodes have theirs."
+                "object_store_memory, object_spilling_directory and labels must not be "
+                "given: the cluster's nodes have theirs."
             )
         control_address, token = services.resolve_cluster(address, _temp_dir)
         cw = CoreWorker(is_driver=True, token=token, control_address=control_address)
@@ -119,7 +123,14 @@ def init(
             kwargs.get("_system_config"), object_spilling_directory
         )
         launcher, control_address, node_address = _start_cluster(
-            num_cpus, num_gpus, resources, object_store_memory, kwargs, logging_level, _temp_dir
+            num_cpus,
+            num_gpus,
+            resources,
+            object_store_memory,
+            labels,
+            kwargs,
+            logging_level,
+            _temp_dir,
         )
         cw = CoreWorker(is_driver=True, token=launcher.token, node_address=node_address)
     try:
@@ -157,11 +168,16 @@ def init(
 
 
 def _start_cluster(
-    num_cpus, num_gpus, resources, object_store_memory, kwargs, logging_level, temp_dir
+    num_cpus, num_gpus, resources, object_store_memory, labels, kwargs, logging_level, temp_dir
 ):
     level = logging.getLevelName(logging_level) if isinstance(logging_level, int) else logging_level
     node_args = node_arguments(
-        num_cpus, num_gpus, resources, object_store_memory, kwargs.get("_system_config") or {}
+        num_cpus,
+        num_gpus,
+        resources,
+        object_store_memory,
+        kwargs.get("_system_config") or {},
+        labels=labels,
     )
     return services.start_local_cluster(
         services.new_session_dir(temp_dir),
@@ -172,10 +188,12 @@ def _start_cluster(
 
 
 def node_arguments(
-    num_cpus, num_gpus, resources, object_store_memory, system_config: dict
+    num_cpus, num_gpus, resources, object_store_memory, system_config: dict, labels=None
 ) -> list[str]:
     """The node command line for init()-style resource arguments."""
     node_args = []
+    if labels:
+        node_args += ["--labels", json.dumps(labels)]
     if num_cpus is not None:
         node_args += ["--num-cpus", str(num_cpus)]
     if num_gpus:
@@ -472,7 +490,7 @@ def nodes() -> list[dict]:
                 "RayletSocketName": info["address"],
                 "NodeName": info["ip"],
                 "Resources": info["resources_total"] if info["alive"] else {},
-                "Labels": {},
+                "Labels": info.get("labels", {}),
             }
         )
     return result

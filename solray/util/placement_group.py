@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 
 import solray
-from solray._private import context
+from solray._private import context, labels
 from solray._private.placement_groups import STRATEGIES
 from solray._private.protocol import Msg
 from solray.object_ref import ObjectRef
@@ -53,7 +53,18 @@ def placement_group(
     name: str = "",
     lifetime: str | None = None,
     _max_cpu_fraction_per_node: float | None = None,
+    _soft_target_node_id: str | None = None,
+    bundle_label_selector: list[dict[str, str]] | None = None,
 ) -> PlacementGroup:
+    """Reserve `bundles` together, per `strategy`; the group is created
+    asynchronously (`ready()`, `wait()`).
+
+    `bundle_label_selector`: a label selector per bundle, which its node's
+    labels must match. `_max_cpu_fraction_per_node`: no bundle is placed on a
+    node where the CPUs held by bundles of all placement groups would exceed
+    this fraction of its CPUs (below 1, at least one CPU stays outside
+    placement groups). `_soft_target_node_id` (STRICT_PACK only): the node to
+    place the group on if it has room, else anywhere."""
     if not isinstance(bundles, list) or not bundles:
         raise ValueError("The placement group `bundles` argument must be a non-empty list")
     for bundle in bundles:
@@ -73,6 +84,38 @@ def placement_group(
         raise ValueError(f"Invalid placement group strategy {strategy!r}: use one of {STRATEGIES}")
     if lifetime not in (None, "detached"):
         raise ValueError("placement_group `lifetime` must be None or 'detached'")
+    if not isinstance(name, str):
+        raise TypeError(f"placement_group `name` must be a str, got {name!r}")
+    if _max_cpu_fraction_per_node is not None and (
+        isinstance(_max_cpu_fraction_per_node, bool)
+        or not isinstance(_max_cpu_fraction_per_node, (int, float))
+        or not 0 < _max_cpu_fraction_per_node <= 1
+    ):
+        raise ValueError(
+            "placement_group `_max_cpu_fraction_per_node` must be a number in (0, 1], "
+            f"got {_max_cpu_fraction_per_node!r}"
+        )
+    if _soft_target_node_id is not None:
+        if not isinstance(_soft_target_node_id, str):
+            raise TypeError(
+                "placement_group `_soft_target_node_id` must be a node id (hex str), "
+                f"got {_soft_target_node_id!r}"
+            )
+        if strategy != "STRICT_PACK":
+            raise ValueError(
+                "placement_group `_soft_target_node_id` only works with strategy "
+                f"'STRICT_PACK', got {strategy!r}"
+            )
+    if bundle_label_selector is not None:
+        if not isinstance(bundle_label_selector, list) or len(bundle_label_selector) != len(
+            bundles
+        ):
+            raise ValueError(
+                "placement_group `bundle_label_selector` must be a list with one label "
+                f"selector per bundle ({len(bundles)}), got {bundle_label_selector!r}"
+            )
+        for selector in bundle_label_selector:
+            labels.validate_selector(selector, "bundle_label_selector")
     solray._private.worker.auto_init()
     cw = context.require_core_worker()
     pg_id = os.urandom(14).hex()
@@ -85,6 +128,9 @@ def placement_group(
             "strategy": strategy,
             "name": name,
             "detached": lifetime == "detached",
+            "label_selectors": bundle_label_selector,
+            "max_cpu_fraction": _max_cpu_fraction_per_node,
+            "soft_target": _soft_target_node_id,
         },
     )
     if "error" in reply:
@@ -114,8 +160,14 @@ def placement_group_table(placement_group: PlacementGroup | None = None) -> dict
 
 
 def get_current_placement_group() -> PlacementGroup | None:
-    """The group the calling task or actor runs in (not tracked yet: None)."""
-    return None
+    """The group the calling task or actor runs in; None in a driver, or in
+    a task or actor placed outside any group."""
+    cw = context.core_worker
+    task = cw.current_task if cw is not None else None
+    placement = task.placement if task is not None else None
+    if not placement:
+        return None
+    return PlacementGroup(placement[0], placement[1])
 
 
 __all__ = [
