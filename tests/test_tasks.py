@@ -623,7 +623,9 @@ def test_gpu_tasks(ray_start, tmp_path):
     assert ray.cluster_resources()["GPU"] == 2
     assert ray.get_gpu_ids() == []
 
-    @ray.remote(num_gpus=1)
+    # max_calls=0: GPU functions default to one call per worker (as in Ray);
+    # here workers must be reused, to show the GPU ids do not leak to the next task.
+    @ray.remote(num_gpus=1, max_calls=0)
     def gpu_task(barrier_dir, parties):
         ids = ray.get_gpu_ids()
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")
@@ -650,7 +652,7 @@ def test_gpu_tasks(ray_start, tmp_path):
     assert sorted(ids_a + ids_b) == [0, 1]
     assert vis_a == str(ids_a[0]) and vis_b == str(ids_b[0])
 
-    @ray.remote(num_gpus=2)
+    @ray.remote(num_gpus=2, max_calls=0)
     def two_gpus():
         return sorted(ray.get_gpu_ids()), os.environ.get("CUDA_VISIBLE_DEVICES"), os.getpid()
 
