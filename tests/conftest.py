@@ -229,11 +229,12 @@ def ray_start(leak_check, request):
 
 
 @pytest.fixture(scope="module")
-def shared_cluster():
-    """One cluster for a module of tests that only read from it. The leak
+def shared_cluster(request):
+    """One cluster for a module of tests that leave it as they found it;
+    `SHARED_CLUSTER = {...}` in the module passes init() arguments. The leak
     check runs once, after the module."""
     sessions_before = _sessions()
-    solray.init(num_cpus=2)
+    solray.init(**getattr(request.module, "SHARED_CLUSTER", {"num_cpus": 2}))
     yield
     solray.shutdown()
     me = psutil.Process()

@@ -814,6 +814,65 @@ def test_actor_restarts_on_another_node(cluster):
     assert row["state"] == "ALIVE" and row["num_restarts"] == 1 and row["node_id"] == where[-1]
 
 
+@solray.remote
+class Logged:
+    """Appends its pid to `log` each time its constructor runs."""
+
+    def __init__(self, log: str):
+        with open(log, "a") as f:
+            f.write(f"{os.getpid()}\n")
+
+    def node(self) -> str:
+        return this_node()
+
+
+def test_actors_on_a_dead_node_hold_nothing(cluster, tmp_path):
+    """The node two actors live on dies. The one that may not restart is dead
+    and holds nothing anywhere; the one that may restarts on the head, holding
+    exactly its CPU there, and gives it back when killed."""
+    doomed = cluster.add_node(num_cpus=2)
+    solray.init(address=cluster.address)
+    on_doomed = NodeAffinitySchedulingStrategy(doomed.node_id, soft=True)
+    once_log, twice_log = tmp_path / "once", tmp_path / "twice"
+    once = Logged.options(num_cpus=1, scheduling_strategy=on_doomed).remote(str(once_log))
+    twice = Logged.options(num_cpus=1, max_restarts=1, scheduling_strategy=on_doomed).remote(
+        str(twice_log)
+    )
+    assert (
+        solray.get([once.node.remote(), twice.node.remote()], timeout=GET_TIMEOUT_S)
+        == [doomed.node_id] * 2
+    )
+    wait_for_free_cpus(1)  # the head's
+
+    cluster.remove_node(doomed)
+    wait_dead(doomed.node_id)
+    where = []
+
+    def restarted() -> bool:
+        try:
+            where.append(solray.get(twice.node.remote(), timeout=10))
+            return True
+        except exceptions.RayActorError:
+            return False
+
+    wait_for_condition(restarted, timeout=60, interval=0.1)
+    assert where[-1] == cluster.head_node.node_id
+    with pytest.raises(exceptions.ActorDiedError):
+        solray.get(once.node.remote(), timeout=GET_TIMEOUT_S)
+    wait_for_free_cpus(0)  # the restarted actor holds the head's CPU
+    assert solray.cluster_resources()["CPU"] == 1
+
+    solray.kill(twice)
+    wait_for_free_cpus(1)
+    newcomer = Logged.options(num_cpus=1).remote(str(tmp_path / "newcomer"))
+    assert solray.get(newcomer.node.remote(), timeout=GET_TIMEOUT_S) == cluster.head_node.node_id
+    rows = {r["actor_id"]: r for r in list_actors()}
+    assert rows[once._actor_id.hex()]["state"] == "DEAD"
+    assert rows[twice._actor_id.hex()]["num_restarts"] == 1
+    assert len(once_log.read_text().split()) == 1
+    assert len(twice_log.read_text().split()) == 2
+
+
 @pytest.mark.parametrize("cluster", [{"_system_config": {"heartbeat_timeout_s": 5}}], indirect=True)
 def test_hung_node_is_declared_dead_after_heartbeat_timeout(cluster):
     """A SIGSTOPped node keeps its connection open but stops reporting; the

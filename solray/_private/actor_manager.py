@@ -10,13 +10,26 @@ An actor's life:
     PENDING   registered (its name is taken) but not placed yet: the creator
               is still resolving constructor arguments, or no node fits
     ALIVE     its constructor returned on a worker; `address` is that worker
-    RESTARTING  its worker died and `max_restarts` allows another go: a new
-              lease is requested and the constructor runs again
-    DEAD      for good: killed, out of restarts, constructor raised, or its
-              owner died (non-detached actors fate-share with their owner)
+    RESTARTING  its attempt ended (below) and `max_restarts` allows another
+              go: a new lease is requested and the constructor runs again
+    DEAD      for good: killed, out of restarts, constructor raised, its owner
+              died (non-detached actors fate-share with their owner), or its
+              placement group was removed
 
-The control store itself holds each actor worker's lease and a connection to
-it; that connection closing is how it learns the actor's process died.
+Attempts. Each placement of an actor (its first, and each restart) is an
+*attempt*: a lease requested from one node, then the worker that lease
+grants, then the constructor run there. The control store holds that lease
+and a connection to the worker; the connection closing is how it learns the
+actor's process died. However an attempt ends (kill before or after the
+constructor ran, the process dying, the constructor raising, exit_actor(),
+the owner dying, the last handle dropped), `_end_attempt` is the one place
+that gives it up: it tells the attempt's node END_ACTOR_LEASE, which drops the
+lease request if it is still queued, or returns the lease and kills its
+worker. Messages to a node arrive in order, so whatever the attempt was doing
+(waiting for a grant, connecting, constructing) the node frees it. The
+attempt's coroutine notices it is stale at its next step and stops. Only then
+is the next attempt (a restart) placed, or the actor marked DEAD.
+
 Callers waiting in GET_ACTOR are answered when the actor is ALIVE at an
 address they do not already know to be dead, or DEAD.
 """
@@ -28,6 +41,7 @@ import logging
 from dataclasses import dataclass, field
 
 from solray._private import labels, transport
+from solray._private.placement_groups import uses_group
 from solray._private.protocol import Msg
 
 logger = logging.getLogger("solray.control_store")
@@ -56,8 +70,9 @@ class ActorEntry:
     node_id: str | None = None
     pid: int | None = None
     spec: tuple | None = None  # (body, buffers) of the creation push
+    attempt: int = 0  # bumped when an attempt ends: a stale placement stops
+    node_conn: transport.Connection | None = None  # asked for this attempt's lease
     worker_conn: transport.Connection | None = None
-    lease: tuple | None = None  # (node connection, lease id)
     no_restart: bool = False
     death_cause: str | None = None
     unschedulable: bool = False  # dead because its scheduling strategy can never be met
@@ -72,6 +87,7 @@ class ActorManager:
         self.named: dict[tuple[str, str], bytes] = {}
         self._node_conns = transport.ConnectionCache(store.token)
         self._unplaced: list[ActorEntry] = []
+        self._placing: set[asyncio.Task] = set()
         self.handlers = {
             Msg.REGISTER_ACTOR: self.register,
             Msg.CREATE_ACTOR: self.create,
@@ -163,8 +179,10 @@ class ActorManager:
             )
 
     def kill(self, conn, rid, body, bufs) -> None:
-        """Answered once the actor's process is gone, so calls made after
-        `kill()` returns cannot reach it."""
+        """Ends the current attempt wherever it is (still placing, in its
+        constructor, or running); with no_restart=False that uses up a
+        restart, as in Ray. Answered once the actor's process is gone, so
+        calls made after `kill()` returns cannot reach it."""
         entry = self.actors.get(body["actor_id"])
         if entry is None or entry.state == DEAD:
             conn.reply(rid, True)
@@ -173,11 +191,11 @@ class ActorManager:
             entry.no_restart = True
             entry.death_cause = "it was killed by solray.kill()"
         worker = entry.worker_conn
-        if worker is not None:
-            worker.add_close_callback(lambda c: conn.reply(rid, True))
-        self._kill_worker(entry)
+        self._attempt_ended(entry, "it was killed by solray.kill()")
         if worker is None:
             conn.reply(rid, True)
+        else:
+            worker.add_close_callback(lambda c: conn.reply(rid, True))
 
     def release(self, conn, rid, body, bufs) -> None:
         """The owner holds no handle any more: a non-detached actor ends."""
@@ -186,6 +204,8 @@ class ActorManager:
             self._terminate(entry, "all references to the actor were removed")
 
     def exiting(self, conn, rid, body, bufs) -> None:
+        """exit_actor(): its process answers the call, then exits, which ends
+        the attempt (with no restart)."""
         entry = self.actors.get(body["actor_id"])
         if entry is not None:
             entry.no_restart = True
@@ -222,20 +242,27 @@ class ActorManager:
         for entry in self.actors.values():
             entry.waiters = [w for w in entry.waiters if w[0] is not conn]
 
-    def on_node_added(self) -> None:
+    def on_cluster_changed(self) -> None:
+        """A node came or went, or what a node has changed (a placement
+        group's bundle reserved or released there): actors that found no
+        node, or whose lease failed on a node dying, try again."""
         unplaced, self._unplaced = self._unplaced, []
         for entry in unplaced:
             self._place(entry)
 
-    def on_node_removed(self) -> None:
-        """Actors whose lease failed because this node was dying (seen before
-        its death was) are placed again, on the nodes left."""
-        self.on_node_added()
+    def on_group_removed(self, pg_id: str) -> None:
+        """Actors placed (or waiting to be) in a removed group end for good."""
+        for entry in list(self.actors.values()):
+            if uses_group(entry.placement_resources, pg_id):
+                self._terminate(entry, "its placement group was removed")
 
     # -- placement and restarts ---------------------------------------------
 
     def _place(self, entry: ActorEntry) -> None:
-        asyncio.get_running_loop().create_task(self._start(entry))
+        # asyncio keeps only weak references to tasks: hold each until done.
+        task = asyncio.get_running_loop().create_task(self._start(entry, entry.attempt))
+        self._placing.add(task)
+        task.add_done_callback(self._placing.discard)
 
     def _pick_node(self, entry: ActorEntry) -> dict | None:
         """Where to place (or restart) an actor: its affinity node (see
@@ -252,9 +279,7 @@ class ActorManager:
         feasible = [
             n
             for n in self.store.nodes.values()
-            if n["alive"]
-            and _fits(need, n, "total")
-            and labels.matches(n.get("labels"), entry.label_selector)
+            if _could_host(n, need) and labels.matches(n.get("labels"), entry.label_selector)
         ]
         strategy = entry.strategy
         if strategy and strategy.get("type") == "affinity":
@@ -289,12 +314,15 @@ class ActorManager:
     async def node_conn(self, node: dict) -> transport.Connection:
         return await self._node_conns.get(node["address"])
 
-    async def _start(self, entry: ActorEntry) -> None:
+    async def _start(self, entry: ActorEntry, attempt: int) -> None:
+        """One attempt's placement: lease, connect, construct. After each wait
+        it stops if the attempt ended meanwhile; `_end_attempt` has then told
+        the node to free whatever this attempt got there."""
         try:
             node = self._pick_node(entry)
         except Unschedulable as e:
             entry.no_restart = entry.unschedulable = True
-            self._set_dead(entry, str(e))
+            self._attempt_ended(entry, str(e))
             return
         entry.node_id = node["node_id"] if node is not None else None
         if node is None:
@@ -308,27 +336,33 @@ class ActorManager:
             return
         try:
             node_conn = await self.node_conn(node)
+            if entry.attempt != attempt:
+                return
+            entry.node_conn = node_conn
             # We chose this node on purpose: the request stays there ("spilled").
             grant = await node_conn.request(
                 Msg.REQUEST_LEASE,
                 {
                     "resources": entry.placement_resources,
                     "labels": entry.label_selector,
-                    "actor": True,
+                    "actor_id": entry.actor_id,
                     "spilled": True,
                 },
             )
+            if entry.attempt != attempt:
+                return
             if "lease_id" not in grant:
                 raise transport.RemoteError(f"the node did not grant a worker: {grant}")
         except (OSError, transport.ConnectionLost, transport.RemoteError) as e:
+            if entry.attempt != attempt:
+                return
             logger.warning("could not lease a worker for an actor: %s", e)
+            entry.node_conn = None
             self._unplaced.append(entry)
-            if not node["alive"]:  # the node died meanwhile: place it elsewhere now
-                self.on_node_added()
-            return
-        lease = (node_conn, grant["lease_id"])
-        if entry.state == DEAD:
-            node_conn.send(Msg.RETURN_LEASE, {"lease_id": grant["lease_id"], "kill": True})
+            if not _could_host(node, entry.placement_resources):
+                # The node died, or lost what the actor needs (a bundle),
+                # and we know it already: try the nodes left now.
+                self.on_cluster_changed()
             return
         try:
             worker = await transport.connect(
@@ -337,26 +371,32 @@ class ActorManager:
                 on_close=lambda c: self._worker_lost(entry, c),
             )
         except (TimeoutError, OSError, transport.ConnectionLost):
-            node_conn.send(Msg.RETURN_LEASE, {"lease_id": grant["lease_id"], "kill": True})
-            self._worker_lost_before_start(entry)
+            if entry.attempt == attempt:
+                self._attempt_ended(entry, "its worker process died unexpectedly")
             return
-        entry.worker_conn, entry.lease = worker, lease
+        if entry.attempt != attempt:
+            worker.close()
+            return
+        entry.worker_conn = worker
         body, buffers = entry.spec
         body = dict(body, gpu=grant["gpu_ids"], restarts=entry.num_restarts)
         try:
             reply, reply_buffers = await worker.request(
                 Msg.PUSH_ACTOR_CREATE, body, buffers, raw=True
             )
-        except (transport.ConnectionLost, transport.RemoteError):
-            return  # _worker_lost handles it
-        if entry.state == DEAD:  # killed while its constructor ran
-            self._kill_worker(entry)
+        except transport.ConnectionLost:
+            return  # the worker died: _worker_lost ends the attempt
+        except transport.RemoteError as e:
+            if entry.attempt == attempt:
+                self._attempt_ended(entry, f"its worker could not run the constructor ({e})")
+            return
+        if entry.attempt != attempt:
             return
         if reply.get("error") is not None:
             entry.creation_error = [reply["error"], reply_buffers]
             entry.no_restart = True
-            self._set_dead(entry, "its constructor raised an exception")
-            self._kill_worker(entry)
+            entry.death_cause = "its constructor raised an exception"
+            self._attempt_ended(entry, entry.death_cause)
             return
         if entry.placement_resources != entry.resources:
             # Placed with a CPU, runs with none (Ray's default for actors).
@@ -370,44 +410,44 @@ class ActorManager:
         self._notify(entry)
 
     def _worker_lost(self, entry: ActorEntry, conn) -> None:
-        if entry.worker_conn is not conn:
-            return
-        entry.worker_conn = None
-        entry.lease = None
-        entry.address = None
-        if entry.state == DEAD:
-            self._notify(entry)
-            return
-        self._worker_lost_before_start(entry)
+        if entry.worker_conn is conn:
+            self._attempt_ended(entry, "its worker process died unexpectedly")
 
-    def _worker_lost_before_start(self, entry: ActorEntry) -> None:
+    def _terminate(self, entry: ActorEntry, cause: str) -> None:
+        """The actor ends for good (its owner died, or released it)."""
+        if entry.state == DEAD:
+            return
+        entry.no_restart = True
+        entry.death_cause = cause
+        self._attempt_ended(entry, cause)
+
+    def _attempt_ended(self, entry: ActorEntry, cause: str) -> None:
+        """The current attempt is over: give it up, then restart the actor if
+        it may, else it is DEAD. Every way an actor ends comes here."""
+        self._end_attempt(entry)
         if not entry.no_restart and (
             entry.max_restarts == -1 or entry.num_restarts < entry.max_restarts
         ):
             entry.num_restarts += 1
             entry.state = RESTARTING
-            self._place(entry)
-        else:
-            cause = entry.death_cause or "its worker process died unexpectedly"
-            if entry.max_restarts and not entry.no_restart:
-                cause += f" and it was already restarted {entry.num_restarts} time(s)"
-            self._set_dead(entry, cause)
-
-    def _terminate(self, entry: ActorEntry, cause: str) -> None:
-        if entry.state == DEAD:
+            if entry.spec is not None:  # else it is placed once its arguments are
+                self._place(entry)
             return
-        entry.no_restart = True
-        entry.death_cause = cause
-        if entry.worker_conn is None:
-            self._set_dead(entry, cause)
-        self._kill_worker(entry)
+        cause = entry.death_cause or cause
+        if entry.max_restarts and not entry.no_restart:
+            cause += f" and it was already restarted {entry.num_restarts} time(s)"
+        self._set_dead(entry, cause)
 
-    def _kill_worker(self, entry: ActorEntry) -> None:
-        if entry.lease is not None:
-            node_conn, lease_id = entry.lease
-            node_conn.send(Msg.RETURN_LEASE, {"lease_id": lease_id, "kill": True})
-        elif entry.state in (PENDING, RESTARTING) and entry.no_restart:
-            self._set_dead(entry, entry.death_cause or "it was killed")
+    def _end_attempt(self, entry: ActorEntry) -> None:
+        """The one place an attempt's resources are given back: its node drops
+        the lease request or returns the lease, killing the worker."""
+        entry.attempt += 1
+        if entry.node_conn is not None:
+            entry.node_conn.send(Msg.END_ACTOR_LEASE, {"actor_id": entry.actor_id})
+        if entry in self._unplaced:
+            self._unplaced.remove(entry)
+        entry.node_conn = entry.worker_conn = None
+        entry.address = entry.pid = None
 
     def _set_dead(self, entry: ActorEntry, cause: str) -> None:
         entry.state = DEAD
@@ -446,3 +486,8 @@ def _fits(need: dict, node: dict, which: str) -> bool:
     """Whether `need` fits a node's resources ("total" or "available")."""
     have = node[f"resources_{which}"]
     return all(have.get(k, 0) + 1e-9 >= v for k, v in need.items())
+
+
+def _could_host(node: dict, need: dict) -> bool:
+    """Whether a node (as the control store last heard) has all of `need`."""
+    return node["alive"] and _fits(need, node, "total")

@@ -61,7 +61,7 @@ class ControlStore:
             logger.warning("node %s (%s) left the cluster", node_id, info["address"])
             self.publish("node_removed", {"node_id": node_id, "address": info["address"]})
             self.placement_groups.on_node_removed(node_id)
-            self.actors.on_node_removed()
+            self.actors.on_cluster_changed()
         self.actors.on_connection_closed(conn)
         self.placement_groups.on_connection_closed(conn)
 
@@ -93,7 +93,7 @@ class ControlStore:
         self.nodes[node_id] = info
         self.publish("node_added", info)
         conn.reply(rid, True)
-        self.actors.on_node_added()
+        self.actors.on_cluster_changed()
         self.placement_groups.on_cluster_changed()
 
     def register_driver(self, conn, rid, body, bufs) -> None:
@@ -111,6 +111,7 @@ class ControlStore:
                 info["resources_total"] != body["total"]
             )
             if changed:
+                totals_changed = info["resources_total"] != body["total"]
                 info["resources_available"] = body["available"]
                 info["resources_total"] = body["total"]
                 self.publish(
@@ -122,6 +123,8 @@ class ControlStore:
                     },
                 )
                 self.placement_groups.on_cluster_changed()
+                if totals_changed:
+                    self.actors.on_cluster_changed()
         conn.reply(rid, True)
 
     def get_nodes(self, conn, rid, body, bufs) -> None:

@@ -6,7 +6,9 @@ node grants one once the shape fits the free resources, starting a worker if
 none is idle; the owner then pushes tasks to that worker directly and returns
 the lease when it has no more work of that shape. Requests are served in
 arrival order among those that fit, so a large request does not hold back
-small ones.
+small ones. The control store asks for actors' leases, tagged with the
+actor's id, and ends one with END_ACTOR_LEASE whether it is still queued or
+granted.
 
 Blocked workers. A worker whose task waits in `get` tells the node
 (WORKER_BLOCKED); the node hands its CPUs back to the pool until it resumes,
@@ -73,7 +75,7 @@ class Lease:
     resources: dict
     gpu_ids: list
     blocked: bool = False
-    for_actor: bool = False
+    actor_id: bytes | None = None  # an actor's lease, held by the control store
 
 
 @dataclass
@@ -81,7 +83,7 @@ class LeaseRequest:
     conn: transport.Connection
     rid: int
     resources: dict
-    for_actor: bool = False
+    actor_id: bytes | None = None
     strategy: str = "DEFAULT"
     selector: dict | None = None  # label_selector: the node's labels must match
     stay: bool = False  # pinned here (node affinity) or already spilled once
@@ -177,6 +179,7 @@ class Node:
             Msg.REQUEST_LEASE: self.request_lease,
             Msg.RETURN_LEASE: self.return_lease,
             Msg.RESIZE_LEASE: self.resize_lease,
+            Msg.END_ACTOR_LEASE: self.end_actor_lease,
             Msg.WORKER_BLOCKED: self.worker_blocked,
             Msg.WORKER_UNBLOCKED: self.worker_unblocked,
             Msg.NODE_INFO: self.node_info,
@@ -491,7 +494,7 @@ class Node:
             used = 1.0 - mem.available / mem.total
             if used <= self.memory_threshold:
                 continue
-            victims = [lease for lease in self.leases.values() if not lease.for_actor]
+            victims = [lease for lease in self.leases.values() if lease.actor_id is None]
             if not victims:
                 continue
             lease = max(victims, key=lambda lease: lease.lease_id)
@@ -534,7 +537,7 @@ class Node:
     # -- leases ------------------------------------------------------------
 
     def request_lease(self, conn, rid, body, bufs) -> None:
-        request = LeaseRequest(conn, rid, body["resources"], body.get("actor", False))
+        request = LeaseRequest(conn, rid, body["resources"], body.get("actor_id"))
         request.strategy = body.get("strategy", "DEFAULT")
         request.selector = body.get("labels")
         request.stay = body.get("spilled", False)
@@ -548,6 +551,13 @@ class Node:
             self._spill(conn, rid, target, request.resources)
             return
         if not self._here(request, now=False):
+            # An actor's request (its placer keeps waiting actors and tries
+            # again when the cluster changes) is refused at once.
+            if request.stay and request.actor_id is not None:
+                conn.reply(
+                    rid, {"infeasible": True, "total": self.resources.total, "labels": self.labels}
+                )
+                return
             shape = (
                 tuple(sorted(request.resources.items())),
                 tuple(sorted((request.selector or {}).items())),
@@ -672,7 +682,7 @@ class Node:
                 continue
             gpu_ids = self.resources.acquire(req.resources)
             lease = Lease(
-                self.next_lease, worker, req.conn, req.resources, gpu_ids, for_actor=req.for_actor
+                self.next_lease, worker, req.conn, req.resources, gpu_ids, actor_id=req.actor_id
             )
             self.next_lease += 1
             self.leases[lease.lease_id] = lease
@@ -712,17 +722,34 @@ class Node:
         self._try_grant()
         conn.reply(rid, True)
 
+    def end_actor_lease(self, conn, rid, body, bufs) -> None:
+        """The control store gave up an actor's attempt here: its queued
+        request is dropped (and answered), or its lease returned and its
+        worker killed. Sent after the request on the same connection, so one
+        of the two is here, whatever the attempt had got to."""
+        actor_id = body["actor_id"]
+        for request in [r for r in self.pending if r.conn is conn and r.actor_id == actor_id]:
+            self.pending.remove(request)
+            conn.reply(request.rid, {"cancelled": True})
+        for lease_id in list(conn.peer.get("leases", ())):
+            lease = self.leases.get(lease_id)
+            if lease is not None and lease.actor_id == actor_id:
+                self._worker_gone(lease.worker)
+        self._try_grant()
+
     def resize_lease(self, conn, rid, body, bufs) -> None:
-        """An actor placed with a CPU that runs with fewer gives the rest back."""
+        """An actor placed with more than it runs with (a CPU, by default; a
+        bundle's CPU in a placement group) gives the rest back."""
         lease = self.leases.get(body["lease_id"])
         if lease is None or lease.owner is not conn:
             return
-        cpus = float(body["resources"].get("CPU", 0.0))
-        freed = lease.resources.get("CPU", 0.0) - cpus
-        if freed > 0:
-            if not lease.blocked:
-                self.resources.lend_cpus({"CPU": freed})
-            lease.resources = dict(lease.resources, CPU=cpus)
+        running = body["resources"]
+        freed = {k: v - running.get(k, 0.0) for k, v in lease.resources.items()}
+        freed = {k: v for k, v in freed.items() if v > 0}
+        if freed:
+            # A blocked worker's CPUs are lent out already (ResourceSet.release).
+            self.resources.release(freed, [], blocked=lease.blocked)
+            lease.resources = {k: v - freed.get(k, 0.0) for k, v in lease.resources.items()}
             self._try_grant()
 
     def _release_lease(self, lease: Lease, back_to_pool: bool) -> None:

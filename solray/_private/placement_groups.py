@@ -51,6 +51,11 @@ def group_resources(resources: dict, pg_id: str, bundle_index: int) -> dict:
     return renamed
 
 
+def uses_group(resources: dict, pg_id: str) -> bool:
+    """Whether a resource shape draws on a bundle of group `pg_id`."""
+    return any(k.startswith("bundle_group_") and k.endswith(f"_{pg_id}") for k in resources)
+
+
 def bundle_resources(resources: dict, pg_id: str, bundle_index: int) -> dict:
     """What a node adds when it reserves bundle `bundle_index`."""
     added = {}
@@ -114,9 +119,7 @@ class PlacementGroupManager:
     def remove(self, conn, rid, body, bufs) -> None:
         group = self.groups.get(body["pg_id"])
         if group is not None and group.state != REMOVED:
-            self._release(group)
-            group.state = REMOVED
-            self._notify(group)
+            self._remove(group)
         conn.reply(rid, True)
 
     def wait(self, conn, rid, body, bufs) -> None:
@@ -152,9 +155,7 @@ class PlacementGroupManager:
         for pg_id in conn.peer.get("placement_groups", ()):
             group = self.groups.get(pg_id)
             if group is not None and not group.detached and group.state != REMOVED:
-                self._release(group)
-                group.state = REMOVED
-                self._notify(group)
+                self._remove(group)
         for group in self.groups.values():
             group.waiters = [w for w in group.waiters if w[0] is not conn]
 
@@ -272,6 +273,14 @@ class PlacementGroupManager:
             for node_id, bundle in zip(group.nodes, group.bundles, strict=False):
                 held[node_id] = held.get(node_id, 0.0) + bundle.get("CPU", 0.0)
         return held
+
+    def _remove(self, group: PlacementGroup) -> None:
+        """Its bundles are given back and its actors end for good (as in Ray:
+        a restart could never be placed)."""
+        self._release(group)
+        group.state = REMOVED
+        self._notify(group)
+        self.store.actors.on_group_removed(group.pg_id)
 
     def _release(self, group: PlacementGroup) -> None:
         if not group.nodes:

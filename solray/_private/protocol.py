@@ -78,6 +78,7 @@ class Msg(IntEnum):
     WORKER_OOM_KILLED = 38
     RESERVE_BUNDLES = 39
     RELEASE_BUNDLES = 54
+    END_ACTOR_LEASE = 55
 
     # Node: object store.
     STORE_CREATE = 40
