@@ -71,9 +71,10 @@ class Cluster:
         """Start a node with init()-style arguments (num_cpus, num_gpus,
         resources, object_store_memory, _system_config). The first node is the
         head, with the control store."""
+        from solray._private import init_options
         from solray._private.worker import control_store_arguments, node_arguments
 
-        system_config = node_args.pop("_system_config", None) or {}
+        system_config = init_options.check_system_config(node_args.pop("_system_config", None))
         args = node_arguments(
             node_args.pop("num_cpus", None),
             node_args.pop("num_gpus", None),
@@ -81,7 +82,10 @@ class Cluster:
             node_args.pop("object_store_memory", None),
             system_config,
         )
-        node_args.pop("dashboard_port", None)
+        # Ray options solray lacks: refused by name unless "off" (dashboard_port=None).
+        init_options.refuse_unsupported(
+            {k: node_args.pop(k) for k in list(node_args) if k in init_options.UNSUPPORTED}
+        )
         if node_args:
             raise TypeError(f"add_node() got unexpected arguments {sorted(node_args)}")
         if self.head_node is None:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 from collections import deque
 
 from solray import exceptions
@@ -355,7 +354,6 @@ class TaskSubmitter:
             f"with enough resources joins the cluster."
         )
         logger.warning(message)
-        print(f"solray: warning: {message}", file=sys.stderr, flush=True)
 
     def _fail_queue(self, q: KeyQueue, error: BaseException) -> None:
         entry = error_entry(error)

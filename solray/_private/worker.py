@@ -20,7 +20,7 @@ from typing import Any
 import msgpack
 
 from solray import exceptions
-from solray._private import context, ids, services, transport
+from solray._private import context, ids, init_options, services, transport
 from solray._private.core_worker import CoreWorker
 from solray._private.protocol import Msg
 from solray.object_ref import ObjectRef
@@ -66,17 +66,52 @@ def init(
     num_gpus: float | None = None,
     resources: dict[str, float] | None = None,
     object_store_memory: int | None = None,
-    namespace: str | None = None,
     ignore_reinit_error: bool = False,
-    include_dashboard: bool | None = None,
-    log_to_driver: bool = True,
+    configure_logging: bool = True,
     logging_level: int | str = logging.WARNING,
-    runtime_env: dict | None = None,
+    logging_format: str | None = None,
+    log_to_driver: bool | None = None,
+    namespace: str | None = None,
     _temp_dir: str | None = None,
-    **kwargs: Any,
+    _system_config: dict | None = None,
+    _node_ip_address: str | None = None,
+    _node_name: str | None = None,
+    _memory: int | None = None,
+    _enable_object_reconstruction: bool = False,
+    _skip_env_hook: bool = False,
+    **unsupported: Any,
 ) -> RayContext:
-    """Start a local cluster (or connect to one) and connect this driver."""
+    """Start a local cluster (or connect to one) and connect this driver.
+
+    `address`: None starts a new cluster (unless SOLRAY_ADDRESS names one),
+    "local" always starts one, "auto" joins the newest running cluster of this
+    user, "HOST:PORT" joins the cluster whose control store is there. Ray
+    options solray does not have (`unsupported`, see init_options.py) raise
+    NotImplementedError naming them unless given their "off" value.
+    `_enable_object_reconstruction` is accepted either way: as in Ray 2, lost
+    task outputs are always reconstructed. `_skip_env_hook` is accepted: solray
+    has no runtime-env hook to skip."""
     global _cluster, _namespace, _atexit_registered
+    init_options.refuse_unsupported(unsupported)
+    system_config = init_options.check_system_config(_system_config)
+    level = init_options.log_level(logging_level)
+    for name, flag in (
+        ("ignore_reinit_error", ignore_reinit_error),
+        ("configure_logging", configure_logging),
+        ("_enable_object_reconstruction", _enable_object_reconstruction),
+        ("_skip_env_hook", _skip_env_hook),
+    ):
+        init_options.check_flag(name, flag)
+    if log_to_driver is not None:
+        init_options.check_flag("log_to_driver", log_to_driver)
+    if namespace is not None and (not isinstance(namespace, str) or not namespace):
+        raise ValueError(f"init(): namespace must be a non-empty string, got {namespace!r}")
+    if _node_name is not None and (not isinstance(_node_name, str) or not _node_name):
+        raise ValueError(f"init(): _node_name must be a non-empty string, got {_node_name!r}")
+    ip = init_options.check_node_ip_address(_node_ip_address)
+    memory = init_options.check_memory(_memory)
+    if configure_logging:
+        init_options.configure_driver_logging(level, logging_format)
     if is_initialized():
         if ignore_reinit_error:
             return RayContext(_context_info())
@@ -85,31 +120,53 @@ def init(
             "by passing in 'ignore_reinit_error=True' or by calling 'solray.shutdown()' "
             "prior to 'solray.init()'."
         )
-    unknown = set(kwargs) - {
-        "configure_logging",
-        "log_to_driver",
-        "dashboard_host",
-        "dashboard_port",
-        "local_mode",
-        "_system_config",
-    }
-    if unknown:
-        raise TypeError(f"init() got unexpected keyword argument(s): {sorted(unknown)}")
     _validate_init_resources(num_cpus, num_gpus, resources, object_store_memory)
-    address = address or os.environ.get("SOLRAY_ADDRESS")
+    if address is None:
+        address = os.environ.get("SOLRAY_ADDRESS")
+    elif address == "local":
+        address = None
     if address is not None:
-        if num_cpus is not None or num_gpus is not None or resources or object_store_memory:
+        new_node_options = {
+            "num_cpus": num_cpus,
+            "num_gpus": num_gpus,
+            "resources": resources,
+            "object_store_memory": object_store_memory,
+            "_system_config": system_config,
+            "_memory": memory,
+            "_node_name": _node_name,
+        }
+        given = [name for name, value in new_node_options.items() if value not in (None, {})]
+        if given:
             raise ValueError(
-                "When connecting to an existing cluster, num_cpus, num_gpus, resources and "
-                "object_store_memory must not be given: the cluster's nodes have theirs."
+                f"When connecting to an existing cluster, {', '.join(given)} must not be "
+                "given: they configure a new cluster's node, and the cluster's nodes have "
+                "theirs."
             )
         control_address, token = services.resolve_cluster(address, _temp_dir)
-        cw = CoreWorker(is_driver=True, token=token, control_address=control_address)
+        cw = CoreWorker(
+            is_driver=True, token=token, control_address=control_address, ip=ip or "127.0.0.1"
+        )
         launcher = None
     else:
-        launcher, control_address, node_address = _start_cluster(
-            num_cpus, num_gpus, resources, object_store_memory, kwargs, logging_level, _temp_dir
+        if memory is not None:
+            resources = {**(resources or {}), "memory": memory}
+        node_args = node_arguments(
+            num_cpus, num_gpus, resources, object_store_memory, system_config
         )
+        if _node_name is not None:
+            node_args += ["--node-name", _node_name]
+        try:
+            launcher, control_address, node_address = services.start_local_cluster(
+                services.new_session_dir(_temp_dir),
+                node_args,
+                host=ip or "127.0.0.1",
+                log_level=logging.getLevelName(level),
+                control_args=control_store_arguments(system_config),
+            )
+        except OSError as e:
+            if ip is None:
+                raise
+            raise ValueError(f"init(): cannot listen on _node_ip_address={ip!r}: {e}") from None
         cw = CoreWorker(is_driver=True, token=launcher.token, node_address=node_address)
     try:
         cw.start()
@@ -129,7 +186,7 @@ def init(
         services.write_session_file(
             launcher.session_dir, node_address, control_address, launcher.token
         )
-    cw.print_logs = log_to_driver
+    cw.print_logs = log_to_driver is not False
     _cluster = launcher
     _namespace = namespace or f"anonymous_{uuid.uuid4().hex[:12]}"
     cw.namespace = _namespace
@@ -143,21 +200,6 @@ def init(
         atexit.register(shutdown)
         _atexit_registered = True
     return RayContext(_context_info())
-
-
-def _start_cluster(
-    num_cpus, num_gpus, resources, object_store_memory, kwargs, logging_level, temp_dir
-):
-    level = logging.getLevelName(logging_level) if isinstance(logging_level, int) else logging_level
-    node_args = node_arguments(
-        num_cpus, num_gpus, resources, object_store_memory, kwargs.get("_system_config") or {}
-    )
-    return services.start_local_cluster(
-        services.new_session_dir(temp_dir),
-        node_args,
-        log_level=str(level),
-        control_args=control_store_arguments(kwargs.get("_system_config") or {}),
-    )
 
 
 def node_arguments(
@@ -270,7 +312,6 @@ def _context_info() -> dict:
 
 def _on_node_lost() -> None:
     logger.error("the local node has died; solray calls will fail until shutdown()")
-    print("solray: error: the local node process died", file=sys.stderr, flush=True)
 
 
 def auto_init() -> None:
@@ -403,7 +444,7 @@ def nodes() -> list[dict]:
                 "ObjectManagerPort": int(port),
                 "ObjectStoreSocketName": info["arena_path"],
                 "RayletSocketName": info["address"],
-                "NodeName": info["ip"],
+                "NodeName": info.get("node_name") or info["ip"],
                 "Resources": info["resources_total"] if info["alive"] else {},
                 "Labels": {},
             }
