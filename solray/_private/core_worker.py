@@ -714,9 +714,9 @@ class CoreWorker:
         stream.received = index + 1
         object_id = ids.return_object_id(task_id, index)
         self.refs.add_owned(object_id)
-        self.memory_store.put(object_id, entry)
-        if body.get("c"):
+        if body.get("c"):  # before the item is readable (see complete_task)
             self.take_over_refs(task_id, object_id, body["c"])
+        self.memory_store.put(object_id, entry)
 
     def end_stream(self, task_id: bytes, count: int | None = None, error=None) -> None:
         """Loop thread: the task is over, after `count` items, or failed with
