@@ -352,15 +352,25 @@ def get(object_refs, *, timeout: float | None = None):
 
 
 def put(value, *, _owner=None) -> ObjectRef:
+    """Store `value`; this process owns it. `_owner=actor_handle` makes that
+    actor its owner instead: the object outlives this process (while someone
+    references it) and is lost with the actor."""
+    from solray.actor import ActorHandle
+
+    if _owner is not None and not isinstance(_owner, ActorHandle):
+        raise TypeError(f"put(): _owner must be an actor handle, got {type(_owner).__name__}")
     auto_init()
-    return context.require_core_worker().put(value)
+    return context.require_core_worker().put(value, None if _owner is None else _owner._actor_id)
 
 
 def wait(
     object_refs, *, num_returns: int = 1, timeout: float | None = None, fetch_local: bool = True
 ):
-    """(ready, not_ready), each in the order given. A streaming generator is
-    ready when its next item (or its end) is there."""
+    """(ready, not_ready), each in the order given. With `fetch_local` (the
+    default) a ref is ready once its value can be read on this node: a value
+    in another node's store is pulled here first. With fetch_local=False it is
+    ready as soon as the value exists anywhere. A streaming generator is ready
+    when its next item (or its end) is there."""
     cw = context.require_core_worker()
     if isinstance(object_refs, (ObjectRef, ObjectRefGenerator)):
         raise TypeError(
@@ -371,11 +381,13 @@ def wait(
         raise TypeError(f"wait() expected a list of ObjectRef, got {type(object_refs).__name__}")
     items = list(object_refs)
     keys = []
+    streams = []  # a stream's next item: ready wherever it is (Ray ignores fetch_local)
     for item in items:
-        if type(item) is ObjectRef:
+        if isinstance(item, ObjectRef):
             keys.append(item._id)
-        elif isinstance(item, (ObjectRef, ObjectRefGenerator)):
-            keys.append(item._id if isinstance(item, ObjectRef) else item.next_object_id())
+        elif isinstance(item, ObjectRefGenerator):
+            keys.append(item.next_object_id())
+            streams.append(keys[-1])
         else:
             raise TypeError(f"wait() expected a list of ObjectRef, but it holds {item!r}")
     if len(set(keys)) != len(keys):
@@ -386,13 +398,13 @@ def wait(
         raise ValueError("num_returns cannot be greater than the number of objects provided.")
     if timeout is not None and timeout < 0:
         raise ValueError(f"The 'timeout' argument must be nonnegative. Received {timeout}")
-    present = cw.memory_store.contains
-    if sum(1 for key in keys if present(key)) < num_returns:
-        refs = [i for i in items if isinstance(i, ObjectRef)]
-        cw.wait(keys, refs, num_returns, timeout)
+    if not isinstance(fetch_local, bool):
+        raise TypeError(f"wait(): fetch_local must be True or False, got {fetch_local!r}")
+    refs = [i for i in items if isinstance(i, ObjectRef)]
+    is_ready = cw.wait(keys, refs, num_returns, timeout, fetch_local, frozenset(streams))
     ready, not_ready = [], []
     for item, key in zip(items, keys, strict=True):
-        if len(ready) < num_returns and present(key):
+        if len(ready) < num_returns and is_ready(key):
             ready.append(item)
         else:
             not_ready.append(item)
