@@ -37,13 +37,23 @@ def method(*args, **kwargs):
     return decorate
 
 
+# Every actor has Ray's built-in graceful exit: a call queued like any other
+# that ends the actor (as exit_actor() does) when its turn comes, so the calls
+# submitted before it finish first. `Queue.shutdown()` uses it.
+TERMINATE = "__ray_terminate__"
+
+
+def _terminate(self) -> None:
+    """The method table's entry for TERMINATE (the worker runs exit_actor)."""
+
+
 def _method_table(cls) -> dict:
     """Per method: its @method options, with num_returns filled in."""
     methods = {}
-    for name, member in inspect.getmembers(cls):
+    for name, member in [*inspect.getmembers(cls), (TERMINATE, _terminate)]:
         if not (inspect.isfunction(member) or inspect.ismethoddescriptor(member)):
             continue
-        if name.startswith("__") and name != "__call__":
+        if name.startswith("__") and name not in ("__call__", TERMINATE):
             continue
         options = dict(getattr(member, _METHOD_OPTIONS, {}))
         if options.get("num_returns") is None:

@@ -71,6 +71,7 @@ class Cluster:
         """Start a node with init()-style arguments (num_cpus, num_gpus,
         resources, object_store_memory, object_spilling_directory, labels,
         _system_config). The first node is the head, with the control store."""
+        from solray._private import init_options
         from solray._private.labels import validate_labels
         from solray._private.worker import (
             control_store_arguments,
@@ -79,7 +80,8 @@ class Cluster:
         )
 
         system_config = with_spilling_directory(
-            node_args.pop("_system_config", None), node_args.pop("object_spilling_directory", None)
+            init_options.check_system_config(node_args.pop("_system_config", None)),
+            node_args.pop("object_spilling_directory", None),
         )
         args = node_arguments(
             node_args.pop("num_cpus", None),
@@ -89,7 +91,10 @@ class Cluster:
             system_config,
             labels=validate_labels(node_args.pop("labels", None), "add_node(labels=...)"),
         )
-        node_args.pop("dashboard_port", None)
+        # Ray options solray lacks: refused by name unless "off" (dashboard_port=None).
+        init_options.refuse_unsupported(
+            {k: node_args.pop(k) for k in list(node_args) if k in init_options.UNSUPPORTED}
+        )
         if node_args:
             raise TypeError(f"add_node() got unexpected arguments {sorted(node_args)}")
         if self.head_node is None:

@@ -6,12 +6,15 @@ held back waits on marker files, never on timing.
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from conftest import wait_for_condition, wait_for_file
 
 import solray as ray
 from solray.util import ActorPool
 from solray.util.queue import Empty, Full, Queue
+from solray.util.state import list_actors
 
 
 @ray.remote
@@ -290,3 +293,69 @@ def test_queue_shutdown(ray_start):
     queue.shutdown()
     with pytest.raises(ray.exceptions.RayActorError):
         ray.get(actor.qsize.remote())
+
+
+def _state_and_cause(actor) -> tuple[str, str]:
+    [row] = list_actors(filters=[("actor_id", "=", actor._ray_actor_id)])
+    return row["state"], row["death_cause"] or ""
+
+
+def test_queue_shutdown_is_graceful(ray_start):
+    """force=False: the actor ends itself (Ray's __ray_terminate__) after the
+    calls queued before the shutdown ran, well within the grace period; a put
+    blocked on the full queue then fails."""
+    queue = Queue(maxsize=1)
+    queue.put(1)
+    actor = queue.actor
+    blocked = actor.put.remote(2, None)  # waits for room that never comes
+    earlier = actor.qsize.remote()
+    start = time.monotonic()
+    queue.shutdown(grace_period_s=60)
+    assert time.monotonic() - start < 30
+    assert ray.get(earlier) == 1  # queued before the shutdown: it ran
+    with pytest.raises(ray.exceptions.ActorDiedError):
+        ray.get(blocked, timeout=30)
+    # It answers its exit call, then its process ends.
+    wait_for_condition(lambda: _state_and_cause(actor)[0] == "DEAD")
+    assert "exit_actor" in _state_and_cause(actor)[1]
+
+
+def test_queue_shutdown_kills_after_the_grace_period(ray_start):
+    """An actor that cannot end itself within grace_period_s (its only
+    concurrency slot is held by a blocked put, so the exit call waits behind
+    it) is killed once the grace period is over."""
+    queue = Queue(maxsize=1, actor_options={"max_concurrency": 1})
+    queue.put(1)
+    actor = queue.actor
+    blocked = actor.put.remote(2, None)
+    start = time.monotonic()
+    queue.shutdown(grace_period_s=1)
+    assert time.monotonic() - start >= 1
+    with pytest.raises(ray.exceptions.ActorDiedError):
+        ray.get(blocked, timeout=30)
+    state, cause = _state_and_cause(actor)
+    assert state == "DEAD" and "solray.kill()" in cause, cause
+
+
+def test_queue_shutdown_force_kills_at_once(ray_start):
+    queue = Queue(maxsize=1)
+    queue.put(1)
+    actor = queue.actor
+    blocked = actor.put.remote(2, None)
+    start = time.monotonic()
+    queue.shutdown(force=True, grace_period_s=60)
+    assert time.monotonic() - start < 30
+    with pytest.raises(ray.exceptions.ActorDiedError):
+        ray.get(blocked, timeout=30)
+    state, cause = _state_and_cause(actor)
+    assert state == "DEAD" and "solray.kill()" in cause, cause
+    queue.shutdown()  # a second shutdown has nothing left to do
+
+
+@pytest.mark.parametrize("grace_period_s", [-1, "5", None, float("nan")])
+def test_queue_shutdown_rejects_a_bad_grace_period(ray_start, grace_period_s):
+    queue = Queue()
+    with pytest.raises(ValueError, match="grace_period_s"):
+        queue.shutdown(grace_period_s=grace_period_s)
+    queue.put("still alive")
+    assert queue.get() == "still alive"

@@ -24,6 +24,7 @@ import sys
 import threading
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from functools import partial
 
 from solray import exceptions
@@ -203,6 +204,7 @@ class CoreWorker:
             Msg.ADD_BORROWERS: self._serve_add_borrowers,
             Msg.REMOVE_BORROWERS: self._serve_remove_borrowers,
             Msg.HANDOFF_DONE: self._serve_handoff_done,
+            Msg.ASSIGN_OWNER: self._serve_assign_owner,
             **server_handlers,
         }
         self.server = await transport.serve(
@@ -464,7 +466,9 @@ class CoreWorker:
 
     # -- objects: put ------------------------------------------------------
 
-    def put(self, value) -> ObjectRef:
+    def put(self, value, owner: bytes | None = None) -> ObjectRef:
+        """Store a value; this process owns it, or the actor `owner` (an actor
+        id) does."""
         if isinstance(value, ObjectRef):
             raise TypeError(
                 "Calling 'put' on an ObjectRef is not allowed. If you really want to do "
@@ -472,6 +476,10 @@ class CoreWorker:
             )
         obj = serialization.serialize(value)
         object_id = ids.put_object_id(self.job_bytes)
+        if owner is not None:
+            address = self._actor_address(owner)
+            if address != self.address:  # an actor naming itself owns it anyway
+                return self._put_for(address, object_id, obj)
         self.refs.add_owned(object_id)
         if self.record_call_sites:
             self.call_sites[object_id] = _call_site()
@@ -481,9 +489,71 @@ class CoreWorker:
         self.memory_store.put(object_id, self.store_value(object_id, obj))
         return ref
 
-    def store_value(self, object_id: bytes, obj: SerializedObject, owner: str | None = None):
-        """Where a new value should live: inline if small, else the node's store."""
-        if obj.inline_size() <= INLINE_MAX:
+    def _put_for(self, owner: str, object_id: bytes, obj: SerializedObject) -> ObjectRef:
+        """User thread: `put(_owner=actor)`. The value goes to this node's
+        store whatever its size, recorded as the actor's, so it outlives this
+        process and goes when the actor does (an object fate-shares with its
+        owner). The actor at `owner` takes it over (ASSIGN_OWNER): it frees it
+        once nobody references it, and this process is a borrower."""
+        entry = self.store_value(object_id, obj, owner=owner, always_store=True)
+        body = {
+            "id": object_id,
+            "entry": encode_entry(entry)[0],
+            "contained": [[r._id, r._owner] for r in obj.contained_refs],
+            "borrower": self.address,
+        }
+
+        async def assign():
+            try:
+                await (await self.peer(owner)).request(Msg.ASSIGN_OWNER, body)
+                return True
+            except (OSError, TimeoutError, transport.ConnectionLost):
+                return False
+
+        if not self.call(assign()):
+            self.free_in_store(object_id, entry.node)  # nobody else ever will
+            raise exceptions.OwnerDiedError(object_id.hex(), owner)
+        with self._borrow_lock:
+            self._borrowed[object_id] = owner  # registered by ASSIGN_OWNER itself
+        self.memory_store.put(object_id, entry)
+        return ObjectRef(object_id, owner)
+
+    def _actor_address(self, actor_id: bytes) -> str:
+        """User thread: where an actor runs (once it is alive)."""
+        reply = self.request("control", Msg.GET_ACTOR, {"actor_id": actor_id})
+        if reply["state"] != "ALIVE":
+            raise exceptions.ActorDiedError(
+                actor_id=actor_id.hex(),
+                error_msg=f"The actor {actor_id.hex()} cannot own the object passed to put("
+                f"_owner=...): it is dead because {reply.get('cause') or 'it died'}",
+            )
+        return reply["address"]
+
+    def _serve_assign_owner(self, conn, rid, body, buffers) -> None:
+        """Loop thread: another process put an object and made us its owner.
+        It borrows it from now on; refs inside the value are held while the
+        object lives (answered once their owners know we hold them, so the
+        putter may let go of its own)."""
+        object_id = body["id"]
+        self.refs.add_owned(object_id)
+        self.memory_store.put(object_id, decode_entry(body["entry"], []))
+        self._add_borrowers(conn, [object_id], body["borrower"])
+        if not body["contained"]:
+            conn.reply(rid, True)
+            return
+        self.contained[object_id] = [ObjectRef(i, owner) for i, owner in body["contained"]]
+        self.register_borrows_async().add_done_callback(lambda _: conn.reply(rid, True))
+
+    def store_value(
+        self,
+        object_id: bytes,
+        obj: SerializedObject,
+        owner: str | None = None,
+        always_store: bool = False,
+    ):
+        """Where a new value should live: inline if small (unless
+        `always_store`), else the node's store."""
+        if obj.inline_size() <= INLINE_MAX and not always_store:
             return Inline(obj)
         size = obj.store_size()
         reply = self.request(
@@ -529,19 +599,103 @@ class CoreWorker:
         refs: list[ObjectRef],
         num_returns: int,
         timeout: float | None,
-    ) -> None:
+        fetch_local: bool,
+        anywhere: frozenset[bytes] = frozenset(),
+    ) -> Callable[[bytes], bool]:
         """Block until `num_returns` of the ids are ready, or the timeout
-        passed. `refs` are the plain ObjectRefs among them, which may need
-        fetching from their owners."""
+        passed; returns a test of which ids are. `refs` are the plain
+        ObjectRefs among them, which may need fetching from their owners.
+        Ready: the value exists somewhere; with `fetch_local` it must also be
+        readable on this node, so a value in another node's store is pulled
+        here first (as Ray's wait does), except for the ids in `anywhere` (a
+        stream's next item, for which Ray ignores fetch_local)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        is_ready = self._readable_here(anywhere) if fetch_local else self.memory_store.contains
+        if _at_least(object_ids, is_ready, num_returns):
+            return is_ready  # on one node, values are always inline or in its store
         self._fetch_borrowed(refs)
         self.wait_for_ids(object_ids, num_returns, timeout)
+        if not fetch_local or _at_least(object_ids, is_ready, num_returns):
+            return is_ready
+        # Some values live in other nodes' stores: follow each id until it is
+        # readable here (pulls start even if the time is up, as in Ray).
+        waiting = _LocalWait(object_ids, anywhere, num_returns)
+        self.post(self._start_local_wait, waiting)
+        self._block(
+            waiting.event, None if deadline is None else max(0.0, deadline - time.monotonic())
+        )
+        result: concurrent.futures.Future = concurrent.futures.Future()
+        self.post(self._finish_local_wait, waiting, result)
+        return result.result().__contains__
+
+    def _readable_here(self, anywhere: frozenset[bytes]) -> Callable[[bytes], bool]:
+        """A test of whether an id has a value this process can read without
+        a pull (or, for ids in `anywhere`, has a value at all)."""
+        get, node = self.memory_store.get, self.node_address
+
+        def readable(object_id: bytes) -> bool:
+            entry = get(object_id)
+            if entry is None:
+                return False
+            return type(entry) is not InStore or entry.node == node or object_id in anywhere
+
+        return readable
+
+    def _start_local_wait(self, waiting: _LocalWait) -> None:
+        """Loop thread: follow each id until it is readable here."""
+        for object_id in waiting.ids:
+            arrived = partial(self.post, self._local_wait_arrived, waiting, object_id)
+            waiter = self.memory_store.wait([object_id], 1, arrived)
+            if waiter is None:
+                self._local_wait_arrived(waiting, object_id)
+            else:
+                waiting.waiters.append((object_id, waiter))
+
+    def _local_wait_arrived(self, waiting: _LocalWait, object_id: bytes) -> None:
+        """Loop thread: the id has a value; pull it here if it lives elsewhere."""
+        if waiting.done:
+            return
+        entry = self.memory_store.get(object_id)
+        elsewhere = type(entry) is InStore and entry.node != self.node_address
+        if elsewhere and object_id not in waiting.anywhere:
+            self.loop.create_task(self._pull_here(waiting, object_id, entry))
+        else:
+            waiting.one_ready(object_id)
+
+    async def _pull_here(self, waiting: _LocalWait, object_id: bytes, entry: InStore) -> None:
+        """Have our node copy the object into its store (each object is pulled
+        once per node, however many ask), then let go of the pin the pull
+        gives us: nothing reads it yet."""
+        try:
+            reply = await self.node.request(Msg.STORE_PULL, self._pull_body(object_id, entry))
+        except transport.ConnectionLost:
+            reply = None
+        if reply is not None and "offset" in reply:
+            self._unpin_later(object_id)
+        # A pull that failed (the object is lost, or no room here) is ready
+        # too: get() then recovers it or raises why it cannot.
+        waiting.one_ready(object_id)
+
+    def _finish_local_wait(self, waiting: _LocalWait, result: concurrent.futures.Future) -> None:
+        """Loop thread: the caller is done waiting; hand it what is ready."""
+        waiting.done = True
+        for object_id, waiter in waiting.waiters:
+            self.memory_store.forget_waiter([object_id], waiter)
+        result.set_result(waiting.ready)
 
     def wait_for_ids(self, object_ids: list[bytes], needed: int, timeout: float | None) -> bool:
-        """Block until `needed` of the ids have entries; False on timeout. A
-        worker blocked here lends its CPU to others (WORKER_BLOCKED)."""
+        """Block until `needed` of the ids have entries; False on timeout."""
         waiter = self.memory_store.wait(object_ids, needed)
         if waiter is None:
             return True
+        if self._block(waiter.event, timeout):
+            return True
+        self.memory_store.forget_waiter(object_ids, waiter)
+        return False
+
+    def _block(self, event: threading.Event, timeout: float | None) -> bool:
+        """User thread: wait for `event`; False on timeout. A worker blocked
+        here lends its CPU to others (WORKER_BLOCKED)."""
         blocked = self.current_task is not None
         if blocked:
             self.post(self.node.send, Msg.WORKER_BLOCKED)
@@ -550,10 +704,9 @@ class CoreWorker:
             while True:
                 # Wake up now and then so Ctrl-C reaches the driver promptly.
                 step = 1.0 if deadline is None else min(1.0, max(0.0, deadline - time.monotonic()))
-                if waiter.event.wait(step):
+                if event.wait(step):
                     return True
                 if deadline is not None and time.monotonic() >= deadline:
-                    self.memory_store.forget_waiter(object_ids, waiter)
                     return False
         finally:
             if blocked:
@@ -581,17 +734,7 @@ class CoreWorker:
         if entry.node == self.node_address:
             reply = self.request("node", Msg.STORE_PIN, {"id": object_id})
         else:
-            owner = self.address if self.refs.owns(object_id) else self._borrowed.get(object_id)
-            reply = self.request(
-                "node",
-                Msg.STORE_PULL,
-                {
-                    "id": object_id,
-                    "from": entry.node,
-                    "size": entry.size,
-                    "owner": owner or "",
-                },
-            )
+            reply = self.request("node", Msg.STORE_PULL, self._pull_body(object_id, entry))
         if reply is None:
             raise _Lost(object_id)
         if "error" in reply:
@@ -602,6 +745,11 @@ class CoreWorker:
             reply["offset"], reply["size"], partial(self._unpin_later, object_id)
         )
         return SerializedObject.read_from(view)
+
+    def _pull_body(self, object_id: bytes, entry: InStore) -> dict:
+        """STORE_PULL: copy the object here from the node holding it, and pin it."""
+        owner = self.address if self.refs.owns(object_id) else self._borrowed.get(object_id)
+        return {"id": object_id, "from": entry.node, "size": entry.size, "owner": owner or ""}
 
     def _recover(self, object_id: bytes):
         """User thread: the only copy of an object is gone. Ours and made by a
@@ -745,9 +893,9 @@ class CoreWorker:
         stream.received = index + 1
         object_id = ids.return_object_id(task_id, index)
         self.refs.add_owned(object_id)
-        self.memory_store.put(object_id, entry)
-        if body.get("c"):
+        if body.get("c"):  # before the item is readable (see complete_task)
             self.take_over_refs(task_id, object_id, body["c"])
+        self.memory_store.put(object_id, entry)
 
     def end_stream(self, task_id: bytes, count: int | None = None, error=None) -> None:
         """Loop thread: the task is over, after `count` items, or failed with
@@ -995,11 +1143,15 @@ class CoreWorker:
         self.loop.create_task(done())
 
     def _serve_add_borrowers(self, conn, rid, body, buffers) -> None:
-        borrower = body["borrower"]
-        unknown = self.refs.add_borrowers(body["ids"], borrower)
+        conn.reply(rid, self._add_borrowers(conn, body["ids"], body["borrower"]))
+
+    def _add_borrowers(self, conn, object_ids: list[bytes], borrower: str) -> list[bytes]:
+        """`borrower` (reached through `conn`) holds these objects of ours,
+        until it says otherwise or disconnects; returns those we do not own."""
+        unknown = self.refs.add_borrowers(object_ids, borrower)
         conn.peer["borrower"] = borrower
-        conn.peer.setdefault("borrowed", set()).update(body["ids"])
-        conn.reply(rid, unknown)
+        conn.peer.setdefault("borrowed", set()).update(object_ids)
+        return unknown
 
     def _serve_remove_borrowers(self, conn, rid, body, buffers) -> None:
         conn.peer.get("borrowed", set()).difference_update(body["ids"])
@@ -1116,6 +1268,39 @@ def _actor_strategy(strategy) -> dict | None:
     if strategy == "SPREAD":
         return {"type": "spread"}
     return None
+
+
+def _at_least(ids: list[bytes], test: Callable[[bytes], bool], needed: int) -> bool:
+    """Whether `needed` of the ids pass `test` (stops counting there)."""
+    for object_id in ids:
+        if test(object_id):
+            needed -= 1
+            if needed <= 0:
+                return True
+    return False
+
+
+class _LocalWait:
+    """A `wait(fetch_local=True)` in progress. The loop thread owns it until
+    `done`; the waiting thread only waits on `event`."""
+
+    __slots__ = ("ids", "anywhere", "needed", "ready", "event", "waiters", "done")
+
+    def __init__(self, ids: list[bytes], anywhere: frozenset[bytes], needed: int):
+        self.ids = ids
+        self.anywhere = anywhere  # ids ready wherever their value is
+        self.needed = needed
+        self.ready: set[bytes] = set()
+        self.event = threading.Event()
+        self.waiters: list = []  # (id, memory store waiter) to forget when done
+        self.done = False
+
+    def one_ready(self, object_id: bytes) -> None:
+        if self.done:
+            return
+        self.ready.add(object_id)
+        if len(self.ready) >= self.needed:
+            self.event.set()
 
 
 class _Lost(Exception):

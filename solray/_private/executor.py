@@ -46,7 +46,7 @@ from solray._private.memory_store import decode_entry, encode_entry
 from solray._private.protocol import LOG_MARK, LOG_SEP, Msg
 from solray._private.serialization import SerializedObject
 from solray._private.task_spec import substitute_deps
-from solray.actor import ActorExit
+from solray.actor import TERMINATE, ActorExit, exit_actor
 from solray.object_ref import ObjectRef
 from solray.object_ref_generator import DynamicObjectRefGenerator
 
@@ -666,6 +666,8 @@ class ActorRuntime:
                 f"{self.class_name} (defined: {sorted(self.groups)})"
             )
         function = getattr(self.instance, name, None)
+        if function is None and name == TERMINATE:
+            function = exit_actor
         if function is None:
             raise AttributeError(f"'{self.class_name}' actor has no method '{name}'")
         return function, 0

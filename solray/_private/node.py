@@ -115,6 +115,7 @@ class Node:
         self.token = token
         self.node_id = args.node_id or ids.random_unique_id().hex()
         self.ip = args.node_ip_address
+        self.node_name = args.node_name or self.ip
         self.session_dir = args.session_dir
         self.control_address = args.control_address
         total = dict(json.loads(args.resources or "{}"))
@@ -261,6 +262,7 @@ class Node:
             "node_id": self.node_id,
             "address": self.address,
             "ip": self.ip,
+            "node_name": self.node_name,
             "resources_total": self.resources.total,
             "labels": self.labels,
             "arena_path": self.store.path,
@@ -1109,6 +1111,7 @@ def main() -> None:
     parser.add_argument("--memory-monitor-refresh-ms", type=int, default=250)
     parser.add_argument("--head", action="store_true")
     parser.add_argument("--node-id", help="hex id; random if not given")
+    parser.add_argument("--node-name", help="a name for nodes(); the IP address if not given")
     args = parser.parse_args()
     services.setup_process("node", args)
     asyncio.run(serve(args))

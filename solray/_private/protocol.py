@@ -103,6 +103,7 @@ class Msg(IntEnum):
     ADD_BORROWERS = 68
     REMOVE_BORROWERS = 69
     HANDOFF_DONE = 70
+    ASSIGN_OWNER = 78  # put(_owner=actor): the actor takes over an object
 
 
 class ProtocolError(Exception):

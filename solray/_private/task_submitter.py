@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 from collections import deque
 
 from solray import exceptions
@@ -71,13 +70,18 @@ def complete_task(cw, task: PendingTask, body: dict, buffers: list, conn) -> Non
     contained in them."""
     returns, pos = decode_returns(body["r"], buffers)
     dynamic, _ = decode_returns(body.get("dyn", ()), buffers, pos)
-    for index, entry in enumerate(dynamic, start=1):
-        object_id = ids.return_object_id(task.task_id, index)
+    # Refs inside the results are taken over before any result is readable:
+    # a caller that read one first would hold those refs without this loop
+    # knowing to wait for its registration as their borrower, and the worker
+    # could let go of them (and their owner free them) before it is done.
+    dynamic_ids = [ids.return_object_id(task.task_id, i) for i in range(1, len(dynamic) + 1)]
+    for object_id in dynamic_ids:
         cw.refs.add_owned(object_id)
-        cw.memory_store.put(object_id, entry)
-    store_returns(cw, task, returns)
     for index, refs in body.get("c", ()):
         cw.take_over_refs(task.task_id, ids.return_object_id(task.task_id, index), refs)
+    for object_id, entry in zip(dynamic_ids, dynamic, strict=True):
+        cw.memory_store.put(object_id, entry)
+    store_returns(cw, task, returns)
     cw.finish_handoff(task.task_id, conn, bool(body.get("hh")))
     if task.stream:
         cw.end_stream(task.task_id, count=body.get("n", 0))
@@ -427,7 +431,6 @@ class TaskSubmitter:
             "a node that can joins the cluster."
         )
         logger.warning(message)
-        print(f"solray: warning: {message}", file=sys.stderr, flush=True)
 
     def _fail_queue(self, q: KeyQueue, error: BaseException) -> None:
         entry = error_entry(error)

@@ -20,7 +20,7 @@ from typing import Any
 import msgpack
 
 from solray import exceptions
-from solray._private import context, ids, services, transport
+from solray._private import context, ids, init_options, services, transport
 from solray._private.core_worker import CoreWorker
 from solray._private.labels import validate_labels
 from solray._private.protocol import Msg
@@ -67,19 +67,54 @@ def init(
     num_gpus: float | None = None,
     resources: dict[str, float] | None = None,
     object_store_memory: int | None = None,
-    namespace: str | None = None,
     ignore_reinit_error: bool = False,
-    include_dashboard: bool | None = None,
-    log_to_driver: bool = True,
+    configure_logging: bool = True,
     logging_level: int | str = logging.WARNING,
-    runtime_env: dict | None = None,
+    logging_format: str | None = None,
+    log_to_driver: bool | None = None,
+    namespace: str | None = None,
     object_spilling_directory: str | None = None,
     labels: dict[str, str] | None = None,
     _temp_dir: str | None = None,
-    **kwargs: Any,
+    _system_config: dict | None = None,
+    _node_ip_address: str | None = None,
+    _node_name: str | None = None,
+    _memory: int | None = None,
+    _enable_object_reconstruction: bool = False,
+    _skip_env_hook: bool = False,
+    **unsupported: Any,
 ) -> RayContext:
-    """Start a local cluster (or connect to one) and connect this driver."""
+    """Start a local cluster (or connect to one) and connect this driver.
+
+    `address`: None starts a new cluster (unless SOLRAY_ADDRESS names one),
+    "local" always starts one, "auto" joins the newest running cluster of this
+    user, "HOST:PORT" joins the cluster whose control store is there. Ray
+    options solray does not have (`unsupported`, see init_options.py) raise
+    NotImplementedError naming them unless given their "off" value.
+    `_enable_object_reconstruction` is accepted either way: as in Ray 2, lost
+    task outputs are always reconstructed. `_skip_env_hook` is accepted: solray
+    has no runtime-env hook to skip."""
     global _cluster, _namespace, _atexit_registered
+    init_options.refuse_unsupported(unsupported)
+    system_config = init_options.check_system_config(_system_config)
+    level = init_options.log_level(logging_level)
+    for name, flag in (
+        ("ignore_reinit_error", ignore_reinit_error),
+        ("configure_logging", configure_logging),
+        ("_enable_object_reconstruction", _enable_object_reconstruction),
+        ("_skip_env_hook", _skip_env_hook),
+    ):
+        init_options.check_flag(name, flag)
+    if log_to_driver is not None:
+        init_options.check_flag("log_to_driver", log_to_driver)
+    if namespace is not None and (not isinstance(namespace, str) or not namespace):
+        raise ValueError(f"init(): namespace must be a non-empty string, got {namespace!r}")
+    if _node_name is not None and (not isinstance(_node_name, str) or not _node_name):
+        raise ValueError(f"init(): _node_name must be a non-empty string, got {_node_name!r}")
+    ip = init_options.check_node_ip_address(_node_ip_address)
+    memory = init_options.check_memory(_memory)
+    if configure_logging:
+        init_options.configure_driver_logging(level, logging_format)
     if is_initialized():
         if ignore_reinit_error:
             return RayContext(_context_info())
@@ -88,50 +123,57 @@ def init(
             "by passing in 'ignore_reinit_error=True' or by calling 'solray.shutdown()' "
             "prior to 'solray.init()'."
         )
-    unknown = set(kwargs) - {
-        "configure_logging",
-        "log_to_driver",
-        "dashboard_host",
-        "dashboard_port",
-        "local_mode",
-        "_system_config",
-    }
-    if unknown:
-        raise TypeError(f"init() got unexpected keyword argument(s): {sorted(unknown)}")
     _validate_init_resources(num_cpus, num_gpus, resources, object_store_memory)
     labels = validate_labels(labels, "init(labels=...)")
-    address = address or os.environ.get("SOLRAY_ADDRESS")
+    if address is None:
+        address = os.environ.get("SOLRAY_ADDRESS")
+    elif address == "local":
+        address = None
     if address is not None:
-        if (
-            num_cpus is not None
-            or num_gpus is not None
-            or resources
-            or object_store_memory
-            or object_spilling_directory is not None
-            or labels
-        ):
+        new_node_options = {
+            "num_cpus": num_cpus,
+            "num_gpus": num_gpus,
+            "resources": resources,
+            "object_store_memory": object_store_memory,
+            "object_spilling_directory": object_spilling_directory,
+            "labels": labels,
+            "_system_config": system_config,
+            "_memory": memory,
+            "_node_name": _node_name,
+        }
+        given = [name for name, value in new_node_options.items() if value not in (None, {})]
+        if given:
             raise ValueError(
-                "When connecting to an existing cluster, num_cpus, num_gpus, resources, "
-                "object_store_memory, object_spilling_directory and labels must not be "
-                "given: the cluster's nodes have theirs."
+                f"When connecting to an existing cluster, {', '.join(given)} must not be "
+                "given: they configure a new cluster's node, and the cluster's nodes have "
+                "theirs."
             )
         control_address, token = services.resolve_cluster(address, _temp_dir)
-        cw = CoreWorker(is_driver=True, token=token, control_address=control_address)
+        cw = CoreWorker(
+            is_driver=True, token=token, control_address=control_address, ip=ip or "127.0.0.1"
+        )
         launcher = None
     else:
-        kwargs["_system_config"] = with_spilling_directory(
-            kwargs.get("_system_config"), object_spilling_directory
+        if memory is not None:
+            resources = {**(resources or {}), "memory": memory}
+        system_config = with_spilling_directory(system_config, object_spilling_directory)
+        node_args = node_arguments(
+            num_cpus, num_gpus, resources, object_store_memory, system_config, labels=labels
         )
-        launcher, control_address, node_address = _start_cluster(
-            num_cpus,
-            num_gpus,
-            resources,
-            object_store_memory,
-            labels,
-            kwargs,
-            logging_level,
-            _temp_dir,
-        )
+        if _node_name is not None:
+            node_args += ["--node-name", _node_name]
+        try:
+            launcher, control_address, node_address = services.start_local_cluster(
+                services.new_session_dir(_temp_dir),
+                node_args,
+                host=ip or "127.0.0.1",
+                log_level=logging.getLevelName(level),
+                control_args=control_store_arguments(system_config),
+            )
+        except OSError as e:
+            if ip is None:
+                raise
+            raise ValueError(f"init(): cannot listen on _node_ip_address={ip!r}: {e}") from None
         cw = CoreWorker(is_driver=True, token=launcher.token, node_address=node_address)
     try:
         cw.start()
@@ -151,7 +193,7 @@ def init(
         services.write_session_file(
             launcher.session_dir, node_address, control_address, launcher.token
         )
-    cw.print_logs = log_to_driver
+    cw.print_logs = log_to_driver is not False
     _cluster = launcher
     _namespace = namespace or f"anonymous_{uuid.uuid4().hex[:12]}"
     cw.namespace = _namespace
@@ -165,26 +207,6 @@ def init(
         atexit.register(shutdown)
         _atexit_registered = True
     return RayContext(_context_info())
-
-
-def _start_cluster(
-    num_cpus, num_gpus, resources, object_store_memory, labels, kwargs, logging_level, temp_dir
-):
-    level = logging.getLevelName(logging_level) if isinstance(logging_level, int) else logging_level
-    node_args = node_arguments(
-        num_cpus,
-        num_gpus,
-        resources,
-        object_store_memory,
-        kwargs.get("_system_config") or {},
-        labels=labels,
-    )
-    return services.start_local_cluster(
-        services.new_session_dir(temp_dir),
-        node_args,
-        log_level=str(level),
-        control_args=control_store_arguments(kwargs.get("_system_config") or {}),
-    )
 
 
 def node_arguments(
@@ -355,7 +377,6 @@ def _context_info() -> dict:
 
 def _on_node_lost() -> None:
     logger.error("the local node has died; solray calls will fail until shutdown()")
-    print("solray: error: the local node process died", file=sys.stderr, flush=True)
 
 
 def auto_init() -> None:
@@ -396,15 +417,25 @@ def get(object_refs, *, timeout: float | None = None):
 
 
 def put(value, *, _owner=None) -> ObjectRef:
+    """Store `value`; this process owns it. `_owner=actor_handle` makes that
+    actor its owner instead: the object outlives this process (while someone
+    references it) and is lost with the actor."""
+    from solray.actor import ActorHandle
+
+    if _owner is not None and not isinstance(_owner, ActorHandle):
+        raise TypeError(f"put(): _owner must be an actor handle, got {type(_owner).__name__}")
     auto_init()
-    return context.require_core_worker().put(value)
+    return context.require_core_worker().put(value, None if _owner is None else _owner._actor_id)
 
 
 def wait(
     object_refs, *, num_returns: int = 1, timeout: float | None = None, fetch_local: bool = True
 ):
-    """(ready, not_ready), each in the order given. A streaming generator is
-    ready when its next item (or its end) is there."""
+    """(ready, not_ready), each in the order given. With `fetch_local` (the
+    default) a ref is ready once its value can be read on this node: a value
+    in another node's store is pulled here first. With fetch_local=False it is
+    ready as soon as the value exists anywhere. A streaming generator is ready
+    when its next item (or its end) is there."""
     cw = context.require_core_worker()
     if isinstance(object_refs, (ObjectRef, ObjectRefGenerator)):
         raise TypeError(
@@ -415,11 +446,13 @@ def wait(
         raise TypeError(f"wait() expected a list of ObjectRef, got {type(object_refs).__name__}")
     items = list(object_refs)
     keys = []
+    streams = []  # a stream's next item: ready wherever it is (Ray ignores fetch_local)
     for item in items:
-        if type(item) is ObjectRef:
+        if isinstance(item, ObjectRef):
             keys.append(item._id)
-        elif isinstance(item, (ObjectRef, ObjectRefGenerator)):
-            keys.append(item._id if isinstance(item, ObjectRef) else item.next_object_id())
+        elif isinstance(item, ObjectRefGenerator):
+            keys.append(item.next_object_id())
+            streams.append(keys[-1])
         else:
             raise TypeError(f"wait() expected a list of ObjectRef, but it holds {item!r}")
     if len(set(keys)) != len(keys):
@@ -430,13 +463,13 @@ def wait(
         raise ValueError("num_returns cannot be greater than the number of objects provided.")
     if timeout is not None and timeout < 0:
         raise ValueError(f"The 'timeout' argument must be nonnegative. Received {timeout}")
-    present = cw.memory_store.contains
-    if sum(1 for key in keys if present(key)) < num_returns:
-        refs = [i for i in items if isinstance(i, ObjectRef)]
-        cw.wait(keys, refs, num_returns, timeout)
+    if not isinstance(fetch_local, bool):
+        raise TypeError(f"wait(): fetch_local must be True or False, got {fetch_local!r}")
+    refs = [i for i in items if isinstance(i, ObjectRef)]
+    is_ready = cw.wait(keys, refs, num_returns, timeout, fetch_local, frozenset(streams))
     ready, not_ready = [], []
     for item, key in zip(items, keys, strict=True):
-        if len(ready) < num_returns and present(key):
+        if len(ready) < num_returns and is_ready(key):
             ready.append(item)
         else:
             not_ready.append(item)
@@ -488,7 +521,7 @@ def nodes() -> list[dict]:
                 "ObjectManagerPort": int(port),
                 "ObjectStoreSocketName": info["arena_path"],
                 "RayletSocketName": info["address"],
-                "NodeName": info["ip"],
+                "NodeName": info.get("node_name") or info["ip"],
                 "Resources": info["resources_total"] if info["alive"] else {},
                 "Labels": info.get("labels", {}),
             }

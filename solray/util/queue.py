@@ -109,9 +109,28 @@ class Queue:
         except Empty:
             raise Empty(f"Cannot get {num_items} items from queue of size {self.size()}.") from None
 
-    def shutdown(self, force: bool = False, grace_period_s: int = 5) -> None:
-        if self.actor is not None:
-            solray.kill(self.actor)
+    def shutdown(self, force: bool = False, grace_period_s: float = 5) -> None:
+        """End the queue's actor. `force=False`: it exits gracefully (after the
+        calls already queued to it), or is killed if it has not within
+        `grace_period_s`; `force=True`: it is killed at once. Blocked `get`s
+        and `put`s then fail with ActorDiedError."""
+        if (
+            isinstance(grace_period_s, bool)
+            or not isinstance(grace_period_s, (int, float))
+            or not grace_period_s >= 0
+        ):
+            raise ValueError(
+                f"'grace_period_s' must be a non-negative number, got {grace_period_s!r}"
+            )
+        if self.actor is None:
+            return
+        if force:
+            solray.kill(self.actor, no_restart=True)
+        else:
+            done = self.actor.__ray_terminate__.remote()
+            _, not_done = solray.wait([done], timeout=grace_period_s)
+            if not_done:
+                solray.kill(self.actor, no_restart=True)
         self.actor = None
 
 
