@@ -24,7 +24,6 @@ REFUSED = {
     "runtime_env": {"env_vars": {"A": "1"}},
     "job_config": object(),
     "logging_config": object(),
-    "labels": {"zone": "a"},
     "storage": "/tmp/storage",
     "enable_resource_isolation": True,
     "cgroup_path": "/sys/fs/cgroup/ray",

@@ -340,7 +340,7 @@ def test_spilling_to_a_user_named_directory(leak_check, tmp_path, spelling):
             },
             "not both",
         ),
-        ({"max_io_workers": 0}, "max_io_workers must be a positive int"),
+        ({"max_io_workers": 0}, "_system_config['max_io_workers'] must be an integer >= 1"),
     ],
 )
 def test_spilling_options_that_cannot_work_are_refused(leak_check, system_config, complaint):

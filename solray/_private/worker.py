@@ -315,11 +315,8 @@ def spilling_arguments(system_config: dict) -> list[str]:
                     f"got {size!r}"
                 )
             args += ["--spill-buffer-size", str(size)]
-    if "max_io_workers" in system_config:
-        workers = system_config["max_io_workers"]
-        if isinstance(workers, bool) or not isinstance(workers, int) or workers <= 0:
-            raise ValueError(f"max_io_workers must be a positive int, got {workers!r}")
-        args += ["--spill-io-threads", str(workers)]
+    if "max_io_workers" in system_config:  # checked by init_options.check_system_config
+        args += ["--spill-io-threads", str(system_config["max_io_workers"])]
     return args
 
 
