@@ -294,3 +294,42 @@ def solray_cli(*args: str) -> subprocess.CompletedProcess:
         text=True,
         timeout=120,
     )
+
+
+# -- shared memory -------------------------------------------------------------------------
+
+
+@as_root
+def test_stale_store_sweep_touches_only_this_users_directories(leak_check):
+    """/dev/shm is shared by every user. The sweep at init() removes this
+    user's store directories whose node is gone, and never another user's,
+    nor one whose node.pid names a live process of another user as if it
+    were ours."""
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # a pid no process has now
+    other = subprocess.Popen(["sleep", "60"], user=OTHER_UID)
+    planted = {}
+    try:
+        for kind, pid, uid in (
+            ("ours_dead", dead.pid, os.getuid()),
+            ("ours_recycled", other.pid, os.getuid()),  # our node died; its pid is theirs now
+            ("theirs_dead", dead.pid, OTHER_UID),
+            ("ours_alive", os.getpid(), os.getuid()),
+        ):
+            path = os.path.join(services.SHM_ROOT, f"{services.SHM_PREFIX}sweeptest_{kind}")
+            os.mkdir(path, 0o700)
+            with open(os.path.join(path, "node.pid"), "w") as f:
+                f.write(str(pid))
+            os.chown(os.path.join(path, "node.pid"), uid, -1)
+            os.chown(path, uid, -1)
+            planted[kind] = path
+        services.sweep_stale_shm()
+        assert not os.path.exists(planted["ours_dead"])
+        assert not os.path.exists(planted["ours_recycled"])
+        assert os.path.exists(planted["theirs_dead"])
+        assert os.path.exists(planted["ours_alive"])
+    finally:
+        other.kill()
+        other.wait()
+        for path in planted.values():
+            subprocess.run(["rm", "-rf", path], check=True)

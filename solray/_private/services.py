@@ -337,23 +337,33 @@ def remove_session_shm(session_dir: str) -> None:
 
 
 def sweep_stale_shm() -> None:
-    """Remove shared-memory directories whose node process is gone (a node
-    killed with SIGKILL together with its driver cannot clean up itself)."""
+    """Remove this user's shared-memory directories whose node process is
+    gone (a node killed with SIGKILL together with its driver cannot clean up
+    itself). /dev/shm is shared by every user: a directory of another user is
+    never touched, and a node.pid naming another user's process (or a process
+    we cannot see) never counts as ours being alive or dead."""
+    import psutil  # here, not at the top: workers import this module
+
     for name in os.listdir(SHM_ROOT):
         if not name.startswith(SHM_PREFIX):
             continue
         path = os.path.join(SHM_ROOT, name)
         try:
-            with open(os.path.join(path, "node.pid")) as f:
-                pid = int(f.read())
+            st = os.lstat(path)
+            if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
+                continue
+            text, _ = _read_own_file(os.path.join(path, "node.pid"))
+            pid = int(text)
         except (OSError, ValueError):
             continue  # being created, or not ours
         try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            shutil.rmtree(path, ignore_errors=True)
-        except PermissionError:
+            if psutil.Process(pid).uids().real == os.getuid():
+                continue  # a live node of ours (or a process of ours that got its pid)
+        except psutil.NoSuchProcess:
             pass
+        except psutil.Error:
+            continue
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def add_service_arguments(parser: argparse.ArgumentParser) -> None:

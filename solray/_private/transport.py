@@ -22,6 +22,7 @@ answer with `conn.reply(...)` now or later.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import logging
@@ -340,13 +341,17 @@ async def connect(
     try:
         await asyncio.wait_for(conn.ready, timeout)
     except BaseException:
-        # Timed out or cancelled mid-handshake: do not leak the socket. (If
-        # the loop is already closed, the coroutine is being collected after
-        # shutdown, and closing the raw socket is all there is left to do.)
+        # Timed out or cancelled mid-handshake: do not leak the connection.
+        # (If the loop is already closed, the coroutine is being collected
+        # after shutdown and the transport cannot close itself: shut the
+        # socket down so the peer sees the end now; asyncio's socket wrapper
+        # has no close(), and the fd is released when the transport is
+        # collected.)
         if loop.is_closed():
             sock = conn._transport.get_extra_info("socket") if conn._transport else None
             if sock is not None:
-                sock.close()
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
         else:
             conn.close()
         raise
