@@ -222,8 +222,15 @@ class CoreWorker:
             pass
 
     def _lazy_due(self) -> None:
+        if self._posted or self._dropped:
+            # While refs keep dying, keep ticking from here: re-arming from
+            # another thread costs a wake-up (and a GIL hand-over) more.
+            self._drain_posted()
+            self.loop.call_later(LAZY_POST_S, self._lazy_due)
+            return
         self._lazy_armed = False
-        self._drain_posted()
+        if self._posted or self._dropped:  # queued as we disarmed, by a thread that saw us armed
+            self._arm_lazy()
 
     def _drain_posted(self) -> None:
         self._wake_pending = False
@@ -977,24 +984,26 @@ class CoreWorker:
 
     def _on_free(self, object_id: bytes, owned: bool) -> None:
         """Loop thread: nothing here references the object any more."""
-        if owned and len(object_id) == ACTOR_ID_LEN and not self.shutting_down:
-            # The last handle of an actor we created: release it.
-            self.actor_submitter.release(object_id)
         entry = self.memory_store.delete(object_id)
+        if not owned:
+            # A user thread may have made a new instance (deserializing it)
+            # since the count reached zero: then we still borrow it.
+            if self.shutting_down or self.refs.is_live(object_id):
+                return
+            owner = self._borrowed.pop(object_id, None)
+            if owner is not None:
+                self._queue_borrow_message(owner, Msg.REMOVE_BORROWERS, [object_id])
+            return
         self.contained.pop(object_id, None)  # lets go of the refs inside it
         self.call_sites.pop(object_id, None)
         if self.shutting_down:
             return
+        if len(object_id) == ACTOR_ID_LEN:
+            # The last handle of an actor we created: release it.
+            self.actor_submitter.release(object_id)
         self.lineage.pop(object_id, None)
-        if owned and isinstance(entry, InStore):
+        if isinstance(entry, InStore):
             self.free_in_store(object_id, entry.node)
-        # A user thread may have made a new instance (deserializing it)
-        # since the count reached zero: then we still borrow it.
-        if self.refs.is_live(object_id):
-            return
-        owner = self._borrowed.pop(object_id, None)
-        if owner is not None:
-            self._queue_borrow_message(owner, Msg.REMOVE_BORROWERS, [object_id])
 
     # -- borrowing ---------------------------------------------------------
 
