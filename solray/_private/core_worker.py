@@ -11,11 +11,11 @@ event loop. All socket I/O runs on one asyncio loop in a background thread
 (`solray-io`). The rule:
 
     The loop owns the core worker's state. Other threads never write it and
-    never iterate it: they hand work to the loop with `post()` (run in
-    posting order; a burst of posts costs one loop wake-up) and, when they
-    need an answer, wait for it on a future (`call`, `run_on_loop`, which
-    run after everything posted before them). The loop never blocks and
-    never waits for a user thread.
+    never iterate it: they hand work to the loop through its inbox
+    (loop_inbox.py: `post()`, run in posting order) and, when they need an
+    answer, wait for it on a future (`call`, `run_on_loop`, which run after
+    everything posted before them). The loop never blocks and never waits
+    for a user thread.
 
 Who owns what (CoreWorker attributes, and the parts it holds):
 
@@ -43,7 +43,7 @@ for an object whose ref they hold, so the entry cannot go away under them.
 
 `__del__` methods and weakref finalizers run on whatever thread the garbage
 collector happens to run on, the loop included, possibly while that thread
-holds a lock or iterates a table. So they only append to the loop's queues
+holds a lock or iterates a table. So they only hand over to the loop
 (`drop_ref`, `post_lazy`, `post`): no lock taken, no table touched. An
 ObjectRef's death is a queued decrement, applied in batches on the loop
 after everything posted before it; a count can thus be too high for a
@@ -60,11 +60,12 @@ import os
 import sys
 import threading
 import time
-from collections import Counter, deque
+from collections import Counter
 from functools import partial
 
 from solray import exceptions
 from solray._private import context, ids, serialization, transport
+from solray._private.loop_inbox import Inbox
 from solray._private.memory_store import (
     Inline,
     InStore,
@@ -93,9 +94,6 @@ ACTOR_ID_LEN = 16  # actor ids share the reference counter with 28-byte object i
 # owner's memory; larger ones go to the node's shared-memory store.
 INLINE_MAX = 100 * 1024
 
-# How long a post_lazy() may wait for the loop to run it.
-LAZY_POST_S = 0.01
-
 
 class CoreWorker:
     def __init__(
@@ -121,10 +119,10 @@ class CoreWorker:
         self.refs = ReferenceCounter(self._on_free)
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run_loop, name="solray-io", daemon=True)
-        self._posted: deque = deque()
-        self._wake_pending = False
-        self._dropped: deque[bytes] = deque()  # ids of ObjectRef instances gone
-        self._lazy_armed = False
+        # Other threads reach the loop only through its inbox (loop_inbox.py).
+        inbox = Inbox(self.loop, self._thread, self.refs.remove_local)
+        self.post, self.post_lazy, self.drop_ref = inbox.post, inbox.post_lazy, inbox.drop
+        self.call, self.run_on_loop = inbox.call, inbox.run
         self._inbound: set[transport.Connection] = set()
         self._fetching: set[bytes] = set()
         self._store_frees: dict[str, list[bytes]] = {}  # node -> ids to free there
@@ -186,98 +184,6 @@ class CoreWorker:
     def _run_loop(self) -> None:
         asyncio.set_event_loop(self.loop)
         self.loop.run_forever()
-
-    def post(self, fn, *args) -> None:
-        """Any thread: run fn(*args) on the loop thread, soon, in posting order."""
-        self._posted.append((fn, args))
-        if not self._wake_pending:
-            self._wake_pending = True
-            try:
-                self.loop.call_soon_threadsafe(self._drain_posted)
-            except RuntimeError:  # loop closed during shutdown
-                pass
-
-    def post_lazy(self, fn, *args) -> None:
-        """Any thread: the same, in the same order, but with no hurry: run
-        with the next post() or within LAZY_POST_S. For what happens all the
-        time and waits for nobody: waking the loop for each would cost more
-        than the work (the loop thread must take the GIL to run it)."""
-        self._posted.append((fn, args))
-        if not self._lazy_armed:
-            self._arm_lazy()
-
-    def drop_ref(self, object_id: bytes) -> None:
-        """Any thread, from __del__: an ObjectRef instance is gone. The loop
-        uncounts it (as post_lazy would, but batched: refs die by the
-        thousand), and frees the object if it was the last."""
-        self._dropped.append(object_id)
-        if not self._lazy_armed:
-            self._arm_lazy()
-
-    def _arm_lazy(self) -> None:
-        self._lazy_armed = True
-        try:
-            self.loop.call_soon_threadsafe(self.loop.call_later, LAZY_POST_S, self._lazy_due)
-        except RuntimeError:  # loop closed during shutdown
-            pass
-
-    def _lazy_due(self) -> None:
-        if self._posted or self._dropped:
-            # While refs keep dying, keep ticking from here: re-arming from
-            # another thread costs a wake-up (and a GIL hand-over) more.
-            self._drain_posted()
-            self.loop.call_later(LAZY_POST_S, self._lazy_due)
-            return
-        self._lazy_armed = False
-        if self._posted or self._dropped:  # queued as we disarmed, by a thread that saw us armed
-            self._arm_lazy()
-
-    def _drain_posted(self) -> None:
-        self._wake_pending = False
-        posted, dropped = self._posted, self._dropped
-        while posted or dropped:
-            # A drop is applied only after everything posted before it: a
-            # thread that calls an actor and then drops its handle must not
-            # see the actor released first.
-            drops = len(dropped)
-            while posted:
-                fn, args = posted.popleft()
-                try:
-                    fn(*args)
-                except Exception:
-                    logger.exception("error in %s", getattr(fn, "__name__", fn))
-            if drops:
-                try:
-                    self.refs.remove_local([dropped.popleft() for _ in range(drops)])
-                except Exception:
-                    logger.exception("error while dropping refs")
-
-    def call(self, coro, timeout: float | None = None):
-        """User thread: run a coroutine on the loop, after everything posted
-        before it, and wait for its result."""
-        done: concurrent.futures.Future = concurrent.futures.Future()
-        self.post(self._start, coro, done)
-        return done.result(timeout)
-
-    def _start(self, coro, done: concurrent.futures.Future) -> None:
-        try:
-            task = self.loop.create_task(coro)
-        except BaseException as e:  # the loop is closing
-            coro.close()
-            done.set_exception(e)
-            return
-        task.add_done_callback(partial(_settle, done))
-
-    def run_on_loop(self, fn, *args):
-        """User thread: call() for a plain function. On the loop itself, a
-        plain call."""
-        if threading.current_thread() is self._thread:
-            return fn(*args)
-
-        async def run():
-            return fn(*args)
-
-        return self.call(run())
 
     def request(self, conn_name: str, msg: Msg, body, buffers=(), raw=False, timeout=None):
         """A blocking request to the node or control store (user thread only)."""
@@ -1266,16 +1172,6 @@ def _call_site() -> str:
         if not os.path.abspath(frame.filename).startswith(package):
             return f"{frame.filename}:{frame.lineno} in {frame.name}"
     return ""
-
-
-def _settle(done: concurrent.futures.Future, task: asyncio.Task) -> None:
-    """Pass a loop task's outcome to a user thread's future."""
-    if task.cancelled():
-        done.set_exception(concurrent.futures.CancelledError())
-    elif task.exception() is not None:
-        done.set_exception(task.exception())
-    else:
-        done.set_result(task.result())
 
 
 def _registered(done: concurrent.futures.Future, reply: asyncio.Future) -> None:
