@@ -156,7 +156,7 @@ class ActorHandle:
         cw = context.core_worker
         if cw is not None:
             try:
-                cw.refs.remove_local(self._actor_id)
+                cw.drop_ref(self._actor_id)
             except Exception:  # interpreter shutdown
                 pass
 

@@ -3,7 +3,8 @@
 A ref names its object and its owner's address. Creating one counts a local
 reference in the current process's core worker (and, for a ref to someone
 else's object, makes this process a borrower the owner must know about);
-garbage-collecting it uncounts it. Pickling one is noticed by the serializer,
+garbage-collecting it uncounts it (on the core worker's loop: `__del__` may
+run on any thread, at any point, so it only posts). Pickling one is noticed by the serializer,
 so whatever holds the pickled value can hold the refs inside it.
 """
 
@@ -30,7 +31,7 @@ class ObjectRef:
         worker = context.core_worker
         if worker is not None:
             try:
-                worker.refs.remove_local(self._id)
+                worker.drop_ref(self._id)
             except Exception:  # interpreter shutdown
                 pass
 

@@ -82,7 +82,7 @@ class ObjectRefGenerator:
 
     def __del__(self):
         cw = context.core_worker
-        if cw is not None and cw.owns_stream(self._task_id):
+        if cw is not None:
             try:
                 cw.post(cw.release_stream, self._task_id)
             except Exception:  # interpreter shutdown

@@ -5,12 +5,49 @@ their values or locations in the memory store, counts references to them, and
 answers other processes that borrow them. It also submits tasks
 (task_submitter.py) and, in a worker, runs them (executor.py).
 
-Threads. User code runs on the process's main thread (the driver program, or
-the task a worker executes). All socket I/O runs on one event loop in a
-background thread. The user thread hands work to the loop with `post()`,
-which batches: a burst of `.remote()` calls costs one loop wake-up. It waits
-for the loop's answers on threading events, never on the loop itself. Code on
-the loop thread must never block, and must never call `call()`.
+Threads. User code runs on user threads: the driver program and any threads
+it starts; in a worker, the main thread (tasks) and an actor's thread pool or
+event loop. All socket I/O runs on one asyncio loop in a background thread
+(`solray-io`). The rule:
+
+    The loop owns the core worker's state. Other threads never write it and
+    never iterate it: they hand work to the loop through its inbox
+    (loop_inbox.py: `post()`, run in posting order) and, when they need an
+    answer, wait for it on a future (`call`, `run_on_loop`, which run after
+    everything posted before them). The loop never blocks and never waits
+    for a user thread.
+
+Who owns what (CoreWorker attributes, and the parts it holds):
+
+    loop only         tasks, children, streams, lineage, contained,
+                      call_sites, handoffs, _borrowed, _borrow_messages,
+                      _fetching, _store_frees, _unpins, _inbound, _peers,
+                      submitter and actor_submitter (all their state)
+    shared, locked    refs: a thread that makes an ObjectRef counts it at once
+                      (it relies on the count: ownership, first borrow), under
+                      the counter's lock; every decrement and every free runs
+                      on the loop (reference_counter.py).
+                      memory_store: values arrive on the loop (results) or
+                      from put(); user threads wait for them (memory_store.py).
+                      _arena: mapped once, under _arena_lock.
+    set once          address, node, control, server, node_info (by start()),
+                      executor, actor_id, namespace, on_node_lost; job is set
+                      by the task about to run, before its user code
+    per thread        current_task (a context variable), _tls (refs this
+                      thread deserialized and must register as borrowed)
+    append only       _creation_refs (never read: it holds refs alive)
+
+One exception: user threads look up `_borrowed.get(id)` (in
+`_read_from_store` and `_recover`), a single-key read of a loop-owned dict,
+for an object whose ref they hold, so the entry cannot go away under them.
+
+`__del__` methods and weakref finalizers run on whatever thread the garbage
+collector happens to run on, the loop included, possibly while that thread
+holds a lock or iterates a table. So they only hand over to the loop
+(`drop_ref`, `post_lazy`, `post`): no lock taken, no table touched. An
+ObjectRef's death is a queued decrement, applied in batches on the loop
+after everything posted before it; a count can thus be too high for a
+moment, never too low.
 """
 
 from __future__ import annotations
@@ -23,12 +60,13 @@ import os
 import sys
 import threading
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable
 from functools import partial
 
 from solray import exceptions
 from solray._private import context, ids, serialization, transport
+from solray._private.loop_inbox import Inbox
 from solray._private.memory_store import (
     Inline,
     InStore,
@@ -88,14 +126,20 @@ class CoreWorker:
         self.refs = ReferenceCounter(self._on_free)
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run_loop, name="solray-io", daemon=True)
-        self._posted: deque = deque()
-        self._wake_pending = False
+        # Other threads reach the loop only through its inbox (loop_inbox.py).
+        inbox = Inbox(self.loop, self._thread, self.refs.remove_local)
+        self.post, self.post_lazy, self.drop_ref = inbox.post, inbox.post_lazy, inbox.drop
+        self.call, self.run_on_loop = inbox.call, inbox.run
         self._inbound: set[transport.Connection] = set()
         self._fetching: set[bytes] = set()
         self._store_frees: dict[str, list[bytes]] = {}  # node -> ids to free there
         self._unpins: list[bytes] = []
         self._arena: ArenaMapping | None = None
-        self._future_pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._arena_lock = threading.Lock()
+        # Resolves ObjectRef.future()s; its thread starts on first use.
+        self._future_pool = concurrent.futures.ThreadPoolExecutor(
+            1, thread_name_prefix="solray-futures"
+        )
         self.job = 0
         self.job_bytes = ids.job_id_bytes(0)
         self.address: str | None = None
@@ -120,9 +164,6 @@ class CoreWorker:
         self.contained: dict[bytes, list] = {}  # owned object -> refs inside its value
         self.handoffs: dict[bytes, list] = {}  # task -> refs in its results, until taken
         self._borrowed: dict[bytes, str] = {}  # borrowed object -> owner we registered with
-        # Guards _borrowed and _borrow_messages; reentrant: a collected ref's
-        # __del__ may free another ref on the same thread.
-        self._borrow_lock = threading.RLock()
         self._borrow_messages: dict[str, list] = {}  # owner -> (un)registrations to send
         self._tls = threading.local()  # per thread: refs deserialized, not registered yet
         self._creation_refs: list = []  # actor constructor arguments, kept for restarts
@@ -150,30 +191,6 @@ class CoreWorker:
     def _run_loop(self) -> None:
         asyncio.set_event_loop(self.loop)
         self.loop.run_forever()
-
-    def post(self, fn, *args) -> None:
-        """Run fn(*args) on the loop thread, soon, in posting order."""
-        self._posted.append((fn, args))
-        if not self._wake_pending:
-            self._wake_pending = True
-            try:
-                self.loop.call_soon_threadsafe(self._drain_posted)
-            except RuntimeError:  # loop closed during shutdown
-                pass
-
-    def _drain_posted(self) -> None:
-        self._wake_pending = False
-        posted = self._posted
-        while posted:
-            fn, args = posted.popleft()
-            try:
-                fn(*args)
-            except Exception:
-                logger.exception("error in %s", getattr(fn, "__name__", fn))
-
-    def call(self, coro, timeout: float | None = None):
-        """Run a coroutine on the loop and wait for its result (user thread only)."""
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
     def request(self, conn_name: str, msg: Msg, body, buffers=(), raw=False, timeout=None):
         """A blocking request to the node or control store (user thread only)."""
@@ -271,8 +288,7 @@ class CoreWorker:
         self._thread.join(timeout=5)
         if not self._thread.is_alive():
             self.loop.close()
-        if self._future_pool is not None:
-            self._future_pool.shutdown(wait=False)
+        self._future_pool.shutdown(wait=False)
         if self._arena is not None:
             # Values still built on the mapping keep it (and its fd) until
             # they die; nothing else may.
@@ -317,25 +333,35 @@ class CoreWorker:
         return result
 
     def _prepare_returns(self, task: PendingTask, backpressure):
-        """Register what a new task will produce; return what `.remote()` gives
-        the caller: a list of refs, or an ObjectRefGenerator for a stream."""
-        self.tasks[task.task_id] = task
-        if self.current_task is not None:  # a child, cancelled with its parent
-            self.children.setdefault(self.current_task.task_id, []).append(task.task_id)
+        """User thread: make what `.remote()` gives the caller (a list of
+        refs, or an ObjectRefGenerator for a stream), and post the task's
+        tracking to the loop. The caller posts its submission next."""
         mode = task.num_returns
         if mode == "streaming":
             task.stream = True
             task.backpressure = backpressure
-            self.streams[task.task_id] = StreamState(backpressure)
-            return ObjectRefGenerator(task.task_id, self.address)
-        count = 1 if mode == "dynamic" else mode
-        task.return_ids = [ids.return_object_id(task.task_id, i) for i in range(count)]
+            result = ObjectRefGenerator(task.task_id, self.address)
+        else:
+            count = 1 if mode == "dynamic" else mode
+            task.return_ids = [ids.return_object_id(task.task_id, i) for i in range(count)]
+            for object_id in task.return_ids:
+                self.refs.add_owned(object_id)
+            result = [ObjectRef(object_id, self.address) for object_id in task.return_ids]
+        parent = self.current_task
         site = _call_site() if self.record_call_sites else None
-        for object_id in task.return_ids:
-            self.refs.add_owned(object_id)
-            if site:
+        self.post(self._track, task, parent.task_id if parent is not None else None, site)
+        return result
+
+    def _track(self, task: PendingTask, parent: bytes | None, site: str | None) -> None:
+        """Loop thread: a task a user thread submitted is ours until it ends."""
+        self.tasks[task.task_id] = task
+        if parent is not None:  # a child, cancelled with its parent
+            self.children.setdefault(parent, []).append(task.task_id)
+        if task.stream:
+            self.streams[task.task_id] = StreamState(task.backpressure)
+        if site:
+            for object_id in task.return_ids:
                 self.call_sites[object_id] = site
-        return [ObjectRef(object_id, self.address) for object_id in task.return_ids]
 
     # -- actors ------------------------------------------------------------
 
@@ -481,13 +507,20 @@ class CoreWorker:
             if address != self.address:  # an actor naming itself owns it anyway
                 return self._put_for(address, object_id, obj)
         self.refs.add_owned(object_id)
-        if self.record_call_sites:
-            self.call_sites[object_id] = _call_site()
         ref = ObjectRef(object_id, self.address)
-        if obj.contained_refs:  # the value keeps the refs inside it alive
-            self.contained[object_id] = obj.contained_refs
+        site = _call_site() if self.record_call_sites else None
+        if obj.contained_refs or site:
+            # Posted before `ref` can die, so recorded before it is freed.
+            self.post(self._note_put, object_id, obj.contained_refs, site)
         self.memory_store.put(object_id, self.store_value(object_id, obj))
         return ref
+
+    def _note_put(self, object_id: bytes, contained: list, site: str | None) -> None:
+        """Loop thread: the value of a put keeps the refs inside it alive."""
+        if contained:
+            self.contained[object_id] = contained
+        if site:
+            self.call_sites[object_id] = site
 
     def _put_for(self, owner: str, object_id: bytes, obj: SerializedObject) -> ObjectRef:
         """User thread: `put(_owner=actor)`. The value goes to this node's
@@ -511,10 +544,11 @@ class CoreWorker:
                 return False
 
         if not self.call(assign()):
-            self.free_in_store(object_id, entry.node)  # nobody else ever will
+            self.post(self.free_in_store, object_id, entry.node)  # nobody else ever will
             raise exceptions.OwnerDiedError(object_id.hex(), owner)
-        with self._borrow_lock:
-            self._borrowed[object_id] = owner  # registered by ASSIGN_OWNER itself
+        # Registered by ASSIGN_OWNER itself; posted before the ref below
+        # exists, so its own borrow registration finds it done.
+        self.post(self._borrowed.__setitem__, object_id, owner)
         self.memory_store.put(object_id, entry)
         return ObjectRef(object_id, owner)
 
@@ -574,10 +608,13 @@ class CoreWorker:
         return InStore(self.node_address, size)
 
     def arena(self) -> ArenaMapping:
+        """Any thread: the node's arena, mapped on first use."""
         if self._arena is None:
-            self._arena = ArenaMapping(
-                self.node_info["arena_path"], self.node_info["store_capacity"]
-            )
+            with self._arena_lock:
+                if self._arena is None:
+                    self._arena = ArenaMapping(
+                        self.node_info["arena_path"], self.node_info["store_capacity"]
+                    )
         return self._arena
 
     # -- objects: get and wait ---------------------------------------------
@@ -756,9 +793,6 @@ class CoreWorker:
         task: run the task again (lineage), within its retries, and read the
         new value. Otherwise say why it cannot be had."""
         if self.refs.owns(object_id):
-            task = self.lineage.get(object_id)
-            if task is None:
-                raise exceptions.ObjectLostError(object_id.hex(), self.address)
             self.memory_store.delete(object_id)
             self.post(self._reconstruct, object_id)
             self.wait_for_ids([object_id], 1, None)
@@ -769,9 +803,14 @@ class CoreWorker:
         raise exceptions.ObjectLostError(object_id.hex(), owner or "")
 
     def _reconstruct(self, object_id: bytes) -> None:
-        """Loop thread: resubmit the task that made a lost object."""
+        """Loop thread: resubmit the task that made a lost object (its value
+        is ObjectLostError if no task can make it again)."""
         task = self.lineage.get(object_id)
-        if task is None or task.task_id in self.tasks:
+        if task is None:
+            error = exceptions.ObjectLostError(object_id.hex(), self.address)
+            self.memory_store.put(object_id, error_entry(error))
+            return
+        if task.task_id in self.tasks:
             return  # already being re-run for another of its returns
         if task.max_retries != -1 and task.attempt >= task.max_retries:
             error = exceptions.ObjectReconstructionFailedMaxAttemptsExceededError(
@@ -833,8 +872,12 @@ class CoreWorker:
         return self.call(probe(), timeout=15)
 
     def _unpin_later(self, object_id: bytes) -> None:
-        if self.shutting_down:
-            return
+        """Any thread (a weakref finalizer): nothing built on a pinned view
+        of the store lives any more."""
+        if not self.shutting_down:
+            self.post_lazy(self._unpin, object_id)
+
+    def _unpin(self, object_id: bytes) -> None:
         self._unpins.append(object_id)
         if len(self._unpins) == 1:
             self.post(self._flush_store_messages)
@@ -860,10 +903,6 @@ class CoreWorker:
 
     def value_future(self, ref: ObjectRef) -> concurrent.futures.Future:
         future: concurrent.futures.Future = concurrent.futures.Future()
-        if self._future_pool is None:
-            self._future_pool = concurrent.futures.ThreadPoolExecutor(
-                1, thread_name_prefix="solray-futures"
-            )
 
         def resolve():
             try:
@@ -877,9 +916,6 @@ class CoreWorker:
         return future
 
     # -- streaming generators (owner side) ---------------------------------
-
-    def owns_stream(self, task_id: bytes) -> bool:
-        return task_id in self.streams
 
     def on_generator_item(self, conn, rid, body, buffers) -> None:
         """Loop thread: a streaming task yielded item `i`."""
@@ -921,10 +957,14 @@ class CoreWorker:
             return None
         if entry.is_error:
             self._materialize(object_id, entry)  # raises it
+        self.post(self._stream_item_taken, task_id, index + 1)
+        return ObjectRef(object_id, owner)
+
+    def _stream_item_taken(self, task_id: bytes, taken: int) -> None:
+        """Loop thread: with backpressure, the worker pauses until we ack."""
         stream = self.streams.get(task_id)
         if stream is not None and stream.backpressure and stream.conn is not None:
-            self.post(stream.conn.send, Msg.GENERATOR_ACK, {"tid": task_id, "n": index + 1})
-        return ObjectRef(object_id, owner)
+            stream.conn.send(Msg.GENERATOR_ACK, {"tid": task_id, "n": taken})
 
     def release_stream(self, task_id: bytes, first_unread: int = 0) -> None:
         """Loop thread: the caller dropped its generator. Items it never took
@@ -941,6 +981,16 @@ class CoreWorker:
         self.memory_store.delete(ids.return_object_id(task_id, stream.received))
 
     # -- cancellation --------------------------------------------------------
+
+    def cancel(self, task_id: bytes, force: bool, recursive: bool) -> None:
+        """User thread: `solray.cancel()` of one of our tasks."""
+        self.run_on_loop(self._cancel, task_id, force, recursive)
+
+    def _cancel(self, task_id: bytes, force: bool, recursive: bool) -> None:
+        task = self.tasks.get(task_id)
+        if task is not None and task.function is None and force:
+            raise ValueError("force=True is not supported for actor tasks.")
+        self.cancel_task(task_id, force, recursive)
 
     def cancel_task(self, task_id: bytes, force: bool, recursive: bool) -> None:
         """Loop thread: cancel one of our tasks, unless it already finished."""
@@ -970,23 +1020,22 @@ class CoreWorker:
     # -- borrowed objects: ask the owner -----------------------------------
 
     def _fetch_borrowed(self, refs) -> None:
+        """User thread: have the loop ask the owners of the borrowed refs we
+        have no value for."""
+        missing = [
+            r for r in refs if not self.memory_store.contains(r._id) and not self.refs.owns(r._id)
+        ]
+        if missing:
+            self.post(self._fetch_all, missing)
+
+    def _fetch_all(self, refs: list) -> None:
         for ref in refs:
-            object_id = ref._id
-            if (
-                object_id not in self._fetching
-                and not self.refs.owns(object_id)
-                and not self.memory_store.contains(object_id)
-            ):
-                self._fetching.add(object_id)
-                self.post(self._start_fetch, object_id, ref._owner)
+            self.fetch_borrowed_from_loop(ref)
 
     def fetch_borrowed_from_loop(self, ref: ObjectRef) -> None:
         if ref._id not in self._fetching and not self.memory_store.contains(ref._id):
             self._fetching.add(ref._id)
-            self._start_fetch(ref._id, ref._owner)
-
-    def _start_fetch(self, object_id: bytes, owner: str) -> None:
-        self.loop.create_task(self._fetch(object_id, owner))
+            self.loop.create_task(self._fetch(ref._id, ref._owner))
 
     async def _fetch(self, object_id: bytes, owner: str) -> None:
         try:
@@ -1020,34 +1069,36 @@ class CoreWorker:
     # -- freeing -----------------------------------------------------------
 
     def _on_free(self, object_id: bytes, owned: bool) -> None:
-        if owned and len(object_id) == ACTOR_ID_LEN and not self.shutting_down:
-            # The last handle of an actor we created: release it.
-            self.post(self.actor_submitter.release, object_id)
+        """Loop thread: nothing here references the object any more."""
         entry = self.memory_store.delete(object_id)
-        self.contained.pop(object_id, None)  # lets go of the refs inside it
-        self.call_sites.pop(object_id, None)
-        if self.shutting_down:
-            return
-        self.lineage.pop(object_id, None)
-        if owned and isinstance(entry, InStore):
-            self.free_in_store(object_id, entry.node)
-        with self._borrow_lock:
-            # Another thread may have made a new instance since the count
-            # reached zero: then we still borrow it.
-            if self.refs.is_live(object_id):
+        if not owned:
+            # A user thread may have made a new instance (deserializing it)
+            # since the count reached zero: then we still borrow it.
+            if self.shutting_down or self.refs.is_live(object_id):
                 return
             owner = self._borrowed.pop(object_id, None)
             if owner is not None:
                 self._queue_borrow_message(owner, Msg.REMOVE_BORROWERS, [object_id])
+            return
+        self.contained.pop(object_id, None)  # lets go of the refs inside it
+        self.call_sites.pop(object_id, None)
+        if self.shutting_down:
+            return
+        if len(object_id) == ACTOR_ID_LEN:
+            # The last handle of an actor we created: release it.
+            self.actor_submitter.release(object_id)
+        self.lineage.pop(object_id, None)
+        if isinstance(entry, InStore):
+            self.free_in_store(object_id, entry.node)
 
     # -- borrowing ---------------------------------------------------------
 
     def add_ref(self, object_id: bytes, owner: str) -> None:
-        """A new ObjectRef instance exists in this process."""
+        """Any thread: a new ObjectRef instance exists in this process. The
+        first instance of someone else's object is a borrow to register."""
         if (
             self.refs.add_local(object_id) == 1
             and owner != self.address
-            and object_id not in self._borrowed
             and not self.refs.owns(object_id)
         ):
             pending = getattr(self._tls, "borrows", None)
@@ -1055,39 +1106,44 @@ class CoreWorker:
                 pending = self._tls.borrows = []
             pending.append((object_id, owner))
 
-    def _take_new_borrows(self) -> list[concurrent.futures.Future]:
-        """Queue registrations for this thread's new borrows; returns futures
-        done once the owners know."""
+    def _take_new_borrows(self) -> list:
         pending = getattr(self._tls, "borrows", None)
         if not pending:
             return []
         self._tls.borrows = []
+        return pending
+
+    def _register(self, pending: list) -> list[concurrent.futures.Future]:
+        """Loop thread: queue registrations for new borrows ((id, owner)
+        pairs); returns futures done once the owners know."""
         by_owner: dict[str, list[bytes]] = {}
-        with self._borrow_lock:
-            for object_id, owner in pending:
-                if object_id in self._borrowed or not self.refs.is_live(object_id):
-                    continue
-                self._borrowed[object_id] = owner
-                by_owner.setdefault(owner, []).append(object_id)
-            return [
-                self._queue_borrow_message(owner, Msg.ADD_BORROWERS, object_ids)
-                for owner, object_ids in by_owner.items()
-            ]
+        for object_id, owner in pending:
+            if object_id in self._borrowed or not self.refs.is_live(object_id):
+                continue
+            self._borrowed[object_id] = owner
+            by_owner.setdefault(owner, []).append(object_id)
+        return [
+            self._queue_borrow_message(owner, Msg.ADD_BORROWERS, object_ids)
+            for owner, object_ids in by_owner.items()
+        ]
 
     def register_borrows(self) -> None:
         """User thread: tell the owners of refs this thread just deserialized
         that we hold them, and wait until they know. Call it before the
         sender of those refs may let go of them."""
-        done = self._take_new_borrows()
-        if done and threading.current_thread() is not self._thread:  # cannot wait on ourselves
-            concurrent.futures.wait(done)
+        pending = self._take_new_borrows()
+        if pending:
+            waits = self.run_on_loop(self._register, pending)
+            if threading.current_thread() is not self._thread:  # cannot wait on ourselves
+                concurrent.futures.wait(waits)
 
     def register_borrows_async(self) -> asyncio.Future:
         """Loop thread: the same, as a future."""
-        return asyncio.gather(*(asyncio.wrap_future(f) for f in self._take_new_borrows()))
+        done = self._register(self._take_new_borrows())
+        return asyncio.gather(*(asyncio.wrap_future(f) for f in done))
 
     def _queue_borrow_message(self, owner: str, msg: Msg, object_ids: list[bytes]):
-        """Under _borrow_lock: queue a registration (ADD_BORROWERS) or an
+        """Loop thread: queue a registration (ADD_BORROWERS) or an
         unregistration (REMOVE_BORROWERS) for `owner`. Each owner's messages
         go out in the order they were decided: an unregistration overtaking
         its registration would leave the owner counting a borrower that is
@@ -1107,8 +1163,7 @@ class CoreWorker:
             conn = await self.peer(owner)
         except (OSError, TimeoutError, transport.ConnectionLost):
             conn = None  # the owner is gone: getting its objects raises OwnerDiedError
-        with self._borrow_lock:  # taken and sent at once: in order
-            queue = self._borrow_messages.pop(owner, [])
+        queue = self._borrow_messages.pop(owner, [])  # taken and sent at once: in order
         for msg, object_ids, done in queue:
             if conn is None or conn.closed:
                 done.set_result(None)
@@ -1118,6 +1173,18 @@ class CoreWorker:
             else:
                 conn.send(msg, {"ids": object_ids, "borrower": self.address})
                 done.set_result(None)
+
+    def hold_for_handoff(self, task_id: bytes, refs: list) -> None:
+        """Loop thread, in a worker: hold refs inside a result of the task
+        we run until its caller has taken them over (HANDOFF_DONE)."""
+        self.handoffs.setdefault(task_id, []).extend(refs)
+
+    def reply_to_task(self, conn, rid: int, task_id: bytes, reply: dict, buffers: list) -> None:
+        """Loop thread, in a worker: answer the push of a task we ran."""
+        if task_id in self.handoffs:
+            conn.peer.setdefault("handoffs", set()).add(task_id)
+            reply["hh"] = 1  # we hold refs in its results until the caller is done
+        conn.reply(rid, reply, buffers)
 
     def take_over_refs(self, task_id: bytes, object_id: bytes, refs: list) -> None:
         """Loop thread: a result of one of our tasks contains these refs
@@ -1171,8 +1238,8 @@ class CoreWorker:
             self.handoffs.pop(task_id, None)
 
     def free_in_store(self, object_id: bytes, node: str) -> None:
-        """Free an object in the store of the node holding it (which frees
-        the copies other nodes pulled)."""
+        """Loop thread: free an object in the store of the node holding it
+        (which frees the copies other nodes pulled)."""
         batch = self._store_frees.setdefault(node, [])
         batch.append(object_id)
         if len(batch) == 1:

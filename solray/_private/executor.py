@@ -12,6 +12,12 @@ User code never runs on the I/O loop, so a call that blocks (in `get`, in C
 code, in a sleep) never stalls the worker's I/O, and calls may themselves
 submit tasks and wait for them.
 
+Threads. The loop hands work over through `queue` (or an actor's pool or
+loop) and marks cancellations in `_cancelled`, which the running call's
+thread only tests and discards; `_acks` changes under `_ack_cond`. What a
+call leaves for the core worker's tables (refs held for the caller, the
+reply, the end of its children) is posted to the loop, which owns them.
+
 The result of a call is one entry per return value: inline bytes when small,
 or a location in this node's store. A call that raises produces its error (a
 RayTaskError carrying the user's exception and the remote traceback) as every
@@ -230,7 +236,7 @@ class Executor:
 
     def _task_done(self, ctx: TaskContext) -> None:
         self.cw.current_task = None
-        self.cw.children.pop(ctx.task_id, None)
+        self.cw.post(self.cw.children.pop, ctx.task_id, None)
         self._cancelled.discard(ctx.task_id)
         self._acks.pop(ctx.task_id, None)
 
@@ -251,14 +257,11 @@ class Executor:
         self._send_reply(conn, rid, ctx, reply, reply_buffers)
 
     def _send_reply(self, conn, rid, ctx: TaskContext, reply: dict, buffers: list) -> None:
-        if ctx.task_id in self.cw.handoffs:
-            conn.peer.setdefault("handoffs", set()).add(ctx.task_id)
-            reply["hh"] = 1  # we hold refs in its results until the caller is done
         if ctx.contained:
             reply["c"] = ctx.contained
         if ctx.retire:
             reply["retire"] = 1
-        self.cw.post(conn.reply, rid, reply, buffers)
+        self.cw.post(self.cw.reply_to_task, conn, rid, ctx.task_id, reply, buffers)
 
     # -- generators --------------------------------------------------------
 
@@ -315,7 +318,8 @@ class Executor:
     def _discard(self, ctx: TaskContext, heads: list) -> None:
         for index, head in enumerate(heads):
             if head[0] == "s":
-                self.cw.free_in_store(ids.return_object_id(ctx.task_id, index), head[1])
+                object_id = ids.return_object_id(ctx.task_id, index)
+                self.cw.post(self.cw.free_in_store, object_id, head[1])
 
     def _dynamic(self, ctx: TaskContext, values):
         """Values are items 1..k; item 0 is the DynamicObjectRefGenerator that
@@ -502,7 +506,7 @@ class Executor:
             if not is_error:
                 self._warn_if_returning_put_refs(ctx, obj.contained_refs)
             ctx.contained.append([index, [[r._id, r._owner] for r in obj.contained_refs]])
-            cw.handoffs.setdefault(ctx.task_id, []).extend(obj.contained_refs)
+            cw.post(cw.hold_for_handoff, ctx.task_id, obj.contained_refs)
         object_id = ids.return_object_id(ctx.task_id, index)
         try:
             entry = cw.store_value(object_id, obj, owner=ctx.owner)

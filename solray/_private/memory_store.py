@@ -8,10 +8,14 @@ It maps object ids to what this process knows of the object's value:
 For objects this process owns, an absent id means "not produced yet". For
 borrowed objects it is a cache of what the owner told us.
 
-Two threads use it: the event loop thread stores results, and the user's
-thread (driver code, or the task a worker executes) waits for them. Waiters
-are notified outside the lock, so a waiter's callback may take other locks or
-call back into the store.
+It is where the core worker's loop thread hands values to user threads, so
+unlike the rest of the core worker's state it is shared: the loop stores
+results and fetched values and deletes freed objects; user threads store
+their puts and wait for values. The lock guards the two dicts for writes and
+waiter registration; lookups (`get`, `contains`) are single dict reads.
+Waiters are notified outside the lock, on the thread that stored the value,
+so a waiter's callback may take other locks or call back into the store (the
+core worker's callbacks only post to the loop or to a thread pool).
 """
 
 from __future__ import annotations

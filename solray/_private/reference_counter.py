@@ -20,8 +20,22 @@ Per object id this process counts:
 An owned object is freed when it has no local refs, no borrowers and no pin.
 A borrowed object's local count reaching zero unregisters us at its owner.
 
-`__del__` of an ObjectRef may run on any thread, so counts change under a lock
-and the free callback runs outside it.
+Threads. Counting up happens on the thread that makes a ref, at once: that
+thread relies on the count right away (`owns` decides whether a get fetches
+from another process; a first instance of a borrowed ref must be
+registered). Everything that counts down, and so may free, runs on the core
+worker's loop thread: `remove_local` (an ObjectRef's `__del__` queues it
+there), `remove_borrowers`, `release_unreferenced`. So `on_free` runs only on
+the loop, which owns what freeing touches. The lock guards the tables for
+the two sides; it is held for dict and set operations only (for a batch of
+decrements at most), never while calling out. `__del__` never takes it: a
+garbage collection can run a `__del__` on a thread that holds it.
+
+Because decrements are applied late, a count can only be too high for a
+while, never too low: a decrement is posted after its increment was made.
+So a count of zero means no instance is left (unless a thread deserializes a
+new one from bytes, which `on_free` checks for with `is_live`). `owns` and
+`is_live` read without the lock: single membership tests.
 """
 
 from __future__ import annotations
@@ -60,16 +74,24 @@ class ReferenceCounter:
             self._local[object_id] = n
             return n
 
-    def remove_local(self, object_id: bytes) -> None:
+    def remove_local(self, object_ids: list[bytes]) -> None:
+        """Loop thread: one instance of each of these is gone."""
+        freed = []
         with self._lock:
-            n = self._local.get(object_id, 0) - 1
-            if n > 0:
-                self._local[object_id] = n
-                return
-            self._local.pop(object_id, None)
-            free = self._collectable(object_id)
-        if free is not None:
-            self._on_free(object_id, free)
+            local = self._local
+            for i in object_ids:
+                n = local.get(i)
+                if n is None:  # a ref made in an earlier session of this process
+                    continue
+                if n > 1:
+                    local[i] = n - 1
+                    continue
+                del local[i]
+                owned = self._collectable(i)
+                if owned is not None:
+                    freed.append((i, owned))
+        for i, owned in freed:
+            self._on_free(i, owned)
 
     def pin(self, object_ids: Iterable[bytes]) -> None:
         with self._lock:
@@ -90,6 +112,7 @@ class ReferenceCounter:
         return unknown
 
     def remove_borrowers(self, object_ids: Iterable[bytes], borrower: str) -> None:
+        """Loop thread: `borrower` holds none of these any more."""
         freed = []
         with self._lock:
             for i in object_ids:
@@ -106,7 +129,8 @@ class ReferenceCounter:
             self._on_free(i, owned)
 
     def release_unreferenced(self, object_id: bytes) -> bool:
-        """Stop owning an object nobody holds a ref to; False if someone does."""
+        """Loop thread: stop owning an object nobody holds a ref to; False if
+        someone does."""
         with self._lock:
             if self.is_live(object_id) or object_id not in self._owned:
                 return False

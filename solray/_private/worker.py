@@ -490,10 +490,7 @@ def cancel(object_ref, *, force: bool = False, recursive: bool = True) -> None:
             f"solray.cancel() only supports ObjectRef and ObjectRefGenerator, got "
             f"{type(object_ref).__name__}. To end an actor, use solray.kill()."
         )
-    task = cw.tasks.get(task_id)
-    if task is not None and task.function is None and force:
-        raise ValueError("force=True is not supported for actor tasks.")
-    cw.post(cw.cancel_task, task_id, force, recursive)
+    cw.cancel(task_id, force, recursive)
 
 
 def get_gpu_ids() -> list[int]:

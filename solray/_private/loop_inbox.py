@@ -1,0 +1,159 @@
+"""How other threads hand work to a core worker's I/O loop.
+
+The loop owns the core worker's state (core_worker.py lists it); any other
+thread reaches that state only through the loop's Inbox:
+
+    post(fn, *args)       run fn(*args) on the loop soon, in posting order. A
+                          burst of posts costs one loop wake-up.
+    post_lazy(fn, *args)  the same, in the same order, but with no wake-up of
+                          its own: it runs with the next post, or within
+                          LAZY_S. For what happens all the time and waits for
+                          nobody: waking the loop thread (which must then take
+                          the GIL) would cost more than the work.
+    drop(object_id)       an ObjectRef instance is gone: `apply_drops` gets
+                          its id on the loop, lazily, in a batch (refs die by
+                          the thousand).
+    call(coro), run(fn)   post, then wait on a future for the result.
+
+Order. Everything posted runs in posting order, and a batch of drops is
+applied only after everything posted before those drops: a thread that
+calls an actor and then drops its handle must not have the actor released
+first, and a put that records the refs inside its value does so before its
+ref can be freed. (A drop applied later than that is harmless: a count is
+too high for a moment, never too low.)
+
+All of these may be called from `__del__` and weakref finalizers, on any
+thread, the loop's included, at any point (inside a lock, during interpreter
+shutdown): they append to a deque and check a flag; they take no lock and
+never block. A flag read that races with the loop clearing it costs at most
+one spare wake-up: the loop clears a flag before it drains, so an item
+queued before the clear is drained, and one queued after sees the flag
+clear and wakes the loop itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable
+from functools import partial
+
+logger = logging.getLogger(__name__)
+
+# How long a post_lazy() or drop() may wait for the loop to run it.
+LAZY_S = 0.01
+
+
+class Inbox:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        loop_thread: threading.Thread,
+        apply_drops: Callable[[list[bytes]], None],
+    ):
+        self._loop = loop
+        self._loop_thread = loop_thread
+        self._apply_drops = apply_drops
+        self._posted: deque = deque()  # (fn, args)
+        self._dropped: deque[bytes] = deque()  # ids of ObjectRef instances gone
+        self._wake_pending = False
+        self._lazy_armed = False
+
+    def post(self, fn, *args) -> None:
+        """Any thread: run fn(*args) on the loop thread, soon, in posting order."""
+        self._posted.append((fn, args))
+        if not self._wake_pending:
+            self._wake_pending = True
+            try:
+                self._loop.call_soon_threadsafe(self._drain)
+            except RuntimeError:  # loop closed during shutdown
+                pass
+
+    def post_lazy(self, fn, *args) -> None:
+        """Any thread: post(), without a wake-up of its own."""
+        self._posted.append((fn, args))
+        if not self._lazy_armed:
+            self._arm_lazy()
+
+    def drop(self, object_id: bytes) -> None:
+        """Any thread, from __del__: an ObjectRef instance is gone."""
+        self._dropped.append(object_id)
+        if not self._lazy_armed:
+            self._arm_lazy()
+
+    def call(self, coro, timeout: float | None = None):
+        """User thread: run a coroutine on the loop, after everything posted
+        before it, and wait for its result."""
+        done: concurrent.futures.Future = concurrent.futures.Future()
+        self.post(self._start, coro, done)
+        return done.result(timeout)
+
+    def run(self, fn, *args):
+        """User thread: call() for a plain function. On the loop itself, a
+        plain call."""
+        if threading.current_thread() is self._loop_thread:
+            return fn(*args)
+
+        async def run():
+            return fn(*args)
+
+        return self.call(run())
+
+    # -- the loop's side ---------------------------------------------------
+
+    def _arm_lazy(self) -> None:
+        self._lazy_armed = True
+        try:
+            self._loop.call_soon_threadsafe(self._loop.call_later, LAZY_S, self._lazy_due)
+        except RuntimeError:  # loop closed during shutdown
+            pass
+
+    def _lazy_due(self) -> None:
+        if self._posted or self._dropped:
+            # While refs keep dying, keep ticking from here: re-arming from
+            # another thread costs a wake-up (and a GIL hand-over) more.
+            self._drain()
+            self._loop.call_later(LAZY_S, self._lazy_due)
+            return
+        self._lazy_armed = False
+        if self._posted or self._dropped:  # queued as we disarmed, by a thread that saw us armed
+            self._arm_lazy()
+
+    def _drain(self) -> None:
+        self._wake_pending = False
+        posted, dropped = self._posted, self._dropped
+        while posted or dropped:
+            drops = len(dropped)  # applied after all that is posted by now
+            while posted:
+                fn, args = posted.popleft()
+                try:
+                    fn(*args)
+                except Exception:
+                    logger.exception("error in %s", getattr(fn, "__name__", fn))
+            if drops:
+                try:
+                    self._apply_drops([dropped.popleft() for _ in range(drops)])
+                except Exception:
+                    logger.exception("error while dropping refs")
+
+    def _start(self, coro, done: concurrent.futures.Future) -> None:
+        try:
+            task = self._loop.create_task(coro)
+        except BaseException as e:  # the loop is closing
+            coro.close()
+            done.set_exception(e)
+            return
+        task.add_done_callback(partial(_settle, done))
+
+
+def _settle(done: concurrent.futures.Future, task: asyncio.Task) -> None:
+    """Pass a loop task's outcome to a user thread's future."""
+    if task.cancelled():
+        done.set_exception(concurrent.futures.CancelledError())
+    elif task.exception() is not None:
+        done.set_exception(task.exception())
+    else:
+        done.set_result(task.result())
