@@ -653,18 +653,23 @@ def _outputs(result, num_returns: int) -> list:
     return outputs
 
 
-@dataclass(eq=False)
 class ActorCall:
     """An actor call this worker has received and not answered yet."""
 
-    conn: object
-    rid: int
-    body: dict
-    # Decides once whether the call runs (the thread that runs it claims it
-    # with set_running_or_notify_cancel) or is cancelled first (the I/O loop
-    # calls cancel()): never both, never neither.
-    claim: concurrent.futures.Future = field(default_factory=concurrent.futures.Future)
-    coroutine: concurrent.futures.Future | None = None  # async actors: its running coroutine
+    __slots__ = ("conn", "rid", "body", "coroutine", "_taken")
+
+    def __init__(self, conn, rid: int, body: dict):
+        self.conn = conn
+        self.rid = rid
+        self.body = body
+        self.coroutine: concurrent.futures.Future | None = None  # async actors: its coroutine
+        self._taken = threading.Lock()  # acquired once, never released
+
+    def take(self) -> bool:
+        """Whether the caller may have this call: the thread about to run it
+        and the I/O loop about to answer it as cancelled both ask, and only
+        the first one gets it. So a call runs or is cancelled, never both."""
+        return self._taken.acquire(blocking=False)
 
 
 class ActorRuntime:
@@ -674,9 +679,10 @@ class ActorRuntime:
     answered yet: it adds each call on arrival, and removes it when its reply
     goes out or when it is cancelled before it started. The threads that run
     calls (the main thread, a pool's threads, the actor's event loop) never
-    touch `calls`: they take a call by claiming it, and skip it if the loop
-    cancelled it first. So a call cancelled while it waits for its turn is
-    answered at once, never runs, and holds up none of the calls behind it.
+    touch `calls`: they take a call (ActorCall.take) before running it, and
+    skip it if the loop took it first to cancel it. So a call cancelled while
+    it waits for its turn is answered at once, never runs, and holds up none
+    of the calls behind it.
     """
 
     def __init__(self, executor: Executor, actor_id: bytes, instance, ropts: dict):
@@ -739,7 +745,7 @@ class ActorRuntime:
             self.executor.queue.put(partial(self._run, call, buffers))
 
     def _run(self, call: ActorCall, buffers) -> None:
-        if call.claim.set_running_or_notify_cancel():
+        if call.take():
             self.executor.run_actor_task(call.conn, call.rid, call.body, buffers)
 
     async def _bounded(self, call: ActorCall, buffers) -> None:
@@ -749,7 +755,7 @@ class ActorRuntime:
             limit = self._limits.get(group, self._limits[None])
             semaphore = self._semaphores[group] = asyncio.Semaphore(limit)
         async with semaphore:
-            if call.claim.set_running_or_notify_cancel():
+            if call.take():
                 await self.executor.run_actor_task_async(call.conn, call.rid, call.body, buffers)
 
     def answered(self, conn, rid, task_id: bytes) -> None:
@@ -763,7 +769,7 @@ class ActorRuntime:
         """Loop thread: answer a call that has not started with
         TaskCancelledError; whether there was one."""
         call = self.calls.get(task_id)
-        if call is None or not call.claim.cancel():
+        if call is None or not call.take():
             return False
         del self.calls[task_id]
         self.executor.reply_cancelled(call.conn, call.rid, call.body)
