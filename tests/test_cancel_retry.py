@@ -180,9 +180,28 @@ def test_cancel_task_waiting_for_its_arguments(ray_start, tmp_path):
     assert not ran.exists()
 
 
+def answered(ref) -> bool:
+    """Whether `ref` (or a generator's next item) is ready, without waiting."""
+    ready, _ = ray.wait([ref], timeout=0)
+    return bool(ready)
+
+
+def assert_answered_at_once(cancelled: list, running: list) -> None:
+    """Each cancelled call is answered while the calls ahead of it still run
+    (they are blocked until the test releases them): its cancel did not wait
+    for its turn."""
+    wait_for_condition(
+        lambda: all(answered(ref) for ref in cancelled),
+        timeout=30,
+        message="a call cancelled while queued was not answered at once",
+    )
+    assert not any(answered(ref) for ref in running)
+
+
 def test_cancel_queued_actor_call(ray_start, tmp_path):
     """A call waiting behind a running call of a (one at a time) actor is
-    cancelled before it starts; the calls around it are unaffected."""
+    cancelled before it starts: the caller gets TaskCancelledError at once,
+    the call never runs, and the calls around it are unaffected."""
     started, release = tmp_path / "started", tmp_path / "release"
 
     @ray.remote
@@ -209,10 +228,149 @@ def test_cancel_queued_actor_call(ray_start, tmp_path):
     cancelled = actor.record.remote("cancelled")
     after = actor.record.remote("after")
     ray.cancel(cancelled)
-    release.touch()
-    assert ray.get(first, timeout=GET_TIMEOUT_S) == "slow"
+    assert_answered_at_once([cancelled], [first, after])
     with pytest.raises(TaskCancelledError):
         ray.get(cancelled, timeout=GET_TIMEOUT_S)
+    release.touch()
+    assert ray.get(first, timeout=GET_TIMEOUT_S) == "slow"
+    assert ray.get(after, timeout=GET_TIMEOUT_S) == "after"
+    assert ray.get(actor.history.remote(), timeout=GET_TIMEOUT_S) == ["slow", "after"]
+
+
+def test_cancel_queued_actor_calls_of_every_return_kind(ray_start, tmp_path):
+    """Queued calls with several return values, or streaming a generator,
+    are answered at once too: every return value (or the stream's first
+    item) raises TaskCancelledError."""
+    started, release = tmp_path / "started", tmp_path / "release"
+
+    @ray.remote
+    class Actor:
+        def __init__(self):
+            self.calls = []
+
+        def slow(self, started, release):
+            pathlib.Path(started).touch()
+            wait_for_file(release, timeout=60.0)
+            self.calls.append("slow")
+
+        @ray.method(num_returns=2)
+        def pair(self):
+            self.calls.append("pair")
+            return 1, 2
+
+        def items(self):
+            self.calls.append("items")
+            yield 1
+
+        def history(self):
+            return self.calls
+
+    actor = Actor.remote()
+    first = actor.slow.remote(str(started), str(release))
+    wait_for_condition(started.exists, message="the first call never started")
+    pair = actor.pair.remote()
+    gen = actor.items.remote()
+    for ref in (pair[0], gen):
+        ray.cancel(ref)
+    assert_answered_at_once([*pair, gen], [first])
+    for ref in pair:
+        with pytest.raises(TaskCancelledError):
+            ray.get(ref, timeout=GET_TIMEOUT_S)
+    with pytest.raises(TaskCancelledError):
+        next(gen)
+    with pytest.raises(StopIteration):
+        next(gen)
+    release.touch()
+    assert ray.get(first, timeout=GET_TIMEOUT_S) is None
+    assert ray.get(actor.history.remote(), timeout=GET_TIMEOUT_S) == ["slow"]
+
+
+def test_cancel_queued_call_of_threaded_actor(ray_start, tmp_path):
+    """With both threads of a max_concurrency=2 actor busy, a cancelled call
+    is answered at once and never runs; the call behind it runs once a
+    thread is free."""
+    release = tmp_path / "release"
+
+    @ray.remote(max_concurrency=2)
+    class Threaded:
+        def __init__(self):
+            self.calls = []
+
+        def slow(self, started, release):
+            pathlib.Path(started).touch()
+            wait_for_file(release, timeout=60.0)
+            self.calls.append("slow")
+            return "slow"
+
+        def record(self, name):
+            self.calls.append(name)
+            return name
+
+        def history(self):
+            return self.calls
+
+    actor = Threaded.remote()
+    slow = [actor.slow.remote(str(tmp_path / f"started-{i}"), str(release)) for i in range(2)]
+    for i in range(2):
+        wait_for_condition(
+            (tmp_path / f"started-{i}").exists, message=f"slow call {i} never started"
+        )
+    cancelled = actor.record.remote("cancelled")
+    after = actor.record.remote("after")
+    ray.cancel(cancelled)
+    assert_answered_at_once([cancelled], [*slow, after])
+    with pytest.raises(TaskCancelledError):
+        ray.get(cancelled, timeout=GET_TIMEOUT_S)
+    release.touch()
+    assert ray.get(slow, timeout=GET_TIMEOUT_S) == ["slow", "slow"]
+    assert ray.get(after, timeout=GET_TIMEOUT_S) == "after"
+    history = ray.get(actor.history.remote(), timeout=GET_TIMEOUT_S)
+    assert sorted(history) == ["after", "slow", "slow"]
+
+
+async def wait_for_file_async(path, timeout: float = 60.0) -> None:
+    """wait_for_file for an async actor: its event loop keeps running."""
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} never appeared")
+        await asyncio.sleep(0.01)
+
+
+def test_cancel_queued_call_of_async_actor(ray_start, tmp_path):
+    """An async actor running one call at a time (max_concurrency=1): a call
+    waiting for its turn is answered at once when cancelled and never runs."""
+    started, release = tmp_path / "started", tmp_path / "release"
+
+    @ray.remote(max_concurrency=1)
+    class AsyncActor:
+        def __init__(self):
+            self.calls = []
+
+        async def slow(self, started, release):
+            pathlib.Path(started).touch()
+            await wait_for_file_async(release)
+            self.calls.append("slow")
+            return "slow"
+
+        async def record(self, name):
+            self.calls.append(name)
+            return name
+
+        async def history(self):
+            return self.calls
+
+    actor = AsyncActor.remote()
+    first = actor.slow.remote(str(started), str(release))
+    wait_for_condition(started.exists, message="the first call never started")
+    cancelled = actor.record.remote("cancelled")
+    after = actor.record.remote("after")
+    ray.cancel(cancelled)
+    assert_answered_at_once([cancelled], [first, after])
+    with pytest.raises(TaskCancelledError):
+        ray.get(cancelled, timeout=GET_TIMEOUT_S)
+    release.touch()
+    assert ray.get(first, timeout=GET_TIMEOUT_S) == "slow"
     assert ray.get(after, timeout=GET_TIMEOUT_S) == "after"
     assert ray.get(actor.history.remote(), timeout=GET_TIMEOUT_S) == ["slow", "after"]
 

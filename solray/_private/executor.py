@@ -18,6 +18,10 @@ thread only tests and discards; `_acks` changes under `_ack_cond`. What a
 call leaves for the core worker's tables (refs held for the caller, the
 reply, the end of its children) is posted to the loop, which owns them.
 
+An actor call that has arrived but not started can be cancelled: the I/O loop
+answers it with TaskCancelledError at once (the caller need not wait for the
+calls ahead of it) and it never runs; the calls behind it keep their order.
+
 The result of a call is one entry per return value: inline bytes when small,
 or a location in this node's store. A call that raises produces its error (a
 RayTaskError carrying the user's exception and the remote traceback) as every
@@ -48,7 +52,7 @@ import msgpack
 
 from solray import exceptions
 from solray._private import ids, serialization
-from solray._private.memory_store import decode_entry, encode_entry
+from solray._private.memory_store import decode_entry, encode_entry, error_entry
 from solray._private.protocol import LOG_MARK, LOG_SEP, Msg
 from solray._private.serialization import SerializedObject
 from solray._private.task_spec import substitute_deps
@@ -261,7 +265,14 @@ class Executor:
             reply["c"] = ctx.contained
         if ctx.retire:
             reply["retire"] = 1
-        self.cw.post(self.cw.reply_to_task, conn, rid, ctx.task_id, reply, buffers)
+        self.cw.post(self._answer, conn, rid, ctx.task_id, reply, buffers)
+
+    def _answer(self, conn, rid, task_id: bytes, reply: dict, buffers: list) -> None:
+        """Loop thread: a call's reply goes out; an actor's call is no longer
+        pending (nor cancellable before it starts)."""
+        if self.actor is not None:
+            self.actor.answered(conn, rid, task_id)
+        self.cw.reply_to_task(conn, rid, task_id, reply, buffers)
 
     # -- generators --------------------------------------------------------
 
@@ -408,20 +419,38 @@ class Executor:
     # -- cancellation --------------------------------------------------------
 
     def cancel(self, task_id: bytes, force: bool) -> None:
-        """Loop thread. A task running on the main thread gets KeyboardInterrupt
-        (through SIGINT, which also interrupts sleeps and blocking waits); a
-        coroutine of an async actor is cancelled; a queued task is failed when
-        its turn comes. `force` ends this worker process instead."""
+        """Loop thread. An actor call not started yet is answered with
+        TaskCancelledError now and never runs. A task running on the main
+        thread gets KeyboardInterrupt (through SIGINT, which also interrupts
+        sleeps and blocking waits); a running coroutine of an async actor is
+        cancelled; a task that has not reached the point where it checks is
+        failed there. `force` ends this worker process instead."""
         if force:
             _flush_output()
             os._exit(1)
+        if self.actor is not None and self.actor.cancel_queued(task_id):
+            return
         self._cancelled.add(task_id)
         with self._ack_cond:
             self._ack_cond.notify_all()
         if self._running_main == task_id:
             os.kill(os.getpid(), signal.SIGINT)
         elif self.actor is not None:
-            self.actor.cancel(task_id)
+            self.actor.cancel_running(task_id)
+
+    def reply_cancelled(self, conn, rid, body) -> None:
+        """Loop thread: answer a call that was cancelled before it started,
+        shaped as if it had raised TaskCancelledError at once. The error is
+        small and goes inline: the loop never waits on the store."""
+        task_id = body["tid"]
+        head, buffers = encode_entry(error_entry(exceptions.TaskCancelledError(task_id.hex())))
+        if body.get("gen") == "streaming":  # the error is the stream's next item
+            index = body.get("skip", 0)
+            conn.send(Msg.GENERATOR_ITEM, {"tid": task_id, "i": index, "h": head}, buffers)
+            conn.reply(rid, {"r": [], "n": index + 1}, [])
+            return
+        count = body["nret"]
+        conn.reply(rid, {"r": [head] * count, "app_error": True}, buffers * count)
 
     def on_sigint(self, signum, frame) -> None:
         """Raise KeyboardInterrupt only in the task it was meant for: a signal
@@ -628,8 +657,37 @@ def _outputs(result, num_returns: int) -> list:
     return outputs
 
 
+class ActorCall:
+    """An actor call this worker has received and not answered yet."""
+
+    __slots__ = ("conn", "rid", "body", "coroutine", "_taken")
+
+    def __init__(self, conn, rid: int, body: dict):
+        self.conn = conn
+        self.rid = rid
+        self.body = body
+        self.coroutine: concurrent.futures.Future | None = None  # async actors: its coroutine
+        self._taken = threading.Lock()  # acquired once, never released
+
+    def take(self) -> bool:
+        """Whether the caller may have this call: the thread about to run it
+        and the I/O loop about to answer it as cancelled both ask, and only
+        the first one gets it. So a call runs or is cancelled, never both."""
+        return self._taken.acquire(blocking=False)
+
+
 class ActorRuntime:
-    """Where an actor's calls run, per its concurrency settings."""
+    """Where an actor's calls run, per its concurrency settings.
+
+    Ownership: the I/O loop thread owns `calls`, the calls received and not
+    answered yet: it adds each call on arrival, and removes it when its reply
+    goes out or when it is cancelled before it started. The threads that run
+    calls (the main thread, a pool's threads, the actor's event loop) never
+    touch `calls`: they take a call (ActorCall.take) before running it, and
+    skip it if the loop took it first to cancel it. So a call cancelled while
+    it waits for its turn is answered at once, never runs, and holds up none
+    of the calls behind it.
+    """
 
     def __init__(self, executor: Executor, actor_id: bytes, instance, ropts: dict):
         self.executor = executor
@@ -640,7 +698,7 @@ class ActorRuntime:
         max_concurrency = ropts["max_concurrency"]
         groups = ropts.get("concurrency_groups") or {}
         self.groups = set(groups)
-        self.running: dict[bytes, concurrent.futures.Future] = {}
+        self.calls: dict[bytes, ActorCall] = {}  # owned by the I/O loop (see above)
         if self.is_async:
             self.loop = asyncio.new_event_loop()
             self._semaphores: dict = {}
@@ -677,33 +735,57 @@ class ActorRuntime:
         return function, 0
 
     def dispatch(self, conn, rid, body, buffers) -> None:
-        executor = self.executor
+        """Loop thread: a call arrived; it waits for its turn where it runs."""
+        call = ActorCall(conn, rid, body)
+        self.calls[body["tid"]] = call
         if self.is_async:
-            task_id = body["tid"]
-            future = asyncio.run_coroutine_threadsafe(
-                self._bounded(body.get("cg"), conn, rid, body, buffers), self.loop
+            call.coroutine = asyncio.run_coroutine_threadsafe(
+                self._bounded(call, buffers), self.loop
             )
-            self.running[task_id] = future
-            future.add_done_callback(lambda f: self.running.pop(task_id, None))
         elif self.pools is not None:
             pool = self.pools.get(body.get("cg"), self.pools[None])
-            pool.submit(executor.run_actor_task, conn, rid, body, buffers)
+            pool.submit(self._run, call, buffers)
         else:
-            executor.queue.put(partial(executor.run_actor_task, conn, rid, body, buffers))
+            self.executor.queue.put(partial(self._run, call, buffers))
 
-    def cancel(self, task_id: bytes) -> None:
-        """Cancel a running coroutine of an async actor."""
-        future = self.running.get(task_id)
-        if future is not None:
-            self.loop.call_soon_threadsafe(future.cancel)
+    def _run(self, call: ActorCall, buffers) -> None:
+        if call.take():
+            self.executor.run_actor_task(call.conn, call.rid, call.body, buffers)
 
-    async def _bounded(self, group, conn, rid, body, buffers) -> None:
+    async def _bounded(self, call: ActorCall, buffers) -> None:
+        group = call.body.get("cg")
         semaphore = self._semaphores.get(group)
         if semaphore is None:
             limit = self._limits.get(group, self._limits[None])
             semaphore = self._semaphores[group] = asyncio.Semaphore(limit)
         async with semaphore:
-            await self.executor.run_actor_task_async(conn, rid, body, buffers)
+            if call.take():
+                await self.executor.run_actor_task_async(call.conn, call.rid, call.body, buffers)
+
+    def answered(self, conn, rid, task_id: bytes) -> None:
+        """Loop thread: this call's reply is going out."""
+        call = self.calls.get(task_id)
+        # A call pushed again (its caller reconnected) may have replaced it.
+        if call is not None and call.conn is conn and call.rid == rid:
+            del self.calls[task_id]
+
+    def cancel_queued(self, task_id: bytes) -> bool:
+        """Loop thread: answer a call that has not started with
+        TaskCancelledError; whether there was one."""
+        call = self.calls.get(task_id)
+        if call is None or not call.take():
+            return False
+        del self.calls[task_id]
+        self.executor.reply_cancelled(call.conn, call.rid, call.body)
+        return True
+
+    def cancel_running(self, task_id: bytes) -> None:
+        """Loop thread: cancel a running coroutine of an async actor. (A call
+        running on the main thread got SIGINT from Executor.cancel; one on a
+        pool's thread cannot be interrupted.)"""
+        call = self.calls.get(task_id)
+        if call is not None and call.coroutine is not None:
+            self.loop.call_soon_threadsafe(call.coroutine.cancel)
 
 
 class TaskOutput(io.TextIOBase):

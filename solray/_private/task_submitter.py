@@ -129,8 +129,9 @@ def attempts_left(task: PendingTask) -> bool:
 def retry_app_error(task: PendingTask, body: dict, buffers: list) -> bool:
     """A task or actor call raised (its reply says app_error): whether to run
     it again, per retry_exceptions (True, or the exception classes to retry)
-    within its retries. Counts the attempt if so."""
-    if not task.retry_exceptions or not attempts_left(task):
+    within its retries. Counts the attempt if so. A cancelled task is never
+    run again, whatever it raised."""
+    if task.cancelled or not task.retry_exceptions or not attempts_left(task):
         return False
     if isinstance(task.retry_exceptions, (list, tuple)):
         returns, _ = decode_returns(body["r"], buffers)
