@@ -22,8 +22,13 @@ Who owns what (CoreWorker attributes, and the parts it holds):
     loop only         tasks, children, streams, lineage, contained,
                       call_sites, handoffs, _borrowed, _borrow_messages,
                       _fetching, _store_frees, _unpins, _inbound, _peers,
-                      submitter and actor_submitter (all their state)
-    shared, locked    refs: a thread that makes an ObjectRef counts it at once
+                      submitter and actor_submitter (all their state but
+                      one: below)
+    shared, locked    actor_submitter._unfinished: max_pending_calls must
+                      refuse a call on the user thread, in `.remote()`, so
+                      that thread counts calls in and the loop counts them
+                      out, under its own lock (actor_submitter.py).
+                      refs: a thread that makes an ObjectRef counts it at once
                       (it relies on the count: ownership, first borrow), under
                       the counter's lock; every decrement and every free runs
                       on the loop (reference_counter.py).
