@@ -20,7 +20,8 @@ event loop. All socket I/O runs on one asyncio loop in a background thread
 Who owns what (CoreWorker attributes, and the parts it holds):
 
     loop only         tasks, children, streams, lineage, contained,
-                      call_sites, handoffs, _borrowed, _borrow_messages,
+                      call_sites, handoffs, _borrowed, _registering,
+                      _borrow_messages,
                       _fetching, _store_frees, _unpins, _inbound, _peers,
                       submitter and actor_submitter (all their state but
                       one: below)
@@ -169,6 +170,8 @@ class CoreWorker:
         self.contained: dict[bytes, list] = {}  # owned object -> refs inside its value
         self.handoffs: dict[bytes, list] = {}  # task -> refs in its results, until taken
         self._borrowed: dict[bytes, str] = {}  # borrowed object -> owner we registered with
+        # borrowed object -> its registration (ADD_BORROWERS) while in flight
+        self._registering: dict[bytes, concurrent.futures.Future] = {}
         self._borrow_messages: dict[str, list] = {}  # owner -> (un)registrations to send
         self._tls = threading.local()  # per thread: refs deserialized, not registered yet
         self._creation_refs: list = []  # actor constructor arguments, kept for restarts
@@ -1120,17 +1123,37 @@ class CoreWorker:
 
     def _register(self, pending: list) -> list[concurrent.futures.Future]:
         """Loop thread: queue registrations for new borrows ((id, owner)
-        pairs); returns futures done once the owners know."""
+        pairs); returns futures done once the owners know. A borrow whose
+        registration is already on its way (another thread, or the loop
+        taking over a result's refs, made an instance first) is waited for
+        too: a value must not be handed to user code while its owner could
+        still free what it refers to (say, if the process that sent it dies
+        before our registration arrives)."""
         by_owner: dict[str, list[bytes]] = {}
+        waits: list[concurrent.futures.Future] = []
         for object_id, owner in pending:
-            if object_id in self._borrowed or not self.refs.is_live(object_id):
+            if object_id in self._borrowed:
+                inflight = self._registering.get(object_id)
+                if inflight is not None:
+                    waits.append(inflight)
+                continue
+            if not self.refs.is_live(object_id):
                 continue
             self._borrowed[object_id] = owner
             by_owner.setdefault(owner, []).append(object_id)
-        return [
-            self._queue_borrow_message(owner, Msg.ADD_BORROWERS, object_ids)
-            for owner, object_ids in by_owner.items()
-        ]
+        for owner, object_ids in by_owner.items():
+            done = self._queue_borrow_message(owner, Msg.ADD_BORROWERS, object_ids)
+            for object_id in object_ids:
+                self._registering[object_id] = done
+            done.add_done_callback(partial(self._registered, object_ids))
+            waits.append(done)
+        return waits
+
+    def _registered(self, object_ids: list[bytes], done: concurrent.futures.Future) -> None:
+        """Loop thread (registrations complete there)."""
+        for object_id in object_ids:
+            if self._registering.get(object_id) is done:
+                del self._registering[object_id]
 
     def register_borrows(self) -> None:
         """User thread: tell the owners of refs this thread just deserialized
@@ -1191,15 +1214,18 @@ class CoreWorker:
             reply["hh"] = 1  # we hold refs in its results until the caller is done
         conn.reply(rid, reply, buffers)
 
-    def take_over_refs(self, task_id: bytes, object_id: bytes, refs: list) -> None:
+    def take_over_refs(self, task_id: bytes, object_id: bytes, refs: list) -> asyncio.Future:
         """Loop thread: a result of one of our tasks contains these refs
         ([id, owner] pairs). Hold them while the result lives, registering as
         their borrower; the task's worker lets go once we are done
-        (`finish_handoff`)."""
+        (`finish_handoff`). Returns the registration: done once their owners
+        know."""
         instances = [ObjectRef(i, owner) for i, owner in refs]
         if self.refs.owns(object_id):
             self.contained[object_id] = instances
-        self._handoff_waits.setdefault(task_id, []).append(self.register_borrows_async())
+        registered = self.register_borrows_async()
+        self._handoff_waits.setdefault(task_id, []).append(registered)
+        return registered
 
     def finish_handoff(self, task_id: bytes, conn, worker_holds: bool) -> None:
         """Loop thread: once our registrations for a task's results are done,

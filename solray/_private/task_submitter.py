@@ -74,17 +74,29 @@ def complete_task(cw, task: PendingTask, body: dict, buffers: list, conn) -> Non
     # a caller that read one first would hold those refs without this loop
     # knowing to wait for its registration as their borrower, and the worker
     # could let go of them (and their owner free them) before it is done.
+    # They become readable only once the owners of those refs know we borrow
+    # them: the worker that sent them may die the moment it replied, and its
+    # own hold on them dies with it.
     dynamic_ids = [ids.return_object_id(task.task_id, i) for i in range(1, len(dynamic) + 1)]
     for object_id in dynamic_ids:
         cw.refs.add_owned(object_id)
-    for index, refs in body.get("c", ()):
+    registered = [
         cw.take_over_refs(task.task_id, ids.return_object_id(task.task_id, index), refs)
-    for object_id, entry in zip(dynamic_ids, dynamic, strict=True):
-        cw.memory_store.put(object_id, entry)
-    store_returns(cw, task, returns)
-    cw.finish_handoff(task.task_id, conn, bool(body.get("hh")))
-    if task.stream:
-        cw.end_stream(task.task_id, count=body.get("n", 0))
+        for index, refs in body.get("c", ())
+    ]
+
+    def readable(_=None) -> None:
+        for object_id, entry in zip(dynamic_ids, dynamic, strict=True):
+            cw.memory_store.put(object_id, entry)
+        store_returns(cw, task, returns)
+        cw.finish_handoff(task.task_id, conn, bool(body.get("hh")))
+        if task.stream:
+            cw.end_stream(task.task_id, count=body.get("n", 0))
+
+    if all(r.done() for r in registered):
+        readable()
+    else:
+        asyncio.gather(*registered).add_done_callback(readable)
 
 
 def fail_task(cw, task: PendingTask, entry) -> None:
