@@ -152,10 +152,12 @@ async def probe(address: str, token: bytes, name: str) -> None:
             )
             assert reply is None
     finally:
+        # The transport closes its socket on a later loop turn: wait for it,
+        # so the socket does not outlive asyncio.run's loop (leak_check counts fds).
+        closed = asyncio.get_running_loop().create_future()
+        conn.add_close_callback(lambda _: closed.done() or closed.set_result(None))
         conn.close()
-        # The transport closes its socket on a later loop turn: let it, so
-        # the socket does not outlive asyncio.run's loop (leak_check counts fds).
-        await asyncio.sleep(0.01)
+        await asyncio.wait_for(closed, CLOSE_DEADLINE_S)
 
 
 def assert_all_serving(addresses: dict[str, str], token: bytes) -> None:
