@@ -198,31 +198,35 @@ def assert_answered_at_once(cancelled: list, running: list) -> None:
     assert not any(answered(ref) for ref in running)
 
 
+@ray.remote
+class Recorder:
+    """An actor whose `slow` call holds its thread until a file appears, and
+    which records the calls it ran."""
+
+    def __init__(self):
+        self.calls = []
+
+    def slow(self, started, release):
+        pathlib.Path(started).touch()
+        wait_for_file(release, timeout=60.0)
+        self.calls.append("slow")
+        return "slow"
+
+    def record(self, name):
+        self.calls.append(name)
+        return name
+
+    def history(self):
+        return self.calls
+
+
 def test_cancel_queued_actor_call(ray_start, tmp_path):
     """A call waiting behind a running call of a (one at a time) actor is
     cancelled before it starts: the caller gets TaskCancelledError at once,
     the call never runs, and the calls around it are unaffected."""
     started, release = tmp_path / "started", tmp_path / "release"
 
-    @ray.remote
-    class Actor:
-        def __init__(self):
-            self.calls = []
-
-        def slow(self, started, release):
-            pathlib.Path(started).touch()
-            wait_for_file(release, timeout=60.0)
-            self.calls.append("slow")
-            return "slow"
-
-        def record(self, name):
-            self.calls.append(name)
-            return name
-
-        def history(self):
-            return self.calls
-
-    actor = Actor.remote()
+    actor = Recorder.remote()
     first = actor.slow.remote(str(started), str(release))
     wait_for_condition(started.exists, message="the first call never started")
     cancelled = actor.record.remote("cancelled")
@@ -291,25 +295,7 @@ def test_cancel_queued_call_of_threaded_actor(ray_start, tmp_path):
     thread is free."""
     release = tmp_path / "release"
 
-    @ray.remote(max_concurrency=2)
-    class Threaded:
-        def __init__(self):
-            self.calls = []
-
-        def slow(self, started, release):
-            pathlib.Path(started).touch()
-            wait_for_file(release, timeout=60.0)
-            self.calls.append("slow")
-            return "slow"
-
-        def record(self, name):
-            self.calls.append(name)
-            return name
-
-        def history(self):
-            return self.calls
-
-    actor = Threaded.remote()
+    actor = Recorder.options(max_concurrency=2).remote()
     slow = [actor.slow.remote(str(tmp_path / f"started-{i}"), str(release)) for i in range(2)]
     for i in range(2):
         wait_for_condition(
