@@ -20,6 +20,7 @@ from typing import Any
 
 # Ray options solray does not have: the values that ask for nothing (their
 # defaults, accepted), and why anything else is refused.
+_NO_CGROUPS = "solray does not isolate resources with cgroups"
 _NO_DASHBOARD = "solray has no dashboard yet"
 _NOT_YET = "solray does not support it yet"
 UNSUPPORTED: dict[str, tuple[tuple, str]] = {
@@ -37,10 +38,10 @@ UNSUPPORTED: dict[str, tuple[tuple, str]] = {
     "job_config": ((None,), _NOT_YET),
     "logging_config": ((None,), "solray has no structured (JSON) worker logs yet"),
     "storage": ((None,), "solray has no cluster-wide persistent storage"),
-    "enable_resource_isolation": ((False,), "solray does not isolate resources with cgroups"),
-    "cgroup_path": ((None,), "solray does not isolate resources with cgroups"),
-    "system_reserved_cpu": ((None,), "solray does not isolate resources with cgroups"),
-    "system_reserved_memory": ((None,), "solray does not isolate resources with cgroups"),
+    "enable_resource_isolation": ((False,), _NO_CGROUPS),
+    "cgroup_path": ((None,), _NO_CGROUPS),
+    "system_reserved_cpu": ((None,), _NO_CGROUPS),
+    "system_reserved_memory": ((None,), _NO_CGROUPS),
     "proxy_server_url": ((None,), "solray has no Ray Client proxy"),
     "_redis_max_memory": ((None,), "solray has no Redis"),
     "_redis_password": ((None,), "solray has no Redis; every connection proves the cluster token"),
