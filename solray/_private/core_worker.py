@@ -20,8 +20,7 @@ event loop. All socket I/O runs on one asyncio loop in a background thread
 Who owns what (CoreWorker attributes, and the parts it holds):
 
     loop only         tasks, children, streams, lineage, contained,
-                      call_sites, handoffs, _borrowed, _registering,
-                      _borrow_messages,
+                      call_sites, handoffs, _borrowed, _borrow_messages,
                       _fetching, _store_frees, _unpins, _inbound, _peers,
                       submitter and actor_submitter (all their state but
                       one: below)
@@ -170,8 +169,6 @@ class CoreWorker:
         self.contained: dict[bytes, list] = {}  # owned object -> refs inside its value
         self.handoffs: dict[bytes, list] = {}  # task -> refs in its results, until taken
         self._borrowed: dict[bytes, str] = {}  # borrowed object -> owner we registered with
-        # borrowed object -> its registration (ADD_BORROWERS) while in flight
-        self._registering: dict[bytes, concurrent.futures.Future] = {}
         self._borrow_messages: dict[str, list] = {}  # owner -> (un)registrations to send
         self._tls = threading.local()  # per thread: refs deserialized, not registered yet
         self._creation_refs: list = []  # actor constructor arguments, kept for restarts
@@ -1123,37 +1120,17 @@ class CoreWorker:
 
     def _register(self, pending: list) -> list[concurrent.futures.Future]:
         """Loop thread: queue registrations for new borrows ((id, owner)
-        pairs); returns futures done once the owners know. A borrow whose
-        registration is already on its way (another thread, or the loop
-        taking over a result's refs, made an instance first) is waited for
-        too: a value must not be handed to user code while its owner could
-        still free what it refers to (say, if the process that sent it dies
-        before our registration arrives)."""
+        pairs); returns futures done once the owners know."""
         by_owner: dict[str, list[bytes]] = {}
-        waits: list[concurrent.futures.Future] = []
         for object_id, owner in pending:
-            if object_id in self._borrowed:
-                inflight = self._registering.get(object_id)
-                if inflight is not None:
-                    waits.append(inflight)
-                continue
-            if not self.refs.is_live(object_id):
+            if object_id in self._borrowed or not self.refs.is_live(object_id):
                 continue
             self._borrowed[object_id] = owner
             by_owner.setdefault(owner, []).append(object_id)
-        for owner, object_ids in by_owner.items():
-            done = self._queue_borrow_message(owner, Msg.ADD_BORROWERS, object_ids)
-            for object_id in object_ids:
-                self._registering[object_id] = done
-            done.add_done_callback(partial(self._registered, object_ids))
-            waits.append(done)
-        return waits
-
-    def _registered(self, object_ids: list[bytes], done: concurrent.futures.Future) -> None:
-        """Loop thread (registrations complete there)."""
-        for object_id in object_ids:
-            if self._registering.get(object_id) is done:
-                del self._registering[object_id]
+        return [
+            self._queue_borrow_message(owner, Msg.ADD_BORROWERS, object_ids)
+            for owner, object_ids in by_owner.items()
+        ]
 
     def register_borrows(self) -> None:
         """User thread: tell the owners of refs this thread just deserialized
