@@ -70,9 +70,10 @@ def _node_options(f):
     )(f)
     f = click.option(
         "--node-ip-address",
-        default="127.0.0.1",
-        show_default=True,
-        help="Address this node's sockets bind to.",
+        default=None,
+        help="Address this node's sockets bind to, the one other machines reach it at. "
+        "Default: the address this machine routes from towards the head (with --head: "
+        "towards the outside world; 127.0.0.1 on a machine without a network).",
     )(f)
     f = click.option(
         "--object-spilling-directory",
@@ -136,7 +137,7 @@ def start(
     import json
     import os
 
-    from solray._private import services
+    from solray._private import host, services
     from solray._private.labels import parse_labels_string
     from solray._private.worker import node_arguments, with_spilling_directory
 
@@ -160,6 +161,8 @@ def start(
         with_spilling_directory({}, object_spilling_directory),
         labels=labels,
     )
+    if node_ip_address is None:
+        node_ip_address = host.default_node_ip(None if head else address)
     session_dir = services.new_session_dir(temp_dir)
     launcher = services.Launcher(session_dir, token_bytes, daemon=True)
     if head:

@@ -22,7 +22,7 @@ import psutil
 import pytest
 from conftest import assert_token_hidden, cluster_processes, wait_for_condition
 
-from solray._private import services
+from solray._private import host, services
 
 CLI_TIMEOUT_S = 120
 
@@ -153,6 +153,9 @@ def test_start_head_and_node_status_and_driver(leak_check, tmp_path):
         )
         assert head.returncode == 0, head.stdout + head.stderr
         address = re.search(r"control store at ([\d.]+:\d+)", head.stdout).group(1)
+        # Without --node-ip-address the head listens where other machines
+        # reach it: the address this host routes from (loopback offline).
+        assert address.split(":")[0] == host.default_node_ip()
         token_path = re.search(r"Cluster token: (\S+)", head.stdout).group(1)
         assert token_path.startswith(sessions_root)
         assert os.stat(token_path).st_mode & 0o077 == 0  # readable only by this user
@@ -211,6 +214,7 @@ def test_start_head_and_node_status_and_driver(leak_check, tmp_path):
             "def square(i):\n"
             "    return i * i\n"
             "print('NODES', len(alive))\n"
+            "print('DRIVER_IP', solray.util.get_node_ip_address())\n"
             "print('RAN_ON', solray.get(where.remote(), timeout=60))\n"
             "on_ssd = where.options(resources={}, label_selector={'disk': 'ssd'})\n"
             "print('LABELED_ON', solray.get(on_ssd.remote(), timeout=60))\n"
@@ -227,6 +231,7 @@ def test_start_head_and_node_status_and_driver(leak_check, tmp_path):
         )
         assert run.returncode == 0, run.stdout + run.stderr
         assert "NODES 2" in run.stdout
+        assert f"DRIVER_IP {address.split(':')[0]}\n" in run.stdout
         ran_on = re.search(r"RAN_ON (\w+)", run.stdout).group(1)
         assert ran_on.startswith(node_prefix)
         assert re.search(r"LABELED_ON (\w+)", run.stdout).group(1) == ran_on

@@ -147,6 +147,28 @@ def test_custom_resources_route_tasks_and_actors(cluster):
     assert solray.get(actor.node.remote(), timeout=GET_TIMEOUT_S) == special.node_id
 
 
+def test_node_ip_address_is_where_the_cluster_reaches_this_process(cluster):
+    from solray._private import host
+    from solray.util import get_node_ip_address
+
+    # Not connected: the address this host routes from (as Ray's).
+    assert get_node_ip_address() == host.default_node_ip()
+    with pytest.raises(ConnectionError, match="No node of this cluster runs on 10.9.9.9"):
+        solray.init(address=cluster.address, _node_ip_address="10.9.9.9")
+    assert not solray.is_initialized()
+    solray.init(address=cluster.address)
+    assert get_node_ip_address() == "127.0.0.1"  # the Cluster's nodes listen on loopback
+
+    @solray.remote
+    def ip_in_task():
+        return get_node_ip_address()
+
+    assert solray.get(ip_in_task.remote(), timeout=GET_TIMEOUT_S) == "127.0.0.1"
+    head = [n for n in solray.nodes() if n["NodeID"] == cluster.head_node.node_id][0]
+    assert head["NodeManagerAddress"] == get_node_ip_address()
+    assert solray.get_runtime_context().get_node_id() == cluster.head_node.node_id
+
+
 def test_tasks_spill_to_nodes_with_free_cpus(cluster, tmp_path):
     """5 tasks that must run at the same time on 5 CPUs, the driver's node
     has 1: the other four spill, two to each other node (a burst of

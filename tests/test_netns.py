@@ -1,10 +1,17 @@
-"""Two hosts on one machine: each node in its own network namespace, joined by
-a veth pair, so tasks and objects really cross a network link between two
-addresses (not loopback).
+"""Several hosts on one machine: each in its own network namespace, joined by
+a bridge, so tasks, actors and objects really cross network links between
+distinct addresses (not loopback), and a process on one host cannot listen on
+another host's address.
 
-Needs root and iproute2 (`ip netns`); skipped with the reason otherwise. Every
-process is started with `solray start` inside a namespace and stopped by pid
-at the end, and the namespaces (with their veth ends) are deleted.
+The hosts: A runs the head, B and C run nodes; B also runs a driver (a
+driver on a host that is not the head's); D has no node. Every process is
+started as a user would, with `solray start` inside a namespace; the nodes
+find their own addresses (each namespace routes through the bridge, as a
+machine routes through its network). At the end everything in the
+namespaces is stopped and the namespaces are deleted, which deletes their
+links and the bridge with them.
+
+Needs root and iproute2 (`ip netns`); skipped with the reason otherwise.
 """
 
 from __future__ import annotations
@@ -23,9 +30,10 @@ import pytest
 from conftest import wait_for_condition
 
 SUBNET = random.randint(16, 250)
-IP_A, IP_B = f"10.231.{SUBNET}.1", f"10.231.{SUBNET}.2"
-NS_A, NS_B = f"solray-a-{os.getpid()}", f"solray-b-{os.getpid()}"
-VETH_A, VETH_B = f"sra{os.getpid() % 100000}", f"srb{os.getpid() % 100000}"
+TAG = os.getpid() % 100000
+HOSTS = {name: f"10.231.{SUBNET}.{i}" for i, name in enumerate("abcd", start=1)}
+SWITCH = f"solray-sw-{TAG}"
+PYTHON = sys.executable
 
 
 def _ip(*args: str) -> subprocess.CompletedProcess:
@@ -37,7 +45,7 @@ def _namespaces_unavailable() -> str | None:
         return "iproute2's `ip` is not installed"
     if os.geteuid() != 0:
         return "creating network namespaces needs root"
-    probe = f"solray-probe-{os.getpid()}"
+    probe = f"solray-probe-{TAG}"
     result = _ip("netns", "add", probe)
     if result.returncode != 0:
         return f"`ip netns add` is not permitted here: {result.stderr.strip()}"
@@ -45,43 +53,85 @@ def _namespaces_unavailable() -> str | None:
     return None
 
 
-def _our_processes() -> list[psutil.Process]:
-    """Everything running inside the test's two namespaces."""
-    found = []
-    for namespace in (NS_A, NS_B):
-        for pid in _ip("netns", "pids", namespace).stdout.split():
+class Hosts:
+    """The namespaces of one test, by host name ("a".."d")."""
+
+    def __init__(self, names):
+        self.names = list(names)
+
+    def namespace(self, name: str) -> str:
+        return f"solray-{name}-{TAG}"
+
+    def ip(self, name: str) -> str:
+        return HOSTS[name]
+
+    def processes(self, name: str) -> list[psutil.Process]:
+        found = []
+        for pid in _ip("netns", "pids", self.namespace(name)).stdout.split():
             try:
                 found.append(psutil.Process(int(pid)))
             except psutil.Error:
                 pass
-    return found
+        return found
+
+    def all_processes(self) -> list[psutil.Process]:
+        return [p for name in self.names for p in self.processes(name)]
+
+    def run(self, name: str, *command: str, env=None, timeout=180) -> str:
+        result = subprocess.run(
+            ["ip", "netns", "exec", self.namespace(name), *command],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=env,
+        )
+        assert result.returncode == 0, f"{command} failed:\n{result.stdout}\n{result.stderr}"
+        return result.stdout
+
+    def popen(self, name: str, *command: str, env=None) -> subprocess.Popen:
+        return subprocess.Popen(
+            ["ip", "netns", "exec", self.namespace(name), *command],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+        )
+
+    def solray(self, name: str, *args: str, env=None) -> str:
+        return self.run(name, PYTHON, "-m", "solray.cli", *args, env=env)
 
 
 @pytest.fixture
-def two_hosts(tmp_path):
+def hosts():
     reason = _namespaces_unavailable()
     if reason:
         pytest.skip(reason)
-    commands = [
-        ("netns", "add", NS_A),
-        ("netns", "add", NS_B),
-        ("link", "add", VETH_A, "type", "veth", "peer", "name", VETH_B),
-        ("link", "set", VETH_A, "netns", NS_A),
-        ("link", "set", VETH_B, "netns", NS_B),
-        ("-n", NS_A, "addr", "add", f"{IP_A}/24", "dev", VETH_A),
-        ("-n", NS_B, "addr", "add", f"{IP_B}/24", "dev", VETH_B),
-        ("-n", NS_A, "link", "set", VETH_A, "up"),
-        ("-n", NS_B, "link", "set", VETH_B, "up"),
-        ("-n", NS_A, "link", "set", "lo", "up"),
-        ("-n", NS_B, "link", "set", "lo", "up"),
-    ]
+    topology = Hosts("abcd")
+    commands = [("netns", "add", SWITCH), ("-n", SWITCH, "link", "add", "br0", "type", "bridge")]
+    for name in topology.names:
+        namespace, ip = topology.namespace(name), topology.ip(name)
+        host_end, switch_end = f"h{name}{TAG}", f"s{name}{TAG}"
+        commands += [
+            ("netns", "add", namespace),
+            ("link", "add", host_end, "type", "veth", "peer", "name", switch_end),
+            ("link", "set", host_end, "netns", namespace),
+            ("link", "set", switch_end, "netns", SWITCH),
+            ("-n", SWITCH, "link", "set", switch_end, "master", "br0"),
+            ("-n", SWITCH, "link", "set", switch_end, "up"),
+            ("-n", namespace, "addr", "add", f"{ip}/24", "dev", host_end),
+            ("-n", namespace, "link", "set", host_end, "up"),
+            ("-n", namespace, "link", "set", "lo", "up"),
+            # A default route, as a machine has: nodes find their address by it.
+            ("-n", namespace, "route", "add", "default", "dev", host_end),
+        ]
+    commands.append(("-n", SWITCH, "link", "set", "br0", "up"))
     try:
         for command in commands:
             result = _ip(*command)
             assert result.returncode == 0, f"ip {' '.join(command)}: {result.stderr}"
-        yield
+        yield topology
     finally:
-        procs = _our_processes()
+        procs = topology.all_processes()
         for proc in procs:
             try:
                 proc.send_signal(signal.SIGTERM)
@@ -90,107 +140,182 @@ def two_hosts(tmp_path):
         _, alive = psutil.wait_procs(procs, timeout=15)
         for proc in alive:
             proc.kill()
-        _ip("netns", "del", NS_A)
-        _ip("netns", "del", NS_B)
+        psutil.wait_procs(alive, timeout=15)
+        for name in topology.names:
+            _ip("netns", "del", topology.namespace(name))
+        _ip("netns", "del", SWITCH)
+        leftover = [n for n in _ip("netns", "list").stdout.split() if n.endswith(f"-{TAG}")]
+        assert not leftover, f"namespaces left behind: {leftover}"
 
 
-def _in(namespace: str, *command: str, env=None, timeout=120) -> str:
-    result = subprocess.run(
-        ["ip", "netns", "exec", namespace, *command],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-    )
-    assert result.returncode == 0, f"{command} failed:\n{result.stdout}\n{result.stderr}"
-    return result.stdout
+def start_cluster(hosts: Hosts, tmp_path) -> tuple[str, str]:
+    """Head on A, nodes on B and C (each with a resource naming its host);
+    returns (control store address, token file)."""
+    head = hosts.solray(
+        "a",
+        "start", "--head", "--port", "0", "--num-cpus", "1",
+        "--resources", '{"host_a": 10}', "--temp-dir", str(tmp_path / "a"),
+    )  # fmt: skip
+    address = re.search(r"control store at (\S+)\.", head).group(1)
+    token_file = re.search(r"Cluster token: (\S+)", head).group(1)
+    # The head found its own address: the one its host routes from.
+    assert address.startswith(hosts.ip("a") + ":"), head
+    for name in "bc":
+        hosts.solray(
+            name,
+            "start", "--address", address, "--num-cpus", "2",
+            "--resources", f'{{"host_{name}": 10, "worker_host": 10}}',
+            "--token-file", token_file, "--temp-dir", str(tmp_path / name),
+        )  # fmt: skip
+    return address, token_file
 
 
-DRIVER = textwrap.dedent(
+ACROSS_HOSTS = textwrap.dedent(
     """
+    import itertools
+    import sys
+
     import numpy as np
     import solray as ray
+    from solray.util import get_node_ip_address
 
-    ray.init(address="{address}")
-    node_b = [n for n in ray.nodes() if n["NodeManagerAddress"] == "{ip_b}"][0]
+    ray.init(address=sys.argv[1])
+    ips = dict(a=sys.argv[2], b=sys.argv[3], c=sys.argv[4])
+    nodes = {n["NodeManagerAddress"]: n for n in ray.nodes() if n["Alive"]}
+    assert set(nodes) == set(ips.values()), nodes
+    # This driver runs on B and works through B's node.
+    assert get_node_ip_address() == ips["b"], get_node_ip_address()
+    assert ray.get_runtime_context().get_node_id() == nodes[ips["b"]]["NodeID"]
 
-    @ray.remote(resources={{"remote": 1}})
+    def on(host):
+        return {"resources": {f"host_{host}": 1}}
+
+    @ray.remote
     def where():
-        return ray.get_runtime_context().get_node_id()
+        return get_node_ip_address(), ray.get_runtime_context().get_node_id()
 
-    @ray.remote(resources={{"remote": 1}})
-    def make():
-        return np.arange(2_500_000, dtype=np.int64)  # 20 MB: through the store
+    @ray.remote
+    def make(seed):
+        return np.full(300_000, seed, dtype=np.int64)  # 2.4 MB: in the store
 
-    @ray.remote(resources={{"remote": 1}})
-    def total(a):
-        return int(a.sum())
+    @ray.remote
+    def total(array):
+        return int(array.sum())
 
-    assert ray.get(where.remote()) == node_b["NodeID"]
-    assert int(ray.get(make.remote()).sum()) == sum(range(2_500_000))  # pulled B -> A
-    local = ray.put(np.ones(2_500_000, dtype=np.int64))
-    assert ray.get(total.remote(local)) == 2_500_000  # pulled A -> B
-    small = ray.put(41)
+    @ray.remote
+    def total_nested(refs):
+        return int(ray.get(refs[0]).sum())  # a borrowed ref, owned on another host
 
-    @ray.remote(resources={{"remote": 1}})
-    def borrow(refs):
-        return ray.get(refs[0]) + 1  # asks the driver, on the other host
+    @ray.remote
+    class Holder:
+        def __init__(self):
+            self.kept = None
 
-    assert ray.get(borrow.remote([small])) == 42
-    print("CROSSED THE LINK")
+        def keep(self, refs):
+            self.kept = refs[0]  # borrowed from the driver on B
+            return get_node_ip_address()
+
+        def read(self):
+            return int(ray.get(self.kept).sum())
+
+    for host, ip in ips.items():
+        assert ray.get(where.options(**on(host)).remote()) == (ip, nodes[ip]["NodeID"])
+    # Objects made on every host, read on every other host.
+    for seed, (src, dst) in enumerate(itertools.permutations("abc", 2), start=1):
+        ref = make.options(**on(src)).remote(seed)
+        assert ray.get(total.options(**on(dst)).remote(ref)) == seed * 300_000, (src, dst)
+        assert ray.get(total_nested.options(**on(dst)).remote([ref])) == seed * 300_000
+        assert int(ray.get(ref).sum()) == seed * 300_000  # and on the driver's host
+    # Refs owned by the driver on B, borrowed by actors on A and C.
+    mine = ray.put(np.ones(300_000, dtype=np.int64))
+    holders = {h: Holder.options(**on(h)).remote() for h in "ac"}
+    for host, holder in holders.items():
+        assert ray.get(holder.keep.remote([mine])) == ips[host]
+    del mine
+    for holder in holders.values():
+        assert ray.get(holder.read.remote()) == 300_000
+    print("ACROSS ALL HOSTS")
     ray.shutdown()
     """
 )
 
 
-def test_tasks_and_objects_cross_a_veth_link(two_hosts, tmp_path):
-    python = sys.executable
-    head = _in(
-        NS_A,
-        python,
-        "-m",
-        "solray.cli",
-        "start",
-        "--head",
-        "--port",
-        "0",
-        "--node-ip-address",
-        IP_A,
-        "--num-cpus",
-        "1",
-        "--temp-dir",
-        str(tmp_path / "a"),
-    )
-    address = re.search(r"control store at (\S+)\.", head).group(1)
-    token_file = re.search(r"Cluster token: (\S+)", head).group(1)
-    assert address.startswith(IP_A)
-    _in(
-        NS_B,
-        python,
-        "-m",
-        "solray.cli",
-        "start",
-        "--address",
-        address,
-        "--node-ip-address",
-        IP_B,
-        "--num-cpus",
-        "1",
-        "--resources",
-        '{"remote": 1}',
-        "--token-file",
-        token_file,
-        "--temp-dir",
-        str(tmp_path / "b"),
-    )
+def test_driver_on_a_node_host_reaches_every_host(hosts, tmp_path):
+    address, token_file = start_cluster(hosts, tmp_path)
     env = dict(os.environ, SOLRAY_TOKEN_FILE=token_file)
-    script = tmp_path / "driver.py"
-    script.write_text(DRIVER.format(address=address, ip_b=IP_B))
-    out = _in(NS_A, python, str(script), env=env)
-    assert "CROSSED THE LINK" in out
-    # The node in B really listens on B's address, across the link.
-    status = _in(NS_A, python, "-m", "solray.cli", "status", "--address", address, env=env)
-    assert IP_B in status and "2 alive node(s)" in status
-    for proc in _our_processes():
-        proc.send_signal(signal.SIGTERM)
-    wait_for_condition(lambda: not _our_processes(), timeout=30)
+    script = tmp_path / "across.py"
+    script.write_text(ACROSS_HOSTS)
+    ips = [hosts.ip(name) for name in "abc"]
+    out = hosts.run("b", PYTHON, str(script), address, *ips, env=env)
+    assert "ACROSS ALL HOSTS" in out
+    status = hosts.solray("a", "status", "--address", address, env=env)
+    assert "3 alive node(s)" in status and all(ip in status for ip in ips), status
+
+
+def test_driver_on_a_host_without_a_node_is_told_what_to_do(hosts, tmp_path):
+    address, token_file = start_cluster(hosts, tmp_path)
+    env = dict(os.environ, SOLRAY_TOKEN_FILE=token_file)
+    script = tmp_path / "nonode.py"
+    script.write_text(
+        "import solray as ray, sys\n"
+        "try:\n"
+        "    ray.init(address=sys.argv[1])\n"
+        "except ConnectionError as e:\n"
+        "    print('REFUSED:', e)\n"
+    )
+    out = hosts.run("d", PYTHON, str(script), address, env=env)
+    assert "REFUSED: No node of this cluster runs on this machine" in out, out
+    assert "ray://" in out and hosts.ip("b") in out
+
+
+KILLED_MID_WORKLOAD = textwrap.dedent(
+    """
+    import pathlib
+    import sys
+    import time
+
+    import solray as ray
+    from solray.util import get_node_ip_address
+
+    ray.init(address=sys.argv[1])
+    marker = pathlib.Path(sys.argv[2])
+    victim = sys.argv[3]
+
+    @ray.remote(resources={"worker_host": 1}, max_retries=5)
+    def work(i):
+        if get_node_ip_address() == victim:
+            marker.touch()  # the test kills this host once a task runs here
+        time.sleep(0.3)
+        return i, get_node_ip_address()
+
+    results = ray.get([work.remote(i) for i in range(40)], timeout=300)
+    assert [i for i, _ in results] == list(range(40))
+    print("FINISHED ON", sorted({ip for _, ip in results}))
+    ray.shutdown()
+    """
+)
+
+
+def test_a_host_killed_mid_workload_loses_no_task(hosts, tmp_path):
+    address, token_file = start_cluster(hosts, tmp_path)
+    env = dict(os.environ, SOLRAY_TOKEN_FILE=token_file)
+    script = tmp_path / "killed.py"
+    script.write_text(KILLED_MID_WORKLOAD)
+    marker = tmp_path / "running-on-c"
+    driver = hosts.popen("b", PYTHON, str(script), address, str(marker), hosts.ip("c"), env=env)
+    try:
+        wait_for_condition(marker.exists, timeout=120, message="no task ever ran on host C")
+        for proc in hosts.processes("c"):  # the whole host goes down at once
+            try:
+                proc.kill()
+            except psutil.Error:
+                pass
+        out, _ = driver.communicate(timeout=300)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.communicate()
+    assert driver.returncode == 0, out
+    assert "FINISHED ON" in out, out
+    status = hosts.solray("a", "status", "--address", address, env=env)
+    assert "2 alive node(s)" in status, status

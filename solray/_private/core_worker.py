@@ -70,7 +70,7 @@ from collections.abc import Callable
 from functools import partial
 
 from solray import exceptions
-from solray._private import context, ids, serialization, transport
+from solray._private import context, host, ids, serialization, transport
 from solray._private.loop_inbox import Inbox
 from solray._private.memory_store import (
     Inline,
@@ -116,7 +116,7 @@ class CoreWorker:
         node_address: str | None = None,
         control_address: str | None = None,
         worker_id: str | None = None,
-        ip: str = "127.0.0.1",
+        ip: str | None = None,
     ):
         from solray._private.actor_submitter import ActorSubmitter
         from solray._private.task_submitter import TaskSubmitter
@@ -216,7 +216,8 @@ class CoreWorker:
         if self.node_address is None:
             # Joining a running cluster: the control store says where our node is.
             self.control = await self._connect_control(self.control_address)
-            self.node_address = pick_local_node(await self.control.request(Msg.GET_NODES), self.ip)
+            nodes = await self.control.request(Msg.GET_NODES)
+            self.node_address = host.pick_local_node(nodes, self.ip)["address"]
         # Our endpoint listens where our node does, so other nodes reach it.
         self.ip = transport.parse_address(self.node_address)[0]
         sock = transport.bind_socket(self.ip, 0)
@@ -1380,17 +1381,6 @@ class _LocalWait:
 
 class _Lost(Exception):
     """No node has this object any more."""
-
-
-def pick_local_node(nodes: list[dict], ip: str) -> str:
-    """The node a driver on `ip` attaches to: an alive node on its machine,
-    the head node first (the Cluster helper runs several on one machine)."""
-    alive = [n for n in nodes if n["alive"]]
-    local = [n for n in alive if n["ip"] == ip] or alive
-    if not local:
-        raise ConnectionError("the cluster has no alive node to attach this driver to")
-    local.sort(key=lambda n: "node:__internal_head__" not in n["resources_total"])
-    return local[0]["address"]
 
 
 def _call_site() -> str:

@@ -149,9 +149,7 @@ def init(
                 "theirs."
             )
         control_address, token = services.resolve_cluster(address, _temp_dir)
-        cw = CoreWorker(
-            is_driver=True, token=token, control_address=control_address, ip=ip or "127.0.0.1"
-        )
+        cw = CoreWorker(is_driver=True, token=token, control_address=control_address, ip=ip)
         launcher = None
     else:
         if memory is not None:

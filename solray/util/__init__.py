@@ -1,5 +1,6 @@
 """Utilities mirroring `ray.util`."""
 
+from solray._private.host import get_node_ip_address
 from solray.util.actor_pool import ActorPool
 from solray.util.placement_group import (
     PlacementGroup,
@@ -14,6 +15,7 @@ __all__ = [
     "ActorPool",
     "PlacementGroup",
     "get_current_placement_group",
+    "get_node_ip_address",
     "get_placement_group",
     "placement_group",
     "placement_group_table",
