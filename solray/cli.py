@@ -149,6 +149,7 @@ def start(
     """
     import json
     import os
+    import shutil
 
     from solray._private import services
     from solray._private.labels import parse_labels_string
@@ -193,6 +194,7 @@ def start(
             )
         except OSError as e:
             launcher.stop()
+            shutil.rmtree(session_dir, ignore_errors=True)
             raise click.ClickException(
                 f"cannot listen on {node_ip_address}:{ray_client_server_port} for the ray:// "
                 f"client server: {e}. Give another --ray-client-server-port (0: any free port)."

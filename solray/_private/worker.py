@@ -500,10 +500,17 @@ def wait(
     ready as soon as the value exists anywhere. A streaming generator is ready
     when its next item (or its end) is there."""
     if context.client is not None:
-        return context.client.call(
-            "wait",
-            (object_refs,),
-            {"num_returns": num_returns, "timeout": timeout, "fetch_local": fetch_local},
+        ready = set(
+            context.client.call(
+                "wait_indices",
+                (object_refs,),
+                {"num_returns": num_returns, "timeout": timeout, "fetch_local": fetch_local},
+            )
+        )
+        items = list(object_refs)
+        return (
+            [item for i, item in enumerate(items) if i in ready],
+            [item for i, item in enumerate(items) if i not in ready],
         )
     cw = context.require_core_worker()
     if isinstance(object_refs, (ObjectRef, ObjectRefGenerator)):

@@ -89,6 +89,16 @@ def _next(stream: ObjectRefGenerator):
     return next(stream)
 
 
+def _wait_indices(items: list, **options) -> list[int]:
+    """`wait`, answered as the positions of the ready items: the client
+    returns its own objects (refs, generators) in its lists."""
+    from solray._private import worker
+
+    ready, _ = worker.wait(items, **options)
+    position = {id(item): i for i, item in enumerate(items)}
+    return [position[id(item)] for item in ready]
+
+
 def _api() -> dict:
     """The functions a client may call, by the name the client sends."""
     from solray._private import worker
@@ -97,7 +107,6 @@ def _api() -> dict:
     names = (
         "get",
         "put",
-        "wait",
         "cancel",
         "kill",
         "get_actor",
@@ -111,6 +120,7 @@ def _api() -> dict:
         {
             "remote": _remote,
             "next": _next,
+            "wait_indices": _wait_indices,
             "util.state.list_actors": state.list_actors,
             "util.state.list_objects": state.list_objects,
         }
