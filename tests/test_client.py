@@ -213,6 +213,15 @@ def test_the_api_through_a_client(head):
         ready, _ = ray.wait([stream], timeout=30)
         assert ready == [stream]
         assert [ray.get(ref) for ref in stream] == [0, 10, 20, 30]
+        # A placement group, and a task placed in it.
+        from solray.util.placement_group import placement_group, remove_placement_group
+        from solray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        group = placement_group([{"CPU": 1}])
+        assert group.wait(30)
+        in_group = PlacementGroupSchedulingStrategy(group)
+        assert ray.get(double.options(scheduling_strategy=in_group).remote(3)) == 6
+        remove_placement_group(group)
         # kill: later calls fail with ActorDiedError.
         ray.kill(counter)
         try:

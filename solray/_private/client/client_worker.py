@@ -93,6 +93,10 @@ class ClientRefs:
         return streams
 
 
+class _RefusedToken(Exception):
+    """The client server closed the connection during the handshake."""
+
+
 class ClientWorker:
     """A ray:// connection: `call` runs a public API function in the proxy.
 
@@ -127,12 +131,19 @@ class ClientWorker:
             reply = asyncio.run_coroutine_threadsafe(
                 self._connect(namespace, log_to_driver), self._loop
             ).result(CONNECT_TIMEOUT_S + 5)
-        except transport.ConnectionLost:
+        except _RefusedToken:
             self.disconnect()
             raise ConnectionError(
                 f"Could not connect to the ray:// server at {self.server_address}: it closed "
-                "the connection. Is the cluster token right? (SOLRAY_TOKEN, "
-                "SOLRAY_TOKEN_FILE, or the token file `solray start` printed)"
+                "the connection during authentication. Is the cluster token right? "
+                "(SOLRAY_TOKEN, SOLRAY_TOKEN_FILE, or the token file `solray start` printed)"
+            ) from None
+        except transport.ConnectionLost:
+            self.disconnect()
+            raise ConnectionError(
+                f"The ray:// server at {self.server_address} accepted the token, but the "
+                "driver it started for this client closed the connection (its errors are in "
+                "the client server's log, server_*.log in the head's session directory)"
             ) from None
         except transport.RemoteError as e:
             self.disconnect()
@@ -150,12 +161,15 @@ class ClientWorker:
         self.node_info = reply["node_info"]
 
     async def _connect(self, namespace: str | None, log_to_driver: bool) -> dict:
-        self._conn = await transport.connect(
-            self.server_address,
-            self._token,
-            {Msg.CLIENT_OUTPUT: self._on_output},
-            timeout=CONNECT_TIMEOUT_S,
-        )
+        try:
+            self._conn = await transport.connect(
+                self.server_address,
+                self._token,
+                {Msg.CLIENT_OUTPUT: self._on_output},
+                timeout=CONNECT_TIMEOUT_S,
+            )
+        except transport.ConnectionLost:
+            raise _RefusedToken from None
         reply = await asyncio.wait_for(
             self._conn.request(
                 Msg.CLIENT_CONNECT, {"namespace": namespace, "log_to_driver": log_to_driver}

@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import concurrent.futures
+import importlib
 import logging
 import os
 import signal
@@ -104,6 +105,9 @@ def _api() -> dict:
     from solray._private import worker
     from solray.util import state
 
+    # The module (solray.util's attribute of that name is the function).
+    groups = importlib.import_module("solray.util.placement_group")
+
     names = (
         "get",
         "put",
@@ -123,6 +127,11 @@ def _api() -> dict:
             "wait_indices": _wait_indices,
             "util.state.list_actors": state.list_actors,
             "util.state.list_objects": state.list_objects,
+            "util.placement_group.placement_group": groups.placement_group,
+            "util.placement_group.ready": groups.PlacementGroup.ready,
+            "util.placement_group.remove_placement_group": groups.remove_placement_group,
+            "util.placement_group.get_placement_group": groups.get_placement_group,
+            "util.placement_group.placement_group_table": groups.placement_group_table,
         }
     )
     return api
