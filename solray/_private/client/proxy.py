@@ -51,6 +51,7 @@ from solray.object_ref_generator import ObjectRefGenerator
 logger = logging.getLogger(__name__)
 
 MAX_CALL_THREADS = 256
+CONNECT_TIMEOUT_S = 60.0  # a client that never says who it is loses its proxy
 
 _streams: dict[bytes, ObjectRefGenerator] = {}
 _streams_lock = threading.Lock()
@@ -146,7 +147,10 @@ class _Output:
         self._err = err
 
     def write(self, text: str) -> int:
-        self._proxy.loop.call_soon_threadsafe(self._proxy.send_output, self._err, text)
+        try:
+            self._proxy.loop.call_soon_threadsafe(self._proxy.send_output, self._err, text)
+        except RuntimeError:  # the loop is closed: exiting, the client is gone
+            (sys.__stderr__ if self._err else sys.__stdout__).write(text)
         return len(text)
 
     def flush(self) -> None:
@@ -183,6 +187,7 @@ class Proxy:
             },
             on_close=lambda conn: self.stop.set(),
         )
+        self.loop.call_later(CONNECT_TIMEOUT_S, lambda: self.connected or self.stop.set())
         await self.stop.wait()
         self.conn.close()
         # Let go of everything before the driver goes (its shutdown frees the rest).
