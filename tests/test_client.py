@@ -128,9 +128,20 @@ def test_the_api_through_a_client(head):
     out = run_client(
         head,
         """
+        try:  # options that configure a new node: refused, as when joining
+            ray.init(ADDRESS, num_cpus=1)
+            raise AssertionError("num_cpus accepted")
+        except ValueError as e:
+            assert "num_cpus must not be given" in str(e)
         ctx = ray.init(ADDRESS, namespace="api")
         assert ray.is_initialized()
-        assert ctx["namespace"] == "api"
+        assert ctx["namespace"] == "api" and ctx.address == ADDRESS
+        assert ray.init(ADDRESS, ignore_reinit_error=True)["namespace"] == "api"
+        try:
+            ray.init(ADDRESS)
+            raise AssertionError("initialized twice")
+        except RuntimeError as e:
+            assert "init twice" in str(e)
 
         @ray.remote
         def double(x):

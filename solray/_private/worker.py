@@ -154,7 +154,7 @@ def init(
             )
         if client_mode:
             _connect_client(address[len(CLIENT_SCHEME) :], namespace, log_to_driver, _temp_dir)
-            return RayContext(context.client.context_info())
+            return RayContext(_context_info())
         control_address, token = services.resolve_cluster(address, _temp_dir)
         join_cluster(
             control_address, token, ip=ip, namespace=namespace, log_to_driver=log_to_driver
@@ -414,6 +414,8 @@ def _validate_init_resources(num_cpus, num_gpus, resources, object_store_memory)
 
 
 def _context_info() -> dict:
+    if context.client is not None:
+        return context.client.context_info()
     cw = context.require_core_worker()
     return {
         "address": cw.node_info["control_address"],
