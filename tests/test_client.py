@@ -400,77 +400,106 @@ def listed_objects(head: Head, object_ids: list[str]) -> list[str]:
     return [i for i in object_ids if i in memory.stdout]
 
 
-def test_a_killed_client_frees_what_it_owned(head):
-    doomed = subprocess.Popen(
-        client_command(
-            head,
-            """
-            ray.init(ADDRESS, namespace="doomed")
-
-            @ray.remote
-            class Holder:
-                def ping(self):
-                    return "pong"
-
-            @ray.remote
-            def work(x):
-                time.sleep(0.05)
-                return x
-
-            holder = Holder.options(name="holder").remote()
-            survivor = Holder.options(name="survivor", lifetime="detached").remote()
-            ray.get([holder.ping.remote(), survivor.ping.remote()])
-            big = ray.put(np.ones(3_000_000, dtype=np.uint8))
-            small = ray.put("small")
-            print("READY", big.hex(), small.hex(), flush=True)
-            while True:  # mid-workload when killed
-                ray.get([work.remote(i) for i in range(4)])
-            """,
-        ),
+def start_client(head: Head, script: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        client_command(head, script),
         env=client_env(head, head.token_file),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
-    try:
-        line = doomed.stdout.readline()
-        assert line.startswith("READY"), line + doomed.stderr.read()
-        object_ids = line.split()[1:]
-        wait_for_condition(lambda: len(head.proxies()) == 1)  # earlier clients' are gone
-        (proxy,) = head.proxies()
-        assert listed_objects(head, object_ids) == object_ids  # on the head, as its user sees
-        doomed.send_signal(signal.SIGKILL)
-        doomed.wait(30)
-        # Its proxy driver notices the closed connection and exits.
-        psutil.wait_procs([proxy], timeout=30)
-        assert not proxy.is_running()
-    finally:
-        if doomed.poll() is None:
-            doomed.kill()
-            doomed.wait()
-        doomed.stdout.close()
-        doomed.stderr.close()
-    wait_for_condition(lambda: not listed_objects(head, object_ids), timeout=30)
-    out = run_client(
+
+
+def test_a_killed_client_frees_what_it_owned(head, tmp_path):
+    killed = tmp_path / "killed"
+    doomed = start_client(
+        head,
+        """
+        ray.init(ADDRESS, namespace="doomed")
+
+        @ray.remote
+        class Holder:
+            def ping(self):
+                return "pong"
+
+        @ray.remote
+        def work(x):
+            time.sleep(0.05)
+            return x
+
+        holder = Holder.options(name="holder").remote()
+        survivor = Holder.options(name="survivor", lifetime="detached").remote()
+        ray.get([holder.ping.remote(), survivor.ping.remote()])
+        big = ray.put(np.ones(3_000_000, dtype=np.uint8))
+        small = ray.put("small")
+        print("READY", big.hex(), small.hex(), flush=True)
+        while True:  # mid-workload when killed
+            ray.get([work.remote(i) for i in range(4)])
+        """,
+    )
+    # Another client, working all along: before, during and after the kill.
+    bystander = start_client(
         head,
         f"""
-        from solray.util.state import list_actors, list_objects
+        from solray.util.state import list_actors
 
         ray.init(ADDRESS)
+
+        @ray.remote
+        def square(x):
+            return x * x
+
+        @ray.remote
+        class Adder:
+            def add(self, x):
+                return x + 1
+
+        adder = Adder.remote()
+        big = ray.put(np.arange(1_000_000))
+        print("READY", flush=True)
+        rounds = 0
+        while not os.path.exists({str(killed)!r}) or rounds < 20:
+            if os.path.exists({str(killed)!r}):
+                rounds += 1
+            assert ray.get(square.remote(7)) == 49
+            assert ray.get(adder.add.remote(1)) == 2
+            assert ray.get(big)[-1] == 999_999
 
         def states():
             return {{a["name"]: a["state"] for a in list_actors() if a["namespace"] == "doomed"}}
 
         wait_for_condition(lambda: states() == {{"holder": "DEAD", "survivor": "ALIVE"}}, 30)
-        live = {{row["object_id"] for row in list_objects(limit=10_000)}}
-        assert not live & {set(object_ids)!r}
         survivor = ray.get_actor("survivor", namespace="doomed")
         assert ray.get(survivor.ping.remote()) == "pong"
         ray.kill(survivor)
-        print("SURVIVED OK")
+        print("BYSTANDER OK", rounds)
         """,
     )
-    assert "SURVIVED OK" in out
+    clients = [doomed, bystander]
+    try:
+        line = doomed.stdout.readline()
+        assert line.startswith("READY"), line + doomed.stderr.read()
+        object_ids = line.split()[1:]
+        line = bystander.stdout.readline()
+        assert line.startswith("READY"), line + bystander.stderr.read()
+        wait_for_condition(lambda: len(head.proxies()) == 2)  # earlier clients' are gone
+        proxies = {p.pid for p in head.proxies()}
+        assert listed_objects(head, object_ids) == object_ids  # on the head, as its user sees
+        doomed.send_signal(signal.SIGKILL)
+        doomed.wait(30)
+        # Its proxy driver notices the closed connection and exits; the other stays.
+        wait_for_condition(lambda: len(head.proxies()) == 1, timeout=30)
+        assert {p.pid for p in head.proxies()} < proxies
+        wait_for_condition(lambda: not listed_objects(head, object_ids), timeout=30)
+        killed.touch()
+        out, err = bystander.communicate(timeout=CLIENT_TIMEOUT_S)
+        assert bystander.returncode == 0, out + err
+        assert "BYSTANDER OK 20" in out
+    finally:
+        for client in clients:
+            if client.poll() is None:
+                client.kill()
+            client.communicate()
 
 
 def test_client_server_port_option(head, tmp_path):
