@@ -12,6 +12,11 @@ the server does with incoming bytes is count them and compare a digest. A
 wrong digest, a slow handshake, or any malformed frame later on closes that
 connection and nothing else: the process keeps serving its other peers.
 
+An authenticated connection may be handed to another process
+(`Connection.detach` here, `adopt` there on the inherited socket): the ray://
+client server authenticates each client, then its proxy driver serves it.
+The handshake is not repeated: the socket comes from the parent that ran it.
+
 A Connection is an asyncio Protocol (faster than streams). Outgoing frames are
 queued and flushed once per event-loop iteration, so a burst of messages costs
 one system call. Requests get futures; replies resolve them. Incoming requests
