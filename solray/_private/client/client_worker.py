@@ -116,7 +116,7 @@ class ClientWorker:
         self._conn: transport.Connection | None = None
         self._closed = False
         self._futures = concurrent.futures.ThreadPoolExecutor(
-            max_workers=4, thread_name_prefix="solray-client-future"
+            max_workers=32, thread_name_prefix="solray-client-future"
         )
 
     def _run_loop(self) -> None:

@@ -256,7 +256,7 @@ class Proxy:
         try:
             (args, kwargs), _ = wire.unpack(body, buffers)
             packed = wire.pack(function(*args, **kwargs))
-        except Exception as e:
+        except BaseException as e:  # every call is answered, or its client waits forever
             packed = wire.pack_error(e)
         self.loop.call_soon_threadsafe(self._reply, rid, packed)
 
