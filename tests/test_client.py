@@ -368,6 +368,9 @@ def test_a_client_needs_the_token_and_garbage_is_refused(head):
         """
     out = run_client(head, refused, token_file=None)
     assert "No token" in out and "SOLRAY_TOKEN_FILE" in out
+    # On the head's machine, the session registry has it (as for init(address=...)).
+    found = f"ray.init(ADDRESS, _temp_dir={head.temp_dir!r}); print('FOUND', ray.get(ray.put(1)))"
+    assert "FOUND 1" in run_client(head, found, token_file=None)
     wrong = os.path.join(head.client_home, "wrong-token")
     with open(wrong, "w") as f:
         f.write(os.urandom(32).hex())
