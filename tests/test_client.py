@@ -219,11 +219,30 @@ def test_the_api_through_a_client(head):
             raise AssertionError("not cancelled")
         except ray.exceptions.TaskCancelledError:
             pass
-        # A streaming generator: iterate its refs; wait on it.
+        # A streaming generator: iterate its refs; wait on it; async for.
         stream = count.remote(4)
         ready, _ = ray.wait([stream], timeout=30)
         assert ready == [stream]
         assert [ray.get(ref) for ref in stream] == [0, 10, 20, 30]
+
+        async def consume():
+            return [await ref async for ref in count.remote(3)]
+
+        import asyncio
+
+        assert asyncio.run(consume()) == [0, 10, 20]
+        # Several returns, and dynamic generators.
+        low, high = count.options(num_returns=2).remote(2)
+        assert ray.get([low, high]) == [0, 10]
+        dynamic = ray.get(count.options(num_returns="dynamic").remote(3))
+        assert [ray.get(ref) for ref in dynamic] == [0, 10, 20]
+        # An actor handle passed to a task, which calls the actor.
+        @ray.remote
+        def call_actor(actor):
+            return ray.get(actor.add.remote(100))
+
+        assert ray.get(call_actor.remote(counter)) == 115
+        assert ray.get(counter.add.remote(0)) == 115
         # A placement group, and a task placed in it.
         from solray.util.placement_group import placement_group, remove_placement_group
         from solray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
@@ -249,8 +268,6 @@ def test_the_api_through_a_client(head):
         assert ray.cluster_resources()["CPU"] == 2
         wait_for_condition(lambda: ray.available_resources().get("CPU") == 2)
         # await a ref.
-        import asyncio
-
         async def main():
             return await double.remote(8)
 
