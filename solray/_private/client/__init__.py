@@ -21,8 +21,9 @@ and `context.core_worker` is None. The public functions (`get`, `put`,
 `wait`, `cancel`, `kill`, `get_actor`, `nodes`, ..., `.remote()` of functions,
 actor classes and methods) check `context.client` first and, if set, send
 their own name and arguments (`ClientWorker.call`); the proxy calls the same
-function with the same arguments (`proxy.API`) and sends back its result or
-its exception. So argument checking, options and errors are those of a local
+function with the same arguments (`proxy._api`) and sends back its result or
+its exception (`wait` is answered as the positions of the ready items, so
+the client returns its own objects). So argument checking, options and errors are those of a local
 driver, and a new public function needs one line on each side.
 
 Values both ways are pickled with out-of-band buffers (wire.py): a numpy
