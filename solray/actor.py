@@ -103,6 +103,8 @@ class ActorClass:
     def _remote(self, args, kwargs, options: dict) -> ActorHandle:
         from solray._private import worker
 
+        if context.client is not None:
+            return context.client.call("remote", (self, args, kwargs, options))
         worker.auto_init()
         cw = context.require_core_worker()
         meta = {
@@ -148,12 +150,12 @@ class ActorHandle:
         self._meta = meta
         self._owned = owned
         self._owner = owner
-        cw = context.core_worker
+        cw = context.core_worker or context.client
         if cw is not None:
             cw.add_ref(actor_id, owner or cw.address)
 
     def __del__(self):
-        cw = context.core_worker
+        cw = context.core_worker or context.client
         if cw is not None:
             try:
                 cw.drop_ref(self._actor_id)
@@ -215,6 +217,8 @@ class ActorMethod:
         return _BoundActorMethod(self, {**self._options, **options})
 
     def _remote(self, args, kwargs, options: dict):
+        if context.client is not None:
+            return context.client.call("remote", (self, args, kwargs, options))
         cw = context.require_core_worker()
         handle = self._handle
         options = dict(options)

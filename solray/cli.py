@@ -109,12 +109,25 @@ def _node_options(f):
     callback=lambda ctx, param, value: _refuse_token_argument(value),
     help="Refused: a token on the command line is readable by every local user.",
 )
+@click.option(
+    "--ray-client-server-port",
+    type=click.IntRange(0, 65535),
+    default=10001,
+    show_default=True,
+    help="Port of the head's client server (--head only), where thin clients connect with "
+    'solray.init("ray://HOST:PORT"); 0 picks a free port. Each client gets a driver of its '
+    "own on the head, which ends, freeing what the client owned, when the client "
+    "disconnects.",
+)
 @click.option("--block", is_flag=True, help="Stay in the foreground until the processes exit.")
 @_node_options
+@click.pass_context
 def start(
+    ctx,
     head,
     address,
     port,
+    ray_client_server_port,
     token_file,
     block,
     num_cpus,
@@ -128,14 +141,16 @@ def start(
 ) -> None:
     """Start this machine's solray processes as daemons.
 
-    With --head: a control store and a node; prints how to join nodes and
-    drivers. With --address: a node that joins that cluster. Every connection
-    must present the cluster token, so keep the token file private. The token
-    is never taken on the command line, where every local user could read it:
-    give --token-file PATH, or --token-file - and the token on stdin.
+    With --head: a control store, a node and a ray:// client server; prints
+    how to join nodes, drivers and clients. With --address: a node that joins
+    that cluster. Every connection must present the cluster token, so keep the
+    token file private. The token is never taken on the command line, where
+    every local user could read it: give --token-file PATH, or --token-file -
+    and the token on stdin.
     """
     import json
     import os
+    import shutil
 
     from solray._private import host, services
     from solray._private.labels import parse_labels_string
@@ -143,6 +158,11 @@ def start(
 
     if head == bool(address):
         raise click.UsageError("give exactly one of --head and --address HOST:PORT")
+    given = ctx.get_parameter_source("ray_client_server_port")
+    if address and given is not click.core.ParameterSource.DEFAULT:
+        raise click.UsageError(
+            "--ray-client-server-port is for --head: the client server runs on the head"
+        )
     if resources is not None:
         try:
             resources = json.loads(resources)
@@ -171,8 +191,20 @@ def start(
         except OSError as e:
             raise click.ClickException(f"cannot listen on {node_ip_address}:{port}: {e}") from None
         address = control.address
+        try:
+            client_server = launcher.start_client_server(
+                address, node_ip_address, ray_client_server_port
+            )
+        except OSError as e:
+            launcher.stop()
+            shutil.rmtree(session_dir, ignore_errors=True)
+            raise click.ClickException(
+                f"cannot listen on {node_ip_address}:{ray_client_server_port} for the ray:// "
+                f"client server: {e}. Give another --ray-client-server-port (0: any free port)."
+            ) from None
         node = launcher.start_node(address, ["--head", *node_args], node_ip_address)
     else:
+        client_server = None
         node = launcher.start_node(address, node_args, node_ip_address)
     try:
         _wait_for_node(address, token_bytes, node.node_id)
@@ -182,7 +214,14 @@ def start(
             f"the node did not join the cluster at {address}: {e} (logs in {session_dir})"
         ) from None
     # Registered once it runs: the record names the node's process and start time.
-    services.write_session_file(session_dir, node.address, address, token_bytes, pid=node.popen.pid)
+    services.write_session_file(
+        session_dir,
+        node.address,
+        address,
+        token_bytes,
+        pid=node.popen.pid,
+        client_server_address=client_server.address if client_server else None,
+    )
     token_path = os.path.join(session_dir, "token")
     if head:
         click.echo(f"Started a solray head node: control store at {address}.")
@@ -195,6 +234,8 @@ def start(
             f'    solray.init(address="{address}")   # here: the token is found;'
             " elsewhere set SOLRAY_TOKEN_FILE=<copy of the token file>"
         )
+        click.echo("To connect a thin client (a machine without a node; same token):")
+        click.echo(f'    solray.init("ray://{client_server.address}")')
         click.echo("To stop: solray stop")
     else:
         click.echo(f"Started a solray node ({node.node_id[:8]}) in the cluster at {address}.")
@@ -260,6 +301,14 @@ def _nodes(address: str, token: bytes) -> list[dict]:
     return asyncio.run(query())
 
 
+# What `solray start` runs as daemons (the client server stops its proxies).
+DAEMON_MODULES = (
+    "solray._private.node",
+    "solray._private.control_store",
+    "solray._private.client.server",
+)
+
+
 @main.command()
 @click.option("--force", is_flag=True, help="SIGKILL at once instead of stopping cleanly.")
 @click.option(
@@ -282,7 +331,7 @@ def stop(force: bool, grace_period: int) -> None:
     daemons, sessions = [], set()
     for proc in psutil.process_iter(["pid", "cmdline", "username"]):
         cmdline = proc.info["cmdline"] or []
-        if not any(m in cmdline for m in ("solray._private.node", "solray._private.control_store")):
+        if not any(m in cmdline for m in DAEMON_MODULES):
             continue
         try:
             if os.getsid(proc.pid) != proc.pid or proc.uids().real != os.getuid():

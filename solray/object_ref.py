@@ -23,12 +23,12 @@ class ObjectRef:
     def __init__(self, object_id: bytes, owner: str):
         self._id = object_id
         self._owner = owner
-        worker = context.core_worker
+        worker = context.core_worker or context.client
         if worker is not None:
             worker.add_ref(object_id, owner)
 
     def __del__(self):
-        worker = context.core_worker
+        worker = context.core_worker or context.client
         if worker is not None:
             try:
                 worker.drop_ref(self._id)
@@ -65,7 +65,7 @@ class ObjectRef:
 
     def future(self) -> concurrent.futures.Future:
         """A concurrent.futures.Future that resolves to the value."""
-        worker = context.require_core_worker()
+        worker = context.client or context.require_core_worker()
         return worker.value_future(self)
 
     def __await__(self):

@@ -52,6 +52,8 @@ class RemoteFunction:
     def _remote(self, args, kwargs, options: dict):
         from solray._private import worker
 
+        if context.client is not None:
+            return context.client.call("remote", (self, args, kwargs, options))
         worker.auto_init()
         cw = context.require_core_worker()
         if options["num_returns"] is None:  # .options(num_returns=None)

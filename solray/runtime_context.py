@@ -78,4 +78,6 @@ class RuntimeContext:
 def get_runtime_context() -> RuntimeContext:
     from solray._private import worker
 
-    return RuntimeContext(context.require_core_worker(), worker.current_namespace())
+    # A ray:// client describes its proxy driver, as Ray Client does.
+    backend = context.client or context.require_core_worker()
+    return RuntimeContext(backend, worker.current_namespace())

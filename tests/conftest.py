@@ -114,9 +114,9 @@ class DriverOutput:
 def cluster_processes(session_dirs, control_address: str) -> list[psutil.Process]:
     """The live processes of one cluster (other runs may share the machine),
     found without its token, which is in no process's environment or command
-    line: the control store listening on `control_address`, the nodes started
-    with a --session-dir in `session_dirs`, and everything they started
-    (fork server, workers)."""
+    line: the control store listening on `control_address`, the nodes (and
+    ray:// client servers) started with a --session-dir in `session_dirs`, and
+    everything they started (fork server, workers, client proxies)."""
     host, port = control_address.rsplit(":", 1)
     roots = {
         conn.pid
@@ -127,7 +127,10 @@ def cluster_processes(session_dirs, control_address: str) -> list[psutil.Process
     }
     for proc in psutil.process_iter(["cmdline"]):
         cmdline = proc.info["cmdline"] or []
-        if "solray._private.node" in cmdline and "--session-dir" in cmdline:
+        started_by_session = any(
+            m in cmdline for m in ("solray._private.node", "solray._private.client.server")
+        )
+        if started_by_session and "--session-dir" in cmdline:
             if cmdline[cmdline.index("--session-dir") + 1] in session_dirs:
                 roots.add(proc.pid)
     found = {}

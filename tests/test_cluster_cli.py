@@ -149,7 +149,16 @@ def test_start_head_and_node_status_and_driver(leak_check, tmp_path):
     sessions_root = services.sessions_root(temp_dir)
     try:
         head = solray_cli(
-            "start", "--head", "--port", "0", "--num-cpus", "1", "--temp-dir", temp_dir
+            "start",
+            "--head",
+            "--port",
+            "0",
+            "--ray-client-server-port",
+            "0",
+            "--num-cpus",
+            "1",
+            "--temp-dir",
+            temp_dir,
         )
         assert head.returncode == 0, head.stdout + head.stderr
         address = re.search(r"control store at ([\d.]+:\d+)", head.stdout).group(1)
@@ -268,6 +277,8 @@ def test_start_takes_the_token_from_a_file_or_stdin(leak_check, tmp_path):
             "start",
             "--head",
             "--port",
+            "0",
+            "--ray-client-server-port",
             "0",
             "--num-cpus",
             "1",

@@ -105,6 +105,12 @@ class Msg(IntEnum):
     HANDOFF_DONE = 70
     ASSIGN_OWNER = 78  # put(_owner=actor): the actor takes over an object
 
+    # A ray:// client and its proxy driver (client/).
+    CLIENT_CONNECT = 80  # client -> proxy, first: init options; reply: the driver's context
+    CLIENT_CALL = 81  # client -> proxy: run a public API function; reply: its result
+    CLIENT_RELEASE = 82  # client -> proxy: refs and streams the client no longer holds
+    CLIENT_OUTPUT = 83  # proxy -> client: worker output lines, for log_to_driver
+
 
 class ProtocolError(Exception):
     """A peer sent bytes that do not form a valid frame."""

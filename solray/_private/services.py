@@ -183,12 +183,14 @@ def write_session_file(
     control_address: str,
     token: bytes,
     pid: int | None = None,
+    client_server_address: str | None = None,
 ) -> None:
     """Let tools of this user (`solray memory`, init(address="auto")) find the
     running cluster: the addresses in cluster.json, the token in a file only
     this user can read. `pid` is the process whose life the cluster's follows
     (the driver that started it, or a daemon); its start time tells it from a
-    later process that got the same pid."""
+    later process that got the same pid. `client_server_address` is where
+    the head's ray:// client server listens, if it runs one."""
     import psutil  # here, not at the top: workers import this module, and start faster without it
 
     pid = pid or os.getpid()
@@ -203,6 +205,7 @@ def write_session_file(
                 "control_address": control_address,
                 "driver_pid": pid,
                 "driver_create_time": psutil.Process(pid).create_time(),
+                "client_server_address": client_server_address,
             },
             f,
         )
@@ -226,11 +229,12 @@ def find_session(temp_dir: str | None = None, session_dir: str | None = None) ->
 def resolve_cluster(address: str, temp_dir: str | None = None) -> tuple[str, bytes]:
     """(control store address, token) for init(address=...) and the CLI.
 
-    "auto" means the newest running cluster of this user on this machine. The
-    token comes from SOLRAY_TOKEN, else the file named by SOLRAY_TOKEN_FILE,
-    else this user's session registry (clusters started here by init(),
-    `solray start` or the Cluster helper record their token, readable only by
-    their user)."""
+    "auto" means the newest running cluster of this user on this machine.
+    `address` may also be the cluster's ray:// client server (init("ray://
+    HOST:PORT") gives the part after ray://). The token comes from
+    SOLRAY_TOKEN, else the file named by SOLRAY_TOKEN_FILE, else this user's
+    session registry (clusters started here by init(), `solray start` or the
+    Cluster helper record their token, readable only by their user)."""
     registry = None
     if address == "auto":
         registry = find_session(temp_dir)
@@ -253,12 +257,14 @@ def resolve_cluster(address: str, temp_dir: str | None = None) -> tuple[str, byt
     return address, registry[1]
 
 
-def _session_for(control_address: str, temp_dir: str | None) -> tuple[dict, bytes] | None:
-    """The newest live session of this user whose control store has this
-    address (older ones on the same address are stale: their port may be
-    another cluster's now)."""
+def _session_for(address: str, temp_dir: str | None) -> tuple[dict, bytes] | None:
+    """The newest live session of this user whose control store (or ray://
+    client server) has this address (older ones on the same address are
+    stale: their port may be another cluster's now)."""
     sessions = [
-        s for s in _registered_sessions(temp_dir) if s[1]["control_address"] == control_address
+        s
+        for s in _registered_sessions(temp_dir)
+        if address in (s[1]["control_address"], s[1].get("client_server_address"))
     ]
     if not sessions:
         return None
@@ -512,6 +518,16 @@ class Launcher:
         )
         proc.node_id = node_id
         return proc
+
+    def start_client_server(self, control_address: str, host: str, port: int) -> ServiceProcess:
+        """The ray:// client server (client/server.py) of a head."""
+        return self._start(
+            "client server",
+            "solray._private.client.server",
+            host,
+            port,
+            ["--control-address", control_address, "--session-dir", self.session_dir],
+        )
 
     def _start(self, name: str, module: str, host: str, port: int, extra: list[str]):
         sock = transport.bind_socket(host, port)

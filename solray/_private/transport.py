@@ -12,6 +12,11 @@ the server does with incoming bytes is count them and compare a digest. A
 wrong digest, a slow handshake, or any malformed frame later on closes that
 connection and nothing else: the process keeps serving its other peers.
 
+An authenticated connection may be handed to another process
+(`Connection.detach` here, `adopt` there on the inherited socket): the ray://
+client server authenticates each client, then its proxy driver serves it.
+The handshake is not repeated: the socket comes from the parent that ran it.
+
 A Connection is an asyncio Protocol (faster than streams). Outgoing frames are
 queued and flushed once per event-loop iteration, so a burst of messages costs
 one system call. Requests get futures; replies resolve them. Incoming requests
@@ -65,6 +70,7 @@ class Connection(asyncio.Protocol):
         server_side: bool,
         on_ready: Callable[[Connection], None] | None = None,
         on_close: Callable[[Connection], None] | None = None,
+        authenticated: bool = False,
     ):
         self._token = token
         self.handlers = handlers
@@ -74,7 +80,7 @@ class Connection(asyncio.Protocol):
         if on_close is not None:
             self._close_callbacks.append(on_close)
         self._buf = bytearray()
-        self._authenticated = False
+        self._authenticated = authenticated  # True only for adopt()
         self._nonce = os.urandom(NONCE_LEN)
         self._transport: asyncio.Transport | None = None
         self._pending: dict[int, asyncio.Future] = {}
@@ -94,6 +100,9 @@ class Connection(asyncio.Protocol):
         self._transport = transport
         self.loop = asyncio.get_running_loop()
         self.ready = self.loop.create_future()
+        if self._authenticated:  # handed over after the handshake (adopt)
+            self.ready.set_result(self)
+            return
         self._handshake_timer = self.loop.call_later(HANDSHAKE_TIMEOUT_S, self._handshake_expired)
         if self._server_side:
             transport.write(MAGIC + self._nonce)
@@ -280,6 +289,19 @@ class Connection(asyncio.Protocol):
             self._flush()
             self._transport.close()
 
+    def detach(self) -> socket.socket:
+        """Hand this authenticated connection to another process (which
+        serves it with `adopt`): stop reading, and return a duplicate of the
+        socket for the caller to pass on and close. This Connection closes,
+        the connection itself stays open. Only for a connection on which no
+        frame has been exchanged: the peer sends nothing until the process
+        that adopts it is serving (so no byte is left in this one's buffer)."""
+        self._transport.pause_reading()
+        sock = self._transport.get_extra_info("socket")
+        handed = socket.fromfd(sock.fileno(), sock.family, sock.type)
+        self._transport.close()  # closes our fd only: no FIN while `handed` lives
+        return handed
+
 
 # -- addresses, servers and clients -----------------------------------------
 
@@ -319,6 +341,25 @@ async def serve(
         lambda: Connection(token, handlers, server_side=True, on_ready=on_ready, on_close=on_close),
         sock=sock,
     )
+
+
+async def adopt(
+    sock: socket.socket,
+    token: bytes,
+    handlers: dict[int, Handler],
+    on_close: Callable[[Connection], None] | None = None,
+) -> Connection:
+    """Serve a connection that another process authenticated and handed over
+    (`Connection.detach`, passed as an inherited fd): it proved the token
+    there, so it is not asked again."""
+    loop = asyncio.get_running_loop()
+    _, conn = await loop.connect_accepted_socket(
+        lambda: Connection(
+            token, handlers, server_side=True, on_close=on_close, authenticated=True
+        ),
+        sock=sock,
+    )
+    return conn
 
 
 async def connect(

@@ -53,7 +53,7 @@ class RayContext(dict):
 
 
 def is_initialized() -> bool:
-    return context.core_worker is not None
+    return context.core_worker is not None or context.client is not None
 
 
 def current_namespace() -> str | None:
@@ -88,13 +88,14 @@ def init(
 
     `address`: None starts a new cluster (unless SOLRAY_ADDRESS names one),
     "local" always starts one, "auto" joins the newest running cluster of this
-    user, "HOST:PORT" joins the cluster whose control store is there. Ray
+    user, "HOST:PORT" joins the cluster whose control store is there,
+    "ray://HOST:PORT" connects as a thin client to the client server there
+    (`solray start --head` runs one, port 10001; see _private/client/). Ray
     options solray does not have (`unsupported`, see init_options.py) raise
     NotImplementedError naming them unless given their "off" value.
     `_enable_object_reconstruction` is accepted either way: as in Ray 2, lost
     task outputs are always reconstructed. `_skip_env_hook` is accepted: solray
     has no runtime-env hook to skip."""
-    global _cluster, _namespace, _atexit_registered
     init_options.refuse_unsupported(unsupported)
     system_config = init_options.check_system_config(_system_config)
     level = init_options.log_level(logging_level)
@@ -130,6 +131,7 @@ def init(
     elif address == "local":
         address = None
     if address is not None:
+        client_mode = address.startswith(CLIENT_SCHEME)
         new_node_options = {
             "num_cpus": num_cpus,
             "num_gpus": num_gpus,
@@ -141,6 +143,8 @@ def init(
             "_memory": memory,
             "_node_name": _node_name,
         }
+        if client_mode:
+            new_node_options["_node_ip_address"] = ip
         given = [name for name, value in new_node_options.items() if value not in (None, {})]
         if given:
             raise ValueError(
@@ -148,9 +152,14 @@ def init(
                 "given: they configure a new cluster's node, and the cluster's nodes have "
                 "theirs."
             )
+        if client_mode:
+            _connect_client(address[len(CLIENT_SCHEME) :], namespace, log_to_driver, _temp_dir)
+            return RayContext(_context_info())
         control_address, token = services.resolve_cluster(address, _temp_dir)
-        cw = CoreWorker(is_driver=True, token=token, control_address=control_address, ip=ip)
-        launcher = None
+        join_cluster(
+            control_address, token, ip=ip, namespace=namespace, log_to_driver=log_to_driver
+        )
+        return RayContext(_context_info())
     else:
         if memory is not None:
             resources = {**(resources or {}), "memory": memory}
@@ -173,24 +182,68 @@ def init(
                 raise
             raise ValueError(f"init(): cannot listen on _node_ip_address={ip!r}: {e}") from None
         cw = CoreWorker(is_driver=True, token=launcher.token, node_address=node_address)
+    _start_driver(cw, launcher, namespace, log_to_driver)
+    services.write_session_file(launcher.session_dir, node_address, control_address, launcher.token)
+    return RayContext(_context_info())
+
+
+CLIENT_SCHEME = "ray://"
+
+
+def join_cluster(
+    control_address: str,
+    token: bytes,
+    *,
+    ip: str | None = None,
+    namespace: str | None = None,
+    log_to_driver: bool | None = None,
+) -> None:
+    """Connect this process as a driver of the running cluster whose control
+    store is at `control_address` (init(address=...), and a ray:// client's
+    proxy driver)."""
+    cw = CoreWorker(is_driver=True, token=token, control_address=control_address, ip=ip)
+    try:
+        _start_driver(cw, None, namespace, log_to_driver)
+    except transport.ConnectionLost:
+        raise ConnectionError(
+            f"Could not connect to the cluster at {control_address!r}: it closed the "
+            "connection during authentication. Is the cluster token right? (SOLRAY_TOKEN, "
+            "SOLRAY_TOKEN_FILE, or the token file `solray start` printed)"
+        ) from None
+
+
+def _connect_client(
+    address: str, namespace: str | None, log_to_driver: bool | None, temp_dir: str | None
+) -> None:
+    """init("ray://HOST:PORT"): this process becomes a thin client."""
+    global _namespace, _atexit_registered
+    from solray._private.client.client_worker import connect
+
+    context.client = connect(address, namespace, log_to_driver is not False, temp_dir)
+    _namespace = context.client.namespace
+    if not _atexit_registered:
+        atexit.register(shutdown)
+        _atexit_registered = True
+
+
+def _start_driver(
+    cw: CoreWorker,
+    launcher: services.Launcher | None,
+    namespace: str | None,
+    log_to_driver: bool | None,
+) -> None:
+    """Start `cw` as this process's driver: connected, with a job and a
+    namespace. On failure, stops what was started (the cluster too, if this
+    driver launched it)."""
+    global _cluster, _namespace, _atexit_registered
     try:
         cw.start()
-    except BaseException as e:
+    except BaseException:
         cw.shutdown()  # its I/O thread and sockets are already running
         if launcher is not None:
             launcher.stop()
             shutil.rmtree(launcher.session_dir, ignore_errors=True)
-        if isinstance(e, transport.ConnectionLost) and launcher is None:
-            raise ConnectionError(
-                f"Could not connect to the cluster at {address!r}: it closed the connection "
-                "during authentication. Is the cluster token right? (SOLRAY_TOKEN, "
-                "SOLRAY_TOKEN_FILE, or the token file `solray start` printed)"
-            ) from None
         raise
-    if launcher is not None:
-        services.write_session_file(
-            launcher.session_dir, node_address, control_address, launcher.token
-        )
     cw.print_logs = log_to_driver is not False
     _cluster = launcher
     _namespace = namespace or f"anonymous_{uuid.uuid4().hex[:12]}"
@@ -204,7 +257,6 @@ def init(
     if not _atexit_registered:
         atexit.register(shutdown)
         _atexit_registered = True
-    return RayContext(_context_info())
 
 
 def node_arguments(
@@ -360,6 +412,8 @@ def _validate_init_resources(num_cpus, num_gpus, resources, object_store_memory)
 
 
 def _context_info() -> dict:
+    if context.client is not None:
+        return context.client.context_info()
     cw = context.require_core_worker()
     return {
         "address": cw.node_info["control_address"],
@@ -382,6 +436,11 @@ def auto_init() -> None:
 
 def shutdown(_exiting_interpreter: bool = False) -> None:
     global _cluster
+    client = context.client
+    if client is not None:  # a ray:// client: its proxy driver ends with the connection
+        context.client = None
+        client.disconnect()
+        return
     cw = context.core_worker
     if cw is None:
         return
@@ -393,7 +452,14 @@ def shutdown(_exiting_interpreter: bool = False) -> None:
         shutil.rmtree(launcher.session_dir, ignore_errors=True)
 
 
+# In a ray:// client (context.client set), the functions below that a client
+# can use run in its proxy driver instead: `context.client.call(name, args,
+# kwargs)` sends their name and arguments there (see _private/client/).
+
+
 def get(object_refs, *, timeout: float | None = None):
+    if context.client is not None:
+        return context.client.call("get", (object_refs,), {"timeout": timeout})
     cw = context.require_core_worker()
     if isinstance(object_refs, ObjectRef):
         return cw.get([object_refs], timeout)[0]
@@ -417,6 +483,8 @@ def put(value, *, _owner=None) -> ObjectRef:
     references it) and is lost with the actor."""
     from solray.actor import ActorHandle
 
+    if context.client is not None:
+        return context.client.call("put", (value,), {"_owner": _owner})
     if _owner is not None and not isinstance(_owner, ActorHandle):
         raise TypeError(f"put(): _owner must be an actor handle, got {type(_owner).__name__}")
     auto_init()
@@ -431,6 +499,19 @@ def wait(
     in another node's store is pulled here first. With fetch_local=False it is
     ready as soon as the value exists anywhere. A streaming generator is ready
     when its next item (or its end) is there."""
+    if context.client is not None:
+        ready = set(
+            context.client.call(
+                "wait_indices",
+                (object_refs,),
+                {"num_returns": num_returns, "timeout": timeout, "fetch_local": fetch_local},
+            )
+        )
+        items = list(object_refs)
+        return (
+            [item for i, item in enumerate(items) if i in ready],
+            [item for i, item in enumerate(items) if i not in ready],
+        )
     cw = context.require_core_worker()
     if isinstance(object_refs, (ObjectRef, ObjectRefGenerator)):
         raise TypeError(
@@ -478,6 +559,10 @@ def cancel(object_ref, *, force: bool = False, recursive: bool = True) -> None:
     kills its worker instead); with `recursive`, tasks it submitted are
     cancelled too. `get` then raises TaskCancelledError; cancelled tasks are
     never retried; a finished task is left alone."""
+    if context.client is not None:
+        return context.client.call(
+            "cancel", (object_ref,), {"force": force, "recursive": recursive}
+        )
     cw = context.require_core_worker()
     if isinstance(object_ref, ObjectRefGenerator):
         task_id = object_ref._task_id
@@ -492,12 +577,16 @@ def cancel(object_ref, *, force: bool = False, recursive: bool = True) -> None:
 
 
 def get_gpu_ids() -> list[int]:
+    if context.client is not None:
+        return context.client.call("get_gpu_ids")
     cw = context.require_core_worker()
     task = cw.current_task
     return list(task.gpu_ids) if task is not None else []
 
 
 def nodes() -> list[dict]:
+    if context.client is not None:
+        return context.client.call("nodes")
     cw = context.require_core_worker()
     result = []
     for info in cw.request("control", Msg.GET_NODES, None):
@@ -522,10 +611,14 @@ def nodes() -> list[dict]:
 
 
 def cluster_resources() -> dict[str, float]:
+    if context.client is not None:
+        return context.client.call("cluster_resources")
     return _sum_resources("resources_total")
 
 
 def available_resources() -> dict[str, float]:
+    if context.client is not None:
+        return context.client.call("available_resources")
     return {k: v for k, v in _sum_resources("resources_available").items() if v > 0}
 
 
@@ -569,6 +662,8 @@ def get_actor(name: str, namespace: str | None = None):
     """The handle of the named actor; ValueError if there is none."""
     from solray.actor import ActorHandle
 
+    if context.client is not None:
+        return context.client.call("get_actor", (name,), {"namespace": namespace})
     if not isinstance(name, str) or not name:
         raise ValueError(f"Please supply a non-empty name, got {name!r}")
     cw = context.require_core_worker()
@@ -589,6 +684,8 @@ def kill(actor, *, no_restart: bool = True) -> None:
     ActorDiedError; with no_restart=False it restarts if max_restarts allows."""
     from solray.actor import ActorHandle
 
+    if context.client is not None:
+        return context.client.call("kill", (actor,), {"no_restart": no_restart})
     if not isinstance(actor, ActorHandle):
         raise ValueError(
             f"solray.kill() only supports actors; got {type(actor).__name__}. "

@@ -24,6 +24,8 @@ class PlacementGroup:
 
     def ready(self) -> ObjectRef:
         """A ref that resolves (to this group) once every bundle is reserved."""
+        if context.client is not None:  # a ray:// client: its proxy driver asks
+            return context.client.call("util.placement_group.ready", (self,))
         return context.require_core_worker().placement_group_ready(self)
 
     def wait(self, timeout_seconds: float = 30) -> bool:
@@ -116,6 +118,16 @@ def placement_group(
             )
         for selector in bundle_label_selector:
             labels.validate_selector(selector, "bundle_label_selector")
+    if context.client is not None:  # a ray:// client: its proxy driver makes it
+        return context.client.call(
+            "util.placement_group.placement_group",
+            (bundles, strategy, name, lifetime),
+            {
+                "_max_cpu_fraction_per_node": _max_cpu_fraction_per_node,
+                "_soft_target_node_id": _soft_target_node_id,
+                "bundle_label_selector": bundle_label_selector,
+            },
+        )
     solray._private.worker.auto_init()
     cw = context.require_core_worker()
     pg_id = os.urandom(14).hex()
@@ -140,11 +152,19 @@ def placement_group(
 
 def remove_placement_group(placement_group: PlacementGroup) -> None:
     """Release its bundles; tasks and actors running in them are killed."""
+    if context.client is not None:
+        return context.client.call(
+            "util.placement_group.remove_placement_group", (placement_group,)
+        )
     cw = context.require_core_worker()
     cw.request("control", Msg.REMOVE_PG, {"pg_id": placement_group.id})
 
 
 def get_placement_group(placement_group_name: str) -> PlacementGroup:
+    if context.client is not None:
+        return context.client.call(
+            "util.placement_group.get_placement_group", (placement_group_name,)
+        )
     cw = context.require_core_worker()
     for info in cw.request("control", Msg.PG_TABLE, {"name": placement_group_name}).values():
         if info["state"] != "REMOVED":
@@ -153,6 +173,8 @@ def get_placement_group(placement_group_name: str) -> PlacementGroup:
 
 
 def placement_group_table(placement_group: PlacementGroup | None = None) -> dict:
+    if context.client is not None:
+        return context.client.call("util.placement_group.placement_group_table", (placement_group,))
     cw = context.require_core_worker()
     body = {"pg_id": placement_group.id} if placement_group is not None else None
     table = cw.request("control", Msg.PG_TABLE, body)

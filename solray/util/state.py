@@ -35,6 +35,10 @@ def list_objects(
     `object_id` (== ref.hex()), `object_size`, `location` ("memory",
     "shared_memory" or "spilled"), `reference_type`, `owner`, `call_site`
     (with SOLRAY_RECORD_REF_CREATION_SITES=1), `pid`, `type`."""
+    if context.client is not None:  # a ray:// client: its proxy driver asks
+        return context.client.call(
+            "util.state.list_objects", (), {"filters": filters, "limit": limit, "timeout": timeout}
+        )
     cw = context.require_core_worker()
     rows = cw.request("node", Msg.LIST_OBJECTS, None, timeout=timeout)
     return _apply(rows, filters, limit)
@@ -50,6 +54,10 @@ def list_actors(
 ) -> list[dict]:
     """Actors: `actor_id`, `class_name`, `state` (PENDING, ALIVE, RESTARTING,
     DEAD), `name`, `namespace`, `pid`, `node_id`, `num_restarts`, `death_cause`."""
+    if context.client is not None:  # a ray:// client: its proxy driver asks
+        return context.client.call(
+            "util.state.list_actors", (), {"filters": filters, "limit": limit, "timeout": timeout}
+        )
     cw = context.require_core_worker()
     rows = cw.request("control", Msg.LIST_ACTORS, None, timeout=timeout)
     return _apply(rows, filters, limit)
