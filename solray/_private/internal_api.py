@@ -119,7 +119,7 @@ def memory_summary(
             f"memory_summary(address={address!r}): this process is connected to the cluster "
             f"at {cw.node_info['control_address']}; pass None for it"
         )
-    nodes = [n for n in cw.request("control", Msg.GET_NODES) if n["alive"]]
+    nodes = [n for n in cw.request("control", Msg.GET_NODES, None) if n["alive"]]
     per_node = cw.call(_query_nodes(cw, nodes), timeout=60)
     lines = []
     if not stats_only:
