@@ -11,6 +11,7 @@ owner get it too, and lineage never rebuilds the object.
 from __future__ import annotations
 
 import logging
+import textwrap
 import time
 from collections import Counter
 
@@ -123,7 +124,9 @@ def memory_summary(
     per_node = cw.call(_query_nodes(cw, nodes), timeout=60)
     lines = []
     if not stats_only:
-        lines += _references(per_node, group_by, sort_by, _UNITS[units], units, num_entries)
+        lines += _references(
+            per_node, group_by, sort_by, _UNITS[units], units, num_entries, line_wrap
+        )
     lines += _store_stats([stats for _, _, stats in per_node])
     return "\n".join(lines) + "\n"
 
@@ -142,7 +145,10 @@ async def _query_nodes(cw, nodes: list[dict]) -> list[tuple[dict, list, dict]]:
     return results
 
 
-def _references(per_node, group_by, sort_by, scale, units, num_entries) -> list[str]:
+_CALL_SITE_WIDTH = 24
+
+
+def _references(per_node, group_by, sort_by, scale, units, num_entries, line_wrap) -> list[str]:
     when = time.strftime("%Y-%m-%d %H:%M:%S")
     shown = "all" if num_entries is None else str(num_entries)
     lines = [
@@ -181,11 +187,16 @@ def _references(per_node, group_by, sort_by, scale, units, num_entries) -> list[
             size_text = (
                 "?" if row["object_size"] is None else f"{row['object_size'] / scale:.0f} {units}"
             )
+            site = row["call_site"] or "disabled"
+            # line_wrap: a long call site continues on the lines below, in
+            # its column; else it is written whole and the row runs long.
+            pieces = textwrap.wrap(site, _CALL_SITE_WIDTH - 1) if line_wrap else [site]
             lines.append(
                 f"{row['ip'] or '':<16}{row['pid']:<9}{row['type']:<8}"
-                f"{row['call_site'] or 'disabled':<24}{row['task_status']:<10}"
+                f"{pieces[0]:<{_CALL_SITE_WIDTH}}{row['task_status']:<10}"
                 f"{size_text:<14}{row['reference_type']:<22}{row['object_id']}"
             )
+            lines += [" " * 33 + piece for piece in pieces[1:]]
         lines.append("")
     lines += [
         "To record callsite information for each ObjectRef created, set env variable "

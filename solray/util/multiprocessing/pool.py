@@ -259,6 +259,9 @@ class Pool:
         self._actor_class = solray.remote(_PoolActor).options(**(ray_remote_args or {}))
         self._stopping: list[ObjectRef] = []  # __ray_terminate__ calls of retired actors
         self._next_actor = 0
+        # Work may be submitted from several threads (joblib dispatches from
+        # result callbacks): the actor table changes under this lock.
+        self._lock = threading.Lock()
         processes = self._connect(processes, ray_address)
         self._actors = [self._new_actor() for _ in range(processes)]
         solray.get([actor.ping.remote() for actor, _ in self._actors])
@@ -266,8 +269,10 @@ class Pool:
     @staticmethod
     def _connect(processes: int | None, ray_address: str | None) -> int:
         if not solray.is_initialized():
-            if ray_address is None and "SOLRAY_ADDRESS" not in os.environ:
-                solray.init(num_cpus=processes)
+            if ray_address in (None, "local") and (
+                ray_address == "local" or "SOLRAY_ADDRESS" not in os.environ
+            ):
+                solray.init(address=ray_address, num_cpus=processes)  # a new local cluster
             else:
                 solray.init(address=ray_address)
         cpus = int(solray.cluster_resources().get("CPU", 0))
@@ -285,15 +290,20 @@ class Pool:
     def _new_actor(self) -> tuple:
         return (self._actor_class.remote(self._initializer, self._initargs), 0)
 
-    def _run_batch(self, actor_index: int, func: Callable, batch: list) -> ObjectRef:
-        actor, chunks = self._actors[actor_index]
-        ref = actor.run_batch.remote(func, batch)
-        chunks += 1
-        if chunks == self._maxtasksperchild:  # it ends after this chunk
-            self._stopping.append(actor.__ray_terminate__.remote())
-            self._actors[actor_index] = self._new_actor()
-        else:
-            self._actors[actor_index] = (actor, chunks)
+    def _run_batch(self, actor_index: int | None, func: Callable, batch: list) -> ObjectRef:
+        """Send a chunk to an actor (None: the next one, round robin)."""
+        with self._lock:
+            if actor_index is None:
+                actor_index = self._next_actor
+                self._next_actor = (actor_index + 1) % len(self._actors)
+            actor, chunks = self._actors[actor_index]
+            ref = actor.run_batch.remote(func, batch)
+            chunks += 1
+            if chunks == self._maxtasksperchild:  # it ends after this chunk
+                self._stopping.append(actor.__ray_terminate__.remote())
+                self._actors[actor_index] = self._new_actor()
+            else:
+                self._actors[actor_index] = (actor, chunks)
         return ref
 
     def _check_running(self) -> None:
@@ -333,9 +343,7 @@ class Pool:
     ) -> AsyncResult:
         """func(*args, **kwargs) on the next actor (round robin)."""
         self._check_running()
-        actor_index = self._next_actor
-        self._next_actor = (self._next_actor + 1) % len(self._actors)
-        ref = self._run_batch(actor_index, func, [(tuple(args or ()), dict(kwargs or {}))])
+        ref = self._run_batch(None, func, [(tuple(args or ()), dict(kwargs or {}))])
         return AsyncResult([ref], callback, error_callback, single_result=True)
 
     def map(self, func: Callable, iterable: Iterable, chunksize: int | None = None) -> list:
