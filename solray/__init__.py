@@ -42,7 +42,16 @@ _NAMES = {
     "DynamicObjectRefGenerator": "solray.object_ref_generator",
     "get_runtime_context": "solray.runtime_context",
 }
-_SUBMODULES = {"actor", "exceptions", "util", "cluster_utils", "runtime_context"}
+_SUBMODULES = {
+    "actor",
+    "exceptions",
+    "util",
+    "cluster_utils",
+    "runtime_context",
+    "cloudpickle",
+    "experimental",
+    "job_config",
+}
 
 __all__ = sorted([*_NAMES, "actor", "exceptions", "util"])
 

@@ -220,7 +220,7 @@ class ObjectFetchTimedOutError(ObjectLostError):
     pass
 
 
-class ReferenceCountingAssertionError(ObjectLostError):
+class ReferenceCountingAssertionError(ObjectLostError, AssertionError):
     pass
 
 
@@ -278,6 +278,60 @@ class CrossLanguageError(RayError):
 
 class AsyncioActorExit(RayError):
     pass
+
+
+class PlasmaObjectNotAvailable(RayError):
+    """An object was not available within the given timeout."""
+
+
+class ObjectRefStreamEndOfStreamError(RayError):
+    """A streaming generator has no more ObjectRefs to read."""
+
+
+class OufOfBandObjectRefSerializationException(RayError):
+    """An ObjectRef was serialized out of band where that is not allowed
+    (Ray's spelling of the name)."""
+
+
+class UnserializableException(RayError):
+    """An exception raised remotely could not be unpickled here: its text
+    and stack trace as captured where it was raised."""
+
+    def __init__(self, original_stack_trace: str):
+        self.original_stack_trace = original_stack_trace
+        super().__init__(original_stack_trace)
+
+    def __str__(self) -> str:
+        return (
+            "Failed to deserialize exception. Refer to "
+            "https://docs.ray.io/en/latest/ray-core/objects/serialization.html"
+            "#custom-serializers-for-exceptions for more information.\n"
+            f"Original exception:\n{self.original_stack_trace}"
+        )
+
+
+class AuthenticationError(RayError):
+    """A connection did not prove it holds the cluster token."""
+
+    def __init__(self, message: str):
+        self.message = message
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class RayChannelError(RaySystemError):
+    """A system error of Ray's compiled-graph channels (solray has none; the
+    class exists so code that catches it imports)."""
+
+
+class RayChannelTimeoutError(RayChannelError, TimeoutError):
+    """A compiled-graph channel operation timed out."""
+
+
+class RayCgraphCapacityExceeded(RaySystemError):
+    """A compiled graph has too many buffered results."""
 
 
 __all__ = [name for name, obj in list(globals().items()) if isinstance(obj, type)]

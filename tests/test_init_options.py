@@ -22,7 +22,6 @@ REFUSED = {
     "dashboard_host": "0.0.0.0",
     "dashboard_port": 8265,
     "runtime_env": {"env_vars": {"A": "1"}},
-    "job_config": object(),
     "logging_config": object(),
     "storage": "/tmp/storage",
     "enable_resource_isolation": True,

@@ -131,8 +131,16 @@ def _reduce_code(code: types.CodeType):
     return marshal.loads, (marshal.dumps(code),)
 
 
+# Reducers registered in this process with `util.register_serializer`, by
+# class. Per process, as in Ray: a value pickled here carries its
+# deserializer (pickled by value if need be), so readers need no registration.
+custom_reducers: dict[type, object] = {}
+
+
 class _Pickler(cloudpickle.Pickler):
-    dispatch_table = ChainMap({types.CodeType: _reduce_code}, cloudpickle.Pickler.dispatch_table)
+    dispatch_table = ChainMap(
+        custom_reducers, {types.CodeType: _reduce_code}, cloudpickle.Pickler.dispatch_table
+    )
 
 
 def dumps(value, buffer_callback=None) -> bytes:
@@ -180,7 +188,7 @@ def _is_plain(value, depth: int = 0) -> bool:
 
 
 def serialize(value) -> SerializedObject:
-    if _is_plain(value):
+    if _is_plain(value) and not custom_reducers:
         return SerializedObject(pickle.dumps(value, protocol=5))
     return dumps_with_buffers(value)
 

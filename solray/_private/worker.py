@@ -24,6 +24,8 @@ from solray._private import context, ids, init_options, services, transport
 from solray._private.core_worker import CoreWorker
 from solray._private.labels import validate_labels
 from solray._private.protocol import Msg
+from solray.job_config import JobConfig
+from solray.job_config import checked as checked_job_config
 from solray.object_ref import ObjectRef
 from solray.object_ref_generator import ObjectRefGenerator
 
@@ -75,6 +77,7 @@ def init(
     namespace: str | None = None,
     object_spilling_directory: str | None = None,
     labels: dict[str, str] | None = None,
+    job_config: JobConfig | None = None,
     _temp_dir: str | None = None,
     _system_config: dict | None = None,
     _node_ip_address: str | None = None,
@@ -108,6 +111,8 @@ def init(
         init_options.check_flag(name, flag)
     if log_to_driver is not None:
         init_options.check_flag("log_to_driver", log_to_driver)
+    job_config = checked_job_config(job_config)
+    namespace = namespace if namespace is not None else job_config.ray_namespace
     if namespace is not None and (not isinstance(namespace, str) or not namespace):
         raise ValueError(f"init(): namespace must be a non-empty string, got {namespace!r}")
     if _node_name is not None and (not isinstance(_node_name, str) or not _node_name):
@@ -250,7 +255,9 @@ def _start_driver(
     cw.namespace = _namespace
     context.core_worker = cw
     cw.on_node_lost = _on_node_lost
+    job_config._put_search_path_first()
     job_info = {"sys_path": [p for p in sys.path if p], "cwd": os.getcwd(), "namespace": _namespace}
+    job_info["metadata"] = job_config.metadata
     cw.request(
         "control", Msg.KV_PUT, {"ns": "job", "key": cw.job_bytes.hex()}, [msgpack.packb(job_info)]
     )

@@ -63,4 +63,35 @@ def list_actors(
     return _apply(rows, filters, limit)
 
 
-__all__ = ["list_actors", "list_objects"]
+def list_jobs(
+    address: str | None = None,
+    filters: list[Filter] | None = None,
+    limit: int = 100,
+    timeout: int = 30,
+    detail: bool = False,
+    raise_on_missing_output: bool = True,
+) -> list[dict]:
+    """The jobs (drivers) the cluster has had: `job_id`, `type` ("DRIVER"),
+    `namespace`, and `metadata` (from `init(job_config=JobConfig(metadata=...))`)."""
+    import msgpack
+
+    cw = context.require_core_worker()
+    rows = []
+    for key in sorted(cw.request("control", Msg.KV_KEYS, {"ns": "job"}, timeout=timeout)):
+        found, buffers = cw.request(
+            "control", Msg.KV_GET, {"ns": "job", "key": key}, raw=True, timeout=timeout
+        )
+        if found:
+            info = msgpack.unpackb(buffers[0])
+            rows.append(
+                {
+                    "job_id": key,
+                    "type": "DRIVER",
+                    "namespace": info.get("namespace"),
+                    "metadata": info.get("metadata", {}),
+                }
+            )
+    return _apply(rows, filters, limit)
+
+
+__all__ = ["list_actors", "list_jobs", "list_objects"]

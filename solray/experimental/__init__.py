@@ -1,0 +1,1 @@
+"""`solray.experimental`: Ray's experimental APIs that solray has."""
