@@ -34,7 +34,6 @@ UNSUPPORTED: dict[str, tuple[tuple, str]] = {
     "include_dashboard": ((None, False), _NO_DASHBOARD),
     "dashboard_host": (("127.0.0.1",), _NO_DASHBOARD),
     "dashboard_port": ((None,), _NO_DASHBOARD),
-    "runtime_env": ((None, {}), _NOT_YET),
     "job_config": ((None,), _NOT_YET),
     "logging_config": ((None,), "solray has no structured (JSON) worker logs yet"),
     "storage": ((None,), "solray has no cluster-wide persistent storage"),
