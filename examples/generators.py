@@ -69,7 +69,7 @@ dynamic_ref = split.remote(array_ref, block_size)
 
 i = -1
 ref_generator = ray.get(dynamic_ref)
-for i, ref in enumerate(ref_generator):
+for i, ref in enumerate(ref_generator):  # noqa: B007 (i counts the blocks, as on the page)
     # Each DynamicObjectRefGenerator iteration returns an ObjectRef.
     assert len(ray.get(ref)) <= block_size
 num_blocks_generated = i + 1
@@ -112,7 +112,7 @@ print("get_size counted", array_size, "elements from the ref and from the genera
 
 @ray.remote
 def generator():
-    for i in range(2):
+    for i in range(2):  # noqa: UP028 (the page's code)
         yield i
     raise Exception("error")
 

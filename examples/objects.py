@@ -96,7 +96,7 @@ print("nested refs, the task saw:", kinds, "and got", values)
 # The top-level vs not top-level passing convention also applies to actor
 # constructors and actor method calls.
 def describe(arg):
-    """"int" for a value, "[ObjectRef]" for a list holding a ref."""
+    """What the callee got: the value's type, or [ObjectRef] for a list of refs."""
     if isinstance(arg, list):
         return f"[{type(arg[0]).__name__}]"
     return type(arg).__name__
