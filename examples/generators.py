@@ -10,7 +10,8 @@ task; what happens when a generator raises part way; and a streaming
 generator whose values the caller reads while the task still runs. Sizes and
 sleeps are shrunk from the pages' so it runs in a second or two.
 
-Run:  solray run examples/generators.py   (or: python it with Ray)
+Run:  solray run examples/generators.py
+      (on Ray itself: python examples/generators.py)
 """
 
 import time

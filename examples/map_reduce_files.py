@@ -13,7 +13,8 @@ directory), then counts words the map-reduce way:
 Tasks read the files by path, which works on one machine; on a cluster of
 several, the folder would be on storage every node sees.
 
-Run:  solray run examples/map_reduce_files.py   (or: python it with Ray)
+Run:  solray run examples/map_reduce_files.py
+      (on Ray itself: python examples/map_reduce_files.py)
 """
 
 import collections

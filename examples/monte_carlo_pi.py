@@ -6,7 +6,8 @@ driver polls the actor until every sample is counted, then adds up the
 tasks' results. Sample counts are shrunk from the page's 100 million so it
 runs in a few seconds.
 
-Run:  solray run examples/monte_carlo_pi.py   (or: python it with Ray)
+Run:  solray run examples/monte_carlo_pi.py
+      (on Ray itself: python examples/monte_carlo_pi.py)
 """
 
 import math

@@ -7,7 +7,8 @@ nested in a list (the task sees refs and gets them itself), the same for an
 actor's constructor and methods, refs captured by a task's closure, and refs
 nested in other objects.
 
-Run:  solray run examples/objects.py   (or: python it with Ray)
+Run:  solray run examples/objects.py
+      (on Ray itself: python examples/objects.py)
 """
 
 import time

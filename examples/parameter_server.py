@@ -17,7 +17,8 @@ the object store once.
 The data is generated from known weights, so the program can check that both
 variants found them.
 
-Run:  solray run examples/parameter_server.py   (or: python it with Ray)
+Run:  solray run examples/parameter_server.py
+      (on Ray itself: python examples/parameter_server.py)
 """
 
 import numpy as np

@@ -8,7 +8,8 @@ version puts the value and returns the ref, and the good version returns the
 value. Both give the same values; the good one lets the caller own them (and
 return small ones inline).
 
-Run:  solray run examples/return_put_anti_pattern.py   (or: python it with Ray)
+Run:  solray run examples/return_put_anti_pattern.py
+      (on Ray itself: python examples/return_put_anti_pattern.py)
 """
 
 import numpy as np

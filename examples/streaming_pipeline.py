@@ -13,7 +13,8 @@ the consumer has logged batch 0. Were batches only delivered when the
 producer task finished, that wait could never end and the program would fail
 with GetTimeoutError; it prints "True" instead, on every run.
 
-Run:  solray run examples/streaming_pipeline.py   (or: python it with Ray)
+Run:  solray run examples/streaming_pipeline.py
+      (on Ray itself: python examples/streaming_pipeline.py)
 """
 
 import asyncio

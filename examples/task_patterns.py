@@ -8,7 +8,8 @@ order with ray.wait(); fetching every result at once versus in batches;
 and tasks too small to be worth it versus batching. Each pair computes the
 same result, which the program checks; the fix is the way to write it.
 
-Run:  solray run examples/task_patterns.py   (or: python it with Ray)
+Run:  solray run examples/task_patterns.py
+      (on Ray itself: python examples/task_patterns.py)
 """
 
 import numpy as np

@@ -6,7 +6,8 @@ is in generators.py, its Monte Carlo example in monte_carlo_pi.py, its quick
 sort in quick_sort.py and its anti-patterns in task_patterns.py). Sleeps are
 shrunk from the page's so it runs in a few seconds.
 
-Run:  solray run examples/tasks.py   (or: python it with Ray)
+Run:  solray run examples/tasks.py
+      (on Ray itself: python examples/tasks.py)
 """
 
 import time
