@@ -100,6 +100,13 @@ class ActorClass:
     def options(self, **options) -> _BoundActorClass:
         return _BoundActorClass(self, opts.actor_options({**self._options, **options}))
 
+    def bind(self, *args, **kwargs):
+        """A DAG node for this actor (`solray.dag`): created at the DAG's
+        first execute() and reused by the later ones."""
+        from solray.dag import ClassNode
+
+        return ClassNode(self, args, kwargs)
+
     def _remote(self, args, kwargs, options: dict) -> ActorHandle:
         from solray._private import worker
 
@@ -134,6 +141,11 @@ class _BoundActorClass:
 
     def options(self, **options) -> _BoundActorClass:
         return _BoundActorClass(self._actor_class, opts.actor_options({**self._options, **options}))
+
+    def bind(self, *args, **kwargs):
+        from solray.dag import ClassNode
+
+        return ClassNode(self, args, kwargs)
 
 
 class ActorHandle:
@@ -216,6 +228,12 @@ class ActorMethod:
         opts.validate_method_options(options, f"actor method {self._name}")
         return _BoundActorMethod(self, {**self._options, **options})
 
+    def bind(self, *args, **kwargs):
+        """A DAG node for a call of this method on this actor (`solray.dag`)."""
+        from solray.dag import ClassMethodNode
+
+        return ClassMethodNode(self, self._name, args, kwargs, {}, None)
+
     def _remote(self, args, kwargs, options: dict):
         if context.client is not None:
             return context.client.call("remote", (self, args, kwargs, options))
@@ -243,6 +261,11 @@ class _BoundActorMethod:
     def options(self, **options) -> _BoundActorMethod:
         opts.validate_method_options(options, f"actor method {self._method._name}")
         return _BoundActorMethod(self._method, {**self._options, **options})
+
+    def bind(self, *args, **kwargs):
+        from solray.dag import ClassMethodNode
+
+        return ClassMethodNode(self, self._method._name, args, kwargs, {}, None)
 
 
 class ActorExit(SystemExit):

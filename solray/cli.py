@@ -50,6 +50,35 @@ def microbenchmark(pattern: str | None, round_seconds: float) -> None:
     mb.run(pattern, round_seconds)
 
 
+@main.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.option("-m", "module", default=None, help="Run a module (as `python -m MODULE`).")
+@click.option("-c", "code", default=None, help="Run this code (as `python -c CODE`).")
+@click.option("--temp-dir", default=None, help="Where the `ray` command is kept (see `start`).")
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def run(module: str | None, code: str | None, temp_dir: str | None, args: tuple[str, ...]) -> None:
+    """Run a program written for Ray on solray, unchanged.
+
+    `solray run script.py ARGS` (or `-m package.module ARGS`, `-c CODE`) runs
+    the program with this Python, where `import ray` (and `ray.util`,
+    `ray.exceptions`, ...) is solray and a `ray` command on PATH is this CLI
+    (`ray start --head`, `ray status`, `ray stop`): in the program and in every
+    process it starts. Nothing named `ray` is installed.
+    """
+    from solray._private import runner
+
+    if module is not None and code is not None:
+        raise click.UsageError("give -m MODULE or -c CODE, not both")
+    if module is None and code is None and not args:
+        raise click.UsageError("give a script to run (or -m MODULE, or -c CODE)")
+    if module is not None:
+        argv = ["-m", module, *args]
+    elif code is not None:
+        argv = ["-c", code, *args]
+    else:
+        argv = list(args)
+    runner.exec_program(argv, temp_dir)
+
+
 TEMP_DIR_HELP = (
     "Where this user's session registry is (its solray-sessions-<uid> directory); "
     "default: the system's temp dir."

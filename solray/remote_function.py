@@ -49,6 +49,12 @@ class RemoteFunction:
     def options(self, **options) -> _BoundOptions:
         return _BoundOptions(self, opts.merge(self._options, options))
 
+    def bind(self, *args, **kwargs):
+        """A DAG node for this call (`solray.dag`); `execute()` submits it."""
+        from solray.dag import FunctionNode
+
+        return FunctionNode(self, args, kwargs)
+
     def _remote(self, args, kwargs, options: dict):
         from solray._private import worker
 
@@ -92,3 +98,12 @@ class _BoundOptions:
 
     def options(self, **options) -> _BoundOptions:
         return _BoundOptions(self._function, opts.merge(self._options, options))
+
+    def bind(self, *args, **kwargs):
+        from solray.dag import FunctionNode
+
+        return FunctionNode(self, args, kwargs)
+
+    @property
+    def __name__(self) -> str:
+        return self._function.__name__

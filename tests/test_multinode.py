@@ -169,6 +169,18 @@ def test_node_ip_address_is_where_the_cluster_reaches_this_process(cluster):
     assert solray.get_runtime_context().get_node_id() == cluster.head_node.node_id
 
 
+def test_init_without_an_address_joins_the_cluster_ray_address_names(cluster):
+    probe = "import solray; solray.init(); print(solray.get_runtime_context().get_node_id())"
+    for variable in ("RAY_ADDRESS", "SOLRAY_ADDRESS"):
+        env = {k: v for k, v in os.environ.items() if not k.endswith("_ADDRESS")}
+        env[variable] = cluster.address
+        run = subprocess.run(
+            [sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=60
+        )
+        assert run.returncode == 0, run.stderr
+        assert run.stdout.strip() == cluster.head_node.node_id, variable
+
+
 def test_tasks_spill_to_nodes_with_free_cpus(cluster, tmp_path):
     """5 tasks that must run at the same time on 5 CPUs, the driver's node
     has 1: the other four spill, two to each other node (a burst of

@@ -89,7 +89,8 @@ def init(
 ) -> RayContext:
     """Start a local cluster (or connect to one) and connect this driver.
 
-    `address`: None starts a new cluster (unless SOLRAY_ADDRESS names one),
+    `address`: None starts a new cluster (unless SOLRAY_ADDRESS, or Ray's
+    RAY_ADDRESS, names one),
     "local" always starts one, "auto" joins the newest running cluster of this
     user, "HOST:PORT" joins the cluster whose control store is there,
     "ray://HOST:PORT" connects as a thin client to the client server there
@@ -132,7 +133,7 @@ def init(
     _validate_init_resources(num_cpus, num_gpus, resources, object_store_memory)
     labels = validate_labels(labels, "init(labels=...)")
     if address is None:
-        address = os.environ.get("SOLRAY_ADDRESS")
+        address = os.environ.get("SOLRAY_ADDRESS") or os.environ.get("RAY_ADDRESS") or None
     elif address == "local":
         address = None
     if address is not None:
