@@ -159,11 +159,21 @@ def init(
                 "theirs."
             )
         if client_mode:
+            if job_config.code_search_path or job_config.metadata:
+                raise NotImplementedError(
+                    "init(): job_config code_search_path and metadata are not available "
+                    "through a ray:// connection (the client's driver runs on the head)"
+                )
             _connect_client(address[len(CLIENT_SCHEME) :], namespace, log_to_driver, _temp_dir)
             return RayContext(_context_info())
         control_address, token = services.resolve_cluster(address, _temp_dir)
         join_cluster(
-            control_address, token, ip=ip, namespace=namespace, log_to_driver=log_to_driver
+            control_address,
+            token,
+            ip=ip,
+            namespace=namespace,
+            log_to_driver=log_to_driver,
+            job_config=job_config,
         )
         return RayContext(_context_info())
     else:
@@ -188,7 +198,7 @@ def init(
                 raise
             raise ValueError(f"init(): cannot listen on _node_ip_address={ip!r}: {e}") from None
         cw = CoreWorker(is_driver=True, token=launcher.token, node_address=node_address)
-    _start_driver(cw, launcher, namespace, log_to_driver)
+    _start_driver(cw, launcher, namespace, log_to_driver, job_config)
     services.write_session_file(launcher.session_dir, node_address, control_address, launcher.token)
     return RayContext(_context_info())
 
@@ -203,13 +213,14 @@ def join_cluster(
     ip: str | None = None,
     namespace: str | None = None,
     log_to_driver: bool | None = None,
+    job_config: JobConfig | None = None,
 ) -> None:
     """Connect this process as a driver of the running cluster whose control
     store is at `control_address` (init(address=...), and a ray:// client's
     proxy driver)."""
     cw = CoreWorker(is_driver=True, token=token, control_address=control_address, ip=ip)
     try:
-        _start_driver(cw, None, namespace, log_to_driver)
+        _start_driver(cw, None, namespace, log_to_driver, job_config or JobConfig())
     except transport.ConnectionLost:
         raise ConnectionError(
             f"Could not connect to the cluster at {control_address!r}: it closed the "
@@ -237,6 +248,7 @@ def _start_driver(
     launcher: services.Launcher | None,
     namespace: str | None,
     log_to_driver: bool | None,
+    job_config: JobConfig,
 ) -> None:
     """Start `cw` as this process's driver: connected, with a job and a
     namespace. On failure, stops what was started (the cluster too, if this
