@@ -435,11 +435,34 @@ def listening_socket(args) -> socket.socket:
     return transport.bind_socket(args.host, args.port)
 
 
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def on_stop_signals(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
+    """SIGTERM and SIGINT set `stop`, once: then they are handled by a plain
+    no-op handler. The loop's signal handling writes to its self-pipe, which
+    closing the loop closes before it removes the handlers, so a second
+    signal during shutdown would hit a closed fd ("Exception ignored when
+    trying to write to the signal wakeup fd")."""
+
+    def first_signal() -> None:
+        for sig in STOP_SIGNALS:
+            loop.remove_signal_handler(sig)
+            signal.signal(sig, _already_stopping)
+        stop.set()
+
+    for sig in STOP_SIGNALS:
+        loop.add_signal_handler(sig, first_signal)
+
+
+def _already_stopping(signum, frame) -> None:
+    pass  # shutdown is under way; SIGKILL is the way to hurry it
+
+
 async def wait_for_stop(args) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    on_stop_signals(loop, stop)
     if args.lifeline_fd is not None:
 
         def on_lifeline():

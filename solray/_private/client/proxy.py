@@ -38,7 +38,6 @@ import concurrent.futures
 import importlib
 import logging
 import os
-import signal
 import socket
 import sys
 import threading
@@ -175,8 +174,7 @@ class Proxy:
     async def run(self, sock: socket.socket) -> None:
         self.loop = asyncio.get_running_loop()
         self.stop = asyncio.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            self.loop.add_signal_handler(sig, self.stop.set)
+        services.on_stop_signals(self.loop, self.stop)
         self.conn = await transport.adopt(
             sock,
             self.token,
