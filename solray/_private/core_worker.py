@@ -42,10 +42,6 @@ Who owns what (CoreWorker attributes, and the parts it holds):
                       thread deserialized and must register as borrowed)
     append only       _creation_refs (never read: it holds refs alive)
 
-One exception: user threads look up `_borrowed.get(id)` (in
-`_read_from_store` and `_recover`), a single-key read of a loop-owned dict,
-for an object whose ref they hold, so the entry cannot go away under them.
-
 `__del__` methods and weakref finalizers run on whatever thread the garbage
 collector happens to run on, the loop included, possibly while that thread
 holds a lock or iterates a table. So they only hand over to the loop
@@ -134,7 +130,7 @@ class CoreWorker:
         # Other threads reach the loop only through its inbox (loop_inbox.py).
         inbox = Inbox(self.loop, self._thread, self.refs.remove_local)
         self.post, self.post_lazy, self.drop_ref = inbox.post, inbox.post_lazy, inbox.drop
-        self.call, self.run_on_loop = inbox.call, inbox.run
+        self.call, self.run_on_loop, self.submit = inbox.call, inbox.run, inbox.submit
         self._inbound: set[transport.Connection] = set()
         self._fetching: set[bytes] = set()
         self._store_frees: dict[str, list[bytes]] = {}  # node -> ids to free there
@@ -633,7 +629,7 @@ class CoreWorker:
                 f"{sum(not self.memory_store.contains(i) for i in set(object_ids))} "
                 "object(s) still not ready"
             )
-        return [self._materialize(r._id, self.memory_store.get(r._id)) for r in refs]
+        return [self.materialize(r._id, self.memory_store.get(r._id), r._owner) for r in refs]
 
     def wait(
         self,
@@ -708,8 +704,11 @@ class CoreWorker:
         """Have our node copy the object into its store (each object is pulled
         once per node, however many ask), then let go of the pin the pull
         gives us: nothing reads it yet."""
+        owner = self.address if self.refs.owns(object_id) else self._borrowed.get(object_id, "")
         try:
-            reply = await self.node.request(Msg.STORE_PULL, self._pull_body(object_id, entry))
+            reply = await self.node.request(
+                Msg.STORE_PULL, self._pull_body(object_id, entry, owner)
+            )
         except transport.ConnectionLost:
             reply = None
         if reply is not None and "offset" in reply:
@@ -754,29 +753,33 @@ class CoreWorker:
             if blocked:
                 self.post(self.node.send, Msg.WORKER_UNBLOCKED)
 
-    def _materialize(self, object_id: bytes, entry):
-        if isinstance(entry, Inline):
-            obj = entry.obj
-        elif isinstance(entry, InStore):
-            try:
-                obj = self._read_from_store(object_id, entry)
-            except _Lost:
-                return self._recover(object_id)
-        else:
-            raise exceptions.ObjectLostError(object_id.hex())
+    def materialize(self, object_id: bytes, entry, owner: str):
+        """User thread: the value an entry holds (raising the error it holds).
+        A value whose only copy was lost is rebuilt by `owner` first."""
+        obj = None
+        while obj is None:
+            if isinstance(entry, Inline):
+                obj = entry.obj
+            elif isinstance(entry, InStore):
+                try:
+                    obj = self._read_from_store(object_id, entry, owner)
+                except _Lost:
+                    entry = self._recovered(object_id, entry, owner)
+            else:
+                raise exceptions.ObjectLostError(object_id.hex(), owner)
         value = serialization.deserialize(obj)
         self.register_borrows()
         if obj.is_error:
             raise_stored_error(value)
         return value
 
-    def _read_from_store(self, object_id: bytes, entry: InStore) -> SerializedObject:
+    def _read_from_store(self, object_id: bytes, entry: InStore, owner: str) -> SerializedObject:
         """Pin the object in this node's store (pulling it from the node that
         has it, if that is another) and view it in place."""
         if entry.node == self.node_address:
             reply = self.request("node", Msg.STORE_PIN, {"id": object_id})
         else:
-            reply = self.request("node", Msg.STORE_PULL, self._pull_body(object_id, entry))
+            reply = self.request("node", Msg.STORE_PULL, self._pull_body(object_id, entry, owner))
         if reply is None:
             raise _Lost(object_id)
         if "error" in reply:
@@ -788,47 +791,59 @@ class CoreWorker:
         )
         return SerializedObject.read_from(view)
 
-    def _pull_body(self, object_id: bytes, entry: InStore) -> dict:
-        """STORE_PULL: copy the object here from the node holding it, and pin it."""
-        owner = self.address if self.refs.owns(object_id) else self._borrowed.get(object_id)
-        return {"id": object_id, "from": entry.node, "size": entry.size, "owner": owner or ""}
+    @staticmethod
+    def _pull_body(object_id: bytes, entry: InStore, owner: str) -> dict:
+        """STORE_PULL: copy the object here from the node holding it, and pin
+        it (the copy is the owner's: it goes if the owner dies)."""
+        return {"id": object_id, "from": entry.node, "size": entry.size, "owner": owner}
 
-    def _recover(self, object_id: bytes):
-        """User thread: the only copy of an object is gone. Ours and made by a
-        task: run the task again (lineage), within its retries, and read the
-        new value. Otherwise say why it cannot be had."""
+    def _recovered(self, object_id: bytes, lost: InStore, owner: str):
+        """User thread: no copy of the object is left where `lost` said.
+        Its owner rebuilds it (`recover`); returns its new entry (an error
+        entry if it cannot be had). A worker lends its CPU meanwhile."""
         if self.refs.owns(object_id):
-            self.memory_store.delete(object_id)
-            self.post(self._reconstruct, object_id)
+            self.run_on_loop(self.recover, object_id, lost.node)
             self.wait_for_ids([object_id], 1, None)
-            return self._materialize(object_id, self.memory_store.get(object_id))
-        owner = self._borrowed.get(object_id)
-        if owner is not None and not self._reachable(owner):
-            raise exceptions.OwnerDiedError(object_id.hex(), owner)
-        raise exceptions.ObjectLostError(object_id.hex(), owner or "")
+            return self.memory_store.get(object_id)
+        done = threading.Event()
+        asked = self.submit(self._ask_owner(object_id, owner, lost))
+        asked.add_done_callback(lambda _: done.set())
+        self._block(done, None)
+        return asked.result()
 
-    def _reconstruct(self, object_id: bytes) -> None:
-        """Loop thread: resubmit the task that made a lost object (its value
-        is ObjectLostError if no task can make it again)."""
+    def recover(self, object_id: bytes, lost_at: str) -> None:
+        """Loop thread: a reader found no copy of our object at node
+        `lost_at`. Rebuild it, unless that is under way or done already (its
+        entry is no longer the lost one): concurrent readers of one lost
+        object cause one reconstruction."""
+        entry = self.memory_store.get(object_id)
+        if type(entry) is InStore and entry.node == lost_at:
+            self.memory_store.delete(object_id)
+            self._reconstruct(object_id, lost_at)
+
+    def _reconstruct(self, object_id: bytes, lost_at: str) -> None:
+        """Loop thread: run the task that made a lost object again (its
+        lineage), within its retries; or store why that cannot be. Its
+        arguments of ours lost with the same node are rebuilt first, the
+        same way, so a chain lost with a node comes back whole; any other
+        lost argument is rebuilt when the re-run reads it."""
         task = self.lineage.get(object_id)
-        if task is None:
-            error = exceptions.ObjectLostError(object_id.hex(), self.address)
-            self.memory_store.put(object_id, error_entry(error))
-            return
-        if task.task_id in self.tasks:
+        if task is not None and task.task_id in self.tasks:
             return  # already being re-run for another of its returns
-        if task.max_retries != -1 and task.attempt >= task.max_retries:
-            error = exceptions.ObjectReconstructionFailedMaxAttemptsExceededError(
-                object_id.hex(), self.address
-            )
+        error = _unrebuildable(object_id, task, self.address)
+        if error is not None:
             self.memory_store.put(object_id, error_entry(error))
             return
         task.attempt += 1
         task.resolved = task.cancelled = False
         task.running_on = task.dep_error = None
-        for return_id in task.return_ids:
-            if return_id != object_id:
+        for return_id in task.return_ids:  # those lost with it come back with it
+            entry = self.memory_store.get(return_id)
+            if type(entry) is InStore and entry.node == lost_at:
                 self.memory_store.delete(return_id)
+        for ref in task.deps:
+            if self.refs.owns(ref._id):
+                self.recover(ref._id, lost_at)
         self.tasks[task.task_id] = task
         self.submitter.submit(task)
 
@@ -863,18 +878,6 @@ class CoreWorker:
             if info["node_id"] == node_id and info["alive"]:
                 return info
         return None
-
-    def _reachable(self, address: str) -> bool:
-        """User thread: whether a core worker still answers at `address`."""
-
-        async def probe():
-            try:
-                conn = await self.peer(address)
-                return not conn.closed
-            except (OSError, TimeoutError, transport.ConnectionLost):
-                return False
-
-        return self.call(probe(), timeout=15)
 
     def _unpin_later(self, object_id: bytes) -> None:
         """Any thread (a weakref finalizer): nothing built on a pinned view
@@ -911,7 +914,9 @@ class CoreWorker:
 
         def resolve():
             try:
-                future.set_result(self._materialize(ref._id, self.memory_store.get(ref._id)))
+                future.set_result(
+                    self.materialize(ref._id, self.memory_store.get(ref._id), ref._owner)
+                )
             except BaseException as e:
                 future.set_exception(e)
 
@@ -961,7 +966,7 @@ class CoreWorker:
         if entry is END_OF_STREAM:
             return None
         if entry.is_error:
-            self._materialize(object_id, entry)  # raises it
+            self.materialize(object_id, entry, owner)  # raises it
         self.post(self._stream_item_taken, task_id, index + 1)
         return ObjectRef(object_id, owner)
 
@@ -1044,19 +1049,35 @@ class CoreWorker:
 
     async def _fetch(self, object_id: bytes, owner: str) -> None:
         try:
-            conn = await self.peer(owner)
-            body, bufs = await conn.request(Msg.GET_OBJECT, {"id": object_id}, raw=True)
-            entry = decode_entry(body, bufs)
-            if entry is None:
-                entry = error_entry(exceptions.ObjectLostError(object_id.hex(), owner))
-        except (TimeoutError, OSError, transport.ConnectionLost):
-            entry = error_entry(exceptions.OwnerDiedError(object_id.hex(), owner))
+            entry = await self._ask_owner(object_id, owner)
         finally:
             self._fetching.discard(object_id)
         self.memory_store.put(object_id, entry)
 
+    async def _ask_owner(self, object_id: bytes, owner: str, lost: InStore | None = None):
+        """Loop thread: the entry of a borrowed object, from its owner, once
+        the object has a value. With `lost` (an entry whose copy is gone),
+        the owner rebuilds it first; our cached entry, if it was that one,
+        becomes the new one."""
+        body = {"id": object_id} if lost is None else {"id": object_id, "lost": lost.node}
+        try:
+            conn = await self.peer(owner)
+            head, bufs = await conn.request(Msg.GET_OBJECT, body, raw=True)
+            entry = decode_entry(head, bufs)
+            if entry is None:  # the owner does not have it (any more)
+                entry = error_entry(exceptions.ObjectLostError(object_id.hex(), owner))
+        except (TimeoutError, OSError, transport.ConnectionLost):
+            entry = error_entry(exceptions.OwnerDiedError(object_id.hex(), owner))
+        if lost is not None and self.memory_store.get(object_id) is lost:
+            self.memory_store.put(object_id, entry)
+        return entry
+
     def _serve_get_object(self, conn, rid, body, bufs) -> None:
+        """A borrower asks for one of our objects (to be rebuilt first if it
+        found the copy at node `lost` gone); answered once it has a value."""
         object_id = body["id"]
+        if "lost" in body and self.refs.owns(object_id):
+            self.recover(object_id, body["lost"])
 
         def answer():
             entry = self.memory_store.get(object_id)
@@ -1380,6 +1401,32 @@ class _LocalWait:
 
 class _Lost(Exception):
     """No node has this object any more."""
+
+
+def _unrebuildable(object_id: bytes, task: PendingTask | None, owner: str):
+    """Why a lost object of ours cannot be made again from its lineage
+    `task` (None if it can), as Ray says it."""
+    hex_id = object_id.hex()
+    if task is None:
+        if ids.is_put_id(object_id):  # put() values have no lineage
+            return exceptions.ObjectLostError(hex_id, owner)
+        return exceptions.ObjectReconstructionFailedError(
+            hex_id,
+            "OBJECT_UNRECONSTRUCTABLE",
+            "it was made by an actor call or a generator, which are not re-run to rebuild "
+            "their results",
+            owner,
+        )
+    if task.max_retries == 0:
+        return exceptions.ObjectReconstructionFailedError(
+            hex_id,
+            "OBJECT_UNRECONSTRUCTABLE_RETRIES_DISABLED",
+            f"its task {task.name} has max_retries=0",
+            owner,
+        )
+    if task.max_retries != -1 and task.attempt >= task.max_retries:
+        return exceptions.ObjectReconstructionFailedMaxAttemptsExceededError(hex_id, owner)
+    return None
 
 
 def pick_local_node(nodes: list[dict], ip: str) -> str:

@@ -482,15 +482,16 @@ class Executor:
         if "a" in body:
             flags, n = body["a"]
             blob = SerializedObject.from_wire(flags, buffers[pos : pos + n])
+            args, kwargs = serialization.deserialize(blob)
             pos += n
-        else:
+        else:  # large arguments, in the store
             object_id, head = body["ao"]
-            blob = cw._read_from_store(object_id, decode_entry(head, []))
-        args, kwargs = serialization.deserialize(blob)
+            args, kwargs = cw.materialize(object_id, decode_entry(head, []), body["owner"])
         values = []
-        for object_id, head in body["d"]:
+        for object_id, head, owner in body["d"]:
             n = head[2] if head[0] == "i" else 0
-            values.append(cw._materialize(object_id, decode_entry(head, buffers[pos : pos + n])))
+            entry = decode_entry(head, buffers[pos : pos + n])
+            values.append(cw.materialize(object_id, entry, owner))
             pos += n
         if values:
             args, kwargs = substitute_deps(args, kwargs, values)

@@ -112,14 +112,25 @@ def store_returns(cw, task: PendingTask, returns: list) -> None:
     lets go of its arguments. Values nobody wants any more are freed."""
     keep_lineage = False
     for object_id, entry in zip(task.return_ids, returns, strict=True):
-        if cw.refs.owns(object_id):
+        if not cw.refs.owns(object_id):
+            if isinstance(entry, InStore):
+                cw.free_in_store(object_id, entry.node)
+            continue
+        kept = cw.memory_store.get(object_id)
+        if kept is None:
             cw.memory_store.put(object_id, entry)
-            if isinstance(entry, InStore) and task.function is not None:
-                # Only its node has it: if that node dies, run the task again.
-                cw.lineage[object_id] = task
-                keep_lineage = True
-        elif isinstance(entry, InStore):
-            cw.free_in_store(object_id, entry.node)
+        else:
+            # A re-run to rebuild another of its returns: this one was not
+            # lost, and its readers may hold the first value. Keep that.
+            if isinstance(entry, InStore) and not (
+                isinstance(kept, InStore) and kept.node == entry.node
+            ):
+                cw.free_in_store(object_id, entry.node)
+            entry = kept
+        if isinstance(entry, InStore) and task.function is not None:
+            # Only its node has it: if that node dies, run the task again.
+            cw.lineage[object_id] = task
+            keep_lineage = True
     cw.tasks.pop(task.task_id, None)
     task.running_on = None
     if task.admitted:
