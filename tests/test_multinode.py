@@ -895,6 +895,31 @@ def test_lost_objects_that_cannot_be_rebuilt_raise_rays_errors(cluster, tmp_path
     assert runs(tmp_path, "run") == 1  # nothing ran again
 
 
+@solray.remote
+def array_rebuilt_when_released(directory: str, n: int):
+    """Returns at once when first run; a re-run waits for the file `release`."""
+    ran = pathlib.Path(directory) / "ran"
+    if ran.exists():
+        wait_for_file(pathlib.Path(directory) / "release", timeout=GET_TIMEOUT_S)
+    ran.touch()
+    return np.arange(n, dtype=np.int64)
+
+
+def test_get_timeout_bounds_the_wait_for_a_rebuild(cluster, tmp_path):
+    doomed = cluster.add_node(num_cpus=1)
+    solray.init(address=cluster.address)
+    n = 64 * 1024
+    ref = array_rebuilt_when_released.options(
+        scheduling_strategy=NodeAffinitySchedulingStrategy(doomed.node_id, soft=True)
+    ).remote(str(tmp_path), n)
+    lose_node(cluster, doomed, [ref], free_cpus=2)
+
+    with pytest.raises(exceptions.GetTimeoutError, match="being rebuilt"):
+        solray.get(ref, timeout=1)
+    (tmp_path / "release").touch()
+    assert int(solray.get(ref, timeout=GET_TIMEOUT_S).sum()) == n * (n - 1) // 2
+
+
 def test_put_object_survives_loss_of_a_node_that_read_it(cluster):
     reader = cluster.add_node(num_cpus=1, resources={"reader": 1})
     other = cluster.add_node(num_cpus=1, resources={"other": 1})

@@ -51,6 +51,7 @@ class ObjectReader:
 
     def get(self, refs: list[ObjectRef], timeout: float | None = None) -> list:
         memory_store = self.cw.memory_store
+        deadline = None if timeout is None else time.monotonic() + timeout
         self._fetch_borrowed(refs)
         object_ids = [r._id for r in refs]
         if not self.wait_for_ids(object_ids, len(set(object_ids)), timeout):
@@ -59,7 +60,7 @@ class ObjectReader:
                 f"{sum(not memory_store.contains(i) for i in set(object_ids))} "
                 "object(s) still not ready"
             )
-        return [self.materialize(r._id, memory_store.get(r._id), r._owner) for r in refs]
+        return [self.materialize(r._id, memory_store.get(r._id), r._owner, deadline) for r in refs]
 
     def value_future(self, ref: ObjectRef) -> concurrent.futures.Future:
         memory_store = self.cw.memory_store
@@ -76,9 +77,10 @@ class ObjectReader:
             self._future_pool.submit(resolve)
         return future
 
-    def materialize(self, object_id: bytes, entry, owner: str):
+    def materialize(self, object_id: bytes, entry, owner: str, deadline: float | None = None):
         """User thread: the value an entry holds (raising the error it holds).
-        A value whose only copy was lost is rebuilt by `owner` first."""
+        A value whose only copy was lost is rebuilt by `owner` first, by the
+        `deadline` (time.monotonic()) if one is given."""
         obj = None
         while obj is None:
             if isinstance(entry, Inline):
@@ -87,7 +89,7 @@ class ObjectReader:
                 try:
                     obj = self.cw.store.read(object_id, entry, owner)
                 except Lost:
-                    entry = self._recovered(object_id, entry, owner)
+                    entry = self._recovered(object_id, entry, owner, deadline)
             else:
                 raise exceptions.ObjectLostError(object_id.hex(), owner)
         value = serialization.deserialize(obj)
@@ -96,20 +98,27 @@ class ObjectReader:
             raise_stored_error(value)
         return value
 
-    def _recovered(self, object_id: bytes, lost: InStore, owner: str):
+    def _recovered(self, object_id: bytes, lost: InStore, owner: str, deadline: float | None):
         """User thread: no copy of the object is left where `lost` said.
         Its owner rebuilds it; returns its new entry (an error entry if it
         cannot be had)."""
         cw = self.cw
+        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
         if cw.refs.owns(object_id):
             cw.run_on_loop(cw.lineage.recover, object_id, lost.node)
-            self.wait_for_ids([object_id], 1, None)
-            return cw.memory_store.get(object_id)
-        done = threading.Event()
-        asked = cw.submit(self._ask_owner(object_id, owner, lost))
-        asked.add_done_callback(lambda _: done.set())
-        self.block(done, None)
-        return asked.result()
+            if self.wait_for_ids([object_id], 1, timeout):
+                return cw.memory_store.get(object_id)
+        else:
+            done = threading.Event()
+            asked = cw.submit(self._ask_owner(object_id, owner, lost))
+            asked.add_done_callback(lambda _: done.set())
+            if self.block(done, timeout):
+                return asked.result()
+        # Out of time; the rebuild goes on, for later readers.
+        raise exceptions.GetTimeoutError(
+            f"get timed out: object {object_id.hex()} was lost with its node and is still "
+            "being rebuilt from its lineage"
+        )
 
     # -- wait ----------------------------------------------------------------
 
