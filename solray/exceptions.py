@@ -225,15 +225,47 @@ class ReferenceCountingAssertionError(ObjectLostError, AssertionError):
 
 
 class ObjectReconstructionFailedError(ObjectLostError):
-    pass
+    """The object is lost and its lineage cannot make it again. `reason` is
+    the name of Ray's error type (OBJECT_UNRECONSTRUCTABLE_RETRIES_DISABLED,
+    ...), `reason_message` says it in words; the signature is Ray's."""
+
+    def __init__(
+        self,
+        object_ref_hex: str = "",
+        reason: str | None = None,
+        reason_message: str | None = None,
+        owner_address: str = "",
+        call_site: str = "",
+    ):
+        super().__init__(object_ref_hex, owner_address, call_site)
+        self.reason = reason
+        self.reason_message = reason_message
+        self.args = (object_ref_hex, reason, reason_message, owner_address, call_site)
+
+    def __str__(self) -> str:
+        why = self.reason_message or (
+            "it was created by an actor call, put(), or its ObjectRef was created by a "
+            "different worker"
+        )
+        return self._base_str() + f" All copies of it are lost, and it cannot be rebuilt: {why}."
 
 
 class ObjectReconstructionFailedMaxAttemptsExceededError(ObjectLostError):
-    pass
+    def __str__(self) -> str:
+        return (
+            self._base_str()
+            + " All copies of it are lost, and it cannot be rebuilt because the task that "
+            "made it has used up its retries. To prevent this error, set "
+            "`@solray.remote(max_retries=<num retries>)` (default 3)."
+        )
 
 
 class ObjectReconstructionFailedLineageEvictedError(ObjectLostError):
-    pass
+    def __str__(self) -> str:
+        return (
+            self._base_str() + " All copies of it are lost, and the lineage that could "
+            "rebuild it was evicted."
+        )
 
 
 class ObjectStoreFullError(RayError):

@@ -804,6 +804,156 @@ def test_lost_task_output_is_reconstructed(cluster, tmp_path):
     del value
 
 
+@solray.remote
+def counted_plus_one(directory: str, name: str, array):
+    (pathlib.Path(directory) / f"{name}-{uuid.uuid4().hex}").touch()
+    return array + 1
+
+
+@solray.remote
+def nested_sum(arrays: list) -> int:
+    return int(solray.get(arrays[0]).sum())
+
+
+@solray.remote
+class Summer:
+    def sum(self, array) -> int:
+        return int(array.sum())
+
+
+def runs(directory: pathlib.Path, name: str) -> int:
+    return len(list(directory.glob(f"{name}-*")))
+
+
+def lose_node(cluster: Cluster, doomed, refs: list, free_cpus: float) -> None:
+    """Wait until the refs' values exist and the cluster is idle (a re-run
+    pushed to a lease lingering on the dying node would cost a retry), then
+    kill the node and wait until the cluster knows."""
+    ready, _ = solray.wait(refs, num_returns=len(refs), timeout=GET_TIMEOUT_S, fetch_local=False)
+    assert len(ready) == len(refs)
+    wait_for_free_cpus(free_cpus)
+    cluster.remove_node(doomed)
+    wait_dead(doomed.node_id)
+
+
+def test_lost_chain_is_rebuilt_for_every_reader(cluster, tmp_path):
+    """a -> b -> c live only on a node that dies. Tasks taking c or b, an
+    actor call taking c and a task reading c nested in a list, all at once,
+    rebuild the chain recursively (a first), each link exactly once."""
+    doomed = cluster.add_node(num_cpus=1)
+    solray.init(address=cluster.address)
+    head = NodeAffinitySchedulingStrategy(cluster.head_node.node_id, soft=False)
+    summer = Summer.options(scheduling_strategy=head).remote()
+    solray.get(summer.sum.remote(np.zeros(1)), timeout=GET_TIMEOUT_S)
+
+    n = 64 * 1024  # 512 KiB: kept in the node's store, not inline
+    on_doomed = counted_plus_one.options(
+        scheduling_strategy=NodeAffinitySchedulingStrategy(doomed.node_id, soft=True)
+    )
+    a = on_doomed.remote(str(tmp_path), "a", np.arange(n, dtype=np.int64))
+    b = on_doomed.remote(str(tmp_path), "b", a)
+    c = on_doomed.remote(str(tmp_path), "c", b)
+    lose_node(cluster, doomed, [a, b, c], free_cpus=2)
+    del a  # held by b's lineage only
+
+    base = n * (n - 1) // 2
+    readers = [
+        array_sum.remote(c),
+        array_sum.remote(b),
+        summer.sum.remote(c),
+        nested_sum.remote([c]),
+    ]
+    sums = solray.get(readers, timeout=GET_TIMEOUT_S)
+    assert [s if isinstance(s, int) else s[0] for s in sums] == [
+        base + 3 * n,
+        base + 2 * n,
+        base + 3 * n,
+        base + 3 * n,
+    ]
+    assert (runs(tmp_path, "a"), runs(tmp_path, "b"), runs(tmp_path, "c")) == (2, 2, 2)
+    assert int(solray.get(c, timeout=GET_TIMEOUT_S).sum()) == base + 3 * n
+
+
+@solray.remote
+def crash_once(directory: str, n: int):
+    """Exits its worker the first time it runs; returns an array after."""
+    marker = pathlib.Path(directory) / "crashed"
+    if not marker.exists():
+        marker.touch()
+        os._exit(1)
+    return np.arange(n, dtype=np.int64)
+
+
+@solray.remote
+def put_for(owner, n: int) -> list:
+    """A put owned by the actor `owner`, stored on this task's node."""
+    return [solray.put(np.arange(n, dtype=np.int64), _owner=owner)]
+
+
+def test_lost_objects_that_cannot_be_rebuilt_raise_rays_errors(cluster, tmp_path):
+    doomed = cluster.add_node(num_cpus=1)
+    solray.init(address=cluster.address)
+    head = NodeAffinitySchedulingStrategy(cluster.head_node.node_id, soft=False)
+    summer = Summer.options(scheduling_strategy=head).remote()
+    solray.get(summer.sum.remote(np.zeros(1)), timeout=GET_TIMEOUT_S)
+
+    n = 64 * 1024
+    # None of these runs again: the node they must run on may go.
+    on_doomed = NodeAffinitySchedulingStrategy(doomed.node_id, soft=False)
+    no_retries = counted_array.options(scheduling_strategy=on_doomed, max_retries=0).remote(
+        str(tmp_path), n
+    )
+    # Its one retry went to the crash: none is left to rebuild it.
+    retried = crash_once.options(scheduling_strategy=on_doomed, max_retries=1).remote(
+        str(tmp_path), n
+    )
+    # A put has no lineage. Its owner (the actor) lives on; its value died
+    # with the node of the task that put it.
+    (put_ref,) = solray.get(
+        put_for.options(scheduling_strategy=on_doomed).remote(summer, n), timeout=GET_TIMEOUT_S
+    )
+    lose_node(cluster, doomed, [no_retries, retried, put_ref], free_cpus=2)
+    assert runs(tmp_path, "run") == 1
+
+    with pytest.raises(exceptions.ObjectReconstructionFailedError, match="max_retries=0"):
+        solray.get(no_retries, timeout=GET_TIMEOUT_S)
+    with pytest.raises(exceptions.ObjectReconstructionFailedError, match="max_retries=0"):
+        solray.get(array_sum.remote(no_retries), timeout=GET_TIMEOUT_S)
+    with pytest.raises(exceptions.ObjectReconstructionFailedMaxAttemptsExceededError):
+        solray.get(summer.sum.remote(retried), timeout=GET_TIMEOUT_S)
+    with pytest.raises(exceptions.ObjectLostError) as lost:
+        solray.get(put_ref, timeout=GET_TIMEOUT_S)
+    assert type(lost.value) is exceptions.ObjectLostError
+    with pytest.raises(exceptions.ObjectLostError):
+        solray.get(array_sum.remote(put_ref), timeout=GET_TIMEOUT_S)
+    assert runs(tmp_path, "run") == 1  # nothing ran again
+
+
+@solray.remote
+def array_rebuilt_when_released(directory: str, n: int):
+    """Returns at once when first run; a re-run waits for the file `release`."""
+    ran = pathlib.Path(directory) / "ran"
+    if ran.exists():
+        wait_for_file(pathlib.Path(directory) / "release", timeout=GET_TIMEOUT_S)
+    ran.touch()
+    return np.arange(n, dtype=np.int64)
+
+
+def test_get_timeout_bounds_the_wait_for_a_rebuild(cluster, tmp_path):
+    doomed = cluster.add_node(num_cpus=1)
+    solray.init(address=cluster.address)
+    n = 64 * 1024
+    ref = array_rebuilt_when_released.options(
+        scheduling_strategy=NodeAffinitySchedulingStrategy(doomed.node_id, soft=True)
+    ).remote(str(tmp_path), n)
+    lose_node(cluster, doomed, [ref], free_cpus=2)
+
+    with pytest.raises(exceptions.GetTimeoutError, match="being rebuilt"):
+        solray.get(ref, timeout=1)
+    (tmp_path / "release").touch()
+    assert int(solray.get(ref, timeout=GET_TIMEOUT_S).sum()) == n * (n - 1) // 2
+
+
 def test_put_object_survives_loss_of_a_node_that_read_it(cluster):
     reader = cluster.add_node(num_cpus=1, resources={"reader": 1})
     other = cluster.add_node(num_cpus=1, resources={"other": 1})

@@ -70,8 +70,8 @@ def owner_tables(cw, object_ids: set[bytes]) -> dict:
         return {
             "counted": sorted(i.hex() for i in cw.refs.snapshot() if i in object_ids),
             "in_memory_store": sorted(i.hex() for i in object_ids if cw.memory_store.contains(i)),
-            "contained": sorted(i.hex() for i in cw.contained if i in object_ids),
-            "pending_tasks": len(cw.tasks),
+            "contained": sorted(i.hex() for i in cw.ownership.contained if i in object_ids),
+            "pending_tasks": len(cw.task_manager.tasks),
         }
 
     return cw.call(read(), timeout=10)

@@ -230,7 +230,7 @@ class ActorSubmitter:
         q.inflight[task.seq] = task
         task.running_on = q.conn
         if task.stream:
-            self.cw.streams[task.task_id].conn = q.conn
+            self.cw.task_manager.streams[task.task_id].conn = q.conn
         body = push_body(
             self.cw, task, {"aid": q.actor_id, "m": task.method, "cg": task.concurrency_group}
         )

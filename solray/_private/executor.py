@@ -163,7 +163,7 @@ class Executor:
         cw = self.cw
 
         async def unneeded() -> None:
-            while cw.handoffs or cw.tasks or cw.refs.owns_any():
+            while cw.borrowing.handoffs or cw.task_manager.tasks or cw.refs.owns_any():
                 await asyncio.sleep(0.01)
 
         cw.call(unneeded())
@@ -240,7 +240,7 @@ class Executor:
 
     def _task_done(self, ctx: TaskContext) -> None:
         self.cw.current_task = None
-        self.cw.post(self.cw.children.pop, ctx.task_id, None)
+        self.cw.post(self.cw.task_manager.children.pop, ctx.task_id, None)
         self._cancelled.discard(ctx.task_id)
         self._acks.pop(ctx.task_id, None)
 
@@ -272,7 +272,7 @@ class Executor:
         pending (nor cancellable before it starts)."""
         if self.actor is not None:
             self.actor.answered(conn, rid, task_id)
-        self.cw.reply_to_task(conn, rid, task_id, reply, buffers)
+        self.cw.borrowing.reply_to_task(conn, rid, task_id, reply, buffers)
 
     # -- generators --------------------------------------------------------
 
@@ -330,7 +330,7 @@ class Executor:
         for index, head in enumerate(heads):
             if head[0] == "s":
                 object_id = ids.return_object_id(ctx.task_id, index)
-                self.cw.post(self.cw.free_in_store, object_id, head[1])
+                self.cw.post(self.cw.store.free, object_id, head[1])
 
     def _dynamic(self, ctx: TaskContext, values):
         """Values are items 1..k; item 0 is the DynamicObjectRefGenerator that
@@ -482,21 +482,22 @@ class Executor:
         if "a" in body:
             flags, n = body["a"]
             blob = SerializedObject.from_wire(flags, buffers[pos : pos + n])
+            args, kwargs = serialization.deserialize(blob)
             pos += n
-        else:
+        else:  # large arguments, in the store
             object_id, head = body["ao"]
-            blob = cw._read_from_store(object_id, decode_entry(head, []))
-        args, kwargs = serialization.deserialize(blob)
+            args, kwargs = cw.reader.materialize(object_id, decode_entry(head, []), body["owner"])
         values = []
-        for object_id, head in body["d"]:
+        for object_id, head, owner in body["d"]:
             n = head[2] if head[0] == "i" else 0
-            values.append(cw._materialize(object_id, decode_entry(head, buffers[pos : pos + n])))
+            entry = decode_entry(head, buffers[pos : pos + n])
+            values.append(cw.reader.materialize(object_id, entry, owner))
             pos += n
         if values:
             args, kwargs = substitute_deps(args, kwargs, values)
         # Refs nested in the arguments (or captured by the function): their
         # owners learn about us before the caller may drop its own refs.
-        cw.register_borrows()
+        cw.borrowing.register_borrows()
         return function, args, kwargs
 
     def _task_error(self, name: str, error: Exception) -> exceptions.RayTaskError:
@@ -535,12 +536,14 @@ class Executor:
             if not is_error:
                 self._warn_if_returning_put_refs(ctx, obj.contained_refs)
             ctx.contained.append([index, [[r._id, r._owner] for r in obj.contained_refs]])
-            cw.post(cw.hold_for_handoff, ctx.task_id, obj.contained_refs)
+            cw.post(cw.borrowing.hold_for_handoff, ctx.task_id, obj.contained_refs)
         object_id = ids.return_object_id(ctx.task_id, index)
         try:
-            entry = cw.store_value(object_id, obj, owner=ctx.owner)
+            entry = cw.store.store_value(object_id, obj, owner=ctx.owner)
         except exceptions.ObjectStoreFullError as e:
-            entry = cw.store_value(object_id, serialization.serialize_error(e), owner=ctx.owner)
+            entry = cw.store.store_value(
+                object_id, serialization.serialize_error(e), owner=ctx.owner
+            )
         return encode_entry(entry)
 
     def _warn_if_returning_put_refs(self, ctx: TaskContext, refs: list) -> None:
@@ -576,7 +579,7 @@ class Executor:
             instance = cls(*args, **kwargs)
         except Exception as e:
             head, bufs = encode_entry(
-                self.cw.store_value(
+                self.cw.store.store_value(
                     ids.put_object_id(self.cw.job_bytes),
                     serialization.serialize_error(self._task_error(f"{ctx.name}.__init__", e)),
                 )

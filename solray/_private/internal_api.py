@@ -2,10 +2,10 @@
 `free` (release objects now, whatever references them) and `memory_summary`
 (what `ray memory` prints).
 
-`free` runs on the core worker's loop, which owns the tables it changes (the
-memory store entry, lineage, contained refs, store frees). A freed object's
-entry becomes an `ObjectFreedError`, so `get` raises it, borrowers asking the
-owner get it too, and lineage never rebuilds the object.
+`free` runs on the core worker's loop, which owns the tables it changes
+(`Ownership.free_now`). A freed object's entry becomes an `ObjectFreedError`,
+so `get` raises it, borrowers asking the owner get it too, and lineage never
+rebuilds the object.
 """
 
 from __future__ import annotations
@@ -15,9 +15,7 @@ import textwrap
 import time
 from collections import Counter
 
-from solray import exceptions
 from solray._private import context, transport
-from solray._private.memory_store import InStore, error_entry
 from solray._private.protocol import Msg
 from solray.object_ref import ObjectRef
 
@@ -46,7 +44,7 @@ def free(object_refs: list, local_only: bool = False) -> None:
     if not object_refs:
         return
     cw = context.require_core_worker()
-    not_owned = cw.run_on_loop(_free_owned, cw, [r._id for r in object_refs], local_only)
+    not_owned = cw.run_on_loop(cw.ownership.free_now, [r._id for r in object_refs], local_only)
     if not_owned:
         logger.warning(
             "free(): %d object(s) were not freed because this process does not own them "
@@ -54,34 +52,6 @@ def free(object_refs: list, local_only: bool = False) -> None:
             len(not_owned),
             ", ".join(i.hex() for i in not_owned),
         )
-
-
-def _free_owned(cw, object_ids: list[bytes], local_only: bool) -> list[bytes]:
-    """Loop thread: free the objects this process owns; returns the others."""
-    not_owned = []
-    for object_id in object_ids:
-        if not cw.refs.owns(object_id):
-            not_owned.append(object_id)
-            continue
-        entry = cw.memory_store.get(object_id)
-        if entry is None:  # its task is still running: free it when it is done
-
-            def produced(object_id=object_id):
-                cw.post(_free_owned, cw, [object_id], local_only)
-
-            if cw.memory_store.wait([object_id], 1, produced) is None:
-                produced()
-            continue
-        if isinstance(entry, InStore) and local_only and entry.node != cw.node_address:
-            continue
-        cw.memory_store.put(
-            object_id, error_entry(exceptions.ObjectFreedError(object_id.hex(), cw.address))
-        )
-        cw.lineage.pop(object_id, None)
-        cw.contained.pop(object_id, None)
-        if isinstance(entry, InStore):
-            cw.free_in_store(object_id, entry.node)
-    return not_owned
 
 
 # -- memory_summary ------------------------------------------------------------

@@ -13,6 +13,7 @@ thread reaches that state only through the loop's Inbox:
     drop(object_id)       an ObjectRef instance is gone: `apply_drops` gets
                           its id on the loop, lazily, in a batch (refs die by
                           the thousand).
+    submit(coro)          post a coroutine; returns a future of its result.
     call(coro), run(fn)   post, then wait on a future for the result.
 
 Order. Everything posted runs in posting order, and a batch of drops is
@@ -87,9 +88,14 @@ class Inbox:
     def call(self, coro, timeout: float | None = None):
         """User thread: run a coroutine on the loop, after everything posted
         before it, and wait for its result."""
+        return self.submit(coro).result(timeout)
+
+    def submit(self, coro) -> concurrent.futures.Future:
+        """Any thread: run a coroutine on the loop, after everything posted
+        before it; its outcome settles the future returned."""
         done: concurrent.futures.Future = concurrent.futures.Future()
         self.post(self._start, coro, done)
-        return done.result(timeout)
+        return done
 
     def run(self, fn, *args):
         """User thread: call() for a plain function. On the loop itself, a

@@ -10,7 +10,7 @@ Per object id this process counts:
                values until the caller took them over.
     borrowers  (owner side) other processes holding refs to it. A process
                that deserializes a ref it does not own registers with the
-               owner before using it (CoreWorker.register_borrows), and tells
+               owner before using it (borrowing.py: `register_borrows`), and tells
                the owner when its own count drops to zero. The sender of a
                ref holds its instance until the receiver has registered, so
                there is no moment when nobody is counted.

@@ -134,7 +134,7 @@ def encode_arguments(task: PendingTask, memory_store, body: dict, buffers: list)
     deps = []
     for ref, entry in zip(task.deps, task.dep_entries, strict=True):
         head, bufs = encode_entry(entry)
-        deps.append([ref._id, head])
+        deps.append([ref._id, head, ref._owner])  # the owner rebuilds it, if lost
         buffers.extend(bufs)
     body["d"] = deps
 

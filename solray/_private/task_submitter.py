@@ -51,7 +51,7 @@ def resolve_dependencies(cw, task: PendingTask, on_resolved) -> None:
         dep_ids.append(task.args_ref._id)
     for ref in task.deps:
         if not cw.refs.owns(ref._id):
-            cw.fetch_borrowed_from_loop(ref)
+            cw.reader.fetch_borrowed_from_loop(ref)
 
     def done():
         entries = [cw.memory_store.get(d._id) for d in task.deps]
@@ -81,7 +81,7 @@ def complete_task(cw, task: PendingTask, body: dict, buffers: list, conn) -> Non
     for object_id in dynamic_ids:
         cw.refs.add_owned(object_id)
     registered = [
-        cw.take_over_refs(task.task_id, ids.return_object_id(task.task_id, index), refs)
+        cw.borrowing.take_over_refs(task.task_id, ids.return_object_id(task.task_id, index), refs)
         for index, refs in body.get("c", ())
     ]
 
@@ -89,9 +89,9 @@ def complete_task(cw, task: PendingTask, body: dict, buffers: list, conn) -> Non
         for object_id, entry in zip(dynamic_ids, dynamic, strict=True):
             cw.memory_store.put(object_id, entry)
         store_returns(cw, task, returns)
-        cw.finish_handoff(task.task_id, conn, bool(body.get("hh")))
+        cw.borrowing.finish_handoff(task.task_id, conn, bool(body.get("hh")))
         if task.stream:
-            cw.end_stream(task.task_id, count=body.get("n", 0))
+            cw.task_manager.end_stream(task.task_id, count=body.get("n", 0))
 
     if all(r.done() for r in registered):
         readable()
@@ -103,7 +103,7 @@ def fail_task(cw, task: PendingTask, entry) -> None:
     """The task failed as a whole: every return holds `entry`, and a stream
     ends with it."""
     if task.stream:
-        cw.end_stream(task.task_id, error=entry)
+        cw.task_manager.end_stream(task.task_id, error=entry)
     store_returns(cw, task, [entry] * len(task.return_ids))
 
 
@@ -112,15 +112,26 @@ def store_returns(cw, task: PendingTask, returns: list) -> None:
     lets go of its arguments. Values nobody wants any more are freed."""
     keep_lineage = False
     for object_id, entry in zip(task.return_ids, returns, strict=True):
-        if cw.refs.owns(object_id):
+        if not cw.refs.owns(object_id):
+            if isinstance(entry, InStore):
+                cw.store.free(object_id, entry.node)
+            continue
+        kept = cw.memory_store.get(object_id)
+        if kept is None:
             cw.memory_store.put(object_id, entry)
-            if isinstance(entry, InStore) and task.function is not None:
-                # Only its node has it: if that node dies, run the task again.
-                cw.lineage[object_id] = task
-                keep_lineage = True
-        elif isinstance(entry, InStore):
-            cw.free_in_store(object_id, entry.node)
-    cw.tasks.pop(task.task_id, None)
+        else:
+            # A re-run to rebuild another of its returns: this one was not
+            # lost, and its readers may hold the first value. Keep that.
+            if isinstance(entry, InStore) and not (
+                isinstance(kept, InStore) and kept.node == entry.node
+            ):
+                cw.store.free(object_id, entry.node)
+            entry = kept
+        if isinstance(entry, InStore) and task.function is not None:
+            # Only its node has it: if that node dies, run the task again.
+            cw.lineage.keep(object_id, task)
+            keep_lineage = True
+    cw.task_manager.tasks.pop(task.task_id, None)
     task.running_on = None
     if task.admitted:
         task.admitted = False
@@ -172,7 +183,7 @@ def push_body(cw, task: PendingTask, body: dict) -> dict:
     else:
         body["nret"] = task.num_returns
     if task.stream:
-        stream = cw.streams.get(task.task_id)
+        stream = cw.task_manager.streams.get(task.task_id)
         body["skip"] = stream.received if stream is not None else 0
         if task.backpressure:
             body["bp"] = task.backpressure
@@ -238,7 +249,7 @@ class TaskSubmitter:
 
     def _resolved(self, task: PendingTask) -> None:
         if task.cancelled:
-            if task.task_id in self.cw.tasks:  # not failed at cancel() already
+            if task.task_id in self.cw.task_manager.tasks:  # not failed at cancel() already
                 fail_task(self.cw, task, cancelled_entry(task))
         elif task.dep_error is not None:
             fail_task(self.cw, task, task.dep_error)
@@ -459,7 +470,7 @@ class TaskSubmitter:
         lw.busy = task
         task.running_on = lw.conn
         if task.stream:
-            self.cw.streams[task.task_id].conn = lw.conn
+            self.cw.task_manager.streams[task.task_id].conn = lw.conn
         fn = task.function
         # A task named by the `name` option shows that name in its output and errors.
         name = task.task_name or fn.name
