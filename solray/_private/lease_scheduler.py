@@ -149,10 +149,11 @@ class LeaseScheduler:
 
     def _elsewhere(self, request: LeaseRequest) -> dict | None:
         """The node a request should go to instead of this one, or None.
-        Pinned requests, and ones sent on MAX_HOPS times, stay here if they
-        could ever run here."""
-        settled = request.pinned or request.hops >= MAX_HOPS
-        if settled and self.view.feasible(self.here, request.demand):
+        Pinned requests stay here (refused if they can never run here); ones
+        sent on MAX_HOPS times stay here if they could ever run here."""
+        if request.pinned:
+            return None
+        if request.hops >= MAX_HOPS and self.view.feasible(self.here, request.demand):
             return None
         if request.strategy == "SPREAD" and request.hops == 0:
             target = self.view.pick_spread(request.demand)

@@ -26,19 +26,15 @@ lease routing takes it to the node holding the bundle.
 from __future__ import annotations
 
 import asyncio
-import logging
 from dataclasses import dataclass, field
 
 from solray._private import transport
-from solray._private.placement import BUNDLE_STRATEGIES, BundleRequest, assign_bundles
+from solray._private.placement import BundleRequest, assign_bundles
 from solray._private.protocol import Msg
-
-logger = logging.getLogger("solray.control_store")
 
 # RESCHEDULING: created, then some bundles were lost with their node and are
 # being placed again (as in Ray).
 PENDING, CREATED, RESCHEDULING, REMOVED = "PENDING", "CREATED", "RESCHEDULING", "REMOVED"
-STRATEGIES = BUNDLE_STRATEGIES
 BUNDLE_MARKER = 0.001
 
 
