@@ -138,6 +138,10 @@ class Node:
         while True:
             await asyncio.sleep(HEARTBEAT_INTERVAL_S)
             self._report_resources()
+            if self.leases.pending:
+                # What this node sent elsewhere lapses in its view without an
+                # event (placement.TAKEN_TTL_S): queued requests look again.
+                self.leases.try_grant()
 
     def on_published(self, conn, rid, body, bufs) -> None:
         """The cluster view: other nodes' resources, arrivals, departures, and

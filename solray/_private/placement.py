@@ -19,8 +19,11 @@ work to a node therefore subtracts what the work takes (`ClusterView.take`),
 and the node's next report supersedes the subtraction (by then the node
 counts what it granted itself). Without this, every decision of a burst
 would follow the same stale number to the same node, and the requests
-beyond its room would wait there while other nodes idle. A node's own entry
-in its view is its `ResourceSet`, always exact, GPU instances included.
+beyond its room would wait there while other nodes idle. The control store
+publishes a report only when it changed something, so a subtraction also
+lapses after TAKEN_TTL_S (the work may have moved on, leaving the node as it
+was). A node's own entry in its view is its `ResourceSet`, always exact, GPU
+instances included.
 
 The view can still be wrong (a report in flight, two deciders choosing the
 same free CPU at once), so no decision is final: a node that gets a request
@@ -48,6 +51,7 @@ The policies, shared by the deciders:
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -57,6 +61,11 @@ from solray._private.resources import EPS, ResourceSet
 # A lease request is sent on at most this many times; then it waits where it
 # is (it could otherwise bounce between nodes whose views disagree).
 MAX_HOPS = 4
+
+# What a decider sent to a node counts there until the node reports, or this
+# long (nodes report at least every second; an unchanged report is not
+# published to the other nodes).
+TAKEN_TTL_S = 2.0
 
 # Verdicts of `affinity`.
 PIN = "pin"  # runs on the target node only, waiting while it is busy
@@ -87,7 +96,8 @@ class ClusterView:
 
     def __init__(self, local_id: str | None = None, local: ResourceSet | None = None):
         self.nodes: dict[str, dict] = {}  # node id -> info, as registered and reported
-        self._taken: dict[str, dict] = {}  # node id -> taken since its last report
+        # node id -> (until when, what was taken there since its last report)
+        self._taken: dict[str, tuple[float, dict]] = {}
         self.local_id = local_id
         self.local = local
         self._turn = itertools.count()
@@ -122,9 +132,13 @@ class ClusterView:
         """Work was sent to a node: count it there until the node reports."""
         if node_id == self.local_id:
             return  # the local ResourceSet counts it when it is granted
-        taken = self._taken.setdefault(node_id, {})
+        now = time.monotonic()
+        until, taken = self._taken.get(node_id, (0.0, {}))
+        if until < now:
+            taken = {}  # lapsed: the node's state is as last reported
         for key, amount in need.items():
             taken[key] = taken.get(key, 0.0) + amount
+        self._taken[node_id] = (now + TAKEN_TTL_S, taken)
 
     # -- reading it ---------------------------------------------------------
 
@@ -134,9 +148,9 @@ class ClusterView:
     def available(self, node: dict) -> dict:
         if node["node_id"] == self.local_id and self.local is not None:
             return self.local.available
-        taken = self._taken.get(node["node_id"])
         have = node["resources_available"]
-        if not taken:
+        until, taken = self._taken.get(node["node_id"], (0.0, None))
+        if not taken or until < time.monotonic():
             return have
         return {k: have.get(k, 0.0) - taken.get(k, 0.0) for k in have.keys() | taken.keys()}
 
