@@ -56,7 +56,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from solray._private import labels
-from solray._private.resources import EPS, ResourceSet
+from solray._private.resources import EPS, ResourceSet, fits
 
 # A lease request is sent on at most this many times; then it waits where it
 # is (it could otherwise bounce between nodes whose views disagree).
@@ -82,10 +82,6 @@ class Demand:
 
     resources: dict
     selector: dict | None = None  # label selector
-
-
-def fits(need: dict, have: dict) -> bool:
-    return all(v <= have.get(k, 0.0) + EPS for k, v in need.items() if v > 0)
 
 
 class ClusterView:

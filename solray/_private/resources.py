@@ -15,6 +15,12 @@ from __future__ import annotations
 
 EPS = 1e-9
 
+
+def fits(need: dict[str, float], have: dict[str, float]) -> bool:
+    """Whether amounts `need` are within `have` (instances aside)."""
+    return all(v <= have.get(k, 0.0) + EPS for k, v in need.items() if v > 0)
+
+
 # What a lease or bundle got of each instance resource: {resource: {id: share}}.
 Allocation = dict[str, dict[int, float]]
 
@@ -29,10 +35,10 @@ class ResourceSet:
             self.instances["GPU"] = {i: 1.0 for i in range(num_gpus)}
 
     def feasible(self, request: dict[str, float]) -> bool:
-        return all(v <= self.total.get(k, 0.0) + EPS for k, v in request.items() if v > 0)
+        return fits(request, self.total)
 
     def fits(self, request: dict[str, float]) -> bool:
-        if not all(v <= self.available.get(k, 0.0) + EPS for k, v in request.items() if v > 0):
+        if not fits(request, self.available):
             return False
         return all(
             self._pick(self.instances[k], v) is not None
