@@ -242,7 +242,7 @@ def test_parent_holding_every_cpu_of_a_group_runs_its_child_in_the_group(cluster
 
 
 @solray.remote(num_cpus=1, max_restarts=1)
-class Counter_:
+class Tally:
     def __init__(self):
         self.count = 0
 
@@ -264,7 +264,7 @@ def test_only_a_dead_nodes_bundles_are_placed_again(cluster):
     assert pg.wait(timeout_seconds=GET_TIMEOUT_S)
     before = bundle_nodes(pg)
     assert set(before) == {a.node_id, b.node_id}
-    actors = [Counter_.options(scheduling_strategy=in_bundle(pg, i)).remote() for i in (0, 1)]
+    actors = [Tally.options(scheduling_strategy=in_bundle(pg, i)).remote() for i in (0, 1)]
     first = solray.get([actor.add.remote() for actor in actors], timeout=GET_TIMEOUT_S)
     assert [node for _, _, node in first] == before
 

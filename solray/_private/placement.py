@@ -213,7 +213,8 @@ class ClusterView:
         alive and could ever host the work, the work runs there only, waiting
         while it is busy (PIN), unless `when_busy` says to go elsewhere then
         ("spill": ROUTE) or to fail ("fail": BUSY if it has no room now, else
-        PIN; the caller fails it should it become busy before the grant).
+        PIN; a node fails a task's request should it become busy before the
+        grant).
         Another node: a soft affinity is routed as DEFAULT, a hard one is
         INFEASIBLE."""
         target = self.nodes.get(node_id)
