@@ -31,6 +31,7 @@ from solray.util.scheduling_strategies import (
     NodeAffinitySchedulingStrategy,
     PlacementGroupSchedulingStrategy,
 )
+from solray.util.state import list_actors
 
 GET_TIMEOUT_S = 60
 
@@ -82,6 +83,32 @@ def test_burst_of_actors_spreads_over_the_nodes(cluster):
     assert Counter(where) == {node.node_id: 2 for node in nodes}
     assert elapsed < 30, f"8 actors took {elapsed:.1f}s to be placed"
     assert solray.available_resources().get("CPU", 0.0) == 0
+
+
+def test_waiting_actor_goes_to_the_node_that_frees_up(cluster):
+    """Every node is full: a third actor's request waits at one of them. When
+    the actor on the *other* node ends, the waiting request is routed there
+    (it does not wait for the node it was sent to)."""
+    cluster.add_node(num_cpus=0)  # the head: the driver's node
+    nodes = {cluster.add_node(num_cpus=1).node_id for _ in range(2)}
+    solray.init(address=cluster.address)
+    running = [Where.options(num_cpus=1).remote() for _ in range(2)]
+    where = solray.get([a.node.remote() for a in running], timeout=GET_TIMEOUT_S)
+    assert set(where) == nodes
+    waiting = Where.options(num_cpus=1).remote()
+    rows = []
+    wait_for_condition(  # its request is at a node
+        lambda: (
+            rows.extend(list_actors(filters=[("actor_id", "=", waiting._actor_id.hex())]))
+            or rows[-1]["node_id"] in nodes
+        ),
+        timeout=GET_TIMEOUT_S,
+    )
+    row = rows[-1]
+    assert row["state"] == "PENDING", row
+    other = where.index(next(n for n in nodes if n != row["node_id"]))
+    solray.kill(running[other])
+    assert solray.get(waiting.node.remote(), timeout=GET_TIMEOUT_S) == where[other]
 
 
 def node_request(cluster: Cluster, node, msg: Msg, body):

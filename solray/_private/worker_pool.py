@@ -8,7 +8,8 @@ node's child, so its exit is watched through a pidfd (ForkedProcess).
 
 The pool does not decide who gets a worker: the lease scheduler takes idle
 workers (`take_idle`), asks for more (`start_worker`), and is told when a
-worker is ready or exited (`on_change`) or gone (`on_lost`, which frees its lease).
+worker is ready or exited (`on_change`) and when a leased one is gone
+(`on_lost`, which frees its lease).
 """
 
 from __future__ import annotations
