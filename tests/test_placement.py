@@ -19,6 +19,7 @@ from conftest import wait_for_condition, wait_for_file
 
 import solray
 from solray._private import transport
+from solray._private.placement import BundleRequest, ClusterView, Demand, assign_bundles
 from solray._private.protocol import Msg
 from solray.cluster_utils import Cluster
 from solray.util.placement_group import (
@@ -328,3 +329,53 @@ def test_only_a_dead_nodes_bundles_are_placed_again(cluster):
     count, _, node = after[-1]
     assert (count, node) == (1, replacement.node_id)
     remove_placement_group(pg)
+
+
+# -- the engine's bundle rules, directly -------------------------------------------
+
+
+def view_of(**cpus: float) -> ClusterView:
+    """A control store's view of nodes with these free (and total) CPUs."""
+    view = ClusterView()
+    for node_id, amount in cpus.items():
+        view.add({"node_id": node_id, "address": "", "resources_total": {"CPU": amount}})
+    return view
+
+
+def test_lost_bundles_are_placed_by_the_groups_strategy_next_to_the_survivors():
+    view = view_of(a=4, b=4, c=4)
+    one = {"CPU": 1}
+
+    def place(strategy: str, placed: list) -> list | None:
+        return assign_bundles(view, BundleRequest([one] * len(placed), strategy), placed, {})
+
+    # STRICT_SPREAD: never on a node holding another bundle of the group.
+    assert place("STRICT_SPREAD", ["a", None, "c"]) == ["a", "b", "c"]
+    assert place("STRICT_SPREAD", ["a", None, "b", "c"]) is None
+    # STRICT_PACK: on the survivors' node only (or not at all).
+    assert place("STRICT_PACK", ["b", None, None]) == ["b", "b", "b"]
+    view.take("b", {"CPU": 3})
+    assert place("STRICT_PACK", ["b", None, None]) is None
+    # PACK: as few nodes as possible, the survivors' first (b has room for
+    # one bundle only: both go to one other node).
+    assert place("PACK", ["b", None, None]) == ["b", "a", "a"]
+    assert place("PACK", ["b", None]) == ["b", "b"]
+    # SPREAD: nodes holding none of the group first.
+    assert place("SPREAD", ["a", None, None]) == ["a", "c", "b"]
+    # Nothing to place, or a survivor on a node the view no longer has alive.
+    assert place("PACK", ["a", "b"]) == ["a", "b"]
+    view.remove("c")
+    assert place("SPREAD", ["c", None]) is None
+
+
+def test_what_was_sent_counts_until_the_node_reports():
+    view = view_of(a=2, b=2)
+    demand = Demand({"CPU": 1})
+    picks = []
+    for _ in range(2):
+        picks.append(view.pick_default(demand)["node_id"])
+        view.take(picks[-1], demand.resources)
+    assert sorted(picks) == ["a", "b"]  # each decision saw the one before
+    assert view.available(view.nodes["a"]) == {"CPU": 1.0}
+    view.report("a", {"CPU": 2.0}, {"CPU": 2.0})  # the node's report supersedes it
+    assert view.available(view.nodes["a"]) == {"CPU": 2.0}
