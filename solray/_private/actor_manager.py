@@ -20,18 +20,18 @@ Attempts. Each placement of an actor (its first, and each restart) is an
 *attempt*: a lease requested from the node the placement engine picks
 (placement.place_actor; a node with no room now may send the request on, and
 the control store follows), then the worker that lease grants, then the
-constructor run there. The control store holds that lease
-and a connection to the worker; the connection closing is how it learns the
-actor's process died. However an attempt ends (kill before or after the
-constructor ran, the process dying, the constructor raising, exit_actor(),
-the owner dying, the last handle dropped), `_end_attempt` is the one place
-that gives it up: it tells the attempt's node (the one holding its
-request or lease) END_ACTOR_LEASE, which drops the
-lease request if it is still queued, or returns the lease and kills its
-worker. Messages to a node arrive in order, so whatever the attempt was doing
-(waiting for a grant, connecting, constructing) the node frees it. The
-attempt's coroutine notices it is stale at its next step and stops. Only then
-is the next attempt (a restart) placed, or the actor marked DEAD.
+constructor run there. The control store holds that lease and a connection
+to the worker; the connection closing is how it learns the actor's process
+died. However an attempt ends (kill before or after the constructor ran, the
+process dying, the constructor raising, exit_actor(), the owner dying, the
+last handle dropped), `_end_attempt` is the one place that gives it up: it
+tells the attempt's node (the one holding its request or lease)
+END_ACTOR_LEASE, which drops the lease request if it is still queued, or
+returns the lease and kills its worker. Messages to a node arrive in order,
+so whatever the attempt was doing (waiting for a grant, connecting,
+constructing) the node frees it. The attempt's coroutine notices it is stale
+at its next step and stops. Only then is the next attempt (a restart)
+placed, or the actor marked DEAD.
 
 Callers waiting in GET_ACTOR are answered when the actor is ALIVE at an
 address they do not already know to be dead, or DEAD.
