@@ -17,18 +17,21 @@ An actor's life:
               placement group was removed
 
 Attempts. Each placement of an actor (its first, and each restart) is an
-*attempt*: a lease requested from one node, then the worker that lease
-grants, then the constructor run there. The control store holds that lease
-and a connection to the worker; the connection closing is how it learns the
-actor's process died. However an attempt ends (kill before or after the
-constructor ran, the process dying, the constructor raising, exit_actor(),
-the owner dying, the last handle dropped), `_end_attempt` is the one place
-that gives it up: it tells the attempt's node END_ACTOR_LEASE, which drops the
-lease request if it is still queued, or returns the lease and kills its
-worker. Messages to a node arrive in order, so whatever the attempt was doing
-(waiting for a grant, connecting, constructing) the node frees it. The
-attempt's coroutine notices it is stale at its next step and stops. Only then
-is the next attempt (a restart) placed, or the actor marked DEAD.
+*attempt*: a lease requested from the node the placement engine picks
+(placement.place_actor; a node with no room now may send the request on, and
+the control store follows), then the worker that lease grants, then the
+constructor run there. The control store holds that lease and a connection
+to the worker; the connection closing is how it learns the actor's process
+died. However an attempt ends (kill before or after the constructor ran, the
+process dying, the constructor raising, exit_actor(), the owner dying, the
+last handle dropped), `_end_attempt` is the one place that gives it up: it
+tells the attempt's node (the one holding its request or lease)
+END_ACTOR_LEASE, which drops the lease request if it is still queued, or
+returns the lease and kills its worker. Messages to a node arrive in order,
+so whatever the attempt was doing (waiting for a grant, connecting,
+constructing) the node frees it. The attempt's coroutine notices it is stale
+at its next step and stops. Only then is the next attempt (a restart)
+placed, or the actor marked DEAD.
 
 Callers waiting in GET_ACTOR are answered when the actor is ALIVE at an
 address they do not already know to be dead, or DEAD.
@@ -40,11 +43,16 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 
-from solray._private import labels, transport
+from solray._private import transport
+from solray._private.placement import Demand, Unschedulable, place_actor
 from solray._private.placement_groups import uses_group
 from solray._private.protocol import Msg
 
 logger = logging.getLogger("solray.control_store")
+
+# A node sends a request on at most placement.MAX_HOPS times before queueing
+# it; this bounds the rest (a request no node can hold bounces otherwise).
+MAX_LEASE_HOPS = 16
 
 PENDING, ALIVE, RESTARTING, DEAD = "PENDING", "ALIVE", "RESTARTING", "DEAD"
 
@@ -264,52 +272,22 @@ class ActorManager:
         self._placing.add(task)
         task.add_done_callback(self._placing.discard)
 
-    def _pick_node(self, entry: ActorEntry) -> dict | None:
-        """Where to place (or restart) an actor: its affinity node (see
-        below); for SPREAD the node hosting the fewest actors; else a node
-        with the resources free now, else one where they could ever fit.
-        Raises Unschedulable if its strategy can never be met.
+    def _demand(self, entry: ActorEntry) -> Demand:
+        return Demand(entry.placement_resources, entry.label_selector)
 
-        Node affinity, as in Ray: an alive node where the actor could ever
-        fit is used, even while busy, unless the strategy says to go
-        elsewhere then (_spill_on_unavailable) or to fail
-        (_fail_on_unavailable). Any other node: a soft affinity goes
-        anywhere, a hard one fails."""
-        need = entry.placement_resources
-        feasible = [
-            n
-            for n in self.store.nodes.values()
-            if _could_host(n, need) and labels.matches(n.get("labels"), entry.label_selector)
-        ]
-        strategy = entry.strategy
-        if strategy and strategy.get("type") == "affinity":
-            target = next((n for n in feasible if n["node_id"] == strategy["node_id"]), None)
-            busy = target is not None and not _fits(need, target, "available")
-            when_busy = strategy.get("when_busy", "wait")
-            if target is not None and (not busy or when_busy == "wait"):
-                return target
-            if target is None and not strategy["soft"]:
-                raise Unschedulable(
-                    f"its NodeAffinitySchedulingStrategy (soft=False) names node "
-                    f"{strategy['node_id']}, which is not an alive node that could host it "
-                    f"(it needs {need})"
-                )
-            if target is not None and when_busy == "fail":
-                raise Unschedulable(
-                    f"its NodeAffinitySchedulingStrategy names node {strategy['node_id']}, "
-                    f"which has no room for it now (it needs {need}), and "
-                    "_fail_on_unavailable=True"
-                )
-        if strategy and strategy.get("type") == "spread" and feasible:
-            hosted = {n["node_id"]: 0 for n in feasible}
-            for other in self.actors.values():  # placed, or being placed
-                if other.state != DEAD and other.node_id in hosted:
-                    hosted[other.node_id] += 1
-            return min(feasible, key=lambda n: hosted[n["node_id"]])
-        for node in feasible:  # prefer a node with the resources free now
-            if _fits(need, node, "available"):
-                return node
-        return feasible[0] if feasible else None
+    def _pick_node(self, entry: ActorEntry) -> tuple[dict | None, bool]:
+        """Where to place (or restart) an actor, by the placement engine
+        (placement.place_actor); SPREAD counts the actors each node hosts."""
+        hosted: dict[str, int] = {}
+        for other in self.actors.values():  # placed, or being placed
+            if other.state != DEAD and other.node_id is not None:
+                hosted[other.node_id] = hosted.get(other.node_id, 0) + 1
+        return place_actor(
+            self.store.view,
+            self._demand(entry),
+            entry.strategy,
+            lambda node: hosted.get(node["node_id"], 0),
+        )
 
     async def node_conn(self, node: dict) -> transport.Connection:
         return await self._node_conns.get(node["address"])
@@ -319,7 +297,7 @@ class ActorManager:
         it stops if the attempt ended meanwhile; `_end_attempt` has then told
         the node to free whatever this attempt got there."""
         try:
-            node = self._pick_node(entry)
+            node, pinned = self._pick_node(entry)
         except Unschedulable as e:
             entry.no_restart = entry.unschedulable = True
             self._attempt_ended(entry, str(e))
@@ -335,35 +313,22 @@ class ActorManager:
             self._unplaced.append(entry)
             return
         try:
-            node_conn = await self.node_conn(node)
-            if entry.attempt != attempt:
-                return
-            entry.node_conn = node_conn
-            # We chose this node on purpose: the request stays there ("spilled").
-            grant = await node_conn.request(
-                Msg.REQUEST_LEASE,
-                {
-                    "resources": entry.placement_resources,
-                    "labels": entry.label_selector,
-                    "actor_id": entry.actor_id,
-                    "spilled": True,
-                },
-            )
-            if entry.attempt != attempt:
-                return
-            if "lease_id" not in grant:
-                raise transport.RemoteError(f"the node did not grant a worker: {grant}")
+            grant = await self._lease(entry, attempt, node, pinned)
+            if grant is None:
+                return  # the attempt ended meanwhile
         except (OSError, transport.ConnectionLost, transport.RemoteError) as e:
             if entry.attempt != attempt:
                 return
             logger.warning("could not lease a worker for an actor: %s", e)
             entry.node_conn = None
             self._unplaced.append(entry)
-            if not _could_host(node, entry.placement_resources):
+            node = self.store.view.nodes.get(entry.node_id)
+            if node is None or not self.store.view.feasible(node, self._demand(entry)):
                 # The node died, or lost what the actor needs (a bundle),
                 # and we know it already: try the nodes left now.
                 self.on_cluster_changed()
             return
+        node_conn = entry.node_conn
         try:
             worker = await transport.connect(
                 grant["address"],
@@ -408,6 +373,38 @@ class ActorManager:
         entry.node_id = grant["node_id"]
         entry.pid = reply.get("pid")
         self._notify(entry)
+
+    async def _lease(
+        self, entry: ActorEntry, attempt: int, node: dict, pinned: bool
+    ) -> dict | None:
+        """Ask `node` for the actor's lease, following the nodes when they
+        send it on (a node with no room now routes it to one with room, as it
+        does for tasks). `entry.node_conn` is always the node holding the
+        request, so ending the attempt frees it there. None if the attempt
+        ended meanwhile."""
+        body = {
+            "resources": entry.placement_resources,
+            "labels": entry.label_selector,
+            "actor_id": entry.actor_id,
+        }
+        if pinned:
+            body["pinned"] = True
+        for hops in range(MAX_LEASE_HOPS):
+            self.store.view.take(node["node_id"], entry.placement_resources)
+            node_conn = await self.node_conn(node)
+            if entry.attempt != attempt:
+                return None
+            entry.node_conn, entry.node_id = node_conn, node["node_id"]
+            grant = await node_conn.request(Msg.REQUEST_LEASE, dict(body, spilled=hops))
+            if entry.attempt != attempt:
+                return None
+            if "spillback" not in grant:
+                if "lease_id" not in grant:
+                    raise transport.RemoteError(f"the node did not grant a worker: {grant}")
+                return grant
+            target = grant["spillback"]
+            node = self.store.view.nodes.get(target["node_id"]) or target
+        raise transport.RemoteError("the actor's lease request was sent on too many times")
 
     def _worker_lost(self, entry: ActorEntry, conn) -> None:
         if entry.worker_conn is conn:
@@ -476,18 +473,3 @@ class ActorManager:
             conn.reply(rid, reply, buffers)
             return True
         return False
-
-
-class Unschedulable(Exception):
-    """An actor's scheduling strategy can never be met (ActorUnschedulableError)."""
-
-
-def _fits(need: dict, node: dict, which: str) -> bool:
-    """Whether `need` fits a node's resources ("total" or "available")."""
-    have = node[f"resources_{which}"]
-    return all(have.get(k, 0) + 1e-9 >= v for k, v in need.items())
-
-
-def _could_host(node: dict, need: dict) -> bool:
-    """Whether a node (as the control store last heard) has all of `need`."""
-    return node["alive"] and _fits(need, node, "total")

@@ -18,6 +18,7 @@ import time
 
 from solray._private import services, transport
 from solray._private.actor_manager import ActorManager
+from solray._private.placement import ClusterView
 from solray._private.placement_groups import PlacementGroupManager
 from solray._private.protocol import Msg
 
@@ -27,7 +28,9 @@ logger = logging.getLogger("solray.control_store")
 class ControlStore:
     def __init__(self, token: bytes):
         self.token = token
-        self.nodes: dict[str, dict] = {}
+        # Every node, as registered and last reported; actors and placement
+        # groups are placed from it (placement.py).
+        self.view = ClusterView()
         self.node_conns: dict[str, transport.Connection] = {}
         self.next_job = 1
         self.kv: dict[tuple[str, str], bytes] = {}
@@ -53,11 +56,10 @@ class ControlStore:
         for subs in self.subscribers.values():
             subs.discard(conn)
         node_id = conn.peer.get("node_id")
-        if node_id and node_id in self.nodes and self.nodes[node_id]["alive"]:
-            info = self.nodes[node_id]
-            info["alive"] = False
+        info = self.view.nodes.get(node_id) if node_id else None
+        if info is not None and info["alive"]:
+            self.view.remove(node_id)
             info["end_time"] = time.time()
-            info["resources_available"] = {}
             logger.warning("node %s (%s) left the cluster", node_id, info["address"])
             self.publish("node_removed", {"node_id": node_id, "address": info["address"]})
             self.placement_groups.on_node_removed(node_id)
@@ -89,8 +91,7 @@ class ControlStore:
         self.node_conns[node_id] = conn
         conn.add_close_callback(lambda c: self.node_conns.pop(node_id, None))
         info = dict(body, alive=True, start_time=time.time())
-        info["resources_available"] = dict(body["resources_total"])
-        self.nodes[node_id] = info
+        self.view.add(info)
         self.publish("node_added", info)
         conn.reply(rid, True)
         self.actors.on_cluster_changed()
@@ -105,15 +106,10 @@ class ControlStore:
     def node_resources(self, conn, rid, body, bufs) -> None:
         """Resources a node has free; also its heartbeat."""
         conn.peer["last_seen"] = time.monotonic()
-        info = self.nodes.get(body["node_id"])
+        info = self.view.nodes.get(body["node_id"])
         if info is not None and info["alive"]:
-            changed = info["resources_available"] != body["available"] or (
-                info["resources_total"] != body["total"]
-            )
-            if changed:
-                totals_changed = info["resources_total"] != body["total"]
-                info["resources_available"] = body["available"]
-                info["resources_total"] = body["total"]
+            totals_changed = info["resources_total"] != body["total"]
+            if self.view.report(body["node_id"], body["available"], body["total"]):
                 self.publish(
                     "resources",
                     {
@@ -128,7 +124,7 @@ class ControlStore:
         conn.reply(rid, True)
 
     def get_nodes(self, conn, rid, body, bufs) -> None:
-        conn.reply(rid, list(self.nodes.values()))
+        conn.reply(rid, list(self.view.nodes.values()))
 
     def kv_put(self, conn, rid, body, bufs) -> None:
         key = (body["ns"], body["key"])

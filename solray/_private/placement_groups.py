@@ -4,16 +4,17 @@ A group is a list of bundles (resource dicts) reserved together, with a
 strategy: PACK (as few nodes as possible), SPREAD (as many as possible),
 STRICT_PACK (one node, or wait), STRICT_SPREAD (one node per bundle, or wait).
 
-Creation is two-phase: bundles are assigned to nodes from the cluster view,
-then each node is asked to reserve its bundles (RESERVE_BUNDLES). If any node
-refuses (its resources moved on since the view was taken), every reservation
-made is released and the group waits for the next change in the cluster.
+Creation is two-phase: the placement engine (placement.assign_bundles)
+assigns bundles to nodes from the control store's cluster view (with the
+group's label selectors, `_max_cpu_fraction_per_node` and
+`_soft_target_node_id`), then each node is asked to reserve its bundles
+(RESERVE_BUNDLES). If any node refuses (its resources moved on since the view
+was taken), the reservations just made are released and the group waits for
+the next change in the cluster.
 
-Bundles go only to nodes whose labels match their `bundle_label_selector`
-entry; with `_max_cpu_fraction_per_node=f`, only where the CPUs held by all
-groups' bundles stay within f of the node's CPUs (and below 1, one CPU stays
-outside); `_soft_target_node_id` puts a STRICT_PACK group on that node if it
-has room.
+When a node dies, only the bundles it held are placed again (the group is
+RESCHEDULING meanwhile), by the same strategy and next to the bundles that
+survived: the workers of those keep running.
 
 A reserved bundle i of group G on a node turns its resources, say {"CPU": 2},
 into new node resources "CPU_group_G" and "CPU_group_i_G" (plus the markers
@@ -25,16 +26,15 @@ lease routing takes it to the node holding the bundle.
 from __future__ import annotations
 
 import asyncio
-import logging
 from dataclasses import dataclass, field
 
-from solray._private import labels, transport
+from solray._private import transport
+from solray._private.placement import BundleRequest, assign_bundles
 from solray._private.protocol import Msg
 
-logger = logging.getLogger("solray.control_store")
-
-PENDING, CREATED, REMOVED = "PENDING", "CREATED", "REMOVED"
-STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
+# RESCHEDULING: created, then some bundles were lost with their node and are
+# being placed again (as in Ray).
+PENDING, CREATED, RESCHEDULING, REMOVED = "PENDING", "CREATED", "RESCHEDULING", "REMOVED"
 BUNDLE_MARKER = 0.001
 
 
@@ -56,12 +56,18 @@ def uses_group(resources: dict, pg_id: str) -> bool:
     return any(k.startswith("bundle_group_") and k.endswith(f"_{pg_id}") for k in resources)
 
 
+def bundle_resource_names(key: str, pg_id: str, bundle_index: int) -> tuple[str, str]:
+    """The names resource `key` of a reserved bundle takes on its node: for
+    any bundle of the group, and for this bundle."""
+    return f"{key}_group_{pg_id}", f"{key}_group_{bundle_index}_{pg_id}"
+
+
 def bundle_resources(resources: dict, pg_id: str, bundle_index: int) -> dict:
     """What a node adds when it reserves bundle `bundle_index`."""
-    added = {}
+    added: dict[str, float] = {}
     for key, amount in resources.items():
-        added[f"{key}_group_{pg_id}"] = amount
-        added[f"{key}_group_{bundle_index}_{pg_id}"] = amount
+        for name in bundle_resource_names(key, pg_id, bundle_index):
+            added[name] = added.get(name, 0.0) + amount
     added[f"bundle_group_{pg_id}"] = 1000.0
     added[f"bundle_group_{bundle_index}_{pg_id}"] = 1000.0
     return added
@@ -79,9 +85,13 @@ class PlacementGroup:
     max_cpu_fraction: float | None = None
     soft_target: str | None = None  # node id
     state: str = PENDING
-    nodes: list = field(default_factory=list)  # node id per bundle, once placed
+    nodes: list = field(default_factory=list)  # node id per bundle; None: not placed
     waiters: list = field(default_factory=list)
     placing: bool = False
+    again: bool = False  # the cluster changed while placing: try again after
+
+    def __post_init__(self) -> None:
+        self.nodes = [None] * len(self.bundles)
 
 
 class PlacementGroupManager:
@@ -142,7 +152,7 @@ class PlacementGroupManager:
                     "strategy": g.strategy,
                     "state": g.state,
                     "bundles": dict(enumerate(g.bundles)),
-                    "bundles_to_node_id": dict(enumerate(g.nodes)),
+                    "bundles_to_node_id": {i: n for i, n in enumerate(g.nodes) if n},
                 }
                 for g in self.groups.values()
                 if body is None
@@ -161,33 +171,59 @@ class PlacementGroupManager:
 
     def on_cluster_changed(self) -> None:
         for group in list(self.groups.values()):
-            if group.state == PENDING:
+            if group.state in (PENDING, RESCHEDULING):
                 self._place(group)
 
     def on_node_removed(self, node_id: str) -> None:
-        """Bundles on a dead node are lost: the group is placed again."""
+        """Bundles on a dead node are lost: only those are placed again (by
+        the group's strategy, next to the bundles that survived); workers of
+        the other bundles keep running."""
         for group in self.groups.values():
-            if group.state == CREATED and node_id in group.nodes:
-                self._release(group)
-                group.state = PENDING
+            if group.state != REMOVED and node_id in group.nodes:
+                group.nodes = [None if n == node_id else n for n in group.nodes]
+                if group.state == CREATED:
+                    group.state = RESCHEDULING
                 self._place(group)
 
     # -- placing -------------------------------------------------------------
 
     def _place(self, group: PlacementGroup) -> None:
-        if not group.placing:
+        if group.placing:
+            group.again = True  # the cluster changed meanwhile: look again after
+            return
+        if None in group.nodes:
             group.placing = True
             asyncio.get_running_loop().create_task(self._try_place(group))
 
     async def _try_place(self, group: PlacementGroup) -> None:
+        """Assign the unplaced bundles (placement.assign_bundles), then have
+        each node reserve its new ones; if any node refuses (its resources
+        moved on since the view was taken), the new reservations are
+        released and the group waits for the next change."""
+        view = self.store.view
         try:
-            assignment = self._assign(group)
+            placed = list(group.nodes)
+            assignment = assign_bundles(
+                view,
+                BundleRequest(
+                    group.bundles,
+                    group.strategy,
+                    group.label_selectors,
+                    group.max_cpu_fraction,
+                    group.soft_target,
+                ),
+                placed,
+                self._bundle_cpus_by_node(),
+            )
             if assignment is None:
                 return  # waits for the cluster to change
+            new = {i: node_id for i, node_id in enumerate(assignment) if placed[i] is None}
+            for index, node_id in new.items():
+                view.take(node_id, group.bundles[index])
             reserved = []
             ok = True
-            for node_id, indexes in _by_node(assignment).items():
-                node = self.store.nodes[node_id]
+            for node_id, indexes in _by_node(new).items():
+                node = view.nodes[node_id]
                 try:
                     conn = await self.store.actors.node_conn(node)
                     ok = await conn.request(
@@ -206,72 +242,28 @@ class PlacementGroupManager:
                 for node, indexes in reserved:
                     await self._send_release(node, group.pg_id, indexes)
                 return
-            group.nodes = assignment
+            # A node that died while we reserved: its bundles are placed again.
+            for index, node_id in new.items():
+                if group.nodes[index] is None and view.nodes[node_id]["alive"]:
+                    group.nodes[index] = node_id
+            if None in group.nodes:
+                group.again = True
+                return
             group.state = CREATED
             self._notify(group)
         finally:
             group.placing = False
-
-    def _assign(self, group: PlacementGroup) -> list[str] | None:
-        """A node id per bundle, per the strategy, from free resources (and
-        the group's label selectors, CPU fraction and target node)."""
-        nodes = {n["node_id"]: n for n in self.store.nodes.values() if n["alive"]}
-        held = self._bundle_cpus_by_node()
-        rooms = {
-            node_id: _Room(dict(n["resources_available"]), held.get(node_id, 0.0))
-            for node_id, n in nodes.items()
-        }
-        order = sorted(rooms, key=lambda node_id: -rooms[node_id].free.get("CPU", 0.0))
-        if group.soft_target in rooms:  # tried first; anywhere else if it has no room
-            order.remove(group.soft_target)
-            order.insert(0, group.soft_target)
-
-        def take(node_id: str, index: int, room: _Room) -> bool:
-            selector = group.label_selectors[index] if group.label_selectors else None
-            if not labels.matches(nodes[node_id].get("labels"), selector):
-                return False
-            bundle = group.bundles[index]
-            cpus = bundle.get("CPU", 0.0)
-            if group.max_cpu_fraction is not None:
-                if room.pg_cpus + cpus > _cpu_cap(nodes[node_id], group.max_cpu_fraction) + 1e-9:
-                    return False
-            if not _take(room.free, bundle):
-                return False
-            room.pg_cpus += cpus
-            return True
-
-        indexes = range(len(group.bundles))
-        strategy = group.strategy
-        if strategy in ("PACK", "STRICT_PACK"):
-            for node_id in order:  # all on one node if any can
-                trial = rooms[node_id].copy()
-                if all(take(node_id, i, trial) for i in indexes):
-                    return [node_id] * len(group.bundles)
-            if strategy == "STRICT_PACK":
-                return None
-        assignment: list[str] = []
-        for index in indexes:
-            used = set(assignment)
-            if strategy in ("SPREAD", "STRICT_SPREAD"):
-                candidates = [n for n in order if n not in used] + (
-                    [] if strategy == "STRICT_SPREAD" else [n for n in order if n in used]
-                )
-            else:  # PACK that did not fit on one node: fill nodes in turn
-                candidates = list(dict.fromkeys(assignment)) + order
-            for node_id in candidates:
-                if take(node_id, index, rooms[node_id]):
-                    assignment.append(node_id)
-                    break
-            else:
-                return None
-        return assignment
+            if group.again and group.state != REMOVED:
+                group.again = False
+                self._place(group)
 
     def _bundle_cpus_by_node(self) -> dict[str, float]:
         """CPUs reserved by the bundles of every placed group, per node."""
         held: dict[str, float] = {}
         for group in self.groups.values():
-            for node_id, bundle in zip(group.nodes, group.bundles, strict=False):
-                held[node_id] = held.get(node_id, 0.0) + bundle.get("CPU", 0.0)
+            for node_id, bundle in zip(group.nodes, group.bundles, strict=True):
+                if node_id is not None:
+                    held[node_id] = held.get(node_id, 0.0) + bundle.get("CPU", 0.0)
         return held
 
     def _remove(self, group: PlacementGroup) -> None:
@@ -283,15 +275,14 @@ class PlacementGroupManager:
         self.store.actors.on_group_removed(group.pg_id)
 
     def _release(self, group: PlacementGroup) -> None:
-        if not group.nodes:
-            return
-        for node_id, indexes in _by_node(group.nodes).items():
-            node = self.store.nodes.get(node_id)
+        placed = {i: n for i, n in enumerate(group.nodes) if n is not None}
+        for node_id, indexes in _by_node(placed).items():
+            node = self.store.view.nodes.get(node_id)
             if node is not None and node["alive"]:
                 asyncio.get_running_loop().create_task(
                     self._send_release(node, group.pg_id, indexes)
                 )
-        group.nodes = []
+        group.nodes = [None] * len(group.bundles)
 
     async def _send_release(self, node: dict, pg_id: str, indexes: list[int]) -> None:
         try:
@@ -306,35 +297,8 @@ class PlacementGroupManager:
             conn.reply(rid, group.state == CREATED)
 
 
-@dataclass
-class _Room:
-    """What a node has left while a group's bundles are assigned."""
-
-    free: dict  # resources available
-    pg_cpus: float  # CPUs held by placement group bundles
-
-    def copy(self) -> _Room:
-        return _Room(dict(self.free), self.pg_cpus)
-
-
-def _cpu_cap(node: dict, fraction: float) -> float:
-    """The most CPUs placement group bundles may hold on a node, under
-    _max_cpu_fraction_per_node (below 1, at least one CPU stays out, as in Ray)."""
-    total = node["resources_total"].get("CPU", 0.0)
-    cap = total * fraction
-    return min(cap, total - 1) if fraction < 1 else cap
-
-
-def _take(free: dict, bundle: dict) -> bool:
-    if all(free.get(k, 0.0) + 1e-9 >= v for k, v in bundle.items()):
-        for k, v in bundle.items():
-            free[k] = free.get(k, 0.0) - v
-        return True
-    return False
-
-
-def _by_node(assignment: list[str]) -> dict[str, list[int]]:
+def _by_node(assignment: dict[int, str]) -> dict[str, list[int]]:
     by_node: dict[str, list[int]] = {}
-    for index, node_id in enumerate(assignment):
+    for index, node_id in assignment.items():
         by_node.setdefault(node_id, []).append(index)
     return by_node

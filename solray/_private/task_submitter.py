@@ -398,7 +398,9 @@ class TaskSubmitter:
                     f"The task requires node {node_id} (NodeAffinitySchedulingStrategy with "
                     "soft=False), which is not an alive node of this cluster."
                 )
-        for _ in range(8):  # spillbacks to follow before settling
+        # A node sends a request on at most placement.MAX_HOPS times, then
+        # queues it; this bounds the rest.
+        for hops in range(1, 17):
             if address == self.cw.node_address:
                 node = self.cw.node
             elif kind == "DEFAULT" and "spilled" not in body:
@@ -412,7 +414,7 @@ class TaskSubmitter:
             reply = await node.request(Msg.REQUEST_LEASE, body)
             if "spillback" in reply:
                 address = reply["spillback"]["address"]
-                body = dict(body, spilled=True)
+                body = dict(body, spilled=hops)
                 body.pop("affinity", None)  # a soft affinity let it go elsewhere
                 continue
             if reply.get("infeasible"):

@@ -8,7 +8,7 @@ import os
 
 import solray
 from solray._private import context, labels
-from solray._private.placement_groups import STRATEGIES
+from solray._private.placement import BUNDLE_STRATEGIES
 from solray._private.protocol import Msg
 from solray.object_ref import ObjectRef
 
@@ -82,8 +82,10 @@ def placement_group(
                 or amount < 0
             ):
                 raise ValueError(f"Invalid bundle resource {key!r}: {amount!r}")
-    if strategy not in STRATEGIES:
-        raise ValueError(f"Invalid placement group strategy {strategy!r}: use one of {STRATEGIES}")
+    if strategy not in BUNDLE_STRATEGIES:
+        raise ValueError(
+            f"Invalid placement group strategy {strategy!r}: use one of {BUNDLE_STRATEGIES}"
+        )
     if lifetime not in (None, "detached"):
         raise ValueError("placement_group `lifetime` must be None or 'detached'")
     if not isinstance(name, str):

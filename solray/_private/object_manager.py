@@ -1,0 +1,207 @@
+"""A node's object manager: the handlers of its shared-memory store
+(object_store.py) and the transfer of objects between nodes.
+
+Transfer. A reader's node pulls a remote object (STORE_PULL): it allocates
+space, fetches PULL_CHUNK pieces from the holding node, PULL_PARALLEL_CHUNKS
+at a time (FETCH_CHUNK), seals, and answers every reader waiting for it, so
+each object is fetched once per node. The source remembers which nodes
+copied it and forwards the owner's free to them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from solray._private import transport
+from solray._private.protocol import Msg
+from solray.exceptions import ObjectStoreFullError, OutOfDiskError
+
+logger = logging.getLogger("solray.node")
+
+PULL_CHUNK = 8 * 1024 * 1024
+PULL_PARALLEL_CHUNKS = 4
+
+
+class ObjectManager:
+    def __init__(self, node):
+        self.node = node
+        self.store = node.store
+        self._peers = transport.ConnectionCache(node.token)  # other nodes, by address
+        self._pulls: dict[bytes, asyncio.Task] = {}  # objects being pulled here
+        self.handlers = {
+            Msg.STORE_CREATE: self.store_create,
+            Msg.STORE_SEAL: self.store_seal,
+            Msg.STORE_PIN: self.store_pin,
+            Msg.STORE_UNPIN: self.store_unpin,
+            Msg.STORE_FREE: self.store_free,
+            Msg.STORE_STATS: self.store_stats,
+            Msg.LIST_OBJECTS: self.list_objects,
+            Msg.STORE_PULL: self.store_pull,
+            Msg.FETCH_CHUNK: self.fetch_chunk,
+        }
+
+    # Creating and pinning may have to wait (for spills to make room, for a
+    # restore, for the writer's seal): then they go on as a task of their own.
+
+    def store_create(self, conn, rid, body, bufs) -> None:
+        try:
+            offset = self.store.create_now(body["id"], body["size"], body["owner"], conn)
+        except (ObjectStoreFullError, ValueError) as e:
+            conn.reply(rid, {"error": type(e).__name__, "message": str(e)})
+            return
+        if offset is None:
+            self.node.background(self._store_create(conn, rid, body))
+        else:
+            conn.reply(rid, {"offset": offset})
+
+    async def _store_create(self, conn, rid, body) -> None:
+        try:
+            offset = await self.store.create(body["id"], body["size"], body["owner"], conn)
+        except (ObjectStoreFullError, OutOfDiskError, ValueError) as e:
+            conn.reply(rid, {"error": type(e).__name__, "message": str(e)})
+            return
+        conn.reply(rid, {"offset": offset})
+
+    def store_seal(self, conn, rid, body, bufs) -> None:
+        self.store.seal(body["id"], conn)
+        conn.reply(rid, True)
+
+    def store_pin(self, conn, rid, body, bufs) -> None:
+        object_id = body["id"]
+        if self.store.readable_now(object_id):
+            self._answer_pin(conn, rid, self.store.pin_now(object_id, conn))
+        else:
+            self.node.background(self._store_pin(conn, rid, object_id))
+
+    async def _store_pin(self, conn, rid, object_id: bytes) -> None:
+        try:
+            obj = await self.store.pin(object_id, conn)
+        except (ObjectStoreFullError, OutOfDiskError) as e:
+            conn.reply(rid, {"error": type(e).__name__, "message": str(e)})
+            return
+        self._answer_pin(conn, rid, obj)
+
+    @staticmethod
+    def _answer_pin(conn, rid, obj) -> None:
+        conn.reply(rid, None if obj is None else {"offset": obj.offset, "size": obj.size})
+
+    def store_unpin(self, conn, rid, body, bufs) -> None:
+        for object_id in body["ids"]:
+            self.store.unpin(object_id, conn)
+
+    def store_free(self, conn, rid, body, bufs) -> None:
+        forward: dict[str, list[bytes]] = {}
+        for object_id in body["ids"]:
+            for node in self.store.free(object_id):
+                forward.setdefault(node, []).append(object_id)
+        for node, object_ids in forward.items():
+            self.node.background(self._send_to_node(node, Msg.STORE_FREE, {"ids": object_ids}))
+        conn.reply(rid, True)
+
+    # -- object transfer between nodes ---------------------------------------
+
+    async def _send_to_node(self, address: str, msg: Msg, body) -> None:
+        try:
+            (await self._peers.get(address)).send(msg, body)
+        except (OSError, TimeoutError, transport.ConnectionLost):
+            pass  # that node is gone, and its copies with it
+
+    def store_pull(self, conn, rid, body, bufs) -> None:
+        """Make an object that lives on another node readable here, then pin it
+        for the asker. Each object is pulled once however many ask for it."""
+        object_id = body["id"]
+        existing = self.store.objects.get(object_id)
+        if (existing is None or existing.freed) and object_id not in self._pulls:
+            self._pulls[object_id] = self.node.background(self._pull(object_id, body))
+        pull = self._pulls.get(object_id)
+        self.node.background(self._pin_pulled(conn, rid, object_id, pull))
+
+    async def _pin_pulled(self, conn, rid, object_id: bytes, pull: asyncio.Task | None) -> None:
+        if pull is not None:
+            try:
+                await asyncio.shield(pull)
+            except (ObjectStoreFullError, OutOfDiskError) as e:
+                conn.reply(rid, {"error": type(e).__name__, "message": str(e)})
+                return
+        await self._store_pin(conn, rid, object_id)
+
+    async def _pull(self, object_id: bytes, body: dict) -> None:
+        """Copy an object from `body["from"]` into the store here. Raises if
+        there is no room for it; any other failure leaves it absent."""
+        size, source = body["size"], body["from"]
+        try:
+            offset = await self.store.create(object_id, size, body["owner"], "pull")
+            await self._fetch_into(object_id, source, offset, size)
+        except ValueError:
+            pass  # here already: a put or another pull made it meanwhile
+        finally:
+            self._pulls.pop(object_id, None)
+
+    async def _fetch_into(self, object_id: bytes, source: str, offset: int, size: int) -> None:
+        try:
+            conn = await self._peers.get(source)
+            limit = asyncio.Semaphore(PULL_PARALLEL_CHUNKS)
+
+            async def chunk(start: int) -> None:
+                async with limit:
+                    reply, buffers = await conn.request(
+                        Msg.FETCH_CHUNK,
+                        {
+                            "id": object_id,
+                            "start": start,
+                            "length": PULL_CHUNK,
+                            "node": self.node.address,
+                        },
+                        raw=True,
+                    )
+                if reply is None:
+                    raise LookupError("the object is gone from its node")
+                self.store.write(offset + start, buffers[0])
+
+            await asyncio.gather(*(chunk(start) for start in range(0, size, PULL_CHUNK)))
+            self.store.seal(object_id, "pull")
+        except Exception as e:  # the source node died, or freed the object
+            logger.info("pull of %s from %s failed: %s", object_id.hex(), source, e)
+            self.store.abort(object_id)
+
+    def fetch_chunk(self, conn, rid, body, bufs) -> None:
+        """Serve a piece of a local object to a node pulling a copy."""
+        self.node.background(self._fetch_chunk(conn, rid, body))
+
+    async def _fetch_chunk(self, conn, rid, body) -> None:
+        object_id = body["id"]
+        try:
+            data = await self.store.read(object_id, body["start"], body["length"])
+        except (ObjectStoreFullError, OutOfDiskError):
+            data = None
+        if data is None:
+            conn.reply(rid, None)
+            return
+        self.store.objects[object_id].copies.add(body["node"])
+        conn.reply(rid, True, [data])
+
+    def store_stats(self, conn, rid, body, bufs) -> None:
+        conn.reply(rid, self.store.stats())
+
+    def list_objects(self, conn, rid, body, bufs) -> None:
+        """Every object known to the drivers and workers on this node, with
+        where the store keeps it now (shared memory, or spilled)."""
+        self.node.background(self._list_objects(conn, rid))
+
+    async def _list_objects(self, conn, rid) -> None:
+        clients = [c for c in self.node.clients if not c.closed]
+        replies = await asyncio.gather(
+            *(asyncio.wait_for(c.request(Msg.OBJECT_REPORT), 5) for c in clients),
+            return_exceptions=True,
+        )
+        rows = []
+        for reply in replies:
+            if isinstance(reply, list):
+                rows.extend(reply)
+        for row in rows:
+            if row["location"] == "shared_memory" and self.store.is_spilled(
+                bytes.fromhex(row["object_id"])
+            ):
+                row["location"] = "spilled"
+        conn.reply(rid, rows)

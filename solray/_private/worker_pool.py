@@ -1,0 +1,352 @@
+"""A node's worker pool: starting worker processes, keeping idle ones,
+forwarding their output, and noticing when they exit.
+
+Workers start as fresh interpreters until the first ones are up; then the
+pool starts a fork server (worker_zygote.py) and forks every later worker
+from it (about 3 ms instead of about 240 ms). A forked worker is not the
+node's child, so its exit is watched through a pidfd (ForkedProcess).
+
+The pool does not decide who gets a worker: the lease scheduler takes idle
+workers (`take_idle`), asks for more (`start_worker`), and is told when a
+worker is ready or exited (`on_change`) and when a leased one is gone
+(`on_lost`, which frees its lease).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from solray._private import ids, services, transport
+from solray._private.protocol import LOG_MARK, LOG_SEP, Msg
+
+if TYPE_CHECKING:
+    from solray._private.lease_scheduler import Lease
+
+logger = logging.getLogger("solray.node")
+
+IDLE_WORKER_TTL_S = 10.0
+# Worker output lines up to this long reach the driver whole; longer ones
+# are dropped (asyncio's default limit, 64 KiB, dropped ordinary long lines).
+MAX_OUTPUT_LINE = 8 * 1024 * 1024
+
+
+@dataclass
+class WorkerProcess:
+    worker_id: str
+    process: asyncio.subprocess.Process
+    conn: transport.Connection | None = None
+    address: str | None = None
+    lease: Lease | None = None  # lease_scheduler.Lease, while leased
+    idle_since: float = field(default_factory=time.monotonic)
+
+
+class WorkerPool:
+    def __init__(
+        self,
+        node,
+        soft_limit: int,
+        on_change: Callable[[], None],
+        on_lost: Callable[[WorkerProcess], None],
+    ):
+        self.node = node
+        self.soft_limit = soft_limit  # idle workers beyond it are reaped
+        self.on_change = on_change  # a worker came or went: queued leases may go on
+        self.on_lost = on_lost  # a worker is gone: its lease is freed
+        self.workers: dict[str, WorkerProcess] = {}
+        self.idle: deque[WorkerProcess] = deque()
+        self.starting = 0
+        self.processes: set = set()  # every process started, until reaped
+        self._zygote = None  # the worker fork server process, once started
+        self._zygote_requested = False
+        self._zygote_channel: socket.socket | None = None
+        self._zygote_lock = asyncio.Lock()
+        self._logs: list = []
+
+    async def stop(self) -> None:
+        """Every process started, including ones already dropped from the
+        pool, is killed and reaped."""
+        for proc in self.processes:
+            kill_process(proc)
+        if self.processes:
+            await asyncio.wait([asyncio.ensure_future(p.wait()) for p in self.processes], timeout=5)
+
+    def take_idle(self) -> WorkerProcess | None:
+        while self.idle:
+            worker = self.idle.pop()  # most recently used: warm caches
+            if worker.conn is not None and not worker.conn.closed:
+                return worker
+        return None
+
+    def start_worker(self, fork: bool = True) -> None:
+        """Start a worker: forked from the zygote (a few ms) unless `fork` is
+        False or the zygote is not there (a new interpreter: ~240 ms)."""
+        worker_id = ids.random_unique_id().hex()
+        self.starting += 1
+        self.node.background(self._spawn_worker(worker_id, fork))
+
+    async def _spawn_worker(self, worker_id: str, fork: bool) -> None:
+        env = {"SOLRAY_NODE_ADDRESS": self.node.address, "SOLRAY_WORKER_ID": worker_id}
+        proc = None
+        zygote = self._zygote
+        if fork and zygote is not None and zygote.returncode is None:
+            try:
+                proc, stdout, stderr = await self._fork_worker(env)
+            except OSError as e:  # the zygote died: start an interpreter instead
+                if not self.node.stopping:
+                    logger.warning(
+                        "the worker fork server failed (%s); starting a worker "
+                        "as a new interpreter",
+                        e,
+                    )
+        try:
+            if self.node.stopping:
+                raise OSError("the node is stopping")
+            if proc is None:
+                token_fd = services.token_pipe(self.node.token)
+                try:
+                    proc = await asyncio.create_subprocess_exec(
+                        sys.executable,
+                        "-m",
+                        "solray._private.worker_main",
+                        str(token_fd),
+                        env=services.child_env(env),
+                        stdin=asyncio.subprocess.DEVNULL,
+                        stdout=asyncio.subprocess.PIPE,
+                        stderr=asyncio.subprocess.PIPE,
+                        pass_fds=(token_fd,),
+                        limit=MAX_OUTPUT_LINE,
+                    )
+                finally:
+                    os.close(token_fd)
+                stdout, stderr = proc.stdout, proc.stderr
+        except OSError:
+            self.starting -= 1
+            if proc is not None:
+                kill_process(proc)
+            elif not self.node.stopping:
+                logger.exception("could not start a worker")
+            return
+        self.processes.add(proc)
+        worker = WorkerProcess(worker_id, proc)
+        self.workers[worker_id] = worker
+        self.node.background(self._forward_output(proc.pid, stdout, False))
+        self.node.background(self._forward_output(proc.pid, stderr, True))
+        self.node.background(self._watch_worker(worker))
+
+    async def _start_zygote(self) -> None:
+        """The fork server workers are made from (worker_zygote.py)."""
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        token_fd = services.token_pipe(self.node.token)
+        try:
+            self._zygote = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "solray._private.worker_zygote",
+                str(child.fileno()),
+                str(token_fd),
+                env=services.child_env(),
+                stdin=asyncio.subprocess.DEVNULL,
+                pass_fds=(child.fileno(), token_fd),
+            )
+        except OSError:
+            logger.exception("could not start the worker fork server; starting workers plainly")
+            parent.close()
+            return
+        finally:
+            child.close()
+            os.close(token_fd)
+        parent.setblocking(False)
+        self._zygote_channel = parent
+        self.processes.add(self._zygote)
+
+    async def _fork_worker(self, env: dict):
+        loop = asyncio.get_running_loop()
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        try:
+            async with self._zygote_lock:
+                socket.send_fds(self._zygote_channel, [json.dumps(env).encode()], [out_w, err_w])
+                reply = await loop.sock_recv(self._zygote_channel, 64)
+        except OSError:
+            for fd in (out_r, err_r):
+                os.close(fd)
+            raise
+        finally:
+            os.close(out_w)
+            os.close(err_w)
+        if not reply:
+            for fd in (out_r, err_r):
+                os.close(fd)
+            raise OSError("the worker fork server exited")
+        streams = []
+        for fd in (out_r, err_r):
+            reader = asyncio.StreamReader(limit=MAX_OUTPUT_LINE)
+            await loop.connect_read_pipe(
+                lambda reader=reader: asyncio.StreamReaderProtocol(reader), os.fdopen(fd, "rb", 0)
+            )
+            streams.append(reader)
+        return ForkedProcess(int(reply)), streams[0], streams[1]
+
+    async def _watch_worker(self, worker: WorkerProcess) -> None:
+        code = await worker.process.wait()
+        self.processes.discard(worker.process)
+        if worker.conn is None:
+            self.starting -= 1
+            if not self.node.stopping:
+                logger.warning(
+                    "worker pid=%s exited with %s before registering", worker.process.pid, code
+                )
+        self.remove(worker)
+        if not self.node.stopping:
+            self.on_change()
+
+    def register_worker(self, conn, rid, body, bufs) -> None:
+        worker = self.workers.get(body["worker_id"])
+        if worker is None:
+            conn.close()
+            return
+        worker.conn = conn
+        worker.address = body["address"]
+        conn.peer["worker"] = worker
+        conn.peer["address"] = body["address"]
+        self.node.clients.add(conn)
+        self.starting -= 1
+        conn.reply(rid, self.node.info())
+        if self.starting == 0 and not self._zygote_requested and not self.node.stopping:
+            self._zygote_requested = True
+            self.node.background(self._start_zygote())
+        self.make_idle(worker)
+        self.on_change()
+
+    def make_idle(self, worker: WorkerProcess) -> None:
+        worker.lease = None
+        worker.idle_since = time.monotonic()
+        self.idle.append(worker)
+
+    def remove(self, worker: WorkerProcess) -> None:
+        if self.workers.pop(worker.worker_id, None) is None:
+            return
+        try:
+            self.idle.remove(worker)
+        except ValueError:
+            pass
+        if worker.lease is not None:
+            self.on_lost(worker)
+        if worker.conn is not None:
+            worker.conn.close()
+        kill_process(worker.process)
+
+    async def reap_idle_workers(self) -> None:
+        """Idle workers beyond the pool's size go after IDLE_WORKER_TTL_S, except
+        ones that still own objects someone references: those objects
+        fate-share with their owner, so killing it would lose them (as in Ray,
+        where such a worker refuses to exit)."""
+        while True:
+            await asyncio.sleep(1.0)
+            now = time.monotonic()
+            for worker in list(self.idle):
+                if (
+                    len(self.workers) <= self.soft_limit
+                    or now - worker.idle_since <= IDLE_WORKER_TTL_S
+                ):
+                    break
+                idle_since = worker.idle_since
+                if await self._owns_objects(worker):
+                    continue
+                if worker in self.idle and worker.idle_since == idle_since:
+                    self.remove(worker)
+
+    async def _owns_objects(self, worker: WorkerProcess) -> bool:
+        if worker.conn is None or worker.conn.closed:
+            return False
+        try:
+            rows = await asyncio.wait_for(worker.conn.request(Msg.OBJECT_REPORT), 5)
+        except Exception:
+            return False
+        return any(row.get("is_owner") for row in rows or ())
+
+    async def _forward_output(self, pid: int, stream, is_err: bool) -> None:
+        while True:
+            try:
+                line = await stream.readline()
+            except (ValueError, asyncio.LimitOverrunError):
+                continue  # an over-long line: drop it, keep reading
+            if not line:
+                return
+            text = line.decode(errors="replace").rstrip("\n")
+            name = None
+            if text.startswith(LOG_MARK):
+                name, _, text = text[1:].partition(LOG_SEP)
+            if not self._logs:
+                asyncio.get_running_loop().call_later(0.005, self._flush_logs)
+            self._logs.append([pid, is_err, name, text])
+
+    def _flush_logs(self) -> None:
+        logs, self._logs = self._logs, []
+        if logs and self.node.control is not None:
+            self.node.control.send(
+                Msg.PUBLISH, {"channel": "logs", "data": {"ip": self.node.ip, "lines": logs}}
+            )
+
+
+class ForkedProcess:
+    """A worker forked by the zygote: not our child, so its exit is watched
+    through a pidfd instead of waitpid (its exit status is not ours to see)."""
+
+    def __init__(self, pid: int):
+        self.pid = pid
+        self.returncode: int | None = None
+        self._exited = asyncio.get_running_loop().create_future()
+        try:
+            self._fd = os.pidfd_open(pid)
+        except ProcessLookupError:  # already gone
+            self._fd = None
+            self._done()
+            return
+        asyncio.get_running_loop().add_reader(self._fd, self._done)
+
+    def _done(self) -> None:
+        if self._fd is not None:
+            asyncio.get_running_loop().remove_reader(self._fd)
+            os.close(self._fd)
+            self._fd = None
+        if self.returncode is None:
+            self.returncode = -1
+        if not self._exited.done():
+            self._exited.set_result(self.returncode)
+
+    async def wait(self) -> int:
+        return await asyncio.shield(self._exited)
+
+    def kill(self) -> None:
+        """SIGKILL through the pidfd: never a recycled pid."""
+        if self._fd is not None:
+            try:
+                signal.pidfd_send_signal(self._fd, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def kill_process(process) -> None:
+    if isinstance(process, ForkedProcess):
+        process.kill()
+        return
+    # Not process.kill(): Popen polls before signalling, which would reap the
+    # child behind asyncio's child watcher. A zombie's pid cannot be reused, so
+    # signalling it until the watcher has reaped it is safe.
+    if process.returncode is None:
+        try:
+            os.kill(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
