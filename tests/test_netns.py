@@ -3,8 +3,9 @@ a bridge, so tasks, actors and objects really cross network links between
 distinct addresses (not loopback), and a process on one host cannot listen on
 another host's address.
 
-The hosts: A runs the head, B and C run nodes; B also runs a driver (a
-driver on a host that is not the head's); D has no node. Every process is
+The hosts: A runs the head (and its ray:// client server), B and C run
+nodes; B also runs a driver (a driver on a host that is not the head's); D
+has no node, and connects as a thin client. Every process is
 started as a user would, with `solray start` inside a namespace; the nodes
 find their own addresses (each namespace routes through the bridge, as a
 machine routes through its network). At the end everything in the
@@ -266,6 +267,69 @@ def test_driver_on_a_host_without_a_node_is_told_what_to_do(hosts, tmp_path):
     out = hosts.run("d", PYTHON, str(script), address, env=env)
     assert "REFUSED: No node of this cluster runs on this machine" in out, out
     assert "ray://" in out and hosts.ip("b") in out
+
+
+THIN_CLIENT = textwrap.dedent(
+    """
+    import sys
+
+    import numpy as np
+    import solray as ray
+
+    ray.init(sys.argv[1])  # ray://HEAD:10001, from a host without a node
+    ips = dict(a=sys.argv[2], b=sys.argv[3], c=sys.argv[4])
+    assert {n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"]} == set(ips.values())
+
+    def on(host):
+        return {"resources": {f"host_{host}": 1}}
+
+    @ray.remote
+    def where():
+        from solray.util import get_node_ip_address
+
+        return get_node_ip_address()
+
+    @ray.remote
+    def make(seed):
+        return np.full(300_000, seed, dtype=np.int64)
+
+    @ray.remote
+    def total(array):
+        return int(array.sum())
+
+    @ray.remote
+    class Counter:
+        def __init__(self):
+            self.n = 0
+
+        def add(self, refs):
+            self.n += int(ray.get(refs[0]).sum())  # a ref the client owns (by proxy)
+            return self.n
+
+    mine = ray.put(np.ones(300_000, dtype=np.int64))  # from the client's host
+    for host, ip in ips.items():
+        assert ray.get(where.options(**on(host)).remote()) == ip
+        assert ray.get(total.options(**on(host)).remote(mine)) == 300_000  # D -> host
+        made = make.options(**on(host)).remote(5)
+        assert int(ray.get(made).sum()) == 5 * 300_000  # host -> D
+    counter = Counter.options(**on("c")).remote()
+    assert ray.get(counter.add.remote([mine])) == 300_000
+    assert ray.get([counter.add.remote([mine]) for _ in range(2)]) == [600_000, 900_000]
+    print("CLIENT REACHED ALL HOSTS")
+    ray.shutdown()
+    """
+)
+
+
+def test_a_client_on_a_host_without_a_node(hosts, tmp_path):
+    address, token_file = start_cluster(hosts, tmp_path)
+    env = dict(os.environ, SOLRAY_TOKEN_FILE=token_file)
+    script = tmp_path / "client.py"
+    script.write_text(THIN_CLIENT)
+    client_address = f"ray://{hosts.ip('a')}:10001"
+    ips = [hosts.ip(name) for name in "abc"]
+    out = hosts.run("d", PYTHON, str(script), client_address, *ips, env=env)
+    assert "CLIENT REACHED ALL HOSTS" in out
 
 
 KILLED_MID_WORKLOAD = textwrap.dedent(
