@@ -266,7 +266,10 @@ class ObjectReader:
 
     async def _fetch(self, object_id: bytes, owner: str) -> None:
         try:
-            entry = await self._ask_owner(object_id, owner)
+            if not owner:  # ObjectRef(binary) of an object we do not own (object_ref.py)
+                entry = error_entry(exceptions.ReferenceCountingAssertionError(object_id.hex()))
+            else:
+                entry = await self._ask_owner(object_id, owner)
         finally:
             self._fetching.discard(object_id)
         self.cw.memory_store.put(object_id, entry)
