@@ -52,6 +52,9 @@ class ObjectReader:
     def get(self, refs: list[ObjectRef], timeout: float | None = None) -> list:
         memory_store = self.cw.memory_store
         deadline = None if timeout is None else time.monotonic() + timeout
+        for ref in refs:
+            if not ref._owner:  # ObjectRef(binary) of an object we do not own (object_ref.py)
+                raise exceptions.ReferenceCountingAssertionError(ref._id.hex())
         self._fetch_borrowed(refs)
         object_ids = [r._id for r in refs]
         if not self.wait_for_ids(object_ids, len(set(object_ids)), timeout):
