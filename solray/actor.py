@@ -99,6 +99,12 @@ class ActorClass:
     """
 
     def __init__(self, cls: type, options: dict):
+        if inspect.iscoroutinefunction(getattr(cls, SHUTDOWN, None)):
+            raise TypeError(
+                f"{cls.__name__}.{SHUTDOWN} must be a synchronous method (def, not async "
+                "def), in async actors too, as in Ray: it is called as a plain function, "
+                "outside the actor's event loop."
+            )
         self._cls = cls
         self._options = opts.actor_options(options)
         self._methods = _method_table(cls)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import atexit
 import functools
 import os
+import rlcompleter
 import time
 
 import psutil
@@ -104,6 +105,15 @@ def test_dir_lists_the_class_and_the_handle_methods(ray):
     for name in ("kinds", "inherited", "double", "make_label", "__ray_ready__", "__ray_call__"):
         assert name in handle_names
     assert "KIND" not in handle_names  # a handle offers the actor's methods
+    # What the interactive interpreter's tab completion offers.
+    completer = rlcompleter.Completer({"Widget": Widget, "widget": widget})
+
+    def offers(text):
+        return [m for i in range(10) if (m := completer.complete(text, i)) is not None]
+
+    assert offers("Widget.KI") == ["Widget.KIND"]
+    assert offers("Widget.make_") == ["Widget.make_label("]
+    assert offers("widget.kin") == ["widget.kinds("]
 
 
 # --------------------------------------------------------------------------
@@ -242,6 +252,15 @@ class Cleaner:
         ray_module.actor.exit_actor()
 
 
+@ray_module.remote
+class AsyncCleaner(Cleaner.__ray_actor_class__):
+    async def pid(self):
+        return os.getpid()
+
+    async def leave(self):
+        ray_module.actor.exit_actor()
+
+
 def _order(directory) -> list[str]:
     try:
         with open(os.path.join(directory, "order")) as f:
@@ -287,11 +306,12 @@ def test_ray_shutdown_runs_after_the_calls_before_it(ray, tmp_path):
     wait_for_condition(lambda: _order(tmp_path) == ["work", "shutdown"])
 
 
-def test_terminate_and_exit_actor_run_the_hooks(ray, tmp_path):
+@pytest.mark.parametrize("actor_class", [Cleaner, AsyncCleaner], ids=["plain", "async"])
+def test_terminate_and_exit_actor_run_the_hooks(ray, tmp_path, actor_class):
     for way in ("terminate", "exit_actor"):
         directory = tmp_path / way
         directory.mkdir()
-        cleaner = Cleaner.remote(str(directory))
+        cleaner = actor_class.remote(str(directory))
         pid = ray.get(cleaner.pid.remote())
         if way == "terminate":
             cleaner.__ray_terminate__.remote()
@@ -302,6 +322,15 @@ def test_terminate_and_exit_actor_run_the_hooks(ray, tmp_path):
         assert _order(directory) == ["shutdown", "atexit"], way
         with pytest.raises(ActorDiedError):
             ray.get(cleaner.pid.remote())
+
+
+def test_an_async_ray_shutdown_is_refused_at_the_decorator(ray):
+    with pytest.raises(TypeError, match="__ray_shutdown__ must be a synchronous method"):
+
+        @ray.remote
+        class AsyncShutdown:
+            async def __ray_shutdown__(self):
+                pass
 
 
 def test_kill_runs_no_hooks(ray, tmp_path):

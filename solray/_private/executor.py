@@ -658,10 +658,9 @@ class Executor:
         if not self._exit_once.acquire(blocking=False):
             return  # another thread is already ending it
         instance = self.actor.instance if self.actor is not None else None
-        hook = getattr(instance, SHUTDOWN, None)
-        if callable(hook):
+        if callable(getattr(type(instance), SHUTDOWN, None)):
             try:
-                hook()
+                getattr(instance, SHUTDOWN)()
             except Exception:
                 print(
                     f"solray: {SHUTDOWN}() of actor {self.actor.class_name} raised; "
