@@ -105,4 +105,5 @@ def _owner_here(object_id) -> str:
 
 
 def _rebuild(object_id: bytes, owner: str) -> ObjectRef:
-    return ObjectRef(object_id, owner)
+    # An out-of-band ref back in its owner's process is an ordinary ref there.
+    return ObjectRef(object_id, owner or None)

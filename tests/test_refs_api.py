@@ -53,6 +53,19 @@ def test_object_ref_rebuilt_elsewhere_names_no_owner(ray):
     assert ref.hex() in message and "Pass the ObjectRef itself" in message
 
     @ray.remote
+    def identity(x):
+        return x
+
+    @ray.remote
+    def pass_on(binary):
+        try:
+            return ray.get(identity.remote(ray.ObjectRef(binary)))
+        except exceptions.ReferenceCountingAssertionError:
+            return "refused as an argument too"
+
+    assert ray.get(pass_on.remote(ref.binary())) == "refused as an argument too"
+
+    @ray.remote
     def read_nested(refs):
         return ray.get(refs[0])
 
@@ -185,3 +198,14 @@ def test_errors_with_messages_round_trip_through_pickle():
 
 def test_solray_exceptions_is_ray_exceptions_under_the_shim():
     assert solray.exceptions is exceptions
+
+
+def test_an_out_of_band_ref_sent_back_to_its_owner_reads_there(ray):
+    ref = ray.put("home")
+
+    @ray.remote
+    def rebuild(binary):
+        return [ray.ObjectRef(binary)]  # ownerless here, inside a list
+
+    (back,) = ray.get(rebuild.remote(ref.binary()))
+    assert ray.get(back) == "home"
