@@ -12,8 +12,9 @@ rebuilds a ref from its id alone, as in Ray. In the process that owns the
 object it is an ordinary ref (counted, so it keeps the object alive from then
 on). Anywhere else its owner is unknown: it is not counted, nobody is told
 it exists, and the owner may free the object whenever its own references are
-gone, as Ray documents for out-of-band references; reading it raises
-ReferenceCountingAssertionError saying to pass the ref itself instead.
+gone, as Ray documents for out-of-band references; reading it (or passing it
+to a task) raises ReferenceCountingAssertionError saying to pass the ref
+itself instead.
 """
 
 from __future__ import annotations

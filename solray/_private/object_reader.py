@@ -52,9 +52,6 @@ class ObjectReader:
     def get(self, refs: list[ObjectRef], timeout: float | None = None) -> list:
         memory_store = self.cw.memory_store
         deadline = None if timeout is None else time.monotonic() + timeout
-        for ref in refs:
-            if not ref._owner:  # ObjectRef(binary) of an object we do not own (object_ref.py)
-                raise exceptions.ReferenceCountingAssertionError(ref._id.hex())
         self._fetch_borrowed(refs)
         object_ids = [r._id for r in refs]
         if not self.wait_for_ids(object_ids, len(set(object_ids)), timeout):
@@ -248,11 +245,15 @@ class ObjectReader:
 
     def _fetch_borrowed(self, refs) -> None:
         """User thread: have the loop ask the owners of the borrowed refs we
-        have no value for."""
+        have no value for. A ref rebuilt out of band names no owner to ask
+        (object_ref.py): its reader gets the error now."""
         cw = self.cw
         missing = [
             r for r in refs if not cw.memory_store.contains(r._id) and not cw.refs.owns(r._id)
         ]
+        for ref in missing:
+            if not ref._owner:
+                raise exceptions.ReferenceCountingAssertionError(ref._id.hex())
         if missing:
             cw.post(self._fetch_all, missing)
 
@@ -269,10 +270,7 @@ class ObjectReader:
 
     async def _fetch(self, object_id: bytes, owner: str) -> None:
         try:
-            if not owner:  # ObjectRef(binary) of an object we do not own (object_ref.py)
-                entry = error_entry(exceptions.ReferenceCountingAssertionError(object_id.hex()))
-            else:
-                entry = await self._ask_owner(object_id, owner)
+            entry = await self._ask_owner(object_id, owner)
         finally:
             self._fetching.discard(object_id)
         self.cw.memory_store.put(object_id, entry)

@@ -173,6 +173,9 @@ class TaskManager:
         nested deeper, which the task must hold until it finishes."""
         cw = self.cw
         args, kwargs, deps = extract_deps(args, kwargs, ObjectRef)
+        for dep in deps:
+            if not dep._owner:  # rebuilt out of band here: no owner to read it from
+                raise exceptions.ReferenceCountingAssertionError(dep._id.hex())
         blob = serialization.serialize((tuple(args), kwargs))
         contained = blob.contained_refs
         if blob.inline_size() <= INLINE_MAX:
