@@ -497,3 +497,46 @@ def test_task_ids_inside_actor_calls(ray, tmp_path):
     threaded = Threaded.remote()
     creation = ray.get(threaded.creation_task.remote())
     assert creation is not None and creation not in [r.task_id() for r in refs]
+
+
+@ray_module.remote
+def _child(path):
+    open(path, "w").close()
+    time.sleep(60)
+    return "child finished"
+
+
+def test_tasks_submitted_by_an_actor_call_are_its_children(ray, tmp_path):
+    """The call running in an actor is the parent of the tasks it submits
+    (on a pool thread, or in a coroutine among others), so a recursive
+    cancel of the call reaches them."""
+
+    @ray.remote(max_concurrency=2)
+    class Threaded:
+        def run(self, path):
+            self.child = _child.remote(path)
+            time.sleep(60)
+
+        def child_ref(self):
+            return [self.child]
+
+    @ray.remote
+    class Async:
+        async def run(self, path):
+            import asyncio
+
+            self.child = _child.remote(path)
+            await asyncio.sleep(60)
+
+        async def child_ref(self):
+            return [self.child]
+
+    for actor_class in (Threaded, Async):
+        actor = actor_class.remote()
+        path = tmp_path / actor_class.__name__
+        call = actor.run.remote(str(path))
+        wait_for_condition(path.exists)
+        (child,) = ray.get(actor.child_ref.remote())
+        ray.cancel(call, recursive=True)
+        with pytest.raises(ray.exceptions.TaskCancelledError):
+            ray.get(child, timeout=30)
