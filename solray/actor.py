@@ -27,7 +27,11 @@ def method(*args, **kwargs):
     retry_exceptions=...)` on an actor method."""
 
     def decorate(function):
-        setattr(function, _METHOD_OPTIONS, dict(opts.validate_method_options(kwargs, "@method")))
+        options = dict(opts.validate_method_options(kwargs, "@method"))
+        # On a staticmethod or classmethod (whichever order the decorators
+        # come in), the table reads the function inside it.
+        wrapped = isinstance(function, (staticmethod, classmethod))
+        setattr(function.__func__ if wrapped else function, _METHOD_OPTIONS, options)
         return function
 
     if len(args) == 1 and callable(args[0]) and not kwargs:
@@ -37,23 +41,36 @@ def method(*args, **kwargs):
     return decorate
 
 
-# Every actor has Ray's built-in graceful exit: a call queued like any other
-# that ends the actor (as exit_actor() does) when its turn comes, so the calls
-# submitted before it finish first. `Queue.shutdown()` uses it.
-TERMINATE = "__ray_terminate__"
+# Ray's built-in methods, which every actor has (the worker runs them,
+# executor.ActorRuntime.method):
+#   __ray_terminate__  a graceful exit queued like any call, so the calls
+#                      submitted before it finish first (as exit_actor())
+#   __ray_ready__      True once the constructor has run
+#   __ray_call__       `handle.__ray_call__.remote(fn, *args)` runs
+#                      fn(the actor's instance, *args) in the actor
+TERMINATE, READY, CALL = "__ray_terminate__", "__ray_ready__", "__ray_call__"
+# A user-defined method the worker runs when the actor ends gracefully.
+SHUTDOWN = "__ray_shutdown__"
 
 
-def _terminate(self) -> None:
-    """The method table's entry for TERMINATE (the worker runs exit_actor)."""
+def _builtin(self, *args, **kwargs) -> None:
+    """The method table's entry for each built-in method."""
 
 
 def _method_table(cls) -> dict:
-    """Per method: its @method options, with num_returns filled in."""
+    """Per method: its @method options, with num_returns filled in.
+    Methods are functions, staticmethods and classmethods, inherited ones
+    included, as in Ray."""
     methods = {}
-    for name, member in [*inspect.getmembers(cls), (TERMINATE, _terminate)]:
-        if not (inspect.isfunction(member) or inspect.ismethoddescriptor(member)):
+    builtins = [(name, _builtin) for name in (TERMINATE, READY, CALL)]
+    for name, member in [*inspect.getmembers(cls), *builtins]:
+        if not (
+            inspect.isfunction(member)
+            or inspect.ismethod(member)  # a classmethod, bound to the class
+            or inspect.ismethoddescriptor(member)
+        ):
             continue
-        if name.startswith("__") and name not in ("__call__", TERMINATE):
+        if name.startswith("__") and name not in ("__call__", TERMINATE, READY, CALL):
             continue
         options = dict(getattr(member, _METHOD_OPTIONS, {}))
         if options.get("num_returns") is None:
@@ -71,9 +88,23 @@ def _method_table(cls) -> dict:
 
 
 class ActorClass:
-    """What `@remote` makes of a class."""
+    """What `@remote` makes of a class.
+
+    It behaves as the class does for everything but making instances: class
+    attributes (inherited ones too), classmethods and staticmethods are
+    reached through it (`__getattr__` reads them from the class), and `dir()`
+    lists them, so autocompletion sees them. `__ray_actor_class__` is the
+    undecorated class. As in Ray, a class cannot inherit from an actor class
+    (TypeError at the class statement): it inherits from the undecorated one.
+    """
 
     def __init__(self, cls: type, options: dict):
+        if inspect.iscoroutinefunction(getattr(cls, SHUTDOWN, None)):
+            raise TypeError(
+                f"{cls.__name__}.{SHUTDOWN} must be a synchronous method (def, not async "
+                "def), in async actors too, as in Ray: it is called as a plain function, "
+                "outside the actor's event loop."
+            )
         self._cls = cls
         self._options = opts.actor_options(options)
         self._methods = _method_table(cls)
@@ -82,6 +113,38 @@ class ActorClass:
         self.__qualname__ = cls.__qualname__
         self.__module__ = cls.__module__
         self.__doc__ = cls.__doc__
+
+    def __getattr__(self, name: str):
+        # Only what the instance and ActorClass lack gets here. Dunder names
+        # stay unanswered: pickle and copy probe for __setstate__ and the
+        # like before __init__ has run.
+        cls = self.__dict__.get("_cls")
+        if cls is None or (name.startswith("__") and name.endswith("__")):
+            raise AttributeError(name)
+        try:
+            return getattr(cls, name)
+        except AttributeError:
+            raise AttributeError(
+                f"actor class '{cls.__name__}' has no attribute '{name}'"
+            ) from None
+
+    def __dir__(self) -> list[str]:
+        return sorted(set(dir(self._cls)) | set(object.__dir__(self)))
+
+    @property
+    def __ray_actor_class__(self) -> type:
+        """The undecorated class (Ray's name for it)."""
+        return self._cls
+
+    def __mro_entries__(self, bases):
+        # `class Derived(ActorClassObject)`: this object is not a type, so
+        # Python asks it for the real bases; Ray's rule is to refuse.
+        raise TypeError(
+            f"Attempted to define a subclass of actor class '{self.__name__}'. "
+            "Inheriting from actor classes is not currently supported. You can instead "
+            "inherit from a non-actor base class and make the derived class an actor class "
+            f"(with @ray.remote): the undecorated class is {self.__name__}.__ray_actor_class__."
+        )
 
     def __call__(self, *args, **kwargs):
         raise TypeError(
@@ -117,13 +180,18 @@ class ActorClass:
         meta = {
             "class_name": self.__name__,
             "methods": self._methods,
-            "is_async": any(m["is_async"] for m in self._methods.values()),
+            # `async def __init__` too: it runs on the actor's event loop.
+            "is_async": any(m["is_async"] for m in self._methods.values())
+            or inspect.iscoroutinefunction(self._cls.__init__),
             "max_task_retries": options["max_task_retries"],
             "max_pending_calls": options["max_pending_calls"],
             "allow_out_of_order_execution": options["allow_out_of_order_execution"],
         }
-        actor_id, meta, owner = cw.create_actor(self._describe(cw), args, kwargs, options, meta)
-        return ActorHandle(actor_id, meta, owned=owner == cw.address, owner=owner)
+        actor_id, meta, owner, existing = cw.create_actor(
+            self._describe(cw), args, kwargs, options, meta
+        )
+        # An existing actor (get_if_exists) is looked up, as get_actor does.
+        return ActorHandle(actor_id, meta, owned=owner == cw.address, owner=owner, weak=existing)
 
     def _describe(self, cw) -> FunctionDescriptor:
         if self._descriptor is None:
@@ -155,18 +223,34 @@ class ActorHandle:
     actor id is 16 bytes, an object id 28): a process holding a handle it did
     not create is a borrower its owner knows about, and handles inside values,
     arguments and results are held the same way. When the owner's count drops
-    to zero, a non-detached actor is released (after its pending calls)."""
+    to zero, a non-detached actor is released (after its pending calls).
 
-    def __init__(self, actor_id: bytes, meta: dict, owned: bool = False, owner: str = ""):
+    A *weak* handle is not counted: `get_actor()` and `get_if_exists=True`
+    give weak handles, as Ray does, so looking an actor up by name never
+    keeps it alive once the handles from its creation are gone. Copies of a
+    weak handle (pickled into arguments, results, values) are weak too."""
+
+    def __init__(
+        self,
+        actor_id: bytes,
+        meta: dict,
+        owned: bool = False,
+        owner: str = "",
+        weak: bool = False,
+    ):
         self._actor_id = actor_id
         self._meta = meta
         self._owned = owned
         self._owner = owner
-        cw = context.core_worker or context.client
-        if cw is not None:
-            cw.add_ref(actor_id, owner or cw.address)
+        self._weak = weak
+        if not weak:
+            cw = context.core_worker or context.client
+            if cw is not None:
+                cw.add_ref(actor_id, owner or cw.address)
 
     def __del__(self):
+        if self.__dict__.get("_weak", True):
+            return
         cw = context.core_worker or context.client
         if cw is not None:
             try:
@@ -187,7 +271,13 @@ class ActorHandle:
             )
         return ActorMethod(self, name, methods[name])
 
+    def __dir__(self) -> list[str]:
+        # The actor's methods, so autocompletion offers them (as in Ray).
+        return sorted(set(self._meta.get("methods", {})) | set(object.__dir__(self)))
+
     def __reduce__(self):
+        if self._weak:
+            return (_rebuild_handle, (self._actor_id, self._meta, self._owner, True))
         RefCollector.note(self)
         return (_rebuild_handle, (self._actor_id, self._meta, self._owner))
 
@@ -205,8 +295,8 @@ class ActorHandle:
         return self._actor_id.hex()
 
 
-def _rebuild_handle(actor_id: bytes, meta: dict, owner: str = "") -> ActorHandle:
-    return ActorHandle(actor_id, meta, owner=owner)
+def _rebuild_handle(actor_id: bytes, meta: dict, owner: str = "", weak: bool = False):
+    return ActorHandle(actor_id, meta, owner=owner, weak=weak)
 
 
 class ActorMethod:

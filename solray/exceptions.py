@@ -221,7 +221,14 @@ class ObjectFetchTimedOutError(ObjectLostError):
 
 
 class ReferenceCountingAssertionError(ObjectLostError, AssertionError):
-    pass
+    def __str__(self) -> str:
+        return self._base_str() + (
+            " It has already been deleted by the reference counting protocol, or its owner "
+            "is unknown here: an ObjectRef rebuilt from its id (ObjectRef(binary)) outside "
+            "the process that owns the object does not name its owner and does not keep the "
+            "object alive (as in Ray). Pass the ObjectRef itself (in an argument or a value) "
+            "instead: its owner travels with it and counts it."
+        )
 
 
 class ObjectReconstructionFailedError(ObjectLostError):
@@ -366,4 +373,48 @@ class RayCgraphCapacityExceeded(RaySystemError):
     """A compiled graph has too many buffered results."""
 
 
+class RpcError(RayError):
+    """An error of the RPC layer (Ray's; solray raises ConnectionError and
+    the errors above instead, the class exists so code that catches it
+    imports)."""
+
+    def __init__(self, message: str, rpc_code=None):
+        self.message = message
+        self.rpc_code = rpc_code
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        return self.message
+
+
 __all__ = [name for name, obj in list(globals().items()) if isinstance(obj, type)]
+
+# Ray's list of the exception types its serializer knows.
+RAY_EXCEPTION_TYPES = [
+    PlasmaObjectNotAvailable,
+    RayError,
+    RayTaskError,
+    WorkerCrashedError,
+    RayActorError,
+    ObjectStoreFullError,
+    ObjectLostError,
+    ObjectFetchTimedOutError,
+    ReferenceCountingAssertionError,
+    ObjectReconstructionFailedError,
+    ObjectReconstructionFailedMaxAttemptsExceededError,
+    ObjectReconstructionFailedLineageEvictedError,
+    OwnerDiedError,
+    GetTimeoutError,
+    AsyncioActorExit,
+    RuntimeEnvSetupError,
+    TaskPlacementGroupRemoved,
+    ActorPlacementGroupRemoved,
+    PendingCallsLimitExceeded,
+    LocalRayletDiedError,
+    TaskUnschedulableError,
+    ActorDiedError,
+    ActorUnschedulableError,
+    ActorUnavailableError,
+    RayChannelError,
+    RayChannelTimeoutError,
+]

@@ -6,6 +6,15 @@ else's object, makes this process a borrower the owner must know about);
 garbage-collecting it uncounts it (on the core worker's loop: `__del__` may
 run on any thread, at any point, so it only posts). Pickling one is noticed by the serializer,
 so whatever holds the pickled value can hold the refs inside it.
+
+Out of band: `ObjectRef(ref.binary())` (or `bytes.fromhex(ref.hex())`)
+rebuilds a ref from its id alone, as in Ray. In the process that owns the
+object it is an ordinary ref (counted, so it keeps the object alive from then
+on). Anywhere else its owner is unknown: it is not counted, nobody is told
+it exists, and the owner may free the object whenever its own references are
+gone, as Ray documents for out-of-band references; reading it (or passing it
+to a task) raises ReferenceCountingAssertionError saying to pass the ref
+itself instead.
 """
 
 from __future__ import annotations
@@ -20,16 +29,19 @@ from solray._private.serialization import RefCollector
 class ObjectRef:
     __slots__ = ("_id", "_owner", "__weakref__")
 
-    def __init__(self, object_id: bytes, owner: str):
+    def __init__(self, object_id: bytes, owner: str | None = None):
+        if owner is None:  # rebuilt from its id by the user (out of band)
+            owner = _owner_here(object_id)
         self._id = object_id
         self._owner = owner
         worker = context.core_worker or context.client
-        if worker is not None:
+        if worker is not None and owner:
             worker.add_ref(object_id, owner)
 
     def __del__(self):
         worker = context.core_worker or context.client
-        if worker is not None:
+        # No owner: not counted (out of band), or the constructor raised.
+        if worker is not None and getattr(self, "_owner", None):
             try:
                 worker.drop_ref(self._id)
             except Exception:  # interpreter shutdown
@@ -72,5 +84,27 @@ class ObjectRef:
         return asyncio.wrap_future(self.future()).__await__()
 
 
+def _owner_here(object_id) -> str:
+    """The owner of an id given out of band: this process if it owns the
+    object, else unknown ("")."""
+    from solray._private.ids import OBJECT_ID_LEN
+
+    if not isinstance(object_id, bytes):
+        raise TypeError(
+            f"ObjectRef() takes the object's id as bytes (ref.binary()), "
+            f"got {type(object_id).__name__}"
+        )
+    if len(object_id) != OBJECT_ID_LEN:
+        raise ValueError(
+            f"ID string needs to have length {OBJECT_ID_LEN}, got {len(object_id)} "
+            "(ObjectRef() takes ref.binary() or bytes.fromhex(ref.hex()))"
+        )
+    cw = context.core_worker
+    if cw is not None and cw.refs.owns(object_id):
+        return cw.address
+    return ""
+
+
 def _rebuild(object_id: bytes, owner: str) -> ObjectRef:
-    return ObjectRef(object_id, owner)
+    # An out-of-band ref back in its owner's process is an ordinary ref there.
+    return ObjectRef(object_id, owner or None)

@@ -38,6 +38,33 @@ class RuntimeContext:
         return actor_id.hex() if actor_id is not None else None
 
     @property
+    def current_actor(self):
+        """The handle of the actor this code runs in (a weak one, as Ray's:
+        it does not keep the actor alive). RuntimeError outside an actor."""
+        from solray.actor import ActorHandle
+
+        executor = getattr(self._cw, "executor", None)
+        runtime = executor.actor if executor is not None else None
+        if runtime is None:
+            raise RuntimeError("This method is only available in an actor.")
+        return ActorHandle(runtime.actor_id, runtime.meta, owner=runtime.owner, weak=True)
+
+    def is_canceled(self) -> bool:
+        """Whether `cancel()` was called on the running task or actor call,
+        as Ray's: RuntimeError in a driver or an async actor (whose
+        coroutines are cancelled with asyncio.CancelledError instead)."""
+        executor = getattr(self._cw, "executor", None)
+        task = self._cw.current_task
+        if executor is None or task is None:
+            raise RuntimeError("This method is only available in a task or actor call.")
+        if executor.actor is not None and executor.actor.is_async:
+            raise RuntimeError(
+                "This method is not available in async actors: a cancelled call's coroutine "
+                "gets asyncio.CancelledError."
+            )
+        return executor.is_cancelled(task.task_id)
+
+    @property
     def was_current_actor_reconstructed(self) -> bool:
         executor = self._cw.executor
         return bool(executor is not None and executor.actor_restarts > 0)

@@ -3,6 +3,7 @@ completely however its driver ends (shutdown, interpreter exit, SIGKILL)."""
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import pathlib
@@ -10,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 
 import psutil
 import pytest
@@ -291,3 +293,77 @@ def test_object_store_larger_than_shared_memory_is_rejected(leak_check):
     with pytest.raises(ValueError, match="object_store_memory"):
         solray.init(object_store_memory=10**15)
     assert not solray.is_initialized()
+
+
+# -- actors ending gracefully with the driver, or killed when they hang ---------
+
+
+@solray.remote
+class _Cleaner:
+    def __init__(self, directory):
+        self.directory = directory
+        atexit.register(self._note, "atexit")
+
+    def _note(self, what):
+        with open(os.path.join(self.directory, "order"), "a") as f:
+            f.write(what + "\n")
+
+    def __ray_shutdown__(self):
+        self._note("shutdown")
+
+    def pid(self):
+        return os.getpid()
+
+
+def _order(directory) -> list[str]:
+    path = pathlib.Path(directory) / "order"
+    return path.read_text().split() if path.exists() else []
+
+
+def test_actors_end_gracefully_at_driver_shutdown(leak_check, tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    solray.init(num_cpus=1)
+    plain = _Cleaner.remote(str(tmp_path / "a"))
+    named = _Cleaner.options(name="n").remote(str(tmp_path / "b"))
+    solray.get([plain.pid.remote(), named.pid.remote()])
+    solray.shutdown()
+    assert _order(tmp_path / "a") == ["shutdown", "atexit"]
+    assert _order(tmp_path / "b") == ["shutdown", "atexit"]
+
+
+@solray.remote
+class _Hanging:
+    def __init__(self, directory):
+        self.directory = directory
+
+    def __ray_shutdown__(self):
+        open(os.path.join(self.directory, "started"), "w").close()
+        time.sleep(600)
+        open(os.path.join(self.directory, "completed"), "w").close()
+
+    def pid(self):
+        return os.getpid()
+
+
+def _gone(pid: int) -> bool:
+    return not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+@pytest.mark.parametrize(
+    "ray_start", [{"_system_config": {"actor_graceful_shutdown_timeout_ms": 500}}], indirect=True
+)
+def test_a_hanging_ray_shutdown_is_killed_after_the_graceful_timeout(ray_start, tmp_path):
+    hanging = _Hanging.remote(str(tmp_path))
+    pid = solray.get(hanging.pid.remote())
+    start = time.monotonic()
+    del hanging
+    wait_for_condition(lambda: (tmp_path / "started").exists())
+    wait_for_condition(lambda: _gone(pid), timeout=15)
+    assert time.monotonic() - start >= 0.5  # killed by the timeout, not before it
+    assert not (tmp_path / "completed").exists()  # checked once the process is gone
+
+
+def test_the_graceful_timeout_is_checked(leak_check):
+    with pytest.raises(ValueError, match="actor_graceful_shutdown_timeout_ms"):
+        solray.init(_system_config={"actor_graceful_shutdown_timeout_ms": -1})

@@ -33,6 +33,16 @@ constructing) the node frees it. The attempt's coroutine notices it is stale
 at its next step and stops. Only then is the next attempt (a restart)
 placed, or the actor marked DEAD.
 
+Graceful ends. When the owner lets go of a non-detached actor (its last
+handle gone: RELEASE_ACTOR) or a driver shuts down (SHUTDOWN_OWNED_ACTORS),
+the actor's worker is asked to end by itself (ACTOR_SHUTDOWN): it runs the
+class's `__ray_shutdown__` and the process's atexit handlers, then exits;
+exit_actor() and `__ray_terminate__` do the same from inside (ACTOR_EXITING).
+Either way the worker gets `graceful_timeout_s` (Ray's
+`actor_graceful_shutdown_timeout_ms`, 30 s) before its attempt is ended,
+which kills it. `kill()`, an owner that dies and a process that crashes end
+the attempt at once, with no hooks, as in Ray.
+
 Callers waiting in GET_ACTOR are answered when the actor is ALIVE at an
 address they do not already know to be dead, or DEAD.
 """
@@ -86,11 +96,18 @@ class ActorEntry:
     unschedulable: bool = False  # dead because its scheduling strategy can never be met
     creation_error: list | None = None  # [head, buffers] of the constructor's error
     waiters: list = field(default_factory=list)
+    on_dead: list = field(default_factory=list)  # callbacks once DEAD (a driver's shutdown)
+
+
+# How long an actor ending gracefully may take before it is killed (Ray's
+# default for actor_graceful_shutdown_timeout_ms).
+GRACEFUL_TIMEOUT_S = 30.0
 
 
 class ActorManager:
-    def __init__(self, store):
+    def __init__(self, store, graceful_timeout_s: float = GRACEFUL_TIMEOUT_S):
         self.store = store
+        self.graceful_timeout_s = graceful_timeout_s
         self.actors: dict[bytes, ActorEntry] = {}
         self.named: dict[tuple[str, str], bytes] = {}
         self._node_conns = transport.ConnectionCache(store.token)
@@ -105,6 +122,7 @@ class ActorManager:
             Msg.RELEASE_ACTOR: self.release,
             Msg.ACTOR_EXITING: self.exiting,
             Msg.LIST_ACTORS: self.list_actors,
+            Msg.SHUTDOWN_OWNED_ACTORS: self.shutdown_owned,
         }
 
     # -- requests ----------------------------------------------------------
@@ -206,19 +224,49 @@ class ActorManager:
             worker.add_close_callback(lambda c: conn.reply(rid, True))
 
     def release(self, conn, rid, body, bufs) -> None:
-        """The owner holds no handle any more: a non-detached actor ends."""
+        """The owner holds no handle any more: a non-detached actor ends
+        gracefully, after the calls it has received."""
         entry = self.actors.get(body["actor_id"])
         if entry is not None and not entry.detached:
-            self._terminate(entry, "all references to the actor were removed")
+            self._end_gracefully(entry, "all references to the actor were removed", now=False)
 
     def exiting(self, conn, rid, body, bufs) -> None:
-        """exit_actor(): its process answers the call, then exits, which ends
-        the attempt (with no restart)."""
+        """exit_actor() or __ray_terminate__: its process answers the call,
+        runs its shutdown hooks and exits, which ends the attempt (with no
+        restart); killed if the hooks outlast the graceful timeout."""
         entry = self.actors.get(body["actor_id"])
         if entry is not None:
             entry.no_restart = True
             entry.death_cause = "it called exit_actor()"
+            self._kill_after_timeout(entry)
         conn.reply(rid, True)
+
+    def shutdown_owned(self, conn, rid, body, bufs) -> None:
+        """A driver's shutdown(): its non-detached actors end gracefully now
+        (calls in flight are not waited for: nobody will read their
+        results); answered once every one is DEAD."""
+        ending = [
+            entry
+            for actor_id in conn.peer.get("owned_actors", ())
+            if (entry := self.actors.get(actor_id)) is not None
+            and not entry.detached
+            and entry.state != DEAD
+        ]
+        left = len(ending)
+        if not left:
+            conn.reply(rid, True)
+            return
+
+        def one_dead() -> None:
+            nonlocal left
+            left -= 1
+            if not left:
+                conn.reply(rid, True)
+
+        for entry in ending:
+            entry.on_dead.append(one_dead)
+        for entry in ending:
+            self._end_gracefully(entry, "its owner (the driver) called shutdown()", now=True)
 
     def list_actors(self, conn, rid, body, bufs) -> None:
         conn.reply(
@@ -410,6 +458,37 @@ class ActorManager:
         if entry.worker_conn is conn:
             self._attempt_ended(entry, "its worker process died unexpectedly")
 
+    def _end_gracefully(self, entry: ActorEntry, cause: str, now: bool) -> None:
+        """The actor ends for good, through its own shutdown hooks if it is
+        running (ACTOR_SHUTDOWN; `now`: without waiting for the calls it has
+        received), else at once."""
+        if entry.state == DEAD:
+            return
+        if entry.state != ALIVE or entry.worker_conn is None:
+            self._terminate(entry, cause)
+            return
+        entry.no_restart = True
+        entry.death_cause = cause
+        entry.worker_conn.send(Msg.ACTOR_SHUTDOWN, {"now": now})
+        self._kill_after_timeout(entry)
+
+    def _kill_after_timeout(self, entry: ActorEntry) -> None:
+        """An actor ending by itself gets graceful_timeout_s to exit; then
+        its attempt is ended, which kills its worker."""
+        attempt = entry.attempt
+
+        def overdue() -> None:
+            if entry.attempt == attempt and entry.state != DEAD:
+                logger.warning(
+                    "actor %s did not exit within %.3g s of being asked to end "
+                    "(its __ray_shutdown__ or atexit handlers hung?): killing it",
+                    entry.actor_id.hex(),
+                    self.graceful_timeout_s,
+                )
+                self._attempt_ended(entry, entry.death_cause or "it was asked to exit")
+
+        asyncio.get_running_loop().call_later(self.graceful_timeout_s, overdue)
+
     def _terminate(self, entry: ActorEntry, cause: str) -> None:
         """The actor ends for good (its owner died, or released it)."""
         if entry.state == DEAD:
@@ -452,6 +531,9 @@ class ActorManager:
         if entry.name and self.named.get((entry.namespace, entry.name)) == entry.actor_id:
             del self.named[(entry.namespace, entry.name)]
         self._notify(entry)
+        callbacks, entry.on_dead = entry.on_dead, []
+        for callback in callbacks:
+            callback()
 
     def _notify(self, entry: ActorEntry) -> None:
         entry.waiters = [w for w in entry.waiters if not self._answer(entry, w)]

@@ -17,7 +17,7 @@ import logging
 import time
 
 from solray._private import services, transport
-from solray._private.actor_manager import ActorManager
+from solray._private.actor_manager import GRACEFUL_TIMEOUT_S, ActorManager
 from solray._private.placement import ClusterView
 from solray._private.placement_groups import PlacementGroupManager
 from solray._private.protocol import Msg
@@ -26,7 +26,7 @@ logger = logging.getLogger("solray.control_store")
 
 
 class ControlStore:
-    def __init__(self, token: bytes):
+    def __init__(self, token: bytes, actor_graceful_timeout_s: float = GRACEFUL_TIMEOUT_S):
         self.token = token
         # Every node, as registered and last reported; actors and placement
         # groups are placed from it (placement.py).
@@ -47,7 +47,7 @@ class ControlStore:
             Msg.SUBSCRIBE: self.subscribe,
             Msg.PUBLISH: self.publish_message,
         }
-        self.actors = ActorManager(self)
+        self.actors = ActorManager(self, actor_graceful_timeout_s)
         self.handlers.update(self.actors.handlers)
         self.placement_groups = PlacementGroupManager(self)
         self.handlers.update(self.placement_groups.handlers)
@@ -165,7 +165,7 @@ class ControlStore:
 
 async def serve(args) -> None:
     token = services.read_token(args.token_fd)
-    store = ControlStore(token)
+    store = ControlStore(token, args.actor_graceful_shutdown_timeout_ms / 1000)
     sock = services.listening_socket(args)
     server = await transport.serve(sock, token, store.handlers, on_close=store.on_close)
     heartbeats = asyncio.get_running_loop().create_task(
@@ -185,6 +185,12 @@ def main() -> None:
         type=float,
         default=10.0,
         help="declare a node dead after this long without a report",
+    )
+    parser.add_argument(
+        "--actor-graceful-shutdown-timeout-ms",
+        type=float,
+        default=GRACEFUL_TIMEOUT_S * 1000,
+        help="kill an actor that has not exited this long after being asked to end",
     )
     args = parser.parse_args()
     services.setup_process("control_store", args)

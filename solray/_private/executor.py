@@ -27,11 +27,18 @@ or a location in this node's store. A call that raises produces its error (a
 RayTaskError carrying the user's exception and the remote traceback) as every
 one of its return values. An actor that calls exit_actor() answers that call
 with ActorDiedError, tells the control store not to restart it, and exits.
+
+Graceful ends (`graceful_exit`): exit_actor(), `__ray_terminate__`, and the
+control store's ACTOR_SHUTDOWN (the owner let go of the actor, or its driver
+shut down) run the class's `__ray_shutdown__`, then the process's atexit
+handlers, then exit. The control store kills the process if that takes
+longer than its graceful timeout. kill() never gets here.
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import concurrent.futures
 import inspect
 import io
@@ -56,7 +63,7 @@ from solray._private.memory_store import decode_entry, encode_entry, error_entry
 from solray._private.protocol import LOG_MARK, LOG_SEP, Msg
 from solray._private.serialization import SerializedObject
 from solray._private.task_spec import substitute_deps
-from solray.actor import TERMINATE, ActorExit, exit_actor
+from solray.actor import CALL, READY, SHUTDOWN, TERMINATE, ActorExit, exit_actor
 from solray.object_ref import ObjectRef
 from solray.object_ref_generator import DynamicObjectRefGenerator
 
@@ -86,6 +93,7 @@ class Executor:
         self.actor: ActorRuntime | None = None
         self.actor_restarts = 0
         self.actor_exiting = False  # exit_actor() was called: run no more calls
+        self._exit_once = threading.Lock()  # acquired once, by the graceful exit
         self.gpu_ids: list = []
         self._jobs_seen: set[int] = set()
         self._running_main: bytes | None = None  # the task on the main thread
@@ -438,6 +446,10 @@ class Executor:
         elif self.actor is not None:
             self.actor.cancel_running(task_id)
 
+    def is_cancelled(self, task_id: bytes) -> bool:
+        """Whether cancel() has reached this running task."""
+        return task_id in self._cancelled
+
     def reply_cancelled(self, conn, rid, body) -> None:
         """Loop thread: answer a call that was cancelled before it started,
         shaped as if it had raised TaskCancelledError at once. The error is
@@ -574,10 +586,20 @@ class Executor:
         self.actor_restarts = body.get("restarts", 0)
         self.cw.actor_id = body["aid"]
         self.cw.current_task = ctx
+        runtime = None
         try:
             cls, args, kwargs = self._prepare(body, buffers, self._task_function)
-            instance = cls(*args, **kwargs)
+            if inspect.iscoroutinefunction(cls.__init__):
+                # `async def __init__`: it runs on the actor's own event loop,
+                # where its calls will run.
+                instance = cls.__new__(cls)
+                runtime = ActorRuntime(self, body["aid"], instance, ropts)
+                runtime.construct(instance.__init__(*args, **kwargs))
+            else:
+                instance = cls(*args, **kwargs)
         except Exception as e:
+            if runtime is not None:
+                runtime.loop.call_soon_threadsafe(runtime.loop.stop)
             head, bufs = encode_entry(
                 self.cw.store.store_value(
                     ids.put_object_id(self.cw.job_bytes),
@@ -588,7 +610,8 @@ class Executor:
             return
         finally:
             self.cw.current_task = None
-        self.actor = ActorRuntime(self, body["aid"], instance, ropts)
+        self.actor = runtime or ActorRuntime(self, body["aid"], instance, ropts)
+        self.actor.owner = body["owner"]
         self.cw.post(conn.reply, rid, {"pid": os.getpid()})
 
     def run_actor_task(self, conn, rid, body, buffers) -> None:
@@ -604,6 +627,7 @@ class Executor:
         await self._execute_async(conn, rid, body, buffers, ctx, self.actor.method)
 
     def _exit_actor(self, conn, rid, ctx: TaskContext, num_returns: int) -> None:
+        """exit_actor() (or __ray_terminate__) ended this call."""
         cw = self.cw
         self.actor_exiting = True
         cw.request("control", Msg.ACTOR_EXITING, {"actor_id": cw.actor_id})
@@ -612,11 +636,46 @@ class Executor:
             error_msg=f"The actor {cw.actor_id.hex()} exited: exit_actor() was called.",
         )
         self._reply(conn, rid, ctx, [error] * num_returns, True)
+        self.cw.current_task = None
+        self.graceful_exit()
+
+    def on_actor_shutdown(self, conn, rid, body, buffers) -> None:
+        """Loop thread: the control store asks this actor to end gracefully.
+        After the calls it has received (the owner let go of it), on the main
+        thread where plain actors run them; or `now` (its driver is shutting
+        down), on a thread of its own."""
+        if body.get("now"):
+            threading.Thread(target=self.graceful_exit, name="solray-actor-exit").start()
+        else:
+            self.queue.put(self.graceful_exit)
+
+    def graceful_exit(self) -> None:
+        """End this actor's process through its shutdown hooks: the class's
+        `__ray_shutdown__` (an exception in it is printed, as Ray logs it),
+        then the atexit handlers. The control store kills the process if
+        they outlast its graceful timeout."""
+        self.actor_exiting = True  # calls not started yet never run
+        if not self._exit_once.acquire(blocking=False):
+            return  # another thread is already ending it
+        instance = self.actor.instance if self.actor is not None else None
+        if callable(getattr(type(instance), SHUTDOWN, None)):
+            try:
+                getattr(instance, SHUTDOWN)()
+            except Exception:
+                print(
+                    f"solray: {SHUTDOWN}() of actor {self.actor.class_name} raised; "
+                    "the actor exits anyway:\n" + traceback.format_exc(),
+                    file=sys.stderr,
+                    flush=True,
+                )
+        atexit._run_exitfuncs()  # prints what a handler raises, and goes on
+        cw = self.cw
 
         def exit_process():
             _flush_output()
             os._exit(0)
 
+        # After the replies posted before (an exit_actor() call's) go out.
         cw.post(cw.loop.call_later, 0.05, exit_process)
 
 
@@ -697,11 +756,19 @@ class ActorRuntime:
         self.actor_id = actor_id
         self.instance = instance
         self.class_name = ropts["class_name"]
+        self.meta = ropts.get("meta") or {"class_name": self.class_name, "methods": {}}
+        self.owner = ""  # the creator's address, set by create_actor
         self.is_async = ropts["is_async"]
         max_concurrency = ropts["max_concurrency"]
         groups = ropts.get("concurrency_groups") or {}
         self.groups = set(groups)
         self.calls: dict[bytes, ActorCall] = {}  # owned by the I/O loop (see above)
+        # Ray's built-in methods (actor.py), unless the class defines its own.
+        self._builtins = {
+            TERMINATE: exit_actor,
+            READY: lambda: True,
+            CALL: lambda fn, *args, **kwargs: fn(self.instance, *args, **kwargs),
+        }
         if self.is_async:
             self.loop = asyncio.new_event_loop()
             self._semaphores: dict = {}
@@ -731,11 +798,16 @@ class ActorRuntime:
                 f"{self.class_name} (defined: {sorted(self.groups)})"
             )
         function = getattr(self.instance, name, None)
-        if function is None and name == TERMINATE:
-            function = exit_actor
+        if function is None:
+            function = self._builtins.get(name)
         if function is None:
             raise AttributeError(f"'{self.class_name}' actor has no method '{name}'")
         return function, 0
+
+    def construct(self, init) -> None:
+        """Run an `async def __init__` coroutine on the actor's event loop;
+        what it raises is raised here."""
+        asyncio.run_coroutine_threadsafe(init, self.loop).result()
 
     def dispatch(self, conn, rid, body, buffers) -> None:
         """Loop thread: a call arrived; it waits for its turn where it runs."""

@@ -100,6 +100,7 @@ SYSTEM_CONFIG: dict[str, Callable[[str, Any], None]] = {
     "memory_usage_threshold": _number(0.0, 1.0),
     "memory_monitor_refresh_ms": _number(0, integer=True),
     "heartbeat_timeout_s": _number(0.001),
+    "actor_graceful_shutdown_timeout_ms": _number(0),
     "max_io_workers": _number(1, integer=True),
 }
 

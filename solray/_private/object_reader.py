@@ -245,11 +245,15 @@ class ObjectReader:
 
     def _fetch_borrowed(self, refs) -> None:
         """User thread: have the loop ask the owners of the borrowed refs we
-        have no value for."""
+        have no value for. A ref rebuilt out of band names no owner to ask
+        (object_ref.py): its reader gets the error now."""
         cw = self.cw
         missing = [
             r for r in refs if not cw.memory_store.contains(r._id) and not cw.refs.owns(r._id)
         ]
+        for ref in missing:
+            if not ref._owner:
+                raise exceptions.ReferenceCountingAssertionError(ref._id.hex())
         if missing:
             cw.post(self._fetch_all, missing)
 

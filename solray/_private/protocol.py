@@ -59,6 +59,7 @@ class Msg(IntEnum):
     RELEASE_ACTOR = 26
     ACTOR_EXITING = 27
     LIST_ACTORS = 28
+    SHUTDOWN_OWNED_ACTORS = 29  # a driver's shutdown(): end its actors gracefully first
 
     # Control store: placement groups.
     CREATE_PG = 50
@@ -103,6 +104,7 @@ class Msg(IntEnum):
     ADD_BORROWERS = 68
     REMOVE_BORROWERS = 69
     HANDOFF_DONE = 70
+    ACTOR_SHUTDOWN = 76  # control store -> an actor's worker: end gracefully
     ASSIGN_OWNER = 78  # put(_owner=actor): the actor takes over an object
 
     # A ray:// client and its proxy driver (client/).

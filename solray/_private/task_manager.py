@@ -100,7 +100,7 @@ class TaskManager:
         if "error" in reply:
             raise ValueError(reply["error"])
         if "existing" in reply:
-            return reply["existing"], reply["meta"], reply.get("owner", "")
+            return reply["existing"], reply["meta"], reply.get("owner", ""), True
         blob, args_ref, deps, contained = self.pack_arguments(args, kwargs)
         # A restart runs the constructor again: keep its arguments for as long
         # as this owner lives.
@@ -127,9 +127,10 @@ class TaskManager:
             "is_async": meta["is_async"],
             "class_name": meta["class_name"],
             "pg": placement_of(options.get("scheduling_strategy")),
+            "meta": meta,  # for the actor's own handle (get_runtime_context().current_actor)
         }
         cw.post(cw.actor_submitter.create, actor_id, task, runtime)
-        return actor_id, meta, cw.address
+        return actor_id, meta, cw.address, False
 
     def submit_actor_task(self, actor_id: bytes, method: str, args, kwargs, options: dict):
         """User thread: a call to an actor method. `options` are the method's
@@ -172,6 +173,9 @@ class TaskManager:
         nested deeper, which the task must hold until it finishes."""
         cw = self.cw
         args, kwargs, deps = extract_deps(args, kwargs, ObjectRef)
+        for dep in deps:
+            if not dep._owner:  # rebuilt out of band here: no owner to read it from
+                raise exceptions.ReferenceCountingAssertionError(dep._id.hex())
         blob = serialization.serialize((tuple(args), kwargs))
         contained = blob.contained_refs
         if blob.inline_size() <= INLINE_MAX:

@@ -310,9 +310,13 @@ def node_arguments(
 
 def control_store_arguments(system_config: dict) -> list[str]:
     """The control store command line for `_system_config` settings."""
+    args = []
     if "heartbeat_timeout_s" in system_config:
-        return ["--heartbeat-timeout-s", str(float(system_config["heartbeat_timeout_s"]))]
-    return []
+        args += ["--heartbeat-timeout-s", str(float(system_config["heartbeat_timeout_s"]))]
+    if "actor_graceful_shutdown_timeout_ms" in system_config:
+        timeout = system_config["actor_graceful_shutdown_timeout_ms"]
+        args += ["--actor-graceful-shutdown-timeout-ms", str(float(timeout))]
+    return args
 
 
 def with_spilling_directory(system_config: dict | None, directory: str | None) -> dict:
@@ -464,12 +468,30 @@ def shutdown(_exiting_interpreter: bool = False) -> None:
     cw = context.core_worker
     if cw is None:
         return
+    if cw.is_driver:
+        _end_owned_actors(cw)
     context.core_worker = None
     cw.shutdown()
     launcher, _cluster = _cluster, None
     if launcher is not None:
         launcher.stop()
         shutil.rmtree(launcher.session_dir, ignore_errors=True)
+
+
+def _end_owned_actors(cw) -> None:
+    """Before a driver goes: its non-detached actors end gracefully (their
+    `__ray_shutdown__` and atexit handlers run), each within the graceful
+    timeout, after which the control store kills it."""
+    try:
+        cw.request("control", Msg.SHUTDOWN_OWNED_ACTORS, {}, timeout=_GRACEFUL_WAIT_S)
+    except Exception:  # the cluster is already gone, or too slow: it ends them anyway
+        pass
+
+
+# How long shutdown() waits for its actors to end gracefully: longer than the
+# control store's own bound (its actor_graceful_shutdown_timeout_ms, 30 s by
+# default), after which it has killed them.
+_GRACEFUL_WAIT_S = 35.0
 
 
 # In a ray:// client (context.client set), the functions below that a client
@@ -696,7 +718,9 @@ def get_actor(name: str, namespace: str | None = None):
             "a named actor you didn't create. 2. The named actor died. "
             "3. You did not use a namespace matching the namespace of the actor."
         )
-    return ActorHandle(reply["actor_id"], reply["meta"], owner=reply.get("owner", ""))
+    # Weak, as in Ray: a handle looked up by name does not keep a
+    # non-detached actor alive once the handles from its creation are gone.
+    return ActorHandle(reply["actor_id"], reply["meta"], owner=reply.get("owner", ""), weak=True)
 
 
 def kill(actor, *, no_restart: bool = True) -> None:

@@ -50,6 +50,7 @@ def main(token: bytes) -> None:
             Msg.PUSH_TASK: executor.on_push,
             Msg.PUSH_ACTOR_CREATE: executor.on_actor_create,
             Msg.PUSH_ACTOR_TASK: executor.on_actor_task,
+            Msg.ACTOR_SHUTDOWN: executor.on_actor_shutdown,
             Msg.GENERATOR_ACK: executor.on_generator_ack,
             Msg.CANCEL_TASK: cw.on_cancel_request,
         }
