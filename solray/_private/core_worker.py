@@ -212,6 +212,7 @@ class CoreWorker:
             Msg.REMOVE_BORROWERS: self.ownership.serve_remove_borrowers,
             Msg.HANDOFF_DONE: self.borrowing.serve_handoff_done,
             Msg.ASSIGN_OWNER: self.ownership.serve_assign_owner,
+            Msg.CANCEL_OWNED: self.task_manager.on_cancel_owned,
             **server_handlers,
         }
         self.server = await transport.serve(

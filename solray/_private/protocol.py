@@ -22,6 +22,10 @@ from enum import IntEnum
 
 import msgpack
 
+# Raise it with any change to messages or framing that an older peer would
+# misread: the handshake (transport.py) refuses a peer of another version.
+PROTOCOL_VERSION = 2
+
 PREFIX = struct.Struct("<IQ")
 MAX_HEADER = 64 * 1024 * 1024
 MAX_PAYLOAD = 64 * 1024 * 1024 * 1024
@@ -103,6 +107,7 @@ class Msg(IntEnum):
     ADD_BORROWERS = 68
     REMOVE_BORROWERS = 69
     HANDOFF_DONE = 70
+    CANCEL_OWNED = 71  # a borrower cancels the task that makes a ref (to its owner)
     ASSIGN_OWNER = 78  # put(_owner=actor): the actor takes over an object
 
     # A ray:// client and its proxy driver (client/).
