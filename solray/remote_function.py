@@ -6,6 +6,7 @@ import inspect
 
 from solray._private import context
 from solray._private import options as opts
+from solray._private.signature import CallCheck
 from solray._private.task_spec import FunctionDescriptor
 
 
@@ -21,6 +22,7 @@ class RemoteFunction:
             self._options["max_calls"] = 1
         if self._options["num_returns"] is None:
             self._options["num_returns"] = opts.default_num_returns(function)
+        self._check_call = CallCheck.of(function)
         self._descriptor: FunctionDescriptor | None = None
         self._descriptor_owner = None
         self.__name__ = getattr(function, "__name__", "remote_function")
@@ -58,6 +60,7 @@ class RemoteFunction:
     def _remote(self, args, kwargs, options: dict):
         from solray._private import worker
 
+        self._check_call(args, kwargs)
         if context.client is not None:
             return context.client.call("remote", (self, args, kwargs, options))
         worker.auto_init()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
+from solray._private import oversized
 from solray._private.memory_store import Inline, decode_entry, encode_entry
 from solray._private.serialization import RefCollector, SerializedObject, dumps
 
@@ -63,6 +64,7 @@ class FunctionDescriptor:
         pins them)."""
         with RefCollector() as collector:
             pickled = dumps(target)
+        oversized.check(pickled, target)
         return cls(hashlib.sha1(pickled).digest(), name, pickled, collector.refs)
 
 
