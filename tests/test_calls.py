@@ -273,3 +273,104 @@ def test_ref_future_and_as_future(ray, tmp_path):
         return await asyncio.wait_for(asyncio.gather(wrapped, as_future), 60)
 
     assert asyncio.run(main()) == ["released", "released"]
+
+
+# -- the runtime context; OMP_NUM_THREADS ----------------------------------------
+
+
+def _context_row():
+    import os
+
+    context = ray.get_runtime_context()
+    return {
+        "resources": context.get_assigned_resources(),
+        "accelerators": context.get_accelerator_ids(),
+        "actor_name": context.get_actor_name(),
+        "function": context.get_task_function_name(),
+        "task_name": context.get_task_name(),
+        "task_id": context.get_task_id(),
+        "job_id": context.get_job_id(),
+        "node_id": context.get_node_id(),
+        "worker_id": context.get_worker_id(),
+        "namespace": context.namespace,
+        "placement_group": context.get_placement_group_id(),
+        "omp": os.environ.get("OMP_NUM_THREADS"),
+    }
+
+
+@ray.remote
+def context_of_a_task():
+    return _context_row()
+
+
+@ray.remote
+class ContextActor:
+    def __init__(self):
+        self.at_init = _context_row()
+
+    def row(self):
+        return self.at_init, _context_row()
+
+
+def test_runtime_context_getters_in_tasks_and_actors(ray):
+    driver = ray.get_runtime_context()
+    row = ray.get(context_of_a_task.remote())
+    assert row["resources"] == {"CPU": 1.0}
+    assert row["accelerators"] == {"GPU": []}
+    assert row["actor_name"] is None
+    assert row["function"] == "test_calls.context_of_a_task"
+    assert row["task_name"] == "context_of_a_task"
+    assert row["job_id"] == driver.get_job_id() and row["node_id"] == driver.get_node_id()
+    assert row["worker_id"] != driver.get_worker_id() and len(row["task_id"]) > 0
+    assert row["namespace"] == driver.namespace and row["placement_group"] is None
+    assert ray.get(context_of_a_task.options(num_cpus=2).remote())["resources"] == {"CPU": 2.0}
+
+    at_init, in_call = ray.get(ContextActor.options(name="ctx-actor").remote().row.remote())
+    assert at_init["function"] == "test_calls.ContextActor.__init__"
+    assert in_call["function"] == "test_calls.ContextActor.row"
+    assert in_call["actor_name"] == "ctx-actor" and in_call["resources"] == {}
+    unnamed = ray.get(ContextActor.options(num_cpus=1).remote().row.remote())[1]
+    assert unnamed["actor_name"] == "" and unnamed["resources"] == {"CPU": 1.0}
+
+    assert driver.get_actor_name() is None and driver.get_task_function_name() is None
+    with pytest.raises(AssertionError, match="only available when the process is a worker"):
+        driver.get_assigned_resources()
+
+
+def test_omp_num_threads_is_the_task_cpu_count_unless_the_user_set_it(ray):
+    assert ray.get(context_of_a_task.remote())["omp"] == "1"
+    assert ray.get(context_of_a_task.options(num_cpus=2).remote())["omp"] == "2"
+    assert ray.get(context_of_a_task.options(num_cpus=0.5).remote())["omp"] == "1"
+    # Set per task, not left behind: the same worker runs the next one with its own.
+    assert ray.get(context_of_a_task.options(num_cpus=1).remote())["omp"] == "1"
+    at_init, in_call = ray.get(ContextActor.options(num_cpus=2).remote().row.remote())
+    assert at_init["omp"] == "2" and in_call["omp"] == "2"
+    assert ray.get(ContextActor.remote().row.remote())[1]["omp"] == "1"  # 0 CPUs: 1
+
+
+# -- which worker runs what --------------------------------------------------------
+
+
+@ray.remote
+def pid_of_task():
+    import os
+
+    return os.getpid()
+
+
+@ray.remote
+class PidActor:
+    def pid(self):
+        import os
+
+        return os.getpid()
+
+
+def test_an_actor_never_starts_in_a_worker_that_ran_tasks(ray):
+    task_pids = set(ray.get([pid_of_task.remote() for _ in range(6)]))
+    task_pids.add(ray.get(pid_of_task.remote()))  # the most recently used idle worker
+    actors = [PidActor.remote() for _ in range(2)]
+    actor_pids = set(ray.get([a.pid.remote() for a in actors]))
+    assert len(actor_pids) == 2 and not actor_pids & task_pids
+    for actor in actors:
+        ray.kill(actor)

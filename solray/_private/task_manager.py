@@ -127,6 +127,8 @@ class TaskManager:
             "is_async": meta["is_async"],
             "class_name": meta["class_name"],
             "pg": placement_of(options.get("scheduling_strategy")),
+            "actor_name": options.get("name"),
+            "res": running,  # get_runtime_context().get_assigned_resources()
         }
         cw.post(cw.actor_submitter.create, actor_id, task, runtime)
         return actor_id, meta, cw.address

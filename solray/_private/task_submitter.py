@@ -476,7 +476,11 @@ class TaskSubmitter:
         fn = task.function
         # A task named by the `name` option shows that name in its output and errors.
         name = task.task_name or fn.name
-        body = push_body(self.cw, task, {"fn": fn.function_id, "name": name, "gpu": lw.gpu_ids})
+        body = push_body(
+            self.cw,
+            task,
+            {"fn": fn.function_id, "name": name, "gpu": lw.gpu_ids, "res": task.resources},
+        )
         if task.max_calls:
             body["mc"] = task.max_calls
         placement = placement_of(task.strategy)
