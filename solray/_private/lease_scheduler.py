@@ -115,7 +115,7 @@ class LeaseScheduler:
         request = LeaseRequest(
             conn,
             rid,
-            Demand(body["resources"], body.get("labels")),
+            Demand(body["resources"], body.get("labels"), tuple(body.get("fallback") or ())),
             actor_id=body.get("actor_id"),
             strategy=body.get("strategy", "DEFAULT"),
             hops=int(body.get("spilled", 0)),

@@ -60,6 +60,7 @@ class TaskManager:
             contained=contained,
             strategy=options.get("scheduling_strategy"),
             label_selector=options.get("label_selector") or None,
+            fallback_selectors=_fallbacks(options),
             max_calls=options["max_calls"],
             task_name=options.get("name"),
         )
@@ -95,6 +96,7 @@ class TaskManager:
                 "job": cw.job,
                 "strategy": _actor_strategy(options.get("scheduling_strategy")),
                 "label_selector": options.get("label_selector") or None,
+                "fallback": list(_fallbacks(options)),
             },
         )
         if "error" in reply:
@@ -363,6 +365,12 @@ class TaskManager:
                 self.cancel_task(child, body.get("force", False), True)
         if self.cw.executor is not None:
             self.cw.executor.cancel(task_id, body.get("force", False))
+
+
+def _fallbacks(options: dict) -> tuple:
+    """The selectors of Ray's fallback_strategy (validated with the options)."""
+    fallback = options.get("fallback_strategy")
+    return tuple(option["label_selector"] for option in fallback) if fallback else ()
 
 
 def _actor_strategy(strategy) -> dict | None:

@@ -99,6 +99,7 @@ class PendingTask:
     contained: list = field(default_factory=list)  # refs nested in its arguments
     strategy: object = None  # scheduling_strategy
     label_selector: dict | None = None  # the labels its node must match
+    fallback_selectors: tuple = ()  # fallback_strategy's selectors, in order
     task_name: str | None = None  # the `name` option
     max_calls: int = 0  # tasks: its worker exits after this many calls of the function
 
