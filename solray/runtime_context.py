@@ -67,7 +67,7 @@ class RuntimeContext:
         return self.get_actor_id()
 
     def _worker_only(self, what: str) -> None:
-        if self._cw.is_driver:
+        if getattr(self._cw, "is_driver", True):  # a ray:// client is a driver's
             # Ray's check (and its exception type).
             raise AssertionError(
                 f"{what} is only available when the process is a worker. Current mode: driver."
@@ -92,7 +92,7 @@ class RuntimeContext:
     def get_actor_name(self) -> str | None:
         """The current actor's name: "" for an unnamed actor, None outside
         an actor (Ray's convention)."""
-        if self._cw.actor_id is None:
+        if getattr(self._cw, "actor_id", None) is None:
             return None
         return self._cw.executor.actor_name or ""
 

@@ -83,6 +83,7 @@ class Msg(IntEnum):
     RESERVE_BUNDLES = 39
     RELEASE_BUNDLES = 54
     END_ACTOR_LEASE = 55
+    COLLECT_GARBAGE = 56  # node -> its drivers and workers: gc.collect(), free, answer
 
     # Node: object store.
     STORE_CREATE = 40
