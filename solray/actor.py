@@ -96,6 +96,7 @@ class ActorClass:
     def __getstate__(self):
         state = dict(self.__dict__)
         state["_descriptor"] = None
+        state["_check_call"] = None  # made again where it is first called
         return state
 
     def remote(self, *args, **kwargs) -> ActorHandle:
@@ -114,6 +115,8 @@ class ActorClass:
     def _remote(self, args, kwargs, options: dict) -> ActorHandle:
         from solray._private import worker
 
+        if self._check_call is None:
+            self._check_call = CallCheck.of(self._cls)
         self._check_call(args, kwargs)
         if context.client is not None:
             return context.client.call("remote", (self, args, kwargs, options))

@@ -36,6 +36,7 @@ class RemoteFunction:
         state = dict(self.__dict__)
         state["_descriptor"] = None
         state["_descriptor_owner"] = None
+        state["_check_call"] = None  # made again where it is first called
         return state
 
     def __call__(self, *args, **kwargs):
@@ -60,6 +61,8 @@ class RemoteFunction:
     def _remote(self, args, kwargs, options: dict):
         from solray._private import worker
 
+        if self._check_call is None:
+            self._check_call = CallCheck.of(self._function)
         self._check_call(args, kwargs)
         if context.client is not None:
             return context.client.call("remote", (self, args, kwargs, options))

@@ -374,3 +374,16 @@ def test_an_actor_never_starts_in_a_worker_that_ran_tasks(ray):
     assert len(actor_pids) == 2 and not actor_pids & task_pids
     for actor in actors:
         ray.kill(actor)
+
+
+@ray.remote
+def calls_a_captured_function(n):
+    # `two` travels inside this function's pickle; its check is made again here.
+    try:
+        two.remote(n)
+    except TypeError as e:
+        return str(e)
+
+
+def test_a_remote_function_shipped_to_a_worker_checks_its_calls_there(ray):
+    assert ray.get(calls_a_captured_function.remote(1)) == "missing a required argument: 'b'"
