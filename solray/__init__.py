@@ -38,6 +38,7 @@ _NAMES = {
     "wait": "solray._private.worker",
     "method": "solray.actor",
     "ObjectRef": "solray.object_ref",
+    "ObjectID": "solray._raylet",  # Ray's old name for ObjectRef
     "ObjectRefGenerator": "solray.object_ref_generator",
     "DynamicObjectRefGenerator": "solray.object_ref_generator",
     "get_runtime_context": "solray.runtime_context",
@@ -89,6 +90,7 @@ if TYPE_CHECKING:  # what the lazy names are, for type checkers and editors
         shutdown,
         wait,
     )
+    from solray._raylet import ObjectID  # noqa: F401
     from solray.actor import method  # noqa: F401
     from solray.object_ref import ObjectRef  # noqa: F401
     from solray.object_ref_generator import (  # noqa: F401

@@ -16,6 +16,7 @@ import pickle
 from solray._private import context
 from solray._private import options as opts
 from solray._private.serialization import RefCollector, dumps
+from solray._private.signature import CallCheck
 from solray._private.task_spec import FunctionDescriptor
 from solray.remote_function import unpack_returns
 
@@ -79,6 +80,8 @@ def _method_table(cls) -> dict:
         options["is_async"] = inspect.iscoroutinefunction(member) or inspect.isasyncgenfunction(
             member
         )
+        static = isinstance(inspect.getattr_static(cls, name, None), staticmethod)
+        options["signature"] = CallCheck.of(member, drop_first=not static).to_table()
         if isinstance(options.get("retry_exceptions"), (list, tuple)):
             # The table travels in msgpack (the control store keeps it for
             # get_actor): exception classes go as a pickle.
@@ -108,6 +111,7 @@ class ActorClass:
         self._cls = cls
         self._options = opts.actor_options(options)
         self._methods = _method_table(cls)
+        self._check_call = CallCheck.of(cls)
         self._descriptor: FunctionDescriptor | None = None
         self.__name__ = cls.__name__
         self.__qualname__ = cls.__qualname__
@@ -155,6 +159,7 @@ class ActorClass:
     def __getstate__(self):
         state = dict(self.__dict__)
         state["_descriptor"] = None
+        state["_check_call"] = None  # made again where it is first called
         return state
 
     def remote(self, *args, **kwargs) -> ActorHandle:
@@ -173,6 +178,9 @@ class ActorClass:
     def _remote(self, args, kwargs, options: dict) -> ActorHandle:
         from solray._private import worker
 
+        if self._check_call is None:
+            self._check_call = CallCheck.of(self._cls)
+        self._check_call(args, kwargs)
         if context.client is not None:
             return context.client.call("remote", (self, args, kwargs, options))
         worker.auto_init()
@@ -243,6 +251,7 @@ class ActorHandle:
         self._owned = owned
         self._owner = owner
         self._weak = weak
+        self._call_checks: dict[str, CallCheck] = {}  # per method, made at its first call
         if not weak:
             cw = context.core_worker or context.client
             if cw is not None:
@@ -325,10 +334,15 @@ class ActorMethod:
         return ClassMethodNode(self, self._name, args, kwargs, {}, None)
 
     def _remote(self, args, kwargs, options: dict):
+        handle = self._handle
+        check = handle._call_checks.get(self._name)
+        if check is None:
+            check = CallCheck.from_table(self._options.get("signature"))
+            handle._call_checks[self._name] = check
+        check(args, kwargs)
         if context.client is not None:
             return context.client.call("remote", (self, args, kwargs, options))
         cw = context.require_core_worker()
-        handle = self._handle
         options = dict(options)
         if options.get("max_task_retries") is None:  # the actor's own setting
             options["max_task_retries"] = handle._meta.get("max_task_retries", 0)

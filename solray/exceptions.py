@@ -106,6 +106,11 @@ def _rebuild_task_error(*args) -> RayTaskError:
     return RayTaskError(*args)
 
 
+def _rebuild_dual_task_error(*args) -> RayTaskError:
+    """A RayTaskError(Cause) comes back as one: `except Cause` still catches it."""
+    return RayTaskError(*args).as_instanceof_cause()
+
+
 _dual_classes: dict[type, type | None] = {}
 
 
@@ -127,7 +132,10 @@ def _dual_class(cause_cls: type) -> type | None:
                 "__getattr__": __getattr__,
                 "__init__": lambda self, *a, **k: RayTaskError.__init__(self, *a, **k),
                 "__str__": RayTaskError.__str__,
-                "__reduce__": RayTaskError.__reduce__,
+                "__reduce__": lambda self: (
+                    _rebuild_dual_task_error,
+                    RayTaskError.__reduce__(self)[1],
+                ),
                 "__module__": __name__,
             },
         )

@@ -21,9 +21,12 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import logging
 
 from solray._private import context
 from solray._private.serialization import RefCollector
+
+_logger = logging.getLogger(__name__)
 
 
 class ObjectRef:
@@ -82,6 +85,14 @@ class ObjectRef:
 
     def __await__(self):
         return asyncio.wrap_future(self.future()).__await__()
+
+    def as_future(self) -> asyncio.Future:
+        """An asyncio.Future of the value, on the running event loop (Ray's
+        deprecated spelling of `asyncio.wrap_future(ref.future())`)."""
+        _logger.warning(
+            "ref.as_future() is deprecated in favor of asyncio.wrap_future(ref.future())."
+        )
+        return asyncio.wrap_future(self.future())
 
 
 def _owner_here(object_id) -> str:

@@ -6,6 +6,7 @@ import inspect
 
 from solray._private import context
 from solray._private import options as opts
+from solray._private.signature import CallCheck
 from solray._private.task_spec import FunctionDescriptor
 
 
@@ -21,6 +22,7 @@ class RemoteFunction:
             self._options["max_calls"] = 1
         if self._options["num_returns"] is None:
             self._options["num_returns"] = opts.default_num_returns(function)
+        self._check_call = CallCheck.of(function)
         self._descriptor: FunctionDescriptor | None = None
         self._descriptor_owner = None
         self.__name__ = getattr(function, "__name__", "remote_function")
@@ -34,6 +36,7 @@ class RemoteFunction:
         state = dict(self.__dict__)
         state["_descriptor"] = None
         state["_descriptor_owner"] = None
+        state["_check_call"] = None  # made again where it is first called
         return state
 
     def __call__(self, *args, **kwargs):
@@ -58,6 +61,9 @@ class RemoteFunction:
     def _remote(self, args, kwargs, options: dict):
         from solray._private import worker
 
+        if self._check_call is None:
+            self._check_call = CallCheck.of(self._function)
+        self._check_call(args, kwargs)
         if context.client is not None:
             return context.client.call("remote", (self, args, kwargs, options))
         worker.auto_init()

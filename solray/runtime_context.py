@@ -93,6 +93,62 @@ class RuntimeContext:
     def actor_id(self) -> str | None:
         return self.get_actor_id()
 
+    def _worker_only(self, what: str) -> None:
+        if getattr(self._cw, "is_driver", True):  # a ray:// client is a driver's
+            # Ray's check (and its exception type).
+            raise AssertionError(
+                f"{what} is only available when the process is a worker. Current mode: driver."
+            )
+
+    def get_assigned_resources(self) -> dict[str, float]:
+        """The resources the running task or actor holds: {"CPU": 1.0} for a
+        task by default, {} for an actor without num_cpus (as in Ray); in a
+        placement group, the bundle's resource names."""
+        self._worker_only("get_assigned_resources()")
+        task = self._cw.current_task
+        resources = task.resources if task is not None else self._cw.executor.actor_resources
+        return {name: float(amount) for name, amount in resources.items()}
+
+    def get_accelerator_ids(self) -> dict[str, list[str]]:
+        """The accelerator ids visible to the running task or actor, per
+        accelerator resource, as strings (solray knows GPUs only)."""
+        from solray._private import worker
+
+        return {"GPU": [str(i) for i in worker.get_gpu_ids()]}
+
+    def get_actor_name(self) -> str | None:
+        """The current actor's name: "" for an unnamed actor, None outside
+        an actor (Ray's convention)."""
+        if getattr(self._cw, "actor_id", None) is None:
+            return None
+        return self._cw.executor.actor_name or ""
+
+    def get_task_function_name(self) -> str | None:
+        """`module.function` of the running task (`module.Class.method` for
+        an actor call, `module.Class.__init__` while constructing); None in
+        a driver."""
+        task = self._cw.current_task
+        function = getattr(task, "function", None)
+        if function is None:
+            return None
+        function = getattr(function, "__func__", function)  # a bound method
+        return f"{function.__module__}.{function.__qualname__}"
+
+    def get_placement_group_id(self) -> str | None:
+        task = self._cw.current_task
+        placement = task.placement if task is not None else None
+        return placement[0] if placement else None
+
+    @property
+    def current_placement_group_id(self) -> str | None:
+        return self.get_placement_group_id()
+
+    @property
+    def should_capture_child_tasks_in_placement_group(self) -> bool:
+        task = self._cw.current_task
+        placement = task.placement if task is not None else None
+        return bool(placement and placement[2])
+
     def get(self) -> dict:
         return {
             "job_id": self.get_job_id(),
@@ -107,4 +163,6 @@ def get_runtime_context() -> RuntimeContext:
 
     # A ray:// client describes its proxy driver, as Ray Client does.
     backend = context.client or context.require_core_worker()
-    return RuntimeContext(backend, worker.current_namespace())
+    # In a worker, the namespace of the job it runs for (from the job's entry).
+    namespace = worker.current_namespace() or getattr(backend, "namespace", None)
+    return RuntimeContext(backend, namespace)

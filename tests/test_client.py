@@ -24,6 +24,8 @@ import pytest
 from conftest import wait_for_condition
 from test_cluster_cli import cli_env, daemons_of, sessions_under, solray_cli, stop_daemons
 
+from solray._private import transport
+
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 CLIENT_TIMEOUT_S = 180
 
@@ -405,8 +407,10 @@ def test_a_client_needs_the_token_and_garbage_is_refused(head):
                     received += chunk
             except (ConnectionResetError, BrokenPipeError):
                 pass  # closed with our bytes unread: a reset
-            # At most its challenge came back (MAGIC and a nonce), nothing else.
-            assert len(received) <= 40 and b"SOLRAY01".startswith(received[:8]), received
+            # At most its challenge came back (MAGIC, version and nonce), nothing else.
+            challenge = transport.MAGIC + transport.version_block()
+            assert len(received) <= len(challenge) + transport.NONCE_LEN, received
+            assert challenge.startswith(received[: len(challenge)]), received
     assert server.is_running() and not head.proxies()
     assert "CLIENT OK" in run_client(
         head, "ray.init(ADDRESS); print('CLIENT', ray.get(ray.put('OK')))"

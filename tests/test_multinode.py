@@ -563,6 +563,39 @@ def test_label_selectors_route_tasks_actors_and_bundles(cluster, capfd):
             placement_group([{"CPU": 1}] * 2, bundle_label_selector=bad)
 
 
+def test_fallback_strategy_tries_selectors_in_order(cluster):
+    """Ray's fallback_strategy: when no node could ever host the work with
+    its label_selector, the first fallback selector some node matches is
+    used; while the primary matches a node, the primary is used."""
+    ssd = cluster.add_node(num_cpus=1, labels={"disk": "ssd"})
+    hdd = cluster.add_node(num_cpus=1, labels={"disk": "hdd"})
+    solray.init(address=cluster.address)
+    fallbacks = [{"label_selector": {"disk": "nvme"}}, {"label_selector": {"disk": "hdd"}}]
+    task = node_of.options(label_selector={"disk": "tape"}, fallback_strategy=fallbacks)
+    assert set(solray.get([task.remote() for _ in range(3)], timeout=GET_TIMEOUT_S)) == {
+        hdd.node_id
+    }
+    primary = node_of.options(label_selector={"disk": "ssd"}, fallback_strategy=fallbacks)
+    assert solray.get(primary.remote(), timeout=GET_TIMEOUT_S) == ssd.node_id
+    actor = Where.options(label_selector={"disk": "tape"}, fallback_strategy=fallbacks).remote()
+    assert solray.get(actor.node.remote(), timeout=GET_TIMEOUT_S) == hdd.node_id
+    # Ray's validation of malformed fallbacks and selectors.
+    bad = {
+        "must be a list": {"label_selector": {"disk": "hdd"}},
+        r"fallback_strategy\[0\] must be a dict": ["disk=hdd"],
+        "must contain 'label_selector'": [{}],
+        "unknown option": [{"label_selector": {"disk": "hdd"}, "num_cpus": 1}],
+        "invalid label key": [{"label_selector": {"bad key!": "x"}}],
+    }
+    for message, value in bad.items():
+        with pytest.raises((TypeError, ValueError), match=message):
+            node_of.options(fallback_strategy=value)
+        with pytest.raises((TypeError, ValueError), match=message):
+            Where.options(fallback_strategy=value)
+    with pytest.raises(ValueError, match="empty value"):
+        node_of.options(label_selector={"disk": "in(a,)"})
+
+
 @pytest.mark.parametrize("cluster", [{"num_cpus": 4}], indirect=True)
 def test_placement_group_cpu_fraction_and_soft_target(cluster):
     other = cluster.add_node(num_cpus=4)

@@ -16,15 +16,17 @@ import os
 import pathlib
 import pickle
 import socket
+import subprocess
+import sys
 import time
 
 import msgpack
 import psutil
 import pytest
-from conftest import barrier
+from conftest import barrier, wait_for_condition
 
 import solray
-from solray._private import context, transport
+from solray._private import context, protocol, transport
 from solray._private.protocol import MAX_HEADER, PREFIX, Msg
 
 # How long a server may take to close a connection it should refuse. Refusals
@@ -69,11 +71,16 @@ def raw_connect(address: str) -> socket.socket:
     return sock
 
 
+# What a client sends first: its version (the server checks it before the proof).
+HELLO = transport.version_block()
+CHALLENGE_LEN = len(transport.MAGIC) + len(HELLO) + transport.NONCE_LEN
+
+
 def read_challenge(sock: socket.socket) -> bytes:
-    """Read the server's MAGIC + nonce; return the nonce."""
-    data = read_exactly(sock, len(transport.MAGIC) + transport.NONCE_LEN)
-    assert data[: len(transport.MAGIC)] == transport.MAGIC
-    return data[len(transport.MAGIC) :]
+    """Read the server's MAGIC + version + nonce; return the nonce."""
+    data = read_exactly(sock, CHALLENGE_LEN)
+    assert data[: -transport.NONCE_LEN] == transport.MAGIC + HELLO
+    return data[-transport.NONCE_LEN :]
 
 
 def read_exactly(sock: socket.socket, n: int) -> bytes:
@@ -174,7 +181,7 @@ def assert_all_serving(addresses: dict[str, str], token: bytes) -> None:
 def test_garbage_bytes_close_the_connection(ray_start):
     addresses = endpoints(ray_start)
     garbage = [
-        os.urandom(transport.DIGEST_LEN + transport.NONCE_LEN),  # exactly a proof's size
+        os.urandom(len(HELLO) + transport.DIGEST_LEN + transport.NONCE_LEN),  # a proof's size
         os.urandom(1 << 20),  # far more than a handshake
         b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n" * 4,
         b"\x00" * 200,
@@ -185,7 +192,7 @@ def test_garbage_bytes_close_the_connection(ray_start):
                 send_ignoring_close(sock, data)
                 received = read_until_closed(sock)
             # At most the server's challenge came back: nothing was answered.
-            assert len(received) <= len(transport.MAGIC) + transport.NONCE_LEN, name
+            assert len(received) <= CHALLENGE_LEN, name
         # A few bytes and then end-of-stream: closed at once, not at the timeout.
         with raw_connect(address) as sock:
             sock.sendall(os.urandom(5))
@@ -202,7 +209,7 @@ def test_correct_handshake_by_hand_is_accepted(ray_start):
         with raw_connect(address) as sock:
             nonce = read_challenge(sock)
             client_nonce = os.urandom(transport.NONCE_LEN)
-            sock.sendall(digest(token, b"client", nonce) + client_nonce)
+            sock.sendall(HELLO + digest(token, b"client", nonce) + client_nonce)
             proof = read_exactly(sock, transport.DIGEST_LEN)
             assert proof == digest(token, b"server", client_nonce), name
 
@@ -220,7 +227,8 @@ def test_wrong_token_is_disconnected(ray_start):
         for what, make_proof in wrong_proofs.items():
             with raw_connect(address) as sock:
                 nonce = read_challenge(sock)
-                send_ignoring_close(sock, make_proof(nonce) + os.urandom(transport.NONCE_LEN))
+                hello = HELLO + make_proof(nonce) + os.urandom(transport.NONCE_LEN)
+                send_ignoring_close(sock, hello)
                 # No server proof comes back: the server revealed nothing.
                 assert read_until_closed(sock) == b"", f"{name}: {what}"
     assert_all_serving(addresses, token)
@@ -235,7 +243,7 @@ def test_replayed_proof_is_disconnected(ray_start):
             second_nonce = read_challenge(second)
             assert first_nonce != second_nonce, name
             replayed = digest(token, b"client", first_nonce)
-            send_ignoring_close(second, replayed + os.urandom(transport.NONCE_LEN))
+            send_ignoring_close(second, HELLO + replayed + os.urandom(transport.NONCE_LEN))
             assert read_until_closed(second) == b"", name
 
 
@@ -249,8 +257,8 @@ def test_client_rejects_server_without_token(leak_check):
 
         async def fake_server(reader, writer):
             try:
-                writer.write(transport.MAGIC + os.urandom(transport.NONCE_LEN))
-                need = transport.DIGEST_LEN + transport.NONCE_LEN
+                writer.write(transport.MAGIC + HELLO + os.urandom(transport.NONCE_LEN))
+                need = len(HELLO) + transport.DIGEST_LEN + transport.NONCE_LEN
                 received.extend(await reader.readexactly(need))
                 writer.write(os.urandom(transport.DIGEST_LEN))  # a made-up proof
                 received.extend(await reader.read())  # until the client hangs up
@@ -267,8 +275,8 @@ def test_client_rejects_server_without_token(leak_check):
         finally:
             server.close()
             await server.wait_closed()
-        # The client sent its proof and nonce, and no frame after them.
-        assert len(received) == transport.DIGEST_LEN + transport.NONCE_LEN
+        # The client sent its version, proof and nonce, and no frame after them.
+        assert len(received) == len(HELLO) + transport.DIGEST_LEN + transport.NONCE_LEN
 
     asyncio.run(main())
 
@@ -293,7 +301,8 @@ def test_unauthenticated_pickle_is_never_unpickled(ray_start, tmp_path):
 
     def push_after_wrong_proof(sock):
         nonce = read_challenge(sock)
-        return digest(os.urandom(32), b"client", nonce) + os.urandom(transport.NONCE_LEN) + push
+        proof = digest(os.urandom(32), b"client", nonce)
+        return HELLO + proof + os.urandom(transport.NONCE_LEN) + push
 
     # Each makes the bytes to send, after reading what it needs to.
     attacks = {
@@ -339,7 +348,7 @@ def test_silent_client_is_disconnected_after_handshake_timeout(ray_start):
             received = read_until_closed(sock, max(0.1, deadline - time.monotonic()))
             if what.endswith("silent"):
                 assert received[: len(transport.MAGIC)] == transport.MAGIC, what
-                assert len(received) == len(transport.MAGIC) + transport.NONCE_LEN, what
+                assert len(received) == CHALLENGE_LEN, what
             else:
                 assert received == b"", what
     finally:
@@ -452,3 +461,55 @@ def report_worker(barrier_dir):
     if barrier_dir is not None:
         barrier(barrier_dir, 2, timeout=30)
     return context.core_worker.address, os.getpid()
+
+
+# -- peers of another version --------------------------------------------------
+
+
+def test_driver_of_another_version_is_refused_and_both_sides_say_which(leak_check, capfd):
+    """A driver of another solray release joining the cluster gets Ray's
+    'Version mismatch' RuntimeError naming both versions; the control store
+    logs the same two versions."""
+    # Started here, not by a fixture, so the control store's stderr is capfd's.
+    address = solray.init(num_cpus=1)["address"]
+    script = (
+        "import sys, solray\n"
+        "solray.__version__ = '9.9.9'  # as a driver of another release would be\n"
+        "try:\n"
+        "    solray.init(address=sys.argv[1])\n"
+        "except RuntimeError as e:\n"
+        "    print('REFUSED', type(e).__name__, e)\n"
+        "else:\n"
+        "    print('JOINED')\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script, address],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
+    assert "REFUSED" in out, out
+    assert "Version mismatch" in out
+    assert "solray 9.9.9" in out and f"solray {solray.__version__}" in out, out
+    logged = f"the peer runs solray 9.9.9 (protocol {protocol.PROTOCOL_VERSION}), this "
+    logged += f"process runs solray {solray.__version__}"
+    err = []
+    wait_for_condition(
+        lambda: err.append(capfd.readouterr().err) or logged in "".join(err),
+        message=lambda: "".join(err),
+    )
+    solray.shutdown()
+
+
+def test_peer_of_another_protocol_is_refused_before_its_proof(ray_start):
+    """Every endpoint refuses a client whose protocol version differs, even
+    with a valid proof: no server proof comes back."""
+    token = context.core_worker.token
+    for name, address in endpoints(ray_start).items():
+        with raw_connect(address) as sock:
+            nonce = read_challenge(sock)
+            other = transport.version_block(protocol_version=1)
+            hello = other + digest(token, b"client", nonce) + os.urandom(transport.NONCE_LEN)
+            send_ignoring_close(sock, hello)
+            assert read_until_closed(sock) == b"", name
+    assert_all_serving(endpoints(ray_start), token)

@@ -134,6 +134,46 @@ def test_three_times_the_store_spills_and_reads_back(ray_start):
     assert store_stats()["spilled_bytes_now"] == 0
 
 
+class _Cycle:
+    """Holds a ref in a reference cycle: only the garbage collector frees it."""
+
+    def __init__(self, ref):
+        self.ref = ref
+        self.me = self
+
+
+@pytest.mark.parametrize("ray_start", [SMALL_STORE], indirect=True)
+def test_objects_held_only_by_reference_cycles_are_collected_before_spilling(ray_start):
+    """Ray's automatic global GC: when the store is full, the node asks its
+    processes to collect garbage before it spills; objects only cycles held
+    are freed instead of spilled, in the driver and in workers."""
+
+    @ray.remote
+    def put_in_a_cycle(i, n_bytes):
+        _Cycle(ray.put(array(i, n_bytes)))  # the worker owns it; only a cycle holds it
+        return i
+
+    n_bytes = 30 * MiB
+    gc.disable()  # only the node's request may collect them
+    try:
+        ray.get([put_in_a_cycle.remote(i, n_bytes) for i in range(2)], timeout=GET_TIMEOUT_S)
+        _Cycle(ray.put(array(2, n_bytes)))  # 90 MiB of cycles in a 100 MiB store
+        assert store_stats()["num_objects"] == 3
+        # The store is full of garbage: this put must make room.
+        kept = ray.put(array(3, n_bytes))
+        check(3, ray.get(kept, timeout=GET_TIMEOUT_S), n_bytes)
+    finally:
+        gc.enable()
+    stats = store_stats()
+    assert stats["spilled_objects_total"] == 0, stats  # collected, not spilled
+    assert stats["num_objects"] == 1, stats
+    # The next fill within Ray's minimum interval spills as before.
+    more = [ray.put(array(4 + i, n_bytes)) for i in range(3)]
+    assert store_stats()["spilled_objects_total"] > 0
+    del more, kept
+    wait_for_empty_store()
+
+
 @pytest.mark.parametrize("ray_start", [SMALL_STORE], indirect=True)
 def test_dropping_spilled_objects_deletes_their_files(ray_start):
     n_bytes = 20 * MiB

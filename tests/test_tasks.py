@@ -667,18 +667,10 @@ def test_gpu_tasks(ray_start, tmp_path):
     def no_gpu():
         return ray.get_gpu_ids(), os.environ.get("CUDA_VISIBLE_DEVICES"), os.getpid()
 
-    # Workers are reused: a task without GPUs must not see the ids of the GPU
-    # task that ran on its worker before it. Tasks run until some ran on a
-    # worker that had run a GPU task (else nothing would be shown).
-    results = []
-    wait_for_condition(
-        lambda: (
-            results.extend(ray.get([no_gpu.remote() for _ in range(4)]))
-            or {pid for _, _, pid in results} & gpu_workers
-        ),
-        timeout=30,
-        message="no task without GPUs ran on a worker that had run a GPU task",
-    )
+    # A task without GPUs sees none, and (as in Ray) never runs on a worker
+    # that held GPUs before.
+    results = ray.get([no_gpu.remote() for _ in range(8)])
+    assert not {pid for _, _, pid in results} & gpu_workers
     assert [(ids, visible) for ids, visible, _ in results] == [([], "")] * len(results)
     wait_for_condition(lambda: ray.available_resources().get("GPU") == 2, timeout=30)
 
@@ -814,3 +806,25 @@ def test_exception_that_cannot_be_unpickled(ray_start):
         ray.get(fail.remote())
     assert "_ErrorWithRequiredArgs: broken widget" in str(info.value)
     assert 'raise _ErrorWithRequiredArgs("broken widget", 42)' in str(info.value)
+
+
+@ray.remote
+def pid_of_task():
+    return os.getpid()
+
+
+@ray.remote(num_gpus=1, max_calls=0)
+def pid_of_gpu_task():
+    return os.getpid()
+
+
+@pytest.mark.parametrize("ray_start", [{"num_cpus": 2, "num_gpus": 1}], indirect=True)
+def test_a_worker_that_held_a_gpu_never_runs_a_task_without_gpus(ray_start):
+    """As in Ray: a library may keep GPU memory or a CUDA context in a worker
+    that ran a GPU task, so CPU-only tasks never get that worker."""
+    gpu_pid = ray.get(pid_of_gpu_task.remote())
+    # That worker is now the most recently used idle one, the first a task would get.
+    cpu_pids = [ray.get(pid_of_task.remote()) for _ in range(4)]
+    assert gpu_pid not in cpu_pids
+    # A GPU task may still use it.
+    assert ray.get(pid_of_gpu_task.remote()) == gpu_pid

@@ -82,6 +82,7 @@ class ActorEntry:
     owner_address: str = ""  # the creator's core worker, which counts its handles
     strategy: dict | None = None
     label_selector: dict | None = None  # the labels its node must match
+    fallback: list = field(default_factory=list)  # fallback_strategy's selectors
     state: str = PENDING
     num_restarts: int = 0
     address: str | None = None
@@ -166,6 +167,7 @@ class ActorManager:
             job=body.get("job", 0),
             strategy=body.get("strategy"),
             label_selector=body.get("label_selector"),
+            fallback=body.get("fallback") or [],
             owner_address=body.get("owner", ""),
         )
         self.actors[entry.actor_id] = entry
@@ -321,7 +323,7 @@ class ActorManager:
         task.add_done_callback(self._placing.discard)
 
     def _demand(self, entry: ActorEntry) -> Demand:
-        return Demand(entry.placement_resources, entry.label_selector)
+        return Demand(entry.placement_resources, entry.label_selector, tuple(entry.fallback))
 
     def _pick_node(self, entry: ActorEntry) -> tuple[dict | None, bool]:
         """Where to place (or restart) an actor, by the placement engine
@@ -433,6 +435,7 @@ class ActorManager:
         body = {
             "resources": entry.placement_resources,
             "labels": entry.label_selector,
+            "fallback": entry.fallback,
             "actor_id": entry.actor_id,
         }
         if pinned:

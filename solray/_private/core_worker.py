@@ -70,6 +70,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import gc
 import logging
 import os
 import sys
@@ -146,6 +147,7 @@ class CoreWorker:
         inbox = Inbox(self.loop, self.loop_thread, self.refs.remove_local)
         self.post, self.post_lazy, self.drop_ref = inbox.post, inbox.post_lazy, inbox.drop
         self.call, self.run_on_loop, self.submit = inbox.call, inbox.run, inbox.submit
+        self._apply_inbox_now = inbox.apply_now
         self._inbound: set[transport.Connection] = set()
         self._peers = transport.ConnectionCache(  # other core workers and nodes
             token,
@@ -212,6 +214,7 @@ class CoreWorker:
             Msg.REMOVE_BORROWERS: self.ownership.serve_remove_borrowers,
             Msg.HANDOFF_DONE: self.borrowing.serve_handoff_done,
             Msg.ASSIGN_OWNER: self.ownership.serve_assign_owner,
+            Msg.CANCEL_OWNED: self.task_manager.on_cancel_owned,
             **server_handlers,
         }
         self.server = await transport.serve(
@@ -224,6 +227,7 @@ class CoreWorker:
                 Msg.LEASE_INFEASIBLE: self.submitter.on_infeasible,
                 Msg.WORKER_OOM_KILLED: self.submitter.on_oom_killed,
                 Msg.OBJECT_REPORT: self.ownership.serve_object_report,
+                Msg.COLLECT_GARBAGE: self._collect_garbage,
             },
             on_close=self._node_closed,
         )
@@ -249,6 +253,15 @@ class CoreWorker:
     def set_job(self, job: int) -> None:
         self.job = job
         self.job_bytes = ids.job_id_bytes(job)
+
+    def _collect_garbage(self, conn, rid, body, buffers) -> None:
+        """Loop thread: the node's store is full (Ray's global GC). Refs that
+        only reference cycles held die here; their frees go to the node
+        before the answer, so the node sees the room when it has it."""
+        gc.collect()
+        self._apply_inbox_now()  # the dead refs' decrements, and the frees they make
+        self.store.flush()
+        conn.reply(rid, True)
 
     def _node_closed(self, conn) -> None:
         if not self.shutting_down and self.on_node_lost is not None:

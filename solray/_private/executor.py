@@ -43,6 +43,7 @@ import concurrent.futures
 import inspect
 import io
 import logging
+import math
 import os
 import pickle
 import queue
@@ -83,6 +84,8 @@ class TaskContext:
     retire: bool = False  # the last call max_calls allows this worker
     placement: list | None = None  # [group id, bundles, capture] of its placement group
     task_name: str = ""  # the `name` option, else "function" or "Class.method"
+    resources: dict = field(default_factory=dict)  # what its lease holds for it
+    function: object = None  # what it runs, once loaded
 
 
 class Executor:
@@ -103,6 +106,8 @@ class Executor:
         self._warned_put: set[str] = set()
         self._calls: dict[bytes, int] = {}  # function id -> calls run (for max_calls)
         self.actor_placement: list | None = None  # the hosted actor's placement group
+        self.actor_resources: dict = {}  # what the hosted actor holds while it runs
+        self.actor_name: str | None = None  # the hosted actor's name option
 
     # -- entry points, called on the I/O loop ------------------------------
 
@@ -141,6 +146,7 @@ class Executor:
             body["owner"],
             body.get("m"),
             placement=body.get("pg", self.actor_placement),
+            resources=body.get("res", self.actor_resources),
         )
         ctx.task_name = body.get("tn") or (f"{name}.{ctx.method}" if ctx.method else name)
         self.cw.set_job(ctx.job)
@@ -159,7 +165,12 @@ class Executor:
         if max_calls:
             calls = self._calls[body["fn"]] = self._calls.get(body["fn"], 0) + 1
             ctx.retire = calls >= max_calls
-        self._execute(conn, rid, body, buffers, ctx, self._task_function)
+        omp_set = set_omp_num_threads(ctx.resources)
+        try:
+            self._execute(conn, rid, body, buffers, ctx, self._task_function)
+        finally:
+            if omp_set:  # as Ray does: the next task gets its own
+                os.environ.pop("OMP_NUM_THREADS", None)
         if ctx.retire:
             self._retire()
 
@@ -197,6 +208,7 @@ class Executor:
             if ctx.task_id in self._cancelled:
                 raise KeyboardInterrupt
             function, args, kwargs = self._prepare(body, buffers, lookup)
+            ctx.function = function
             result = function(*args, **kwargs)
             if inspect.isgenerator(result) or body.get("gen"):
                 reply, reply_buffers = self._generator_results(conn, ctx, body, result)
@@ -222,6 +234,7 @@ class Executor:
             if ctx.task_id in self._cancelled:
                 raise asyncio.CancelledError
             function, args, kwargs = self._prepare(body, buffers, lookup)
+            ctx.function = function
             result = function(*args, **kwargs)
             if inspect.isawaitable(result):
                 result = await result
@@ -581,6 +594,8 @@ class Executor:
     def create_actor(self, conn, rid, body, buffers) -> None:
         ropts = body["ropts"]
         self.actor_placement = ropts.get("pg")
+        self.actor_resources = ropts.get("res") or {}
+        self.actor_name = ropts.get("actor_name")
         ctx = self._context(body, ropts["class_name"])
         self.gpu_ids = ctx.gpu_ids
         self.actor_restarts = body.get("restarts", 0)
@@ -589,6 +604,8 @@ class Executor:
         runtime = None
         try:
             cls, args, kwargs = self._prepare(body, buffers, self._task_function)
+            ctx.function = cls.__init__
+            set_omp_num_threads(ctx.resources)  # for the actor's lifetime
             if inspect.iscoroutinefunction(cls.__init__):
                 # `async def __init__`: it runs on the actor's own event loop,
                 # where its calls will run.
@@ -686,6 +703,19 @@ def _flush_output() -> None:
             stream.flush()
         except Exception:
             pass
+
+
+def set_omp_num_threads(resources: dict) -> bool:
+    """Ray's rule: unless the user set OMP_NUM_THREADS, a task or actor runs
+    with it set to its CPUs (at least 1, whole CPUs), so numerical libraries
+    do not start a thread per core in every worker. True if it was set here."""
+    if "OMP_NUM_THREADS" in os.environ:
+        return False
+    cpus = resources.get("CPU")
+    if cpus is None:  # in a placement group: the bundle's CPU, renamed
+        cpus = max((v for k, v in resources.items() if k.startswith("CPU_group_")), default=1)
+    os.environ["OMP_NUM_THREADS"] = str(max(math.floor(cpus), 1))
+    return True
 
 
 def _round_trips(error: BaseException) -> bool:

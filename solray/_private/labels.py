@@ -13,7 +13,9 @@ expression; a node can host them only if it matches every entry:
 
 Labels are not resources: a selector no node matches leaves the work
 pending (with the same warning as an infeasible resource request) until
-such a node joins.
+such a node joins. `fallback_strategy` (Ray's: [{"label_selector": ...},
+...]) gives selectors tried in order when no node could ever host the work
+with the primary one (placement.ClusterView.selector_for).
 """
 
 from __future__ import annotations
@@ -89,6 +91,31 @@ def validate_selector(selector, where: str = "label_selector") -> None:
             raise ValueError(f"{where}: empty value in the expression {expression!r} for {key!r}")
         for value in values:
             _check_value(value, key, where)
+
+
+def validate_fallback_strategy(fallback, where: str = "fallback_strategy") -> list[dict]:
+    """Ray's `fallback_strategy` on tasks and actors: a list of options
+    dicts, each with a `label_selector`, tried in order when no node matches
+    the primary `label_selector`. Returns the selectors."""
+    if not isinstance(fallback, list):
+        raise ValueError(
+            f"{where} must be a list of dicts such as [{{'label_selector': {{...}}}}], "
+            f"got {fallback!r}"
+        )
+    selectors = []
+    for i, option in enumerate(fallback):
+        if not isinstance(option, dict):
+            raise ValueError(f"{where}[{i}] must be a dict, got {option!r}")
+        unknown = sorted(set(option) - {"label_selector"})
+        if unknown:
+            raise ValueError(
+                f"{where}[{i}]: unknown option(s) {unknown}; a fallback takes 'label_selector'"
+            )
+        if "label_selector" not in option:
+            raise ValueError(f"{where}[{i}] must contain 'label_selector'")
+        validate_selector(option["label_selector"], f"{where}[{i}]['label_selector']")
+        selectors.append(dict(option["label_selector"]))
+    return selectors
 
 
 def matches(labels: dict[str, str] | None, selector: dict[str, str] | None) -> bool:

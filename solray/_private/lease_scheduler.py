@@ -115,7 +115,7 @@ class LeaseScheduler:
         request = LeaseRequest(
             conn,
             rid,
-            Demand(body["resources"], body.get("labels")),
+            Demand(body["resources"], body.get("labels"), tuple(body.get("fallback") or ())),
             actor_id=body.get("actor_id"),
             strategy=body.get("strategy", "DEFAULT"),
             hops=int(body.get("spilled", 0)),
@@ -228,11 +228,16 @@ class LeaseScheduler:
             else:
                 awaiting.append(request)
         self.awaiting = awaiting
-        while self.awaiting:
-            worker = self.pool.take_idle()
+        unserved: deque[LeaseRequest] = deque()
+        for request in self.awaiting:
+            worker = self.pool.take_idle(
+                for_actor=request.actor_id is not None, gpus=bool(device_ids(request.allocation))
+            )
             if worker is None:
-                break
-            self._grant(self.awaiting.popleft(), worker)
+                unserved.append(request)
+            else:
+                self._grant(request, worker)
+        self.awaiting = unserved
         for _ in range(max(0, len(self.awaiting) - self.pool.starting)):
             self.pool.start_worker()
         self.node.schedule_report()
@@ -249,6 +254,8 @@ class LeaseScheduler:
         self.next_lease += 1
         self.leases[lease.lease_id] = lease
         worker.lease = lease
+        worker.ran_tasks = True
+        worker.held_gpus = worker.held_gpus or bool(device_ids(lease.allocation))
         request.conn.peer.setdefault("leases", set()).add(lease.lease_id)
         request.conn.reply(
             request.rid,

@@ -128,6 +128,11 @@ class Inbox:
         if self._posted or self._dropped:  # queued as we disarmed, by a thread that saw us armed
             self._arm_lazy()
 
+    def apply_now(self) -> None:
+        """Loop thread: run what is posted and apply the drops queued so far
+        now, not at the next wake-up (a garbage collection's frees)."""
+        self._drain()
+
     def _drain(self) -> None:
         self._wake_pending = False
         posted, dropped = self._posted, self._dropped

@@ -51,18 +51,23 @@ Entry = Inline | InStore
 
 
 class Waiter:
-    """Wakes its thread (or runs `callback`) once `needed` ids are ready."""
+    """Wakes its thread (or runs `callback`) once `needed` ids are ready, or
+    with `on_error` as soon as one of them holds an error (`get` of several
+    refs raises the first error without waiting for the rest, as in Ray)."""
 
-    __slots__ = ("needed", "event", "callback")
+    __slots__ = ("needed", "event", "callback", "on_error")
 
-    def __init__(self, needed: int, callback: Callable[[], None] | None = None):
+    def __init__(
+        self, needed: int, callback: Callable[[], None] | None = None, on_error: bool = False
+    ):
         self.needed = needed
         self.callback = callback
+        self.on_error = on_error
         self.event = None if callback else threading.Event()
 
-    def _one_ready(self) -> bool:
+    def _one_ready(self, entry: Entry) -> bool:
         self.needed -= 1
-        return self.needed == 0
+        return self.needed == 0 or (self.on_error and entry.is_error)
 
     def _fire(self) -> None:
         if self.callback is not None:
@@ -81,7 +86,7 @@ class MemoryStore:
         with self._lock:
             self._objects[object_id] = entry
             waiters = self._waiters.pop(object_id, None)
-            fire = [w for w in waiters if w._one_ready()] if waiters else ()
+            fire = [w for w in waiters if w._one_ready(entry)] if waiters else ()
         for w in fire:
             w._fire()
 
@@ -95,11 +100,14 @@ class MemoryStore:
         with self._lock:
             return self._objects.pop(object_id, None)
 
-    def wait(self, object_ids: Iterable[bytes], needed: int, waiter_callback=None) -> Waiter | None:
+    def wait(
+        self, object_ids: Iterable[bytes], needed: int, waiter_callback=None, on_error=False
+    ) -> Waiter | None:
         """Register a waiter for `needed` of the ids that are missing.
 
-        Returns None if enough are present already; otherwise a Waiter whose
-        event is set (or callback run) when enough have arrived.
+        Returns None if enough are present already (or, with `on_error`, one
+        present holds an error); otherwise a Waiter whose event is set (or
+        callback run) when enough have arrived (or an error has).
         """
         with self._lock:
             missing = [i for i in object_ids if i not in self._objects]
@@ -107,7 +115,13 @@ class MemoryStore:
             still = needed - present
             if still <= 0:
                 return None
-            waiter = Waiter(still, waiter_callback)
+            if (
+                on_error
+                and present
+                and any(self._objects[i].is_error for i in object_ids if i in self._objects)
+            ):
+                return None
+            waiter = Waiter(still, waiter_callback, on_error)
             for i in set(missing):
                 self._waiters.setdefault(i, []).append(waiter)
             return waiter

@@ -11,6 +11,7 @@ copied it and forwards the owner's free to them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from solray._private import transport
@@ -19,6 +20,7 @@ from solray.exceptions import ObjectStoreFullError, OutOfDiskError
 
 logger = logging.getLogger("solray.node")
 
+GC_WAIT_S = 2.0
 PULL_CHUNK = 8 * 1024 * 1024
 PULL_PARALLEL_CHUNKS = 4
 
@@ -40,6 +42,19 @@ class ObjectManager:
             Msg.STORE_PULL: self.store_pull,
             Msg.FETCH_CHUNK: self.fetch_chunk,
         }
+        self.store.collect_garbage = self.collect_garbage
+
+    async def collect_garbage(self) -> None:
+        """Ray's global GC, on this node: every driver and worker here runs
+        gc.collect() and sends the frees that follows before it answers (on
+        the same connection, so they are applied by the time it has). Waits
+        at most GC_WAIT_S for the slow ones."""
+        node = self.node
+        conns = [*node.clients, *(w.conn for w in node.pool.workers.values() if w.conn)]
+        answers = [conn.request(Msg.COLLECT_GARBAGE) for conn in conns if not conn.closed]
+        if answers:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.gather(*answers, return_exceptions=True), GC_WAIT_S)
 
     # Creating and pinning may have to wait (for spills to make room, for a
     # restore, for the writer's seal): then they go on as a task of their own.

@@ -54,13 +54,21 @@ class ObjectReader:
         deadline = None if timeout is None else time.monotonic() + timeout
         self._fetch_borrowed(refs)
         object_ids = [r._id for r in refs]
-        if not self.wait_for_ids(object_ids, len(set(object_ids)), timeout):
+        if not self.wait_for_ids(object_ids, len(set(object_ids)), timeout, on_error=True):
             raise exceptions.GetTimeoutError(
                 f"get timed out after {timeout} seconds: "
                 f"{sum(not memory_store.contains(i) for i in set(object_ids))} "
                 "object(s) still not ready"
             )
-        return [self.materialize(r._id, memory_store.get(r._id), r._owner, deadline) for r in refs]
+        entries = [memory_store.get(i) for i in object_ids]
+        # As in Ray, the first error raises without waiting for the others.
+        for ref, entry in zip(refs, entries, strict=True):
+            if entry is not None and entry.is_error:
+                self.materialize(ref._id, entry, ref._owner)
+        return [
+            self.materialize(r._id, e, r._owner, deadline)
+            for r, e in zip(refs, entries, strict=True)
+        ]
 
     def value_future(self, ref: ObjectRef) -> concurrent.futures.Future:
         memory_store = self.cw.memory_store
@@ -209,17 +217,19 @@ class ObjectReader:
             self.cw.memory_store.forget_waiter([object_id], waiter)
         result.set_result(waiting.ready)
 
-    def wait_for_ids(self, object_ids: list[bytes], needed: int, timeout: float | None) -> bool:
-        """User thread: block until `needed` of the ids have entries; False
-        on timeout."""
+    def wait_for_ids(
+        self, object_ids: list[bytes], needed: int, timeout: float | None, on_error=False
+    ) -> bool:
+        """User thread: block until `needed` of the ids have entries (or,
+        with `on_error`, one has an error); False on timeout."""
         memory_store = self.cw.memory_store
-        waiter = memory_store.wait(object_ids, needed)
+        waiter = memory_store.wait(object_ids, needed, on_error=on_error)
         if waiter is None:
             return True
-        if self.block(waiter.event, timeout):
-            return True
-        memory_store.forget_waiter(object_ids, waiter)
-        return False
+        woken = self.block(waiter.event, timeout)
+        if not woken or on_error:  # an error may have woken it before the rest came
+            memory_store.forget_waiter(object_ids, waiter)
+        return woken
 
     def block(self, event: threading.Event, timeout: float | None) -> bool:
         """User thread: wait for `event`; False on timeout. A worker blocked

@@ -31,8 +31,9 @@ import errno
 import logging
 import mmap
 import os
+import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -41,6 +42,8 @@ from solray._private.spill import DEFAULT_BUFFER_SIZE, SpillDirectory
 from solray.exceptions import ObjectStoreFullError, OutOfDiskError
 
 logger = logging.getLogger(__name__)
+
+GLOBAL_GC_MIN_INTERVAL_S = 30.0  # Ray's global_gc_min_interval_s
 
 
 def _align(n: int) -> int:
@@ -185,6 +188,12 @@ class ObjectStore:
         self._spills: dict[asyncio.Task, int] = {}  # in flight -> bytes it frees
         self._next_dir = 0
         self._room = asyncio.Lock()  # held by the create that is making room
+        # Ray's automatic global GC: before spilling, the node asks its
+        # processes to collect garbage (set by the object manager), so objects
+        # held only by reference cycles are freed rather than spilled; at most
+        # once per GLOBAL_GC_MIN_INTERVAL_S.
+        self.collect_garbage: Callable[[], Awaitable[None]] | None = None
+        self._last_gc = -GLOBAL_GC_MIN_INTERVAL_S
         self._waiting_for_room = 0
         self._closing = False
 
@@ -256,6 +265,15 @@ class ObjectStore:
                 return offset
             if failure is not None:
                 raise failure
+            now = time.monotonic()
+            if (
+                self.collect_garbage is not None
+                and not self._spills
+                and now - self._last_gc >= GLOBAL_GC_MIN_INTERVAL_S
+            ):
+                self._last_gc = now
+                await self.collect_garbage()
+                continue
             # Spill enough to cover the size (counting spills in flight), and
             # at least one more if the free space is there but fragmented.
             coming = sum(self._spills.values())

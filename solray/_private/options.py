@@ -34,6 +34,7 @@ TASK_DEFAULTS = {
     "enable_task_events": True,
     "accelerator_type": None,
     "label_selector": None,
+    "fallback_strategy": None,
     "_metadata": None,
     "_generator_backpressure_num_objects": None,
 }
@@ -95,6 +96,8 @@ def _validate_one(name: str, value) -> None:
             raise TypeError(f"The option 'name' must be a str, got {type(value).__name__}")
     elif name == "label_selector":
         labels.validate_selector(value)
+    elif name == "fallback_strategy":
+        labels.validate_fallback_strategy(value)
     elif name == "accelerator_type":
         if not isinstance(value, str) or not value:
             raise TypeError(f"The option 'accelerator_type' must be a non-empty str, got {value!r}")
@@ -234,6 +237,7 @@ ACTOR_DEFAULTS = {
     "enable_task_events": True,
     "accelerator_type": None,
     "label_selector": None,
+    "fallback_strategy": None,
     "_metadata": None,
 }
 
@@ -256,6 +260,7 @@ def actor_options(options: dict) -> dict:
             "scheduling_strategy",
             "accelerator_type",
             "label_selector",
+            "fallback_strategy",
             "runtime_env",
             "enable_task_events",
             "_metadata",

@@ -42,7 +42,8 @@ The policies, shared by the deciders:
               hosted for actors), ties taken in turn
     affinity  NodeAffinitySchedulingStrategy, as in Ray: see `affinity`
     labels    a label selector is a constraint like a resource: a node whose
-              labels do not match can never host the work
+              labels do not match can never host the work; with fallbacks,
+              the first selector some node could host it with (`selector_for`)
     bundles   PACK, SPREAD, STRICT_PACK, STRICT_SPREAD, with
               `_max_cpu_fraction_per_node` and `_soft_target_node_id`: see
               `assign_bundles`
@@ -82,6 +83,7 @@ class Demand:
 
     resources: dict
     selector: dict | None = None  # label selector
+    fallbacks: tuple = ()  # selectors tried in order if no node could host it with `selector`
 
 
 class ClusterView:
@@ -159,9 +161,25 @@ class ClusterView:
         """Whether the node could ever host the work (alive, labels, totals)."""
         return (
             node["alive"]
-            and labels.matches(node.get("labels"), demand.selector)
+            and labels.matches(node.get("labels"), self.selector_for(demand))
             and fits(demand.resources, self.total(node))
         )
+
+    def selector_for(self, demand: Demand) -> dict | None:
+        """The label selector the work is placed by: its own, else (Ray's
+        fallback_strategy) the first fallback some alive node could host it
+        with; its own again if none can (it waits for such a node)."""
+        if not demand.fallbacks:
+            return demand.selector
+        for selector in (demand.selector, *demand.fallbacks):
+            for node in self.nodes.values():
+                if (
+                    node["alive"]
+                    and labels.matches(node.get("labels"), selector)
+                    and fits(demand.resources, self.total(node))
+                ):
+                    return selector
+        return demand.selector
 
     def fits_now(self, node: dict, demand: Demand) -> bool:
         if not self.feasible(node, demand):

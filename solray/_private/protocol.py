@@ -22,6 +22,10 @@ from enum import IntEnum
 
 import msgpack
 
+# Raise it with any change to messages or framing that an older peer would
+# misread: the handshake (transport.py) refuses a peer of another version.
+PROTOCOL_VERSION = 2
+
 PREFIX = struct.Struct("<IQ")
 MAX_HEADER = 64 * 1024 * 1024
 MAX_PAYLOAD = 64 * 1024 * 1024 * 1024
@@ -80,6 +84,7 @@ class Msg(IntEnum):
     RESERVE_BUNDLES = 39
     RELEASE_BUNDLES = 54
     END_ACTOR_LEASE = 55
+    COLLECT_GARBAGE = 56  # node -> its drivers and workers: gc.collect(), free, answer
 
     # Node: object store.
     STORE_CREATE = 40
@@ -105,6 +110,7 @@ class Msg(IntEnum):
     REMOVE_BORROWERS = 69
     HANDOFF_DONE = 70
     ACTOR_SHUTDOWN = 76  # control store -> an actor's worker: end gracefully
+    CANCEL_OWNED = 71  # a borrower cancels the task that makes a ref (to its owner)
     ASSIGN_OWNER = 78  # put(_owner=actor): the actor takes over an object
 
     # A ray:// client and its proxy driver (client/).

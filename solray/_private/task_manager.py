@@ -17,7 +17,7 @@ post to the loop; the tables and everything else here are the loop's.
 from __future__ import annotations
 
 from solray import exceptions
-from solray._private import ids, serialization
+from solray._private import ids, serialization, transport
 from solray._private.memory_store import InStore, decode_entry, error_entry
 from solray._private.options import actor_resources, backpressure, placement_of, task_resources
 from solray._private.ownership import ACTOR_ID_LEN, call_site
@@ -60,6 +60,7 @@ class TaskManager:
             contained=contained,
             strategy=options.get("scheduling_strategy"),
             label_selector=options.get("label_selector") or None,
+            fallback_selectors=_fallbacks(options),
             max_calls=options["max_calls"],
             task_name=options.get("name"),
         )
@@ -95,6 +96,7 @@ class TaskManager:
                 "job": cw.job,
                 "strategy": _actor_strategy(options.get("scheduling_strategy")),
                 "label_selector": options.get("label_selector") or None,
+                "fallback": list(_fallbacks(options)),
             },
         )
         if "error" in reply:
@@ -128,6 +130,8 @@ class TaskManager:
             "class_name": meta["class_name"],
             "pg": placement_of(options.get("scheduling_strategy")),
             "meta": meta,  # for the actor's own handle (get_runtime_context().current_actor)
+            "actor_name": options.get("name"),
+            "res": running,  # get_runtime_context().get_assigned_resources()
         }
         cw.post(cw.actor_submitter.create, actor_id, task, runtime)
         return actor_id, meta, cw.address, False
@@ -304,9 +308,36 @@ class TaskManager:
 
     # -- cancellation ----------------------------------------------------------
 
-    def cancel(self, task_id: bytes, force: bool, recursive: bool) -> None:
-        """User thread: `solray.cancel()` of one of our tasks."""
-        self.cw.run_on_loop(self._cancel, task_id, force, recursive)
+    def cancel(self, task_id: bytes, force: bool, recursive: bool, owner: str) -> None:
+        """User thread: `solray.cancel()` of a task whose ref `owner` owns.
+        A task another process owns (its ref was returned from inside a
+        task) is cancelled by that owner, as in Ray."""
+        cw = self.cw
+        if owner == cw.address:
+            cw.run_on_loop(self._cancel, task_id, force, recursive)
+            return
+
+        async def ask_owner():
+            try:
+                conn = await cw.peer(owner)
+                body = {"tid": task_id, "force": force, "recursive": recursive}
+                return await conn.request(Msg.CANCEL_OWNED, body)
+            except (OSError, transport.ConnectionLost):
+                return {}  # the owner is gone, and its tasks with it
+
+        error = cw.call(ask_owner()).get("error")
+        if error:
+            raise ValueError(error)
+
+    def on_cancel_owned(self, conn, rid, body, buffers) -> None:
+        """Loop thread: a process holding a ref to one of our tasks' results
+        cancels that task."""
+        try:
+            self._cancel(body["tid"], body["force"], body["recursive"])
+        except ValueError as e:
+            conn.reply(rid, {"error": str(e)})
+            return
+        conn.reply(rid, {})
 
     def _cancel(self, task_id: bytes, force: bool, recursive: bool) -> None:
         task = self.tasks.get(task_id)
@@ -338,6 +369,12 @@ class TaskManager:
                 self.cancel_task(child, body.get("force", False), True)
         if self.cw.executor is not None:
             self.cw.executor.cancel(task_id, body.get("force", False))
+
+
+def _fallbacks(options: dict) -> tuple:
+    """The selectors of Ray's fallback_strategy (validated with the options)."""
+    fallback = options.get("fallback_strategy")
+    return tuple(option["label_selector"] for option in fallback) if fallback else ()
 
 
 def _actor_strategy(strategy) -> dict | None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
+from solray._private import oversized
 from solray._private.memory_store import Inline, decode_entry, encode_entry
 from solray._private.serialization import RefCollector, SerializedObject, dumps
 
@@ -63,6 +64,7 @@ class FunctionDescriptor:
         pins them)."""
         with RefCollector() as collector:
             pickled = dumps(target)
+        oversized.check(pickled, target)
         return cls(hashlib.sha1(pickled).digest(), name, pickled, collector.refs)
 
 
@@ -97,6 +99,7 @@ class PendingTask:
     contained: list = field(default_factory=list)  # refs nested in its arguments
     strategy: object = None  # scheduling_strategy
     label_selector: dict | None = None  # the labels its node must match
+    fallback_selectors: tuple = ()  # fallback_strategy's selectors, in order
     task_name: str | None = None  # the `name` option
     max_calls: int = 0  # tasks: its worker exits after this many calls of the function
 

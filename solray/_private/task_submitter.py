@@ -224,11 +224,12 @@ class KeyQueue:
     """Tasks of one resource shape, label selector and placement, and the
     workers leased for them."""
 
-    __slots__ = ("resources", "selector", "placement", "tasks", "workers", "requests")
+    __slots__ = ("resources", "selector", "fallbacks", "placement", "tasks", "workers", "requests")
 
-    def __init__(self, resources: dict, selector: dict | None, placement: tuple):
+    def __init__(self, resources: dict, selector: dict | None, fallbacks: tuple, placement: tuple):
         self.resources = resources
         self.selector = selector
+        self.fallbacks = fallbacks
         self.placement = placement
         self.tasks: deque[PendingTask] = deque()
         self.workers: list[LeasedWorker] = []
@@ -273,14 +274,16 @@ class TaskSubmitter:
     def _enqueue(self, task: PendingTask) -> None:
         placement = self._placement(task)
         selector = task.label_selector
+        fallbacks = task.fallback_selectors
         key = (
             tuple(sorted(task.resources.items())),
             tuple(sorted((selector or {}).items())),
+            tuple(tuple(sorted(s.items())) for s in fallbacks),
             placement,
         )
         q = self.queues.get(key)
         if q is None:
-            q = self.queues[key] = KeyQueue(task.resources, selector, placement)
+            q = self.queues[key] = KeyQueue(task.resources, selector, fallbacks, placement)
         q.tasks.append(task)
         self._pump(q)
 
@@ -383,6 +386,8 @@ class TaskSubmitter:
         body = {"resources": q.resources}
         if q.selector:
             body["labels"] = q.selector
+        if q.fallbacks:
+            body["fallback"] = list(q.fallbacks)
         address = self.cw.node_address
         if kind == "SPREAD":
             body["strategy"] = "SPREAD"
@@ -476,7 +481,11 @@ class TaskSubmitter:
         fn = task.function
         # A task named by the `name` option shows that name in its output and errors.
         name = task.task_name or fn.name
-        body = push_body(self.cw, task, {"fn": fn.function_id, "name": name, "gpu": lw.gpu_ids})
+        body = push_body(
+            self.cw,
+            task,
+            {"fn": fn.function_id, "name": name, "gpu": lw.gpu_ids, "res": task.resources},
+        )
         if task.max_calls:
             body["mc"] = task.max_calls
         placement = placement_of(task.strategy)

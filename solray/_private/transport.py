@@ -3,14 +3,21 @@
 Rule kept here: nothing a peer sends is decoded before it has proven that it
 holds the cluster token. The handshake is a mutual HMAC challenge-response:
 
-    server -> client   MAGIC + server nonce (32 bytes)
-    client -> server   HMAC(token, "client" + server nonce) + client nonce
+    server -> client   MAGIC + VERSION + server nonce (32 bytes)
+    client -> server   VERSION + HMAC(token, "client" + server nonce) + client nonce
     server -> client   HMAC(token, "server" + client nonce)
+
+VERSION is the protocol version and solray's version (fixed size): processes
+of different versions would misread each other's messages, so a peer of
+another version is refused before anything else, and both sides say which
+versions met (the client raises VersionMismatchError, the server logs it).
+MAGIC and VERSION's layout never change, so any two versions can tell.
 
 Only after that are frames (protocol.py) parsed; before it, the only thing
 the server does with incoming bytes is count them and compare a digest. A
-wrong digest, a slow handshake, or any malformed frame later on closes that
-connection and nothing else: the process keeps serving its other peers.
+wrong digest or version, a slow handshake, or any malformed frame later on
+closes that connection and nothing else: the process keeps serving its other
+peers.
 
 An authenticated connection may be handed to another process
 (`Connection.detach` here, `adopt` there on the inherited socket): the ray://
@@ -33,18 +40,39 @@ import hmac
 import logging
 import os
 import socket
+import struct
 from collections.abc import Callable
 from typing import Any
 
+import solray
 from solray._private import protocol
 from solray._private.protocol import MAX_HEADER, MAX_PAYLOAD, PREFIX, Msg, ProtocolError
 
 logger = logging.getLogger(__name__)
 
-MAGIC = b"SOLRAY01"
+MAGIC = b"SOLRAY02"
+_VERSION = struct.Struct("<H16s")  # protocol version, solray version
 NONCE_LEN = 32
 DIGEST_LEN = 32
 HANDSHAKE_TIMEOUT_S = 10.0
+
+
+def version_block(protocol_version: int | None = None, solray_version: str | None = None):
+    """This process's VERSION (or one with the given versions)."""
+    return _VERSION.pack(
+        protocol.PROTOCOL_VERSION if protocol_version is None else protocol_version,
+        (solray.__version__ if solray_version is None else solray_version).encode()[:16],
+    )
+
+
+def _describe(block: bytes) -> str:
+    number, name = _VERSION.unpack(block)
+    return f"solray {name.rstrip(bytes(1)).decode(errors='replace')} (protocol {number})"
+
+
+class VersionMismatchError(RuntimeError):
+    """The peer runs another solray version (or wire protocol)."""
+
 
 Handler = Callable[["Connection", int, Any, list], None]
 
@@ -105,7 +133,7 @@ class Connection(asyncio.Protocol):
             return
         self._handshake_timer = self.loop.call_later(HANDSHAKE_TIMEOUT_S, self._handshake_expired)
         if self._server_side:
-            transport.write(MAGIC + self._nonce)
+            transport.write(MAGIC + version_block() + self._nonce)
 
     def data_received(self, data: bytes) -> None:
         self._buf += data
@@ -141,27 +169,41 @@ class Connection(asyncio.Protocol):
 
     def _handshake_step(self) -> None:
         buf = self._buf
+        ours = version_block()
         if self._server_side:
-            need = DIGEST_LEN + NONCE_LEN
+            need = _VERSION.size + DIGEST_LEN + NONCE_LEN
             if len(buf) < need:
                 return
-            proof, client_nonce = bytes(buf[:DIGEST_LEN]), bytes(buf[DIGEST_LEN:need])
+            theirs = bytes(buf[: _VERSION.size])
+            proof = bytes(buf[_VERSION.size : _VERSION.size + DIGEST_LEN])
+            client_nonce = bytes(buf[_VERSION.size + DIGEST_LEN : need])
             del buf[:need]
+            if theirs != ours:
+                raise ProtocolError(
+                    f"version mismatch: the peer runs {_describe(theirs)}, this process "
+                    f"runs {_describe(ours)}; refused"
+                )
             if not hmac.compare_digest(proof, _digest(self._token, b"client", self._nonce)):
                 raise ProtocolError("authentication failed: wrong cluster token")
             self._transport.write(_digest(self._token, b"server", client_nonce))
             self._finish_handshake()
         else:
             if "server_nonce" not in self.peer:
-                need = len(MAGIC) + NONCE_LEN
+                need = len(MAGIC) + _VERSION.size + NONCE_LEN
                 if len(buf) < need:
                     return
                 if bytes(buf[: len(MAGIC)]) != MAGIC:
                     raise ProtocolError("peer is not a solray endpoint")
-                server_nonce = bytes(buf[len(MAGIC) : need])
+                theirs = bytes(buf[len(MAGIC) : len(MAGIC) + _VERSION.size])
+                server_nonce = bytes(buf[len(MAGIC) + _VERSION.size : need])
                 del buf[:need]
+                if theirs != ours:
+                    self._refuse_server(theirs, ours)
+                    return
                 self.peer["server_nonce"] = server_nonce
-                self._transport.write(_digest(self._token, b"client", server_nonce) + self._nonce)
+                self._transport.write(
+                    ours + _digest(self._token, b"client", server_nonce) + self._nonce
+                )
             if len(buf) < DIGEST_LEN:
                 return
             proof = bytes(buf[:DIGEST_LEN])
@@ -170,6 +212,23 @@ class Connection(asyncio.Protocol):
                 raise ProtocolError("authentication failed: server does not hold the token")
             del self.peer["server_nonce"]
             self._finish_handshake()
+
+    def _refuse_server(self, theirs: bytes, ours: bytes) -> None:
+        """Client side: the server runs another version. Tell it ours (no
+        proof: the server checks the version first and logs the mismatch),
+        and fail the connection with both versions named."""
+        peer = self._transport.get_extra_info("peername")
+        address = f"{peer[0]}:{peer[1]}" if peer else "the peer"
+        self._transport.write(ours + bytes(DIGEST_LEN + NONCE_LEN))
+        self.ready.set_exception(
+            VersionMismatchError(
+                f"Version mismatch: {address} runs {_describe(theirs)}, this process runs "
+                f"{_describe(ours)}. Every driver and worker of a cluster must run the "
+                "solray version the cluster was started with."
+            )
+        )
+        self.ready.exception()  # mark retrieved: connect() raises it
+        self.close()
 
     def _finish_handshake(self) -> None:
         self._authenticated = True

@@ -607,15 +607,15 @@ def cancel(object_ref, *, force: bool = False, recursive: bool = True) -> None:
         )
     cw = context.require_core_worker()
     if isinstance(object_ref, ObjectRefGenerator):
-        task_id = object_ref._task_id
+        task_id, owner = object_ref._task_id, object_ref._owner
     elif isinstance(object_ref, ObjectRef):
-        task_id = ids.task_id_of(object_ref._id)
+        task_id, owner = ids.task_id_of(object_ref._id), object_ref._owner
     else:
         raise TypeError(
             f"solray.cancel() only supports ObjectRef and ObjectRefGenerator, got "
             f"{type(object_ref).__name__}. To end an actor, use solray.kill()."
         )
-    cw.cancel(task_id, force, recursive)
+    cw.cancel(task_id, force, recursive, owner)
 
 
 def get_gpu_ids() -> list[int]:

@@ -49,6 +49,9 @@ class WorkerProcess:
     address: str | None = None
     lease: Lease | None = None  # lease_scheduler.Lease, while leased
     idle_since: float = field(default_factory=time.monotonic)
+    # What it was leased for before (see take_idle).
+    ran_tasks: bool = False
+    held_gpus: bool = False
 
 
 class WorkerPool:
@@ -81,11 +84,19 @@ class WorkerPool:
         if self.processes:
             await asyncio.wait([asyncio.ensure_future(p.wait()) for p in self.processes], timeout=5)
 
-    def take_idle(self) -> WorkerProcess | None:
-        while self.idle:
-            worker = self.idle.pop()  # most recently used: warm caches
-            if worker.conn is not None and not worker.conn.closed:
-                return worker
+    def take_idle(self, for_actor: bool = False, gpus: bool = False) -> WorkerProcess | None:
+        """An idle worker for a lease, the most recently used first (warm
+        caches), as Ray picks them: an actor starts only in a worker that
+        never ran anything (no module state or threads a task left), and a
+        lease without GPUs never gets a worker that held GPUs (a library may
+        keep GPU memory or a CUDA context there)."""
+        for worker in reversed(self.idle):
+            if worker.conn is None or worker.conn.closed:
+                continue
+            if (for_actor and worker.ran_tasks) or (worker.held_gpus and not gpus):
+                continue
+            self.idle.remove(worker)
+            return worker
         return None
 
     def start_worker(self, fork: bool = True) -> None:
