@@ -76,7 +76,7 @@ import sys
 import threading
 
 from solray import exceptions
-from solray._private import host, ids, serialization, transport
+from solray._private import host, ids, metrics_reporter, serialization, transport
 from solray._private.borrowing import Borrowing
 from solray._private.lineage import Lineage
 from solray._private.loop_inbox import Inbox
@@ -266,6 +266,7 @@ class CoreWorker:
 
         async def close_all():
             self.store.flush()
+            metrics_reporter.report(self)  # the last metric updates
             await self._peers.close()
             for conn in (self.node, self.control):
                 if conn is not None:

@@ -111,6 +111,9 @@ class Msg(IntEnum):
     CLIENT_RELEASE = 82  # client -> proxy: refs and streams the client no longer holds
     CLIENT_OUTPUT = 83  # proxy -> client: worker output lines, for log_to_driver
 
+    # Observability.
+    METRICS_REPORT = 90  # core worker -> its node: util.metrics updates (metrics_reporter.py)
+
 
 class ProtocolError(Exception):
     """A peer sent bytes that do not form a valid frame."""
