@@ -72,11 +72,17 @@ import asyncio
 import contextvars
 import logging
 import os
-import sys
 import threading
 
 from solray import exceptions
-from solray._private import host, ids, metrics_reporter, serialization, transport
+from solray._private import (
+    driver_output,
+    host,
+    ids,
+    metrics_reporter,
+    serialization,
+    transport,
+)
 from solray._private.borrowing import Borrowing
 from solray._private.lineage import Lineage
 from solray._private.loop_inbox import Inbox
@@ -334,14 +340,4 @@ class CoreWorker:
     def _on_published(self, conn, rid, body, bufs) -> None:
         if body.get("channel") != "logs" or not self.print_logs:
             return
-        data = body["data"]
-        for pid, is_err, name, text in data["lines"]:
-            prefix = f"({name} pid={pid})" if name else f"(pid={pid})"
-            if data.get("ip") and data["ip"] != self.ip:
-                prefix = prefix[:-1] + f", ip={data['ip']})"
-            stream = sys.stderr if is_err else sys.stdout
-            try:
-                stream.write(f"{prefix} {text}\n")
-                stream.flush()
-            except Exception:
-                pass
+        driver_output.print_worker_lines(body["data"], self.ip)

@@ -38,6 +38,7 @@ import threading
 from collections.abc import Callable
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
+from solray._private import transport
 from solray._private.protocol import Msg
 
 logger = logging.getLogger("solray.node")
@@ -66,6 +67,7 @@ class MetricsExporter:
         self.sources: list[Callable] = [self._application_metrics]
         self.handlers = {Msg.METRICS_REPORT: self.on_report}
         self.port: int | None = None
+        self.address: str | None = None  # host:port
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -85,6 +87,7 @@ class MetricsExporter:
         """Serve `sock` (listening already) from a thread of its own."""
         self._loop = asyncio.get_running_loop()
         self.port = sock.getsockname()[1]
+        self.address = transport.socket_address(sock)
         self._server = _Server(sock, self._app)
         self._thread = threading.Thread(
             target=self._server.serve_forever, args=(0.1,), name="solray-metrics", daemon=True

@@ -183,6 +183,7 @@ class Node:
             "session_dir": self.session_dir,
             "control_address": self.control_address,
             "metrics_export_port": self.metrics.port,
+            "metrics_export_address": self.metrics.address,
         }
 
     async def stop(self) -> None:

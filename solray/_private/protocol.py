@@ -30,6 +30,9 @@ MAX_PAYLOAD = 64 * 1024 * 1024 * 1024
 # the node strips it and the driver prints it as the "(name pid=N)" prefix.
 LOG_MARK = "\x1e"
 LOG_SEP = "\x1f"
+# An output line that starts with BAR_MARK (after the task's name) is a
+# progress bar's state (experimental/tqdm_ray.py), drawn by the driver.
+BAR_MARK = "\x1d"
 
 
 class Msg(IntEnum):
