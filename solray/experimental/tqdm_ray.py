@@ -126,6 +126,7 @@ class tqdm:  # noqa: N801 (Ray's name)
         for item in self._iterable:
             self.update(1)
             yield item
+        self.close()  # as tqdm does (Ray's leaves the bar open)
 
     def __enter__(self) -> tqdm:
         return self
