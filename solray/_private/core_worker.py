@@ -49,6 +49,8 @@ Who owns what (this is the one map; each part's header says why):
                       memory_store: values arrive on the loop (results) or
                       from put(); user threads wait for them (memory_store.py).
                       store's arena mapping: made once, under its lock.
+                      metrics_reporter's pending table: recording threads add
+                      points, the loop takes them every second (its lock).
     set once          address, node, control, server, node_info (by start()),
                       executor, actor_id, namespace, on_node_lost; job is set
                       by the task about to run, before its user code

@@ -38,6 +38,12 @@ def record(metric, labels: tuple, value: float) -> None:
     """Any thread: add one point of `metric` with these labels (sorted
     (key, value) pairs)."""
     name, kind = metric._name, metric._kind
+    cw = context.core_worker
+    if cw is None and context.client is not None:
+        raise NotImplementedError(
+            "solray.util.metrics cannot export from a ray:// client (it has no node): "
+            "record metrics in tasks or actors instead"
+        )
     with _lock:
         definition = _definitions.get(name)
         if definition is None:
@@ -60,8 +66,7 @@ def record(metric, labels: tuple, value: float) -> None:
             entry[0][bisect.bisect_left(bounds, value)] += 1
             entry[1] += value
             entry[2] += 1
-    cw = context.core_worker
-    if cw is None or cw is not _reporting_for:
+    if cw is not _reporting_for:
         _start_reporting(cw)
 
 
@@ -74,11 +79,6 @@ def _describe(definition: list) -> str:
 def _start_reporting(cw) -> None:
     global _reporting_for
     if cw is None:
-        if context.client is not None:
-            raise NotImplementedError(
-                "solray.util.metrics cannot export from a ray:// client (it has no node): "
-                "record metrics in tasks or actors instead"
-            )
         return  # before init(): sent with the first report after it
     with _lock:
         if _reporting_for is cw:
