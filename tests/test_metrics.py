@@ -318,3 +318,29 @@ def test_solray_start_metrics_export_port(leak_check, tmp_path):
         wait_for_condition(lambda: value(scrape(port), "ray_test_cli_driver_total") == 3)
     finally:
         stop_daemons(temp_dir)
+
+
+@solray.remote
+class Recorder:
+    def counter(self) -> int:
+        Counter("test_clash").inc(2)
+        return os.getpid()
+
+    def gauge(self) -> int:
+        Gauge("test_clash").set(9)
+        Counter("test_clash_marker").inc()  # reported in the same batch
+        return os.getpid()
+
+
+def test_a_name_two_processes_use_for_two_kinds_exports_the_first(ray_start):
+    port = ray_start["metrics_export_port"]
+    first, second = Recorder.remote(), Recorder.remote()
+    counting = solray.get(first.counter.remote(), timeout=GET_TIMEOUT_S)
+    wait_for_condition(lambda: value(scrape(port), "ray_test_clash_total") == 2, timeout=30)
+    assert solray.get(second.gauge.remote(), timeout=GET_TIMEOUT_S) != counting
+    # The marker came in the gauge's batch: that batch has been applied.
+    wait_for_condition(lambda: value(scrape(port), "ray_test_clash_marker_total") == 1)
+    s = scrape(port)
+    assert s[("TYPE", "ray_test_clash")] == "counter"
+    assert value(s, "ray_test_clash_total") == 2
+    assert value(s, "ray_test_clash") is None  # the gauge's points were dropped

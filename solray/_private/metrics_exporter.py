@@ -164,11 +164,13 @@ class MetricsExporter:
             if name not in self._conflicts:
                 self._conflicts.add(name)
                 logger.warning(
-                    "metric %r is reported as a %s by one process and as a %s by another; "
+                    "metric %r is reported as a %s%s by one process and as a %s%s by another; "
                     "only the first is exported",
                     name,
                     family.kind,
+                    f" with boundaries {family.bounds}" if family.bounds else "",
                     kind,
+                    f" with boundaries {bounds}" if bounds else "",
                 )
             return None
         return family
