@@ -252,10 +252,7 @@ async def serve(args) -> None:
     token = services.read_token(args.token_fd)
     node = Node(args, token)
     sock = services.listening_socket(args)
-    if args.metrics_fd is not None:
-        metrics_sock = socket.socket(fileno=args.metrics_fd)
-    else:
-        metrics_sock = transport.bind_socket(args.metrics_export_host, args.metrics_export_port)
+    metrics_sock = socket.socket(fileno=args.metrics_fd)  # bound by the launcher
     try:
         await node.start(sock, metrics_sock)
         await services.wait_for_stop(args)
@@ -286,9 +283,9 @@ def main() -> None:
     parser.add_argument("--head", action="store_true")
     parser.add_argument("--node-id", help="hex id; random if not given")
     parser.add_argument("--node-name", help="a name for nodes(); the IP address if not given")
-    parser.add_argument("--metrics-fd", type=int, help="inherited listening socket for /metrics")
-    parser.add_argument("--metrics-export-host", default="127.0.0.1")
-    parser.add_argument("--metrics-export-port", type=int, default=0)
+    parser.add_argument(
+        "--metrics-fd", type=int, required=True, help="inherited listening socket for /metrics"
+    )
     args = parser.parse_args()
     services.setup_process("node", args)
     asyncio.run(serve(args))
