@@ -8,6 +8,8 @@ exactly)."""
 from __future__ import annotations
 
 import os
+import pathlib
+import pickle
 import re
 import socket
 import subprocess
@@ -150,6 +152,53 @@ def test_metrics_export_port_and_nothing_but_get_metrics(ray_start):
         node = psutil.Process(int(f.read()))
     listening = [c.laddr for c in node.net_connections("tcp") if c.status == psutil.CONN_LISTEN]
     assert ("127.0.0.1", port) in [(a.ip, a.port) for a in listening]
+
+
+class _Touch:
+    """Unpickling this creates a file: proof that something was unpickled."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def __reduce__(self):
+        return (pathlib.Path.touch, (pathlib.Path(self.path),))
+
+
+def _raw_exchange(port: int, data: bytes) -> bytes:
+    """Send `data` on a fresh connection; what comes back until it closes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(data)
+        sock.shutdown(socket.SHUT_WR)
+        reply = b""
+        while chunk := sock.recv(65536):
+            reply += chunk
+    return reply
+
+
+def test_the_metrics_endpoint_decodes_nothing_but_http_get(ray_start, tmp_path):
+    """It has no token (Prometheus sends none): garbage, pickles, oversized
+    requests and stalled clients get an HTTP error or nothing, never reach
+    anything else, and scrapes go on."""
+    port = ray_start["metrics_export_port"]
+    marker = tmp_path / "unpickled"
+    replies = [
+        _raw_exchange(port, pickle.dumps(_Touch(str(marker)))),
+        _raw_exchange(port, b"\x00\xff garbage\r\n\r\n"),
+        _raw_exchange(port, b"GET /" + b"a" * 100_000 + b" HTTP/1.1\r\n\r\n"),
+        _raw_exchange(port, b"GET /metrics HTTP/1.1\r\nHost: x\r\n" + b"X: y\r\n" * 200),
+    ]
+    for reply in replies:
+        # An HTTP error (a request without an HTTP version gets the bare error page).
+        assert reply == b"" or re.search(rb"(HTTP/1\.[01] |Error code: )[45]\d\d", reply), reply
+    stalled = socket.create_connection(("127.0.0.1", port), timeout=10)
+    try:
+        stalled.sendall(b"GET /metr")  # and never the rest
+        Counter("test_after_attacks").inc()
+        wait_for_condition(lambda: value(scrape(port), "ray_test_after_attacks_total") == 1)
+    finally:
+        stalled.close()
+    assert not marker.exists()
+    assert solray.get(handle.remote("/c", 1), timeout=GET_TIMEOUT_S) is None
 
 
 def _shm_dir(context) -> str:
