@@ -148,6 +148,21 @@ def _node_options(f):
     "own on the head, which ends, freeing what the client owned, when the client "
     "disconnects.",
 )
+@click.option(
+    "--metrics-export-port",
+    type=click.IntRange(0, 65535),
+    default=0,
+    help="Port of this node's Prometheus endpoint (GET /metrics: solray.util.metrics); "
+    "default: a free port, printed.",
+)
+@click.option(
+    "--metrics-export-host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address the metrics endpoint listens on; give this node's address (or 0.0.0.0) "
+    "for a Prometheus on another machine to scrape it. It serves read-only text, "
+    "without authentication.",
+)
 @click.option("--block", is_flag=True, help="Stay in the foreground until the processes exit.")
 @_node_options
 @click.pass_context
@@ -158,6 +173,8 @@ def start(
     port,
     ray_client_server_port,
     token_file,
+    metrics_export_port,
+    metrics_export_host,
     block,
     num_cpus,
     num_gpus,
@@ -231,10 +248,20 @@ def start(
                 f"cannot listen on {node_ip_address}:{ray_client_server_port} for the ray:// "
                 f"client server: {e}. Give another --ray-client-server-port (0: any free port)."
             ) from None
-        node = launcher.start_node(address, ["--head", *node_args], node_ip_address)
     else:
         client_server = None
-        node = launcher.start_node(address, node_args, node_ip_address)
+    try:
+        node = launcher.start_node(
+            address,
+            ["--head", *node_args] if head else node_args,
+            node_ip_address,
+            metrics_export_port=metrics_export_port,
+            metrics_export_host=metrics_export_host,
+        )
+    except OSError as e:
+        launcher.stop()
+        shutil.rmtree(session_dir, ignore_errors=True)
+        raise click.ClickException(f"{e}. Give another --metrics-export-port.") from None
     try:
         _wait_for_node(address, token_bytes, node.node_id)
     except Exception as e:
@@ -269,6 +296,9 @@ def start(
     else:
         click.echo(f"Started a solray node ({node.node_id[:8]}) in the cluster at {address}.")
         click.echo(f"Session directory (logs): {session_dir}")
+    click.echo(
+        f"Metrics (Prometheus): http://{metrics_export_host}:{node.metrics_export_port}/metrics"
+    )
     if block:
         for proc in launcher.processes:
             proc.popen.wait()
@@ -407,6 +437,8 @@ def status(address: str, temp_dir: str | None) -> None:
         click.echo(f"  node {n['node_id'][:12]}  {n['address']:<22} {state}")
         if not n["alive"]:
             continue
+        if n.get("metrics_export_address"):
+            click.echo(f"    metrics: http://{n['metrics_export_address']}/metrics")
         total, free = n["resources_total"], n["resources_available"]
         for key in sorted(total):
             if key.startswith("node:"):

@@ -30,6 +30,7 @@ class ClusterNode:
         self.node_manager_address, _, port = process.address.rpartition(":")
         self.node_manager_port = int(port)
         self.node_ip_address = self.node_manager_address
+        self.metrics_export_port: int = process.metrics_export_port
         self.is_head = is_head
 
     @property
@@ -70,7 +71,8 @@ class Cluster:
     def add_node(self, wait: bool = True, **node_args: Any) -> ClusterNode:
         """Start a node with init()-style arguments (num_cpus, num_gpus,
         resources, object_store_memory, object_spilling_directory, labels,
-        _system_config). The first node is the head, with the control store."""
+        _system_config, metrics_export_port). The first node is the head, with
+        the control store."""
         from solray._private import init_options
         from solray._private.labels import validate_labels
         from solray._private.worker import (
@@ -91,6 +93,9 @@ class Cluster:
             system_config,
             labels=validate_labels(node_args.pop("labels", None), "add_node(labels=...)"),
         )
+        metrics_port = init_options.check_port(
+            "metrics_export_port", node_args.pop("metrics_export_port", None)
+        )
         # Ray options solray lacks: refused by name unless "off" (dashboard_port=None).
         init_options.refuse_unsupported(
             {k: node_args.pop(k) for k in list(node_args) if k in init_options.UNSUPPORTED}
@@ -102,11 +107,15 @@ class Cluster:
                 args=control_store_arguments(system_config)
             )
             self.address = control.address
-            process = self._launcher.start_node(control.address, ["--head", *args])
+            process = self._launcher.start_node(
+                control.address, ["--head", *args], metrics_export_port=metrics_port or 0
+            )
             node = self.head_node = ClusterNode(process, is_head=True)
             services.write_session_file(self.session_dir, node.address, self.address, self.token)
         else:
-            process = self._launcher.start_node(self.address, args)
+            process = self._launcher.start_node(
+                self.address, args, metrics_export_port=metrics_port or 0
+            )
             node = ClusterNode(process, is_head=False)
             self.worker_nodes.add(node)
         if wait:

@@ -554,3 +554,37 @@ def test_client_server_port_option(head, tmp_path):
     assert taken.returncode == 1, taken.stdout + taken.stderr
     assert f"cannot listen on {host}:{port} for the ray:// client server" in taken.stderr
     assert os.listdir(os.path.join(str(tmp_path), f"solray-sessions-{os.getuid()}")) == []
+
+
+def test_metrics_through_a_client(head):
+    """Tasks a client runs record metrics on the cluster; the client itself
+    has no node to report to, so recording there says so."""
+    out = run_client(
+        head,
+        """
+        import re, urllib.request
+        from solray.util.metrics import Counter
+        ray.init(ADDRESS)
+        try:
+            Counter("test_client_side").inc()
+            raise AssertionError("a metric recorded on a client")
+        except NotImplementedError as e:
+            assert "ray:// client" in str(e)
+
+        @ray.remote
+        def count():
+            Counter("test_via_client").inc(4)
+
+        ray.get(count.remote())
+        port = ray.nodes()[0]["MetricsExportPort"]
+
+        def scraped():
+            url = f"http://127.0.0.1:{port}/metrics"
+            text = urllib.request.urlopen(url, timeout=10).read().decode()
+            return re.search(r"^ray_test_via_client_total\\{.*\\} 4\\.0$", text, re.M)
+
+        wait_for_condition(scraped, timeout=30)
+        print("SCRAPED")
+        """,
+    )
+    assert "SCRAPED" in out

@@ -42,6 +42,13 @@ EXPECTED: dict[str, list[str]] = {
         "map-reduce matches a plain Python count: True",
         "map_reduce_files: all checks passed",
     ],
+    "metrics_and_progress.py": [
+        "task results: [499500, 1999000]",
+        "num_requests counted by the actor: 5.0",
+        "curr_count gauge: 15.0",
+        "request_latency observations: 5.0",
+        "metrics_and_progress: all checks passed",
+    ],
     "monte_carlo_pi.py": [
         "Progress: 100%",
         "Estimated value of π is: 3.1",

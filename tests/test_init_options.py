@@ -33,7 +33,6 @@ REFUSED = {
     "_redis_password": "secret",
     "_plasma_directory": "/tmp",
     "_driver_object_store_memory": 1 << 30,
-    "_metrics_export_port": 8080,
     "_tracing_startup_hook": "my.module:setup",
 }
 
@@ -72,6 +71,8 @@ def test_local_mode_refusal_says_what_to_do_instead(leak_check):
         ({"ignore_reinit_error": 1}, TypeError, "ignore_reinit_error"),
         ({"namespace": ""}, ValueError, "namespace"),
         ({"_node_ip_address": "localhost:80"}, ValueError, "_node_ip_address"),
+        ({"_metrics_export_port": 70000}, ValueError, "_metrics_export_port"),
+        ({"_metrics_export_port": "8080"}, ValueError, "_metrics_export_port"),
         ({"_node_ip_address": "192.0.2.1"}, ValueError, "_node_ip_address"),  # not ours
         ({"_memory": -1}, ValueError, "_memory"),
         ({"_node_name": ""}, ValueError, "_node_name"),

@@ -49,6 +49,8 @@ Who owns what (this is the one map; each part's header says why):
                       memory_store: values arrive on the loop (results) or
                       from put(); user threads wait for them (memory_store.py).
                       store's arena mapping: made once, under its lock.
+                      metrics_reporter's pending table: recording threads add
+                      points, the loop takes them every second (its lock).
     set once          address, node, control, server, node_info (by start()),
                       executor, actor_id, namespace, on_node_lost; job is set
                       by the task about to run, before its user code
@@ -73,11 +75,17 @@ import contextvars
 import gc
 import logging
 import os
-import sys
 import threading
 
 from solray import exceptions
-from solray._private import host, ids, serialization, transport
+from solray._private import (
+    driver_output,
+    host,
+    ids,
+    metrics_reporter,
+    serialization,
+    transport,
+)
 from solray._private.borrowing import Borrowing
 from solray._private.lineage import Lineage
 from solray._private.loop_inbox import Inbox
@@ -279,6 +287,7 @@ class CoreWorker:
 
         async def close_all():
             self.store.flush()
+            metrics_reporter.report(self)  # the last metric updates
             await self._peers.close()
             for conn in (self.node, self.control):
                 if conn is not None:
@@ -346,14 +355,4 @@ class CoreWorker:
     def _on_published(self, conn, rid, body, bufs) -> None:
         if body.get("channel") != "logs" or not self.print_logs:
             return
-        data = body["data"]
-        for pid, is_err, name, text in data["lines"]:
-            prefix = f"({name} pid={pid})" if name else f"(pid={pid})"
-            if data.get("ip") and data["ip"] != self.ip:
-                prefix = prefix[:-1] + f", ip={data['ip']})"
-            stream = sys.stderr if is_err else sys.stdout
-            try:
-                stream.write(f"{prefix} {text}\n")
-                stream.flush()
-            except Exception:
-                pass
+        driver_output.print_worker_lines(body["data"], self.ip)

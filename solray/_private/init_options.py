@@ -46,7 +46,6 @@ UNSUPPORTED: dict[str, tuple[tuple, str]] = {
     "_redis_password": ((None,), "solray has no Redis; every connection proves the cluster token"),
     "_plasma_directory": ((None,), "solray's object store always lives in /dev/shm"),
     "_driver_object_store_memory": ((None,), "it is deprecated in Ray and has no effect"),
-    "_metrics_export_port": ((None,), "solray exports no metrics yet"),
     "_tracing_startup_hook": ((None,), "solray has no tracing"),
 }
 
@@ -133,6 +132,15 @@ def check_node_ip_address(value) -> str | None:
         ipaddress.ip_address(value)
     except ValueError:
         raise ValueError(f"init(): _node_ip_address must be an IP address, got {value!r}") from None
+    return value
+
+
+def check_port(name: str, value) -> int | None:
+    """A TCP port to listen on (0: any free port)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
+        raise ValueError(f"init(): {name} must be a port number (0 to 65535), got {value!r}")
     return value
 
 

@@ -6,6 +6,7 @@ peer nodes. The work is done by parts named for what they hold:
     lease_scheduler.py  leases and placement group bundles, routed by the
                         placement engine (placement.py) from the view here
     object_manager.py   the shared-memory store's handlers, transfer between nodes
+    metrics_exporter.py the /metrics endpoint: what its processes report, summed
 
 The view (placement.ClusterView) holds every node as the control store
 publishes it (`resources`, `node_added`, `node_removed`); this node's own
@@ -23,11 +24,13 @@ import logging
 import os
 import shutil
 import signal
+import socket
 
 import psutil
 
 from solray._private import ids, labels, services, transport
 from solray._private.lease_scheduler import LeaseScheduler
+from solray._private.metrics_exporter import MetricsExporter
 from solray._private.object_manager import ObjectManager
 from solray._private.object_store import ObjectStore
 from solray._private.placement import ClusterView
@@ -91,6 +94,7 @@ class Node:
         )
         self.leases = LeaseScheduler(self, self.pool)
         self.objects = ObjectManager(self)
+        self.metrics = MetricsExporter(self)
         self.control: transport.Connection | None = None
         self.server = None  # serving starts once the node is registered
         self.address: str | None = None
@@ -101,12 +105,14 @@ class Node:
             Msg.NODE_INFO: self.node_info,
             **self.leases.handlers,
             **self.objects.handlers,
+            **self.metrics.handlers,
         }
 
     # -- lifecycle ---------------------------------------------------------
 
-    async def start(self, sock) -> None:
+    async def start(self, sock, metrics_sock) -> None:
         self.address = transport.socket_address(sock)
+        self.metrics.start(metrics_sock)
         self.control = await transport.connect(
             self.control_address,
             self.token,
@@ -176,10 +182,13 @@ class Node:
             "store_capacity": self.store.capacity,
             "session_dir": self.session_dir,
             "control_address": self.control_address,
+            "metrics_export_port": self.metrics.port,
+            "metrics_export_address": self.metrics.address,
         }
 
     async def stop(self) -> None:
         self.stopping = True
+        self.metrics.stop()
         await self.pool.stop()  # every process we started, killed and reaped
         if self.server is not None:
             self.server.close()
@@ -243,8 +252,9 @@ async def serve(args) -> None:
     token = services.read_token(args.token_fd)
     node = Node(args, token)
     sock = services.listening_socket(args)
+    metrics_sock = socket.socket(fileno=args.metrics_fd)  # bound by the launcher
     try:
-        await node.start(sock)
+        await node.start(sock, metrics_sock)
         await services.wait_for_stop(args)
     finally:
         await node.stop()
@@ -273,6 +283,9 @@ def main() -> None:
     parser.add_argument("--head", action="store_true")
     parser.add_argument("--node-id", help="hex id; random if not given")
     parser.add_argument("--node-name", help="a name for nodes(); the IP address if not given")
+    parser.add_argument(
+        "--metrics-fd", type=int, required=True, help="inherited listening socket for /metrics"
+    )
     args = parser.parse_args()
     services.setup_process("node", args)
     asyncio.run(serve(args))

@@ -34,6 +34,9 @@ MAX_PAYLOAD = 64 * 1024 * 1024 * 1024
 # the node strips it and the driver prints it as the "(name pid=N)" prefix.
 LOG_MARK = "\x1e"
 LOG_SEP = "\x1f"
+# An output line that starts with BAR_MARK (after the task's name) is a
+# progress bar's state (experimental/tqdm_ray.py), drawn by the driver.
+BAR_MARK = "\x1d"
 
 
 class Msg(IntEnum):
@@ -118,6 +121,9 @@ class Msg(IntEnum):
     CLIENT_CALL = 81  # client -> proxy: run a public API function; reply: its result
     CLIENT_RELEASE = 82  # client -> proxy: refs and streams the client no longer holds
     CLIENT_OUTPUT = 83  # proxy -> client: worker output lines, for log_to_driver
+
+    # Observability.
+    METRICS_REPORT = 90  # core worker -> its node: util.metrics updates (metrics_reporter.py)
 
 
 class ProtocolError(Exception):

@@ -481,12 +481,17 @@ async def wait_for_stop(args) -> None:
 # -- the launcher side ------------------------------------------------------
 
 
+class MetricsPortError(OSError):
+    """A node's metrics endpoint cannot listen where it was asked to."""
+
+
 @dataclass
 class ServiceProcess:
     name: str
     popen: subprocess.Popen
     address: str
     node_id: str | None = None
+    metrics_export_port: int | None = None  # a node's /metrics endpoint
 
 
 class Launcher:
@@ -519,26 +524,50 @@ class Launcher:
         return self._start("control store", "solray._private.control_store", host, port, list(args))
 
     def start_node(
-        self, control_address: str, node_args: list[str], host: str = "127.0.0.1", port: int = 0
+        self,
+        control_address: str,
+        node_args: list[str],
+        host: str = "127.0.0.1",
+        port: int = 0,
+        metrics_export_port: int = 0,
+        metrics_export_host: str = "127.0.0.1",
     ) -> ServiceProcess:
+        """A node; its /metrics endpoint listens on metrics_export_host:
+        metrics_export_port (0: a free port), bound here, so a port in use is
+        an OSError now."""
         node_id = random_node_id()
-        proc = self._start(
-            "node",
-            "solray._private.node",
-            host,
-            port,
-            [
-                "--control-address",
-                control_address,
-                "--session-dir",
-                self.session_dir,
-                "--node-ip-address",
+        try:
+            metrics_sock = transport.bind_socket(metrics_export_host, metrics_export_port)
+        except OSError as e:
+            raise MetricsPortError(
+                e.errno,
+                f"cannot listen on {metrics_export_host}:{metrics_export_port} for the node's "
+                f"metrics endpoint (_metrics_export_port, --metrics-export-port): {e.strerror}",
+            ) from None
+        try:
+            proc = self._start(
+                "node",
+                "solray._private.node",
                 host,
-                "--node-id",
-                node_id,
-                *node_args,
-            ],
-        )
+                port,
+                [
+                    "--control-address",
+                    control_address,
+                    "--session-dir",
+                    self.session_dir,
+                    "--node-ip-address",
+                    host,
+                    "--node-id",
+                    node_id,
+                    "--metrics-fd",
+                    str(metrics_sock.fileno()),
+                    *node_args,
+                ],
+                inherit=metrics_sock,
+            )
+            proc.metrics_export_port = metrics_sock.getsockname()[1]
+        finally:
+            metrics_sock.close()
         proc.node_id = node_id
         return proc
 
@@ -552,7 +581,17 @@ class Launcher:
             ["--control-address", control_address, "--session-dir", self.session_dir],
         )
 
-    def _start(self, name: str, module: str, host: str, port: int, extra: list[str]):
+    def _start(
+        self,
+        name: str,
+        module: str,
+        host: str,
+        port: int,
+        extra: list[str],
+        inherit: socket.socket | None = None,
+    ):
+        """Start `module` on a socket bound to host:port; `inherit` is one
+        more socket the child gets (its fd is in `extra`)."""
         sock = transport.bind_socket(host, port)
         token_fd = None
         try:
@@ -562,6 +601,8 @@ class Launcher:
             args = ["--token-fd", str(token_fd), "--listen-fd", str(fd)]
             args += ["--log-level", self.log_level, *extra]
             pass_fds: tuple = (token_fd, fd)
+            if inherit is not None:
+                pass_fds += (inherit.fileno(),)
             if self._lifeline_r is not None:
                 args += ["--lifeline-fd", str(self._lifeline_r)]
                 pass_fds += (self._lifeline_r,)
@@ -632,6 +673,7 @@ def start_local_cluster(
     host: str = "127.0.0.1",
     log_level: str = "WARNING",
     control_args: list[str] = (),
+    metrics_export_port: int = 0,
 ) -> tuple[Launcher, str, str]:
     """A control store and a head node as children: (launcher, control
     address, node address). Both start in parallel: the node dials the control
@@ -640,7 +682,12 @@ def start_local_cluster(
     launcher = Launcher(session_dir, os.urandom(32), log_level=log_level)
     try:
         control = launcher.start_control_store(host, 0, control_args)
-        node = launcher.start_node(control.address, ["--head", *node_args], host)
+        node = launcher.start_node(
+            control.address,
+            ["--head", *node_args],
+            host,
+            metrics_export_port=metrics_export_port,
+        )
     except BaseException:
         launcher.stop()
         raise

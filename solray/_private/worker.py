@@ -83,6 +83,7 @@ def init(
     _node_ip_address: str | None = None,
     _node_name: str | None = None,
     _memory: int | None = None,
+    _metrics_export_port: int | None = None,
     _enable_object_reconstruction: bool = False,
     _skip_env_hook: bool = False,
     **unsupported: Any,
@@ -99,7 +100,9 @@ def init(
     NotImplementedError naming them unless given their "off" value.
     `_enable_object_reconstruction` is accepted either way: as in Ray 2, lost
     task outputs are always reconstructed. `_skip_env_hook` is accepted: solray
-    has no runtime-env hook to skip."""
+    has no runtime-env hook to skip. `_metrics_export_port`: the port of the
+    node's Prometheus endpoint (util.metrics), on loopback; default a free
+    port (`ray.nodes()[i]["MetricsExportPort"]`, and in what init returns)."""
     init_options.refuse_unsupported(unsupported)
     system_config = init_options.check_system_config(_system_config)
     level = init_options.log_level(logging_level)
@@ -120,6 +123,7 @@ def init(
         raise ValueError(f"init(): _node_name must be a non-empty string, got {_node_name!r}")
     ip = init_options.check_node_ip_address(_node_ip_address)
     memory = init_options.check_memory(_memory)
+    metrics_port = init_options.check_port("_metrics_export_port", _metrics_export_port)
     if configure_logging:
         init_options.configure_driver_logging(level, logging_format)
     if is_initialized():
@@ -148,6 +152,7 @@ def init(
             "_system_config": system_config,
             "_memory": memory,
             "_node_name": _node_name,
+            "_metrics_export_port": metrics_port,
         }
         if client_mode:
             new_node_options["_node_ip_address"] = ip
@@ -192,9 +197,10 @@ def init(
                 host=ip or "127.0.0.1",
                 log_level=logging.getLevelName(level),
                 control_args=control_store_arguments(system_config),
+                metrics_export_port=metrics_port or 0,
             )
         except OSError as e:
-            if ip is None:
+            if ip is None or isinstance(e, services.MetricsPortError):
                 raise
             raise ValueError(f"init(): cannot listen on _node_ip_address={ip!r}: {e}") from None
         cw = CoreWorker(is_driver=True, token=launcher.token, node_address=node_address)
@@ -444,6 +450,7 @@ def _context_info() -> dict:
         "node_id": cw.node_info["node_id"],
         "node_ip_address": cw.node_info["ip"],
         "session_dir": cw.node_info["session_dir"],
+        "metrics_export_port": cw.node_info.get("metrics_export_port"),
         "namespace": _namespace,
     }
 
@@ -647,6 +654,7 @@ def nodes() -> list[dict]:
                 "NodeName": info.get("node_name") or info["ip"],
                 "Resources": info["resources_total"] if info["alive"] else {},
                 "Labels": info.get("labels", {}),
+                "MetricsExportPort": info.get("metrics_export_port"),
             }
         )
     return result

@@ -30,7 +30,14 @@ from solray.util.placement_group import (
 )
 from solray.util.serialization import deregister_serializer, register_serializer
 
-_LAZY_SUBMODULES = {"queue", "multiprocessing", "joblib", "state", "scheduling_strategies"}
+_LAZY_SUBMODULES = {
+    "queue",
+    "multiprocessing",
+    "joblib",
+    "state",
+    "scheduling_strategies",
+    "metrics",
+}
 
 
 def list_named_actors(all_namespaces: bool = False) -> list:
