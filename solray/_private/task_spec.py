@@ -99,6 +99,7 @@ class PendingTask:
     label_selector: dict | None = None  # the labels its node must match
     task_name: str | None = None  # the `name` option
     max_calls: int = 0  # tasks: its worker exits after this many calls of the function
+    runtime_env: dict | None = None  # tasks: the resolved env its worker must have
 
     @property
     def name(self) -> str:
