@@ -235,7 +235,7 @@ class ClientWorker:
             self.refs.received(reply["refs"], releases)
             self._send_releases(releases)
         if is_error:
-            from solray._private.core_worker import raise_stored_error
+            from solray._private.object_reader import raise_stored_error
 
             raise_stored_error(value)
         return value
