@@ -86,7 +86,6 @@ class JobConfig:
         """The fields set to something solray does not do."""
         asked = {
             "jvm_options": bool(self.jvm_options),
-            "runtime_env": bool(self.runtime_env),
             "_client_job": self._client_job is not False,
             "default_actor_lifetime": self.default_actor_lifetime != "non_detached",
             "_disable_job_level_lineage_reconstruction": (
@@ -105,7 +104,6 @@ class JobConfig:
             name = unsupported[0]
             why = {
                 "jvm_options": "solray runs Python workers only",
-                "runtime_env": "solray does not support runtime_env in a JobConfig yet",
                 "default_actor_lifetime": "give actors lifetime='detached' one by one",
             }.get(name, "solray does not support it")
             raise NotImplementedError(

@@ -74,6 +74,18 @@ class RuntimeContext:
         return self._namespace
 
     @property
+    def runtime_env(self):
+        """The runtime env this code runs in (the job's in a driver), as a
+        RuntimeEnv: local folders show as the URIs of their packages."""
+        from solray._private.runtime_env.spec import public_view
+        from solray.runtime_env import RuntimeEnv
+
+        return RuntimeEnv(_validate=False, **public_view(self._cw.runtime_env))
+
+    def get_runtime_env_string(self) -> str:
+        return self.runtime_env.serialize()
+
+    @property
     def job_id(self) -> str:
         return self.get_job_id()
 

@@ -215,7 +215,7 @@ class _Plain:
         ({"max_pending_calls": 1.5}, ValueError, "max_pending_calls"),
         ({"get_if_exists": True}, ValueError, "get_if_exists"),
         ({"allow_out_of_order_execution": 1}, TypeError, "allow_out_of_order_execution"),
-        ({"runtime_env": {"pip": ["x"]}}, NotImplementedError, "runtime_env"),
+        ({"runtime_env": {"pips": ["x"]}}, ValueError, "unknown runtime_env field 'pips'"),
         ({"enable_task_events": "no"}, TypeError, "enable_task_events"),
         ({"_metadata": 1}, TypeError, "_metadata"),
         ({"label_selector": {"zone": 1}}, TypeError, "label_selector"),

@@ -26,6 +26,12 @@ EXAMPLES_DIR = pathlib.Path(__file__).resolve().parent.parent / "examples"
 # Lines each example must print (each is the start of an output line). A new
 # example without an entry here fails test_every_example_is_tested.
 EXPECTED: dict[str, list[str]] = {
+    "batch_inference.py": [
+        "6 batches of 1000 rows; tinymodel installed here: False",
+        "predicted positives: 2975 of 6000",
+        "matches a local computation: True",
+        "batch_inference: all checks passed",
+    ],
     "generators.py": [
         "num_returns=3: 3 values from a list, 3 refs from a generator, shapes "
         "[(1000000, 1), (1000000, 1), (1000000, 1)]",

@@ -21,7 +21,6 @@ REFUSED = {
     "include_dashboard": True,
     "dashboard_host": "0.0.0.0",
     "dashboard_port": 8265,
-    "runtime_env": {"env_vars": {"A": "1"}},
     "logging_config": object(),
     "storage": "/tmp/storage",
     "enable_resource_isolation": True,

@@ -69,7 +69,6 @@ def test_namespace_and_metadata(leak_check):
     "config",
     [
         JobConfig(jvm_options=["-Xmx1g"]),
-        JobConfig(runtime_env={"env_vars": {"A": "1"}}),
         JobConfig(default_actor_lifetime="detached"),
         JobConfig(_client_job=True),
         JobConfig(_disable_job_level_lineage_reconstruction=True),

@@ -95,6 +95,8 @@ class ActorEntry:
     no_restart: bool = False
     death_cause: str | None = None
     unschedulable: bool = False  # dead because its scheduling strategy can never be met
+    runtime_env: dict = field(default_factory=dict)  # resolved; its worker must have it
+    runtime_env_failed: bool = False  # dead because its runtime env could not be set up
     creation_error: list | None = None  # [head, buffers] of the constructor's error
     waiters: list = field(default_factory=list)
     on_dead: list = field(default_factory=list)  # callbacks once DEAD (a driver's shutdown)
@@ -103,6 +105,10 @@ class ActorEntry:
 # How long an actor ending gracefully may take before it is killed (Ray's
 # default for actor_graceful_shutdown_timeout_ms).
 GRACEFUL_TIMEOUT_S = 30.0
+
+
+class RuntimeEnvFailed(Exception):
+    """The node could not set up the actor's runtime env (the message says why)."""
 
 
 class ActorManager:
@@ -169,6 +175,7 @@ class ActorManager:
             label_selector=body.get("label_selector"),
             fallback=body.get("fallback") or [],
             owner_address=body.get("owner", ""),
+            runtime_env=body.get("runtime_env") or {},
         )
         self.actors[entry.actor_id] = entry
         if name:
@@ -366,6 +373,12 @@ class ActorManager:
             grant = await self._lease(entry, attempt, node, pinned)
             if grant is None:
                 return  # the attempt ended meanwhile
+        except RuntimeEnvFailed as e:
+            if entry.attempt == attempt:
+                # As in Ray: not restarted, and its calls raise RuntimeEnvSetupError.
+                entry.no_restart = entry.runtime_env_failed = True
+                self._attempt_ended(entry, f"its runtime_env could not be set up: {e}")
+            return
         except (OSError, transport.ConnectionLost, transport.RemoteError) as e:
             if entry.attempt != attempt:
                 return
@@ -438,6 +451,8 @@ class ActorManager:
             "fallback": entry.fallback,
             "actor_id": entry.actor_id,
         }
+        if entry.runtime_env:
+            body["runtime_env"] = entry.runtime_env
         if pinned:
             body["pinned"] = True
         for hops in range(MAX_LEASE_HOPS):
@@ -449,6 +464,8 @@ class ActorManager:
             grant = await node_conn.request(Msg.REQUEST_LEASE, dict(body, spilled=hops))
             if entry.attempt != attempt:
                 return None
+            if "runtime_env_error" in grant:
+                raise RuntimeEnvFailed(grant["runtime_env_error"])
             if "spillback" not in grant:
                 if "lease_id" not in grant:
                     raise transport.RemoteError(f"the node did not grant a worker: {grant}")
@@ -552,6 +569,8 @@ class ActorManager:
             reply = {"state": DEAD, "cause": entry.death_cause}
             if entry.unschedulable:
                 reply["unschedulable"] = True
+            if entry.runtime_env_failed:
+                reply["runtime_env_failed"] = True
             buffers = []
             if entry.creation_error is not None:
                 reply["error"], buffers = entry.creation_error

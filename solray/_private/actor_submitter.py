@@ -167,7 +167,14 @@ class ActorSubmitter:
             if "error" in reply:
                 error = serialization.deserialize(decode_entry(reply["error"], buffers).obj)
                 cause = f"{cause}:\n{error}"
-            self._set_dead(q, cause, unschedulable=reply.get("unschedulable", False))
+            kind = (
+                exceptions.ActorUnschedulableError
+                if reply.get("unschedulable")
+                else exceptions.RuntimeEnvSetupError
+                if reply.get("runtime_env_failed")
+                else None
+            )
+            self._set_dead(q, cause, kind)
             return
         try:
             conn = await self.cw.peer(reply["address"])
@@ -185,12 +192,14 @@ class ActorSubmitter:
         if q.state != DEAD:
             self._set_dead(q, "it was killed by solray.kill()")
 
-    def _set_dead(self, q: ActorQueue, cause: str, unschedulable: bool = False) -> None:
+    def _set_dead(self, q: ActorQueue, cause: str, kind: type | None = None) -> None:
+        """The actor is gone: its calls fail with ActorDiedError, or `kind`
+        (ActorUnschedulableError, RuntimeEnvSetupError) when that is why."""
         q.state = DEAD
         message = f"The actor {q.actor_id.hex()} is dead because {cause}"
         q.death = error_entry(
-            exceptions.ActorUnschedulableError(message)
-            if unschedulable
+            kind(message)
+            if kind is not None
             else exceptions.ActorDiedError(actor_id=q.actor_id.hex(), error_msg=message)
         )
         pending, q.pending = q.pending, deque()

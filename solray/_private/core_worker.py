@@ -133,6 +133,10 @@ class CoreWorker:
         self.executor = None  # set by worker_main in worker processes
         self.actor_id: bytes | None = None  # set when this worker hosts an actor
         self.namespace: str | None = None
+        # This process's runtime env (the job's in a driver, its own in a
+        # worker), resolved: what its tasks and actors inherit.
+        self.runtime_env: dict = {}
+        self.setup_error: str | None = None  # a worker whose setup hook raised
         self.shutting_down = False
         self.on_node_lost = None
         self.print_logs = True
@@ -246,7 +250,12 @@ class CoreWorker:
         else:
             self.node_info = await self.node.request(
                 Msg.REGISTER_WORKER,
-                {"worker_id": self.worker_id, "address": self.address, "pid": os.getpid()},
+                {
+                    "worker_id": self.worker_id,
+                    "address": self.address,
+                    "pid": os.getpid(),
+                    "setup_error": self.setup_error,
+                },
             )
         if self.control is None:
             self.control = await self._connect_control(self.node_info["control_address"])

@@ -22,7 +22,6 @@ from typing import Any
 # defaults, accepted), and why anything else is refused.
 _NO_CGROUPS = "solray does not isolate resources with cgroups"
 _NO_DASHBOARD = "solray has no dashboard yet"
-_NOT_YET = "solray does not support it yet"
 UNSUPPORTED: dict[str, tuple[tuple, str]] = {
     "local_mode": (
         (False,),
@@ -34,7 +33,6 @@ UNSUPPORTED: dict[str, tuple[tuple, str]] = {
     "include_dashboard": ((None, False), _NO_DASHBOARD),
     "dashboard_host": (("127.0.0.1",), _NO_DASHBOARD),
     "dashboard_port": ((None,), _NO_DASHBOARD),
-    "runtime_env": ((None, {}), _NOT_YET),
     "logging_config": ((None,), "solray has no structured (JSON) worker logs yet"),
     "storage": ((None,), "solray has no cluster-wide persistent storage"),
     "enable_resource_isolation": ((False,), _NO_CGROUPS),

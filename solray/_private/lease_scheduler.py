@@ -47,6 +47,7 @@ from solray._private.placement import BUSY, INFEASIBLE, MAX_HOPS, PIN, Demand
 from solray._private.placement_groups import bundle_resource_names, bundle_resources, uses_group
 from solray._private.protocol import Msg
 from solray._private.resources import Allocation, device_ids
+from solray._private.runtime_env.spec import env_hash
 from solray._private.worker_pool import WorkerPool, WorkerProcess
 
 logger = logging.getLogger("solray.node")
@@ -73,6 +74,8 @@ class LeaseRequest:
     hops: int = 0  # times it was sent on before it came here
     pinned: bool = False  # by node affinity: runs here only
     fail_when_busy: bool = False  # node affinity with _fail_on_unavailable
+    env: dict = field(default_factory=dict)  # its resolved runtime env ({}: the default)
+    env_key: str = ""  # spec.env_hash(env): which workers may serve it
     allocation: Allocation | None = field(default=None)  # once its resources are taken
 
     @property
@@ -121,6 +124,9 @@ class LeaseScheduler:
             hops=int(body.get("spilled", 0)),
             pinned=bool(body.get("pinned")),
         )
+        if body.get("runtime_env"):
+            request.env = body["runtime_env"]
+            request.env_key = env_hash(request.env)
         if "affinity" in body:
             soft, when_busy = body["affinity"]
             verdict = self.view.affinity(request.demand, self.node.node_id, soft, when_busy)
@@ -228,19 +234,39 @@ class LeaseScheduler:
             else:
                 awaiting.append(request)
         self.awaiting = awaiting
-        unserved: deque[LeaseRequest] = deque()
+        # Each request needs a worker of its own runtime env (and as Ray picks
+        # them: see take_idle); one that finds none does not hold back the others.
+        waiting: deque[LeaseRequest] = deque()
+        needed: dict[str, list[LeaseRequest]] = {}
         for request in self.awaiting:
             worker = self.pool.take_idle(
-                for_actor=request.actor_id is not None, gpus=bool(device_ids(request.allocation))
+                request.env_key,
+                for_actor=request.actor_id is not None,
+                gpus=bool(device_ids(request.allocation)),
             )
             if worker is None:
-                unserved.append(request)
+                waiting.append(request)
+                needed.setdefault(request.env_key, []).append(request)
             else:
                 self._grant(request, worker)
-        self.awaiting = unserved
-        for _ in range(max(0, len(self.awaiting) - self.pool.starting)):
-            self.pool.start_worker()
+        self.awaiting = waiting
+        for env_key, requests in needed.items():
+            for _ in range(max(0, len(requests) - self.pool.starting_for[env_key])):
+                self.pool.start_worker(env_key=env_key, env=requests[0].env)
         self.node.schedule_report()
+
+    def env_failed(self, env_key: str, error: str) -> None:
+        """A runtime env could not be set up here: the requests waiting for
+        it fail with RuntimeEnvSetupError (their owners fail their tasks)."""
+        reply = {"runtime_env_error": error}
+        for queue in (self.pending, self.awaiting):
+            for request in [r for r in queue if r.env_key == env_key]:
+                queue.remove(request)
+                if request.allocation is not None:
+                    self.resources.release(request.resources, request.allocation)
+                if not request.conn.closed:
+                    request.conn.reply(request.rid, reply)
+        self.try_grant()
 
     def _grant(self, request: LeaseRequest, worker: WorkerProcess) -> None:
         lease = Lease(

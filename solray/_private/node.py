@@ -36,8 +36,11 @@ from solray._private.object_store import ObjectStore
 from solray._private.placement import ClusterView
 from solray._private.protocol import Msg
 from solray._private.resources import ResourceSet
+from solray._private.runtime_env import packages
+from solray._private.runtime_env.agent import RuntimeEnvAgent
 from solray._private.spill import DEFAULT_BUFFER_SIZE, SpillDirectory
 from solray._private.worker_pool import WorkerPool
+from solray.exceptions import RuntimeEnvSetupError
 
 logger = logging.getLogger("solray.node")
 
@@ -91,7 +94,14 @@ class Node:
             soft_limit=max(1, int(num_cpus)),
             on_change=lambda: self.leases.try_grant(),
             on_lost=lambda worker: self.leases.worker_lost(worker),
+            on_env_failed=lambda env_key, error: self.leases.env_failed(env_key, error),
         )
+        # Runtime envs this node prepared (unpacked packages, virtual
+        # environments): its own, so nodes sharing a session never race.
+        self.runtime_resources = os.path.join(
+            self.session_dir, "runtime_resources", self.node_id[:16]
+        )
+        self.runtime_envs = RuntimeEnvAgent(self.runtime_resources, self._fetch_package)
         self.leases = LeaseScheduler(self, self.pool)
         self.objects = ObjectManager(self)
         self.metrics = MetricsExporter(self)
@@ -103,6 +113,7 @@ class Node:
         self.handlers = {
             Msg.REGISTER_WORKER: self.pool.register_worker,
             Msg.NODE_INFO: self.node_info,
+            Msg.PREPARE_RUNTIME_ENV: self.prepare_runtime_env,
             **self.leases.handlers,
             **self.objects.handlers,
             **self.metrics.handlers,
@@ -139,6 +150,31 @@ class Node:
         self.background(self._send_heartbeats())
         if self.memory_refresh_s > 0:
             self.background(self.leases.watch_memory(self.memory_threshold, self.memory_refresh_s))
+
+    def prepare_runtime_env(self, conn, rid, body, bufs) -> None:
+        """A job's env with eager_install: set it up now, before its first
+        task needs it. A failure shows when a task needs the env."""
+
+        async def prepare() -> None:
+            try:
+                await self.runtime_envs.prepare(body["runtime_env"])
+            except Exception:
+                pass
+
+        self.background(prepare())
+        conn.reply(rid, True)
+
+    async def _fetch_package(self, digest: str) -> bytes:
+        """A runtime env package (or pickled setup hook) from the control store."""
+        found, buffers = await self.control.request(
+            Msg.KV_GET, {"ns": packages.NAMESPACE, "key": digest}, raw=True
+        )
+        if not found:
+            raise RuntimeEnvSetupError(
+                f"runtime_env package {digest} is not in the cluster (was its job's driver "
+                "connected to another cluster?)"
+            )
+        return bytes(buffers[0])
 
     async def _send_heartbeats(self) -> None:
         while True:
@@ -197,6 +233,7 @@ class Node:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.store.close()
         shutil.rmtree(self.shm_dir, ignore_errors=True)
+        shutil.rmtree(self.runtime_resources, ignore_errors=True)
 
     def background(self, coro) -> asyncio.Task:
         """Run a coroutine in the background. asyncio keeps only weak refs to

@@ -118,12 +118,9 @@ def _validate_one(name: str, value) -> None:
             "NodeAffinitySchedulingStrategy or PlacementGroupSchedulingStrategy"
         )
     elif name == "runtime_env":
-        if value != {}:
-            raise NotImplementedError(
-                f"The option 'runtime_env' is not supported by solray yet (got {value!r}): "
-                "tasks and actors run in the driver's environment. Install what they need "
-                "where the cluster runs, and leave runtime_env out."
-            )
+        from solray._private.runtime_env import spec
+
+        spec.validate(value, "The option 'runtime_env'")
     elif name == "enable_task_events":
         if not isinstance(value, bool):
             raise TypeError(f"The option 'enable_task_events' must be a bool, got {value!r}")

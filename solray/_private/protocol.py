@@ -120,6 +120,7 @@ class Msg(IntEnum):
     CLIENT_CONNECT = 80  # client -> proxy, first: init options; reply: the driver's context
     CLIENT_CALL = 81  # client -> proxy: run a public API function; reply: its result
     CLIENT_RELEASE = 82  # client -> proxy: refs and streams the client no longer holds
+    PREPARE_RUNTIME_ENV = 91  # driver -> node: set up the job's env now (eager_install)
     CLIENT_OUTPUT = 83  # proxy -> client: worker output lines, for log_to_driver
 
     # Observability.

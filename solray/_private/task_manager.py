@@ -22,6 +22,7 @@ from solray._private.memory_store import InStore, decode_entry, error_entry
 from solray._private.options import actor_resources, backpressure, placement_of, task_resources
 from solray._private.ownership import ACTOR_ID_LEN, call_site
 from solray._private.protocol import Msg
+from solray._private.runtime_env import resolve as runtime_env
 from solray._private.store_client import INLINE_MAX
 from solray._private.task_spec import END_OF_STREAM, PendingTask, StreamState, extract_deps
 from solray.object_ref import ObjectRef
@@ -63,6 +64,7 @@ class TaskManager:
             fallback_selectors=_fallbacks(options),
             max_calls=options["max_calls"],
             task_name=options.get("name"),
+            runtime_env=runtime_env.effective(cw, options.get("runtime_env")),
         )
         result = self._prepare_returns(
             task, backpressure(options.get("_generator_backpressure_num_objects"))
@@ -97,6 +99,7 @@ class TaskManager:
                 "strategy": _actor_strategy(options.get("scheduling_strategy")),
                 "label_selector": options.get("label_selector") or None,
                 "fallback": list(_fallbacks(options)),
+                "runtime_env": runtime_env.effective(cw, options.get("runtime_env")),
             },
         )
         if "error" in reply:

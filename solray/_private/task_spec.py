@@ -102,6 +102,7 @@ class PendingTask:
     fallback_selectors: tuple = ()  # fallback_strategy's selectors, in order
     task_name: str | None = None  # the `name` option
     max_calls: int = 0  # tasks: its worker exits after this many calls of the function
+    runtime_env: dict | None = None  # tasks: the resolved env its worker must have
 
     @property
     def name(self) -> str:

@@ -32,6 +32,7 @@ from solray._private import ids, serialization, transport
 from solray._private.memory_store import InStore, error_entry
 from solray._private.options import placement_of
 from solray._private.protocol import Msg
+from solray._private.runtime_env.spec import env_hash
 from solray._private.task_spec import PendingTask, decode_returns, encode_arguments
 from solray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -224,13 +225,24 @@ class KeyQueue:
     """Tasks of one resource shape, label selector and placement, and the
     workers leased for them."""
 
-    __slots__ = ("resources", "selector", "fallbacks", "placement", "tasks", "workers", "requests")
+    __slots__ = (
+        "resources", "selector", "fallbacks", "placement", "runtime_env", "tasks", "workers",
+        "requests",
+    )  # fmt: skip
 
-    def __init__(self, resources: dict, selector: dict | None, fallbacks: tuple, placement: tuple):
+    def __init__(
+        self,
+        resources: dict,
+        selector: dict | None,
+        fallbacks: tuple,
+        placement: tuple,
+        runtime_env: dict | None,
+    ):
         self.resources = resources
         self.selector = selector
         self.fallbacks = fallbacks
         self.placement = placement
+        self.runtime_env = runtime_env
         self.tasks: deque[PendingTask] = deque()
         self.workers: list[LeasedWorker] = []
         self.requests = 0
@@ -280,10 +292,13 @@ class TaskSubmitter:
             tuple(sorted((selector or {}).items())),
             tuple(tuple(sorted(s.items())) for s in fallbacks),
             placement,
+            env_hash(task.runtime_env) if task.runtime_env else "",
         )
         q = self.queues.get(key)
         if q is None:
-            q = self.queues[key] = KeyQueue(task.resources, selector, fallbacks, placement)
+            q = self.queues[key] = KeyQueue(
+                task.resources, selector, fallbacks, placement, task.runtime_env
+            )
         q.tasks.append(task)
         self._pump(q)
 
@@ -356,7 +371,7 @@ class TaskSubmitter:
                 q, exceptions.LocalRayletDiedError(f"the node could not grant a worker: {e}")
             )
             return
-        except exceptions.TaskUnschedulableError as e:
+        except (exceptions.TaskUnschedulableError, exceptions.RuntimeEnvSetupError) as e:
             q.requests -= 1
             self._fail_queue(q, e)
             return
@@ -388,6 +403,8 @@ class TaskSubmitter:
             body["labels"] = q.selector
         if q.fallbacks:
             body["fallback"] = list(q.fallbacks)
+        if q.runtime_env:
+            body["runtime_env"] = q.runtime_env
         address = self.cw.node_address
         if kind == "SPREAD":
             body["strategy"] = "SPREAD"
@@ -422,6 +439,11 @@ class TaskSubmitter:
                 body = dict(body, spilled=hops)
                 body.pop("affinity", None)  # a soft affinity let it go elsewhere
                 continue
+            if "runtime_env_error" in reply:
+                raise exceptions.RuntimeEnvSetupError(
+                    "The runtime_env of this task could not be set up on node "
+                    f"{address}: {reply['runtime_env_error']}"
+                )
             if reply.get("infeasible"):
                 wanted = f"{q.resources}" + (
                     f" on a node with labels matching {q.selector}" if q.selector else ""

@@ -24,6 +24,7 @@ from solray._private import context, ids, init_options, services, transport
 from solray._private.core_worker import CoreWorker
 from solray._private.labels import validate_labels
 from solray._private.protocol import Msg
+from solray._private.runtime_env import resolve, spec
 from solray.job_config import JobConfig
 from solray.job_config import checked as checked_job_config
 from solray.object_ref import ObjectRef
@@ -78,6 +79,7 @@ def init(
     object_spilling_directory: str | None = None,
     labels: dict[str, str] | None = None,
     job_config: JobConfig | None = None,
+    runtime_env: dict | None = None,
     _temp_dir: str | None = None,
     _system_config: dict | None = None,
     _node_ip_address: str | None = None,
@@ -116,6 +118,10 @@ def init(
     if log_to_driver is not None:
         init_options.check_flag("log_to_driver", log_to_driver)
     job_config = checked_job_config(job_config)
+    # The job's env: init's runtime_env, else its JobConfig's (Ray's order).
+    job_env = spec.validate(
+        runtime_env if runtime_env is not None else job_config.runtime_env, "init()"
+    )
     namespace = namespace if namespace is not None else job_config.ray_namespace
     if namespace is not None and (not isinstance(namespace, str) or not namespace):
         raise ValueError(f"init(): namespace must be a non-empty string, got {namespace!r}")
@@ -164,10 +170,11 @@ def init(
                 "theirs."
             )
         if client_mode:
-            if job_config.code_search_path or job_config.metadata:
+            if job_config.code_search_path or job_config.metadata or job_env:
                 raise NotImplementedError(
-                    "init(): job_config code_search_path and metadata are not available "
-                    "through a ray:// connection (the client's driver runs on the head)"
+                    "init(): runtime_env and job_config code_search_path and metadata are not "
+                    "available through a ray:// connection (the client's driver runs on the "
+                    "head, where the client's files are not)"
                 )
             _connect_client(address[len(CLIENT_SCHEME) :], namespace, log_to_driver, _temp_dir)
             return RayContext(_context_info())
@@ -179,6 +186,7 @@ def init(
             namespace=namespace,
             log_to_driver=log_to_driver,
             job_config=job_config,
+            runtime_env=job_env,
         )
         return RayContext(_context_info())
     else:
@@ -204,7 +212,7 @@ def init(
                 raise
             raise ValueError(f"init(): cannot listen on _node_ip_address={ip!r}: {e}") from None
         cw = CoreWorker(is_driver=True, token=launcher.token, node_address=node_address)
-    _start_driver(cw, launcher, namespace, log_to_driver, job_config)
+    _start_driver(cw, launcher, namespace, log_to_driver, job_config, job_env)
     services.write_session_file(launcher.session_dir, node_address, control_address, launcher.token)
     return RayContext(_context_info())
 
@@ -220,13 +228,16 @@ def join_cluster(
     namespace: str | None = None,
     log_to_driver: bool | None = None,
     job_config: JobConfig | None = None,
+    runtime_env: dict | None = None,
 ) -> None:
     """Connect this process as a driver of the running cluster whose control
     store is at `control_address` (init(address=...), and a ray:// client's
     proxy driver)."""
     cw = CoreWorker(is_driver=True, token=token, control_address=control_address, ip=ip)
     try:
-        _start_driver(cw, None, namespace, log_to_driver, job_config or JobConfig())
+        _start_driver(
+            cw, None, namespace, log_to_driver, job_config or JobConfig(), runtime_env or {}
+        )
     except transport.ConnectionLost:
         raise ConnectionError(
             f"Could not connect to the cluster at {control_address!r}: it closed the "
@@ -255,13 +266,18 @@ def _start_driver(
     namespace: str | None,
     log_to_driver: bool | None,
     job_config: JobConfig,
+    job_env: dict,
 ) -> None:
-    """Start `cw` as this process's driver: connected, with a job and a
-    namespace. On failure, stops what was started (the cluster too, if this
-    driver launched it)."""
+    """Start `cw` as this process's driver: connected, with a job, a
+    namespace and the job's runtime env (its packages uploaded). On failure,
+    stops what was started (the cluster too, if this driver launched it)."""
     global _cluster, _namespace, _atexit_registered
     try:
         cw.start()
+        if job_env:
+            cw.runtime_env = resolve.resolver_of(cw).resolve(job_env)
+            if cw.runtime_env.get("config", spec.DEFAULT_CONFIG)["eager_install"]:
+                cw.request("node", Msg.PREPARE_RUNTIME_ENV, {"runtime_env": cw.runtime_env})
     except BaseException:
         cw.shutdown()  # its I/O thread and sockets are already running
         if launcher is not None:
@@ -277,6 +293,7 @@ def _start_driver(
     job_config._put_search_path_first()
     job_info = {"sys_path": [p for p in sys.path if p], "cwd": os.getcwd(), "namespace": _namespace}
     job_info["metadata"] = job_config.metadata
+    job_info["runtime_env"] = spec.public_view(cw.runtime_env)
     cw.request(
         "control", Msg.KV_PUT, {"ns": "job", "key": cw.job_bytes.hex()}, [msgpack.packb(job_info)]
     )

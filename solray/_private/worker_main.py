@@ -9,14 +9,19 @@ kernel kills a worker before its node (services.WORKER_OOM_SCORE_ADJ).
 
 from __future__ import annotations
 
+import importlib
+import json
 import os
+import pickle
 import signal
 import sys
+import traceback
 
 from solray._private import context, services
 from solray._private.core_worker import CoreWorker
 from solray._private.executor import Executor, TaskOutput
 from solray._private.protocol import Msg
+from solray._private.runtime_env.spec import RUNTIME_ENV_VARIABLE
 
 
 def main(token: bytes) -> None:
@@ -32,6 +37,9 @@ def main(token: bytes) -> None:
         worker_id=os.environ["SOLRAY_WORKER_ID"],
     )
     context.core_worker = cw
+    setup = os.environ.get(RUNTIME_ENV_VARIABLE)
+    if setup:
+        cw.runtime_env, cw.setup_error = apply_runtime_env(json.loads(setup))
     executor = Executor(cw)
     cw.executor = executor
     sys.stdout = TaskOutput(sys.stdout, cw)
@@ -57,6 +65,27 @@ def main(token: bytes) -> None:
     )
     signal.signal(signal.SIGINT, executor.on_sigint)
     executor.run_forever()
+
+
+def apply_runtime_env(setup: dict) -> tuple[dict, str | None]:
+    """A worker of a runtime env: its import path first, then its
+    worker_process_setup_hook. Returns (the env, the hook's traceback if it
+    raised): the node fails the env's requests with it."""
+    sys.path[:0] = setup["sys_path"]
+    hook = setup.get("setup_hook")
+    try:
+        if isinstance(hook, dict):
+            with open(hook["file"], "rb") as f:
+                pickle.loads(f.read())()
+        elif hook:
+            module, _, name = hook.rpartition(".")
+            getattr(importlib.import_module(module), name)()
+    except BaseException:
+        return setup["env"], (
+            f"worker_process_setup_hook {hook if isinstance(hook, str) else hook['name']} "
+            f"raised:\n{traceback.format_exc()}"
+        )
+    return setup["env"], None
 
 
 if __name__ == "__main__":

@@ -10,6 +10,15 @@ The pool does not decide who gets a worker: the lease scheduler takes idle
 workers (`take_idle`), asks for more (`start_worker`), and is told when a
 worker is ready or exited (`on_change`) and when a leased one is gone
 (`on_lost`, which frees its lease).
+
+Runtime environments: every worker belongs to one env (`env_key`, "" for
+the default), given when it is started, and only ever serves that env, so
+workers of different envs never share a process. A worker of another env
+starts as a new interpreter (never forked: its interpreter, variables and
+working directory are the env's) once the node's RuntimeEnvAgent has
+prepared it; if that fails, or the worker dies before registering, or its
+setup hook raised, `on_env_failed` tells the scheduler, which fails the
+requests waiting for that env with RuntimeEnvSetupError.
 """
 
 from __future__ import annotations
@@ -22,13 +31,16 @@ import signal
 import socket
 import sys
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from solray._private import ids, services, transport
 from solray._private.protocol import LOG_MARK, LOG_SEP, Msg
+from solray._private.runtime_env.agent import WorkerLaunch
+from solray._private.runtime_env.spec import RUNTIME_ENV_VARIABLE, public_view
+from solray.exceptions import RuntimeEnvSetupError
 
 if TYPE_CHECKING:
     from solray._private.lease_scheduler import Lease
@@ -52,6 +64,7 @@ class WorkerProcess:
     # What it was leased for before (see take_idle).
     ran_tasks: bool = False
     held_gpus: bool = False
+    env_key: str = ""  # the runtime env it serves ("" = the default)
 
 
 class WorkerPool:
@@ -61,14 +74,17 @@ class WorkerPool:
         soft_limit: int,
         on_change: Callable[[], None],
         on_lost: Callable[[WorkerProcess], None],
+        on_env_failed: Callable[[str, str], None],
     ):
         self.node = node
         self.soft_limit = soft_limit  # idle workers beyond it are reaped
         self.on_change = on_change  # a worker came or went: queued leases may go on
+        self.on_env_failed = on_env_failed  # (env key, why): its waiting requests fail
         self.on_lost = on_lost  # a worker is gone: its lease is freed
         self.workers: dict[str, WorkerProcess] = {}
         self.idle: deque[WorkerProcess] = deque()
         self.starting = 0
+        self.starting_for: Counter[str] = Counter()  # env key -> workers starting
         self.processes: set = set()  # every process started, until reaped
         self._zygote = None  # the worker fork server process, once started
         self._zygote_requested = False
@@ -84,14 +100,16 @@ class WorkerPool:
         if self.processes:
             await asyncio.wait([asyncio.ensure_future(p.wait()) for p in self.processes], timeout=5)
 
-    def take_idle(self, for_actor: bool = False, gpus: bool = False) -> WorkerProcess | None:
-        """An idle worker for a lease, the most recently used first (warm
-        caches), as Ray picks them: an actor starts only in a worker that
-        never ran anything (no module state or threads a task left), and a
-        lease without GPUs never gets a worker that held GPUs (a library may
-        keep GPU memory or a CUDA context there)."""
+    def take_idle(
+        self, env_key: str = "", for_actor: bool = False, gpus: bool = False
+    ) -> WorkerProcess | None:
+        """An idle worker of this runtime env for a lease, the most recently
+        used first (warm caches), as Ray picks them: an actor starts only in
+        a worker that never ran anything (no module state or threads a task
+        left), and a lease without GPUs never gets a worker that held GPUs (a
+        library may keep GPU memory or a CUDA context there)."""
         for worker in reversed(self.idle):
-            if worker.conn is None or worker.conn.closed:
+            if worker.env_key != env_key or worker.conn is None or worker.conn.closed:
                 continue
             if (for_actor and worker.ran_tasks) or (worker.held_gpus and not gpus):
                 continue
@@ -99,15 +117,36 @@ class WorkerPool:
             return worker
         return None
 
-    def start_worker(self, fork: bool = True) -> None:
+    def start_worker(self, fork: bool = True, env_key: str = "", env: dict | None = None) -> None:
         """Start a worker: forked from the zygote (a few ms) unless `fork` is
-        False or the zygote is not there (a new interpreter: ~240 ms)."""
+        False or the zygote is not there (a new interpreter: ~240 ms). A
+        worker of a runtime env (`env_key`, `env`) is always an interpreter."""
         worker_id = ids.random_unique_id().hex()
-        self.starting += 1
-        self.node.background(self._spawn_worker(worker_id, fork))
+        self._started(env_key, 1)
+        self.node.background(self._spawn_worker(worker_id, fork, env_key, env or {}))
 
-    async def _spawn_worker(self, worker_id: str, fork: bool) -> None:
+    def _started(self, env_key: str, change: int) -> None:
+        self.starting += change
+        self.starting_for[env_key] += change
+
+    async def _spawn_worker(self, worker_id: str, fork: bool, env_key: str, renv: dict) -> None:
         env = {"SOLRAY_NODE_ADDRESS": self.node.address, "SOLRAY_WORKER_ID": worker_id}
+        python, cwd = sys.executable, None
+        if env_key:
+            try:
+                launch = await self.node.runtime_envs.prepare(renv)
+            except RuntimeEnvSetupError as e:
+                self._started(env_key, -1)
+                self.on_env_failed(env_key, str(e))
+                return
+            except Exception as e:  # a bug, or the disk: the env cannot be set up here
+                logger.exception("preparing a runtime env failed")
+                self._started(env_key, -1)
+                self.on_env_failed(env_key, f"{type(e).__name__}: {e}")
+                return
+            python, cwd = launch.python, launch.cwd
+            env = {**launch.env_vars, **env, RUNTIME_ENV_VARIABLE: launch_json(launch, renv)}
+            fork = False
         proc = None
         zygote = self._zygote
         if fork and zygote is not None and zygote.returncode is None:
@@ -127,11 +166,12 @@ class WorkerPool:
                 token_fd = services.token_pipe(self.node.token)
                 try:
                     proc = await asyncio.create_subprocess_exec(
-                        sys.executable,
+                        python,
                         "-m",
                         "solray._private.worker_main",
                         str(token_fd),
                         env=services.child_env(env),
+                        cwd=cwd,
                         stdin=asyncio.subprocess.DEVNULL,
                         stdout=asyncio.subprocess.PIPE,
                         stderr=asyncio.subprocess.PIPE,
@@ -141,15 +181,17 @@ class WorkerPool:
                 finally:
                     os.close(token_fd)
                 stdout, stderr = proc.stdout, proc.stderr
-        except OSError:
-            self.starting -= 1
+        except OSError as e:
+            self._started(env_key, -1)
             if proc is not None:
                 kill_process(proc)
             elif not self.node.stopping:
                 logger.exception("could not start a worker")
+                if env_key:
+                    self.on_env_failed(env_key, f"its worker could not be started: {e}")
             return
         self.processes.add(proc)
-        worker = WorkerProcess(worker_id, proc)
+        worker = WorkerProcess(worker_id, proc, env_key=env_key)
         self.workers[worker_id] = worker
         self.node.background(self._forward_output(proc.pid, stdout, False))
         self.node.background(self._forward_output(proc.pid, stderr, True))
@@ -212,12 +254,18 @@ class WorkerPool:
     async def _watch_worker(self, worker: WorkerProcess) -> None:
         code = await worker.process.wait()
         self.processes.discard(worker.process)
-        if worker.conn is None:
-            self.starting -= 1
+        if worker.conn is None and worker.worker_id in self.workers:
+            self._started(worker.env_key, -1)
             if not self.node.stopping:
                 logger.warning(
                     "worker pid=%s exited with %s before registering", worker.process.pid, code
                 )
+                if worker.env_key:
+                    self.on_env_failed(
+                        worker.env_key,
+                        f"its worker process exited with status {code} before it could start "
+                        "(its output says why)",
+                    )
         self.remove(worker)
         if not self.node.stopping:
             self.on_change()
@@ -227,12 +275,18 @@ class WorkerPool:
         if worker is None:
             conn.close()
             return
+        self._started(worker.env_key, -1)
+        if body.get("setup_error"):
+            # Its worker_process_setup_hook raised: the env is unusable.
+            conn.reply(rid, self.node.info())
+            self.remove(worker)
+            self.on_env_failed(worker.env_key, body["setup_error"])
+            return
         worker.conn = conn
         worker.address = body["address"]
         conn.peer["worker"] = worker
         conn.peer["address"] = body["address"]
         self.node.clients.add(conn)
-        self.starting -= 1
         conn.reply(rid, self.node.info())
         if self.starting == 0 and not self._zygote_requested and not self.node.stopping:
             self._zygote_requested = True
@@ -361,3 +415,9 @@ def kill_process(process) -> None:
             os.kill(process.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+def launch_json(launch: WorkerLaunch, env: dict) -> str:
+    return json.dumps(
+        {"sys_path": launch.sys_path, "setup_hook": launch.setup_hook, "env": public_view(env)}
+    )

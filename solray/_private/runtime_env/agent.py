@@ -52,7 +52,7 @@ class WorkerLaunch:
     env_vars: dict[str, str] = field(default_factory=dict)
     cwd: str | None = None
     sys_path: list[str] = field(default_factory=list)
-    setup_hook: object = None  # "module.function", or {"pickled": uri, "name": ...}
+    setup_hook: object = None  # "module.function", or {"file": pickle's path, "name": ...}
 
 
 class RuntimeEnvAgent:
@@ -81,8 +81,30 @@ class RuntimeEnvAgent:
         for tool in ("pip", "uv"):
             if env.get(tool):
                 launch.python = await self._venv(tool, env[tool])
-        launch.setup_hook = env.get("worker_process_setup_hook")
+        hook = env.get("worker_process_setup_hook")
+        if isinstance(hook, dict):  # a pickled callable: the worker loads it from a file
+            hook = {"file": await self._hook_file(hook["pickled"]), "name": hook["name"]}
+        launch.setup_hook = hook
         return launch
+
+    async def _hook_file(self, uri: str) -> str:
+        digest, _ = packages.split_uri(uri)
+        path = os.path.join(self.cache_root, "hooks", f"{digest}.pkl")
+
+        async def build() -> str:
+            data = await self._fetch(digest)
+            if hashlib.sha256(data).hexdigest() != digest:
+                raise RuntimeEnvSetupError(f"the setup hook {digest} arrived corrupted")
+            os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+            staging = f"{path}.partial"
+            with open(staging, "wb") as f:
+                f.write(data)
+            os.rename(staging, path)
+            return path
+
+        if os.path.exists(path):
+            return path
+        return await self._once(f"hook:{digest}", build)
 
     async def _once(self, key: str, build: Callable[[], Awaitable[str]]) -> str:
         future = self._builds.get(key)

@@ -16,7 +16,8 @@ import json
 import threading
 from collections.abc import Callable
 
-from solray._private.runtime_env import packages
+from solray._private.protocol import Msg
+from solray._private.runtime_env import packages, spec
 from solray._private.runtime_env.spec import PACKAGE_URI
 
 
@@ -47,9 +48,7 @@ class Resolver:
             resolved["py_modules"] = [self._ship(p, "py_modules", []) for p in env["py_modules"]]
         hook = env.get("worker_process_setup_hook")
         if callable(hook):
-            from solray._private.serialization import dumps
-
-            data = dumps(hook)
+            data = _pickle_by_value(hook)
             digest = hashlib.sha256(data).hexdigest()
             self._store(digest, data)
             resolved["worker_process_setup_hook"] = {
@@ -70,6 +69,56 @@ class Resolver:
             self._upload(digest, data)
 
 
+def _pickle_by_value(hook) -> bytes:
+    """The hook with its module's code inside: it runs in a worker before
+    that worker knows any job's import path."""
+    import sys
+
+    import cloudpickle
+
+    from solray._private.serialization import dumps
+
+    module = sys.modules.get(getattr(hook, "__module__", None) or "")
+    if module is None or module.__name__ in ("__main__", "builtins"):
+        return dumps(hook)
+    cloudpickle.register_pickle_by_value(module)
+    try:
+        return dumps(hook)
+    finally:
+        cloudpickle.unregister_pickle_by_value(module)
+
+
 def _key(env: dict) -> str:
     """Tells envs apart; a callable counts by identity."""
     return json.dumps(env, sort_keys=True, default=lambda v: f"<callable {id(v)}>")
+
+
+def effective(cw, given) -> dict:
+    """The resolved env of a task or actor made by this process with the
+    `runtime_env` option `given`: this process's own env (inherited), with
+    `given` merged over it by Ray's rules."""
+    if given is None:
+        return cw.runtime_env
+    env = spec.merge(cw.runtime_env, spec.validate(given, "runtime_env"))
+    return resolver_of(cw).resolve(env)
+
+
+def resolver_of(cw) -> Resolver:
+    """The process's Resolver, made at first use (most processes never need one)."""
+    resolver = getattr(cw, "_runtime_env_resolver", None)
+    if resolver is None:
+
+        def has(digest: str) -> bool:
+            keys = cw.request("control", Msg.KV_KEYS, {"ns": packages.NAMESPACE, "prefix": digest})
+            return digest in keys
+
+        def upload(digest: str, data: bytes) -> None:
+            cw.request(
+                "control",
+                Msg.KV_PUT,
+                {"ns": packages.NAMESPACE, "key": digest, "overwrite": False},
+                [data],
+            )
+
+        resolver = cw._runtime_env_resolver = Resolver(has, upload)
+    return resolver

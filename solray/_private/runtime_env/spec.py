@@ -46,6 +46,9 @@ NOT_SUPPORTED = {
 REMOTE_SCHEMES = ("s3://", "gs://", "https://", "http://", "gcs://", "file://")
 DEFAULT_CONFIG = {"setup_timeout_seconds": 600, "eager_install": True}
 PACKAGE_URI = "pkg://"
+# How a worker of a runtime env learns, before it registers, its import path,
+# setup hook and env (worker_pool.launch_json): nothing secret in it.
+RUNTIME_ENV_VARIABLE = "SOLRAY_RUNTIME_ENV"
 
 
 def check_config(config: Any) -> dict:
@@ -240,14 +243,24 @@ def merge(parent: dict, child: dict) -> dict:
     return merged
 
 
+_hashes: dict[int, tuple[dict, str]] = {}  # id -> (env, its hash): owners reuse env objects
+
+
 def env_hash(resolved: dict) -> str:
     """The key of a resolved env's worker pool: "" for the default env.
-    `config` does not change a worker, so it is not part of it."""
+    `config` does not change a worker, so it is not part of it. Remembered
+    per env object (the entry keeps the object, so its id is not reused)."""
+    cached = _hashes.get(id(resolved))
+    if cached is not None and cached[0] is resolved:
+        return cached[1]
     shaping = {k: v for k, v in resolved.items() if k != "config"}
-    if not shaping:
-        return ""
-    text = json.dumps(shaping, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:32]
+    key = ""
+    if shaping:
+        text = json.dumps(shaping, sort_keys=True, separators=(",", ":"))
+        key = hashlib.sha256(text.encode()).hexdigest()[:32]
+    if len(_hashes) < 4096:
+        _hashes[id(resolved)] = (resolved, key)
+    return key
 
 
 def public_view(env: dict) -> dict:
@@ -256,4 +269,6 @@ def public_view(env: dict) -> dict:
     hook = view.get("worker_process_setup_hook")
     if callable(hook):
         view["worker_process_setup_hook"] = f"{hook.__module__}.{hook.__qualname__}"
+    elif isinstance(hook, dict):  # resolved: its pickle's URI and its name
+        view["worker_process_setup_hook"] = hook["name"]
     return view
