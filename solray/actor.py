@@ -80,8 +80,11 @@ def _method_table(cls) -> dict:
         options["is_async"] = inspect.iscoroutinefunction(member) or inspect.isasyncgenfunction(
             member
         )
+        # Static methods take no instance; classmethods come bound to the
+        # class (their signature has no `cls`); plain methods drop `self`.
         static = isinstance(inspect.getattr_static(cls, name, None), staticmethod)
-        options["signature"] = CallCheck.of(member, drop_first=not static).to_table()
+        bound = inspect.ismethod(member)
+        options["signature"] = CallCheck.of(member, drop_first=not (static or bound)).to_table()
         if isinstance(options.get("retry_exceptions"), (list, tuple)):
             # The table travels in msgpack (the control store keeps it for
             # get_actor): exception classes go as a pickle.

@@ -78,6 +78,11 @@ def test_class_attributes_and_class_level_methods_inside_the_actor(ray):
     # staticmethods and classmethods are actor methods too, as in Ray
     assert ray.get(widget.double.remote(4)) == 8
     assert ray.get(widget.make_label.remote("x")) == "Widget:x"
+    # Calls are checked against the method's own signature (no `cls`, no `self`).
+    with pytest.raises(TypeError, match="missing a required argument: 'x'"):
+        widget.make_label.remote()
+    with pytest.raises(TypeError, match="too many positional arguments"):
+        widget.double.remote(1, 2)
 
 
 def test_inheriting_from_an_actor_class_is_a_type_error_as_in_ray(ray):
