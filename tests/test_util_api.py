@@ -68,6 +68,8 @@ def test_util_names_are_the_kind_of_object_ray_has():
         "register_serializer",
         "deregister_serializer",
         "log_once",
+        "connect",
+        "disconnect",
     ):
         assert callable(getattr(util, name)) and not isinstance(getattr(util, name), type(os))
     assert isinstance(util.ActorPool, type)

@@ -18,6 +18,7 @@ import importlib
 from solray._private.host import get_node_ip_address
 from solray.util.actor_pool import ActorPool
 from solray.util.check_serialize import inspect_serializability
+from solray.util.client_connect import connect, disconnect
 from solray.util.debug import disable_log_once_globally, enable_periodic_logging, log_once
 from solray.util.helpers import as_completed, map_unordered
 from solray.util.placement_group import (
@@ -68,8 +69,10 @@ __all__ = [
     "ActorPool",
     "PlacementGroup",
     "as_completed",
+    "connect",
     "deregister_serializer",
     "disable_log_once_globally",
+    "disconnect",
     "enable_periodic_logging",
     "get_current_placement_group",
     "get_node_ip_address",
