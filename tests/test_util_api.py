@@ -70,9 +70,11 @@ def test_util_names_are_the_kind_of_object_ray_has():
         "log_once",
         "connect",
         "disconnect",
+        "get_node_instance_id",
     ):
         assert callable(getattr(util, name)) and not isinstance(getattr(util, name), type(os))
     assert isinstance(util.ActorPool, type)
+    assert isinstance(util.accelerators, type(os))
     assert isinstance(util.queue.Queue, type)  # submodules load on first use
     assert isinstance(util.multiprocessing.Pool, type)
 
@@ -98,6 +100,69 @@ def test_placement_group_function_survives_importing_its_module(tmp_path):
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=90, cwd=tmp_path
     )
     assert out.stdout.strip().endswith("OK"), out.stderr
+
+
+NODE_INSTANCE_ID_SCRIPT = """
+import solray
+solray.init(num_cpus=1)
+
+@solray.remote
+def instance_id():
+    return solray.util.get_node_instance_id()
+
+print(repr((solray.util.get_node_instance_id(), solray.get(instance_id.remote()))))
+solray.shutdown()
+"""
+
+
+@pytest.mark.parametrize("instance_id", ["i-0123456789abcdef0", None])
+def test_get_node_instance_id_is_the_clouds_or_empty(tmp_path, instance_id):
+    """The id Ray's launchers give a node (RAY_CLOUD_INSTANCE_ID), in the
+    driver and in its workers; "" off a cloud, without asking any metadata
+    service."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_CLOUD_INSTANCE_ID"}
+    if instance_id is not None:
+        env["RAY_CLOUD_INSTANCE_ID"] = instance_id
+    out = subprocess.run(
+        [sys.executable, "-c", NODE_INSTANCE_ID_SCRIPT],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        cwd=tmp_path,
+        env=env,
+    )
+    expected = instance_id or ""
+    assert out.stdout.strip().splitlines()[-1] == repr((expected, expected)), out.stderr
+
+
+def test_accelerator_constants_are_rays():
+    from solray.util import accelerators
+
+    assert accelerators.NVIDIA_TESLA_V100 == "V100"
+    assert accelerators.NVIDIA_A100 == "A100" and accelerators.NVIDIA_H100 == "H100"
+    assert accelerators.AMD_INSTINCT_MI300x == "AMD-Instinct-MI300X-OAM"
+    assert accelerators.GOOGLE_TPU_V4 == "TPU-V4"
+    assert accelerators.AWS_NEURON_CORE == "aws-neuron-core"
+    current = [n for n in accelerators.__all__ if n != "NVIDIA_TESLA_A100"]
+    assert all(isinstance(getattr(accelerators, n), str) for n in current)
+    with pytest.warns(DeprecationWarning, match="use NVIDIA_A100"):
+        assert accelerators.NVIDIA_TESLA_A100 == "A100"
+    with pytest.raises(AttributeError, match="NVIDIA_NOPE"):
+        accelerators.NVIDIA_NOPE  # noqa: B018
+
+
+@pytest.mark.parametrize(
+    "ray_start", [{"num_cpus": 1, "resources": {"accelerator_type:V100": 1}}], indirect=True
+)
+def test_accelerator_constants_schedule_by_accelerator_type(ray_start):
+    from solray.util.accelerators import NVIDIA_TESLA_V100
+
+    @solray.remote(accelerator_type=NVIDIA_TESLA_V100)
+    def on_v100():
+        return "ran"
+
+    assert solray.get(on_v100.remote()) == "ran"
+    assert solray.cluster_resources()["accelerator_type:" + NVIDIA_TESLA_V100] == 1
 
 
 def test_log_once():

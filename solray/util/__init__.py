@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import importlib
 
-from solray._private.host import get_node_ip_address
+from solray._private.host import get_node_instance_id, get_node_ip_address
+from solray.util import accelerators
 from solray.util.actor_pool import ActorPool
 from solray.util.check_serialize import inspect_serializability
 from solray.util.client_connect import connect, disconnect
@@ -67,6 +68,7 @@ def __getattr__(name: str):
 
 __all__ = [
     "ActorPool",
+    "accelerators",
     "PlacementGroup",
     "as_completed",
     "connect",
@@ -75,6 +77,7 @@ __all__ = [
     "disconnect",
     "enable_periodic_logging",
     "get_current_placement_group",
+    "get_node_instance_id",
     "get_node_ip_address",
     "get_placement_group",
     "inspect_serializability",
