@@ -75,6 +75,7 @@ def test_util_names_are_the_kind_of_object_ray_has():
         assert callable(getattr(util, name)) and not isinstance(getattr(util, name), type(os))
     assert isinstance(util.ActorPool, type)
     assert isinstance(util.accelerators, type(os))
+    assert callable(util.pdb.set_trace) and callable(util.pdb.post_mortem)
     assert isinstance(util.queue.Queue, type)  # submodules load on first use
     assert isinstance(util.multiprocessing.Pool, type)
 

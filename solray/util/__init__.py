@@ -17,6 +17,7 @@ import importlib
 
 from solray._private.host import get_node_instance_id, get_node_ip_address
 from solray.util import accelerators
+from solray.util import rpdb as pdb
 from solray.util.actor_pool import ActorPool
 from solray.util.check_serialize import inspect_serializability
 from solray.util.client_connect import connect, disconnect
@@ -84,6 +85,7 @@ __all__ = [
     "list_named_actors",
     "log_once",
     "map_unordered",
+    "pdb",
     "placement_group",
     "placement_group_table",
     "register_serializer",
