@@ -95,6 +95,21 @@ def test_an_actor_goes_on_when_the_debugger_leaves(ray_start):
     assert solray.get(ref, timeout=30) == "hit 1"
 
 
+@solray.remote
+def with_breakpoint(word):
+    breakpoint()
+    return word.upper()
+
+
+def test_breakpoint_builtin_in_a_task_is_a_solray_breakpoint(ray_start):
+    ref = with_breakpoint.remote("loud")
+    found = _one_breakpoint(ray_start.address)
+    assert found["task"] == "with_breakpoint"
+    out = _debug(ray_start.address, "0\np word\nc\n")
+    assert "(Pdb) 'loud'\n" in out, out
+    assert solray.get(ref, timeout=30) == "LOUD"
+
+
 def test_solray_debug_with_no_breakpoints_and_a_bad_index(ray_start):
     out = _debug(ray_start.address, "7\n")
     assert "No active breakpoints." in out and "No breakpoint '7'" in out
