@@ -76,6 +76,7 @@ def test_util_names_are_the_kind_of_object_ray_has():
     assert isinstance(util.ActorPool, type)
     assert isinstance(util.accelerators, type(os))
     assert callable(util.pdb.set_trace) and callable(util.pdb.post_mortem)
+    assert callable(util.ray_debugpy.set_trace)
     assert isinstance(util.queue.Queue, type)  # submodules load on first use
     assert isinstance(util.multiprocessing.Pool, type)
 
@@ -164,6 +165,21 @@ def test_accelerator_constants_schedule_by_accelerator_type(ray_start):
 
     assert solray.get(on_v100.remote()) == "ran"
     assert solray.cluster_resources()["accelerator_type:" + NVIDIA_TESLA_V100] == 1
+
+
+def test_ray_debugpy_imports_and_refuses_to_open_a_tcp_debugger():
+    import importlib.util
+
+    from solray.util import ray_debugpy  # noqa: F401  (Ray's import path works)
+
+    if importlib.util.find_spec("debugpy") is None:
+        with pytest.raises(ImportError, match="pip install debugpy"):
+            solray.util.ray_debugpy.set_trace()
+        with pytest.raises(ImportError, match="pip install debugpy"):
+            solray.util.ray_debugpy._post_mortem()
+    else:
+        with pytest.raises(NotImplementedError, match="TCP port"):
+            solray.util.ray_debugpy.set_trace()
 
 
 def test_log_once():

@@ -17,6 +17,7 @@ import importlib
 
 from solray._private.host import get_node_instance_id, get_node_ip_address
 from solray.util import accelerators
+from solray.util import debugpy as ray_debugpy
 from solray.util import rpdb as pdb
 from solray.util.actor_pool import ActorPool
 from solray.util.check_serialize import inspect_serializability
@@ -86,6 +87,7 @@ __all__ = [
     "log_once",
     "map_unordered",
     "pdb",
+    "ray_debugpy",
     "placement_group",
     "placement_group_table",
     "register_serializer",
