@@ -110,6 +110,22 @@ def test_breakpoint_builtin_in_a_task_is_a_solray_breakpoint(ray_start):
     assert solray.get(ref, timeout=30) == "LOUD"
 
 
+def test_a_breakpoint_whose_worker_was_killed_is_dropped(ray_start):
+    import psutil
+
+    ref = debugged.options(max_retries=0).remote(1)
+    found = _one_breakpoint(ray_start.address)
+    psutil.Process(found["pid"]).kill()
+    with pytest.raises(solray.exceptions.WorkerCrashedError):
+        solray.get(ref, timeout=30)
+    assert _breakpoints(ray_start.address) == [found]  # nobody removed it
+    out = _debug(ray_start.address, "0\n")
+    assert "Breakpoint 0 is gone" in out and out.rstrip().endswith(
+        "Enter breakpoint index or press enter to refresh:"
+    ), out
+    assert _breakpoints(ray_start.address) == []
+
+
 def test_solray_debug_with_no_breakpoints_and_a_bad_index(ray_start):
     out = _debug(ray_start.address, "7\n")
     assert "No active breakpoints." in out and "No breakpoint '7'" in out

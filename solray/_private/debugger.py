@@ -63,6 +63,10 @@ class _Lines:
             self.fill()
 
 
+class _Elsewhere(Exception):
+    """The breakpoint is on another machine."""
+
+
 def breakpoints(address: str, token: bytes) -> list[dict]:
     """The active breakpoints, oldest first."""
 
@@ -84,6 +88,19 @@ def breakpoints(address: str, token: bytes) -> list[dict]:
     return sorted(asyncio.run(query()), key=lambda b: b["timestamp"])
 
 
+def forget(address: str, token: bytes, breakpoint_id: str) -> None:
+    """Drop a breakpoint whose process is gone (killed while it waited)."""
+
+    async def drop():
+        conn = await transport.connect(address, token, timeout=5)
+        try:
+            await conn.request(Msg.KV_DEL, {"ns": KV_NAMESPACE, "key": breakpoint_id.encode()})
+        finally:
+            conn.close()
+
+    asyncio.run(drop())
+
+
 def print_table(found: list[dict], out) -> None:
     if not found:
         out.write("No active breakpoints.\n")
@@ -102,12 +119,17 @@ def attach(breakpoint: dict, lines: _Lines, out) -> None:
     """Relay `lines` to the breakpoint's pdb and its output to `out`, until
     pdb lets go."""
     path = breakpoint["socket"]
-    if not os.path.exists(path):
-        where = breakpoint["host"]
-        where = "" if where == socket.gethostname() else f" (run `solray debug` on {where})"
-        raise ConnectionError(f"breakpoint socket {path} is not on this machine{where}")
+    if breakpoint["host"] != socket.gethostname():
+        raise _Elsewhere(
+            f"it is on {breakpoint['host']}: run `solray debug` there (its socket is "
+            "reachable on that machine only)"
+        )
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.connect(path)
+    try:
+        sock.connect(path)
+    except OSError:  # no socket file, or no one listening: its process is gone
+        sock.close()
+        raise
     watching_input = True
     try:
         while True:
@@ -151,8 +173,14 @@ def run(address: str, token: bytes) -> None:
         if not choice.isdigit() or int(choice) >= len(found):
             out.write(f"No breakpoint {choice!r}: give an index from the list.\n")
             continue
+        chosen = found[int(choice)]
         try:
-            attach(found[int(choice)], lines, out)
-        except (ConnectionError, FileNotFoundError) as e:
+            attach(chosen, lines, out)
+        except _Elsewhere as e:
             out.write(f"Cannot attach: {e}\n")
+        except OSError:
+            # Attached by another debugger (which removed it), or its process
+            # ended without removing it (killed): either way it is gone.
+            forget(address, token, chosen["id"])
+            out.write(f"Breakpoint {choice} is gone (attached elsewhere, or its process ended).\n")
         out.write("\n")
