@@ -71,6 +71,7 @@ def test_util_names_are_the_kind_of_object_ray_has():
         "connect",
         "disconnect",
         "get_node_instance_id",
+        "pass_by_reference",
     ):
         assert callable(getattr(util, name)) and not isinstance(getattr(util, name), type(os))
     assert isinstance(util.ActorPool, type)
@@ -242,6 +243,27 @@ def test_map_unordered_keeps_at_most_backpressure_size_tasks_in_flight(ray):
         next(ray.util.map_unordered(identity, range(3), backpressure_size=0))
     with pytest.raises(TypeError, match="remote function"):
         next(ray.util.map_unordered(len, range(3)))
+
+
+@solray.remote
+def what_arrived(arg):
+    return isinstance(arg, solray.ObjectRef), solray.get(arg) if isinstance(
+        arg, solray.ObjectRef
+    ) else arg
+
+
+def test_pass_by_reference_gives_the_task_the_ref(ray, tmp_path):
+    ref = ray.put("payload")
+    assert ray.get(what_arrived.remote(ref)) == (False, "payload")  # resolved, as usual
+    assert ray.get(what_arrived.remote(ray.util.pass_by_reference(ref))) == (True, "payload")
+    # A ref whose task has not finished: the call does not wait for it.
+    gate = str(tmp_path / "go")
+    pending = wait_then.remote(gate, "later")
+    assert ray.get(identity.remote(ray.util.pass_by_reference(pending)), timeout=30) == pending
+    open(gate, "w").close()
+    assert ray.get(pending) == "later"
+    with pytest.raises(TypeError, match="ObjectRef"):
+        ray.util.pass_by_reference("not a ref")
 
 
 def test_list_named_actors(ray):

@@ -24,6 +24,7 @@ from solray.util.check_serialize import inspect_serializability
 from solray.util.client_connect import connect, disconnect
 from solray.util.debug import disable_log_once_globally, enable_periodic_logging, log_once
 from solray.util.helpers import as_completed, map_unordered
+from solray.util.pass_by_reference import pass_by_reference
 from solray.util.placement_group import (
     PlacementGroup,
     get_current_placement_group,
@@ -86,6 +87,7 @@ __all__ = [
     "list_named_actors",
     "log_once",
     "map_unordered",
+    "pass_by_reference",
     "pdb",
     "ray_debugpy",
     "placement_group",
