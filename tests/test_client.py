@@ -594,6 +594,7 @@ def test_util_connect_and_disconnect(head):
     """Ray Client's older entry points: `util.connect("HOST:PORT")` returns
     Ray's connection info, `util.disconnect()` ends the connection (its proxy
     driver goes) and may be called again."""
+    wait_for_condition(lambda: not head.proxies())  # earlier tests' clients: gone
     out = run_client(
         head,
         """
