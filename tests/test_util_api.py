@@ -82,6 +82,25 @@ def test_util_names_are_the_kind_of_object_ray_has():
     assert isinstance(util.multiprocessing.Pool, type)
 
 
+# Ray 2.x's `ray.util.__all__`, less `iter` and `collective` (not provided).
+RAY_UTIL_ALL = """
+accelerators ActorPool disable_log_once_globally enable_periodic_logging log_once pdb
+placement_group placement_group_table get_placement_group get_current_placement_group
+get_node_instance_id get_node_ip_address remove_placement_group ray_debugpy
+inspect_serializability connect disconnect register_serializer deregister_serializer
+list_named_actors
+""".split()
+
+
+def test_every_name_ray_util_exports_is_there():
+    for name in RAY_UTIL_ALL:
+        assert name in solray.util.__all__, name
+        assert getattr(solray.util, name) is not None
+    namespace: dict = {}
+    exec("from solray.util import *", namespace)
+    assert set(RAY_UTIL_ALL) <= namespace.keys()
+
+
 def test_placement_group_function_survives_importing_its_module(tmp_path):
     """`import solray.util.placement_group` must not make the package's
     `placement_group` the module: both spellings work in one process."""
