@@ -451,6 +451,23 @@ def status(address: str, temp_dir: str | None) -> None:
 
 
 @main.command()
+@click.option(
+    "--address", default="auto", show_default=True, help="HOST:PORT of the control store, or auto."
+)
+@click.option("--temp-dir", default=None, help=TEMP_DIR_HELP)
+def debug(address: str, temp_dir: str | None) -> None:
+    """List the breakpoints tasks wait at (solray.util.pdb.set_trace()) and
+    attach a pdb session to one (through a Unix socket: on its machine only)."""
+    from solray._private import debugger, services
+
+    try:
+        address, token = services.resolve_cluster(address, temp_dir)
+        debugger.run(address, token)
+    except (ConnectionError, OSError, ValueError) as e:
+        raise click.ClickException(f"cannot reach the cluster: {e}") from None
+
+
+@main.command()
 @click.option("--limit", default=100, show_default=True, help="Show at most this many objects.")
 @click.option("--temp-dir", default=None, help=TEMP_DIR_HELP)
 @click.option(

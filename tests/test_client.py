@@ -588,3 +588,67 @@ def test_metrics_through_a_client(head):
         """,
     )
     assert "SCRAPED" in out
+
+
+def test_util_connect_and_disconnect(head):
+    """Ray Client's older entry points: `util.connect("HOST:PORT")` returns
+    Ray's connection info, `util.disconnect()` ends the connection (its proxy
+    driver goes) and may be called again."""
+    wait_for_condition(lambda: not head.proxies())  # earlier tests' clients: gone
+    out = run_client(
+        head,
+        """
+        import platform, socket
+        conn_str = ADDRESS[len("ray://"):]
+        info = ray.util.connect(conn_str, namespace="legacy")
+        assert set(info) == {
+            "num_clients", "python_version", "ray_version", "ray_commit", "protocol_version"
+        }, info
+        assert info["num_clients"] == 1 and info["ray_version"] == ray.__version__
+        assert info["python_version"] == platform.python_version()
+        assert ray.is_initialized() and ray.get_runtime_context().namespace == "legacy"
+
+        @ray.remote
+        def inc(x):
+            return x + 1
+
+        assert ray.get(inc.remote(1)) == 2
+        try:
+            ray.util.connect(conn_str)
+            raise AssertionError("connected twice")
+        except RuntimeError as e:
+            assert "Ray Client is already connected" in str(e)
+        ray.util.disconnect()
+        assert not ray.is_initialized()
+        ray.util.disconnect()  # idempotent
+        # The same through ray_init_kwargs and a ray:// address.
+        ray.util.connect(ADDRESS, ray_init_kwargs={"log_to_driver": False})
+        assert ray.get(inc.remote(2)) == 3
+        ray.util.disconnect()
+
+        for bad in ({"secure": True}, {"metadata": [("k", "v")]}, {"ignore_version": True}):
+            try:
+                ray.util.connect(conn_str, **bad)
+                raise AssertionError(f"{bad} accepted")
+            except NotImplementedError as e:
+                assert next(iter(bad)) in str(e)
+        try:
+            ray.util.connect(conn_str, ray_init_kwargs={"namespace": "x"})
+            raise AssertionError("namespace in ray_init_kwargs accepted")
+        except ValueError as e:
+            assert "namespace" in str(e)
+        # Nothing listens there: tried 1 + connection_retries times, then a ConnectionError.
+        closed = socket.socket()
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+        try:
+            ray.util.connect(f"127.0.0.1:{port}", connection_retries=1)
+            raise AssertionError("connected to nothing")
+        except ConnectionError as e:
+            assert f"127.0.0.1:{port} after 2 attempts" in str(e), e
+        assert not ray.is_initialized()
+        print("CONNECT OK")
+        """,
+    )
+    assert "CONNECT OK" in out
+    wait_for_condition(lambda: not head.proxies(), message="a proxy driver outlived its client")

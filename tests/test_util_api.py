@@ -68,11 +68,37 @@ def test_util_names_are_the_kind_of_object_ray_has():
         "register_serializer",
         "deregister_serializer",
         "log_once",
+        "connect",
+        "disconnect",
+        "get_node_instance_id",
+        "pass_by_reference",
     ):
         assert callable(getattr(util, name)) and not isinstance(getattr(util, name), type(os))
     assert isinstance(util.ActorPool, type)
+    assert isinstance(util.accelerators, type(os))
+    assert callable(util.pdb.set_trace) and callable(util.pdb.post_mortem)
+    assert callable(util.ray_debugpy.set_trace)
     assert isinstance(util.queue.Queue, type)  # submodules load on first use
     assert isinstance(util.multiprocessing.Pool, type)
+
+
+# Ray 2.x's `ray.util.__all__`, less `iter` and `collective` (not provided).
+RAY_UTIL_ALL = """
+accelerators ActorPool disable_log_once_globally enable_periodic_logging log_once pdb
+placement_group placement_group_table get_placement_group get_current_placement_group
+get_node_instance_id get_node_ip_address remove_placement_group ray_debugpy
+inspect_serializability connect disconnect register_serializer deregister_serializer
+list_named_actors
+""".split()
+
+
+def test_every_name_ray_util_exports_is_there():
+    for name in RAY_UTIL_ALL:
+        assert name in solray.util.__all__, name
+        assert getattr(solray.util, name) is not None
+    namespace: dict = {}
+    exec("from solray.util import *", namespace)
+    assert set(RAY_UTIL_ALL) <= namespace.keys()
 
 
 def test_placement_group_function_survives_importing_its_module(tmp_path):
@@ -96,6 +122,84 @@ def test_placement_group_function_survives_importing_its_module(tmp_path):
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=90, cwd=tmp_path
     )
     assert out.stdout.strip().endswith("OK"), out.stderr
+
+
+NODE_INSTANCE_ID_SCRIPT = """
+import solray
+solray.init(num_cpus=1)
+
+@solray.remote
+def instance_id():
+    return solray.util.get_node_instance_id()
+
+print(repr((solray.util.get_node_instance_id(), solray.get(instance_id.remote()))))
+solray.shutdown()
+"""
+
+
+@pytest.mark.parametrize("instance_id", ["i-0123456789abcdef0", None])
+def test_get_node_instance_id_is_the_clouds_or_empty(tmp_path, instance_id):
+    """The id Ray's launchers give a node (RAY_CLOUD_INSTANCE_ID), in the
+    driver and in its workers; "" off a cloud, without asking any metadata
+    service."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_CLOUD_INSTANCE_ID"}
+    if instance_id is not None:
+        env["RAY_CLOUD_INSTANCE_ID"] = instance_id
+    out = subprocess.run(
+        [sys.executable, "-c", NODE_INSTANCE_ID_SCRIPT],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        cwd=tmp_path,
+        env=env,
+    )
+    expected = instance_id or ""
+    assert out.stdout.strip().splitlines()[-1] == repr((expected, expected)), out.stderr
+
+
+def test_accelerator_constants_are_rays():
+    from solray.util import accelerators
+
+    assert accelerators.NVIDIA_TESLA_V100 == "V100"
+    assert accelerators.NVIDIA_A100 == "A100" and accelerators.NVIDIA_H100 == "H100"
+    assert accelerators.AMD_INSTINCT_MI300x == "AMD-Instinct-MI300X-OAM"
+    assert accelerators.GOOGLE_TPU_V4 == "TPU-V4"
+    assert accelerators.AWS_NEURON_CORE == "aws-neuron-core"
+    current = [n for n in accelerators.__all__ if n != "NVIDIA_TESLA_A100"]
+    assert all(isinstance(getattr(accelerators, n), str) for n in current)
+    with pytest.warns(DeprecationWarning, match="use NVIDIA_A100"):
+        assert accelerators.NVIDIA_TESLA_A100 == "A100"
+    with pytest.raises(AttributeError, match="NVIDIA_NOPE"):
+        accelerators.NVIDIA_NOPE  # noqa: B018
+
+
+@pytest.mark.parametrize(
+    "ray_start", [{"num_cpus": 1, "resources": {"accelerator_type:V100": 1}}], indirect=True
+)
+def test_accelerator_constants_schedule_by_accelerator_type(ray_start):
+    from solray.util.accelerators import NVIDIA_TESLA_V100
+
+    @solray.remote(accelerator_type=NVIDIA_TESLA_V100)
+    def on_v100():
+        return "ran"
+
+    assert solray.get(on_v100.remote()) == "ran"
+    assert solray.cluster_resources()["accelerator_type:" + NVIDIA_TESLA_V100] == 1
+
+
+def test_ray_debugpy_imports_and_refuses_to_open_a_tcp_debugger():
+    import importlib.util
+
+    from solray.util import ray_debugpy  # noqa: F401  (Ray's import path works)
+
+    if importlib.util.find_spec("debugpy") is None:
+        with pytest.raises(ImportError, match="pip install debugpy"):
+            solray.util.ray_debugpy.set_trace()
+        with pytest.raises(ImportError, match="pip install debugpy"):
+            solray.util.ray_debugpy._post_mortem()
+    else:
+        with pytest.raises(NotImplementedError, match="TCP port"):
+            solray.util.ray_debugpy.set_trace()
 
 
 def test_log_once():
@@ -158,6 +262,27 @@ def test_map_unordered_keeps_at_most_backpressure_size_tasks_in_flight(ray):
         next(ray.util.map_unordered(identity, range(3), backpressure_size=0))
     with pytest.raises(TypeError, match="remote function"):
         next(ray.util.map_unordered(len, range(3)))
+
+
+@solray.remote
+def what_arrived(arg):
+    return isinstance(arg, solray.ObjectRef), solray.get(arg) if isinstance(
+        arg, solray.ObjectRef
+    ) else arg
+
+
+def test_pass_by_reference_gives_the_task_the_ref(ray, tmp_path):
+    ref = ray.put("payload")
+    assert ray.get(what_arrived.remote(ref)) == (False, "payload")  # resolved, as usual
+    assert ray.get(what_arrived.remote(ray.util.pass_by_reference(ref))) == (True, "payload")
+    # A ref whose task has not finished: the call does not wait for it.
+    gate = str(tmp_path / "go")
+    pending = wait_then.remote(gate, "later")
+    assert ray.get(identity.remote(ray.util.pass_by_reference(pending)), timeout=30) == pending
+    open(gate, "w").close()
+    assert ray.get(pending) == "later"
+    with pytest.raises(TypeError, match="ObjectRef"):
+        ray.util.pass_by_reference("not a ref")
 
 
 def test_list_named_actors(ray):

@@ -18,6 +18,7 @@ asks the kernel which source address it would use.
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
 
 import psutil
@@ -84,6 +85,14 @@ def pick_local_node(nodes: list[dict], ip: str | None = None) -> dict:
         )
     local.sort(key=lambda n: "node:__internal_head__" not in n["resources_total"])
     return local[0]
+
+
+def get_node_instance_id() -> str:
+    """Ray's `ray.util.get_node_instance_id()`: the cloud instance id of this
+    machine, which Ray's cluster launcher and KubeRay give each node as
+    RAY_CLOUD_INSTANCE_ID (processes a node starts inherit its environment);
+    "" elsewhere. Like Ray, it never asks a cloud metadata service."""
+    return os.environ.get("RAY_CLOUD_INSTANCE_ID", "")
 
 
 def get_node_ip_address(address: str = "8.8.8.8:53") -> str:

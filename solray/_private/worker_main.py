@@ -37,6 +37,9 @@ def main(token: bytes) -> None:
         worker_id=os.environ["SOLRAY_WORKER_ID"],
     )
     context.core_worker = cw
+    # `breakpoint()` in a task waits for `solray debug`, as in Ray (unless
+    # the user chose another hook, or PYTHONBREAKPOINT=0).
+    os.environ.setdefault("PYTHONBREAKPOINT", "solray.util.rpdb.set_trace")
     setup = os.environ.get(RUNTIME_ENV_VARIABLE)
     if setup:
         cw.runtime_env, cw.setup_error = apply_runtime_env(json.loads(setup))

@@ -15,11 +15,16 @@ from __future__ import annotations
 
 import importlib
 
-from solray._private.host import get_node_ip_address
+from solray._private.host import get_node_instance_id, get_node_ip_address
+from solray.util import accelerators
+from solray.util import debugpy as ray_debugpy
+from solray.util import rpdb as pdb
 from solray.util.actor_pool import ActorPool
 from solray.util.check_serialize import inspect_serializability
+from solray.util.client_connect import connect, disconnect
 from solray.util.debug import disable_log_once_globally, enable_periodic_logging, log_once
 from solray.util.helpers import as_completed, map_unordered
+from solray.util.pass_by_reference import pass_by_reference
 from solray.util.placement_group import (
     PlacementGroup,
     get_current_placement_group,
@@ -66,18 +71,25 @@ def __getattr__(name: str):
 
 __all__ = [
     "ActorPool",
+    "accelerators",
     "PlacementGroup",
     "as_completed",
+    "connect",
     "deregister_serializer",
     "disable_log_once_globally",
+    "disconnect",
     "enable_periodic_logging",
     "get_current_placement_group",
+    "get_node_instance_id",
     "get_node_ip_address",
     "get_placement_group",
     "inspect_serializability",
     "list_named_actors",
     "log_once",
     "map_unordered",
+    "pass_by_reference",
+    "pdb",
+    "ray_debugpy",
     "placement_group",
     "placement_group_table",
     "register_serializer",

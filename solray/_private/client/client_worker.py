@@ -159,6 +159,7 @@ class ClientWorker:
         self.job_bytes = bytes.fromhex(reply["job_id"])
         self.worker_id = reply["worker_id"]
         self.node_info = reply["node_info"]
+        self.connection_info = reply["connection_info"]
 
     async def _connect(self, namespace: str | None, log_to_driver: bool) -> dict:
         try:

@@ -38,13 +38,15 @@ import concurrent.futures
 import importlib
 import logging
 import os
+import platform
 import socket
 import sys
 import threading
 
+import solray
 from solray._private import context, services, transport
 from solray._private.client import wire
-from solray._private.protocol import Msg
+from solray._private.protocol import PROTOCOL_VERSION, Msg
 from solray.object_ref_generator import ObjectRefGenerator
 
 logger = logging.getLogger(__name__)
@@ -157,8 +159,9 @@ class _Output:
 
 
 class Proxy:
-    def __init__(self, token: bytes, control_address: str, ip: str):
+    def __init__(self, token: bytes, control_address: str, ip: str, num_clients: int):
         self.token = token
+        self.num_clients = num_clients
         self.control_address = control_address
         self.ip = ip
         self.held: dict[bytes, list] = {}  # id -> [instance, times sent]
@@ -233,6 +236,14 @@ class Proxy:
                     key: cw.node_info.get(key)
                     for key in ("node_id", "ip", "labels", "control_address")
                 },
+                # What Ray Client's connect() returns (`util.connect`).
+                "connection_info": {
+                    "num_clients": self.num_clients,
+                    "python_version": platform.python_version(),
+                    "ray_version": solray.__version__,
+                    "ray_commit": "",  # solray is not built from a git commit
+                    "protocol_version": str(PROTOCOL_VERSION),
+                },
             }
         except Exception as e:
             logger.exception("could not join the cluster for a client")
@@ -294,12 +305,14 @@ def main() -> None:
     parser.add_argument("--control-address", required=True)
     parser.add_argument("--node-ip-address", required=True)
     parser.add_argument("--log-level", default="WARNING")
+    parser.add_argument("--num-clients", type=int, default=1)
     args = parser.parse_args()
     token = services.read_token(args.token_fd)
     services.setup_process("client proxy", args)
     services.die_with_parent()
     sock = socket.socket(fileno=args.client_fd)
-    asyncio.run(Proxy(token, args.control_address, args.node_ip_address).run(sock))
+    proxy = Proxy(token, args.control_address, args.node_ip_address, args.num_clients)
+    asyncio.run(proxy.run(sock))
     # Calls still blocked in the pool (a get whose value will never come)
     # must not keep this process alive: its driver is already shut down.
     logging.shutdown()

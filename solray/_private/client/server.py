@@ -73,6 +73,8 @@ class ClientServer:
                     self.ip,
                     "--log-level",
                     self.log_level,
+                    "--num-clients",  # Ray's connection info: clients served, this one too
+                    str(len(self.proxies) + 1),
                 ],
                 env=services.child_env(),
                 pass_fds=(token_fd, sock.fileno()),
