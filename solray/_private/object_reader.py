@@ -52,15 +52,18 @@ class ObjectReader:
     def get(self, refs: list[ObjectRef], timeout: float | None = None) -> list:
         memory_store = self.cw.memory_store
         deadline = None if timeout is None else time.monotonic() + timeout
-        self._fetch_borrowed(refs)
-        object_ids = [r._id for r in refs]
-        if not self.wait_for_ids(object_ids, len(set(object_ids)), timeout, on_error=True):
-            raise exceptions.GetTimeoutError(
-                f"get timed out after {timeout} seconds: "
-                f"{sum(not memory_store.contains(i) for i in set(object_ids))} "
-                "object(s) still not ready"
-            )
-        entries = [memory_store.get(i) for i in object_ids]
+        # Usually every value is here already: no waiting, no asking owners.
+        entries = [memory_store.get(r._id) for r in refs]
+        if any(entry is None for entry in entries):
+            self._fetch_borrowed(refs)
+            object_ids = [r._id for r in refs]
+            if not self.wait_for_ids(object_ids, len(set(object_ids)), timeout, on_error=True):
+                raise exceptions.GetTimeoutError(
+                    f"get timed out after {timeout} seconds: "
+                    f"{sum(not memory_store.contains(i) for i in set(object_ids))} "
+                    "object(s) still not ready"
+                )
+            entries = [memory_store.get(i) for i in object_ids]
         # As in Ray, the first error raises without waiting for the others.
         for ref, entry in zip(refs, entries, strict=True):
             if entry is not None and entry.is_error:
