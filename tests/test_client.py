@@ -22,7 +22,14 @@ from dataclasses import dataclass
 import psutil
 import pytest
 from conftest import wait_for_condition
-from test_cluster_cli import cli_env, daemons_of, sessions_under, solray_cli, stop_daemons
+from test_cluster_cli import (
+    cli_env,
+    daemons_of,
+    sessions_under,
+    solray_cli,
+    start_head,
+    stop_daemons,
+)
 
 from solray._private import transport
 
@@ -63,13 +70,7 @@ def head(tmp_path_factory):
     root = tmp_path_factory.mktemp("client")
     temp_dir = str(root / "head")
     try:
-        out = solray_cli(
-            "start",
-            "--head",
-            "--port",
-            "0",
-            "--ray-client-server-port",
-            "0",
+        out = start_head(
             "--num-cpus",
             "2",
             "--temp-dir",

@@ -45,6 +45,12 @@ def solray_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProce
     )
 
 
+def start_head(*args: str) -> subprocess.CompletedProcess:
+    """`solray start --head` on free ports (the control store's and the
+    client server's), with these further arguments."""
+    return solray_cli("start", "--head", "--port", "0", "--ray-client-server-port", "0", *args)
+
+
 def sessions_under(*temp_dirs: str) -> dict[str, str]:
     """{session directory: control store address} of every session the
     commands recorded under these temp dirs."""
@@ -148,13 +154,7 @@ def test_start_head_and_node_status_and_driver(leak_check, tmp_path):
     temp_dir = str(tmp_path / "temp")
     sessions_root = services.sessions_root(temp_dir)
     try:
-        head = solray_cli(
-            "start",
-            "--head",
-            "--port",
-            "0",
-            "--ray-client-server-port",
-            "0",
+        head = start_head(
             "--num-cpus",
             "1",
             "--temp-dir",
@@ -273,13 +273,7 @@ def test_start_takes_the_token_from_a_file_or_stdin(leak_check, tmp_path):
     token_file.chmod(0o600)
     head_dir, stdin_dir, env_dir = (str(tmp_path / d) for d in ("head", "stdin", "env"))
     try:
-        head = solray_cli(
-            "start",
-            "--head",
-            "--port",
-            "0",
-            "--ray-client-server-port",
-            "0",
+        head = start_head(
             "--num-cpus",
             "1",
             "--token-file",

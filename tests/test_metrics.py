@@ -326,18 +326,12 @@ def test_each_node_serves_what_its_processes_recorded(leak_check):
 
 
 def test_solray_start_metrics_export_port(leak_check, tmp_path):
-    from test_cluster_cli import solray_cli, stop_daemons
+    from test_cluster_cli import solray_cli, start_head, stop_daemons
 
     temp_dir = str(tmp_path / "temp")
     port = free_port()
     try:
-        head = solray_cli(
-            "start",
-            "--head",
-            "--port",
-            "0",
-            "--ray-client-server-port",
-            "0",
+        head = start_head(
             "--num-cpus",
             "1",
             "--node-ip-address",
