@@ -293,6 +293,15 @@ def _broken_hook():
 def test_worker_process_setup_hook_runs_in_every_worker(ray_start):
     result, _ = solray.get(environment.remote("HOOKED"), timeout=TIMEOUT)
     assert result == {"HOOKED": "by the setup hook"}
+
+    @solray.remote
+    def nested():
+        return solray.get(environment.remote("HOOKED"), timeout=TIMEOUT)
+
+    # A task's own task inherits the job's env itself (the same workers'
+    # pool), not a copy that names the hook without its code.
+    inner, _ = solray.get(nested.remote(), timeout=TIMEOUT)
+    assert inner == {"HOOKED": "by the setup hook"}
     env = solray.get_runtime_context().runtime_env
     assert env["worker_process_setup_hook"].endswith("_set_marker")
 

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING
 from solray._private import ids, services, transport
 from solray._private.protocol import LOG_MARK, LOG_SEP, Msg
 from solray._private.runtime_env.agent import WorkerLaunch
-from solray._private.runtime_env.spec import RUNTIME_ENV_VARIABLE, public_view
+from solray._private.runtime_env.spec import RUNTIME_ENV_VARIABLE
 from solray.exceptions import RuntimeEnvSetupError
 
 if TYPE_CHECKING:
@@ -418,6 +418,6 @@ def kill_process(process) -> None:
 
 
 def launch_json(launch: WorkerLaunch, env: dict) -> str:
-    return json.dumps(
-        {"sys_path": launch.sys_path, "setup_hook": launch.setup_hook, "env": public_view(env)}
-    )
+    """The worker gets its env as resolved (not its public view): tasks it
+    submits inherit it, and must name the same env and the hook's code."""
+    return json.dumps({"sys_path": launch.sys_path, "setup_hook": launch.setup_hook, "env": env})
