@@ -135,14 +135,12 @@ class WorkerPool:
         if env_key:
             try:
                 launch = await self.node.runtime_envs.prepare(renv)
-            except RuntimeEnvSetupError as e:
+            except Exception as e:  # a bad env, or a bug or the disk: not set up here
+                expected = isinstance(e, RuntimeEnvSetupError)
+                if not expected:
+                    logger.exception("preparing a runtime env failed")
                 self._started(env_key, -1)
-                self.on_env_failed(env_key, str(e))
-                return
-            except Exception as e:  # a bug, or the disk: the env cannot be set up here
-                logger.exception("preparing a runtime env failed")
-                self._started(env_key, -1)
-                self.on_env_failed(env_key, f"{type(e).__name__}: {e}")
+                self.on_env_failed(env_key, str(e) if expected else f"{type(e).__name__}: {e}")
                 return
             python, cwd = launch.python, launch.cwd
             env = {**launch.env_vars, **env, RUNTIME_ENV_VARIABLE: launch_json(launch, renv)}

@@ -92,9 +92,7 @@ class RuntimeEnvAgent:
         path = os.path.join(self.cache_root, "hooks", f"{digest}.pkl")
 
         async def build() -> str:
-            data = await self._fetch(digest)
-            if hashlib.sha256(data).hexdigest() != digest:
-                raise RuntimeEnvSetupError(f"the setup hook {digest} arrived corrupted")
+            data = await self._fetch_checked(digest)
             os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
             staging = f"{path}.partial"
             with open(staging, "wb") as f:
@@ -116,24 +114,27 @@ class RuntimeEnvAgent:
         return await asyncio.shield(future)
 
     async def _unpacked(self, uri: str) -> str:
-        digest, _ = packages.split_uri(uri)
         cache = os.path.join(self.cache_root, "packages")
+        folder = packages.unpacked_folder(uri, cache)
+        if folder is not None:
+            return folder
 
         async def build() -> str:
-            data = await self._fetch(digest)
+            data = await self._fetch_checked(packages.split_uri(uri)[0])
             os.makedirs(cache, mode=0o700, exist_ok=True)
-            return await asyncio.to_thread(packages.unpack, uri, cache, lambda _: data)
+            return await asyncio.to_thread(packages.unpack, uri, cache, data)
 
-        if os.path.isdir(os.path.join(cache, digest)):
-            return await asyncio.to_thread(packages.unpack, uri, cache, self._no_fetch)
         try:
             return await self._once(f"pkg:{uri}", build)
         except (OSError, ValueError) as e:
             raise RuntimeEnvSetupError(f"runtime_env package {uri} could not be set up: {e}") from e
 
-    @staticmethod
-    def _no_fetch(digest: str) -> bytes:
-        raise AssertionError("package already unpacked")
+    async def _fetch_checked(self, digest: str) -> bytes:
+        """A package's (or a pickled hook's) bytes, checked against its name."""
+        data = await self._fetch(digest)
+        if hashlib.sha256(data).hexdigest() != digest:
+            raise RuntimeEnvSetupError(f"runtime_env package {digest} arrived corrupted")
+        return data
 
     async def _venv(self, tool: str, requirements: dict) -> str:
         text = json.dumps([tool, requirements], sort_keys=True)

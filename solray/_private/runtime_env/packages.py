@@ -30,7 +30,6 @@ import os
 import shutil
 import stat
 import zipfile
-from collections.abc import Callable
 
 import pathspec
 
@@ -143,25 +142,31 @@ def split_uri(uri: str) -> tuple[str, str]:
     return digest, subfolder
 
 
-def unpack(uri: str, cache: str, fetch: Callable[[str], bytes]) -> str:
-    """The folder holding package `uri` on this node, fetched and unpacked
-    the first time. Runs in a thread of the node (blocking I/O)."""
+def unpacked_folder(uri: str, cache: str) -> str | None:
+    """The folder holding package `uri` if this node unpacked it already."""
     digest, subfolder = split_uri(uri)
     target = os.path.join(cache, digest)
     if not os.path.isdir(target):
-        data = fetch(digest)
-        if hashlib.sha256(data).hexdigest() != digest:
-            raise ValueError(f"runtime_env package {digest} arrived corrupted")
-        staging = f"{target}.{os.getpid()}.partial"
-        shutil.rmtree(staging, ignore_errors=True)
-        os.makedirs(staging, mode=0o700)
-        try:
-            _extract(data, staging)
-            os.rename(staging, target)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
+        return None
     return os.path.join(target, subfolder) if subfolder else target
+
+
+def unpack(uri: str, cache: str, data: bytes) -> str:
+    """Unpack package `uri` (its bytes, already checked against its sha256)
+    into this node's cache; the folder holding it. Blocking I/O: runs in a
+    thread of the node."""
+    digest, _ = split_uri(uri)
+    target = os.path.join(cache, digest)
+    staging = f"{target}.{os.getpid()}.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    os.makedirs(staging, mode=0o700)
+    try:
+        _extract(data, staging)
+        os.rename(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return unpacked_folder(uri, cache)
 
 
 def _extract(data: bytes, destination: str) -> None:
