@@ -25,7 +25,7 @@ import psutil
 
 LOOPBACK = "127.0.0.1"
 # Any routable address serves as the probe target for a head: nothing is sent.
-_OUTSIDE = ("8.8.8.8", 53)
+_OUTSIDE = "8.8.8.8:53"
 
 
 def local_addresses() -> set[str]:
@@ -55,9 +55,7 @@ def default_node_ip(head_address: str | None = None) -> str:
     """The address a node started without `--node-ip-address` advertises:
     the one that reaches the head it joins, or for a head the one that
     reaches the outside world."""
-    if head_address is None:
-        return route_source(*_OUTSIDE)
-    host, _, port = head_address.rpartition(":")
+    host, _, port = (head_address or _OUTSIDE).rpartition(":")
     host = host.strip("[]")
     try:
         if ipaddress.ip_address(host).is_loopback:
@@ -95,7 +93,7 @@ def get_node_instance_id() -> str:
     return os.environ.get("RAY_CLOUD_INSTANCE_ID", "")
 
 
-def get_node_ip_address(address: str = "8.8.8.8:53") -> str:
+def get_node_ip_address(address: str = _OUTSIDE) -> str:
     """Ray's `ray.util.get_node_ip_address()`: in a connected driver or a
     worker, the address of the node it works through (the one the rest of
     the cluster reaches this host at); else the address this host routes
@@ -105,5 +103,4 @@ def get_node_ip_address(address: str = "8.8.8.8:53") -> str:
     cw = context.core_worker
     if cw is not None and cw.node_info.get("ip"):
         return cw.node_info["ip"]
-    host, _, port = address.rpartition(":")
-    return route_source(host.strip("[]"), int(port))
+    return default_node_ip(address)
