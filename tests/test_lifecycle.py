@@ -3,7 +3,6 @@ completely however its driver ends (shutdown, interpreter exit, SIGKILL)."""
 
 from __future__ import annotations
 
-import atexit
 import json
 import os
 import pathlib
@@ -16,6 +15,7 @@ import time
 import psutil
 import pytest
 from conftest import cluster_processes, wait_for_condition
+from test_actor_class import Cleaner, _order
 
 import solray
 from solray._private import services
@@ -298,34 +298,12 @@ def test_object_store_larger_than_shared_memory_is_rejected(leak_check):
 # -- actors ending gracefully with the driver, or killed when they hang ---------
 
 
-@solray.remote
-class _Cleaner:
-    def __init__(self, directory):
-        self.directory = directory
-        atexit.register(self._note, "atexit")
-
-    def _note(self, what):
-        with open(os.path.join(self.directory, "order"), "a") as f:
-            f.write(what + "\n")
-
-    def __ray_shutdown__(self):
-        self._note("shutdown")
-
-    def pid(self):
-        return os.getpid()
-
-
-def _order(directory) -> list[str]:
-    path = pathlib.Path(directory) / "order"
-    return path.read_text().split() if path.exists() else []
-
-
 def test_actors_end_gracefully_at_driver_shutdown(leak_check, tmp_path):
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     solray.init(num_cpus=1)
-    plain = _Cleaner.remote(str(tmp_path / "a"))
-    named = _Cleaner.options(name="n").remote(str(tmp_path / "b"))
+    plain = Cleaner.remote(str(tmp_path / "a"))
+    named = Cleaner.options(name="n").remote(str(tmp_path / "b"))
     solray.get([plain.pid.remote(), named.pid.remote()])
     solray.shutdown()
     assert _order(tmp_path / "a") == ["shutdown", "atexit"]
