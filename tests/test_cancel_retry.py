@@ -220,13 +220,9 @@ class Recorder:
         return self.calls
 
 
-def test_cancel_queued_actor_call(ray_start, tmp_path):
-    """A call waiting behind a running call of a (one at a time) actor is
-    cancelled before it starts: the caller gets TaskCancelledError at once,
-    the call never runs, and the calls around it are unaffected."""
-    started, release = tmp_path / "started", tmp_path / "release"
-
-    actor = Recorder.remote()
+def cancel_a_queued_call(ray, actor, started, release) -> None:
+    """With `slow` running on `actor`, a queued `record` call cancelled is
+    answered at once and never runs; the call after it runs in order."""
     first = actor.slow.remote(str(started), str(release))
     wait_for_condition(started.exists, message="the first call never started")
     cancelled = actor.record.remote("cancelled")
@@ -239,6 +235,16 @@ def test_cancel_queued_actor_call(ray_start, tmp_path):
     assert ray.get(first, timeout=GET_TIMEOUT_S) == "slow"
     assert ray.get(after, timeout=GET_TIMEOUT_S) == "after"
     assert ray.get(actor.history.remote(), timeout=GET_TIMEOUT_S) == ["slow", "after"]
+
+
+def test_cancel_queued_actor_call(ray_start, tmp_path):
+    """A call waiting behind a running call of a (one at a time) actor is
+    cancelled before it starts: the caller gets TaskCancelledError at once,
+    the call never runs, and the calls around it are unaffected."""
+    started, release = tmp_path / "started", tmp_path / "release"
+
+    actor = Recorder.remote()
+    cancel_a_queued_call(ray, actor, started, release)
 
 
 def test_cancel_queued_actor_calls_of_every_return_kind(ray_start, tmp_path):
@@ -347,18 +353,7 @@ def test_cancel_queued_call_of_async_actor(ray_start, tmp_path):
             return self.calls
 
     actor = AsyncActor.remote()
-    first = actor.slow.remote(str(started), str(release))
-    wait_for_condition(started.exists, message="the first call never started")
-    cancelled = actor.record.remote("cancelled")
-    after = actor.record.remote("after")
-    ray.cancel(cancelled)
-    assert_answered_at_once([cancelled], [first, after])
-    with pytest.raises(TaskCancelledError):
-        ray.get(cancelled, timeout=GET_TIMEOUT_S)
-    release.touch()
-    assert ray.get(first, timeout=GET_TIMEOUT_S) == "slow"
-    assert ray.get(after, timeout=GET_TIMEOUT_S) == "after"
-    assert ray.get(actor.history.remote(), timeout=GET_TIMEOUT_S) == ["slow", "after"]
+    cancel_a_queued_call(ray, actor, started, release)
 
 
 def test_cancel_running_task_raises_keyboard_interrupt(ray_start, tmp_path):
