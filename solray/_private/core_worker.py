@@ -51,9 +51,12 @@ Who owns what (this is the one map; each part's header says why):
                       store's arena mapping: made once, under its lock.
                       metrics_reporter's pending table: recording threads add
                       points, the loop takes them every second (its lock).
+                      runtime_env_resolver: user threads resolve envs as they
+                      submit, under its lock (runtime_env/resolve.py).
     set once          address, node, control, server, node_info (by start()),
-                      executor, actor_id, namespace, on_node_lost; job is set
-                      by the task about to run, before its user code
+                      executor, actor_id, namespace, on_node_lost,
+                      runtime_env (the job's, at init; a worker's, at start);
+                      job is set by the task about to run, before its user code
     per thread        current_task (a context variable); borrowing's list of
                       refs this thread deserialized and must register
     append only       task_manager._creation_refs (never read: it holds the
@@ -136,6 +139,7 @@ class CoreWorker:
         # This process's runtime env (the job's in a driver, its own in a
         # worker), resolved: what its tasks and actors inherit.
         self.runtime_env: dict = {}
+        self.runtime_env_resolver = None  # resolve.Resolver, made at first use
         self.setup_error: str | None = None  # a worker whose setup hook raised
         self.shutting_down = False
         self.on_node_lost = None

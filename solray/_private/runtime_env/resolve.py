@@ -105,7 +105,7 @@ def effective(cw, given) -> dict:
 
 def resolver_of(cw) -> Resolver:
     """The process's Resolver, made at first use (most processes never need one)."""
-    resolver = getattr(cw, "_runtime_env_resolver", None)
+    resolver = cw.runtime_env_resolver
     if resolver is None:
 
         def has(digest: str) -> bool:
@@ -120,5 +120,5 @@ def resolver_of(cw) -> Resolver:
                 [data],
             )
 
-        resolver = cw._runtime_env_resolver = Resolver(has, upload)
+        resolver = cw.runtime_env_resolver = Resolver(has, upload)
     return resolver
