@@ -168,11 +168,13 @@ def test_example_runs_and_prints_its_result(name, tmp_path):
         )
     try:
         try:
-            process.wait(timeout=180)
+            # Below pytest's own 120 s limit, so a hung example is reported
+            # with its output, not interrupted with its process left behind.
+            process.wait(timeout=100)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
-            pytest.fail(f"{name} still running after 180 s:\n{out.read_text()}{err.read_text()}")
+            pytest.fail(f"{name} still running after 100 s:\n{out.read_text()}{err.read_text()}")
         stdout, stderr = out.read_text(), err.read_text()
         assert process.returncode == 0, stdout + stderr
         assert "Traceback" not in stderr, stderr
@@ -188,6 +190,9 @@ def test_example_runs_and_prints_its_result(name, tmp_path):
     finally:
         for proc in _in_session(process.pid):  # only when the check above failed
             proc.kill()
+        if process.poll() is None:  # interrupted (pytest's timeout): reap it here
+            process.kill()
+            process.wait()
     # Other runs on this machine may create (and remove) their own entries
     # meanwhile; an entry of this run is one that is new and whose node is gone.
     new = _solray_shm() - shm_before
