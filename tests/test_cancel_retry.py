@@ -407,6 +407,59 @@ def test_cancel_running_task_that_swallows_the_interrupt(ray_start, tmp_path):
     assert ray.get(getpid.remote(), timeout=GET_TIMEOUT_S) == pid
 
 
+def _open_gate(path: str) -> str:
+    if not os.path.exists(path):
+        raise RuntimeError("the gate is closed")
+    return path
+
+
+class Gate:
+    """Unpickles only once its file exists: a function capturing one cannot
+    be loaded by a worker until then."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def __reduce__(self):
+        return _open_gate, (self.path,)
+
+
+@pytest.mark.parametrize("ray_start", [{"num_cpus": 1}], indirect=True)
+def test_function_that_failed_to_load_loads_on_its_next_call(ray_start, tmp_path):
+    """The owner sends a function's bytes with its first call to a worker
+    only. When that first call never ran the function (its unpickling raised
+    here; a cancel before the start is the same path), the worker still has
+    the bytes for the next call."""
+    gate = Gate(str(tmp_path / "gate"))
+
+    @ray.remote
+    def gated():
+        assert gate is not None
+        return os.getpid()
+
+    with pytest.raises(RayTaskError, match="the gate is closed") as failed:
+        ray.get(gated.remote(), timeout=GET_TIMEOUT_S)
+    (tmp_path / "gate").touch()
+    # The one worker with a CPU, which already got the bytes, runs it now.
+    assert ray.get(gated.remote(), timeout=GET_TIMEOUT_S) == failed.value.pid
+
+
+def test_cancel_interrupts_a_sleeping_task_every_time(ray_start):
+    """The interrupt goes to the worker's main thread itself: sent to the
+    process, it could land on another thread and leave the sleep running
+    (examples/tasks.py hung that way about one run in eight)."""
+
+    @ray.remote
+    def sleeper():
+        time.sleep(10e6)
+
+    for _ in range(20):
+        ref = sleeper.remote()
+        ray.cancel(ref)
+        with pytest.raises(TaskCancelledError):
+            ray.get(ref, timeout=GET_TIMEOUT_S)
+
+
 def test_force_cancel_kills_the_worker(ray_start, tmp_path):
     pid_file = tmp_path / "pid"
 

@@ -13,10 +13,11 @@ code, in a sleep) never stalls the worker's I/O, and calls may themselves
 submit tasks and wait for them.
 
 Threads. The loop hands work over through `queue` (or an actor's pool or
-loop) and marks cancellations in `_cancelled`, which the running call's
-thread only tests and discards; `_acks` changes under `_ack_cond`. What a
-call leaves for the core worker's tables (refs held for the caller, the
-reply, the end of its children) is posted to the loop, which owns them.
+loop) and marks cancellations in `interrupts` (interrupts.py: how a running
+call is interrupted, and where), which the running call's thread tests;
+`_acks` changes under `_ack_cond`. What a call leaves for the core worker's
+tables (refs held for the caller, the reply, the end of its children) is
+posted to the loop, which owns them.
 
 An actor call that has arrived but not started can be cancelled: the I/O loop
 answers it with TaskCancelledError at once (the caller need not wait for the
@@ -47,7 +48,6 @@ import math
 import os
 import pickle
 import queue
-import signal
 import sys
 import threading
 import traceback
@@ -60,7 +60,10 @@ import msgpack
 
 from solray import exceptions
 from solray._private import ids, serialization
+from solray._private.interrupts import Interrupts
+from solray._private.loop_inbox import Inbox
 from solray._private.memory_store import decode_entry, encode_entry, error_entry
+from solray._private.object_reader import ObjectReader
 from solray._private.protocol import LOG_MARK, LOG_SEP, Msg
 from solray._private.serialization import SerializedObject
 from solray._private.task_spec import substitute_deps
@@ -93,14 +96,23 @@ class Executor:
         self.cw = core_worker
         self.queue: queue.SimpleQueue = queue.SimpleQueue()
         self.functions: dict[bytes, object] = {}
+        self._pickled_functions: dict[bytes, bytes] = {}  # function id -> as sent
         self.actor: ActorRuntime | None = None
         self.actor_restarts = 0
         self.actor_exiting = False  # exit_actor() was called: run no more calls
         self._exit_once = threading.Lock()  # acquired once, by the graceful exit
         self.gpu_ids: list = []
         self._jobs_seen: set[int] = set()
-        self._running_main: bytes | None = None  # the task on the main thread
-        self._cancelled: set[bytes] = set()
+        self.interrupts = Interrupts()
+        self.interrupts.add_points(
+            Executor._execute,
+            Executor._static,
+            Executor._dynamic,
+            Executor._stream,
+            Executor._wait_for_consumer,
+            ObjectReader.block,
+            Inbox.call,
+        )
         self._acks: dict[bytes, int] = {}  # streaming task -> items the caller took
         self._ack_cond = threading.Condition()
         self._warned_put: set[str] = set()
@@ -160,6 +172,7 @@ class Executor:
         return ctx
 
     def run_task(self, conn, rid, body, buffers) -> None:
+        self._keep_function(body, buffers)
         ctx = self._context(body, body["name"])
         max_calls = body.get("mc", 0)
         if max_calls:
@@ -190,23 +203,33 @@ class Executor:
         cw.shutdown()
         os._exit(0)
 
-    def _task_function(self, body, buffers):
-        function_id = body["fn"]
+    def _keep_function(self, body, buffers) -> None:
+        """The owner sends a function's (or actor class's) bytes once per
+        worker: keep them before anything can fail, so a first call that is
+        cancelled before it starts, interrupted while unpickling, or whose
+        unpickling raises, does not leave the next call without them."""
         if body.get("fnb"):
-            if function_id not in self.functions:
-                self.functions[function_id] = cloudpickle.loads(buffers[0])
-            return self.functions[function_id], 1
-        return self.functions[function_id], 0
+            self._pickled_functions.setdefault(body["fn"], bytes(buffers[0]))
+
+    def _task_function(self, body, buffers):
+        """The task's function, unpickled from the bytes this worker was sent
+        with the first push of it (see run_task), once."""
+        function_id = body["fn"]
+        function = self.functions.get(function_id)
+        if function is None:
+            function = self.functions[function_id] = cloudpickle.loads(
+                self._pickled_functions[function_id]
+            )
+        return function, 1 if body.get("fnb") else 0
 
     def _execute(self, conn, rid, body, buffers, ctx: TaskContext, lookup) -> None:
         self.cw.current_task = ctx
         on_main = threading.current_thread() is threading.main_thread()
         if on_main:
-            self._running_main = ctx.task_id
+            self.interrupts.running_main = ctx.task_id
         num_returns = body["nret"]
         try:
-            if ctx.task_id in self._cancelled:
-                raise KeyboardInterrupt
+            self.interrupts.check(ctx.task_id)
             function, args, kwargs = self._prepare(body, buffers, lookup)
             ctx.function = function
             result = function(*args, **kwargs)
@@ -223,7 +246,7 @@ class Executor:
             reply, reply_buffers = self._failed(ctx, self._task_error(ctx.name, e), num_returns)
         finally:
             if on_main:
-                self._running_main = None
+                self.interrupts.running_main = None
             self._task_done(ctx)
         self._send_reply(conn, rid, ctx, reply, reply_buffers)
 
@@ -231,7 +254,7 @@ class Executor:
         self.cw.current_task = ctx
         num_returns = body["nret"]
         try:
-            if ctx.task_id in self._cancelled:
+            if ctx.task_id in self.interrupts.cancelled:
                 raise asyncio.CancelledError
             function, args, kwargs = self._prepare(body, buffers, lookup)
             ctx.function = function
@@ -262,7 +285,7 @@ class Executor:
     def _task_done(self, ctx: TaskContext) -> None:
         self.cw.current_task = None
         self.cw.post(self.cw.task_manager.children.pop, ctx.task_id, None)
-        self._cancelled.discard(ctx.task_id)
+        self.interrupts.done(ctx.task_id)
         self._acks.pop(ctx.task_id, None)
 
     def _failed(self, ctx: TaskContext, error: BaseException, num_returns: int):
@@ -426,8 +449,7 @@ class Executor:
         """Backpressure: pause while `limit` items are unread by the caller."""
         with self._ack_cond:
             while produced - self._acks.get(task_id, 0) >= limit:
-                if task_id in self._cancelled:
-                    raise KeyboardInterrupt
+                self.interrupts.check(task_id)
                 self._ack_cond.wait(0.5)
 
     def on_generator_ack(self, conn, rid, body, buffers) -> None:
@@ -451,17 +473,17 @@ class Executor:
             os._exit(1)
         if self.actor is not None and self.actor.cancel_queued(task_id):
             return
-        self._cancelled.add(task_id)
+        self.interrupts.cancelled.add(task_id)
         with self._ack_cond:
             self._ack_cond.notify_all()
-        if self._running_main == task_id:
-            os.kill(os.getpid(), signal.SIGINT)
+        if self.interrupts.running_main == task_id:
+            self.interrupts.interrupt_main(task_id, self.cw.loop)
         elif self.actor is not None:
             self.actor.cancel_running(task_id)
 
     def is_cancelled(self, task_id: bytes) -> bool:
         """Whether cancel() has reached this running task."""
-        return task_id in self._cancelled
+        return task_id in self.interrupts.cancelled
 
     def reply_cancelled(self, conn, rid, body) -> None:
         """Loop thread: answer a call that was cancelled before it started,
@@ -476,13 +498,6 @@ class Executor:
             return
         count = body["nret"]
         conn.reply(rid, {"r": [head] * count, "app_error": True}, buffers * count)
-
-    def on_sigint(self, signum, frame) -> None:
-        """Raise KeyboardInterrupt only in the task it was meant for: a signal
-        that arrives after that task ended must not hit the next one."""
-        running = self._running_main
-        if running is not None and running in self._cancelled:
-            raise KeyboardInterrupt
 
     def _cancelled_error(self, ctx: TaskContext) -> exceptions.TaskCancelledError:
         return exceptions.TaskCancelledError(ctx.task_id.hex())
@@ -592,6 +607,7 @@ class Executor:
     # -- actors ------------------------------------------------------------
 
     def create_actor(self, conn, rid, body, buffers) -> None:
+        self._keep_function(body, buffers)
         ropts = body["ropts"]
         self.actor_placement = ropts.get("pg")
         self.actor_resources = ropts.get("res") or {}

@@ -66,7 +66,7 @@ def main(token: bytes) -> None:
             Msg.CANCEL_TASK: cw.on_cancel_request,
         }
     )
-    signal.signal(signal.SIGINT, executor.on_sigint)
+    signal.signal(signal.SIGINT, executor.interrupts.on_sigint)
     executor.run_forever()
 
 
