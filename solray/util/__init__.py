@@ -7,7 +7,7 @@ itself: a submodule is set as an attribute of its package only when it is
 first loaded, which this file does before binding the names.
 
 Submodules with heavier imports (`queue`, `multiprocessing`, `joblib`,
-`state`) load on first use, as attributes or by import: every worker imports
+`state`, `collective`) load on first use, as attributes or by import: every worker imports
 this package.
 """
 
@@ -42,6 +42,7 @@ _LAZY_SUBMODULES = {
     "state",
     "scheduling_strategies",
     "metrics",
+    "collective",
 }
 
 
@@ -74,6 +75,7 @@ __all__ = [
     "accelerators",
     "PlacementGroup",
     "as_completed",
+    "collective",
     "connect",
     "deregister_serializer",
     "disable_log_once_globally",
