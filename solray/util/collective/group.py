@@ -177,7 +177,12 @@ class CpuGroup:
                     f"after {self.timeout_s:g} s waiting to {', '.join(late)}"
                 )
             for job in done:
-                job.result()  # a lost connection raises here
+                if job.exception() is not None:  # e.g. the peer's process is gone
+                    action, peer = jobs[job]
+                    raise RuntimeError(
+                        f"collective group '{self.name}': {what} on rank {self.rank} could "
+                        f"not {action} rank {peer}: {job.exception()!r}"
+                    ) from job.exception()
             return {s: t.result() for t, s in takes.items()}
 
         got = cw.call(run())
