@@ -19,6 +19,15 @@ from solray.util.collective.types import Backend, ReduceOp
 TIMEOUT_S = 60
 
 
+@solray.remote(num_cpus=0)
+class Member:
+    def run(self, fn, *args):
+        return fn(*args)
+
+    def node(self):
+        return solray.get_runtime_context().get_node_id()
+
+
 @pytest.fixture(scope="module")
 def members():
     """Four actors: ranks 0 and 1 on the head node, 2 and 3 on the other."""
@@ -29,14 +38,6 @@ def members():
     try:
         cluster.add_node(num_cpus=1, resources={"other": 4})
         solray.init(address=cluster.address)
-
-        @solray.remote(num_cpus=0)
-        class Member:
-            def run(self, fn, *args):
-                return fn(*args)
-
-            def node(self):
-                return solray.get_runtime_context().get_node_id()
 
         actors = [
             Member.options(resources={"head" if r < 2 else "other": 1}).remote() for r in range(4)
@@ -158,6 +159,22 @@ def test_every_collective_on_four_ranks_across_two_nodes(members):
     np.testing.assert_array_equal(got[2], np.arange(5, dtype=np.uint8))
 
     leave(members, "ops")
+
+
+def test_large_arrays(members):
+    join(members, "large")
+
+    def allreduce(rank):
+        tensor = np.full(2**20, rank + 1.0)  # 8 MiB per rank
+        col.allreduce(tensor, "large")
+        out = [np.empty(2**19) for _ in range(4)]
+        col.allgather(out, np.full(2**19, float(rank)), "large")
+        return float(tensor.min()), float(tensor.max()), [float(o.sum()) for o in out]
+
+    for low, high, gathered in on_all(members, allreduce):
+        assert low == high == 10.0
+        assert gathered == [r * 2.0**19 for r in range(4)]
+    leave(members, "large")
 
 
 def test_barrier_waits_for_every_rank(members):
@@ -325,6 +342,22 @@ def test_a_rank_that_never_joins_times_out(members):
     # Their ranks were released: the group can form now.
     join(members[:3], "lonely", world=3)
     leave(members[:3], "lonely")
+
+
+def test_a_rank_that_died_is_named(members):
+    pair = [Member.options(resources={"head": 1}).remote() for _ in range(2)]
+    join(pair, "dead", world=2)
+    solray.kill(pair[1])
+
+    def send(rank):
+        try:
+            col.send(np.ones(3), 1, "dead")
+        except RuntimeError as e:
+            return str(e)
+
+    message = solray.get(pair[0].run.remote(send, 0), timeout=TIMEOUT_S)
+    assert message.startswith("collective group 'dead': send on rank 0 could not send to rank 1")
+    solray.kill(pair[0])
 
 
 def test_util_exports_collective():
