@@ -80,15 +80,17 @@ def test_util_names_are_the_kind_of_object_ray_has():
     assert callable(util.ray_debugpy.set_trace)
     assert isinstance(util.queue.Queue, type)  # submodules load on first use
     assert isinstance(util.multiprocessing.Pool, type)
+    assert callable(util.collective.allreduce) and isinstance(util.collective, type(os))
+    assert callable(util.iter.from_items) and isinstance(util.iter, type(os))
 
 
-# Ray 2.x's `ray.util.__all__`, less `iter` and `collective` (not provided).
+# Ray 2.x's `ray.util.__all__`.
 RAY_UTIL_ALL = """
-accelerators ActorPool disable_log_once_globally enable_periodic_logging log_once pdb
+accelerators ActorPool disable_log_once_globally enable_periodic_logging iter log_once pdb
 placement_group placement_group_table get_placement_group get_current_placement_group
 get_node_instance_id get_node_ip_address remove_placement_group ray_debugpy
-inspect_serializability connect disconnect register_serializer deregister_serializer
-list_named_actors
+inspect_serializability collective connect disconnect register_serializer
+deregister_serializer list_named_actors
 """.split()
 
 

@@ -37,7 +37,8 @@ Who owns what (this is the one map; each part's header says why):
                       store: the batches of frees and unpins
                       lineage: tasks (stored output -> its task)
                       _inbound, _peers; submitter and actor_submitter (all
-                      their state but one: below)
+                      their state but one: below); collective (the arrays
+                      other ranks sent, until util.collective takes them)
     shared, locked    actor_submitter._unfinished: max_pending_calls must
                       refuse a call on the user thread, in `.remote()`, so
                       that thread counts calls in and the loop counts them
@@ -90,6 +91,7 @@ from solray._private import (
     transport,
 )
 from solray._private.borrowing import Borrowing
+from solray._private.collective_inbox import CollectiveInbox
 from solray._private.lineage import Lineage
 from solray._private.loop_inbox import Inbox
 from solray._private.memory_store import Inline, MemoryStore, error_entry
@@ -156,6 +158,7 @@ class CoreWorker:
         self.task_manager = TaskManager(self)
         self.submitter = TaskSubmitter(self)
         self.actor_submitter = ActorSubmitter(self)
+        self.collective = CollectiveInbox()
 
         self.loop = asyncio.new_event_loop()
         self.loop_thread = threading.Thread(target=self._run_loop, name="solray-io", daemon=True)
@@ -231,6 +234,7 @@ class CoreWorker:
             Msg.HANDOFF_DONE: self.borrowing.serve_handoff_done,
             Msg.ASSIGN_OWNER: self.ownership.serve_assign_owner,
             Msg.CANCEL_OWNED: self.task_manager.on_cancel_owned,
+            Msg.COLLECTIVE_DATA: self.collective.serve,
             **server_handlers,
         }
         self.server = await transport.serve(

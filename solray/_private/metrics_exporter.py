@@ -4,8 +4,8 @@ What it serves comes from *sources*: functions the node's loop calls at each
 scrape, each returning prometheus_client metric families. The first source
 is the application metrics (`util.metrics`) that this node's drivers and
 workers report (METRICS_REPORT, batched by metrics_reporter.py), summed per
-(name, tags) here; system metrics (tasks, workers, store use) are meant to be
-added as more sources (`add_source`), on the same endpoint.
+(name, tags) here; the node's system metrics (tasks, actors, workers,
+resources, store and spill use: system_metrics.py) are the second.
 
 Names and labels are Ray's: an application metric `x` is `ray_x` (a counter
 `ray_x_total`), and every sample carries `Component="core_worker"`,

@@ -39,6 +39,7 @@ from solray._private.resources import ResourceSet
 from solray._private.runtime_env import packages
 from solray._private.runtime_env.agent import RuntimeEnvAgent
 from solray._private.spill import DEFAULT_BUFFER_SIZE, SpillDirectory
+from solray._private.system_metrics import SystemMetrics
 from solray._private.worker_pool import WorkerPool
 from solray.exceptions import RuntimeEnvSetupError
 
@@ -105,6 +106,7 @@ class Node:
         self.leases = LeaseScheduler(self, self.pool)
         self.objects = ObjectManager(self)
         self.metrics = MetricsExporter(self)
+        self.metrics.add_source(SystemMetrics(self, self.metrics.constant_labels).collect)
         self.control: transport.Connection | None = None
         self.server = None  # serving starts once the node is registered
         self.address: str | None = None

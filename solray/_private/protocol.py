@@ -126,6 +126,9 @@ class Msg(IntEnum):
     # Observability.
     METRICS_REPORT = 90  # core worker -> its node: util.metrics updates (metrics_reporter.py)
 
+    # util.collective: one rank's array for another (collective_inbox.py).
+    COLLECTIVE_DATA = 150
+
 
 class ProtocolError(Exception):
     """A peer sent bytes that do not form a valid frame."""

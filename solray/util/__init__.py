@@ -7,7 +7,7 @@ itself: a submodule is set as an attribute of its package only when it is
 first loaded, which this file does before binding the names.
 
 Submodules with heavier imports (`queue`, `multiprocessing`, `joblib`,
-`state`) load on first use, as attributes or by import: every worker imports
+`state`, `collective`, `iter`) load on first use, as attributes or by import: every worker imports
 this package.
 """
 
@@ -42,6 +42,8 @@ _LAZY_SUBMODULES = {
     "state",
     "scheduling_strategies",
     "metrics",
+    "collective",
+    "iter",
 }
 
 
@@ -74,6 +76,7 @@ __all__ = [
     "accelerators",
     "PlacementGroup",
     "as_completed",
+    "collective",
     "connect",
     "deregister_serializer",
     "disable_log_once_globally",
@@ -84,6 +87,7 @@ __all__ = [
     "get_node_ip_address",
     "get_placement_group",
     "inspect_serializability",
+    "iter",
     "list_named_actors",
     "log_once",
     "map_unordered",
