@@ -17,6 +17,7 @@ import shutil
 import socket
 import urllib.parse
 
+import numpy as np
 import pytest
 from conftest import wait_for_condition, wait_for_file
 from test_cluster_cli import solray_cli, start_head, stop_daemons
@@ -129,6 +130,7 @@ def test_dashboard_shows_the_cluster_only_after_login(browser, tmp_path):
     release = tmp_path / "release"
     marker = f"dashboard-marker-{os.getpid()}"
     running = hold.remote(str(release), marker)
+    stored = solray.put(np.zeros(50 * 2**20, dtype=np.uint8))  # in the object store
 
     # Unauthenticated: the browser lands on the login page with no data;
     # the API answers 401, the page's script is not served.
@@ -154,8 +156,9 @@ def test_dashboard_shows_the_cluster_only_after_login(browser, tmp_path):
     wait_for_condition(lambda: node_id[:12] in table_text(browser, "nodes"), timeout=15)
     [cookie] = [c for c in browser.get_cookies() if c["name"] == "solray_session"]
     assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
-    # Alive, with the CPU `hold` runs on in use.
+    # Alive, with the CPU `hold` runs on in use, and the array in its store.
     wait_for_condition(lambda: re.search(r"ALIVE [12] / 2", table_text(browser, "nodes")))
+    assert re.search(r"50(\.\d)? MiB / ", table_text(browser, "nodes"))
     show(browser, "jobs")
     wait_for_condition(lambda: job_id in table_text(browser, "jobs"), timeout=10)
     show(browser, "actors")
@@ -177,6 +180,7 @@ def test_dashboard_shows_the_cluster_only_after_login(browser, tmp_path):
 
     release.touch()
     assert solray.get(running) == marker
+    del stored
 
 
 @pytest.mark.xfail(strict=True, reason="needs task events (wave/events)")
