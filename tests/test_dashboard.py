@@ -11,6 +11,7 @@ none is left behind.
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import re
 import shutil
@@ -23,6 +24,7 @@ from conftest import wait_for_condition, wait_for_file
 from test_cluster_cli import solray_cli, start_head, stop_daemons
 
 import solray
+from solray.dashboard.data import LOG_LINES_PER_WORKER, LOG_WORKERS, WorkerLogs
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -198,6 +200,37 @@ def test_a_running_task_appears(browser, tmp_path):
     finally:
         release.touch()
         solray.get(running)
+    # The timeline download holds the task's slice, on its worker's row.
+    [cookie] = [c for c in browser.get_cookies() if c["name"] == "solray_session"]
+    status, headers, body = http_get(
+        context.dashboard_url, "/api/timeline", f"solray_session={cookie['value']}"
+    )
+    assert status == 200 and "attachment" in headers["Content-Disposition"]
+    [slice_] = [e for e in json.loads(body) if e["name"].endswith("hold")]
+    assert slice_["ph"] == "X" and slice_["tid"].startswith("worker ")
+
+
+def test_worker_logs_stay_bounded_and_searchable():
+    """The dashboard's window of worker output keeps the newest lines of the
+    workers that wrote last, however much is printed."""
+    logs = WorkerLogs()
+    for pid in range(LOG_WORKERS + 10):
+        logs.add("10.0.0.1", [[pid, False, "task", f"line {i} of {pid}"] for i in range(3)])
+    logs.add("10.0.0.1", [[7, True, "f", f"late {i}"] for i in range(LOG_LINES_PER_WORKER + 5)])
+    workers = logs.workers()
+    assert len(workers) == LOG_WORKERS
+    assert workers[0] == {
+        "ip": "10.0.0.1",
+        "pid": 7,
+        "name": "f",
+        "num_lines": LOG_LINES_PER_WORKER,
+    }
+    assert 0 not in {w["pid"] for w in workers}  # the first to write, long silent: dropped
+    seven = logs.lines("10.0.0.1", 7, "")
+    assert seven[-1]["text"] == f"late {LOG_LINES_PER_WORKER + 4}" and seven[-1]["stderr"]
+    assert not logs.lines("10.0.0.1", 7, "line 0")  # pushed out by the newer lines
+    last = LOG_WORKERS + 9
+    assert [line["pid"] for line in logs.lines(None, None, f"LINE 2 OF {last}")] == [last]
 
 
 def test_start_head_serves_the_dashboard_behind_the_token(leak_check, tmp_path):

@@ -190,4 +190,5 @@ function show(view) {
 }
 
 for (const b of document.querySelectorAll("nav button")) b.onclick = () => show(b.dataset.view);
-show(views[location.hash.slice(1)] || location.hash === "#timeline" ? location.hash.slice(1) : "nodes");
+const linked = location.hash.slice(1);  // a reload keeps the view
+show(linked in views || linked === "timeline" ? linked : "nodes");
