@@ -288,9 +288,26 @@ def test_a_dashboard_port_in_use_fails_clearly(leak_check, tmp_path):
         busy.close()
 
 
-def test_without_the_dashboard_there_is_no_url(leak_check):
+def test_without_the_dashboard_there_is_no_url(leak_check, tmp_path):
     context = solray.init(num_cpus=1, include_dashboard=False)
     assert context.dashboard_url is None and context.address_info["webui_url"] is None
+    solray.shutdown()
+
+    temp_dir = str(tmp_path / "head")
+    try:
+        head = start_head("--temp-dir", temp_dir, "--include-dashboard", "false")
+        assert head.returncode == 0, head.stderr
+        assert "View the dashboard" not in head.stdout
+        address = re.search(r"control store at (\S+)\.", head.stdout).group(1)
+        token_path = re.search(r"Cluster token: (\S+)", head.stdout).group(1)
+        os.environ["SOLRAY_TOKEN_FILE"] = token_path
+        try:
+            assert solray.init(address=address).dashboard_url is None
+        finally:
+            os.environ.pop("SOLRAY_TOKEN_FILE")
+            solray.shutdown()
+    finally:
+        stop_daemons(temp_dir)
 
 
 def test_dashboard_options_are_for_the_head(tmp_path):
