@@ -236,7 +236,7 @@ def test_worker_logs_stay_bounded_and_searchable():
 def test_start_head_serves_the_dashboard_behind_the_token(leak_check, tmp_path):
     """`solray start --head`: the dashboard runs in the head's client server,
     its URL is printed, it refuses everything without the token's login, and
-    a driver that joins the cluster gets its URL from init()."""
+    a driver or ray:// client that joins the cluster gets its URL from init()."""
     temp_dir = str(tmp_path / "head")
     try:
         head = start_head("--temp-dir", temp_dir, "--dashboard-port", "0")
@@ -258,10 +258,12 @@ def test_start_head_serves_the_dashboard_behind_the_token(leak_check, tmp_path):
         status, _, body = http_get(url, "/api/nodes", cookie)
         assert status == 200 and '"state": "ALIVE"' in body
 
+        client_address = re.search(r'solray.init\("(ray://\S+)"\)', head.stdout).group(1)
         os.environ["SOLRAY_TOKEN_FILE"] = token_path
         try:
-            context = solray.init(address=address)
-            assert context.dashboard_url == url
+            for joining in (address, client_address):  # a driver, a thin client
+                assert solray.init(address=joining).dashboard_url == url
+                solray.shutdown()
         finally:
             os.environ.pop("SOLRAY_TOKEN_FILE")
             solray.shutdown()

@@ -496,11 +496,11 @@ def _context_info() -> dict:
         "session_dir": cw.node_info["session_dir"],
         "metrics_export_port": cw.node_info.get("metrics_export_port"),
         "namespace": _namespace,
-        "webui_url": _dashboard_url(cw),
+        "webui_url": dashboard_url(cw),
     }
 
 
-def _dashboard_url(cw: CoreWorker) -> str | None:
+def dashboard_url(cw: CoreWorker) -> str | None:
     """The dashboard's HOST:PORT. A cluster this driver started: as its
     launcher bound it (the dashboard may not have recorded it yet); else as
     the dashboard recorded it in the control store."""
