@@ -172,10 +172,11 @@ async def nodes(cluster: Cluster) -> dict:
             "address": n["address"],
             "state": "ALIVE" if n["alive"] else "DEAD",
             "is_head": "node:__internal_head__" in total,
+            # [in use, total] of each resource; a dead node has none.
             "resources": {
                 k: [total[k] - free.get(k, 0.0), total[k]]
                 for k in sorted(total)
-                if not k.startswith("node:")
+                if n["alive"] and not k.startswith("node:")
             },
             "labels": n.get("labels", {}),
             "metrics_export_address": n.get("metrics_export_address"),
