@@ -10,6 +10,7 @@ none is left behind.
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
 import os
@@ -24,6 +25,8 @@ from conftest import wait_for_condition, wait_for_file
 from test_cluster_cli import solray_cli, start_head, stop_daemons
 
 import solray
+from solray.cluster_utils import Cluster
+from solray.dashboard import data
 from solray.dashboard.data import LOG_LINES_PER_WORKER, LOG_WORKERS, WorkerLogs
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -315,3 +318,45 @@ def test_without_the_dashboard_there_is_no_url(leak_check, tmp_path):
 def test_dashboard_options_are_for_the_head(tmp_path):
     result = solray_cli("start", "--address", "127.0.0.1:1", "--dashboard-port", "9999")
     assert result.returncode != 0 and "--dashboard-port is for --head" in result.stderr
+
+
+def test_views_follow_nodes_that_join_and_die(leak_check):
+    """The data behind the page, over a real two-node cluster: each node's
+    store is asked, and a node that died is shown dead, with nothing in use
+    and nothing asked of it."""
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    try:
+        worker_node = cluster.add_node(num_cpus=1, resources={"extra": 2})
+        cluster.wait_for_nodes()
+
+        async def views():
+            source = data.Cluster(cluster.address, cluster.token)
+            await source.connect(on_lost=lambda: None)
+            try:
+                return await data.nodes(source), await data.objects(source)
+            finally:
+                source.close()
+
+        nodes, objects = asyncio.run(views())
+        rows = {n["node_id"]: n for n in nodes["nodes"]}
+        assert rows[worker_node.node_id]["resources"]["extra"] == [0.0, 2.0]
+        assert rows[cluster.head_node.node_id]["is_head"]
+        assert all(
+            n["state"] == "ALIVE" and n["object_store"]["capacity"] > 0 for n in rows.values()
+        )
+        assert {s["node_id"] for s in objects["stores"]} == set(rows)
+
+        cluster.remove_node(worker_node)
+        wait_for_condition(
+            lambda: (
+                {n["node_id"]: n["state"] for n in asyncio.run(views())[0]["nodes"]}
+                == {cluster.head_node.node_id: "ALIVE", worker_node.node_id: "DEAD"}
+            ),
+            timeout=30,
+        )
+        nodes, objects = asyncio.run(views())
+        dead = next(n for n in nodes["nodes"] if n["state"] == "DEAD")
+        assert dead["resources"] == {} and "object_store" not in dead and "error" not in dead
+        assert [s["node_id"] for s in objects["stores"]] == [cluster.head_node.node_id]
+    finally:
+        cluster.shutdown()
