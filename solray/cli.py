@@ -163,6 +163,26 @@ def _node_options(f):
     "for a Prometheus on another machine to scrape it. It serves read-only text, "
     "without authentication.",
 )
+@click.option(
+    "--include-dashboard",
+    type=bool,
+    default=None,
+    help="Start the dashboard on the head (--head only; default: yes, as in Ray).",
+)
+@click.option(
+    "--dashboard-host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address the dashboard listens on (0.0.0.0: every interface). It serves "
+    "nothing without a login with the cluster token.",
+)
+@click.option(
+    "--dashboard-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Port of the dashboard; default 8265, or a free port if 8265 is taken. A port "
+    "given must be free.",
+)
 @click.option("--block", is_flag=True, help="Stay in the foreground until the processes exit.")
 @_node_options
 @click.pass_context
@@ -175,6 +195,9 @@ def start(
     token_file,
     metrics_export_port,
     metrics_export_host,
+    include_dashboard,
+    dashboard_host,
+    dashboard_port,
     block,
     num_cpus,
     num_gpus,
@@ -187,7 +210,8 @@ def start(
 ) -> None:
     """Start this machine's solray processes as daemons.
 
-    With --head: a control store, a node and a ray:// client server; prints
+    With --head: a control store, a node, a ray:// client server and the
+    dashboard (a web page: log in with the cluster token); prints
     how to join nodes, drivers and clients. With --address: a node that joins
     that cluster. Every connection must present the cluster token, so keep the
     token file private. The token is never taken on the command line, where
@@ -198,7 +222,7 @@ def start(
     import os
     import shutil
 
-    from solray._private import host, services
+    from solray._private import host, init_options, services
     from solray._private.labels import parse_labels_string
     from solray._private.worker import node_arguments, with_spilling_directory
 
@@ -209,6 +233,19 @@ def start(
         raise click.UsageError(
             "--ray-client-server-port is for --head: the client server runs on the head"
         )
+    dashboard_given = [
+        f"--{name.replace('_', '-')}"
+        for name in ("include_dashboard", "dashboard_host", "dashboard_port")
+        if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT
+    ]
+    if address and dashboard_given:
+        raise click.UsageError(
+            f"{dashboard_given[0]} is for --head: the dashboard runs on the head"
+        )
+    try:
+        dashboard = init_options.check_dashboard(include_dashboard, dashboard_host, dashboard_port)
+    except ValueError as e:
+        raise click.BadParameter(str(e).removeprefix("init(): ")) from None
     if resources is not None:
         try:
             resources = json.loads(resources)
@@ -239,8 +276,14 @@ def start(
         address = control.address
         try:
             client_server = launcher.start_client_server(
-                address, node_ip_address, ray_client_server_port
+                address, node_ip_address, ray_client_server_port, dashboard
             )
+        except services.DashboardPortError as e:
+            launcher.stop()
+            shutil.rmtree(session_dir, ignore_errors=True)
+            raise click.ClickException(
+                f"{e}. Give another --dashboard-port (0: any free port)."
+            ) from None
         except OSError as e:
             launcher.stop()
             shutil.rmtree(session_dir, ignore_errors=True)
@@ -292,6 +335,11 @@ def start(
         )
         click.echo("To connect a thin client (a machine without a node; same token):")
         click.echo(f'    solray.init("ray://{client_server.address}")')
+        if client_server.dashboard_url is not None:
+            click.echo(
+                f"View the dashboard at http://{client_server.dashboard_url} "
+                "(log in with the cluster token: the hex in the token file)"
+            )
         click.echo("To stop: solray stop")
     else:
         click.echo(f"Started a solray node ({node.node_id[:8]}) in the cluster at {address}.")

@@ -98,7 +98,8 @@ class Cluster:
         )
         # Ray options solray lacks: refused by name unless "off" (dashboard_port=None).
         init_options.refuse_unsupported(
-            {k: node_args.pop(k) for k in list(node_args) if k in init_options.UNSUPPORTED}
+            {k: node_args.pop(k) for k in list(node_args) if k in init_options.CLUSTER_UNSUPPORTED},
+            init_options.CLUSTER_UNSUPPORTED,
         )
         if node_args:
             raise TypeError(f"add_node() got unexpected arguments {sorted(node_args)}")

@@ -111,11 +111,19 @@ class DriverOutput:
         return [line for line in self.text.splitlines() if regex.fullmatch(line)]
 
 
+# The processes of a cluster that name its session directory on their command line.
+SESSION_SERVICES = (
+    "solray._private.node",
+    "solray._private.client.server",
+    "solray.dashboard.server",
+)
+
+
 def cluster_processes(session_dirs, control_address: str) -> list[psutil.Process]:
     """The live processes of one cluster (other runs may share the machine),
     found without its token, which is in no process's environment or command
     line: the control store listening on `control_address`, the nodes (and
-    ray:// client servers) started with a --session-dir in `session_dirs`, and
+    ray:// client servers, dashboards) started with a --session-dir in `session_dirs`, and
     everything they started (fork server, workers, client proxies)."""
     host, port = control_address.rsplit(":", 1)
     roots = {
@@ -127,9 +135,7 @@ def cluster_processes(session_dirs, control_address: str) -> list[psutil.Process
     }
     for proc in psutil.process_iter(["cmdline"]):
         cmdline = proc.info["cmdline"] or []
-        started_by_session = any(
-            m in cmdline for m in ("solray._private.node", "solray._private.client.server")
-        )
+        started_by_session = any(m in cmdline for m in SESSION_SERVICES)
         if started_by_session and "--session-dir" in cmdline:
             if cmdline[cmdline.index("--session-dir") + 1] in session_dirs:
                 roots.add(proc.pid)

@@ -18,9 +18,6 @@ from solray.cluster_utils import Cluster
 # Ray options solray lacks, each with a value that asks for the missing thing.
 REFUSED = {
     "local_mode": True,
-    "include_dashboard": True,
-    "dashboard_host": "0.0.0.0",
-    "dashboard_port": 8265,
     "logging_config": object(),
     "storage": "/tmp/storage",
     "enable_resource_isolation": True,
@@ -75,6 +72,10 @@ def test_local_mode_refusal_says_what_to_do_instead(leak_check):
         ({"_node_ip_address": "192.0.2.1"}, ValueError, "_node_ip_address"),  # not ours
         ({"_memory": -1}, ValueError, "_memory"),
         ({"_node_name": ""}, ValueError, "_node_name"),
+        ({"include_dashboard": "yes"}, TypeError, "include_dashboard"),
+        ({"dashboard_port": 70000}, ValueError, "dashboard_port"),
+        ({"dashboard_host": "dashboard.example"}, ValueError, "dashboard_host"),
+        ({"include_dashboard": False, "dashboard_port": 8265}, ValueError, "include_dashboard"),
     ],
     ids=lambda value: repr(value) if isinstance(value, dict) else None,
 )

@@ -3,7 +3,7 @@ and driver logging.
 
 Ray's `init()` takes many options. solray does what Ray documents for each one
 it has; every other Ray option is refused by name when given a value that
-would ask for something (a dashboard, a runtime environment, local mode, ...),
+would ask for something (cgroups, local mode, ...),
 because a program that passes one expects it to do something, and accepting
 it silently would be a lie. An option Ray does not know at all is a TypeError,
 as Python raises for any unknown keyword.
@@ -21,7 +21,6 @@ from typing import Any
 # Ray options solray does not have: the values that ask for nothing (their
 # defaults, accepted), and why anything else is refused.
 _NO_CGROUPS = "solray does not isolate resources with cgroups"
-_NO_DASHBOARD = "solray has no dashboard yet"
 UNSUPPORTED: dict[str, tuple[tuple, str]] = {
     "local_mode": (
         (False,),
@@ -30,9 +29,6 @@ UNSUPPORTED: dict[str, tuple[tuple, str]] = {
         "through a function in a debugger, call it as plain Python (a copy without "
         "@remote)",
     ),
-    "include_dashboard": ((None, False), _NO_DASHBOARD),
-    "dashboard_host": (("127.0.0.1",), _NO_DASHBOARD),
-    "dashboard_port": ((None,), _NO_DASHBOARD),
     "logging_config": ((None,), "solray has no structured (JSON) worker logs yet"),
     "storage": ((None,), "solray has no cluster-wide persistent storage"),
     "enable_resource_isolation": ((False,), _NO_CGROUPS),
@@ -48,14 +44,26 @@ UNSUPPORTED: dict[str, tuple[tuple, str]] = {
 }
 
 
-def refuse_unsupported(options: dict[str, Any]) -> None:
+# The Cluster helper (cluster_utils) starts no dashboard: a test cluster has no
+# use for one, and many would compete for its port.
+_NO_HELPER_DASHBOARD = "the Cluster helper starts no dashboard (init() and `solray start` do)"
+CLUSTER_UNSUPPORTED = {
+    **UNSUPPORTED,
+    "include_dashboard": ((None, False), _NO_HELPER_DASHBOARD),
+    "dashboard_host": (("127.0.0.1",), _NO_HELPER_DASHBOARD),
+    "dashboard_port": ((None,), _NO_HELPER_DASHBOARD),
+}
+
+
+def refuse_unsupported(options: dict[str, Any], table: dict = UNSUPPORTED) -> None:
     """TypeError for options Ray does not know; NotImplementedError naming the
-    option for the ones solray lacks, unless given a value that asks for nothing."""
-    unknown = sorted(set(options) - set(UNSUPPORTED))
+    option for the ones solray lacks (in `table`), unless given a value that
+    asks for nothing."""
+    unknown = sorted(set(options) - set(table))
     if unknown:
         raise TypeError(f"init() got an unexpected keyword argument {unknown[0]!r}")
     for name, value in options.items():
-        accepted, why = UNSUPPORTED[name]
+        accepted, why = table[name]
         if not any(type(value) is type(ok) and value == ok for ok in accepted):
             raise NotImplementedError(f"init({name}={value!r}) is not supported: {why}.")
 
@@ -140,6 +148,45 @@ def check_port(name: str, value) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
         raise ValueError(f"init(): {name} must be a port number (0 to 65535), got {value!r}")
     return value
+
+
+DEFAULT_DASHBOARD_HOST = "127.0.0.1"
+
+
+def check_dashboard(include, host, port) -> tuple[str, int | None] | None:
+    """include_dashboard, dashboard_host, dashboard_port as Ray takes them:
+    (host, port) to start the dashboard on, or None for no dashboard. As in
+    Ray, include_dashboard=None starts it (its dependencies are solray's);
+    port None is 8265, or a free port if 8265 is taken."""
+    if include is not None:
+        check_flag("include_dashboard", include)
+    if not isinstance(host, str) or not host:
+        raise ValueError(f"init(): dashboard_host must be an IP address, got {host!r}")
+    if host == "localhost":
+        host = "127.0.0.1"
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(
+            f"init(): dashboard_host must be an IP address (127.0.0.1: this machine only; "
+            f"0.0.0.0: every interface), got {host!r}"
+        ) from None
+    port = check_port("dashboard_port", port)
+    if include is False:
+        given = [
+            f"{n}={v!r}"
+            for n, v, off in (
+                ("dashboard_host", host, DEFAULT_DASHBOARD_HOST),
+                ("dashboard_port", port, None),
+            )
+            if v != off
+        ]
+        if given:
+            raise ValueError(
+                f"init(): {', '.join(given)} configures the dashboard, but include_dashboard=False"
+            )
+        return None
+    return host, port
 
 
 def check_memory(value) -> float | None:

@@ -485,6 +485,15 @@ class MetricsPortError(OSError):
     """A node's metrics endpoint cannot listen where it was asked to."""
 
 
+class DashboardPortError(OSError):
+    """The dashboard cannot listen where it was asked to."""
+
+
+# Ray's: the dashboard listens on 8265 unless told otherwise, and on a free
+# port if 8265 is taken (a port the user gave must be free).
+DEFAULT_DASHBOARD_PORT = 8265
+
+
 @dataclass
 class ServiceProcess:
     name: str
@@ -492,6 +501,7 @@ class ServiceProcess:
     address: str
     node_id: str | None = None
     metrics_export_port: int | None = None  # a node's /metrics endpoint
+    dashboard_url: str | None = None  # HOST:PORT of the dashboard it serves
 
 
 class Launcher:
@@ -571,15 +581,47 @@ class Launcher:
         proc.node_id = node_id
         return proc
 
-    def start_client_server(self, control_address: str, host: str, port: int) -> ServiceProcess:
-        """The ray:// client server (client/server.py) of a head."""
-        return self._start(
-            "client server",
-            "solray._private.client.server",
-            host,
-            port,
-            ["--control-address", control_address, "--session-dir", self.session_dir],
-        )
+    def start_client_server(
+        self,
+        control_address: str,
+        host: str,
+        port: int,
+        dashboard: tuple[str, int | None] | None = None,
+    ) -> ServiceProcess:
+        """The ray:// client server (client/server.py) of a head, and in it
+        the dashboard on `dashboard` (host, port) if given."""
+        args = ["--control-address", control_address, "--session-dir", self.session_dir]
+        if dashboard is None:
+            return self._start("client server", "solray._private.client.server", host, port, args)
+        sock, url = _bind_dashboard(control_address, *dashboard)
+        try:
+            args += ["--dashboard-fd", str(sock.fileno()), "--dashboard-url", url]
+            proc = self._start(
+                "client server", "solray._private.client.server", host, port, args, inherit=sock
+            )
+        finally:
+            sock.close()
+        proc.dashboard_url = url
+        return proc
+
+    def start_dashboard(self, control_address: str, host: str, port: int | None) -> ServiceProcess:
+        """The dashboard (solray/dashboard/) as a process of its own, for a
+        cluster without a client server."""
+        sock, url = _bind_dashboard(control_address, host, port)
+        try:
+            args = ["--control-address", control_address, "--session-dir", self.session_dir]
+            proc = self._start(
+                "dashboard",
+                "solray.dashboard.server",
+                host,
+                0,
+                [*args, "--dashboard-url", url],
+                listen=sock,
+            )
+        finally:
+            sock.close()
+        proc.dashboard_url = url
+        return proc
 
     def _start(
         self,
@@ -589,10 +631,12 @@ class Launcher:
         port: int,
         extra: list[str],
         inherit: socket.socket | None = None,
+        listen: socket.socket | None = None,
     ):
-        """Start `module` on a socket bound to host:port; `inherit` is one
-        more socket the child gets (its fd is in `extra`)."""
-        sock = transport.bind_socket(host, port)
+        """Start `module` on a socket bound to host:port (or on `listen`, a
+        socket the caller bound); `inherit` is one more socket the child gets
+        (its fd is in `extra`)."""
+        sock = transport.bind_socket(host, port) if listen is None else listen.dup()
         token_fd = None
         try:
             token_fd = token_pipe(self.token)
@@ -636,6 +680,11 @@ class Launcher:
                 os.close(token_fd)
             sock.close()
 
+    @property
+    def dashboard_url(self) -> str | None:
+        """HOST:PORT of the dashboard this launcher started, if it did."""
+        return next((p.dashboard_url for p in self.processes if p.dashboard_url), None)
+
     def kill(self, proc: ServiceProcess) -> None:
         """End one process at once, as a machine loss would (its node's store
         directory is removed by stop())."""
@@ -663,6 +712,28 @@ class Launcher:
         remove_session_shm(self.session_dir)
 
 
+def _bind_dashboard(control_address: str, host: str, port: int | None) -> tuple[socket.socket, str]:
+    """The dashboard's listening socket on host:port (None: DEFAULT_DASHBOARD_PORT,
+    or any free port if it is taken), and its URL's HOST:PORT, as Ray's webui_url."""
+    try:
+        try:
+            sock = transport.bind_socket(host, DEFAULT_DASHBOARD_PORT if port is None else port)
+        except OSError:
+            if port is not None:
+                raise
+            sock = transport.bind_socket(host, 0)
+    except OSError as e:
+        raise DashboardPortError(
+            e.errno,
+            f"cannot listen on {host}:{port if port is not None else DEFAULT_DASHBOARD_PORT} "
+            f"for the dashboard (dashboard_port, --dashboard-port): {e.strerror}",
+        ) from None
+    shown = host
+    if host in ("0.0.0.0", "::"):  # every interface: name the head's address
+        shown = transport.parse_address(control_address)[0]
+    return sock, f"{shown}:{sock.getsockname()[1]}"
+
+
 def random_node_id() -> str:
     return os.urandom(28).hex()
 
@@ -674,14 +745,18 @@ def start_local_cluster(
     log_level: str = "WARNING",
     control_args: list[str] = (),
     metrics_export_port: int = 0,
+    dashboard: tuple[str, int | None] | None = None,
 ) -> tuple[Launcher, str, str]:
-    """A control store and a head node as children: (launcher, control
-    address, node address). Both start in parallel: the node dials the control
-    store's already-bound socket while it is still starting."""
+    """A control store and a head node as children, and the dashboard on
+    `dashboard` (host, port) if given: (launcher, control address, node
+    address). All start in parallel: the node dials the control store's
+    already-bound socket while it is still starting."""
     sweep_stale_shm()
     launcher = Launcher(session_dir, os.urandom(32), log_level=log_level)
     try:
         control = launcher.start_control_store(host, 0, control_args)
+        if dashboard is not None:
+            launcher.start_dashboard(control.address, *dashboard)
         node = launcher.start_node(
             control.address,
             ["--head", *node_args],

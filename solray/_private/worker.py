@@ -48,6 +48,11 @@ class RayContext(dict):
     def address(self) -> str:
         return self["address"]
 
+    @property
+    def dashboard_url(self) -> str | None:
+        """HOST:PORT of the cluster's dashboard (None without one), as Ray's."""
+        return self["webui_url"]
+
     def __enter__(self):
         return self
 
@@ -80,6 +85,9 @@ def init(
     labels: dict[str, str] | None = None,
     job_config: JobConfig | None = None,
     runtime_env: dict | None = None,
+    include_dashboard: bool | None = None,
+    dashboard_host: str = init_options.DEFAULT_DASHBOARD_HOST,
+    dashboard_port: int | None = None,
     _temp_dir: str | None = None,
     _system_config: dict | None = None,
     _node_ip_address: str | None = None,
@@ -104,7 +112,11 @@ def init(
     task outputs are always reconstructed. `_skip_env_hook` is accepted: solray
     has no runtime-env hook to skip. `_metrics_export_port`: the port of the
     node's Prometheus endpoint (util.metrics), on loopback; default a free
-    port (`ray.nodes()[i]["MetricsExportPort"]`, and in what init returns)."""
+    port (`ray.nodes()[i]["MetricsExportPort"]`, and in what init returns).
+    `include_dashboard` (None: yes, as in Ray), `dashboard_host`,
+    `dashboard_port` (None: 8265, or a free port if 8265 is taken): the web
+    dashboard of a new cluster (solray/dashboard/); what init returns holds
+    its address (`dashboard_url`), also when joining a cluster."""
     init_options.refuse_unsupported(unsupported)
     system_config = init_options.check_system_config(_system_config)
     level = init_options.log_level(logging_level)
@@ -130,6 +142,7 @@ def init(
     ip = init_options.check_node_ip_address(_node_ip_address)
     memory = init_options.check_memory(_memory)
     metrics_port = init_options.check_port("_metrics_export_port", _metrics_export_port)
+    dashboard = init_options.check_dashboard(include_dashboard, dashboard_host, dashboard_port)
     if configure_logging:
         init_options.configure_driver_logging(level, logging_format)
     if is_initialized():
@@ -159,6 +172,11 @@ def init(
             "_memory": memory,
             "_node_name": _node_name,
             "_metrics_export_port": metrics_port,
+            "include_dashboard": include_dashboard,
+            "dashboard_host": (
+                None if dashboard_host == init_options.DEFAULT_DASHBOARD_HOST else dashboard_host
+            ),
+            "dashboard_port": dashboard_port,
         }
         if client_mode:
             new_node_options["_node_ip_address"] = ip
@@ -206,14 +224,23 @@ def init(
                 log_level=logging.getLevelName(level),
                 control_args=control_store_arguments(system_config),
                 metrics_export_port=metrics_port or 0,
+                dashboard=dashboard,
             )
         except OSError as e:
-            if ip is None or isinstance(e, services.MetricsPortError):
+            port_errors = (services.MetricsPortError, services.DashboardPortError)
+            if ip is None or isinstance(e, port_errors):
                 raise
             raise ValueError(f"init(): cannot listen on _node_ip_address={ip!r}: {e}") from None
         cw = CoreWorker(is_driver=True, token=launcher.token, node_address=node_address)
     _start_driver(cw, launcher, namespace, log_to_driver, job_config, job_env)
     services.write_session_file(launcher.session_dir, node_address, control_address, launcher.token)
+    if launcher.dashboard_url is not None:
+        logger.info(
+            "Started a local solray instance. View the dashboard at http://%s (log in with "
+            "the token in %s)",
+            launcher.dashboard_url,
+            os.path.join(launcher.session_dir, "token"),
+        )
     return RayContext(_context_info())
 
 
@@ -469,7 +496,20 @@ def _context_info() -> dict:
         "session_dir": cw.node_info["session_dir"],
         "metrics_export_port": cw.node_info.get("metrics_export_port"),
         "namespace": _namespace,
+        "webui_url": dashboard_url(cw),
     }
+
+
+def dashboard_url(cw: CoreWorker) -> str | None:
+    """The dashboard's HOST:PORT. A cluster this driver started: as its
+    launcher bound it (the dashboard may not have recorded it yet); else as
+    the dashboard recorded it in the control store."""
+    if _cluster is not None:
+        return _cluster.dashboard_url
+    from solray.dashboard.data import URL_KEY
+
+    found, buffers = cw.request("control", Msg.KV_GET, URL_KEY, raw=True)
+    return bytes(buffers[0]).decode() if found else None
 
 
 def _on_node_lost() -> None:

@@ -159,6 +159,7 @@ class ClientWorker:
         self.job_bytes = bytes.fromhex(reply["job_id"])
         self.worker_id = reply["worker_id"]
         self.node_info = reply["node_info"]
+        self.webui_url = reply["webui_url"]  # the cluster's dashboard (HOST:PORT), or None
         self.connection_info = reply["connection_info"]
 
     async def _connect(self, namespace: str | None, log_to_driver: bool) -> dict:
@@ -303,6 +304,7 @@ class ClientWorker:
             "node_ip_address": self.node_info["ip"],
             "session_dir": None,
             "namespace": self.namespace,
+            "webui_url": self.webui_url,
         }
 
 

@@ -244,6 +244,7 @@ class Proxy:
                     "ray_commit": "",  # solray is not built from a git commit
                     "protocol_version": str(PROTOCOL_VERSION),
                 },
+                "webui_url": worker.dashboard_url(cw),
             }
         except Exception as e:
             logger.exception("could not join the cluster for a client")

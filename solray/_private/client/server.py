@@ -12,6 +12,9 @@ sends nothing until its proxy answers, so no byte is read here.
 Proxies are this process's children: it reaps each as it exits (a pidfd
 each), stops them all when it stops, and they die with it (PR_SET_PDEATHSIG)
 if it is killed.
+
+It also serves the head's dashboard when given its socket (--dashboard-fd;
+solray/dashboard/server.py says why here).
 """
 
 from __future__ import annotations
@@ -20,10 +23,12 @@ import argparse
 import asyncio
 import logging
 import os
+import socket
 import subprocess
 import sys
 
 from solray._private import services, transport
+from solray.dashboard import server as dashboard_server
 
 logger = logging.getLogger(__name__)
 
@@ -41,8 +46,19 @@ class ClientServer:
     async def run(self, args) -> None:
         sock = services.listening_socket(args)
         server = await transport.serve(sock, self.token, {}, on_ready=self._hand_over)
+        dashboard = None
+        if args.dashboard_fd is not None:
+            dashboard = dashboard_server.DashboardService(
+                socket.socket(fileno=args.dashboard_fd),
+                self.token,
+                self.control_address,
+                args.dashboard_url,
+            )
+            await dashboard.start()
         await services.wait_for_stop(args)
         server.close()
+        if dashboard is not None:
+            await dashboard.stop()
         for proc in self.proxies.values():
             proc.terminate()
         for proc in list(self.proxies.values()):
@@ -103,6 +119,8 @@ class ClientServer:
 def main() -> None:
     parser = argparse.ArgumentParser(description="solray ray:// client server")
     services.add_service_arguments(parser)
+    parser.add_argument("--dashboard-fd", type=int, help="the dashboard's listening socket")
+    parser.add_argument("--dashboard-url", help="where browsers reach the dashboard")
     parser.add_argument("--control-address", required=True)
     parser.add_argument(
         "--session-dir", required=True, help="the head's session (tools find this process by it)"

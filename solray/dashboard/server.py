@@ -1,0 +1,118 @@
+"""The dashboard's web server: the page of a head (include_dashboard,
+--include-dashboard), on one port (dashboard_port, 8265 by default).
+
+Where it runs: not in the control store or the node, which are on every
+call's path; a web server there would add its memory, its imports and its
+requests' latency to theirs, and a fault in it would take the cluster down.
+It reads the cluster as the CLI does, with the token over the ordinary
+protocol (data.py), so it needs no hook in any other process. On a head
+started by `solray start --head` it runs in the ray:// client server's
+process (client/server.py), the head's other door for outside users,
+likewise off every call's path: a process of its own would cost ~25 MB
+(an interpreter with asyncio), an eighth of the idle cluster's 200 MB
+budget. A cluster init() starts has no client server: there it is a
+process of its own (main below). Either way the launcher starts it and it
+stops with the cluster: on the lifeline, on SIGTERM, and when its control
+store connection closes.
+
+Light when idle: aiohttp is imported only when the first browser connects.
+The launcher bound the listening socket, so that connection waits in its
+backlog meanwhile; until then the dashboard holds two sockets and the
+bounded window of worker output (data.WorkerLogs).
+
+The page and its login are app.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import socket
+
+from solray._private import services
+from solray.dashboard import data
+
+
+class DashboardService:
+    """The dashboard on a listening socket, in the running loop: alone in
+    its process (main), or in the head's client server (client/server.py)."""
+
+    def __init__(self, sock: socket.socket, token: bytes, control_address: str, url: str) -> None:
+        self.sock = sock
+        self.token = token
+        self.url = url
+        self.cluster = data.Cluster(control_address, token)
+        self._serving: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        # The cluster is gone when its control store is: stop as on SIGTERM.
+        await self.cluster.connect(on_lost=lambda: os.kill(os.getpid(), signal.SIGTERM))
+        await self.cluster.publish_url(self.url)
+        self._serving = asyncio.get_running_loop().create_task(self._serve_from_first_connection())
+
+    async def _serve_from_first_connection(self):
+        """Wait for a browser's first connection (it stays in the socket's
+        backlog), then import aiohttp and serve; returns the runner."""
+        loop = asyncio.get_running_loop()
+        connected = loop.create_future()
+        fd = self.sock.fileno()
+
+        def on_readable() -> None:
+            loop.remove_reader(fd)
+            connected.set_result(None)
+
+        loop.add_reader(fd, on_readable)
+        try:
+            await connected
+        except asyncio.CancelledError:
+            loop.remove_reader(fd)
+            raise
+        from aiohttp import web
+
+        from solray.dashboard import app
+
+        runner = web.AppRunner(app.Dashboard(self.token, self.cluster).make_app(), access_log=None)
+        await runner.setup()
+        await web.SockSite(runner, self.sock).start()
+        return runner
+
+    async def stop(self) -> None:
+        runner = None
+        if self._serving is not None:
+            self._serving.cancel()
+            try:
+                runner = await self._serving
+            except asyncio.CancelledError:
+                pass
+        if runner is not None:
+            await runner.cleanup()
+        self.cluster.close()
+        self.sock.close()
+
+
+async def serve(args) -> None:
+    token = services.read_token(args.token_fd)
+    sock = services.listening_socket(args)
+    service = DashboardService(sock, token, args.control_address, args.dashboard_url)
+    await service.start()
+    await services.wait_for_stop(args)
+    await service.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="solray dashboard")
+    services.add_service_arguments(parser)
+    parser.add_argument("--control-address", required=True)
+    parser.add_argument("--dashboard-url", required=True, help="where browsers reach it")
+    parser.add_argument(
+        "--session-dir", required=True, help="the head's session (tools find this process by it)"
+    )
+    args = parser.parse_args()
+    services.setup_process("dashboard", args)
+    asyncio.run(serve(args))
+
+
+if __name__ == "__main__":
+    main()
