@@ -53,7 +53,7 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 
-from solray._private import transport
+from solray._private import ids, transport
 from solray._private.placement import Demand, Unschedulable, place_actor
 from solray._private.placement_groups import uses_group
 from solray._private.protocol import Msg
@@ -286,12 +286,16 @@ class ActorManager:
                     "class_name": e.meta.get("class_name"),
                     "state": e.state,
                     "name": e.name or "",
-                    "namespace": e.namespace,
+                    "ray_namespace": e.namespace,
+                    "job_id": ids.job_id_bytes(e.job).hex(),
                     "pid": e.pid,
                     "node_id": e.node_id,
                     "num_restarts": e.num_restarts,
                     "death_cause": e.death_cause,
                     "is_detached": e.detached,
+                    "required_resources": e.resources,
+                    "label_selector": e.label_selector,
+                    "placement_group_id": _placement_group_of(e.resources),
                 }
                 for e in self.actors.values()
             ],
@@ -577,3 +581,12 @@ class ActorManager:
             conn.reply(rid, reply, buffers)
             return True
         return False
+
+
+def _placement_group_of(resources: dict) -> str | None:
+    """The placement group an actor runs in: its resources name the group's
+    bundles (`CPU_group_<pg id>`, placement_groups.bundle_resource_names)."""
+    for key in resources:
+        if "_group_" in key:
+            return key.rsplit("_", 1)[1]
+    return None
