@@ -420,7 +420,8 @@ def get_log(
 ) -> Iterator[str]:
     """Lines of one log file (Ray's get_log), as a generator of strings
     (each a line with its newline). Give one of `filename` (on `node_id` /
-    `node_ip`, the head by default), `pid` (a worker on that node),
+    `node_ip`, the head by default), `pid` (a worker on that node, or on
+    whichever node has it),
     `actor_id` (its worker's file, found from the actor) or `task_id` (the
     lines that task printed, cut out of its worker's files on every node).
     `suffix` "out" or "err" picks stdout or stderr for pid, actor and task.
@@ -484,15 +485,21 @@ async def _locate(client: StateClient, node_id, node_ip, filename, actor_id, pid
         if actors[0]["pid"] is None:
             raise ValueError(f"actor {actor_id} has no worker yet (state {actors[0]['state']})")
         node_id, node_ip, pid = actors[0]["node_id"], None, actors[0]["pid"]
-    node = await client.find_node(node_id, node_ip)
     if pid is None:
-        return node, filename
+        return await client.find_node(node_id, node_ip), filename
+    # A pid on the given node, else on any node.
+    if node_id or node_ip:
+        nodes = [await client.find_node(node_id, node_ip)]
+    else:
+        nodes = [n for n in await client.nodes() if n["alive"]]
     pattern = f"worker-*-{pid}.{suffix}"
-    names = [f["filename"] for f in await client.log_files(node)]
-    found = [n for n in names if fnmatch.fnmatch(n, pattern)]
-    if not found:
-        raise ValueError(f"no log file of a worker with pid {pid} on node {node['node_id']}")
-    return node, found[-1]
+    for node in nodes:
+        names = [f["filename"] for f in await client.log_files(node)]
+        found = [n for n in names if fnmatch.fnmatch(n, pattern)]
+        if found:
+            return node, found[-1]
+    where = f"node {nodes[0]['node_id']}" if len(nodes) == 1 else "any node"
+    raise ValueError(f"no log file of a worker with pid {pid} on {where}")
 
 
 async def _task_lines(client: StateClient, task_id: str, suffix: str, tail: int) -> list[str]:
