@@ -404,7 +404,7 @@ class ActorManager:
             )
         except (TimeoutError, OSError, transport.ConnectionLost):
             if entry.attempt == attempt:
-                self._attempt_ended(entry, "its worker process died unexpectedly")
+                self._attempt_ended(entry, "its worker process died unexpectedly", died=True)
             return
         if entry.attempt != attempt:
             worker.close()
@@ -480,7 +480,7 @@ class ActorManager:
 
     def _worker_lost(self, entry: ActorEntry, conn) -> None:
         if entry.worker_conn is conn:
-            self._attempt_ended(entry, "its worker process died unexpectedly")
+            self._attempt_ended(entry, "its worker process died unexpectedly", died=True)
 
     def _end_gracefully(self, entry: ActorEntry, cause: str, now: bool) -> None:
         """The actor ends for good, through its own shutdown hooks if it is
@@ -521,10 +521,10 @@ class ActorManager:
         entry.death_cause = cause
         self._attempt_ended(entry, cause)
 
-    def _attempt_ended(self, entry: ActorEntry, cause: str) -> None:
+    def _attempt_ended(self, entry: ActorEntry, cause: str, died: bool = False) -> None:
         """The current attempt is over: give it up, then restart the actor if
         it may, else it is DEAD. Every way an actor ends comes here."""
-        self._end_attempt(entry)
+        self._end_attempt(entry, cause, died)
         if not entry.no_restart and (
             entry.max_restarts == -1 or entry.num_restarts < entry.max_restarts
         ):
@@ -538,12 +538,15 @@ class ActorManager:
             cause += f" and it was already restarted {entry.num_restarts} time(s)"
         self._set_dead(entry, cause)
 
-    def _end_attempt(self, entry: ActorEntry) -> None:
+    def _end_attempt(self, entry: ActorEntry, cause: str, died: bool) -> None:
         """The one place an attempt's resources are given back: its node drops
-        the lease request or returns the lease, killing the worker."""
+        the lease request or returns the lease, killing the worker. `cause`
+        and `died` (its process died by itself) are what list_workers shows."""
         entry.attempt += 1
         if entry.node_conn is not None:
-            entry.node_conn.send(Msg.END_ACTOR_LEASE, {"actor_id": entry.actor_id})
+            entry.node_conn.send(
+                Msg.END_ACTOR_LEASE, {"actor_id": entry.actor_id, "cause": cause, "died": died}
+            )
         if entry in self._unplaced:
             self._unplaced.remove(entry)
         entry.node_conn = entry.worker_conn = None

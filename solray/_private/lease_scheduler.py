@@ -330,7 +330,9 @@ class LeaseScheduler:
         for lease_id in list(conn.peer.get("leases", ())):
             lease = self.leases.get(lease_id)
             if lease is not None and lease.actor_id == actor_id:
-                self.pool.remove(lease.worker)
+                # A process that died by itself: its exit status tells.
+                reason = None if body.get("died") else ("INTENDED_SYSTEM_EXIT", body.get("cause"))
+                self.pool.remove(lease.worker, reason)
         self.try_grant()
 
     def resize_lease(self, conn, rid, body, bufs) -> None:

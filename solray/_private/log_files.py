@@ -11,9 +11,10 @@ worker exits, until the session directory is removed.
 Task lines: before a line printed by a task, when the task differs from the
 previous line's in that file, a marker line `:task_id:<hex>` is written
 (`:task_id:` for lines printed outside any task), as Ray marks its worker
-logs with `:task_name:` lines. So `get_log(task_id=...)` cuts one task's
-lines out of the files without any other record of where tasks ran; it
-scans the files, which is fine for a debugging command.
+logs with `:task_name:` lines; readers never see them. So
+`get_log(task_id=...)` cuts one task's lines out of the files without any
+other record of where tasks ran; it scans the files, which is fine for a
+debugging command.
 
 Only bare file names of this directory are served: a name with a path
 separator, `..`, or one that resolves (symlinks) outside the directory is
@@ -140,7 +141,7 @@ def _tail(path: str, n: int) -> dict:
         end = f.seek(0, os.SEEK_END)
         data = b""
         pos = end
-        while pos > 0 and data.count(b"\n") <= n and end - pos < MAX_CHUNK:
+        while pos > 0 and _count(data) <= n and end - pos < MAX_CHUNK:
             step = min(64 * 1024, pos)
             pos -= step
             f.seek(pos)
@@ -149,6 +150,7 @@ def _tail(path: str, n: int) -> dict:
     lines = complete.decode(errors="replace").splitlines()
     if pos > 0 and lines:  # the first line read may be cut
         lines = lines[1:]
+    lines = _visible(lines)
     return {
         "lines": _last(lines, n),
         "offset": pos + len(complete),
@@ -166,10 +168,20 @@ def _from(path: str, offset: int) -> dict:
     if more and not complete:  # one line longer than a chunk: send it cut
         complete = data
     return {
-        "lines": complete.decode(errors="replace").splitlines(),
+        "lines": _visible(complete.decode(errors="replace").splitlines()),
         "offset": offset + len(complete),
         "more": more,
     }
+
+
+def _visible(lines: list[str]) -> list[str]:
+    """Without the task markers, which only the node reads."""
+    return [line for line in lines if not line.startswith(TASK_MARKER)]
+
+
+def _count(data: bytes) -> int:
+    """Lines in `data` a reader sees."""
+    return data.count(b"\n") - data.count(b"\n" + TASK_MARKER.encode())
 
 
 def _last(lines: list[str], n: int) -> list[str]:

@@ -337,7 +337,9 @@ class WorkerPool:
         exit_detail) list_workers shows, None when it is already gone by itself."""
         if self.workers.pop(worker.worker_id, None) is None:
             return
-        worker.exit_reason = reason
+        # Its connection closed first: it died by itself, whoever asks now.
+        gone = worker.conn is not None and worker.conn.closed
+        worker.exit_reason = None if gone else reason
         try:
             self.idle.remove(worker)
         except ValueError:
@@ -462,8 +464,10 @@ class WorkerPool:
             exit_type, detail = worker.exit_reason
         elif code == 0:
             exit_type, detail = "INTENDED_USER_EXIT", "the worker exited by itself (status 0)"
-        else:
+        elif code is not None and code > 0:
             exit_type, detail = "SYSTEM_ERROR", f"the worker process exited with status {code}"
+        else:  # a signal, or a forked worker, whose status only the zygote sees
+            exit_type, detail = "SYSTEM_ERROR", "the worker process died unexpectedly"
         self.exited.append(
             dict(
                 self._row(worker),
