@@ -45,7 +45,7 @@ def resolve(address: str | None) -> tuple[str, bytes]:
     """(control store address, token) of the cluster to ask."""
     cw = context.core_worker
     if address is None and cw is not None:
-        return cw.control_address, cw.token
+        return cw.node_info["control_address"], cw.token
     if address is not None and address.startswith("ray://"):
         address = address[len("ray://") :]
     try:

@@ -108,6 +108,11 @@ def _gather(
 ) -> list[dict] | Any:
     """query(client) on the cluster; nodes that did not answer raise
     RayStateApiException, or with raise_on_missing_output=False a warning."""
+    cw = context.core_worker
+    if cw is not None:
+        # This process's refs dropped before the call are counted out first
+        # (their decrements wait on its loop), so its own rows are current.
+        cw.run_on_loop(lambda: None)
     with Session(address, timeout) as session:
         result = session.call(query)
         missing = session.client.missing
