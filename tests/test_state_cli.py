@@ -1,7 +1,7 @@
 """`solray list|get|summary|logs` in subprocesses against a `solray start
 --head` cluster with a second node: each format parsed as a user's script
 would, tables within the terminal width, logs by node, pid and actor,
---tail, --follow, clear errors; and the state API through a ray:// client.
+task id, --tail, --follow, clear errors; and the state API through a ray:// client.
 
 The daemons are found and stopped as test_cluster_cli.py does (never
 `solray stop`, which would stop other runs' daemons).
@@ -49,6 +49,13 @@ for i, node in enumerate(sorted(n["NodeID"] for n in solray.nodes() if n["Alive"
                         scheduling_strategy=strategy).remote(node[:8])
     pid = solray.get(s.pid.remote())
     out.append({{"actor_id": s._actor_id.hex(), "pid": pid, "node_id": node}})
+
+@solray.remote
+def shout():
+    print("from a task", flush=True)
+    return solray.get_runtime_context().get_task_id()
+
+print("TASK", solray.get(shout.remote()))
 print("SPEAKERS", json.dumps(out))
 """
 
@@ -76,7 +83,14 @@ def started(tmp_path_factory):
         setup = run_python(SETUP.format(address=address), env)
         speakers = json.loads(setup.stdout.split("SPEAKERS", 1)[1])
         assert len({s["node_id"] for s in speakers}) == 2
-        yield {"address": address, "env": env, "speakers": speakers, "client": client}
+        task_id = re.search(r"^TASK (\w+)$", setup.stdout, re.MULTILINE).group(1)
+        yield {
+            "address": address,
+            "env": env,
+            "speakers": speakers,
+            "client": client,
+            "task_id": task_id,
+        }
     finally:
         stop_daemons(temp_dir)
 
@@ -175,7 +189,7 @@ def test_clear_errors(started):
     assert run.returncode != 0 and "cannot reach 127.0.0.1:1" in run.stderr
 
 
-def test_logs_by_node_pid_and_actor_with_tail(started):
+def test_logs_by_node_pid_actor_and_task_with_tail(started):
     listing = cli(started, "logs").stdout
     for s in started["speakers"]:
         assert f"node {s['node_id']}" in listing
@@ -189,6 +203,7 @@ def test_logs_by_node_pid_and_actor_with_tail(started):
         tail = cli(started, "logs", "actor", "--id", s["actor_id"], "--tail", "1")
         assert tail.stdout == "line 2\n"
     assert cli(started, "logs", "worker", "--pid", str(s["pid"]), "--err").stdout == ""
+    assert cli(started, "logs", "task", "--id", started["task_id"]).stdout == "from a task\n"
     run = cli(started, "logs", "--node-id", s["node_id"], "no-such-*", ok=False)
     assert run.returncode != 0 and "no log file matches 'no-such-*'" in run.stderr
 
