@@ -576,5 +576,15 @@ def _size(n: int) -> str:
     return str(n)
 
 
+def _add_state_commands() -> None:
+    from solray._private.state_cli import COMMANDS
+
+    for command in COMMANDS:
+        main.add_command(command)
+
+
+_add_state_commands()
+
+
 if __name__ == "__main__":
     main()

@@ -296,7 +296,7 @@ def test_queue_shutdown(ray_start):
 
 
 def _state_and_cause(actor) -> tuple[str, str]:
-    [row] = list_actors(filters=[("actor_id", "=", actor._ray_actor_id)])
+    [row] = list_actors(filters=[("actor_id", "=", actor._ray_actor_id)], detail=True)
     return row["state"], row["death_cause"] or ""
 
 

@@ -491,7 +491,8 @@ def test_a_killed_client_frees_what_it_owned(head, tmp_path):
             assert ray.get(big)[-1] == 999_999
 
         def states():
-            return {{a["name"]: a["state"] for a in list_actors() if a["namespace"] == "doomed"}}
+            doomed = list_actors(filters=[("ray_namespace", "=", "doomed")])
+            return {{a["name"]: a["state"] for a in doomed}}
 
         wait_for_condition(lambda: states() == {{"holder": "DEAD", "survivor": "ALIVE"}}, 30)
         survivor = ray.get_actor("survivor", namespace="doomed")

@@ -1027,7 +1027,7 @@ def test_actor_restarts_on_another_node(cluster):
     wait_for_condition(restarted, timeout=60, interval=0.1)
     assert where[-1] != doomed.node_id and where[-1] in alive_nodes()
     assert solray.get(actor.node.remote(), timeout=GET_TIMEOUT_S) == where[-1]
-    (row,) = list_actors(filters=[("actor_id", "=", actor._actor_id.hex())])
+    (row,) = list_actors(filters=[("actor_id", "=", actor._actor_id.hex())], detail=True)
     assert row["state"] == "ALIVE" and row["num_restarts"] == 1 and row["node_id"] == where[-1]
 
 
@@ -1083,7 +1083,7 @@ def test_actors_on_a_dead_node_hold_nothing(cluster, tmp_path):
     wait_for_free_cpus(1)
     newcomer = Logged.options(num_cpus=1).remote(str(tmp_path / "newcomer"))
     assert solray.get(newcomer.node.remote(), timeout=GET_TIMEOUT_S) == cluster.head_node.node_id
-    rows = {r["actor_id"]: r for r in list_actors()}
+    rows = {r["actor_id"]: r for r in list_actors(detail=True)}
     assert rows[once._actor_id.hex()]["state"] == "DEAD"
     assert rows[twice._actor_id.hex()]["num_restarts"] == 1
     assert len(once_log.read_text().split()) == 1

@@ -53,7 +53,7 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 
-from solray._private import transport
+from solray._private import ids, transport
 from solray._private.placement import Demand, Unschedulable, place_actor
 from solray._private.placement_groups import uses_group
 from solray._private.protocol import Msg
@@ -286,12 +286,16 @@ class ActorManager:
                     "class_name": e.meta.get("class_name"),
                     "state": e.state,
                     "name": e.name or "",
-                    "namespace": e.namespace,
+                    "ray_namespace": e.namespace,
+                    "job_id": ids.job_id_bytes(e.job).hex(),
                     "pid": e.pid,
                     "node_id": e.node_id,
                     "num_restarts": e.num_restarts,
                     "death_cause": e.death_cause,
                     "is_detached": e.detached,
+                    "required_resources": e.resources,
+                    "label_selector": e.label_selector,
+                    "placement_group_id": _placement_group_of(e.resources),
                 }
                 for e in self.actors.values()
             ],
@@ -400,7 +404,7 @@ class ActorManager:
             )
         except (TimeoutError, OSError, transport.ConnectionLost):
             if entry.attempt == attempt:
-                self._attempt_ended(entry, "its worker process died unexpectedly")
+                self._attempt_ended(entry, "its worker process died unexpectedly", died=True)
             return
         if entry.attempt != attempt:
             worker.close()
@@ -476,7 +480,7 @@ class ActorManager:
 
     def _worker_lost(self, entry: ActorEntry, conn) -> None:
         if entry.worker_conn is conn:
-            self._attempt_ended(entry, "its worker process died unexpectedly")
+            self._attempt_ended(entry, "its worker process died unexpectedly", died=True)
 
     def _end_gracefully(self, entry: ActorEntry, cause: str, now: bool) -> None:
         """The actor ends for good, through its own shutdown hooks if it is
@@ -517,10 +521,10 @@ class ActorManager:
         entry.death_cause = cause
         self._attempt_ended(entry, cause)
 
-    def _attempt_ended(self, entry: ActorEntry, cause: str) -> None:
+    def _attempt_ended(self, entry: ActorEntry, cause: str, died: bool = False) -> None:
         """The current attempt is over: give it up, then restart the actor if
         it may, else it is DEAD. Every way an actor ends comes here."""
-        self._end_attempt(entry)
+        self._end_attempt(entry, cause, died)
         if not entry.no_restart and (
             entry.max_restarts == -1 or entry.num_restarts < entry.max_restarts
         ):
@@ -534,12 +538,15 @@ class ActorManager:
             cause += f" and it was already restarted {entry.num_restarts} time(s)"
         self._set_dead(entry, cause)
 
-    def _end_attempt(self, entry: ActorEntry) -> None:
+    def _end_attempt(self, entry: ActorEntry, cause: str, died: bool) -> None:
         """The one place an attempt's resources are given back: its node drops
-        the lease request or returns the lease, killing the worker."""
+        the lease request or returns the lease, killing the worker. `cause`
+        and `died` (its process died by itself) are what list_workers shows."""
         entry.attempt += 1
         if entry.node_conn is not None:
-            entry.node_conn.send(Msg.END_ACTOR_LEASE, {"actor_id": entry.actor_id})
+            entry.node_conn.send(
+                Msg.END_ACTOR_LEASE, {"actor_id": entry.actor_id, "cause": cause, "died": died}
+            )
         if entry in self._unplaced:
             self._unplaced.remove(entry)
         entry.node_conn = entry.worker_conn = None
@@ -577,3 +584,12 @@ class ActorManager:
             conn.reply(rid, reply, buffers)
             return True
         return False
+
+
+def _placement_group_of(resources: dict) -> str | None:
+    """The placement group an actor runs in: its resources name the group's
+    bundles (`CPU_group_<pg id>`, placement_groups.bundle_resource_names)."""
+    for key in resources:
+        if "_group_" in key:
+            return key.rsplit("_", 1)[1]
+    return None

@@ -253,7 +253,13 @@ class CoreWorker:
         )
         if self.is_driver:
             self.node_info = await self.node.request(
-                Msg.NODE_INFO, {"driver": True, "address": self.address}
+                Msg.NODE_INFO,
+                {
+                    "driver": True,
+                    "address": self.address,
+                    "worker_id": self.worker_id,
+                    "pid": os.getpid(),
+                },
             )
         else:
             self.node_info = await self.node.request(

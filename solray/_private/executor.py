@@ -911,7 +911,8 @@ class ActorRuntime:
 
 class TaskOutput(io.TextIOBase):
     """stdout/stderr of a worker: marks each line with the running task's name,
-    which the node turns into the `(name pid=N)` prefix the driver prints."""
+    which the node turns into the `(name pid=N)` prefix the driver prints, and
+    its id, which the node writes to the worker's log file (log_files.py)."""
 
     def __init__(self, stream, core_worker):
         self._stream = stream
@@ -923,7 +924,7 @@ class TaskOutput(io.TextIOBase):
 
     def write(self, s: str) -> int:
         task = self._cw.current_task
-        mark = f"{LOG_MARK}{task.name}{LOG_SEP}" if task is not None else ""
+        mark = f"{LOG_MARK}{task.name}{LOG_SEP}{task.task_id.hex()}{LOG_SEP}" if task else ""
         out = []
         for piece in s.splitlines(keepends=True):
             if self._line_start and mark:

@@ -300,7 +300,9 @@ class LeaseScheduler:
         lease = self.leases.get(body["lease_id"])
         if lease is not None and lease.owner is conn:
             if body.get("kill"):
-                self.pool.remove(lease.worker)
+                self.pool.remove(
+                    lease.worker, ("INTENDED_USER_EXIT", "killed by its owner (kill or cancel)")
+                )
             else:
                 # A retiring worker (max_calls reached) exits by itself once
                 # nothing it holds is needed; until then it is nobody's.
@@ -328,7 +330,9 @@ class LeaseScheduler:
         for lease_id in list(conn.peer.get("leases", ())):
             lease = self.leases.get(lease_id)
             if lease is not None and lease.actor_id == actor_id:
-                self.pool.remove(lease.worker)
+                # A process that died by itself: its exit status tells.
+                reason = None if body.get("died") else ("INTENDED_SYSTEM_EXIT", body.get("cause"))
+                self.pool.remove(lease.worker, reason)
         self.try_grant()
 
     def resize_lease(self, conn, rid, body, bufs) -> None:
@@ -380,7 +384,7 @@ class LeaseScheduler:
         workers leased to it are killed)."""
         worker = conn.peer.get("worker")
         if worker is not None:
-            self.pool.remove(worker)
+            self.pool.remove(worker, None)  # it is gone: its exit status says how
         for lease_id in list(conn.peer.get("leases", ())):
             lease = self.leases.get(lease_id)
             if lease is not None:
@@ -412,7 +416,7 @@ class LeaseScheduler:
             lease.owner.send(
                 Msg.WORKER_OOM_KILLED, {"address": lease.worker.address, "message": message}
             )
-            self.pool.remove(lease.worker)
+            self.pool.remove(lease.worker, ("NODE_OUT_OF_MEMORY", message))
             await asyncio.sleep(1.0)  # let the memory be returned before judging again
 
     # -- placement group bundles ---------------------------------------------

@@ -30,6 +30,7 @@ import psutil
 
 from solray._private import ids, labels, services, transport
 from solray._private.lease_scheduler import LeaseScheduler
+from solray._private.log_files import LogFiles, log_dir
 from solray._private.metrics_exporter import MetricsExporter
 from solray._private.object_manager import ObjectManager
 from solray._private.object_store import ObjectStore
@@ -87,6 +88,7 @@ class Node:
             io_threads=args.spill_io_threads,
             buffer_size=args.spill_buffer_size,
         )
+        self.log_files = LogFiles(self, log_dir(self.session_dir, self.node_id))
         self.clients: set[transport.Connection] = set()  # core workers: drivers, workers
         self._tasks: set[asyncio.Task] = set()  # background tasks (see background)
         self.view = ClusterView(self.node_id, self.resources)
@@ -116,6 +118,8 @@ class Node:
             Msg.REGISTER_WORKER: self.pool.register_worker,
             Msg.NODE_INFO: self.node_info,
             Msg.PREPARE_RUNTIME_ENV: self.prepare_runtime_env,
+            Msg.LIST_WORKERS: self.list_workers,
+            **self.log_files.handlers,
             **self.leases.handlers,
             **self.objects.handlers,
             **self.metrics.handlers,
@@ -222,6 +226,7 @@ class Node:
             "control_address": self.control_address,
             "metrics_export_port": self.metrics.port,
             "metrics_export_address": self.metrics.address,
+            "log_dir": self.log_files.dir,
         }
 
     async def stop(self) -> None:
@@ -249,6 +254,7 @@ class Node:
 
     def on_close(self, conn) -> None:
         self.clients.discard(conn)
+        self.pool.driver_gone(conn)
         address = conn.peer.get("address")
         self.store.drop_client(conn, address)
         if address is not None and self.control is not None and not self.stopping:
@@ -256,10 +262,14 @@ class Node:
             self.control.send(Msg.PUBLISH, {"channel": "owner_died", "data": {"address": address}})
         self.leases.on_close(conn)
 
+    def list_workers(self, conn, rid, body, bufs) -> None:
+        conn.reply(rid, self.pool.worker_rows())
+
     def node_info(self, conn, rid, body, bufs) -> None:
         if body and body.get("driver"):
             self.clients.add(conn)
             conn.peer["address"] = body.get("address")
+            self.pool.add_driver(conn, body)
         conn.reply(rid, self.info())
 
     # -- resource reports ----------------------------------------------------

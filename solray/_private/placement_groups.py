@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
-from solray._private import transport
+from solray._private import ids, transport
 from solray._private.placement import BundleRequest, assign_bundles
 from solray._private.protocol import Msg
 
@@ -84,6 +84,7 @@ class PlacementGroup:
     label_selectors: list | None = None  # per bundle
     max_cpu_fraction: float | None = None
     soft_target: str | None = None  # node id
+    creator_job_id: str | None = None  # hex; None if a worker made it
     state: str = PENDING
     nodes: list = field(default_factory=list)  # node id per bundle; None: not placed
     waiters: list = field(default_factory=list)
@@ -120,6 +121,7 @@ class PlacementGroupManager:
             body.get("label_selectors"),
             body.get("max_cpu_fraction"),
             body.get("soft_target"),
+            _job_hex(conn.peer.get("job")),
         )
         self.groups[group.pg_id] = group
         conn.peer.setdefault("placement_groups", set()).add(group.pg_id)
@@ -153,6 +155,8 @@ class PlacementGroupManager:
                     "state": g.state,
                     "bundles": dict(enumerate(g.bundles)),
                     "bundles_to_node_id": {i: n for i, n in enumerate(g.nodes) if n},
+                    "is_detached": g.detached,
+                    "creator_job_id": g.creator_job_id,
                 }
                 for g in self.groups.values()
                 if body is None
@@ -302,3 +306,7 @@ def _by_node(assignment: dict[int, str]) -> dict[str, list[int]]:
     for index, node_id in assignment.items():
         by_node.setdefault(node_id, []).append(index)
     return by_node
+
+
+def _job_hex(job: int | None) -> str | None:
+    return ids.job_id_bytes(job).hex() if job is not None else None

@@ -126,6 +126,11 @@ class Msg(IntEnum):
     # Observability.
     METRICS_REPORT = 90  # core worker -> its node: util.metrics updates (metrics_reporter.py)
 
+    # The state API (state_client.py) asking a node.
+    LIST_WORKERS = 110  # -> node: its workers and drivers, alive and recently exited
+    LIST_LOGS = 111  # -> node: the files in its log directory (log_files.py)
+    GET_LOG = 112  # -> node: lines of one log file (a tail, or from an offset on)
+
     # util.collective: one rank's array for another (collective_inbox.py).
     COLLECTIVE_DATA = 150
 

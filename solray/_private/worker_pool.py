@@ -19,6 +19,13 @@ working directory are the env's) once the node's RuntimeEnvAgent has
 prepared it; if that fails, or the worker dies before registering, or its
 setup hook raised, `on_env_failed` tells the scheduler, which fails the
 requests waiting for that env with RuntimeEnvSetupError.
+
+Output: each line a worker prints goes to the drivers (published on the
+control store's `logs` channel) and to the worker's log files
+(log_files.py). The pool also keeps what `list_workers` shows: its workers
+and drivers, and the last EXITED_KEPT that exited with why (Ray's
+`exit_type`: a worker the node ended says why it did; one that exited by
+itself is INTENDED_USER_EXIT with status 0, else SYSTEM_ERROR).
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from solray._private import ids, services, transport
+from solray._private.log_files import WorkerLog
 from solray._private.protocol import LOG_MARK, LOG_SEP, Msg
 from solray._private.runtime_env.agent import WorkerLaunch
 from solray._private.runtime_env.spec import RUNTIME_ENV_VARIABLE
@@ -48,6 +56,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("solray.node")
 
 IDLE_WORKER_TTL_S = 10.0
+EXITED_KEPT = 1000
 # Worker output lines up to this long reach the driver whole; longer ones
 # are dropped (asyncio's default limit, 64 KiB, dropped ordinary long lines).
 MAX_OUTPUT_LINE = 8 * 1024 * 1024
@@ -65,6 +74,11 @@ class WorkerProcess:
     ran_tasks: bool = False
     held_gpus: bool = False
     env_key: str = ""  # the runtime env it serves ("" = the default)
+    launch_time_ms: int = 0  # when the node began starting it
+    launched_time_ms: int = 0  # when its process existed
+    start_time_ms: int | None = None  # when it registered
+    # (exit_type, exit_detail) when the node ended it; None if it exited by itself.
+    exit_reason: tuple[str, str] | None = None
 
 
 class WorkerPool:
@@ -91,6 +105,8 @@ class WorkerPool:
         self._zygote_channel: socket.socket | None = None
         self._zygote_lock = asyncio.Lock()
         self._logs: list = []
+        self.drivers: dict[transport.Connection, dict] = {}  # conn -> its WorkerState row
+        self.exited: deque[dict] = deque(maxlen=EXITED_KEPT)
 
     async def stop(self) -> None:
         """Every process started, including ones already dropped from the
@@ -123,13 +139,15 @@ class WorkerPool:
         worker of a runtime env (`env_key`, `env`) is always an interpreter."""
         worker_id = ids.random_unique_id().hex()
         self._started(env_key, 1)
-        self.node.background(self._spawn_worker(worker_id, fork, env_key, env or {}))
+        self.node.background(self._spawn_worker(worker_id, fork, env_key, env or {}, _now_ms()))
 
     def _started(self, env_key: str, change: int) -> None:
         self.starting += change
         self.starting_for[env_key] += change
 
-    async def _spawn_worker(self, worker_id: str, fork: bool, env_key: str, renv: dict) -> None:
+    async def _spawn_worker(
+        self, worker_id: str, fork: bool, env_key: str, renv: dict, launch_time_ms: int
+    ) -> None:
         env = {"SOLRAY_NODE_ADDRESS": self.node.address, "SOLRAY_WORKER_ID": worker_id}
         python, cwd = sys.executable, None
         if env_key:
@@ -189,10 +207,21 @@ class WorkerPool:
                     self.on_env_failed(env_key, f"its worker could not be started: {e}")
             return
         self.processes.add(proc)
-        worker = WorkerProcess(worker_id, proc, env_key=env_key)
+        worker = WorkerProcess(
+            worker_id,
+            proc,
+            env_key=env_key,
+            launch_time_ms=launch_time_ms,
+            launched_time_ms=_now_ms(),
+        )
         self.workers[worker_id] = worker
-        self.node.background(self._forward_output(proc.pid, stdout, False))
-        self.node.background(self._forward_output(proc.pid, stderr, True))
+        try:
+            log = self.node.log_files.open_worker_log(worker_id, proc.pid)
+        except OSError as e:
+            logger.warning("cannot write the log files of worker pid=%s: %s", proc.pid, e)
+            log = None
+        self.node.background(self._forward_output(proc.pid, stdout, False, log))
+        self.node.background(self._forward_output(proc.pid, stderr, True, log))
         self.node.background(self._watch_worker(worker))
 
     async def _start_zygote(self) -> None:
@@ -252,6 +281,7 @@ class WorkerPool:
     async def _watch_worker(self, worker: WorkerProcess) -> None:
         code = await worker.process.wait()
         self.processes.discard(worker.process)
+        self._exited(worker, code)
         if worker.conn is None and worker.worker_id in self.workers:
             self._started(worker.env_key, -1)
             if not self.node.stopping:
@@ -277,11 +307,12 @@ class WorkerPool:
         if body.get("setup_error"):
             # Its worker_process_setup_hook raised: the env is unusable.
             conn.reply(rid, self.node.info())
-            self.remove(worker)
+            self.remove(worker, ("USER_ERROR", body["setup_error"]))
             self.on_env_failed(worker.env_key, body["setup_error"])
             return
         worker.conn = conn
         worker.address = body["address"]
+        worker.start_time_ms = _now_ms()
         conn.peer["worker"] = worker
         conn.peer["address"] = body["address"]
         self.node.clients.add(conn)
@@ -297,9 +328,18 @@ class WorkerPool:
         worker.idle_since = time.monotonic()
         self.idle.append(worker)
 
-    def remove(self, worker: WorkerProcess) -> None:
+    def remove(
+        self,
+        worker: WorkerProcess,
+        reason: tuple[str, str] | None = ("INTENDED_SYSTEM_EXIT", "ended by its node"),
+    ) -> None:
+        """Drop a worker and kill its process; `reason` is the (exit_type,
+        exit_detail) list_workers shows, None when it is already gone by itself."""
         if self.workers.pop(worker.worker_id, None) is None:
             return
+        # Its connection closed first: it died by itself, whoever asks now.
+        gone = worker.conn is not None and worker.conn.closed
+        worker.exit_reason = None if gone else reason
         try:
             self.idle.remove(worker)
         except ValueError:
@@ -339,7 +379,14 @@ class WorkerPool:
             return False
         return any(row.get("is_owner") for row in rows or ())
 
-    async def _forward_output(self, pid: int, stream, is_err: bool) -> None:
+    async def _forward_output(self, pid: int, stream, is_err: bool, log: WorkerLog | None) -> None:
+        try:
+            await self._forward_lines(pid, stream, is_err, log)
+        finally:
+            if log is not None:
+                log.close(is_err)
+
+    async def _forward_lines(self, pid: int, stream, is_err: bool, log: WorkerLog | None) -> None:
         while True:
             try:
                 line = await stream.readline()
@@ -348,12 +395,88 @@ class WorkerPool:
             if not line:
                 return
             text = line.decode(errors="replace").rstrip("\n")
-            name = None
-            if text.startswith(LOG_MARK):
+            name = task_id = None
+            if text.startswith(LOG_MARK):  # LOG_MARK name LOG_SEP task id LOG_SEP line
                 name, _, text = text[1:].partition(LOG_SEP)
+                task_id, _, text = text.partition(LOG_SEP)
+            if log is not None:
+                try:
+                    log.write(is_err, task_id, text)
+                except OSError:  # a full disk: the drivers still get the line
+                    pass
             if not self._logs:
                 asyncio.get_running_loop().call_later(0.005, self._flush_logs)
             self._logs.append([pid, is_err, name, text])
+
+    # -- list_workers ------------------------------------------------------
+
+    def add_driver(self, conn: transport.Connection, body: dict) -> None:
+        self.drivers[conn] = {
+            "worker_id": body.get("worker_id"),
+            "is_alive": True,
+            "worker_type": "DRIVER",
+            "exit_type": None,
+            "exit_detail": None,
+            "node_id": self.node.node_id,
+            "ip": self.node.ip,
+            "pid": body.get("pid"),
+            "start_time_ms": _now_ms(),
+            "end_time_ms": None,
+        }
+
+    def driver_gone(self, conn: transport.Connection) -> None:
+        row = self.drivers.pop(conn, None)
+        if row is not None:
+            self.exited.append(
+                dict(
+                    row,
+                    is_alive=False,
+                    exit_type="INTENDED_USER_EXIT",
+                    exit_detail="the driver disconnected",
+                    end_time_ms=_now_ms(),
+                )
+            )
+
+    def worker_rows(self) -> list[dict]:
+        """Ray's WorkerState fields of every worker and driver here, alive
+        ones first, then the ones that exited (the last EXITED_KEPT)."""
+        alive = [self._row(w) for w in self.workers.values()]
+        return [*self.drivers.values(), *alive, *self.exited]
+
+    def _row(self, worker: WorkerProcess) -> dict:
+        return {
+            "worker_id": worker.worker_id,
+            "is_alive": True,
+            "worker_type": "WORKER",
+            "exit_type": None,
+            "exit_detail": None,
+            "node_id": self.node.node_id,
+            "ip": self.node.ip,
+            "pid": worker.process.pid,
+            "worker_launch_time_ms": worker.launch_time_ms,
+            "worker_launched_time_ms": worker.launched_time_ms,
+            "start_time_ms": worker.start_time_ms,
+            "end_time_ms": None,
+        }
+
+    def _exited(self, worker: WorkerProcess, code: int | None) -> None:
+        if worker.exit_reason is not None:
+            exit_type, detail = worker.exit_reason
+        elif code == 0:
+            exit_type, detail = "INTENDED_USER_EXIT", "the worker exited by itself (status 0)"
+        elif code is not None and code > 0:
+            exit_type, detail = "SYSTEM_ERROR", f"the worker process exited with status {code}"
+        else:  # a signal, or a forked worker, whose status only the zygote sees
+            exit_type, detail = "SYSTEM_ERROR", "the worker process died unexpectedly"
+        self.exited.append(
+            dict(
+                self._row(worker),
+                is_alive=False,
+                exit_type=exit_type,
+                exit_detail=detail,
+                end_time_ms=_now_ms(),
+            )
+        )
 
     def _flush_logs(self) -> None:
         logs, self._logs = self._logs, []
@@ -361,6 +484,10 @@ class WorkerPool:
             self.node.control.send(
                 Msg.PUBLISH, {"channel": "logs", "data": {"ip": self.node.ip, "lines": logs}}
             )
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
 
 
 class ForkedProcess:

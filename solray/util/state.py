@@ -1,49 +1,143 @@
 """The state API (`ray.util.state`): what the cluster holds right now.
 
-Entries are dicts. `filters` are `(key, predicate, value)` tuples with
-predicate "=" or "!=", compared as strings, as in Ray's state API.
+Entries are dicts with Ray's field names (readable as attributes too, as
+Ray's state objects are). `filters` are `(key, predicate, value)` tuples
+with predicate "=" or "!=", compared as strings, case-insensitively, as in
+Ray's state API. `detail=False` leaves out the fields Ray shows only with
+detail. Every call covers the whole cluster: objects, workers and logs are
+asked of every alive node (_private/state_client.py has how and where it
+connects: the caller's own cluster, or `address`, "auto" or the control
+store's HOST:PORT, from any process of the user). In a ray:// client the
+call runs in the client's proxy driver, on the cluster.
 """
 
 from __future__ import annotations
 
+import fnmatch
+import functools
+import inspect
+import time
+import warnings
+from collections import Counter
+from collections.abc import Iterator
 from typing import Any
 
 from solray._private import context
 from solray._private.protocol import Msg
+from solray._private.state_client import RayStateApiException, Session, StateClient
 
 Filter = tuple[str, str, Any]
 
 
-def _apply(rows: list[dict], filters: list[Filter] | None, limit: int) -> list[dict]:
+class StateRow(dict):
+    """One entry: a dict whose fields also read as attributes (`actor.state`)."""
+
+    def __getattr__(self, name: str):
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+def _apply(
+    rows: list[dict],
+    filters: list[Filter] | None,
+    limit: int,
+    columns: set[str] | None = None,
+) -> list[dict]:
     for key, predicate, value in filters or ():
         if predicate not in ("=", "!="):
             raise ValueError(f"Unsupported filter predicate {predicate!r}: use '=' or '!='")
+        known = columns if columns is not None else (set(rows[0]) if rows else None)
+        if known is not None and key not in known:
+            raise ValueError(
+                f"Unsupported filter column {key!r}: the columns are {', '.join(sorted(known))}"
+            )
         want = predicate == "="
-        rows = [r for r in rows if (str(r.get(key)) == str(value)) == want]
+        value = str(value).lower()
+        rows = [r for r in rows if (str(r.get(key)).lower() == value) == want]
     return rows[:limit]
 
 
-def list_objects(
-    address: str | None = None,
-    filters: list[Filter] | None = None,
-    limit: int = 100,
-    timeout: int = 30,
-    detail: bool = False,
-    raise_on_missing_output: bool = True,
-) -> list[dict]:
-    """Live objects: one entry per object and process that references it, with
-    `object_id` (== ref.hex()), `object_size`, `location` ("memory",
-    "shared_memory" or "spilled"), `reference_type`, `owner`, `call_site`
-    (with SOLRAY_RECORD_REF_CREATION_SITES=1), `pid`, `type`."""
-    if context.client is not None:  # a ray:// client: its proxy driver asks
-        return context.client.call(
-            "util.state.list_objects", (), {"filters": filters, "limit": limit, "timeout": timeout}
-        )
-    cw = context.require_core_worker()
-    rows = cw.request("node", Msg.LIST_OBJECTS, None, timeout=timeout)
-    return _apply(rows, filters, limit)
+# Fields Ray shows only with detail=True (or from a get_* call), per resource;
+# every other field is shown always.
+DETAIL_ONLY = {
+    "actors": {
+        "death_cause",
+        "is_detached",
+        "num_restarts",
+        "required_resources",
+        "label_selector",
+    },
+    "nodes": {"state_message", "start_time_ms", "end_time_ms"},
+    "workers": {
+        "exit_detail",
+        "worker_launch_time_ms",
+        "worker_launched_time_ms",
+        "start_time_ms",
+        "end_time_ms",
+    },
+    "placement_groups": {"bundles", "stats"},
+}
 
 
+def _rows(resource: str, rows: list[dict], detail: bool) -> list[StateRow]:
+    hidden = () if detail else DETAIL_ONLY.get(resource, ())
+    return [StateRow((k, v) for k, v in row.items() if k not in hidden) for row in rows]
+
+
+def _forwarded(fn):
+    """In a ray:// client the call runs in its proxy driver, which is on the
+    cluster (so `address` is not sent: the proxy asks its own cluster)."""
+    name = f"util.state.{fn.__name__}"
+    signature = inspect.signature(fn)
+
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+        if context.client is not None:
+            bound = signature.bind(*args, **kwargs).arguments
+            bound.pop("address", None)
+            return context.client.call(name, (), bound)
+        return fn(*args, **kwargs)
+
+    return call
+
+
+def _gather(
+    address: str | None, timeout: int, raise_on_missing_output: bool, query
+) -> list[dict] | Any:
+    """query(client) on the cluster; nodes that did not answer raise
+    RayStateApiException, or with raise_on_missing_output=False a warning."""
+    cw = context.core_worker
+    if cw is not None:
+        # This process's refs dropped before the call are counted out first
+        # (their decrements wait on its loop), so its own rows are current.
+        cw.run_on_loop(lambda: None)
+    with Session(address, timeout) as session:
+        result = session.call(query)
+        missing = session.client.missing
+    if missing:
+        message = "some nodes did not answer, so the output is incomplete: " + "; ".join(missing)
+        if raise_on_missing_output:
+            raise RayStateApiException(message)
+        warnings.warn(message, stacklevel=3)
+    return result
+
+
+def _list(resource: str, query, address, filters, limit, timeout, detail, raise_on_missing_output):
+    rows = _gather(address, timeout, raise_on_missing_output, query)
+    return _rows(resource, _apply(rows, filters, limit), detail)
+
+
+def _get(resource: str, query, key: str, id: str, address, timeout) -> list[StateRow]:
+    rows = [r for r in _gather(address, timeout, True, query) if r.get(key) == id]
+    return _rows(resource, rows, detail=True)
+
+
+# -- list ---------------------------------------------------------------------
+
+
+@_forwarded
 def list_actors(
     address: str | None = None,
     filters: list[Filter] | None = None,
@@ -53,16 +147,121 @@ def list_actors(
     raise_on_missing_output: bool = True,
 ) -> list[dict]:
     """Actors: `actor_id`, `class_name`, `state` (PENDING, ALIVE, RESTARTING,
-    DEAD), `name`, `namespace`, `pid`, `node_id`, `num_restarts`, `death_cause`."""
-    if context.client is not None:  # a ray:// client: its proxy driver asks
-        return context.client.call(
-            "util.state.list_actors", (), {"filters": filters, "limit": limit, "timeout": timeout}
-        )
-    cw = context.require_core_worker()
-    rows = cw.request("control", Msg.LIST_ACTORS, None, timeout=timeout)
-    return _apply(rows, filters, limit)
+    DEAD), `name`, `ray_namespace`, `job_id`, `pid`, `node_id`,
+    `placement_group_id`; with detail `num_restarts`, `death_cause`,
+    `is_detached`, `required_resources`, `label_selector`."""
+    return _list(
+        "actors",
+        StateClient.actors,
+        address,
+        filters,
+        limit,
+        timeout,
+        detail,
+        raise_on_missing_output,
+    )
 
 
+@_forwarded
+def list_objects(
+    address: str | None = None,
+    filters: list[Filter] | None = None,
+    limit: int = 100,
+    timeout: int = 30,
+    detail: bool = False,
+    raise_on_missing_output: bool = True,
+) -> list[dict]:
+    """Live objects, on every node: one entry per object and process that
+    references it, with `object_id` (== ref.hex()), `object_size`,
+    `location` ("memory", "shared_memory" or "spilled"), `reference_type`,
+    `owner`, `call_site` (with SOLRAY_RECORD_REF_CREATION_SITES=1), `pid`,
+    `ip`, `node_id`, `type`, `task_status`."""
+    return _list(
+        "objects",
+        StateClient.objects,
+        address,
+        filters,
+        limit,
+        timeout,
+        detail,
+        raise_on_missing_output,
+    )
+
+
+@_forwarded
+def list_nodes(
+    address: str | None = None,
+    filters: list[Filter] | None = None,
+    limit: int = 100,
+    timeout: int = 30,
+    detail: bool = False,
+    raise_on_missing_output: bool = True,
+) -> list[dict]:
+    """Every node the cluster has had: `node_id`, `node_ip`, `is_head_node`,
+    `state` (ALIVE, DEAD), `node_name`, `resources_total`, `labels`; with
+    detail `state_message`, `start_time_ms`, `end_time_ms`."""
+    return _list(
+        "nodes",
+        StateClient.node_states,
+        address,
+        filters,
+        limit,
+        timeout,
+        detail,
+        raise_on_missing_output,
+    )
+
+
+@_forwarded
+def list_workers(
+    address: str | None = None,
+    filters: list[Filter] | None = None,
+    limit: int = 100,
+    timeout: int = 30,
+    detail: bool = False,
+    raise_on_missing_output: bool = True,
+) -> list[dict]:
+    """Workers and drivers on every node, alive and recently exited:
+    `worker_id`, `is_alive`, `worker_type` (WORKER, DRIVER), `exit_type`,
+    `node_id`, `ip`, `pid`; with detail `exit_detail`, `start_time_ms`,
+    `end_time_ms`, `worker_launch_time_ms`, `worker_launched_time_ms`."""
+    return _list(
+        "workers",
+        StateClient.workers,
+        address,
+        filters,
+        limit,
+        timeout,
+        detail,
+        raise_on_missing_output,
+    )
+
+
+@_forwarded
+def list_placement_groups(
+    address: str | None = None,
+    filters: list[Filter] | None = None,
+    limit: int = 100,
+    timeout: int = 30,
+    detail: bool = False,
+    raise_on_missing_output: bool = True,
+) -> list[dict]:
+    """Placement groups: `placement_group_id`, `name`, `creator_job_id`,
+    `state` (PENDING, CREATED, REMOVED, RESCHEDULING), `is_detached`; with
+    detail `bundles` (`bundle_id`, `node_id`, `unit_resources`) and `stats`."""
+    return _list(
+        "placement_groups",
+        StateClient.placement_groups,
+        address,
+        filters,
+        limit,
+        timeout,
+        detail,
+        raise_on_missing_output,
+    )
+
+
+@_forwarded
 def list_jobs(
     address: str | None = None,
     filters: list[Filter] | None = None,
@@ -73,25 +272,269 @@ def list_jobs(
 ) -> list[dict]:
     """The jobs (drivers) the cluster has had: `job_id`, `type` ("DRIVER"),
     `namespace`, and `metadata` (from `init(job_config=JobConfig(metadata=...))`)."""
-    import msgpack
+    return _list(
+        "jobs", StateClient.jobs, address, filters, limit, timeout, detail, raise_on_missing_output
+    )
 
-    cw = context.require_core_worker()
-    rows = []
-    for key in sorted(cw.request("control", Msg.KV_KEYS, {"ns": "job"}, timeout=timeout)):
-        found, buffers = cw.request(
-            "control", Msg.KV_GET, {"ns": "job", "key": key}, raw=True, timeout=timeout
+
+# -- get ----------------------------------------------------------------------
+
+
+@_forwarded
+def get_actor(id: str, address: str | None = None, timeout: int = 30) -> dict | None:
+    """The actor with this id (hex), with every field; None if there is none."""
+    rows = _get("actors", StateClient.actors, "actor_id", id, address, timeout)
+    return rows[0] if rows else None
+
+
+@_forwarded
+def get_node(id: str, address: str | None = None, timeout: int = 30) -> dict | None:
+    rows = _get("nodes", StateClient.node_states, "node_id", id, address, timeout)
+    return rows[0] if rows else None
+
+
+@_forwarded
+def get_worker(id: str, address: str | None = None, timeout: int = 30) -> dict | None:
+    rows = _get("workers", StateClient.workers, "worker_id", id, address, timeout)
+    return rows[0] if rows else None
+
+
+@_forwarded
+def get_placement_group(id: str, address: str | None = None, timeout: int = 30) -> dict | None:
+    rows = _get(
+        "placement_groups", StateClient.placement_groups, "placement_group_id", id, address, timeout
+    )
+    return rows[0] if rows else None
+
+
+@_forwarded
+def get_objects(id: str, address: str | None = None, timeout: int = 30) -> list[dict]:
+    """Every process's reference to the object with this id (hex): a list,
+    as in Ray, since several processes hold one object."""
+    return _get("objects", StateClient.objects, "object_id", id, address, timeout)
+
+
+# -- summaries ------------------------------------------------------------------
+
+
+@_forwarded
+def summarize_actors(
+    address: str | None = None, timeout: int = 30, raise_on_missing_output: bool = True
+) -> dict:
+    """Actors by class: `{"cluster": {"summary": {class: {"class_name",
+    "state_counts"}}, "total_actors", "summary_by": "class"}}`, as Ray."""
+    actors = _gather(address, timeout, raise_on_missing_output, StateClient.actors)
+    summary: dict[str, dict] = {}
+    for actor in actors:
+        entry = summary.setdefault(
+            actor["class_name"], {"class_name": actor["class_name"], "state_counts": Counter()}
         )
+        entry["state_counts"][actor["state"]] += 1
+    for entry in summary.values():
+        entry["state_counts"] = dict(entry["state_counts"])
+    return {"cluster": {"summary": summary, "total_actors": len(actors), "summary_by": "class"}}
+
+
+@_forwarded
+def summarize_objects(
+    address: str | None = None, timeout: int = 30, raise_on_missing_output: bool = True
+) -> dict:
+    """Objects by call site (with SOLRAY_RECORD_REF_CREATION_SITES=1; else
+    one group, "disabled"), as Ray: per group `total_objects`,
+    `total_size_mb`, `total_num_workers`, `total_num_nodes`,
+    `task_state_counts`, `ref_type_counts`."""
+    rows = _gather(address, timeout, raise_on_missing_output, StateClient.objects)
+    enabled = any(row.get("call_site") for row in rows)
+    groups: dict[str, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(row.get("call_site") or "disabled", []).append(row)
+    summary = {site: _object_group(group) for site, group in groups.items()}
+    return {
+        "cluster": {
+            "summary": summary,
+            "total_objects": len({row["object_id"] for row in rows}),
+            "total_size_mb": _size_mb(rows),
+            "callsite_enabled": enabled,
+            "summary_by": "callsite",
+        }
+    }
+
+
+def _object_group(rows: list[dict]) -> dict:
+    return {
+        "total_objects": len({row["object_id"] for row in rows}),
+        "total_size_mb": _size_mb(rows),
+        "total_num_workers": len({(row["node_id"], row["pid"]) for row in rows}),
+        "total_num_nodes": len({row["node_id"] for row in rows}),
+        "task_state_counts": dict(Counter(row.get("task_status") for row in rows)),
+        "ref_type_counts": dict(Counter(row["reference_type"] for row in rows)),
+    }
+
+
+def _size_mb(rows: list[dict]) -> float:
+    sizes = {row["object_id"]: row.get("object_size") or 0 for row in rows}
+    return sum(sizes.values()) / 2**20
+
+
+# -- logs -----------------------------------------------------------------------
+
+
+@_forwarded
+def list_logs(
+    address: str | None = None,
+    node_id: str | None = None,
+    node_ip: str | None = None,
+    glob_filter: str | None = None,
+    timeout: int = 30,
+) -> dict[str, list[str]]:
+    """The log files of a node (the head if neither node_id nor node_ip is
+    given), by category as Ray: `worker_out`, `worker_err`, `misc`."""
+
+    async def query(client: StateClient) -> list[dict]:
+        return await client.log_files(await client.find_node(node_id, node_ip))
+
+    files = _gather(address, timeout, True, query)
+    out: dict[str, list[str]] = {}
+    for f in files:
+        name = f["filename"]
+        if glob_filter is not None and not fnmatch.fnmatch(name, glob_filter):
+            continue
+        if name.startswith("worker-") and name.endswith((".out", ".err")):
+            category = "worker_" + name.rsplit(".", 1)[1]
+        else:
+            category = "misc"
+        out.setdefault(category, []).append(name)
+    return out
+
+
+def get_log(
+    address: str | None = None,
+    node_id: str | None = None,
+    node_ip: str | None = None,
+    filename: str | None = None,
+    actor_id: str | None = None,
+    task_id: str | None = None,
+    pid: int | None = None,
+    follow: bool = False,
+    tail: int = 1000,
+    timeout: int = 30,
+    suffix: str = "out",
+    encoding: str = "utf-8",
+    errors: str = "strict",
+    _interval: float | None = None,
+) -> Iterator[str]:
+    """Lines of one log file (Ray's get_log), as a generator of strings
+    (each a line with its newline). Give one of `filename` (on `node_id` /
+    `node_ip`, the head by default), `pid` (a worker on that node, or on
+    whichever node has it),
+    `actor_id` (its worker's file, found from the actor) or `task_id` (the
+    lines that task printed, cut out of its worker's files on every node).
+    `suffix` "out" or "err" picks stdout or stderr for pid, actor and task.
+    `tail` lines from the end (-1: all); `follow` keeps yielding lines
+    written later, polling every `_interval` seconds (0.5 by default),
+    until the caller stops iterating. Files are read as UTF-8 with errors
+    replaced; other `encoding`/`errors` are refused."""
+    given = [x for x in (filename, actor_id, task_id, pid) if x is not None]
+    if len(given) != 1:
+        raise ValueError("give exactly one of filename, actor_id, task_id and pid")
+    if suffix not in ("out", "err"):
+        raise ValueError(f"suffix must be 'out' or 'err', not {suffix!r}")
+    if encoding.lower().replace("-", "") != "utf8" or errors not in ("strict", "replace"):
+        raise ValueError("log files are read as UTF-8 (undecodable bytes replaced)")
+    if task_id is not None and follow:
+        raise ValueError("follow is not supported for a task's lines: follow its worker (pid)")
+    if context.client is not None:
+        if follow:
+            raise NotImplementedError("get_log(follow=True) through a ray:// client")
+        kwargs = dict(node_id=node_id, node_ip=node_ip, filename=filename, actor_id=actor_id)
+        kwargs.update(task_id=task_id, pid=pid, tail=tail, timeout=timeout, suffix=suffix)
+        return iter(context.client.call("util.state.get_log", (), kwargs))
+    where = (node_id, node_ip, filename, actor_id, task_id, pid, suffix)
+    return _log_generator(address, where, follow, tail, timeout, _interval or 0.5)
+
+
+def _log_lines(**kwargs) -> list[str]:
+    """get_log without follow, as a list: what a ray:// client's proxy sends back."""
+    return list(get_log(**kwargs))
+
+
+def _log_generator(
+    address: str | None, where: tuple, follow: bool, tail: int, timeout: int, interval: float
+) -> Iterator[str]:
+    node_id, node_ip, filename, actor_id, task_id, pid, suffix = where
+    session = Session(address, timeout)
+    try:
+        if task_id is not None:
+            yield from session.call(_task_lines, task_id, suffix, tail)
+            return
+        node, name = session.call(_locate, node_id, node_ip, filename, actor_id, pid, suffix)
+        reply = session.call(StateClient.read_log, node, filename=name, tail=tail)
+        while True:
+            for line in reply["lines"]:
+                yield line + "\n"
+            if not (reply["more"] or follow):
+                return
+            if not reply["more"]:
+                time.sleep(interval)
+            reply = session.call(StateClient.read_log, node, filename=name, offset=reply["offset"])
+    finally:
+        session.close()
+
+
+async def _locate(client: StateClient, node_id, node_ip, filename, actor_id, pid, suffix):
+    """(node, file name) of the log asked for."""
+    if actor_id is not None:
+        actors = [a for a in await client.actors() if a["actor_id"] == actor_id]
+        if not actors:
+            raise ValueError(f"no actor with id {actor_id}")
+        if actors[0]["pid"] is None:
+            raise ValueError(f"actor {actor_id} has no worker yet (state {actors[0]['state']})")
+        node_id, node_ip, pid = actors[0]["node_id"], None, actors[0]["pid"]
+    if pid is None:
+        return await client.find_node(node_id, node_ip), filename
+    # A pid on the given node, else on any node.
+    if node_id or node_ip:
+        nodes = [await client.find_node(node_id, node_ip)]
+    else:
+        nodes = [n for n in await client.nodes() if n["alive"]]
+    pattern = f"worker-*-{pid}.{suffix}"
+    for node in nodes:
+        names = [f["filename"] for f in await client.log_files(node)]
+        found = [n for n in names if fnmatch.fnmatch(n, pattern)]
         if found:
-            info = msgpack.unpackb(buffers[0])
-            rows.append(
-                {
-                    "job_id": key,
-                    "type": "DRIVER",
-                    "namespace": info.get("namespace"),
-                    "metadata": info.get("metadata", {}),
-                }
-            )
-    return _apply(rows, filters, limit)
+            return node, found[-1]
+    where = f"node {nodes[0]['node_id']}" if len(nodes) == 1 else "any node"
+    raise ValueError(f"no log file of a worker with pid {pid} on {where}")
 
 
-__all__ = ["list_actors", "list_jobs", "list_objects"]
+async def _task_lines(client: StateClient, task_id: str, suffix: str, tail: int) -> list[str]:
+    replies = await client.each_node(
+        Msg.GET_LOG, {"task_id": task_id, "suffix": suffix, "tail": tail}
+    )
+    lines = [line + "\n" for _, reply in replies for line in reply["lines"]]
+    if not any(reply["found"] for _, reply in replies):
+        raise ValueError(
+            f"no output of task {task_id} in the workers' {suffix} files of the cluster "
+            "(it printed nothing there, or it is not a task id)"
+        )
+    return lines if tail < 0 else lines[-tail:] if tail else []
+
+
+__all__ = [
+    "RayStateApiException",
+    "get_actor",
+    "get_log",
+    "get_node",
+    "get_objects",
+    "get_placement_group",
+    "get_worker",
+    "list_actors",
+    "list_jobs",
+    "list_logs",
+    "list_nodes",
+    "list_objects",
+    "list_placement_groups",
+    "list_workers",
+    "summarize_actors",
+    "summarize_objects",
+]

@@ -127,8 +127,13 @@ def _api() -> dict:
             "remote": _remote,
             "next": _next,
             "wait_indices": _wait_indices,
-            "util.state.list_actors": state.list_actors,
-            "util.state.list_objects": state.list_objects,
+            # Every list_, get_ and summarize_ function (get_log as _log_lines).
+            **{
+                f"util.state.{name}": getattr(state, name)
+                for name in state.__all__
+                if name.startswith(("list_", "get_", "summarize_"))
+            },
+            "util.state.get_log": state._log_lines,
             "util.placement_group.placement_group": groups.placement_group,
             "util.placement_group.ready": groups.PlacementGroup.ready,
             "util.placement_group.remove_placement_group": groups.remove_placement_group,
