@@ -163,6 +163,14 @@ def _node_options(f):
     "for a Prometheus on another machine to scrape it. It serves read-only text, "
     "without authentication.",
 )
+@click.option(
+    "--storage",
+    default=None,
+    help="Where the control store keeps its tables, so that it can restart without the "
+    "cluster losing its actors, placement groups and key-value store (--head only): "
+    "redis://HOST:PORT for a Redis server (Ray's RAY_REDIS_ADDRESS=HOST:PORT works too), "
+    "or sqlite:///PATH. Default: a SQLite file in the session directory.",
+)
 @click.option("--block", is_flag=True, help="Stay in the foreground until the processes exit.")
 @_node_options
 @click.pass_context
@@ -175,6 +183,7 @@ def start(
     token_file,
     metrics_export_port,
     metrics_export_host,
+    storage,
     block,
     num_cpus,
     num_gpus,
@@ -204,6 +213,12 @@ def start(
 
     if head == bool(address):
         raise click.UsageError("give exactly one of --head and --address HOST:PORT")
+    if storage is not None and not head:
+        raise click.UsageError("--storage is for --head: the control store runs on the head")
+    if storage is not None and not storage.startswith(("sqlite://", "redis://", "rediss://")):
+        raise click.BadParameter(
+            f"{storage!r}: give redis://HOST:PORT or sqlite:///PATH", param_hint="--storage"
+        )
     given = ctx.get_parameter_source("ray_client_server_port")
     if address and given is not click.core.ParameterSource.DEFAULT:
         raise click.UsageError(
@@ -233,7 +248,7 @@ def start(
     launcher = services.Launcher(session_dir, token_bytes, daemon=True)
     if head:
         try:
-            control = launcher.start_control_store(node_ip_address, port)
+            control = launcher.start_control_store(node_ip_address, port, storage=storage)
         except OSError as e:
             raise click.ClickException(f"cannot listen on {node_ip_address}:{port}: {e}") from None
         address = control.address
@@ -253,7 +268,7 @@ def start(
     try:
         node = launcher.start_node(
             address,
-            ["--head", *node_args] if head else node_args,
+            [*services.head_node_arguments(control), *node_args] if head else node_args,
             node_ip_address,
             metrics_export_port=metrics_export_port,
             metrics_export_host=metrics_export_host,

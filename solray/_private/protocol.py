@@ -126,6 +126,10 @@ class Msg(IntEnum):
     # Observability.
     METRICS_REPORT = 90  # core worker -> its node: util.metrics updates (metrics_reporter.py)
 
+    # Control store restarts (control_client.py, control_store.py).
+    CONTROL_HELLO = 140  # core worker -> control store, each (re)connect: who it is
+    ADOPT_ACTOR_LEASE = 141  # restarted control store -> node: the actor's lease is mine now
+
 
 class ProtocolError(Exception):
     """A peer sent bytes that do not form a valid frame."""

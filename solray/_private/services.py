@@ -492,6 +492,9 @@ class ServiceProcess:
     address: str
     node_id: str | None = None
     metrics_export_port: int | None = None  # a node's /metrics endpoint
+    # A control store's own arguments; the head node is given them, to start
+    # it again should it die (control_supervisor.py).
+    control_args: list[str] | None = None
 
 
 class Launcher:
@@ -519,9 +522,17 @@ class Launcher:
         started_sessions.append(os.path.basename(session_dir))
 
     def start_control_store(
-        self, host: str = "127.0.0.1", port: int = 0, args: list[str] = ()
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        args: list[str] = (),
+        storage: str | None = None,
     ) -> ServiceProcess:
-        return self._start("control store", "solray._private.control_store", host, port, list(args))
+        """A control store keeping its tables in `storage` (storage_url)."""
+        args = [*args, "--storage", storage_url(self.session_dir, storage)]
+        proc = self._start("control store", "solray._private.control_store", host, port, args)
+        proc.control_args = args
+        return proc
 
     def start_node(
         self,
@@ -663,6 +674,29 @@ class Launcher:
         remove_session_shm(self.session_dir)
 
 
+# Ray's variable for a head whose control store keeps its tables in Redis.
+REDIS_ADDRESS_ENV = "RAY_REDIS_ADDRESS"
+CONTROL_STORE_FILE = "control_store.sqlite3"
+
+
+def storage_url(session_dir: str, storage: str | None = None) -> str:
+    """Where a control store keeps its tables: `storage` if given (the
+    CLI's --storage), else Redis at RAY_REDIS_ADDRESS if set, else a SQLite
+    file in the session directory."""
+    from solray._private.control_storage import redis_url
+
+    if storage:
+        return storage
+    if os.environ.get(REDIS_ADDRESS_ENV):
+        return redis_url(os.environ[REDIS_ADDRESS_ENV])
+    return "sqlite://" + os.path.join(os.path.abspath(session_dir), CONTROL_STORE_FILE)
+
+
+def head_node_arguments(control: ServiceProcess) -> list[str]:
+    """What makes a node the head: it starts `control` again if it dies."""
+    return ["--head", "--control-store-args", json.dumps(control.control_args)]
+
+
 def random_node_id() -> str:
     return os.urandom(28).hex()
 
@@ -684,7 +718,7 @@ def start_local_cluster(
         control = launcher.start_control_store(host, 0, control_args)
         node = launcher.start_node(
             control.address,
-            ["--head", *node_args],
+            [*head_node_arguments(control), *node_args],
             host,
             metrics_export_port=metrics_export_port,
         )

@@ -1,0 +1,37 @@
+"""Storage on a Redis server, for a head that moves between machines: the
+new head reads what the old one wrote. One hash per table, named
+`solray:<table>`; a batch is one MULTI/EXEC transaction."""
+
+from __future__ import annotations
+
+from solray._private.control_storage import TABLES, StorageError
+
+PREFIX = "solray:"
+
+
+class RedisStorage:
+    def __init__(self, url: str):
+        import redis
+
+        self.url = url
+        self.description = f"the control store's Redis server at {url}"
+        self._redis = redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=10)
+        self._errors = (redis.RedisError,)
+
+    def load(self) -> dict[str, dict[bytes, bytes]]:
+        try:
+            return {t: dict(self._redis.hgetall(PREFIX + t)) for t in TABLES}
+        except self._errors as e:
+            raise StorageError(f"{self.description} cannot be read: {e}") from None
+
+    def write(self, batch: dict[tuple[str, bytes], bytes | None]) -> None:
+        pipe = self._redis.pipeline(transaction=True)
+        for (table, key), value in batch.items():
+            if value is None:
+                pipe.hdel(PREFIX + table, key)
+            else:
+                pipe.hset(PREFIX + table, key, value)
+        pipe.execute()
+
+    def close(self) -> None:
+        self._redis.close()
