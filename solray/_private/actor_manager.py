@@ -413,9 +413,11 @@ class ActorManager:
                 self._terminate(entry, "its owner (the process that created it) died")
 
     def on_node_registered(self, node: dict, hosted: list[dict]) -> list[bytes]:
-        """A node (re)registered with the actors it hosts: restored ALIVE
-        ones there are taken back; the ids of those that are not alive
-        there by our tables are returned, for the node to end."""
+        """A node (re)registered with the actors it hosts whose lease our
+        previous incarnation held: restored ALIVE ones there are taken back;
+        the ids of those that are not alive there by our tables (their
+        placement was under way, or they ended meanwhile) are returned, for
+        the node to end."""
         here = {h["actor_id"]: h["address"] for h in hosted}
         drop = []
         for actor_id, address in here.items():

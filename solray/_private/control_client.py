@@ -70,11 +70,23 @@ class ControlClient:
     def connected(self) -> bool:
         return self._conn is not None
 
-    async def connect(self, timeout: float = 30.0) -> None:
-        """The first connection; fails as transport.connect does."""
-        conn = await transport.connect(
-            self.address, self._token, self._handlers, on_close=self._lost, timeout=timeout
-        )
+    async def connect(self, retry_for: float = 0.0) -> None:
+        """The first connection; fails as transport.connect does, after
+        trying again for `retry_for` seconds (a worker started while the
+        control store restarts waits for it)."""
+        deadline = time.monotonic() + retry_for
+        delay = FIRST_DELAY_S
+        while True:
+            try:
+                conn = await transport.connect(
+                    self.address, self._token, self._handlers, on_close=self._lost
+                )
+                break
+            except (OSError, TimeoutError, transport.ConnectionLost):
+                if time.monotonic() + delay > deadline:
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, MAX_DELAY_S)
         self._up(conn)
 
     def _up(self, conn: transport.Connection) -> None:
@@ -92,7 +104,7 @@ class ControlClient:
         if self.closed:
             self._changed.set()
             return
-        logger.warning("lost the control store at %s; reconnecting", self.address)
+        logger.info("lost the control store at %s; reconnecting", self.address)
         self._reconnecting = asyncio.get_running_loop().create_task(self._reconnect())
 
     async def _reconnect(self) -> None:
@@ -126,7 +138,7 @@ class ControlClient:
             if self.closed:
                 conn.close()
                 return
-            logger.warning("reconnected to the control store at %s", self.address)
+            logger.info("reconnected to the control store at %s", self.address)
             self._up(conn)
             return
 

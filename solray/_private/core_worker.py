@@ -90,7 +90,7 @@ from solray._private import (
     transport,
 )
 from solray._private.borrowing import Borrowing
-from solray._private.control_client import ControlClient
+from solray._private.control_client import RECONNECT_TIMEOUT_S, ControlClient
 from solray._private.lineage import Lineage
 from solray._private.loop_inbox import Inbox
 from solray._private.memory_store import Inline, MemoryStore, error_entry
@@ -274,7 +274,8 @@ class CoreWorker:
         control = ControlClient(
             address, self.token, {Msg.PUBLISHED: self._on_published}, on_connect=self._hello
         )
-        await control.connect()
+        # A worker may start while the control store restarts: it waits.
+        await control.connect(retry_for=0.0 if self.is_driver else RECONNECT_TIMEOUT_S)
         return control
 
     async def _hello(self, conn) -> None:

@@ -345,19 +345,21 @@ class LeaseScheduler:
                 return
         conn.reply(rid, False)
 
-    def hosted_actors(self) -> list[dict]:
-        """The actors whose workers run here (for the control store)."""
+    def orphaned_actors(self) -> list[dict]:
+        """Actors running here whose lease holder (a control store that
+        died) is gone: for the next control store to adopt or end. (A new
+        control store may already hold leases here: those are not in doubt.)"""
         return [
             {"actor_id": lease.actor_id, "address": lease.worker.address}
             for lease in self.leases.values()
-            if lease.actor_id is not None
+            if lease.actor_id is not None and lease.owner.closed
         ]
 
-    def end_actors(self, actor_ids: list[bytes]) -> None:
-        """The control store does not know these actors as alive here."""
+    def end_orphaned_actors(self, actor_ids: list[bytes]) -> None:
+        """The control store does not know these orphaned actors as alive here."""
         ending = set(actor_ids)
         for lease in list(self.leases.values()):
-            if lease.actor_id in ending:
+            if lease.actor_id in ending and lease.owner.closed:
                 self.pool.remove(lease.worker)
         self.try_grant()
 

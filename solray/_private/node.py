@@ -223,12 +223,13 @@ class Node:
 
     async def _register_again(self, conn: transport.Connection) -> None:
         """A new control store (the old one was restarted): register again,
-        with the actors hosted here; it names those it does not know as
-        alive here, which end. Then take its view of the cluster."""
+        with the actors running here whose lease the old one held; it names
+        those it does not know as alive here, which end. Then take its view
+        of the cluster."""
         reply = await conn.request(
-            Msg.REGISTER_NODE, dict(self.info(), actors=self.leases.hosted_actors())
+            Msg.REGISTER_NODE, dict(self.info(), actors=self.leases.orphaned_actors())
         )
-        self.leases.end_actors(reply["drop_actors"])
+        self.leases.end_orphaned_actors(reply["drop_actors"])
         for info in await conn.request(Msg.GET_NODES):
             if info["node_id"] != self.node_id:
                 self.view.add(info)

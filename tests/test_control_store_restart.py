@@ -1,0 +1,205 @@
+"""The control store is SIGKILLed while a driver works, and comes back.
+
+With its tables in SQLite (the default, a file in the session directory) and
+in a real Redis server (Debian's redis-server, started here on a free
+loopback port; the Redis tests skip, saying so, where it is not installed).
+The head node starts the control store again (control_supervisor.py); until
+then, actor calls and tasks go on, and what needs the control store waits.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import psutil
+import pytest
+from conftest import wait_for_condition
+
+import solray
+from solray._private import services, transport
+from solray.experimental import internal_kv
+from solray.util.placement_group import (
+    placement_group,
+    placement_group_table,
+    remove_placement_group,
+)
+
+REDIS_SERVER = shutil.which("redis-server")
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    """A private redis-server on a free loopback port; stopped and reaped after."""
+    if REDIS_SERVER is None:
+        pytest.skip("redis-server is not installed (apt-get install redis-server)")
+    sock = transport.bind_socket("127.0.0.1", 0)
+    port = sock.getsockname()[1]
+    sock.close()
+    data = tmp_path / "redis"
+    data.mkdir()
+    proc = subprocess.Popen(
+        [REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data)]
+        + ["--save", "", "--appendonly", "no", "--daemonize", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        import redis
+
+        client = redis.Redis(port=port)
+        wait_for_condition(client.ping, timeout=10, message="redis-server did not start")
+        client.close()
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def control_store_procs(address: str) -> list[psutil.Process]:
+    """The control store processes listening on `address`."""
+    host, port = transport.parse_address(address)
+    return [
+        psutil.Process(c.pid)
+        for c in psutil.net_connections("tcp")
+        if c.status == psutil.CONN_LISTEN and c.pid and (c.laddr.ip, c.laddr.port) == (host, port)
+    ]
+
+
+@solray.remote
+class Counter:
+    def __init__(self):
+        self.n = 0
+
+    def incr(self) -> int:
+        self.n += 1
+        return self.n
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+@solray.remote
+def square(x: int) -> int:
+    return x * x
+
+
+SECOND_DRIVER = """
+import sys
+import solray
+
+solray.init(address=sys.argv[1], namespace="ft")
+counter = solray.get_actor("counter")
+print(solray.get(counter.incr.remote(), timeout=60), flush=True)
+solray.shutdown()
+"""
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def storage(request, monkeypatch):
+    """How the cluster's control store keeps its tables."""
+    if request.param == "redis":
+        address = request.getfixturevalue("redis_server")
+        monkeypatch.setenv("RAY_REDIS_ADDRESS", address)
+        return "redis"
+    monkeypatch.delenv("RAY_REDIS_ADDRESS", raising=False)
+    return "sqlite"
+
+
+def test_control_store_killed_and_restarted(leak_check, storage):
+    solray.init(num_cpus=2, namespace="ft")
+    address = solray.get_runtime_context().gcs_address
+    counter = Counter.options(name="counter", lifetime="detached").remote()
+    actor_pid = solray.get(counter.pid.remote(), timeout=60)
+    assert solray.get(counter.incr.remote(), timeout=60) == 1
+    solray.get([square.remote(i) for i in range(8)], timeout=60)  # workers started
+    pg = placement_group([{"CPU": 0.5}], name="kept", lifetime="detached")
+    solray.get(pg.ready(), timeout=60)
+    internal_kv._internal_kv_put(b"survives", b"yes")
+    nodes_before = {n["NodeID"] for n in solray.nodes() if n["Alive"]}
+
+    (old,) = control_store_procs(address)
+    killed_at = time.time()
+    old.send_signal(signal.SIGKILL)
+    old.wait(10)
+
+    # The outage: actor calls and tasks go on; creating an actor waits.
+    created: dict = {}
+
+    def create_during_outage() -> None:
+        handle = Counter.options(name="made_during_outage").remote()
+        created["value"] = solray.get(handle.incr.remote(), timeout=60)
+        created["handle"] = handle
+
+    creator = threading.Thread(target=create_during_outage)
+    creator.start()
+    assert [solray.get(counter.incr.remote(), timeout=30) for _ in range(5)] == [2, 3, 4, 5, 6]
+    calls_done_at = time.time()
+    assert solray.get([square.remote(i) for i in range(8)], timeout=30) == [i * i for i in range(8)]
+    assert creator.is_alive(), "an actor was created while the control store was down"
+
+    # The head node starts the control store again; the actor calls above
+    # were made before it did.
+    wait_for_condition(
+        lambda: len(control_store_procs(address)) == 1, timeout=30, message="no new control store"
+    )
+    (new,) = control_store_procs(address)
+    assert new.pid != old.pid
+    assert new.create_time() > calls_done_at > killed_at
+
+    creator.join(60)
+    assert created.get("value") == 1, "the actor created during the outage did not start"
+    wait_for_condition(
+        lambda: {n["NodeID"] for n in solray.nodes() if n["Alive"]} == nodes_before,
+        timeout=30,
+        message="the nodes did not come back",
+    )
+    again = solray.get_actor("counter")
+    assert solray.get(again.incr.remote(), timeout=60) == 7
+    assert solray.get(again.pid.remote(), timeout=60) == actor_pid  # the same actor
+    fresh = Counter.remote()
+    assert solray.get(fresh.incr.remote(), timeout=60) == 1
+    (table,) = [g for g in placement_group_table().values() if g["name"] == "kept"]
+    assert table["state"] == "CREATED"
+    assert internal_kv._internal_kv_get(b"survives") == b"yes"
+
+    second = subprocess.run(
+        [sys.executable, "-c", SECOND_DRIVER, address],
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert second.returncode == 0, second.stderr
+    assert second.stdout.strip() == "8"
+
+    solray.kill(counter)
+    solray.kill(created["handle"])
+    remove_placement_group(pg)
+
+
+def test_unreadable_sqlite_file_is_named(tmp_path):
+    """A control store whose SQLite file is not a database exits at once
+    with an error naming the file (the head node does not start it again)."""
+    path = tmp_path / "control_store.sqlite3"
+    path.write_bytes(b"this is not a SQLite database" * 100)
+    token_fd = services.token_pipe(os.urandom(32))
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "solray._private.control_store"]
+            + ["--token-fd", str(token_fd), "--storage", f"sqlite://{path}"],
+            pass_fds=(token_fd,),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        os.close(token_fd)
+    assert proc.returncode == 78, proc.stderr
+    assert str(path) in proc.stderr
+    assert "cannot be read" in proc.stderr
+    assert "Traceback" not in proc.stderr
