@@ -180,6 +180,44 @@ def test_control_store_killed_and_restarted(leak_check, storage):
     solray.kill(counter)
     solray.kill(created["handle"])
     remove_placement_group(pg)
+    solray.shutdown()
+    if storage == "redis":  # a cluster started by init() takes its tables with it
+        import redis
+
+        client = redis.Redis.from_url("redis://" + os.environ["RAY_REDIS_ADDRESS"])
+        assert client.keys("solray:*") == []
+        client.close()
+
+
+@solray.remote(max_restarts=1)
+class Restartable:
+    def pid(self) -> int:
+        return os.getpid()
+
+
+def test_actor_worker_dies_during_outage(leak_check, storage):
+    """An actor whose process dies while the control store is down restarts
+    (max_restarts) once it is back; one without restarts is dead, and says so."""
+    solray.init(num_cpus=2)
+    address = solray.get_runtime_context().gcs_address
+    restartable = Restartable.remote()
+    mortal = Counter.remote()
+    first_pid = solray.get(restartable.pid.remote(), timeout=60)
+    mortal_pid = solray.get(mortal.pid.remote(), timeout=60)
+
+    (old,) = control_store_procs(address)
+    old.send_signal(signal.SIGKILL)
+    old.wait(10)
+    for pid in (first_pid, mortal_pid):
+        process = psutil.Process(pid)
+        process.send_signal(signal.SIGKILL)
+        process.wait(10)
+
+    wait_for_condition(lambda: len(control_store_procs(address)) == 1, timeout=30)
+    second_pid = solray.get(restartable.pid.remote(), timeout=60)
+    assert second_pid != first_pid
+    with pytest.raises(solray.exceptions.ActorDiedError):
+        solray.get(mortal.pid.remote(), timeout=60)
 
 
 def test_unreadable_sqlite_file_is_named(tmp_path):

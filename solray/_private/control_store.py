@@ -325,11 +325,16 @@ def main() -> None:
         required=True,
         help="where the tables are kept: sqlite:///PATH or redis://HOST:PORT",
     )
+    parser.add_argument(
+        "--storage-namespace",
+        default="default",
+        help="this cluster's tables on a storage several clusters share (Redis)",
+    )
     args = parser.parse_args()
     services.setup_process("control_store", args)
     token = services.read_token(args.token_fd)
     try:
-        storage = open_storage(args.storage)
+        storage = open_storage(args.storage, args.storage_namespace)
         tables = storage.load()
     except StorageError as e:
         print(f"solray control store: {e}", file=sys.stderr)

@@ -514,6 +514,8 @@ class Launcher:
         self.daemon = daemon
         self.log_level = log_level
         self.processes: list[ServiceProcess] = []
+        self.storage: str | None = None  # where our control store keeps its tables
+        self.storage_namespace = ""
         self._lifeline_r: int | None = None
         self._lifeline_w: int | None = None
         if not daemon:
@@ -529,7 +531,11 @@ class Launcher:
         storage: str | None = None,
     ) -> ServiceProcess:
         """A control store keeping its tables in `storage` (storage_url)."""
-        args = [*args, "--storage", storage_url(self.session_dir, storage)]
+        self.storage = storage_url(self.session_dir, storage)
+        self.storage_namespace = os.environ.get(
+            STORAGE_NAMESPACE_ENV, os.path.basename(self.session_dir)
+        )
+        args = [*args, "--storage", self.storage, "--storage-namespace", self.storage_namespace]
         proc = self._start("control store", "solray._private.control_store", host, port, args)
         proc.control_args = args
         return proc
@@ -672,10 +678,14 @@ class Launcher:
                 proc.popen.wait()
         # A node removes its store when it stops; if it was killed, we do.
         remove_session_shm(self.session_dir)
+        if self.storage is not None and not self.daemon:
+            drop_storage(self.storage, self.storage_namespace)
 
 
-# Ray's variable for a head whose control store keeps its tables in Redis.
+# Ray's variables for a head whose control store keeps its tables in Redis,
+# and for the name its tables go under there (control_storage/).
 REDIS_ADDRESS_ENV = "RAY_REDIS_ADDRESS"
+STORAGE_NAMESPACE_ENV = "RAY_external_storage_namespace"
 CONTROL_STORE_FILE = "control_store.sqlite3"
 
 
@@ -690,6 +700,17 @@ def storage_url(session_dir: str, storage: str | None = None) -> str:
     if os.environ.get(REDIS_ADDRESS_ENV):
         return redis_url(os.environ[REDIS_ADDRESS_ENV])
     return "sqlite://" + os.path.join(os.path.abspath(session_dir), CONTROL_STORE_FILE)
+
+
+def drop_storage(url: str, namespace: str) -> None:
+    """A cluster started by init() ends with its driver: its tables go too
+    (a Redis server outlives it; a SQLite file goes with the session)."""
+    from solray._private.control_storage import open_storage
+
+    try:
+        open_storage(url, namespace).drop()
+    except Exception as e:  # StorageError, OSError, redis.RedisError: it may be gone already
+        logger.warning("could not delete the control store's tables in %s: %s", url, e)
 
 
 def head_node_arguments(control: ServiceProcess) -> list[str]:

@@ -13,7 +13,13 @@ One small interface, a module per backend:
 A backend holds tables of key -> value (both bytes). `load()` reads them all
 once at start-up; `write()` applies one batch of puts and deletes atomically.
 Both are blocking; the control store calls them from one thread of its own
-(Persistence, below), never from its loop.
+(Persistence, below), never from its loop. `drop()` deletes the tables: a
+cluster started by init() does so when it shuts down (services.Launcher).
+
+A Redis server may hold several clusters' tables: each cluster's are under
+its namespace, by default its session's name (so a new cluster never reads
+an old one's), or Ray's RAY_external_storage_namespace, which a head that
+moves to another machine sets to find its tables there.
 """
 
 from __future__ import annotations
@@ -48,9 +54,12 @@ class Storage(Protocol):
 
     def close(self) -> None: ...
 
+    def drop(self) -> None: ...
 
-def open_storage(url: str) -> Storage:
-    """`sqlite:///PATH` or `redis://HOST:PORT[/DB]` (rediss:// for TLS)."""
+
+def open_storage(url: str, namespace: str = "default") -> Storage:
+    """`sqlite:///PATH` or `redis://HOST:PORT[/DB]` (rediss:// for TLS);
+    `namespace` separates clusters sharing a Redis server."""
     if url.startswith("sqlite://"):
         from solray._private.control_storage.sqlite_backend import SQLiteStorage
 
@@ -58,7 +67,7 @@ def open_storage(url: str) -> Storage:
     if url.startswith(("redis://", "rediss://")):
         from solray._private.control_storage.redis_backend import RedisStorage
 
-        return RedisStorage(url)
+        return RedisStorage(url, namespace)
     raise StorageError(
         f"unknown control store storage {url!r}: give sqlite:///PATH or redis://HOST:PORT"
     )

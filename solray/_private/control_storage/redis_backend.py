@@ -1,26 +1,25 @@
 """Storage on a Redis server, for a head that moves between machines: the
 new head reads what the old one wrote. One hash per table, named
-`solray:<table>`; a batch is one MULTI/EXEC transaction."""
+`solray:<namespace>:<table>`; a batch is one MULTI/EXEC transaction."""
 
 from __future__ import annotations
 
 from solray._private.control_storage import TABLES, StorageError
 
-PREFIX = "solray:"
-
 
 class RedisStorage:
-    def __init__(self, url: str):
+    def __init__(self, url: str, namespace: str):
         import redis
 
         self.url = url
-        self.description = f"the control store's Redis server at {url}"
+        self.prefix = f"solray:{namespace}:"
+        self.description = f"the control store's Redis server at {url} (namespace {namespace})"
         self._redis = redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=10)
         self._errors = (redis.RedisError,)
 
     def load(self) -> dict[str, dict[bytes, bytes]]:
         try:
-            return {t: dict(self._redis.hgetall(PREFIX + t)) for t in TABLES}
+            return {t: dict(self._redis.hgetall(self.prefix + t)) for t in TABLES}
         except self._errors as e:
             raise StorageError(f"{self.description} cannot be read: {e}") from None
 
@@ -28,10 +27,14 @@ class RedisStorage:
         pipe = self._redis.pipeline(transaction=True)
         for (table, key), value in batch.items():
             if value is None:
-                pipe.hdel(PREFIX + table, key)
+                pipe.hdel(self.prefix + table, key)
             else:
-                pipe.hset(PREFIX + table, key, value)
+                pipe.hset(self.prefix + table, key, value)
         pipe.execute()
 
     def close(self) -> None:
+        self._redis.close()
+
+    def drop(self) -> None:
+        self._redis.delete(*(self.prefix + t for t in TABLES))
         self._redis.close()

@@ -60,3 +60,11 @@ class SQLiteStorage:
 
     def close(self) -> None:
         self._db.close()
+
+    def drop(self) -> None:
+        self._db.close()
+        for suffix in ("", "-wal", "-shm"):
+            try:
+                os.unlink(self.path + suffix)
+            except FileNotFoundError:
+                pass
