@@ -241,3 +241,33 @@ def test_unreadable_sqlite_file_is_named(tmp_path):
     assert str(path) in proc.stderr
     assert "cannot be read" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_unreadable_sqlite_file_is_not_restarted_in_a_loop(leak_check, monkeypatch, capfd):
+    """The head node starts a dead control store again, but not one that
+    cannot read its storage: that one fails once, naming its file."""
+    monkeypatch.delenv("RAY_REDIS_ADDRESS", raising=False)
+    solray.init(num_cpus=1)
+    address = solray.get_runtime_context().gcs_address
+    (old,) = control_store_procs(address)
+    cmdline = old.cmdline()
+    path = cmdline[cmdline.index("--storage") + 1].removeprefix("sqlite://")
+    old.send_signal(signal.SIGKILL)
+    old.wait(10)
+    for suffix in ("-wal", "-shm"):
+        if os.path.exists(path + suffix):
+            os.unlink(path + suffix)
+    with open(path, "wb") as f:
+        f.write(b"this is not a SQLite database" * 100)
+
+    output = []
+
+    def said(text: str) -> bool:
+        output.append(capfd.readouterr().err)
+        return text in "".join(output)
+
+    wait_for_condition(lambda: said("not starting it again"), timeout=30)
+    err = "".join(output)
+    assert f"{path} cannot be read" in err
+    assert err.count("starting it again") == 2  # once started, once refused
+    assert control_store_procs(address) == []

@@ -11,8 +11,8 @@ One small interface, a module per backend:
                        between machines
 
 A backend holds tables of key -> value (both bytes). `load()` reads them all
-once at start-up; `write()` applies one batch of puts and deletes atomically.
-Both are blocking; the control store calls them from one thread of its own
+once at start-up, before any `write()`, which applies one batch of puts and
+deletes atomically. Both are blocking; the control store calls them from one thread of its own
 (Persistence, below), never from its loop. `drop()` deletes the tables: a
 cluster started by init() does so when it shuts down (services.Launcher).
 

@@ -14,17 +14,25 @@ class SQLiteStorage:
     def __init__(self, path: str):
         self.path = os.path.abspath(path)
         self.description = f"the control store's SQLite file {self.path}"
+        self._db: sqlite3.Connection | None = None  # opened by load()
+
+    def _open(self) -> sqlite3.Connection:
         try:
-            # The writer thread is its only user after this (Persistence).
-            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute(
+            # The writer thread is its only user after load() (Persistence).
+            db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        except sqlite3.Error as e:
+            raise StorageError(self._unreadable(e)) from None
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute(
                 "CREATE TABLE IF NOT EXISTS entries (tbl TEXT NOT NULL, key BLOB NOT NULL, "
                 "value BLOB NOT NULL, PRIMARY KEY (tbl, key))"
             )
         except sqlite3.Error as e:
+            db.close()
             raise StorageError(self._unreadable(e)) from None
+        return db
 
     def _unreadable(self, e: Exception) -> str:
         return (
@@ -35,6 +43,8 @@ class SQLiteStorage:
 
     def load(self) -> dict[str, dict[bytes, bytes]]:
         tables: dict[str, dict[bytes, bytes]] = {t: {} for t in TABLES}
+        if self._db is None:
+            self._db = self._open()
         try:
             for tbl, key, value in self._db.execute("SELECT tbl, key, value FROM entries"):
                 tables.setdefault(tbl, {})[bytes(key)] = bytes(value)
@@ -59,10 +69,11 @@ class SQLiteStorage:
         self._db.execute("COMMIT")
 
     def close(self) -> None:
-        self._db.close()
+        if self._db is not None:
+            self._db.close()
 
     def drop(self) -> None:
-        self._db.close()
+        self.close()
         for suffix in ("", "-wal", "-shm"):
             try:
                 os.unlink(self.path + suffix)
