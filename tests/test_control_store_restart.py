@@ -271,3 +271,84 @@ def test_unreadable_sqlite_file_is_not_restarted_in_a_loop(leak_check, monkeypat
     assert f"{path} cannot be read" in err
     assert err.count("starting it again") == 2  # once started, once refused
     assert control_store_procs(address) == []
+
+
+BEFORE_KILL = """
+import sys
+import solray
+from solray.experimental import internal_kv
+
+solray.init(address=sys.argv[1], namespace="ft")
+
+@solray.remote
+class Keeper:
+    def value(self):
+        return "kept"
+
+Keeper.options(name="keeper", lifetime="detached").remote()
+print(solray.get(solray.get_actor("keeper").value.remote(), timeout=60), flush=True)
+internal_kv._internal_kv_put(b"cli", b"stored")
+solray.shutdown()
+"""
+
+AFTER_RESTART = """
+import sys
+import solray
+from solray.experimental import internal_kv
+
+solray.init(address=sys.argv[1], namespace="ft")
+keeper = solray.get_actor("keeper")
+print(solray.get(keeper.value.remote(), timeout=60), internal_kv._internal_kv_get(b"cli").decode())
+solray.kill(keeper)
+solray.shutdown()
+"""
+
+
+def test_solray_start_head_with_redis_storage(leak_check, redis_server, tmp_path):
+    """`solray start --head --storage redis://...`: the tables are in Redis,
+    under the session's namespace, and a killed control store comes back
+    with them (started again by the head node, a daemon)."""
+    from test_cluster_cli import cli_env, sessions_under, solray_cli, start_head, stop_daemons
+
+    temp_dir = str(tmp_path / "temp")
+    refused = solray_cli("start", "--address", "127.0.0.1:1", "--storage", "redis://x:1")
+    assert refused.returncode != 0 and "--storage is for --head" in refused.stderr
+    refused = solray_cli("start", "--head", "--storage", "mysql://x", "--temp-dir", temp_dir)
+    assert refused.returncode != 0 and "redis://HOST:PORT or sqlite:///PATH" in refused.stderr
+
+    started = start_head("--storage", f"redis://{redis_server}", "--temp-dir", temp_dir)
+    try:
+        assert started.returncode == 0, started.stdout + started.stderr
+        ((session_dir, address),) = sessions_under(temp_dir).items()
+        env = dict(cli_env(), SOLRAY_TOKEN_FILE=os.path.join(session_dir, "token"))
+
+        def driver(script: str) -> str:
+            run = subprocess.run(
+                [sys.executable, "-c", script, address],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=90,
+            )
+            assert run.returncode == 0, run.stderr
+            return run.stdout.strip()
+
+        assert driver(BEFORE_KILL) == "kept"
+        import redis
+
+        client = redis.Redis.from_url(f"redis://{redis_server}")
+        namespace = os.path.basename(session_dir)
+        assert client.hlen(f"solray:{namespace}:kv") >= 1
+        assert client.hlen(f"solray:{namespace}:actors") == 1
+        client.close()
+
+        (old,) = control_store_procs(address)
+        old.send_signal(signal.SIGKILL)
+        wait_for_condition(
+            lambda: [p.pid for p in control_store_procs(address)] not in ([], [old.pid]),
+            timeout=30,
+            message="the head node did not start the control store again",
+        )
+        assert driver(AFTER_RESTART) == "kept stored"
+    finally:
+        stop_daemons(temp_dir)
