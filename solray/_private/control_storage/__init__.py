@@ -93,6 +93,7 @@ class Persistence:
         self._staged: dict[tuple[str, bytes], bytes | None] = {}
         self._callbacks: list[Callable[[], None]] = []
         self._writing = False
+        self._flushing: asyncio.Task | None = None
         self._thread = concurrent.futures.ThreadPoolExecutor(1, "solray-storage")
 
     def put(self, table: str, key: bytes, value: bytes) -> None:
@@ -114,9 +115,12 @@ class Persistence:
     def _schedule(self) -> None:
         if not self._writing:
             self._writing = True
-            asyncio.get_running_loop().call_soon(lambda: asyncio.ensure_future(self._flush()))
+            # Started next turn, so this turn's writes join the batch; held
+            # here (asyncio holds tasks weakly).
+            self._flushing = asyncio.get_running_loop().create_task(self._flush())
 
     async def _flush(self) -> None:
+        await asyncio.sleep(0)  # the rest of this loop turn's writes
         loop = asyncio.get_running_loop()
         delay = RETRY_S
         while self._staged or self._callbacks:
