@@ -352,3 +352,53 @@ def test_solray_start_head_with_redis_storage(leak_check, redis_server, tmp_path
         assert driver(AFTER_RESTART) == "kept stored"
     finally:
         stop_daemons(temp_dir)
+
+
+ORPHANING_DRIVER = """
+import os, sys
+import solray
+
+solray.init(address=sys.argv[1], namespace="ft")
+
+@solray.remote
+class Owned:
+    def pid(self):
+        return os.getpid()
+
+owned = Owned.options(name="orphan").remote()
+print(solray.get(owned.pid.remote(), timeout=60), flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_owners_claim_their_actors_after_a_restart(leak_check):
+    """Non-detached actors fate-share with their owner across a restart: the
+    owner that comes back keeps its actor; the actor of an owner that died
+    during the outage ends once the recovery window is over."""
+    solray.init(num_cpus=2, namespace="ft")
+    address = solray.get_runtime_context().gcs_address
+    kept = Counter.options(name="kept").remote()
+    assert solray.get(kept.incr.remote(), timeout=60) == 1
+    with subprocess.Popen(
+        [sys.executable, "-c", ORPHANING_DRIVER, address],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as other:
+        line = other.stdout.readline()
+        assert line.strip().isdigit(), f"the second driver did not start its actor: {line!r}"
+        orphan = psutil.Process(int(line))
+
+        (old,) = control_store_procs(address)
+        old.send_signal(signal.SIGKILL)
+        old.wait(10)
+        other.kill()  # its owner dies while nobody can notice
+        other.wait(10)
+    assert orphan.is_running()
+
+    wait_for_condition(lambda: len(control_store_procs(address)) == 1, timeout=30)
+    orphan.wait(60)  # ended when the recovery window closed
+    states = {a["name"]: a["state"] for a in solray.util.state.list_actors()}
+    assert states["orphan"] == "DEAD"
+    assert states["kept"] == "ALIVE"
+    assert solray.get(solray.get_actor("kept").incr.remote(), timeout=60) == 2
