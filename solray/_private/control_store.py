@@ -13,8 +13,8 @@ counter and the KV store are written to storage (a SQLite file in the
 session directory, or Redis) as they change, in batches off the loop; a
 reply that tells a user something was stored (a named actor registered, a KV
 entry put, a job id) leaves only once it is written. Started again on the
-same address, the control store loads its tables and waits RECOVERY window
-(the heartbeat timeout) for the nodes and owners it knew to come back:
+same address, the control store loads its tables and waits a recovery
+window (the heartbeat timeout) for the nodes and owners it knew to come back:
 
     a node that was alive registers again (control_client.py reconnects
         it), telling which actors it hosts; one that does not come back in
@@ -42,6 +42,7 @@ import msgpack
 from solray._private import services, transport
 from solray._private.actor_manager import GRACEFUL_TIMEOUT_S, ActorManager
 from solray._private.control_storage import (
+    EXIT_STORAGE_UNREADABLE,
     KV,
     META,
     NODES,
@@ -56,10 +57,6 @@ from solray._private.protocol import Msg
 
 logger = logging.getLogger("solray.control_store")
 
-
-# The exit status of a control store whose storage cannot be read: the head
-# node does not start it again (it would only fail the same way).
-EXIT_STORAGE_UNREADABLE = 78
 
 NEXT_JOB = b"next_job"
 

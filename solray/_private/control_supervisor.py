@@ -12,7 +12,7 @@ itself (the new process inherits that socket, as from the launcher), so an
 old control store that is only slow, or one an operator or a test started
 again by hand, keeps the address, and the head node simply reconnects to it.
 A control store that exits because its storage cannot be read
-(control_store.EXIT_STORAGE_UNREADABLE) is not started again: it would fail
+(EXIT_STORAGE_UNREADABLE) is not started again: it would fail
 the same way, forever; its error (naming the file or server) is in the head
 node's log, and the nodes stop after their reconnect timeout.
 """
@@ -26,13 +26,13 @@ import subprocess
 import sys
 
 from solray._private import services, transport
+from solray._private.control_storage import EXIT_STORAGE_UNREADABLE
 
 logger = logging.getLogger("solray.node")
 
 # A control store away this long is dead, not restarting by itself (nor
 # stopping with the cluster: the node is stopping by then).
 REVIVE_AFTER_S = 1.0
-EXIT_STORAGE_UNREADABLE = 78  # control_store.EXIT_STORAGE_UNREADABLE
 
 
 class ControlSupervisor:

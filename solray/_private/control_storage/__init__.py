@@ -36,6 +36,10 @@ logger = logging.getLogger("solray.control_store")
 NODES, ACTORS, GROUPS, KV, META = "nodes", "actors", "groups", "kv", "meta"
 TABLES = (NODES, ACTORS, GROUPS, KV, META)
 
+# The exit status of a control store whose storage cannot be read: the head
+# node does not start it again (it would only fail the same way).
+EXIT_STORAGE_UNREADABLE = 78
+
 # How long a failed write waits before it is tried again (the batch and
 # every acknowledgement waiting on it wait too).
 RETRY_S = 1.0
