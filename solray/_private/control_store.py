@@ -190,8 +190,16 @@ class ControlStore:
     def register_node(self, conn, rid, body, bufs) -> None:
         """A node joins, or (after a restart of ours) comes back with the
         actors it hosts: the reply names those to end (their actors are not
-        alive there as far as the stored tables say)."""
+        alive there as far as the stored tables say). A node declared dead
+        may not come back."""
         node_id = body["node_id"]
+        known = self.view.nodes.get(node_id)
+        if known is not None and not known["alive"]:
+            # Declared dead (missed heartbeats, or did not come back after a
+            # restart of ours): what it held is placed elsewhere by now, so
+            # it stops rather than rejoin (as in Ray).
+            conn.reply(rid, {"dead": True})
+            return
         hosted = body.pop("actors", [])
         conn.peer["node_id"] = node_id
         conn.peer["last_seen"] = time.monotonic()
@@ -202,8 +210,7 @@ class ControlStore:
                 del self.node_conns[node_id]
 
         conn.add_close_callback(forget)
-        known = self.view.nodes.get(node_id)
-        started = known["start_time"] if known and known["alive"] else time.time()
+        started = known["start_time"] if known else time.time()
         info = dict(body, alive=True, start_time=started)
         self.view.add(info)
         self.unconfirmed.discard(node_id)

@@ -229,6 +229,10 @@ class Node:
         reply = await conn.request(
             Msg.REGISTER_NODE, dict(self.info(), actors=self.leases.orphaned_actors())
         )
+        if reply.get("dead"):
+            logger.error("the control store declared this node dead; stopping it")
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
         self.leases.end_orphaned_actors(reply["drop_actors"])
         for info in await conn.request(Msg.GET_NODES):
             if info["node_id"] != self.node_id:
