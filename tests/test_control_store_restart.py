@@ -308,7 +308,14 @@ def test_solray_start_head_with_redis_storage(leak_check, redis_server, tmp_path
     """`solray start --head --storage redis://...`: the tables are in Redis,
     under the session's namespace, and a killed control store comes back
     with them (started again by the head node, a daemon)."""
-    from test_cluster_cli import cli_env, sessions_under, solray_cli, start_head, stop_daemons
+    from test_cluster_cli import (
+        cli_env,
+        daemons_of,
+        sessions_under,
+        solray_cli,
+        start_head,
+        stop_daemons,
+    )
 
     temp_dir = str(tmp_path / "temp")
     refused = solray_cli("start", "--address", "127.0.0.1:1", "--storage", "redis://x:1")
@@ -316,7 +323,21 @@ def test_solray_start_head_with_redis_storage(leak_check, redis_server, tmp_path
     refused = solray_cli("start", "--head", "--storage", "mysql://x", "--temp-dir", temp_dir)
     assert refused.returncode != 0 and "redis://HOST:PORT or sqlite:///PATH" in refused.stderr
 
-    started = start_head("--storage", f"redis://{redis_server}", "--temp-dir", temp_dir)
+    import redis
+
+    password = os.urandom(8).hex()
+    client = redis.Redis.from_url(f"redis://{redis_server}")
+    client.config_set("requirepass", password)
+    client.close()
+    client = redis.Redis.from_url(f"redis://:{password}@{redis_server}")
+    started = start_head(
+        "--storage",
+        f"redis://{redis_server}",
+        "--redis-password",
+        password,
+        "--temp-dir",
+        temp_dir,
+    )
     try:
         assert started.returncode == 0, started.stdout + started.stderr
         ((session_dir, address),) = sessions_under(temp_dir).items()
@@ -334,13 +355,11 @@ def test_solray_start_head_with_redis_storage(leak_check, redis_server, tmp_path
             return run.stdout.strip()
 
         assert driver(BEFORE_KILL) == "kept"
-        import redis
-
-        client = redis.Redis.from_url(f"redis://{redis_server}")
+        for proc in daemons_of(sessions_under(temp_dir)):  # a command line is public
+            assert password not in " ".join(proc.cmdline())
         namespace = os.path.basename(session_dir)
         assert client.hlen(f"solray:{namespace}:kv") >= 1
         assert client.hlen(f"solray:{namespace}:actors") == 1
-        client.close()
 
         (old,) = control_store_procs(address)
         old.send_signal(signal.SIGKILL)
@@ -352,6 +371,7 @@ def test_solray_start_head_with_redis_storage(leak_check, redis_server, tmp_path
         assert driver(AFTER_RESTART) == "kept stored"
     finally:
         stop_daemons(temp_dir)
+        client.close()
 
 
 ORPHANING_DRIVER = """

@@ -49,6 +49,7 @@ from solray._private.control_storage import (
     Persistence,
     Storage,
     StorageError,
+    StorageUnavailable,
     open_storage,
 )
 from solray._private.placement import ClusterView
@@ -295,7 +296,14 @@ class ControlStore:
 
 async def serve(args, token: bytes, storage: Storage, tables: dict) -> None:
     store = ControlStore(token, storage, args.actor_graceful_shutdown_timeout_ms / 1000)
-    store.restore(tables)
+    try:
+        store.restore(tables)
+    except Exception as e:  # rows that do not decode to what this version stores
+        raise StorageError(
+            f"{storage.description} holds tables this control store cannot read ({e!r}). "
+            "Move it away (or delete it, forgetting the cluster's actors, placement groups "
+            "and key-value store) to start the control store empty."
+        ) from None
     sock = services.listening_socket(args)
     server = await transport.serve(sock, token, store.handlers, on_close=store.on_close)
     loop = asyncio.get_running_loop()
@@ -324,10 +332,12 @@ def main() -> None:
         default=GRACEFUL_TIMEOUT_S * 1000,
         help="kill an actor that has not exited this long after being asked to end",
     )
-    parser.add_argument(
-        "--storage",
-        required=True,
-        help="where the tables are kept: sqlite:///PATH or redis://HOST:PORT",
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument(
+        "--storage", help="where the tables are kept: sqlite:///PATH or redis://HOST:PORT"
+    )
+    where.add_argument(
+        "--storage-file", help="a file holding --storage (a URL with a password in it)"
     )
     parser.add_argument(
         "--storage-namespace",
@@ -338,12 +348,25 @@ def main() -> None:
     services.setup_process("control_store", args)
     token = services.read_token(args.token_fd)
     try:
-        storage = open_storage(args.storage, args.storage_namespace)
+        storage = open_storage(_storage_url(args), args.storage_namespace)
         tables = storage.load()
+        asyncio.run(serve(args, token, storage, tables))
+    except StorageUnavailable as e:
+        print(f"solray control store: {e}", file=sys.stderr)
+        sys.exit(1)  # the head node tries again
     except StorageError as e:
         print(f"solray control store: {e}", file=sys.stderr)
         sys.exit(EXIT_STORAGE_UNREADABLE)
-    asyncio.run(serve(args, token, storage, tables))
+
+
+def _storage_url(args) -> str:
+    if args.storage_file is None:
+        return args.storage
+    try:
+        with open(args.storage_file) as f:
+            return f.read().strip()
+    except OSError as e:
+        raise StorageError(f"cannot read --storage-file {args.storage_file}: {e}") from None
 
 
 if __name__ == "__main__":

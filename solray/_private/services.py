@@ -535,10 +535,22 @@ class Launcher:
         self.storage_namespace = os.environ.get(
             STORAGE_NAMESPACE_ENV, os.path.basename(self.session_dir)
         )
-        args = [*args, "--storage", self.storage, "--storage-namespace", self.storage_namespace]
+        args = [*args, *self._storage_arguments(), "--storage-namespace", self.storage_namespace]
         proc = self._start("control store", "solray._private.control_store", host, port, args)
         proc.control_args = args
         return proc
+
+    def _storage_arguments(self) -> list[str]:
+        """--storage URL; a URL with credentials (a Redis password) goes in
+        a file only this user can read instead: a command line is readable
+        by every local user."""
+        if "@" not in self.storage:
+            return ["--storage", self.storage]
+        path = os.path.join(self.session_dir, "control_store_storage")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(self.storage)
+        return ["--storage-file", path]
 
     def start_node(
         self,

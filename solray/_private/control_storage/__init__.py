@@ -49,6 +49,11 @@ class StorageError(Exception):
     """The storage cannot be opened or read; the message names it and says why."""
 
 
+class StorageUnavailable(StorageError):
+    """The storage cannot be reached now (a Redis server down): trying again
+    later may work, unlike an unreadable file."""
+
+
 class Storage(Protocol):
     description: str  # for messages: the file, or the server
 

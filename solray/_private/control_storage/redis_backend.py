@@ -4,7 +4,9 @@ new head reads what the old one wrote. One hash per table, named
 
 from __future__ import annotations
 
-from solray._private.control_storage import TABLES, StorageError
+from urllib.parse import urlsplit, urlunsplit
+
+from solray._private.control_storage import TABLES, StorageError, StorageUnavailable
 
 
 class RedisStorage:
@@ -13,13 +15,18 @@ class RedisStorage:
 
         self.url = url
         self.prefix = f"solray:{namespace}:"
-        self.description = f"the control store's Redis server at {url} (namespace {namespace})"
+        parts = urlsplit(url)  # named without its credentials, for messages
+        where = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+        self.description = f"the control store's Redis server at {where} (namespace {namespace})"
         self._redis = redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=10)
-        self._errors = (redis.RedisError,)
+        self._unreachable = (redis.ConnectionError, redis.TimeoutError)
+        self._errors = redis.RedisError
 
     def load(self) -> dict[str, dict[bytes, bytes]]:
         try:
             return {t: dict(self._redis.hgetall(self.prefix + t)) for t in TABLES}
+        except self._unreachable as e:
+            raise StorageUnavailable(f"{self.description} cannot be reached: {e}") from None
         except self._errors as e:
             raise StorageError(f"{self.description} cannot be read: {e}") from None
 
