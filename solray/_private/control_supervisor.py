@@ -15,6 +15,10 @@ A control store that exits because its storage cannot be read
 (EXIT_STORAGE_UNREADABLE) is not started again: it would fail
 the same way, forever; its error (naming the file or server) is in the head
 node's log, and the nodes stop after their reconnect timeout.
+
+The new control store has the node's lifeline (it stops with an init()
+cluster's driver) and is stopped with the node; in a daemon cluster it is a
+daemon in its own session, as the first one was, so `solray stop` finds it.
 """
 
 from __future__ import annotations
@@ -89,6 +93,9 @@ class ControlSupervisor:
                 pass_fds=pass_fds,
                 stdin=subprocess.DEVNULL,
                 close_fds=True,
+                # A daemon cluster's (no lifeline): a daemon in its own
+                # session, as the first was, so `solray stop` finds it too.
+                start_new_session=self.lifeline_fd is None,
             )
         finally:
             os.close(token_fd)
