@@ -136,12 +136,20 @@ def test_control_store_killed_and_restarted(leak_check, storage):
         created["value"] = solray.get(handle.incr.remote(), timeout=60)
         created["handle"] = handle
 
+    def group_during_outage() -> None:
+        group = placement_group([{"CPU": 0.25}])
+        created["group_ready"] = solray.get(group.ready(), timeout=60) is not None
+        created["group"] = group
+
     creator = threading.Thread(target=create_during_outage)
     creator.start()
+    grouper = threading.Thread(target=group_during_outage)
+    grouper.start()
     assert [solray.get(counter.incr.remote(), timeout=30) for _ in range(5)] == [2, 3, 4, 5, 6]
     calls_done_at = time.time()
     assert solray.get([square.remote(i) for i in range(8)], timeout=30) == [i * i for i in range(8)]
     assert creator.is_alive(), "an actor was created while the control store was down"
+    assert grouper.is_alive(), "a placement group was made while the control store was down"
 
     # The head node starts the control store again; the actor calls above
     # were made before it did.
@@ -153,7 +161,9 @@ def test_control_store_killed_and_restarted(leak_check, storage):
     assert new.create_time() > calls_done_at > killed_at
 
     creator.join(60)
+    grouper.join(60)
     assert created.get("value") == 1, "the actor created during the outage did not start"
+    assert created.get("group_ready"), "the group created during the outage was not placed"
     wait_for_condition(
         lambda: {n["NodeID"] for n in solray.nodes() if n["Alive"]} == nodes_before,
         timeout=30,
@@ -180,6 +190,7 @@ def test_control_store_killed_and_restarted(leak_check, storage):
     solray.kill(counter)
     solray.kill(created["handle"])
     remove_placement_group(pg)
+    remove_placement_group(created["group"])
     solray.shutdown()
     if storage == "redis":  # a cluster started by init() takes its tables with it
         import redis
