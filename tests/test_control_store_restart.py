@@ -192,6 +192,7 @@ def test_control_store_killed_and_restarted(leak_check, storage):
     remove_placement_group(pg)
     remove_placement_group(created["group"])
     solray.shutdown()
+    new.wait(15)  # the restarted control store went with the cluster (not our child)
     if storage == "redis":  # a cluster started by init() takes its tables with it
         import redis
 
@@ -229,6 +230,9 @@ def test_actor_worker_dies_during_outage(leak_check, storage):
     assert second_pid != first_pid
     with pytest.raises(solray.exceptions.ActorDiedError):
         solray.get(mortal.pid.remote(), timeout=60)
+    new_store = control_store_procs(address)[0]
+    solray.shutdown()  # while its storage (a Redis server) is still up
+    new_store.wait(15)  # it went with the cluster (it is not our child)
 
 
 def test_unreadable_sqlite_file_is_named(tmp_path):
@@ -433,3 +437,6 @@ def test_owners_claim_their_actors_after_a_restart(leak_check):
     assert states["orphan"] == "DEAD"
     assert states["kept"] == "ALIVE"
     assert solray.get(solray.get_actor("kept").incr.remote(), timeout=60) == 2
+    new_store = control_store_procs(address)[0]
+    solray.shutdown()
+    new_store.wait(15)  # it went with the cluster (it is not our child)

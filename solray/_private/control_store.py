@@ -344,7 +344,14 @@ def main() -> None:
         default="default",
         help="this cluster's tables on a storage several clusters share (Redis)",
     )
+    parser.add_argument(
+        "--die-with-parent",
+        action="store_true",
+        help="exit when the process that started this one dies (a head node restarting it)",
+    )
     args = parser.parse_args()
+    if args.die_with_parent:
+        services.die_with_parent()
     services.setup_process("control_store", args)
     token = services.read_token(args.token_fd)
     try:

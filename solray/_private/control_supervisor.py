@@ -17,7 +17,8 @@ the same way, forever; its error (naming the file or server) is in the head
 node's log, and the nodes stop after their reconnect timeout.
 
 The new control store has the node's lifeline (it stops with an init()
-cluster's driver) and is stopped with the node; in a daemon cluster it is a
+cluster's driver) and is stopped with the node (or killed with it, should the
+node be killed first); in a daemon cluster it is a
 daemon in its own session, as the first one was, so `solray stop` finds it.
 """
 
@@ -84,7 +85,8 @@ class ControlSupervisor:
             argv += ["--log-level", self.log_level, *self.args]
             pass_fds = [token_fd, sock.fileno()]
             if self.lifeline_fd is not None:
-                argv += ["--lifeline-fd", str(self.lifeline_fd)]
+                # An init() cluster's: it goes with the driver, and with us.
+                argv += ["--lifeline-fd", str(self.lifeline_fd), "--die-with-parent"]
                 pass_fds.append(self.lifeline_fd)
             logger.warning("the control store at %s died: starting it again", self.address)
             self.proc = subprocess.Popen(
@@ -113,7 +115,7 @@ class ControlSupervisor:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             try:
-                self.proc.wait(10)
+                self.proc.wait(5)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()

@@ -103,6 +103,7 @@ class Persistence:
         self._callbacks: list[Callable[[], None]] = []
         self._writing = False
         self._flushing: asyncio.Task | None = None
+        self._closing = False  # a failed write is not retried
         self._thread = concurrent.futures.ThreadPoolExecutor(1, "solray-storage")
 
     def put(self, table: str, key: bytes, value: bytes) -> None:
@@ -139,6 +140,14 @@ class Persistence:
                 if batch:
                     await loop.run_in_executor(self._thread, self.storage.write, batch)
             except Exception as e:
+                if self._closing:
+                    logger.error(
+                        "could not write to %s (%s) while stopping: %d change(s) lost",
+                        self.storage.description,
+                        e,
+                        len(batch),
+                    )
+                    continue
                 logger.error(
                     "could not write to %s (%s); trying again in %.0f s",
                     self.storage.description,
@@ -157,9 +166,14 @@ class Persistence:
         self._writing = False
 
     async def close(self) -> None:
-        """Write what is staged, then close the storage."""
-        while self._writing:
-            await asyncio.sleep(0.01)
+        """Write what is staged (once more only, if writes fail: the control
+        store is stopping), then close the storage."""
+        self._closing = True
+        if self._flushing is not None and not self._flushing.done():
+            self._flushing.cancel()  # wakes a retry's backoff; the loop below writes
+            await asyncio.gather(self._flushing, return_exceptions=True)
+            self._writing = False
+            await self._flush()
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._thread, self.storage.close)
         self._thread.shutdown()
