@@ -183,6 +183,24 @@ def _node_options(f):
     help="Port of the dashboard; default 8265, or a free port if 8265 is taken. A port "
     "given must be free.",
 )
+@click.option(
+    "--storage",
+    default=None,
+    help="Where the control store keeps its tables, so that it can restart without the "
+    "cluster losing its actors, placement groups and key-value store (--head only): "
+    "redis://HOST:PORT for a Redis server (Ray's RAY_REDIS_ADDRESS=HOST:PORT works too), "
+    "or sqlite:///PATH. Default: a SQLite file in the session directory.",
+)
+@click.option(
+    "--redis-username",
+    default=None,
+    help="User name for the Redis server of --storage / RAY_REDIS_ADDRESS (as Ray's).",
+)
+@click.option(
+    "--redis-password",
+    default=None,
+    help="Password for the Redis server of --storage / RAY_REDIS_ADDRESS (as Ray's).",
+)
 @click.option("--block", is_flag=True, help="Stay in the foreground until the processes exit.")
 @_node_options
 @click.pass_context
@@ -198,6 +216,9 @@ def start(
     include_dashboard,
     dashboard_host,
     dashboard_port,
+    storage,
+    redis_username,
+    redis_password,
     block,
     num_cpus,
     num_gpus,
@@ -228,6 +249,14 @@ def start(
 
     if head == bool(address):
         raise click.UsageError("give exactly one of --head and --address HOST:PORT")
+    if storage is not None and not head:
+        raise click.UsageError("--storage is for --head: the control store runs on the head")
+    if storage is not None and not storage.startswith(("sqlite://", "redis://", "rediss://")):
+        raise click.BadParameter(
+            f"{storage!r}: give redis://HOST:PORT or sqlite:///PATH", param_hint="--storage"
+        )
+    if redis_username is not None or redis_password is not None:
+        storage = _with_redis_credentials(storage, redis_username, redis_password)
     given = ctx.get_parameter_source("ray_client_server_port")
     if address and given is not click.core.ParameterSource.DEFAULT:
         raise click.UsageError(
@@ -270,7 +299,7 @@ def start(
     launcher = services.Launcher(session_dir, token_bytes, daemon=True)
     if head:
         try:
-            control = launcher.start_control_store(node_ip_address, port)
+            control = launcher.start_control_store(node_ip_address, port, storage=storage)
         except OSError as e:
             raise click.ClickException(f"cannot listen on {node_ip_address}:{port}: {e}") from None
         address = control.address
@@ -296,7 +325,7 @@ def start(
     try:
         node = launcher.start_node(
             address,
-            ["--head", *node_args] if head else node_args,
+            [*services.head_node_arguments(control), *node_args] if head else node_args,
             node_ip_address,
             metrics_export_port=metrics_export_port,
             metrics_export_host=metrics_export_host,
@@ -375,6 +404,28 @@ def _cli_token(token_file, address, temp_dir, new: bool) -> bytes:
         return services.resolve_cluster(address, temp_dir)[1]
     except (ValueError, ConnectionError, OSError) as e:
         raise click.ClickException(str(e)) from None
+
+
+def _with_redis_credentials(storage: str | None, username: str | None, password: str | None) -> str:
+    """The Redis URL of --storage or RAY_REDIS_ADDRESS with Ray's
+    --redis-username/--redis-password in it."""
+    import os
+    from urllib.parse import quote, urlsplit, urlunsplit
+
+    from solray._private.control_storage import redis_url
+    from solray._private.services import REDIS_ADDRESS_ENV
+
+    if storage is None and os.environ.get(REDIS_ADDRESS_ENV):
+        storage = redis_url(os.environ[REDIS_ADDRESS_ENV])
+    if storage is None or not storage.startswith(("redis://", "rediss://")):
+        raise click.UsageError(
+            "--redis-username and --redis-password are for a control store storing to Redis: "
+            "give --storage redis://HOST:PORT or set RAY_REDIS_ADDRESS"
+        )
+    parts = urlsplit(storage)
+    credentials = quote(username or "", safe="") + ":" + quote(password or "", safe="")
+    netloc = f"{credentials}@{parts.netloc.rpartition('@')[2]}"
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _wait_for_node(address: str, token: bytes, node_id: str, timeout: float = 30) -> None:

@@ -109,7 +109,9 @@ class Cluster:
             )
             self.address = control.address
             process = self._launcher.start_node(
-                control.address, ["--head", *args], metrics_export_port=metrics_port or 0
+                control.address,
+                [*services.head_node_arguments(control), *args],
+                metrics_export_port=metrics_port or 0,
             )
             node = self.head_node = ClusterNode(process, is_head=True)
             services.write_session_file(self.session_dir, node.address, self.address, self.token)

@@ -45,15 +45,27 @@ the attempt at once, with no hooks, as in Ray.
 
 Callers waiting in GET_ACTOR are answered when the actor is ALIVE at an
 address they do not already know to be dead, or DEAD.
+
+Persistence. Every entry is written to the control store's storage when its
+state changes (`_save`); registering (its name taken) and creating (its
+constructor stored, for restarts) are answered once written. A control
+store started again loads them (`restore`): an ALIVE actor is *recovering*
+until its node comes back and hands over its lease (ADOPT_ACTOR_LEASE) and
+its worker answers again; an actor being placed is placed again; the owner
+of a non-detached one must say who it is (CONTROL_HELLO, `claim`) within the
+recovery window, or the actor ends as if its owner had died.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+
+import msgpack
 
 from solray._private import ids, transport
+from solray._private.control_storage import ACTORS
 from solray._private.placement import Demand, Unschedulable, place_actor
 from solray._private.placement_groups import uses_group
 from solray._private.protocol import Msg
@@ -77,7 +89,7 @@ class ActorEntry:
     resources: dict
     placement_resources: dict
     meta: dict
-    owner: transport.Connection
+    owner: transport.Connection | None  # None: restored, its owner not back yet
     job: int
     owner_address: str = ""  # the creator's core worker, which counts its handles
     strategy: dict | None = None
@@ -100,6 +112,26 @@ class ActorEntry:
     creation_error: list | None = None  # [head, buffers] of the constructor's error
     waiters: list = field(default_factory=list)
     on_dead: list = field(default_factory=list)  # callbacks once DEAD (a driver's shutdown)
+    recovering: bool = False  # restored ALIVE: its lease and worker not taken back yet
+
+
+# What of an entry is stored: all but its connections and waiters (and the
+# recovery flag, which only a restored entry has).
+STORED = tuple(
+    f.name
+    for f in fields(ActorEntry)
+    if f.name
+    not in ("owner", "node_conn", "worker_conn", "waiters", "on_dead", "recovering", "attempt")
+)
+
+
+def _plain(value):
+    """Buffers (memoryviews) as bytes, for msgpack."""
+    if isinstance(value, memoryview):
+        return bytes(value)
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
 
 
 # How long an actor ending gracefully may take before it is killed (Ray's
@@ -135,6 +167,10 @@ class ActorManager:
     # -- requests ----------------------------------------------------------
 
     def register(self, conn, rid, body, bufs) -> None:
+        if body["actor_id"] in self.actors:
+            # Sent again after a control store restart: stored already.
+            conn.reply(rid, {"ok": True})
+            return
         name, namespace = body.get("name"), body["namespace"]
         if name:
             existing = self.actors.get(self.named.get((namespace, name), b""))
@@ -181,19 +217,23 @@ class ActorManager:
         if name:
             self.named[(namespace, name)] = entry.actor_id
         conn.peer.setdefault("owned_actors", set()).add(entry.actor_id)
-        conn.reply(rid, {"ok": True})
+        self._save(entry)
+        self.store.persist.after_commit(lambda: conn.reply(rid, {"ok": True}))
 
     def create(self, conn, rid, body, bufs) -> None:
         entry = self.actors.get(body["actor_id"])
-        if entry is None or entry.state == DEAD:
+        if entry is None or entry.state == DEAD or entry.spec is not None:
+            conn.reply(rid, True)  # (a repeat after a control store restart: placed already)
             return
         if "dep_error" in body:
             # A constructor argument holds an error: the actor never starts.
-            entry.creation_error = [body["dep_error"], bufs]
+            entry.creation_error = [body["dep_error"], [bytes(b) for b in bufs]]
             self._set_dead(entry, "an argument of its constructor raised an error")
-            return
-        entry.spec = (body["spec"], bufs)
-        self._place(entry)
+        else:
+            entry.spec = (body["spec"], [bytes(b) for b in bufs])
+            self._save(entry)
+            self._place(entry)
+        self.store.persist.after_commit(lambda: conn.reply(rid, True))
 
     def get_actor(self, conn, rid, body, bufs) -> None:
         entry = self.actors.get(body["actor_id"])
@@ -311,6 +351,14 @@ class ActorManager:
         for entry in self.actors.values():
             entry.waiters = [w for w in entry.waiters if w[0] is not conn]
 
+    def on_node_removed(self, node_id: str) -> None:
+        """Restored actors on a node that did not come back: their attempt
+        ended with it (a connected actor learns so from its worker's
+        connection)."""
+        for entry in list(self.actors.values()):
+            if entry.recovering and entry.node_id == node_id:
+                self._attempt_ended(entry, "its node died while the control store was down")
+
     def on_cluster_changed(self) -> None:
         """A node came or went, or what a node has changed (a placement
         group's bundle reserved or released there): actors that found no
@@ -325,11 +373,113 @@ class ActorManager:
             if uses_group(entry.placement_resources, pg_id):
                 self._terminate(entry, "its placement group was removed")
 
+    # -- persistence and recovery --------------------------------------------
+
+    def _save(self, entry: ActorEntry) -> None:
+        row = {name: _plain(getattr(entry, name)) for name in STORED}
+        if entry.state == DEAD:
+            row["spec"] = None  # never placed again
+        self.store.persist.put(ACTORS, entry.actor_id, msgpack.packb(row))
+
+    def restore(self, tables: dict) -> None:
+        """Entries a previous control store stored (see the header)."""
+        for value in tables[ACTORS].values():
+            row = msgpack.unpackb(value, strict_map_key=False)
+            if row.get("spec") is not None:
+                row["spec"] = tuple(row["spec"])
+            entry = ActorEntry(owner=None, **row)
+            self.actors[entry.actor_id] = entry
+            if entry.state == DEAD:
+                continue
+            if entry.name:
+                self.named[(entry.namespace, entry.name)] = entry.actor_id
+            if entry.state == ALIVE:
+                entry.recovering = True
+            elif entry.spec is not None:
+                entry.state = RESTARTING if entry.num_restarts else PENDING
+                entry.node_id = None
+                self._unplaced.append(entry)  # placed once nodes are back
+
+    def claim(self, conn) -> None:
+        """A core worker said who it is: the restored actors it owns are
+        tied to its connection again (they end when it closes)."""
+        address = conn.peer["address"]
+        for entry in self.actors.values():
+            if entry.owner is None and entry.owner_address == address:
+                entry.owner = conn
+                conn.peer.setdefault("owned_actors", set()).add(entry.actor_id)
+
+    def end_recovery(self) -> None:
+        """The recovery window is over: restored non-detached actors whose
+        owner did not come back lost it meanwhile."""
+        for entry in list(self.actors.values()):
+            if entry.owner is None and not entry.detached and entry.state != DEAD:
+                self._terminate(entry, "its owner (the process that created it) died")
+
+    def on_node_registered(self, node: dict, hosted: list[dict]) -> list[bytes]:
+        """A node (re)registered with the actors it hosts whose lease our
+        previous incarnation held: restored ALIVE ones there are taken back;
+        the ids of those that are not alive there by our tables (their
+        placement was under way, or they ended meanwhile) are returned, for
+        the node to end."""
+        here = {h["actor_id"]: h["address"] for h in hosted}
+        drop = []
+        for actor_id, address in here.items():
+            entry = self.actors.get(actor_id)
+            if entry is None or entry.state != ALIVE or entry.address != address:
+                drop.append(actor_id)
+            elif entry.recovering:
+                self._place_task(self._recover(entry, node, entry.attempt))
+        for entry in list(self.actors.values()):
+            if entry.recovering and entry.node_id == node["node_id"] and entry.actor_id not in here:
+                self._attempt_ended(entry, "its worker died while the control store was down")
+        return drop
+
+    async def _recover(self, entry: ActorEntry, node: dict, attempt: int) -> None:
+        """Take a restored actor's lease back from its node and reconnect to
+        its worker; if either is gone, the attempt has ended."""
+        try:
+            node_conn = await self.node_conn(node)
+            adopted = await node_conn.request(Msg.ADOPT_ACTOR_LEASE, {"actor_id": entry.actor_id})
+            if entry.attempt != attempt:
+                return
+            if not adopted:
+                raise transport.ConnectionLost("its lease is gone")
+            entry.node_conn = node_conn
+            worker = await transport.connect(
+                entry.address, self.store.token, on_close=lambda c: self._worker_lost(entry, c)
+            )
+        except (OSError, TimeoutError, transport.ConnectionLost, transport.RemoteError):
+            if entry.attempt == attempt:
+                self._attempt_ended(entry, "its worker died while the control store was down")
+            return
+        if entry.attempt != attempt:
+            worker.close()
+            return
+        entry.worker_conn = worker
+        entry.recovering = False
+
+    async def _end_orphan(self, node_id: str, actor_id: bytes, cause: str, died: bool) -> None:
+        """End a restored actor's lease that was never taken back (the node
+        ends leases whose holder's connection closed, too)."""
+        node = self.store.view.nodes.get(node_id)
+        if node is None or not node["alive"]:
+            return
+        try:
+            (await self.node_conn(node)).send(
+                Msg.END_ACTOR_LEASE, {"actor_id": actor_id, "cause": cause, "died": died}
+            )
+        except (OSError, TimeoutError, transport.ConnectionLost):
+            pass
+
     # -- placement and restarts ---------------------------------------------
 
     def _place(self, entry: ActorEntry) -> None:
+        self._place_task(self._start(entry, entry.attempt))
+
+    def _place_task(self, coro) -> None:
         # asyncio keeps only weak references to tasks: hold each until done.
-        task = asyncio.get_running_loop().create_task(self._start(entry, entry.attempt))
+        task = asyncio.get_running_loop().create_task(coro)
         self._placing.add(task)
         task.add_done_callback(self._placing.discard)
 
@@ -439,6 +589,7 @@ class ActorManager:
         entry.address = grant["address"]
         entry.node_id = grant["node_id"]
         entry.pid = reply.get("pid")
+        self._save(entry)
         self._notify(entry)
 
     async def _lease(
@@ -530,6 +681,7 @@ class ActorManager:
         ):
             entry.num_restarts += 1
             entry.state = RESTARTING
+            self._save(entry)
             if entry.spec is not None:  # else it is placed once its arguments are
                 self._place(entry)
             return
@@ -547,6 +699,9 @@ class ActorManager:
             entry.node_conn.send(
                 Msg.END_ACTOR_LEASE, {"actor_id": entry.actor_id, "cause": cause, "died": died}
             )
+        elif entry.recovering and entry.node_id is not None:
+            self._place_task(self._end_orphan(entry.node_id, entry.actor_id, cause, died))
+        entry.recovering = False
         if entry in self._unplaced:
             self._unplaced.remove(entry)
         entry.node_conn = entry.worker_conn = None
@@ -557,6 +712,7 @@ class ActorManager:
         entry.death_cause = entry.death_cause or cause
         if entry.name and self.named.get((entry.namespace, entry.name)) == entry.actor_id:
             del self.named[(entry.namespace, entry.name)]
+        self._save(entry)
         self._notify(entry)
         callbacks, entry.on_dead = entry.on_dead, []
         for callback in callbacks:

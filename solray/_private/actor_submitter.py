@@ -30,6 +30,7 @@ the one piece of state here both threads touch (under a lock).
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import logging
 import threading
@@ -77,6 +78,7 @@ class ActorSubmitter:
         self.queues: dict[bytes, ActorQueue] = {}
         self._unfinished: dict[bytes, int] = {}  # actor -> calls counted against max_pending_calls
         self._unfinished_lock = threading.Lock()
+        self._creating: set[asyncio.Task] = set()  # CREATE_ACTOR requests in flight
 
     # -- max_pending_calls ---------------------------------------------------
 
@@ -107,10 +109,9 @@ class ActorSubmitter:
         resolve_dependencies(self.cw, task, partial(self._send_create, actor_id, runtime_options))
 
     def _send_create(self, actor_id: bytes, runtime_options: dict, task: PendingTask) -> None:
-        control = self.cw.control
         if task.dep_error is not None:
             head, buffers = encode_entry(task.dep_error)
-            control.send(Msg.CREATE_ACTOR, {"actor_id": actor_id, "dep_error": head}, buffers)
+            self._request_create({"actor_id": actor_id, "dep_error": head}, buffers)
             return
         fn = task.function
         body = {
@@ -126,7 +127,23 @@ class ActorSubmitter:
         }
         buffers = [fn.pickled]
         encode_arguments(task, self.cw.memory_store, body, buffers)
-        control.send(Msg.CREATE_ACTOR, {"actor_id": actor_id, "spec": body}, buffers)
+        self._request_create({"actor_id": actor_id, "spec": body}, buffers)
+
+    def _request_create(self, body: dict, buffers: list) -> None:
+        """CREATE_ACTOR as a request, not a one-way message: the control
+        store answers once the creation is stored, so one lost to a control
+        store restart is sent again (control_client.py). Its outcome comes
+        by GET_ACTOR, as for every call."""
+
+        async def create() -> None:
+            try:
+                await self.cw.control.request(Msg.CREATE_ACTOR, body, buffers)
+            except (transport.ConnectionLost, transport.RemoteError):
+                pass  # the control store is gone for good: GET_ACTOR says so
+
+        task = self.cw.loop.create_task(create())
+        self._creating.add(task)  # asyncio holds tasks weakly
+        task.add_done_callback(self._creating.discard)
 
     # -- calls -------------------------------------------------------------
 

@@ -92,6 +92,7 @@ from solray._private import (
 )
 from solray._private.borrowing import Borrowing
 from solray._private.collective_inbox import CollectiveInbox
+from solray._private.control_client import RECONNECT_TIMEOUT_S, ControlClient
 from solray._private.lineage import Lineage
 from solray._private.loop_inbox import Inbox
 from solray._private.memory_store import Inline, MemoryStore, error_entry
@@ -276,10 +277,23 @@ class CoreWorker:
         if self.is_driver:
             reply = await self.control.request(Msg.REGISTER_DRIVER, {"pid": os.getpid()})
             self.set_job(reply["job"])
-            await self.control.request(Msg.SUBSCRIBE, ["logs"])
+            await self.control.subscribe(["logs"])
+        await self._hello(self.control)
 
-    async def _connect_control(self, address: str) -> transport.Connection:
-        return await transport.connect(address, self.token, {Msg.PUBLISHED: self._on_published})
+    async def _connect_control(self, address: str) -> ControlClient:
+        control = ControlClient(
+            address, self.token, {Msg.PUBLISHED: self._on_published}, on_connect=self._hello
+        )
+        # A worker may start while the control store restarts: it waits.
+        await control.connect(retry_for=0.0 if self.is_driver else RECONNECT_TIMEOUT_S)
+        return control
+
+    async def _hello(self, conn) -> None:
+        """Who we are, on each connection to the control store: a restarted
+        control store gives us back the actors and placement groups we own
+        (by our address), so they fate-share with us again."""
+        job = self.job if self.is_driver else None
+        await conn.request(Msg.CONTROL_HELLO, {"address": self.address, "job": job})
 
     def set_job(self, job: int) -> None:
         self.job = job

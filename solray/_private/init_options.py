@@ -36,8 +36,12 @@ UNSUPPORTED: dict[str, tuple[tuple, str]] = {
     "system_reserved_cpu": ((None,), _NO_CGROUPS),
     "system_reserved_memory": ((None,), _NO_CGROUPS),
     "proxy_server_url": ((None,), "solray has no Ray Client proxy"),
-    "_redis_max_memory": ((None,), "solray has no Redis"),
-    "_redis_password": ((None,), "solray has no Redis; every connection proves the cluster token"),
+    "_redis_max_memory": ((None,), "solray starts no Redis server"),
+    "_redis_password": (
+        (None,),
+        "a control store storing to Redis takes the password in RAY_REDIS_ADDRESS "
+        "(redis://:PASSWORD@HOST:PORT); every connection to the cluster proves its token",
+    ),
     "_plasma_directory": ((None,), "solray's object store always lives in /dev/shm"),
     "_driver_object_store_memory": ((None,), "it is deprecated in Ray and has no effect"),
     "_tracing_startup_hook": ((None,), "solray has no tracing"),

@@ -26,7 +26,10 @@ moment, as in Ray: the alternative is deadlock.
 Failures. A worker that dies frees its lease's resources; its owner learns of
 it through its own connection to that worker. An owner whose connection
 drops loses its leases, and the workers still leased to it are killed:
-nobody is left to receive their results.
+nobody is left to receive their results. Actors' leases are the exception:
+their holder is the control store, which may restart (control_store.py);
+the actor keeps running, its lease held by the closed connection until the
+new control store takes it over (ADOPT_ACTOR_LEASE) or ends it.
 
 Placement group bundles reserved here (RESERVE_BUNDLES) take their resources
 (GPUs included, by device: see resources.py) and add the bundle's own
@@ -102,6 +105,7 @@ class LeaseScheduler:
             Msg.RETURN_LEASE: self.return_lease,
             Msg.RESIZE_LEASE: self.resize_lease,
             Msg.END_ACTOR_LEASE: self.end_actor_lease,
+            Msg.ADOPT_ACTOR_LEASE: self.adopt_actor_lease,
             Msg.WORKER_BLOCKED: self.worker_blocked,
             Msg.WORKER_UNBLOCKED: self.worker_unblocked,
             Msg.RESERVE_BUNDLES: self.reserve_bundles,
@@ -327,12 +331,40 @@ class LeaseScheduler:
             self.awaiting.remove(request)
             self.resources.release(request.resources, request.allocation)
             conn.reply(request.rid, {"cancelled": True})
-        for lease_id in list(conn.peer.get("leases", ())):
-            lease = self.leases.get(lease_id)
-            if lease is not None and lease.actor_id == actor_id:
+        for lease in list(self.leases.values()):
+            if lease.actor_id == actor_id and (lease.owner is conn or lease.owner.closed):
                 # A process that died by itself: its exit status tells.
                 reason = None if body.get("died") else ("INTENDED_SYSTEM_EXIT", body.get("cause"))
                 self.pool.remove(lease.worker, reason)
+        self.try_grant()
+
+    def adopt_actor_lease(self, conn, rid, body, bufs) -> None:
+        """A restarted control store takes over an actor's lease whose
+        holder (its previous incarnation) is gone; False if there is none."""
+        for lease in self.leases.values():
+            if lease.actor_id == body["actor_id"] and lease.owner.closed:
+                lease.owner = conn
+                conn.peer.setdefault("leases", set()).add(lease.lease_id)
+                conn.reply(rid, True)
+                return
+        conn.reply(rid, False)
+
+    def orphaned_actors(self) -> list[dict]:
+        """Actors running here whose lease holder (a control store that
+        died) is gone: for the next control store to adopt or end. (A new
+        control store may already hold leases here: those are not in doubt.)"""
+        return [
+            {"actor_id": lease.actor_id, "address": lease.worker.address}
+            for lease in self.leases.values()
+            if lease.actor_id is not None and lease.owner.closed
+        ]
+
+    def end_orphaned_actors(self, actor_ids: list[bytes]) -> None:
+        """The control store does not know these orphaned actors as alive here."""
+        ending = set(actor_ids)
+        for lease in list(self.leases.values()):
+            if lease.actor_id in ending and lease.owner.closed:
+                self.pool.remove(lease.worker)
         self.try_grant()
 
     def resize_lease(self, conn, rid, body, bufs) -> None:
@@ -387,7 +419,7 @@ class LeaseScheduler:
             self.pool.remove(worker, None)  # it is gone: its exit status says how
         for lease_id in list(conn.peer.get("leases", ())):
             lease = self.leases.get(lease_id)
-            if lease is not None:
+            if lease is not None and lease.actor_id is None:
                 self.pool.remove(lease.worker)
         self.try_grant()
 

@@ -8,6 +8,11 @@ peer nodes. The work is done by parts named for what they hold:
     object_manager.py   the shared-memory store's handlers, transfer between nodes
     metrics_exporter.py the /metrics endpoint: what its processes report, summed
 
+The control store may be killed and started again (control_store.py): the
+node's connection to it (control_client.py) reconnects, registering again
+with the actors it hosts, and the head node is the one that starts it again
+(control_supervisor.py). Meanwhile the node goes on serving its workers.
+
 The view (placement.ClusterView) holds every node as the control store
 publishes it (`resources`, `node_added`, `node_removed`); this node's own
 entry reads its ResourceSet. Every change here is reported at once (one
@@ -29,6 +34,8 @@ import socket
 import psutil
 
 from solray._private import ids, labels, services, transport
+from solray._private.control_client import ControlClient
+from solray._private.control_supervisor import ControlSupervisor
 from solray._private.lease_scheduler import LeaseScheduler
 from solray._private.log_files import LogFiles, log_dir
 from solray._private.metrics_exporter import MetricsExporter
@@ -109,7 +116,19 @@ class Node:
         self.objects = ObjectManager(self)
         self.metrics = MetricsExporter(self)
         self.metrics.add_source(SystemMetrics(self, self.metrics.constant_labels).collect)
-        self.control: transport.Connection | None = None
+        self.control: ControlClient | None = None
+        # The head node starts the control store again when it dies.
+        self.supervisor = (
+            ControlSupervisor(
+                self.control_address,
+                token,
+                json.loads(args.control_store_args),
+                args.lifeline_fd,
+                args.log_level,
+            )
+            if args.control_store_args
+            else None
+        )
         self.server = None  # serving starts once the node is registered
         self.address: str | None = None
         self._report_scheduled = False
@@ -130,12 +149,15 @@ class Node:
     async def start(self, sock, metrics_sock) -> None:
         self.address = transport.socket_address(sock)
         self.metrics.start(metrics_sock)
-        self.control = await transport.connect(
+        self.control = ControlClient(
             self.control_address,
             self.token,
             {Msg.PUBLISHED: self.on_published},
-            on_close=self._control_lost,
+            on_connect=self._register_again,
+            on_retry=self._control_down,
+            on_lost=self._control_lost,
         )
+        await self.control.connect()
         # Warm the pool while registering: the first task should find a worker.
         # These first workers start as interpreters; the zygote starts once
         # they are up (its imports would slow them down on a small machine),
@@ -145,9 +167,7 @@ class Node:
         await self.control.request(Msg.REGISTER_NODE, self.info())
         for info in await self.control.request(Msg.GET_NODES):
             self.view.add(info)
-        await self.control.request(
-            Msg.SUBSCRIBE, ["resources", "node_added", "node_removed", "owner_died"]
-        )
+        await self.control.subscribe(["resources", "node_added", "node_removed", "owner_died"])
         # Serve (the driver's NODE_INFO) only once registered, so that nodes()
         # and cluster_resources() right after init() see this node. The socket
         # is already listening: early connections wait in its backlog.
@@ -207,9 +227,32 @@ class Node:
         elif channel == "owner_died":
             self.store.drop_owner(data["address"])
 
-    def _control_lost(self, conn) -> None:
+    async def _register_again(self, conn: transport.Connection) -> None:
+        """A new control store (the old one was restarted): register again,
+        with the actors running here whose lease the old one held; it names
+        those it does not know as alive here, which end. Then take its view
+        of the cluster."""
+        reply = await conn.request(
+            Msg.REGISTER_NODE, dict(self.info(), actors=self.leases.orphaned_actors())
+        )
+        if reply.get("dead"):
+            logger.error("the control store declared this node dead; stopping it")
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        self.leases.end_orphaned_actors(reply["drop_actors"])
+        for info in await conn.request(Msg.GET_NODES):
+            if info["node_id"] != self.node_id:
+                self.view.add(info)
+                if not info["alive"]:
+                    self.view.remove(info["node_id"])
+
+    def _control_down(self, for_s: float) -> None:
+        if self.supervisor is not None and not self.stopping:
+            self.supervisor.revive(for_s)
+
+    def _control_lost(self) -> None:
         if not self.stopping:
-            logger.error("lost the control store; stopping this node")
+            logger.error("the control store did not come back; stopping this node")
             os.kill(os.getpid(), signal.SIGTERM)
 
     def info(self) -> dict:
@@ -231,6 +274,8 @@ class Node:
 
     async def stop(self) -> None:
         self.stopping = True
+        if self.supervisor is not None:
+            self.supervisor.stop()
         self.metrics.stop()
         await self.pool.stop()  # every process we started, killed and reaped
         if self.server is not None:
@@ -241,6 +286,8 @@ class Node:
         await self.store.close()
         shutil.rmtree(self.shm_dir, ignore_errors=True)
         shutil.rmtree(self.runtime_resources, ignore_errors=True)
+        if self.control is not None:
+            self.control.close()
 
     def background(self, coro) -> asyncio.Task:
         """Run a coroutine in the background. asyncio keeps only weak refs to
@@ -281,7 +328,7 @@ class Node:
 
     def _report_resources(self) -> None:
         self._report_scheduled = False
-        if not self.control.closed:
+        if self.control.connected:
             self.control.send(
                 Msg.NODE_RESOURCES,
                 {
@@ -330,6 +377,11 @@ def main() -> None:
     parser.add_argument("--memory-usage-threshold", type=float, default=0.95)
     parser.add_argument("--memory-monitor-refresh-ms", type=int, default=250)
     parser.add_argument("--head", action="store_true")
+    parser.add_argument(
+        "--control-store-args",
+        help="JSON list: the control store's arguments, for the head node to start it "
+        "again when it dies",
+    )
     parser.add_argument("--node-id", help="hex id; random if not given")
     parser.add_argument("--node-name", help="a name for nodes(); the IP address if not given")
     parser.add_argument(

@@ -21,6 +21,13 @@ into new node resources "CPU_group_G" and "CPU_group_i_G" (plus the markers
 "bundle_group_G" and "bundle_group_i_G"), as in Ray. A task or actor placed in
 the group asks for those names instead (`group_resources`), so the ordinary
 lease routing takes it to the node holding the bundle.
+
+Persistence: a group is written to the control store's storage when it is
+created (answered once written) and when its state or nodes change. Nodes
+keep their reserved bundles while the control store is away, so a restored
+CREATED group is simply still there; one being placed is placed again once
+nodes are back. A non-detached group's owner must come back within the
+recovery window (`claim`), or the group is removed as if it had died.
 """
 
 from __future__ import annotations
@@ -28,7 +35,10 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
+import msgpack
+
 from solray._private import ids, transport
+from solray._private.control_storage import GROUPS
 from solray._private.placement import BundleRequest, assign_bundles
 from solray._private.protocol import Msg
 
@@ -79,7 +89,7 @@ class PlacementGroup:
     bundles: list
     strategy: str
     name: str
-    owner: transport.Connection
+    owner: transport.Connection | None  # None: restored, its owner not back yet
     detached: bool
     label_selectors: list | None = None  # per bundle
     max_cpu_fraction: float | None = None
@@ -90,9 +100,27 @@ class PlacementGroup:
     waiters: list = field(default_factory=list)
     placing: bool = False
     again: bool = False  # the cluster changed while placing: try again after
+    owner_address: str = ""  # the owner's core worker, to claim it after a restart
 
     def __post_init__(self) -> None:
         self.nodes = [None] * len(self.bundles)
+
+
+# What of a group is stored (its connections and placing flags are not).
+STORED = (
+    "pg_id",
+    "bundles",
+    "strategy",
+    "name",
+    "detached",
+    "label_selectors",
+    "max_cpu_fraction",
+    "soft_target",
+    "creator_job_id",
+    "state",
+    "nodes",
+    "owner_address",
+)
 
 
 class PlacementGroupManager:
@@ -107,6 +135,9 @@ class PlacementGroupManager:
         }
 
     def create(self, conn, rid, body, bufs) -> None:
+        if body["pg_id"] in self.groups:
+            conn.reply(rid, {"ok": True})  # sent again after a control store restart
+            return
         name = body.get("name") or ""
         if name and any(g.name == name and g.state != REMOVED for g in self.groups.values()):
             conn.reply(rid, {"error": f"a placement group named {name!r} already exists"})
@@ -123,9 +154,11 @@ class PlacementGroupManager:
             body.get("soft_target"),
             _job_hex(conn.peer.get("job")),
         )
+        group.owner_address = conn.peer.get("address") or ""
         self.groups[group.pg_id] = group
         conn.peer.setdefault("placement_groups", set()).add(group.pg_id)
-        conn.reply(rid, {"ok": True})
+        self._save(group)
+        self.store.persist.after_commit(lambda: conn.reply(rid, {"ok": True}))
         self._place(group)
 
     def remove(self, conn, rid, body, bufs) -> None:
@@ -165,6 +198,32 @@ class PlacementGroupManager:
             },
         )
 
+    # -- persistence and recovery ----------------------------------------------
+
+    def _save(self, group: PlacementGroup) -> None:
+        row = {name: getattr(group, name) for name in STORED}
+        self.store.persist.put(GROUPS, group.pg_id.encode(), msgpack.packb(row))
+
+    def restore(self, tables: dict) -> None:
+        for value in tables[GROUPS].values():
+            row = msgpack.unpackb(value, strict_map_key=False)
+            nodes = row.pop("nodes")
+            group = PlacementGroup(owner=None, **row)
+            group.nodes = nodes
+            self.groups[group.pg_id] = group  # placed again once nodes are back
+
+    def claim(self, conn) -> None:
+        address = conn.peer["address"]
+        for group in self.groups.values():
+            if group.owner is None and group.owner_address == address:
+                group.owner = conn
+                conn.peer.setdefault("placement_groups", set()).add(group.pg_id)
+
+    def end_recovery(self) -> None:
+        for group in list(self.groups.values()):
+            if group.owner is None and not group.detached and group.state != REMOVED:
+                self._remove(group)
+
     def on_connection_closed(self, conn) -> None:
         for pg_id in conn.peer.get("placement_groups", ()):
             group = self.groups.get(pg_id)
@@ -187,6 +246,7 @@ class PlacementGroupManager:
                 group.nodes = [None if n == node_id else n for n in group.nodes]
                 if group.state == CREATED:
                     group.state = RESCHEDULING
+                self._save(group)
                 self._place(group)
 
     # -- placing -------------------------------------------------------------
@@ -254,6 +314,7 @@ class PlacementGroupManager:
                 group.again = True
                 return
             group.state = CREATED
+            self._save(group)
             self._notify(group)
         finally:
             group.placing = False
@@ -275,6 +336,7 @@ class PlacementGroupManager:
         a restart could never be placed)."""
         self._release(group)
         group.state = REMOVED
+        self._save(group)
         self._notify(group)
         self.store.actors.on_group_removed(group.pg_id)
 

@@ -131,6 +131,10 @@ class Msg(IntEnum):
     LIST_LOGS = 111  # -> node: the files in its log directory (log_files.py)
     GET_LOG = 112  # -> node: lines of one log file (a tail, or from an offset on)
 
+    # Control store restarts (control_client.py, control_store.py).
+    CONTROL_HELLO = 140  # core worker -> control store, each (re)connect: who it is
+    ADOPT_ACTOR_LEASE = 141  # restarted control store -> node: the actor's lease is mine now
+
     # util.collective: one rank's array for another (collective_inbox.py).
     COLLECTIVE_DATA = 150
 

@@ -502,6 +502,9 @@ class ServiceProcess:
     node_id: str | None = None
     metrics_export_port: int | None = None  # a node's /metrics endpoint
     dashboard_url: str | None = None  # HOST:PORT of the dashboard it serves
+    # A control store's own arguments; the head node is given them, to start
+    # it again should it die (control_supervisor.py).
+    control_args: list[str] | None = None
 
 
 class Launcher:
@@ -521,6 +524,8 @@ class Launcher:
         self.daemon = daemon
         self.log_level = log_level
         self.processes: list[ServiceProcess] = []
+        self.storage: str | None = None  # where our control store keeps its tables
+        self.storage_namespace = ""
         self._lifeline_r: int | None = None
         self._lifeline_w: int | None = None
         if not daemon:
@@ -529,9 +534,33 @@ class Launcher:
         started_sessions.append(os.path.basename(session_dir))
 
     def start_control_store(
-        self, host: str = "127.0.0.1", port: int = 0, args: list[str] = ()
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        args: list[str] = (),
+        storage: str | None = None,
     ) -> ServiceProcess:
-        return self._start("control store", "solray._private.control_store", host, port, list(args))
+        """A control store keeping its tables in `storage` (storage_url)."""
+        self.storage = storage_url(self.session_dir, storage)
+        self.storage_namespace = os.environ.get(
+            STORAGE_NAMESPACE_ENV, os.path.basename(self.session_dir)
+        )
+        args = [*args, *self._storage_arguments(), "--storage-namespace", self.storage_namespace]
+        proc = self._start("control store", "solray._private.control_store", host, port, args)
+        proc.control_args = args
+        return proc
+
+    def _storage_arguments(self) -> list[str]:
+        """--storage URL; a URL with credentials (a Redis password) goes in
+        a file only this user can read instead: a command line is readable
+        by every local user."""
+        if "@" not in self.storage:
+            return ["--storage", self.storage]
+        path = os.path.join(self.session_dir, "control_store_storage")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(self.storage)
+        return ["--storage-file", path]
 
     def start_node(
         self,
@@ -710,6 +739,44 @@ class Launcher:
                 proc.popen.wait()
         # A node removes its store when it stops; if it was killed, we do.
         remove_session_shm(self.session_dir)
+        if self.storage is not None and not self.daemon:
+            drop_storage(self.storage, self.storage_namespace)
+
+
+# Ray's variables for a head whose control store keeps its tables in Redis,
+# and for the name its tables go under there (control_storage/).
+REDIS_ADDRESS_ENV = "RAY_REDIS_ADDRESS"
+STORAGE_NAMESPACE_ENV = "RAY_external_storage_namespace"
+CONTROL_STORE_FILE = "control_store.sqlite3"
+
+
+def storage_url(session_dir: str, storage: str | None = None) -> str:
+    """Where a control store keeps its tables: `storage` if given (the
+    CLI's --storage), else Redis at RAY_REDIS_ADDRESS if set, else a SQLite
+    file in the session directory."""
+    from solray._private.control_storage import redis_url
+
+    if storage:
+        return storage
+    if os.environ.get(REDIS_ADDRESS_ENV):
+        return redis_url(os.environ[REDIS_ADDRESS_ENV])
+    return "sqlite://" + os.path.join(os.path.abspath(session_dir), CONTROL_STORE_FILE)
+
+
+def drop_storage(url: str, namespace: str) -> None:
+    """A cluster started by init() ends with its driver: its tables go too
+    (a Redis server outlives it; a SQLite file goes with the session)."""
+    from solray._private.control_storage import open_storage
+
+    try:
+        open_storage(url, namespace).drop()
+    except Exception as e:  # StorageError, OSError, redis.RedisError: it may be gone already
+        logger.warning("could not delete the control store's tables in %s: %s", url, e)
+
+
+def head_node_arguments(control: ServiceProcess) -> list[str]:
+    """What makes a node the head: it starts `control` again if it dies."""
+    return ["--head", "--control-store-args", json.dumps(control.control_args)]
 
 
 def _bind_dashboard(control_address: str, host: str, port: int | None) -> tuple[socket.socket, str]:
@@ -759,7 +826,7 @@ def start_local_cluster(
             launcher.start_dashboard(control.address, *dashboard)
         node = launcher.start_node(
             control.address,
-            ["--head", *node_args],
+            [*head_node_arguments(control), *node_args],
             host,
             metrics_export_port=metrics_export_port,
         )

@@ -545,7 +545,11 @@ def shutdown(_exiting_interpreter: bool = False) -> None:
 def _end_owned_actors(cw) -> None:
     """Before a driver goes: its non-detached actors end gracefully (their
     `__ray_shutdown__` and atexit handlers run), each within the graceful
-    timeout, after which the control store kills it."""
+    timeout, after which the control store kills it. With the control
+    store away (restarting), it ends them itself: their owner does not come
+    back."""
+    if cw.control is None or not cw.control.connected:
+        return
     try:
         cw.request("control", Msg.SHUTDOWN_OWNED_ACTORS, {}, timeout=_GRACEFUL_WAIT_S)
     except Exception:  # the cluster is already gone, or too slow: it ends them anyway
