@@ -199,7 +199,15 @@ def _node_options(f):
 @click.option(
     "--redis-password",
     default=None,
-    help="Password for the Redis server of --storage / RAY_REDIS_ADDRESS (as Ray's).",
+    help="Not accepted: a password on the command line is readable by every local user. "
+    "Give --redis-password-file.",
+)
+@click.option(
+    "--redis-password-file",
+    type=click.File("r"),
+    default=None,
+    help="File holding the password for the Redis server of --storage / RAY_REDIS_ADDRESS "
+    "('-': read it from stdin).",
 )
 @click.option("--block", is_flag=True, help="Stay in the foreground until the processes exit.")
 @_node_options
@@ -219,6 +227,7 @@ def start(
     storage,
     redis_username,
     redis_password,
+    redis_password_file,
     block,
     num_cpus,
     num_gpus,
@@ -255,8 +264,15 @@ def start(
         raise click.BadParameter(
             f"{storage!r}: give redis://HOST:PORT or sqlite:///PATH", param_hint="--storage"
         )
-    if redis_username is not None or redis_password is not None:
-        storage = _with_redis_credentials(storage, redis_username, redis_password)
+    if redis_password is not None:
+        raise click.UsageError(
+            "--redis-password is not accepted: a password on the command line is readable by "
+            "every local user (/proc/PID/cmdline). Give --redis-password-file PATH, or "
+            "--redis-password-file - and the password on stdin."
+        )
+    if redis_username is not None or redis_password_file is not None:
+        password = redis_password_file.read().strip() if redis_password_file else None
+        storage = _with_redis_credentials(storage, redis_username, password)
     given = ctx.get_parameter_source("ray_client_server_port")
     if address and given is not click.core.ParameterSource.DEFAULT:
         raise click.UsageError(

@@ -345,11 +345,18 @@ def test_solray_start_head_with_redis_storage(leak_check, redis_server, tmp_path
     client.config_set("requirepass", password)
     client.close()
     client = redis.Redis.from_url(f"redis://:{password}@{redis_server}")
+    refused = solray_cli(
+        "start", "--head", "--storage", f"redis://{redis_server}", "--redis-password", password
+    )
+    assert refused.returncode != 0 and "--redis-password-file" in refused.stderr
+    password_file = tmp_path / "redis-password"
+    password_file.write_text(password + "\n")
+    password_file.chmod(0o600)
     started = start_head(
         "--storage",
         f"redis://{redis_server}",
-        "--redis-password",
-        password,
+        "--redis-password-file",
+        str(password_file),
         "--temp-dir",
         temp_dir,
     )
