@@ -6,6 +6,8 @@ import os
 
 import click
 
+from solray._private.job_cli import job
+
 
 class _Commands(click.Group):
     """Every command reports an unsafe session registry as a plain error."""
@@ -320,6 +322,7 @@ def start(
         token_bytes,
         pid=node.popen.pid,
         client_server_address=client_server.address if client_server else None,
+        dashboard_url=client_server.dashboard_url if client_server else None,
     )
     token_path = os.path.join(session_dir, "token")
     if head:
@@ -575,6 +578,8 @@ def _size(n: int) -> str:
         n /= 1024
     return str(n)
 
+
+main.add_command(job)
 
 if __name__ == "__main__":
     main()

@@ -121,8 +121,10 @@ class Cluster:
         if body["channel"] == "logs":
             self.logs.add(body["data"]["ip"], body["data"]["lines"])
 
-    async def ask_control(self, msg: int, body=None, raw: bool = False):
-        return await asyncio.wait_for(self.control.request(msg, body, raw=raw), REQUEST_TIMEOUT_S)
+    async def ask_control(self, msg: int, body=None, buffers=(), raw: bool = False):
+        return await asyncio.wait_for(
+            self.control.request(msg, body, buffers, raw=raw), REQUEST_TIMEOUT_S
+        )
 
     async def ask_node(self, address: str, msg: int, body=None):
         conn = self._nodes.get(address)
