@@ -122,9 +122,15 @@ class SessionRegistryError(PermissionError):
     """The session registry is not a private directory of this user."""
 
 
+# Ray's variable for the temp dir when none is given; a job's entrypoint
+# gets its head's (dashboard/jobs.py), so init() in it finds the head's session.
+TEMP_DIR_ENV = "RAY_TMPDIR"
+
+
 def sessions_root(temp_dir: str | None = None) -> str:
     """Where this user's session registry is (it may not exist yet)."""
-    return os.path.join(temp_dir or tempfile.gettempdir(), f"solray-sessions-{os.getuid()}")
+    temp_dir = temp_dir or os.environ.get(TEMP_DIR_ENV) or tempfile.gettempdir()
+    return os.path.join(temp_dir, f"solray-sessions-{os.getuid()}")
 
 
 def session_registry(temp_dir: str | None = None, create: bool = False) -> str | None:

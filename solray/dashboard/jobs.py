@@ -11,9 +11,10 @@ running jobs; each job's record (models.JobInfo) is written to the control
 store's key-value store at each change, which is where every reader looks.
 
 How a job's driver joins the cluster: its environment names the control
-store (RAY_ADDRESS) and the session's token file (SOLRAY_TOKEN_FILE, a path
-readable only by the cluster's user), never the token itself; and it holds
-the job's runtime_env and metadata (models.JOB_CONFIG_ENV), which init()
+store (RAY_ADDRESS) and the head's temp dir (RAY_TMPDIR), never the token:
+init() finds the token where any driver on the head does, in the head's
+session (readable only by the cluster's user); and the environment holds
+the job's runtime_env and metadata (job_config.JOB_CONFIG_ENV), which init()
 applies, so the driver's tasks and actors run in the job's env. The
 entrypoint itself runs in that env too: the agent (runtime_env/agent.py,
 with a cache of its own) unpacks the working_dir it starts in and the
@@ -42,7 +43,7 @@ import time
 
 import msgpack
 
-from solray._private import runner, services
+from solray._private import runner, services, transport
 from solray._private.protocol import Msg
 from solray._private.runtime_env import packages, spec
 from solray._private.runtime_env.agent import RuntimeEnvAgent
@@ -270,7 +271,9 @@ class JobManager:
     async def _run(self, job: _Job) -> None:
         try:
             await self._supervise(job)
-        except Exception as e:  # the cluster went away, a log folder could not be made, ...
+        except transport.ConnectionLost:
+            pass  # the control store is gone: the cluster is stopping, the job with it
+        except Exception as e:  # a log folder could not be made, ...
             logger.exception("job %s failed in its supervision", job.submission_id)
             with contextlib.suppress(Exception):  # the control store may be what is gone
                 await self._finish(
@@ -299,7 +302,9 @@ class JobManager:
         env["PATH"] = os.pathsep.join([os.path.dirname(launch.python), env.get("PATH", "")])
         env["PYTHONPATH"] = os.pathsep.join([*launch.sys_path, env.get("PYTHONPATH", "")])
         env["RAY_ADDRESS"] = env["SOLRAY_ADDRESS"] = self.cluster.control_address
-        env[services.TOKEN_FILE_ENV] = os.path.join(self.session_dir, "token")
+        # The driver finds the token where any driver on this host does: in
+        # the head's session, under the head's temp dir.
+        env[services.TEMP_DIR_ENV] = os.path.dirname(os.path.dirname(self.session_dir))
         env[JOB_CONFIG_ENV] = json.dumps(
             {
                 "runtime_env": job.runtime_env,
