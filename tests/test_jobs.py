@@ -129,7 +129,7 @@ def http_request(url: str, method: str, path: str, body: bytes | None = None, he
 
 
 def test_a_job_runs_tasks_in_its_working_dir_and_keeps_its_log(cluster, tmp_path):
-    client, _, _, session_dir = cluster
+    client, url, token, session_dir = cluster
     submission_id = client.submit_job(
         entrypoint="python script.py",
         runtime_env={"working_dir": working_dir(tmp_path / "app"), "env_vars": {"A": "1"}},
@@ -151,6 +151,28 @@ def test_a_job_runs_tasks_in_its_working_dir_and_keeps_its_log(cluster, tmp_path
     assert submission_id in [j.submission_id for j in client.list_jobs()]
     # The log is a file of the session, kept after the job.
     assert os.path.isfile(os.path.join(session_dir, "logs", f"job-driver-{submission_id}.log"))
+
+    # The dashboard's jobs view shows it (to a program holding the token).
+    status, text = http_request(
+        url, "GET", "/api/jobs", headers={"Authorization": f"Bearer {token}"}
+    )
+    assert status == 200
+    shown = {j["submission_id"]: j for j in json.loads(text)["submissions"]}
+    assert shown[submission_id]["status"] == "SUCCEEDED"
+    assert shown[submission_id]["entrypoint"] == "python script.py"
+
+
+def test_ray_job_submission_is_the_sdk():
+    """A Ray program's `from ray.job_submission import ...` gets solray's."""
+    out = solray_cli(
+        "run", "-c",
+        "from ray.job_submission import JobSubmissionClient, JobStatus, JobDetails\n"
+        "import solray.job_submission as s\n"
+        "assert JobSubmissionClient is s.JobSubmissionClient\n"
+        "print(sorted(JobStatus.__members__))",
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "['FAILED', 'PENDING', 'RUNNING', 'STOPPED', 'SUCCEEDED']"
 
 
 def test_a_failing_entrypoint_fails_with_its_exit_code(cluster):
