@@ -81,6 +81,8 @@ def cluster(tmp_path_factory):
         yield JobSubmissionClient(url), url, token, context["session_dir"]
     finally:
         solray.shutdown()
+    me = psutil.Process()
+    wait_for_condition(lambda: not me.children(recursive=True), timeout=15)
 
 
 def working_dir(path) -> str:
@@ -126,6 +128,20 @@ def http_request(url: str, method: str, path: str, body: bytes | None = None, he
         return response.status, response.read().decode()
     finally:
         conn.close()
+
+
+def test_a_cluster_that_stops_stops_its_running_jobs(leak_check, tmp_path):
+    """A job's processes are in a group of their own, so they are not
+    reached by what stops the cluster's processes: the dashboard stops them.
+    (First in the module: its own cluster, before the module's starts.)"""
+    context = solray.init(num_cpus=1, dashboard_port=0)
+    client = JobSubmissionClient(f"http://{context.dashboard_url}")
+    pid_file = tmp_path / "sleeper.pid"
+    client.submit_job(entrypoint=f"sleep 600 & echo $! > {pid_file}; wait")
+    sleeper = read_pid(pid_file)
+    assert not gone(sleeper)
+    solray.shutdown()
+    wait_for_condition(lambda: gone(sleeper), timeout=15, message="the job outlived its cluster")
 
 
 def test_a_job_runs_tasks_in_its_working_dir_and_keeps_its_log(cluster, tmp_path):
@@ -287,6 +303,27 @@ def test_requests_without_the_token_or_with_bad_bodies_are_refused(cluster, tmp_
     )
     assert (tmp_path / "ran.after").exists() and not marker.exists()
     assert {j.submission_id for j in client.list_jobs()} == before | {after}
+
+
+def test_a_runtime_env_file(cluster, tmp_path):
+    """`--runtime-env FILE.yaml` (Ray's): read with PyYAML, or a clear error
+    naming it where PyYAML is not installed, and then nothing is submitted."""
+    client, url, _, _ = cluster
+    env_file = tmp_path / "env.yaml"
+    env_file.write_text("env_vars:\n  GREETING: hello from yaml\n")
+    before = {j.submission_id for j in client.list_jobs()}
+    out = solray_cli(
+        "job", "submit", "--address", url, "--runtime-env", str(env_file), "--",
+        'echo "$GREETING"', env=dict(os.environ),
+    )  # fmt: skip
+    try:
+        import yaml  # noqa: F401
+    except ImportError:
+        assert out.returncode == 2 and "PyYAML" in out.stderr
+        assert {j.submission_id for j in client.list_jobs()} == before
+    else:
+        assert out.returncode == 0, out.stderr
+        assert "hello from yaml" in out.stdout
 
 
 def test_the_sdk_refuses_what_it_cannot_honour(cluster):
