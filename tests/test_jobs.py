@@ -163,7 +163,8 @@ def test_a_job_runs_tasks_in_its_working_dir_and_keeps_its_log(cluster, tmp_path
     assert info.driver_exit_code == 0 and info.end_time >= info.start_time
     assert info.metadata == {"owner": "tests"}
     assert info.runtime_env["working_dir"].startswith("pkg://")
-    assert info.job_id is not None  # the driver it started
+    assert info.job_id is not None  # the driver it started, which names the job too (Ray's)
+    assert client.get_job_info(info.job_id).submission_id == submission_id
     assert submission_id in [j.submission_id for j in client.list_jobs()]
     # The log is a file of the session, kept after the job.
     assert os.path.isfile(os.path.join(session_dir, "logs", f"job-driver-{submission_id}.log"))

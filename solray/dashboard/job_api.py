@@ -26,7 +26,7 @@ from aiohttp import web
 
 from solray._private.runtime_env import packages
 from solray.dashboard.jobs import JobManager, JobNotFound, JobRequestError
-from solray.job_submission.models import JobDetails, JobStatus, JobType
+from solray.job_submission.models import JobDetails, JobStatus
 
 API_VERSION = "3"  # Ray's job API version whose routes these are
 TAIL_POLL_S = 0.2  # how often a tailed log is read for what was added
@@ -40,8 +40,8 @@ class JobAPI:
     def add_routes(self, app: web.Application) -> None:
         app.router.add_get("/api/version", self.version)
         app.router.add_post("/api/jobs/", self.submit)
-        app.router.add_get("/api/jobs/", self.list)
-        app.router.add_get("/api/jobs/{job_id}", self.get)
+        app.router.add_get("/api/jobs/", self.list_jobs)
+        app.router.add_get("/api/jobs/{job_id}", self.get_job)
         app.router.add_delete("/api/jobs/{job_id}", self.delete)
         app.router.add_post("/api/jobs/{job_id}/stop", self.stop)
         app.router.add_get("/api/jobs/{job_id}/logs", self.logs)
@@ -67,35 +67,40 @@ class JobAPI:
             raise web.HTTPBadRequest(text=str(e)) from None
         return web.json_response({"job_id": submission_id, "submission_id": submission_id})
 
-    async def _details(self, submission_id: str, info, drivers: dict[str, str]) -> dict:
-        return JobDetails(
-            type=JobType.SUBMISSION,
-            job_id=drivers.get(submission_id),
-            submission_id=submission_id,
-            **{k: v for k, v in info.to_json().items() if k in JobDetails.__dataclass_fields__},
-        ).dict()
-
-    async def list(self, request):
+    async def list_jobs(self, request):
         drivers = await self.manager.driver_job_ids()
         jobs = await self.manager.list()
         return web.json_response(
-            [await self._details(i, info, drivers) for i, info in jobs.items()]
+            [JobDetails.of_submission(i, info, drivers.get(i)).dict() for i, info in jobs.items()]
         )
 
+    async def _id(self, request) -> str:
+        """The submission id a path names: by itself, or by the id of the
+        driver its job started (Ray takes either)."""
+        given = request.match_info["job_id"]
+        if await self.manager.exists(given):
+            return given
+        for submission_id, job_id in (await self.manager.driver_job_ids()).items():
+            if job_id == given:
+                return submission_id
+        raise web.HTTPNotFound(text=f"Job {given} does not exist")
+
     async def _info(self, request):
-        submission_id = request.match_info["job_id"]
+        submission_id = await self._id(request)
         try:
             return submission_id, await self.manager.get(submission_id)
-        except JobNotFound:
+        except JobNotFound:  # deleted meanwhile
             raise web.HTTPNotFound(text=f"Job {submission_id} does not exist") from None
 
-    async def get(self, request):
+    async def get_job(self, request):
         submission_id, info = await self._info(request)
         drivers = await self.manager.driver_job_ids()
-        return web.json_response(await self._details(submission_id, info, drivers))
+        return web.json_response(
+            JobDetails.of_submission(submission_id, info, drivers.get(submission_id)).dict()
+        )
 
     async def stop(self, request):
-        submission_id = request.match_info["job_id"]
+        submission_id = await self._id(request)
         try:
             stopped = await self.manager.stop(submission_id)
         except JobNotFound:
@@ -103,7 +108,7 @@ class JobAPI:
         return web.json_response({"stopped": stopped})
 
     async def delete(self, request):
-        submission_id = request.match_info["job_id"]
+        submission_id = await self._id(request)
         try:
             await self.manager.delete(submission_id)
         except JobNotFound:

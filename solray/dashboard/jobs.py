@@ -219,6 +219,12 @@ class JobManager:
             raise JobNotFound(submission_id)
         return JobInfo.from_json(json.loads(bufs[0]))
 
+    async def exists(self, submission_id: str) -> bool:
+        keys = await self.cluster.ask_control(
+            Msg.KV_KEYS, {"ns": NAMESPACE, "prefix": submission_id}
+        )
+        return submission_id in keys
+
     async def list(self) -> dict[str, JobInfo]:
         keys = await self.cluster.ask_control(Msg.KV_KEYS, {"ns": NAMESPACE})
         found = {}

@@ -103,6 +103,12 @@ class JobDetails:
         if isinstance(self.driver_info, dict):
             self.driver_info = DriverInfo(**self.driver_info)
 
+    @classmethod
+    def of_submission(cls, submission_id: str, info: JobInfo, job_id: str | None) -> JobDetails:
+        """A submitted job's details: its record and its driver's job id."""
+        recorded = {k: v for k, v in info.to_json().items() if k in _DETAIL_FIELDS}
+        return cls(type=JobType.SUBMISSION, submission_id=submission_id, job_id=job_id, **recorded)
+
     def dict(self) -> dict:
         fields = dataclasses.asdict(self)
         fields["type"], fields["status"] = self.type.value, self.status.value
