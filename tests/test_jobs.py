@@ -327,8 +327,13 @@ def test_a_runtime_env_file(cluster, tmp_path):
         assert "hello from yaml" in out.stdout
 
 
-def test_the_sdk_refuses_what_it_cannot_honour(cluster):
+def test_the_sdk_refuses_what_it_cannot_honour(cluster, monkeypatch):
     client, url, _, _ = cluster
+    for name in ("SOLRAY_TOKEN", "SOLRAY_TOKEN_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    # No token is sent to a dashboard none of this user's sessions names.
+    with pytest.raises(ConnectionError, match="No token for the dashboard at http://127.0.0.2:9"):
+        JobSubmissionClient("http://127.0.0.2:9")
     with pytest.raises(RuntimeError, match="without reserving resources"):
         client.submit_job(entrypoint="echo hi", entrypoint_num_gpus=1)
     with pytest.raises(ValueError, match="unknown runtime_env field"):
