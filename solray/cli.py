@@ -365,6 +365,7 @@ def start(
         token_bytes,
         pid=node.popen.pid,
         client_server_address=client_server.address if client_server else None,
+        dashboard_url=client_server.dashboard_url if client_server else None,
     )
     token_path = os.path.join(session_dir, "token")
     if head:
@@ -643,15 +644,15 @@ def _size(n: int) -> str:
     return str(n)
 
 
-def _add_state_commands() -> None:
+def _add_command_groups() -> None:
+    from solray._private.job_cli import job
     from solray._private.state_cli import COMMANDS
 
-    for command in COMMANDS:
+    for command in (*COMMANDS, job):
         main.add_command(command)
 
 
-_add_state_commands()
-
+_add_command_groups()
 
 if __name__ == "__main__":
     main()

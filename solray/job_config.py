@@ -17,6 +17,11 @@ import os
 import sys
 from typing import Any
 
+# Ray's variable: in a driver that a submitted job started, the job's
+# runtime_env and metadata as JSON (solray/dashboard/jobs.py sets it;
+# init() applies it).
+JOB_CONFIG_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
+
 
 class JobConfig:
     def __init__(

@@ -122,9 +122,15 @@ class SessionRegistryError(PermissionError):
     """The session registry is not a private directory of this user."""
 
 
+# Ray's variable for the temp dir when none is given; a job's entrypoint
+# gets its head's (dashboard/jobs.py), so init() in it finds the head's session.
+TEMP_DIR_ENV = "RAY_TMPDIR"
+
+
 def sessions_root(temp_dir: str | None = None) -> str:
     """Where this user's session registry is (it may not exist yet)."""
-    return os.path.join(temp_dir or tempfile.gettempdir(), f"solray-sessions-{os.getuid()}")
+    temp_dir = temp_dir or os.environ.get(TEMP_DIR_ENV) or tempfile.gettempdir()
+    return os.path.join(temp_dir, f"solray-sessions-{os.getuid()}")
 
 
 def session_registry(temp_dir: str | None = None, create: bool = False) -> str | None:
@@ -184,13 +190,15 @@ def write_session_file(
     token: bytes,
     pid: int | None = None,
     client_server_address: str | None = None,
+    dashboard_url: str | None = None,
 ) -> None:
     """Let tools of this user (`solray memory`, init(address="auto")) find the
     running cluster: the addresses in cluster.json, the token in a file only
     this user can read. `pid` is the process whose life the cluster's follows
     (the driver that started it, or a daemon); its start time tells it from a
     later process that got the same pid. `client_server_address` is where
-    the head's ray:// client server listens, if it runs one."""
+    the head's ray:// client server listens, if it runs one, and
+    `dashboard_url` (HOST:PORT) where its dashboard and job API are."""
     import psutil  # here, not at the top: workers import this module, and start faster without it
 
     pid = pid or os.getpid()
@@ -206,6 +214,7 @@ def write_session_file(
                 "driver_pid": pid,
                 "driver_create_time": psutil.Process(pid).create_time(),
                 "client_server_address": client_server_address,
+                "dashboard_url": dashboard_url,
             },
             f,
         )
@@ -255,6 +264,47 @@ def resolve_cluster(address: str, temp_dir: str | None = None) -> tuple[str, byt
             "to the token file `solray start --head` printed."
         )
     return address, registry[1]
+
+
+def resolve_dashboard(address: str | None, temp_dir: str | None = None) -> tuple[str, bytes]:
+    """(http://HOST:PORT, token) of a cluster's dashboard, for the job SDK
+    and `solray job`. `address`: the dashboard's http(s):// URL, or
+    None/"auto" for the newest running cluster of this user on this
+    machine. The token comes as in resolve_cluster: SOLRAY_TOKEN, else
+    SOLRAY_TOKEN_FILE, else the registered session whose dashboard this is;
+    a token is never sent to a dashboard it was not recorded for."""
+    if address in (None, "auto"):
+        info, token = find_session(temp_dir)
+        if not info.get("dashboard_url"):
+            raise ConnectionError(
+                f"The newest running cluster (control store at {info['control_address']}) "
+                "runs no dashboard, so no job API: start it with the dashboard on."
+            )
+        url = f"http://{info['dashboard_url']}"
+    elif address.startswith(("http://", "https://")):
+        url = address.rstrip("/")
+        token = None
+    else:
+        raise ValueError(
+            f"the job API's address must be the dashboard's http://HOST:PORT (or 'auto'), "
+            f"got {address!r}"
+        )
+    if os.environ.get(TOKEN_ENV):
+        return url, parse_token(os.environ[TOKEN_ENV], TOKEN_ENV)
+    if os.environ.get(TOKEN_FILE_ENV):
+        path = os.environ[TOKEN_FILE_ENV]
+        with open(path) as f:
+            return url, parse_token(f.read(), f"{path} ({TOKEN_FILE_ENV})")
+    if token is None:
+        where = url.split("://", 1)[1]
+        sessions = [s for s in _registered_sessions(temp_dir) if s[1].get("dashboard_url") == where]
+        if not sessions:
+            raise ConnectionError(
+                f"No token for the dashboard at {url}: set SOLRAY_TOKEN_FILE (or SOLRAY_TOKEN) "
+                "to the token file `solray start --head` printed."
+            )
+        token = max(sessions, key=lambda s: s[0])[2]
+    return url, token
 
 
 def _session_for(address: str, temp_dir: str | None) -> tuple[dict, bytes] | None:

@@ -25,7 +25,7 @@ from solray._private.core_worker import CoreWorker
 from solray._private.labels import validate_labels
 from solray._private.protocol import Msg
 from solray._private.runtime_env import resolve, spec
-from solray.job_config import JobConfig
+from solray.job_config import JOB_CONFIG_ENV, JobConfig
 from solray.job_config import checked as checked_job_config
 from solray.object_ref import ObjectRef
 from solray.object_ref_generator import ObjectRefGenerator
@@ -197,6 +197,7 @@ def init(
             _connect_client(address[len(CLIENT_SCHEME) :], namespace, log_to_driver, _temp_dir)
             return RayContext(_context_info())
         control_address, token = services.resolve_cluster(address, _temp_dir)
+        job_env = _with_submitted_job(job_config, job_env)
         join_cluster(
             control_address,
             token,
@@ -233,7 +234,13 @@ def init(
             raise ValueError(f"init(): cannot listen on _node_ip_address={ip!r}: {e}") from None
         cw = CoreWorker(is_driver=True, token=launcher.token, node_address=node_address)
     _start_driver(cw, launcher, namespace, log_to_driver, job_config, job_env)
-    services.write_session_file(launcher.session_dir, node_address, control_address, launcher.token)
+    services.write_session_file(
+        launcher.session_dir,
+        node_address,
+        control_address,
+        launcher.token,
+        dashboard_url=launcher.dashboard_url,
+    )
     if launcher.dashboard_url is not None:
         logger.info(
             "Started a local solray instance. View the dashboard at http://%s (log in with "
@@ -245,6 +252,19 @@ def init(
 
 
 CLIENT_SCHEME = "ray://"
+
+
+def _with_submitted_job(job_config: JobConfig, job_env: dict) -> dict:
+    """In a driver a job started (solray/dashboard/jobs.py): the job's
+    runtime_env, with init()'s merged over it (Ray's rule: its fields win,
+    env_vars merge), and the job's metadata (its submission id) added to the
+    JobConfig's. Elsewhere, `job_env` as it is."""
+    text = os.environ.get(JOB_CONFIG_ENV)
+    if not text:
+        return job_env
+    submitted = json.loads(text)
+    job_config.metadata = {**submitted.get("metadata", {}), **job_config.metadata}
+    return spec.merge(spec.validate(submitted.get("runtime_env"), "the submitted job"), job_env)
 
 
 def join_cluster(

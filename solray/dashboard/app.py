@@ -11,6 +11,10 @@ id each, the newest MAX_SESSIONS kept), so they end when the cluster does.
 The page loads nothing from the network (a strict Content-Security-Policy
 says so to the browser too), and it fills its tables with text nodes,
 never markup, since task names and log lines are anyone's strings.
+
+Programs (JobSubmissionClient, `solray job`) have no login: they present
+the token itself on each request, `Authorization: Bearer <hex token>`,
+compared in constant time too. The job API (job_api.py) takes either.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ from aiohttp import web
 
 from solray._private import transport
 from solray.dashboard import data
+from solray.dashboard.job_api import JobAPI
+from solray.dashboard.jobs import JobManager
 
 logger = logging.getLogger("solray.dashboard")
 
@@ -56,16 +62,21 @@ def _static(name: str) -> bytes:
 
 
 class Dashboard:
-    def __init__(self, token: bytes, cluster: data.Cluster) -> None:
+    def __init__(self, token: bytes, cluster: data.Cluster, jobs: JobManager) -> None:
         self.token = token
         self.cluster = cluster
+        self.jobs = JobAPI(jobs)
         self.sessions: collections.OrderedDict[str, None] = collections.OrderedDict()
 
     # -- login ---------------------------------------------------------------
 
     def signed_in(self, request) -> bool:
+        """A browser logged in, or a program presenting the token."""
         sid = request.cookies.get(COOKIE)
-        return sid is not None and sid in self.sessions
+        if sid is not None and sid in self.sessions:
+            return True
+        scheme, _, credential = request.headers.get("Authorization", "").partition(" ")
+        return scheme.lower() == "bearer" and self.token_matches(credential)
 
     def token_matches(self, text: str) -> bool:
         try:
@@ -107,7 +118,13 @@ class Dashboard:
                 except web.HTTPException as e:
                     response = e
             elif request.path.startswith("/api/"):
-                response = web.json_response({"error": "log in first"}, status=401)
+                logger.warning(
+                    "refused %s %s from %s: no token", request.method, request.path, request.remote
+                )
+                response = web.json_response(
+                    {"error": "the cluster token is needed (Authorization: Bearer <hex token>)"},
+                    status=401,
+                )
             else:
                 response = web.HTTPSeeOther("/login")
             response.headers.update(HEADERS)
@@ -121,6 +138,7 @@ class Dashboard:
         app.router.add_get("/static/{name}", self.static)
         app.router.add_get("/api/logs", self.logs)
         app.router.add_get("/api/timeline", self.timeline)
+        self.jobs.add_routes(app)
         app.router.add_get("/api/{view}", self.view)
         return app
 

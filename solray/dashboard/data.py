@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import json
 import logging
 from collections.abc import Callable
 
@@ -23,6 +24,7 @@ import msgpack
 
 from solray._private import transport
 from solray._private.protocol import Msg
+from solray.job_submission.models import NAMESPACE as SUBMISSIONS
 
 logger = logging.getLogger(__name__)
 
@@ -121,8 +123,10 @@ class Cluster:
         if body["channel"] == "logs":
             self.logs.add(body["data"]["ip"], body["data"]["lines"])
 
-    async def ask_control(self, msg: int, body=None, raw: bool = False):
-        return await asyncio.wait_for(self.control.request(msg, body, raw=raw), REQUEST_TIMEOUT_S)
+    async def ask_control(self, msg: int, body=None, buffers=(), raw: bool = False):
+        return await asyncio.wait_for(
+            self.control.request(msg, body, buffers, raw=raw), REQUEST_TIMEOUT_S
+        )
 
     async def ask_node(self, address: str, msg: int, body=None):
         conn = self._nodes.get(address)
@@ -195,7 +199,21 @@ async def nodes(cluster: Cluster) -> dict:
 
 
 async def jobs(cluster: Cluster) -> dict:
-    """Every job (driver) the cluster has had, as its driver recorded it."""
+    """Every job submitted (its record, jobs.py) and every driver the
+    cluster has had, as the driver recorded it."""
+    submitted = sorted(await cluster.ask_control(Msg.KV_KEYS, {"ns": SUBMISSIONS}))
+    records = await asyncio.gather(
+        *(
+            cluster.ask_control(Msg.KV_GET, {"ns": SUBMISSIONS, "key": k}, raw=True)
+            for k in submitted
+        )
+    )
+    submissions = [
+        dict(json.loads(buffers[0]), submission_id=key)
+        for key, (found, buffers) in zip(submitted, records, strict=True)
+        if found
+    ]
+    submissions.sort(key=lambda j: j.get("start_time") or 0, reverse=True)
     keys = sorted(await cluster.ask_control(Msg.KV_KEYS, {"ns": "job"}))
     answers = await asyncio.gather(
         *(cluster.ask_control(Msg.KV_GET, {"ns": "job", "key": k}, raw=True) for k in keys)
@@ -215,7 +233,7 @@ async def jobs(cluster: Cluster) -> dict:
                 "runtime_env": info.get("runtime_env", {}),
             }
         )
-    return {"jobs": rows}
+    return {"submissions": submissions[:MAX_ROWS], "jobs": rows}
 
 
 async def tasks(cluster: Cluster) -> dict:

@@ -39,11 +39,15 @@ class DashboardService:
     """The dashboard on a listening socket, in the running loop: alone in
     its process (main), or in the head's client server (client/server.py)."""
 
-    def __init__(self, sock: socket.socket, token: bytes, control_address: str, url: str) -> None:
+    def __init__(
+        self, sock: socket.socket, token: bytes, control_address: str, url: str, session_dir: str
+    ) -> None:
         self.sock = sock
         self.token = token
         self.url = url
+        self.session_dir = session_dir
         self.cluster = data.Cluster(control_address, token)
+        self.jobs = None  # the JobManager (jobs.py), made with the web application
         self._serving: asyncio.Task | None = None
 
     async def start(self) -> None:
@@ -72,8 +76,11 @@ class DashboardService:
         from aiohttp import web
 
         from solray.dashboard import app
+        from solray.dashboard.jobs import JobManager
 
-        runner = web.AppRunner(app.Dashboard(self.token, self.cluster).make_app(), access_log=None)
+        self.jobs = JobManager(self.cluster, self.session_dir)
+        dashboard = app.Dashboard(self.token, self.cluster, self.jobs)
+        runner = web.AppRunner(dashboard.make_app(), access_log=None)
         await runner.setup()
         await web.SockSite(runner, self.sock).start()
         return runner
@@ -86,6 +93,8 @@ class DashboardService:
                 runner = await self._serving
             except asyncio.CancelledError:
                 pass
+        if self.jobs is not None:
+            await self.jobs.close()
         if runner is not None:
             await runner.cleanup()
         self.cluster.close()
@@ -95,7 +104,9 @@ class DashboardService:
 async def serve(args) -> None:
     token = services.read_token(args.token_fd)
     sock = services.listening_socket(args)
-    service = DashboardService(sock, token, args.control_address, args.dashboard_url)
+    service = DashboardService(
+        sock, token, args.control_address, args.dashboard_url, args.session_dir
+    )
     await service.start()
     await services.wait_for_stop(args)
     await service.stop()

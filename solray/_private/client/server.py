@@ -53,6 +53,7 @@ class ClientServer:
                 self.token,
                 self.control_address,
                 args.dashboard_url,
+                args.session_dir,
             )
             await dashboard.start()
         await services.wait_for_stop(args)

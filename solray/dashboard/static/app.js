@@ -70,7 +70,12 @@ const views = {
     ], d.nodes)];
   },
   jobs(d) {
-    return [table("jobs", [
+    const when = ms => ms ? new Date(ms).toLocaleString() : "";
+    return [el("h2", {}, "Submitted jobs"), table("submissions", [
+      ["Submission", j => j.submission_id, "mono"], ["Status", j => j.status],
+      ["Entrypoint", j => j.entrypoint, "mono"], ["Started", j => when(j.start_time)],
+      ["Ended", j => when(j.end_time)], ["Message", j => (j.message || "").split("\n")[0]],
+    ], d.submissions), el("h2", {}, "Drivers"), table("jobs", [
       ["Job", j => j.job_id, "mono"], ["Type", j => j.type], ["Namespace", j => j.namespace],
       ["Working directory", j => j.cwd, "mono"], ["Metadata", j => json(j.metadata), "mono"],
       ["Runtime env", j => json(j.runtime_env), "mono"],
