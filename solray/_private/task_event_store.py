@@ -1,0 +1,190 @@
+"""The control store's table of task attempts, built from task events.
+
+Owners and executors ship their events in batches (task_events.py). Their
+batches arrive in any order: an executor's FINISHED may come before the
+owner's PENDING_ARGS_AVAIL. So each (task id, attempt) record merges events
+whatever their order: its events list is kept in time order, its state is the
+furthest one along (FINISHED or FAILED end it), what the task is comes from
+the owner's first event, and where it ran from the executor's batch.
+
+Bounded: at most `task_events_max_num_task_in_gcs` attempts (Ray's setting,
+100000, read as SOLRAY_ or RAY_), over every job. When a new attempt would
+exceed it, the oldest finished attempt is evicted, else the oldest of any
+state, and `dropped` counts it; so do events a process had to drop from a
+full buffer. Late events of an evicted attempt are ignored (a short memory of
+evicted keys), so an evicted finished task never comes back as pending.
+
+Queries (LIST_TASKS) filter here, so a limit of 100 ships 100 rows:
+{"filters": [[key, "=" | "!=", value], ...], "limit": n, "detail": bool}
+answered {"tasks": [rows], "total": attempts kept, "num_filtered": rows
+matching, "dropped": attempts and events lost}. With "precise": true, times
+are float milliseconds (microsecond resolution) instead of Ray's integers:
+the timeline needs them.
+
+All of it runs on the control store's loop.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from solray._private import task_events as ev
+from solray._private.state_filters import check_filters, matches
+
+_NO_INFO = (ev.NORMAL_TASK, "", "", None, None, None, None, 0)
+
+
+def _ms(us: int) -> int:
+    return us // 1000
+
+
+def _precise_ms(us: int) -> float:
+    return us / 1000
+
+
+class TaskRecord:
+    __slots__ = ("info", "events", "state", "node_id", "worker_id", "worker_pid", "error")
+
+    def __init__(self):
+        self.info: tuple = _NO_INFO
+        self.events: list = []  # [state, time_us], in time order
+        self.state = -1
+        self.node_id: str | None = None
+        self.worker_id: str | None = None
+        self.worker_pid: int | None = None
+        self.error: list | None = None  # [error_type, error_message]
+
+
+class TaskEventStore:
+    def __init__(self, max_tasks: int | None = None):
+        if max_tasks is None:
+            max_tasks = ev.setting("task_events_max_num_task_in_gcs", 100_000)
+        if max_tasks < 1:
+            raise ValueError(f"task_events_max_num_task_in_gcs must be >= 1, got {max_tasks}")
+        self.max_tasks = max_tasks
+        self.records: OrderedDict[tuple, TaskRecord] = OrderedDict()
+        self.finished: OrderedDict[tuple, None] = OrderedDict()  # in the order they ended
+        self._evicted: OrderedDict[tuple, None] = OrderedDict()
+        self._max_evicted = max(1000, max_tasks // 10)
+        self.dropped = 0
+
+    # -- merging -------------------------------------------------------------
+
+    def add_batch(self, body: dict) -> None:
+        """One process's TASK_EVENTS."""
+        self.dropped += body.get("drop", 0)
+        for event in body.get("own", ()):
+            self._merge(event, None)
+        executed = body.get("exe")
+        if executed:
+            where = (body.get("node"), body.get("wid"), body.get("pid"))
+            for event in executed:
+                self._merge(event, where)
+
+    def _merge(self, event: list, where: tuple | None) -> None:
+        key = (event[0], event[1])
+        record = self.records.get(key)
+        if record is None:
+            if key in self._evicted:
+                return
+            record = self.records[key] = TaskRecord()
+            if len(self.records) > self.max_tasks:
+                self._evict()
+        state, at = event[2], event[3]
+        events = record.events
+        if not events or events[-1][1] <= at:
+            events.append([state, at])
+        else:  # the other side's batch came late: keep time order
+            i = len(events)
+            while i and events[i - 1][1] > at:
+                i -= 1
+            events.insert(i, [state, at])
+        if len(event) > 4:
+            if event[4] is not None:
+                record.info = tuple(event[4])
+            if len(event) > 5:
+                record.error = event[5]
+        if where is not None:
+            record.node_id, record.worker_id, record.worker_pid = where
+        if state > record.state or (state in ev.TERMINAL and record.state in ev.TERMINAL):
+            if state in ev.TERMINAL and record.state not in ev.TERMINAL:
+                self.finished[key] = None
+            record.state = state
+
+    def _evict(self) -> None:
+        if self.finished:
+            key, _ = self.finished.popitem(last=False)
+            del self.records[key]
+        else:
+            key, _ = self.records.popitem(last=False)
+        self.dropped += 1
+        self._evicted[key] = None
+        if len(self._evicted) > self._max_evicted:
+            self._evicted.popitem(last=False)
+
+    # -- queries ---------------------------------------------------------------
+
+    def query(self, body: dict | None) -> dict:
+        body = body or {}
+        filters = check_filters(body.get("filters"))
+        limit = body.get("limit", 100)
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+            raise ValueError(f"limit must be an int >= 0, got {limit!r}")
+        detail, precise = bool(body.get("detail")), bool(body.get("precise"))
+        rows, num_filtered = [], 0
+        if not filters:
+            num_filtered = len(self.records)
+            for key, record in self.records.items():
+                if len(rows) >= limit:
+                    break
+                rows.append(self._row(key, record, detail, precise))
+        else:
+            for key, record in self.records.items():
+                row = self._row(key, record, detail, precise)
+                if matches(row, filters):
+                    num_filtered += 1
+                    if len(rows) < limit:
+                        rows.append(row)
+        return {
+            "tasks": rows,
+            "total": len(self.records),
+            "num_filtered": num_filtered,
+            "dropped": self.dropped,
+        }
+
+    @staticmethod
+    def _row(key: tuple, record: TaskRecord, detail: bool, precise: bool) -> dict:
+        task_id, attempt = key
+        kind, name, func, actor_id, parent, resources, pg_id, args_bytes = record.info
+        error_type, error_message = record.error or (None, None)
+        state = record.state if record.state >= 0 else ev.PENDING_ARGS_AVAIL
+        row = {
+            "task_id": task_id.hex(),
+            "attempt_number": attempt,
+            "name": name,
+            "state": ev.STATES[state],
+            "job_id": task_id[:4].hex(),
+            "actor_id": actor_id.hex() if actor_id else None,
+            "type": ev.TYPES[kind],
+            "func_or_class_name": func,
+            "parent_task_id": parent.hex() if parent else "",
+            "node_id": record.node_id,
+            "worker_id": record.worker_id,
+            "worker_pid": record.worker_pid,
+            "error_type": error_type,
+            "error_message": error_message,
+            "placement_group_id": pg_id,
+        }
+        if detail:
+            ms = _precise_ms if precise else _ms
+            events = record.events
+            row["language"] = "PYTHON"
+            row["required_resources"] = resources or {}
+            row["args_bytes"] = args_bytes
+            row["events"] = [{"state": ev.STATES[s], "created_ms": ms(t)} for s, t in events]
+            row["creation_time_ms"] = ms(events[0][1]) if events else None
+            start = next((t for s, t in events if s == ev.RUNNING), None)
+            row["start_time_ms"] = ms(start) if start is not None else None
+            end = next((t for s, t in reversed(events) if s in ev.TERMINAL), None)
+            row["end_time_ms"] = ms(end) if end is not None else None
+        return row
