@@ -104,7 +104,7 @@ def _wait_indices(items: list, **options) -> list[int]:
 
 def _api() -> dict:
     """The functions a client may call, by the name the client sends."""
-    from solray._private import worker
+    from solray._private import timeline, worker
     from solray.util import state
 
     # The module (solray.util's attribute of that name is the function).
@@ -129,6 +129,10 @@ def _api() -> dict:
             "wait_indices": _wait_indices,
             "util.state.list_actors": state.list_actors,
             "util.state.list_objects": state.list_objects,
+            "util.state.list_tasks": state.list_tasks,
+            "util.state.get_task": state.get_task,
+            "util.state.summarize_tasks": state.summarize_tasks,
+            "timeline": timeline.timeline,
             "util.placement_group.placement_group": groups.placement_group,
             "util.placement_group.ready": groups.PlacementGroup.ready,
             "util.placement_group.remove_placement_group": groups.remove_placement_group,
