@@ -10,6 +10,7 @@ import time
 
 import pytest
 from conftest import wait_for_condition
+from test_client import head, run_client  # noqa: F401  (the head is a fixture)
 
 import solray
 from solray._private import context
@@ -78,3 +79,39 @@ def test_events_switched_off_for_the_cluster(leak_check, monkeypatch):
             time.sleep(0.1)
     finally:
         solray.shutdown()
+
+
+def test_task_state_and_timeline_through_a_ray_client(head):  # noqa: F811
+    """A thin client asks its proxy driver, as list_actors does, and writes
+    the timeline on its own machine."""
+    out = run_client(
+        head,
+        """
+        import json, tempfile
+        from solray.util.state import get_task, list_tasks, summarize_tasks
+
+        ray.init(ADDRESS)
+
+        @ray.remote
+        def through_client(x):
+            return x * 2
+
+        ref = through_client.remote(21)
+        assert ray.get(ref) == 42
+        wait_for_condition(
+            lambda: [r["state"] for r in list_tasks(
+                filters=[("func_or_class_name", "=", "through_client")])] == ["FINISHED"],
+            timeout=30,
+        )
+        assert get_task(ref)["name"] == "through_client"
+        summary = summarize_tasks()["cluster"]["summary"]
+        assert summary["through_client"]["state_counts"] == {"FINISHED": 1}
+        path = tempfile.mktemp(suffix=".json")
+        ray.timeline(filename=path)
+        with open(path) as f:
+            names = [e["name"] for e in json.load(f) if e["ph"] == "X"]
+        assert "through_client" in names, names
+        print("CLIENT TASKS OK")
+        """,
+    )
+    assert "CLIENT TASKS OK" in out

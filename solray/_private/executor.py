@@ -267,7 +267,8 @@ class Executor:
         """Read the call's function and arguments (from a store, if they are
         there: a state of its own), then it is RUNNING."""
         events = self.cw.task_events if ctx.events else None
-        if events is not None and ("ao" in body or any(d[1][0] != "i" for d in body["d"])):
+        deps = body["d"]
+        if events is not None and ("ao" in body or (deps and any(d[1][0] != "i" for d in deps))):
             fetch = ev.PENDING_ACTOR_TASK_ARGS_FETCH if ctx.method else ev.GETTING_AND_PINNING_ARGS
             events.executed(ctx.task_id, ctx.attempt, fetch)
         function, args, kwargs = self._prepare(body, buffers, lookup)

@@ -88,6 +88,9 @@ class TaskEventStore:
             if key in self._evicted:
                 return
             record = self.records[key] = TaskRecord()
+            first = self.records.get((key[0], 0)) if key[1] else None
+            if first is not None:  # a retry, or an actor's restart: the same task
+                record.info = first.info
             if len(self.records) > self.max_tasks:
                 self._evict()
         state, at = event[2], event[3]
