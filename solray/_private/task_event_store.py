@@ -26,9 +26,13 @@ All of it runs on the control store's loop.
 
 from __future__ import annotations
 
+from array import array
 from collections import OrderedDict
 
+import msgpack
+
 from solray._private import task_events as ev
+from solray._private.ids import TASK_ID_LEN
 from solray._private.state_filters import check_filters, matches
 
 _NO_INFO = (ev.NORMAL_TASK, "", "", None, None, None, None, 0)
@@ -43,11 +47,14 @@ def _precise_ms(us: int) -> float:
 
 
 class TaskRecord:
+    """One attempt. Few objects the garbage collector must walk: `info` stays
+    the msgpack bytes it came in, `events` is an int array."""
+
     __slots__ = ("info", "events", "state", "node_id", "worker_id", "worker_pid", "error")
 
     def __init__(self):
-        self.info: tuple = _NO_INFO
-        self.events: list = []  # [state, time_us], in time order
+        self.info: bytes | None = None
+        self.events = array("q")  # state, time_us, state, time_us, ... in time order
         self.state = -1
         self.node_id: str | None = None
         self.worker_id: str | None = None
@@ -71,18 +78,23 @@ class TaskEventStore:
     # -- merging -------------------------------------------------------------
 
     def add_batch(self, body: dict) -> None:
-        """One process's TASK_EVENTS."""
+        """One process's TASK_EVENTS: entries as columns (task_events.columns)."""
         self.dropped += body.get("drop", 0)
-        for event in body.get("own", ()):
-            self._merge(event, None)
-        executed = body.get("exe")
-        if executed:
-            where = (body.get("node"), body.get("wid"), body.get("pid"))
-            for event in executed:
-                self._merge(event, where)
+        self._merge_columns(body["own"], None)
+        if body["exe"]["a"]:
+            self._merge_columns(body["exe"], (body.get("node"), body.get("wid"), body.get("pid")))
 
-    def _merge(self, event: list, where: tuple | None) -> None:
-        key = (event[0], event[1])
+    def _merge_columns(self, columns: dict, where: tuple | None) -> None:
+        task_ids, values, infos, errors = columns["t"], columns["e"], columns["i"], columns["x"]
+        pos = 0
+        for index, attempt in enumerate(columns["a"]):
+            n = values[pos]
+            pairs = values[pos + 1 : pos + 1 + n]
+            pos += 1 + n
+            task_id = task_ids[index * TASK_ID_LEN : (index + 1) * TASK_ID_LEN]
+            self._merge((task_id, attempt), pairs, infos.get(index), errors.get(index), where)
+
+    def _merge(self, key: tuple, pairs: list, info, error, where: tuple | None) -> None:
         record = self.records.get(key)
         if record is None:
             if key in self._evicted:
@@ -93,23 +105,21 @@ class TaskEventStore:
                 record.info = first.info
             if len(self.records) > self.max_tasks:
                 self._evict()
-        state, at = event[2], event[3]
         events = record.events
-        if not events or events[-1][1] <= at:
-            events.append([state, at])
+        if not events or events[-1] <= pairs[1]:
+            events.extend(pairs)
         else:  # the other side's batch came late: keep time order
-            i = len(events)
-            while i and events[i - 1][1] > at:
-                i -= 1
-            events.insert(i, [state, at])
-        if len(event) > 4:
-            if event[4] is not None:
-                record.info = tuple(event[4])
-            if len(event) > 5:
-                record.error = event[5]
+            both = list(events) + pairs
+            merged = sorted(zip(both[1::2], both[0::2], strict=True))
+            record.events = array("q", [x for at, state in merged for x in (state, at)])
+        if info is not None:
+            record.info = info
+        if error is not None:
+            record.error = error
         if where is not None:
             record.node_id, record.worker_id, record.worker_pid = where
-        if state > record.state or (state in ev.TERMINAL and record.state in ev.TERMINAL):
+        state = max(pairs[0::2])
+        if state > record.state:
             if state in ev.TERMINAL and record.state not in ev.TERMINAL:
                 self.finished[key] = None
             record.state = state
@@ -158,7 +168,8 @@ class TaskEventStore:
     @staticmethod
     def _row(key: tuple, record: TaskRecord, detail: bool, precise: bool) -> dict:
         task_id, attempt = key
-        kind, name, func, actor_id, parent, resources, pg_id, args_bytes = record.info
+        info = msgpack.unpackb(record.info) if record.info is not None else _NO_INFO
+        kind, name, func, actor_id, parent, resources, pg_id, args_bytes = info
         error_type, error_message = record.error or (None, None)
         state = record.state if record.state >= 0 else ev.PENDING_ARGS_AVAIL
         row = {
@@ -184,10 +195,11 @@ class TaskEventStore:
             row["language"] = "PYTHON"
             row["required_resources"] = resources or {}
             row["args_bytes"] = args_bytes
-            row["events"] = [{"state": ev.STATES[s], "created_ms": ms(t)} for s, t in events]
-            row["creation_time_ms"] = ms(events[0][1]) if events else None
-            start = next((t for s, t in events if s == ev.RUNNING), None)
+            pairs = list(zip(events[0::2], events[1::2], strict=True))
+            row["events"] = [{"state": ev.STATES[s], "created_ms": ms(t)} for s, t in pairs]
+            row["creation_time_ms"] = ms(pairs[0][1]) if pairs else None
+            start = next((t for s, t in pairs if s == ev.RUNNING), None)
             row["start_time_ms"] = ms(start) if start is not None else None
-            end = next((t for s, t in reversed(events) if s in ev.TERMINAL), None)
+            end = next((t for s, t in reversed(pairs) if s in ev.TERMINAL), None)
             row["end_time_ms"] = ms(end) if end is not None else None
         return row

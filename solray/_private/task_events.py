@@ -21,10 +21,14 @@ events are dropped and counted, and the count travels with the next batch.
 Every setting is read from SOLRAY_<name> or, failing that, RAY_<name>;
 `task_events_report_interval_ms=0` turns recording off in that process.
 
-Event tuples on the wire: (task_id, attempt, state, time_us), plus `info`
-on the first event of each attempt the owner records (what the task is:
-type, name, function, actor, parent, resources, placement group, argument
-bytes), plus (error_type, error_message) on a FAILED event.
+Entries: [task_id, attempt, [state, time_us, state, time_us, ...], info,
+error]: the states a task reached since the last batch, in order (the
+task's PendingTask or TaskContext keeps its entry until it is shipped, so a
+task that starts and ends between two batches is one entry), shipped as
+columns (`columns`).
+`info` is on the first entry of each attempt the owner records (what the task
+is: type, name, function, actor, parent, resources, placement group,
+argument bytes), `error` (error_type, error_message) on a failure.
 
 Ownership: the owner's events are recorded on the I/O loop only
 (`_owned` is the loop's); executor events come from whatever thread runs
@@ -36,6 +40,8 @@ from __future__ import annotations
 import os
 import threading
 import time
+
+import msgpack
 
 from solray import exceptions
 from solray._private.protocol import Msg
@@ -114,6 +120,36 @@ def error_of(error: BaseException) -> tuple[str, str]:
     return kind, str(error)[:MAX_ERROR_MESSAGE]
 
 
+def columns(entries: list) -> dict:
+    """Entries as the wire carries them: a few flat columns, however many
+    entries. Why: the control store decodes a batch into a handful of
+    objects instead of several per task (decoding lists by the thousand
+    costs more in garbage collection than in decoding), and keeps `info`
+    as the bytes it came in until a query reads it.
+
+        t  the task ids, 24 bytes each, back to back
+        a  their attempt numbers
+        e  per entry: the number of values n, then n values (state, time_us, ...)
+        i  {index: msgpack of info}, x  {index: [error_type, error_message]}
+    """
+    events: list[int] = []
+    infos, errors = {}, {}
+    for index, (_, _, pairs, info, error) in enumerate(entries):
+        events.append(len(pairs))
+        events += pairs
+        if info is not None:
+            infos[index] = msgpack.packb(info, use_bin_type=True)
+        if error is not None:
+            errors[index] = error
+    return {
+        "t": b"".join(entry[0] for entry in entries),
+        "a": [entry[1] for entry in entries],
+        "e": events,
+        "i": infos,
+        "x": errors,
+    }
+
+
 class TaskEvents:
     """This process's buffer of task events, and their shipping."""
 
@@ -125,8 +161,12 @@ class TaskEvents:
         self.max_buffered = max(
             1, setting("task_events_max_num_status_events_buffer_on_worker", 100_000)
         )
+        # Entries not shipped yet, and the generation each list belongs to:
+        # an entry of an older generation has been shipped, never touch it.
         self._owned: list = []  # the loop's
+        self._owned_gen = 0
         self._executed: list = []  # under _lock
+        self._executed_gen = 0
         self._dropped = 0  # under _lock
         self._lock = threading.Lock()
         self._flush_posted = False
@@ -138,27 +178,34 @@ class TaskEvents:
         info = task.event_info
         if info is None:  # enable_task_events=False, or recording is off
             return
+        entry = task.ev_entry
+        if entry is not None and task.ev_gen == self._owned_gen and entry[1] == task.attempt:
+            entry[2] += (state, now_us())  # not shipped yet: one entry per task
+            if error is not None:
+                entry[4] = error_of(error)
+            return
         first = task.events_attempt != task.attempt  # the store learns what it is
-        if first:
-            task.events_attempt = task.attempt
-        if error is not None:
-            event = (task.task_id, task.attempt, state, now_us(), info if first else None,
-                     error_of(error))  # fmt: skip
-        elif first:
-            event = (task.task_id, task.attempt, state, now_us(), info)
-        else:
-            event = (task.task_id, task.attempt, state, now_us())
+        task.events_attempt = task.attempt
+        entry = [
+            task.task_id,
+            task.attempt,
+            [state, now_us()],
+            info if first else None,
+            error_of(error) if error is not None else None,
+        ]
         owned = self._owned
         if len(owned) >= self.max_buffered:
             with self._lock:
                 self._dropped += 1
             return
-        owned.append(event)
+        task.ev_entry, task.ev_gen = entry, self._owned_gen
+        owned.append(entry)
         if len(owned) >= self.batch_size:
             self.flush()
 
     def executed(
         self,
+        holder,
         task_id: bytes,
         attempt: int,
         state: int,
@@ -166,18 +213,24 @@ class TaskEvents:
         info: tuple | None = None,
     ) -> None:
         """Any thread: a task this process runs (or, for DRIVER_TASK, is)
-        reached `state`."""
-        if error is not None:
-            event = (task_id, attempt, state, now_us(), info, error_of(error))
-        elif info is not None:
-            event = (task_id, attempt, state, now_us(), info)
-        else:
-            event = (task_id, attempt, state, now_us())
+        reached `state`. `holder` (the call's TaskContext, or None) keeps the
+        entry not shipped yet, so a call's states travel as one entry."""
+        at = now_us()
         with self._lock:
+            if holder is not None:
+                entry = holder.ev_entry
+                if entry is not None and holder.ev_gen == self._executed_gen:
+                    entry[2] += (state, at)
+                    if error is not None:
+                        entry[4] = error_of(error)
+                    return
             if len(self._executed) >= self.max_buffered:
                 self._dropped += 1
                 return
-            self._executed.append(event)
+            entry = [task_id, attempt, [state, at], info, error_of(error) if error else None]
+            if holder is not None:
+                holder.ev_entry, holder.ev_gen = entry, self._executed_gen
+            self._executed.append(entry)
             full = len(self._executed) >= self.batch_size and not self._flush_posted
             if full:
                 self._flush_posted = True
@@ -202,12 +255,14 @@ class TaskEvents:
         cw = self.cw
         with self._lock:
             executed, self._executed = self._executed, []
+            self._executed_gen += 1
             dropped, self._dropped = self._dropped, 0
             self._flush_posted = False
         owned, self._owned = self._owned, []
+        self._owned_gen += 1
         if not (owned or executed or dropped) or cw.control is None or cw.control.closed:
             return
-        body = {"own": owned, "exe": executed, "drop": dropped}
+        body = {"own": columns(owned), "exe": columns(executed), "drop": dropped}
         if executed:  # where they ran
             body["node"] = cw.node_info.get("node_id")
             body["wid"] = cw.worker_id
