@@ -38,6 +38,23 @@ from solray._private.state_filters import check_filters, matches
 _NO_INFO = (ev.NORMAL_TASK, "", "", None, None, None, None, 0)
 
 
+def _state(record) -> str:
+    return ev.STATES[record.state if record.state >= 0 else ev.PENDING_ARGS_AVAIL]
+
+
+# Row fields a filter can test on a record as it is (as the row's str).
+_CHEAP = {
+    "task_id": lambda key, record: key[0].hex(),
+    "attempt_number": lambda key, record: str(key[1]),
+    "job_id": lambda key, record: key[0][:4].hex(),
+    "state": lambda key, record: _state(record),
+    "node_id": lambda key, record: str(record.node_id),
+    "worker_id": lambda key, record: str(record.worker_id),
+    "worker_pid": lambda key, record: str(record.worker_pid),
+    "error_type": lambda key, record: str(record.error[0] if record.error else None),
+}
+
+
 def _ms(us: int) -> int:
     return us // 1000
 
@@ -144,20 +161,24 @@ class TaskEventStore:
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
             raise ValueError(f"limit must be an int >= 0, got {limit!r}")
         detail, precise = bool(body.get("detail")), bool(body.get("precise"))
+        # Filters on what a record holds plainly are tested before a row is
+        # built: a get_task among 100000 attempts builds one row.
+        cheap = [f for f in filters if f[0] in _CHEAP]
+        other = [f for f in filters if f[0] not in _CHEAP]
         rows, num_filtered = [], 0
-        if not filters:
-            num_filtered = len(self.records)
-            for key, record in self.records.items():
-                if len(rows) >= limit:
-                    break
+        for key, record in self.records.items():
+            if not filters and len(rows) >= limit:
+                num_filtered = len(self.records)
+                break
+            if cheap and not all(
+                (_CHEAP[k](key, record) == value) == want for k, want, value in cheap
+            ):
+                continue
+            if other and not matches(self._row(key, record, False, False), other):
+                continue
+            num_filtered += 1
+            if len(rows) < limit:
                 rows.append(self._row(key, record, detail, precise))
-        else:
-            for key, record in self.records.items():
-                row = self._row(key, record, detail, precise)
-                if matches(row, filters):
-                    num_filtered += 1
-                    if len(rows) < limit:
-                        rows.append(row)
         return {
             "tasks": rows,
             "total": len(self.records),
@@ -171,12 +192,11 @@ class TaskEventStore:
         info = msgpack.unpackb(record.info) if record.info is not None else _NO_INFO
         kind, name, func, actor_id, parent, resources, pg_id, args_bytes = info
         error_type, error_message = record.error or (None, None)
-        state = record.state if record.state >= 0 else ev.PENDING_ARGS_AVAIL
         row = {
             "task_id": task_id.hex(),
             "attempt_number": attempt,
             "name": name,
-            "state": ev.STATES[state],
+            "state": _state(record),
             "job_id": task_id[:4].hex(),
             "actor_id": actor_id.hex() if actor_id else None,
             "type": ev.TYPES[kind],

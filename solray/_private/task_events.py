@@ -184,6 +184,11 @@ class TaskEvents:
             if error is not None:
                 entry[4] = error_of(error)
             return
+        owned = self._owned
+        if len(owned) >= self.max_buffered:
+            with self._lock:
+                self._dropped += 1
+            return
         first = task.events_attempt != task.attempt  # the store learns what it is
         task.events_attempt = task.attempt
         entry = [
@@ -193,11 +198,6 @@ class TaskEvents:
             info if first else None,
             error_of(error) if error is not None else None,
         ]
-        owned = self._owned
-        if len(owned) >= self.max_buffered:
-            with self._lock:
-                self._dropped += 1
-            return
         task.ev_entry, task.ev_gen = entry, self._owned_gen
         owned.append(entry)
         if len(owned) >= self.batch_size:
