@@ -278,7 +278,7 @@ class CoreWorker:
             self.driver_task_id = ids.new_task_id(self.job_bytes)
             if self.task_events.enabled:
                 info = (ev.DRIVER_TASK, "driver", "", None, None, {}, None, 0)
-                self.task_events.executed(None, self.driver_task_id, 0, ev.RUNNING, info=info)
+                self.task_events.executed(self.driver_task_id, 0, ev.RUNNING, info=info)
         self.task_events.start()
 
     async def _connect_control(self, address: str) -> transport.Connection:
@@ -315,7 +315,7 @@ class CoreWorker:
             self.store.flush()
             metrics_reporter.report(self)  # the last metric updates
             if self.driver_task_id is not None and self.task_events.enabled:
-                self.task_events.executed(None, self.driver_task_id, 0, ev.FINISHED)
+                self.task_events.executed(self.driver_task_id, 0, ev.FINISHED)
             self.task_events.flush()  # the last task events
             await self._peers.close()
             for conn in (self.node, self.control):

@@ -90,8 +90,6 @@ class TaskContext:
     attempt: int = 0  # which attempt of the task this is (retries count up)
     events: bool = True  # whether it records task events (task_events.py)
     error: BaseException | None = None  # what it failed with, if it did
-    ev_entry: list | None = None  # its task events not shipped yet (task_events.py)
-    ev_gen: int = -1
 
 
 class Executor:
@@ -272,11 +270,11 @@ class Executor:
         deps = body["d"]
         if events is not None and ("ao" in body or (deps and any(d[1][0] != "i" for d in deps))):
             fetch = ev.PENDING_ACTOR_TASK_ARGS_FETCH if ctx.method else ev.GETTING_AND_PINNING_ARGS
-            events.executed(ctx, ctx.task_id, ctx.attempt, fetch)
+            events.executed(ctx.task_id, ctx.attempt, fetch)
         function, args, kwargs = self._prepare(body, buffers, lookup)
         ctx.function = function
         if events is not None:
-            events.executed(ctx, ctx.task_id, ctx.attempt, ev.RUNNING)
+            events.executed(ctx.task_id, ctx.attempt, ev.RUNNING)
         return function, args, kwargs
 
     def _task_done(self, ctx: TaskContext) -> None:
@@ -662,12 +660,12 @@ class Executor:
     def record(self, body: dict, state: int, error: BaseException | None = None) -> None:
         """A call not started yet (its push `body`) reached `state`."""
         if self.cw.task_events.enabled and not body.get("ne"):
-            self.cw.task_events.executed(None, body["tid"], body.get("at", 0), state, error)
+            self.cw.task_events.executed(body["tid"], body.get("at", 0), state, error)
 
     def _record_end(self, ctx: TaskContext, error: BaseException | None) -> None:
         if ctx.events:
             state = ev.FINISHED if error is None else ev.FAILED
-            self.cw.task_events.executed(ctx, ctx.task_id, ctx.attempt, state, error)
+            self.cw.task_events.executed(ctx.task_id, ctx.attempt, state, error)
 
     def run_actor_task(self, conn, rid, body, buffers) -> None:
         if self.actor_exiting:

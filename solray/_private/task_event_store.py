@@ -1,7 +1,8 @@
 """The control store's table of task attempts, built from task events.
 
-Owners and executors ship their events in batches (task_events.py). Their
-batches arrive in any order: an executor's FINISHED may come before the
+Owners and executors ship their events in batches of flat columns
+(task_events.Columns), merged here without an object per event. Batches
+arrive in any order: an executor's FINISHED may come before the
 owner's PENDING_ARGS_AVAIL. So each (task id, attempt) record merges events
 whatever their order: its events list is kept in time order, its state is the
 furthest one along (FINISHED or FAILED end it), what the task is comes from
@@ -95,51 +96,60 @@ class TaskEventStore:
     # -- merging -------------------------------------------------------------
 
     def add_batch(self, body: dict) -> None:
-        """One process's TASK_EVENTS: entries as columns (task_events.columns)."""
+        """One process's TASK_EVENTS: events as columns (task_events.Columns)."""
         self.dropped += body.get("drop", 0)
         self._merge_columns(body["own"], None)
-        if body["exe"]["a"]:
-            self._merge_columns(body["exe"], (body.get("node"), body.get("wid"), body.get("pid")))
+        executed = body["exe"]
+        if executed["s"]:
+            self._merge_columns(executed, (body.get("node"), body.get("wid"), body.get("pid")))
 
     def _merge_columns(self, columns: dict, where: tuple | None) -> None:
-        task_ids, values, infos, errors = columns["t"], columns["e"], columns["i"], columns["x"]
-        pos = 0
-        for index, attempt in enumerate(columns["a"]):
-            n = values[pos]
-            pairs = values[pos + 1 : pos + 1 + n]
-            pos += 1 + n
-            task_id = task_ids[index * TASK_ID_LEN : (index + 1) * TASK_ID_LEN]
-            self._merge((task_id, attempt), pairs, infos.get(index), errors.get(index), where)
+        task_ids, infos, errors = columns["t"], columns["i"], columns["x"]
+        attempts = ev.from_little("q", columns["a"])
+        times = ev.from_little("q", columns["us"])
+        states = array("b", columns["s"])
+        records, finished = self.records, self.finished
+        for row, state in enumerate(states):
+            key = (task_ids[row * TASK_ID_LEN : (row + 1) * TASK_ID_LEN], attempts[row])
+            record = records.get(key)
+            if record is None:
+                record = self._new_record(key)
+                if record is None:
+                    continue
+            at = times[row]
+            events = record.events
+            if not events or events[-1] <= at:
+                events.append(state)
+                events.append(at)
+            else:  # the other side's batch came late: keep time order
+                i = len(events)
+                while i and events[i - 1] > at:
+                    i -= 2
+                events.insert(i, at)
+                events.insert(i, state)
+            if row in infos:
+                record.info = infos[row]
+            if row in errors:
+                record.error = errors[row]
+            if where is not None:
+                record.node_id, record.worker_id, record.worker_pid = where
+            if state > record.state:
+                if state in ev.TERMINAL and record.state not in ev.TERMINAL:
+                    finished[key] = None
+                record.state = state
 
-    def _merge(self, key: tuple, pairs: list, info, error, where: tuple | None) -> None:
-        record = self.records.get(key)
-        if record is None:
-            if key in self._evicted:
-                return
-            record = self.records[key] = TaskRecord()
-            first = self.records.get((key[0], 0)) if key[1] else None
-            if first is not None:  # a retry, or an actor's restart: the same task
-                record.info = first.info
-            if len(self.records) > self.max_tasks:
-                self._evict()
-        events = record.events
-        if not events or events[-1] <= pairs[1]:
-            events.extend(pairs)
-        else:  # the other side's batch came late: keep time order
-            both = list(events) + pairs
-            merged = sorted(zip(both[1::2], both[0::2], strict=True))
-            record.events = array("q", [x for at, state in merged for x in (state, at)])
-        if info is not None:
-            record.info = info
-        if error is not None:
-            record.error = error
-        if where is not None:
-            record.node_id, record.worker_id, record.worker_pid = where
-        state = max(pairs[0::2])
-        if state > record.state:
-            if state in ev.TERMINAL and record.state not in ev.TERMINAL:
-                self.finished[key] = None
-            record.state = state
+    def _new_record(self, key: tuple) -> TaskRecord | None:
+        """A record for an attempt seen for the first time (None if it was
+        evicted: its late events are dropped)."""
+        if key in self._evicted:
+            return None
+        record = self.records[key] = TaskRecord()
+        first = self.records.get((key[0], 0)) if key[1] else None
+        if first is not None:  # a retry, or an actor's restart: the same task
+            record.info = first.info
+        if len(self.records) > self.max_tasks:
+            self._evict()
+        return record
 
     def _evict(self) -> None:
         if self.finished:

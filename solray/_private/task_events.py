@@ -21,14 +21,10 @@ events are dropped and counted, and the count travels with the next batch.
 Every setting is read from SOLRAY_<name> or, failing that, RAY_<name>;
 `task_events_report_interval_ms=0` turns recording off in that process.
 
-Entries: [task_id, attempt, [state, time_us, state, time_us, ...], info,
-error]: the states a task reached since the last batch, in order (the
-task's PendingTask or TaskContext keeps its entry until it is shipped, so a
-task that starts and ends between two batches is one entry), shipped as
-columns (`columns`).
-`info` is on the first entry of each attempt the owner records (what the task
-is: type, name, function, actor, parent, resources, placement group,
-argument bytes), `error` (error_type, error_message) on a failure.
+An event is a row of flat columns (`Columns`): task id, attempt, state,
+time in microseconds; `info` on the first event of each attempt the owner
+records (what the task is: type, name, function, actor, parent, resources,
+placement group, argument bytes), (error_type, error_message) on a failure.
 
 Ownership: the owner's events are recorded on the I/O loop only
 (`_owned` is the loop's); executor events come from whatever thread runs
@@ -38,8 +34,10 @@ the call, so `_executed` and the drop count are under `_lock`.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
+from array import array
 
 import msgpack
 
@@ -91,10 +89,6 @@ def setting(name: str, default: int) -> int:
     return default
 
 
-def now_us() -> int:
-    return time.time_ns() // 1000
-
-
 # Ray's ErrorType names for the errors a task can end with.
 _ERROR_TYPES = (
     (exceptions.TaskCancelledError, "TASK_CANCELLED"),
@@ -120,34 +114,65 @@ def error_of(error: BaseException) -> tuple[str, str]:
     return kind, str(error)[:MAX_ERROR_MESSAGE]
 
 
-def columns(entries: list) -> dict:
-    """Entries as the wire carries them: a few flat columns, however many
-    entries. Why: the control store decodes a batch into a handful of
-    objects instead of several per task (decoding lists by the thousand
-    costs more in garbage collection than in decoding), and keeps `info`
-    as the bytes it came in until a query reads it.
+class Columns:
+    """Events not shipped yet, one row per event in flat columns: recording
+    creates no object for the garbage collector to walk (a list per event
+    cost more in collections than the recording itself), and the control
+    store decodes a batch into a handful of byte strings.
 
-        t  the task ids, 24 bytes each, back to back
-        a  their attempt numbers
-        e  per entry: the number of values n, then n values (state, time_us, ...)
-        i  {index: msgpack of info}, x  {index: [error_type, error_message]}
-    """
-    events: list[int] = []
-    infos, errors = {}, {}
-    for index, (_, _, pairs, info, error) in enumerate(entries):
-        events.append(len(pairs))
-        events += pairs
+    On the wire: t = task ids, 24 bytes each, back to back; a = attempts
+    (int64), s = states (int8), us = times (int64, microseconds), all
+    little-endian; i = {row: msgpack of info}; x = {row: [error_type,
+    error_message]}."""
+
+    __slots__ = ("task_ids", "attempts", "states", "times", "infos", "errors")
+
+    def __init__(self):
+        self.task_ids = bytearray()
+        self.attempts = array("q")
+        self.states = array("b")
+        self.times = array("q")
+        self.infos: dict[int, tuple] = {}
+        self.errors: dict[int, tuple] = {}
+
+    def __len__(self) -> int:
+        return len(self.states)
+
+    def add(self, task_id: bytes, attempt: int, state: int, info, error) -> None:
+        row = len(self.states)
+        self.task_ids += task_id
+        self.attempts.append(attempt)
+        self.states.append(state)
+        self.times.append(time.time_ns() // 1000)
         if info is not None:
-            infos[index] = msgpack.packb(info, use_bin_type=True)
+            self.infos[row] = info
         if error is not None:
-            errors[index] = error
-    return {
-        "t": b"".join(entry[0] for entry in entries),
-        "a": [entry[1] for entry in entries],
-        "e": events,
-        "i": infos,
-        "x": errors,
-    }
+            self.errors[row] = error_of(error)
+
+    def wire(self) -> dict:
+        return {
+            "t": bytes(self.task_ids),
+            "a": _little(self.attempts),
+            "s": self.states.tobytes(),
+            "us": _little(self.times),
+            "i": {row: msgpack.packb(info, use_bin_type=True) for row, info in self.infos.items()},
+            "x": self.errors,
+        }
+
+
+def _little(values: array) -> bytes:
+    if sys.byteorder == "big":
+        values = array(values.typecode, values)
+        values.byteswap()
+    return values.tobytes()
+
+
+def from_little(typecode: str, data: bytes) -> array:
+    values = array(typecode)
+    values.frombytes(data)
+    if sys.byteorder == "big":
+        values.byteswap()
+    return values
 
 
 class TaskEvents:
@@ -161,12 +186,8 @@ class TaskEvents:
         self.max_buffered = max(
             1, setting("task_events_max_num_status_events_buffer_on_worker", 100_000)
         )
-        # Entries not shipped yet, and the generation each list belongs to:
-        # an entry of an older generation has been shipped, never touch it.
-        self._owned: list = []  # the loop's
-        self._owned_gen = 0
-        self._executed: list = []  # under _lock
-        self._executed_gen = 0
+        self._owned = Columns()  # the loop's
+        self._executed = Columns()  # under _lock
         self._dropped = 0  # under _lock
         self._lock = threading.Lock()
         self._flush_posted = False
@@ -178,12 +199,6 @@ class TaskEvents:
         info = task.event_info
         if info is None:  # enable_task_events=False, or recording is off
             return
-        entry = task.ev_entry
-        if entry is not None and task.ev_gen == self._owned_gen and entry[1] == task.attempt:
-            entry[2] += (state, now_us())  # not shipped yet: one entry per task
-            if error is not None:
-                entry[4] = error_of(error)
-            return
         owned = self._owned
         if len(owned) >= self.max_buffered:
             with self._lock:
@@ -191,21 +206,12 @@ class TaskEvents:
             return
         first = task.events_attempt != task.attempt  # the store learns what it is
         task.events_attempt = task.attempt
-        entry = [
-            task.task_id,
-            task.attempt,
-            [state, now_us()],
-            info if first else None,
-            error_of(error) if error is not None else None,
-        ]
-        task.ev_entry, task.ev_gen = entry, self._owned_gen
-        owned.append(entry)
+        owned.add(task.task_id, task.attempt, state, info if first else None, error)
         if len(owned) >= self.batch_size:
             self.flush()
 
     def executed(
         self,
-        holder,
         task_id: bytes,
         attempt: int,
         state: int,
@@ -213,25 +219,14 @@ class TaskEvents:
         info: tuple | None = None,
     ) -> None:
         """Any thread: a task this process runs (or, for DRIVER_TASK, is)
-        reached `state`. `holder` (the call's TaskContext, or None) keeps the
-        entry not shipped yet, so a call's states travel as one entry."""
-        at = now_us()
+        reached `state`."""
         with self._lock:
-            if holder is not None:
-                entry = holder.ev_entry
-                if entry is not None and holder.ev_gen == self._executed_gen:
-                    entry[2] += (state, at)
-                    if error is not None:
-                        entry[4] = error_of(error)
-                    return
-            if len(self._executed) >= self.max_buffered:
+            executed = self._executed
+            if len(executed) >= self.max_buffered:
                 self._dropped += 1
                 return
-            entry = [task_id, attempt, [state, at], info, error_of(error) if error else None]
-            if holder is not None:
-                holder.ev_entry, holder.ev_gen = entry, self._executed_gen
-            self._executed.append(entry)
-            full = len(self._executed) >= self.batch_size and not self._flush_posted
+            executed.add(task_id, attempt, state, info, error)
+            full = len(executed) >= self.batch_size and not self._flush_posted
             if full:
                 self._flush_posted = True
         if full:
@@ -254,15 +249,13 @@ class TaskEvents:
         """Loop thread: send what accumulated to the control store."""
         cw = self.cw
         with self._lock:
-            executed, self._executed = self._executed, []
-            self._executed_gen += 1
+            executed, self._executed = self._executed, Columns()
             dropped, self._dropped = self._dropped, 0
             self._flush_posted = False
-        owned, self._owned = self._owned, []
-        self._owned_gen += 1
+        owned, self._owned = self._owned, Columns()
         if not (owned or executed or dropped) or cw.control is None or cw.control.closed:
             return
-        body = {"own": columns(owned), "exe": columns(executed), "drop": dropped}
+        body = {"own": owned.wire(), "exe": executed.wire(), "drop": dropped}
         if executed:  # where they ran
             body["node"] = cw.node_info.get("node_id")
             body["wid"] = cw.worker_id

@@ -106,8 +106,6 @@ class PendingTask:
     # What task events say it is (task_events.py), None if it records none.
     event_info: tuple | None = None
     events_attempt: int = -1  # the attempt whose first event was recorded
-    ev_entry: list | None = None  # its events not shipped yet (task_events.py)
-    ev_gen: int = -1
 
     @property
     def name(self) -> str:
