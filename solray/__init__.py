@@ -42,6 +42,7 @@ _NAMES = {
     "ObjectRefGenerator": "solray.object_ref_generator",
     "DynamicObjectRefGenerator": "solray.object_ref_generator",
     "get_runtime_context": "solray.runtime_context",
+    "timeline": "solray._private.timeline",
 }
 _SUBMODULES = {
     "actor",
@@ -74,6 +75,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # what the lazy names are, for type checkers and editors
     from solray import actor, exceptions, util  # noqa: F401
+    from solray._private.timeline import timeline  # noqa: F401
     from solray._private.worker import (  # noqa: F401
         available_resources,
         cancel,

@@ -197,6 +197,7 @@ class ActorClass:
             "max_task_retries": options["max_task_retries"],
             "max_pending_calls": options["max_pending_calls"],
             "allow_out_of_order_execution": options["allow_out_of_order_execution"],
+            "enable_task_events": options["enable_task_events"],
         }
         actor_id, meta, owner, existing = cw.create_actor(
             self._describe(cw), args, kwargs, options, meta
@@ -351,6 +352,9 @@ class ActorMethod:
             options["max_task_retries"] = handle._meta.get("max_task_retries", 0)
         options["max_pending_calls"] = handle._meta.get("max_pending_calls", -1)
         options["out_of_order"] = handle._meta.get("allow_out_of_order_execution", False)
+        options["class_name"] = handle._meta.get("class_name")
+        if options.get("enable_task_events") is None:  # the actor's own setting
+            options["enable_task_events"] = handle._meta.get("enable_task_events", True)
         if isinstance(options.get("retry_exceptions"), bytes):
             options["retry_exceptions"] = pickle.loads(options["retry_exceptions"])
         result = cw.submit_actor_task(handle._actor_id, self._name, args, kwargs, options)

@@ -461,15 +461,21 @@ def _wait_for_node(address: str, token: bytes, node_id: str, timeout: float = 30
 
 
 def _nodes(address: str, token: bytes) -> list[dict]:
+    from solray._private.protocol import Msg
+
+    return _ask_control(address, token, Msg.GET_NODES)
+
+
+def _ask_control(address: str, token: bytes, msg: int, body=None):
+    """One request to the control store at `address`, on a connection of its own."""
     import asyncio
 
     from solray._private import transport
-    from solray._private.protocol import Msg
 
     async def query():
         conn = await transport.connect(address, token, timeout=5)
         try:
-            return await conn.request(Msg.GET_NODES)
+            return await conn.request(msg, body)
         finally:
             conn.close()
 
@@ -581,6 +587,51 @@ def debug(address: str, temp_dir: str | None) -> None:
         debugger.run(address, token)
     except (ConnectionError, OSError, ValueError) as e:
         raise click.ClickException(f"cannot reach the cluster: {e}") from None
+
+
+@main.command()
+@click.option(
+    "--address", default="auto", show_default=True, help="HOST:PORT of the control store, or auto."
+)
+@click.option(
+    "--output",
+    "-o",
+    default=None,
+    help="Where to write the trace (default: a timestamped file in the temp directory).",
+)
+@click.option("--temp-dir", default=None, help=TEMP_DIR_HELP)
+def timeline(address: str, output: str | None, temp_dir: str | None) -> None:
+    """Write the cluster's task timeline as a Chrome trace (JSON): one row per
+    worker, one slice per task or actor call. Open it in https://ui.perfetto.dev
+    or chrome://tracing."""
+    import json
+    import tempfile
+    import time
+
+    from solray._private import services
+    from solray._private.protocol import Msg
+    from solray._private.timeline import ALL, chrome_trace
+
+    try:
+        address, token = services.resolve_cluster(address, temp_dir)
+        body = {"filters": [], "limit": ALL, "detail": True, "precise": True}
+        reply = _ask_control(address, token, Msg.LIST_TASKS, body)
+    except (ConnectionError, OSError, ValueError) as e:
+        raise click.ClickException(f"cannot reach the cluster: {e}") from None
+    trace = chrome_trace(reply["tasks"])
+    if output is None:
+        stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
+        output = os.path.join(tempfile.gettempdir(), f"solray-timeline-{stamp}.json")
+    with open(output, "w") as f:
+        json.dump(trace, f)
+    slices = sum(1 for e in trace if e["ph"] == "X")
+    click.echo(f"Trace file written to {output} ({slices} slices).")
+    if reply["dropped"]:
+        click.echo(
+            f"Note: {reply['dropped']} task attempts or events were dropped by the cluster "
+            "(its bound is task_events_max_num_task_in_gcs); they are not in the trace."
+        )
+    click.echo("Open it in https://ui.perfetto.dev or chrome://tracing.")
 
 
 @main.command()

@@ -188,7 +188,6 @@ def test_dashboard_shows_the_cluster_only_after_login(browser, tmp_path):
     del stored
 
 
-@pytest.mark.xfail(strict=True, reason="needs task events (wave/events)")
 def test_a_running_task_appears(browser, tmp_path):
     context = solray.init(num_cpus=2)
     release = tmp_path / "release"

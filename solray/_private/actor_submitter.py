@@ -39,6 +39,7 @@ from functools import partial
 
 from solray import exceptions
 from solray._private import serialization, transport
+from solray._private import task_events as ev
 from solray._private.memory_store import decode_entry, encode_entry, error_entry
 from solray._private.protocol import Msg
 from solray._private.task_spec import PendingTask, encode_arguments
@@ -106,10 +107,14 @@ class ActorSubmitter:
 
     def create(self, actor_id: bytes, task: PendingTask, runtime_options: dict) -> None:
         """Loop thread: resolve constructor arguments, then ask for placement."""
+        self.cw.task_events.owner(task, ev.PENDING_ARGS_AVAIL)
         resolve_dependencies(self.cw, task, partial(self._send_create, actor_id, runtime_options))
 
     def _send_create(self, actor_id: bytes, runtime_options: dict, task: PendingTask) -> None:
         if task.dep_error is not None:
+            self.cw.task_events.owner(
+                task, ev.FAILED, serialization.deserialize(task.dep_error.obj)
+            )
             head, buffers = encode_entry(task.dep_error)
             self._request_create({"actor_id": actor_id, "dep_error": head}, buffers)
             return
@@ -125,8 +130,11 @@ class ActorSubmitter:
             "aid": actor_id,
             "ropts": runtime_options,
         }
+        if task.event_info is None:
+            body["ne"] = 1
         buffers = [fn.pickled]
         encode_arguments(task, self.cw.memory_store, body, buffers)
+        self.cw.task_events.owner(task, ev.PENDING_NODE_ASSIGNMENT)
         self._request_create({"actor_id": actor_id, "spec": body}, buffers)
 
     def _request_create(self, body: dict, buffers: list) -> None:
@@ -154,6 +162,7 @@ class ActorSubmitter:
         return q
 
     def submit(self, actor_id: bytes, task: PendingTask, out_of_order: bool = False) -> None:
+        self.cw.task_events.owner(task, ev.PENDING_ARGS_AVAIL)
         q = self._queue(actor_id)
         q.out_of_order = out_of_order
         q.released = False
@@ -255,6 +264,7 @@ class ActorSubmitter:
     def _push(self, q: ActorQueue, task: PendingTask) -> None:
         q.inflight[task.seq] = task
         task.running_on = q.conn
+        self.cw.task_events.owner(task, ev.SUBMITTED_TO_WORKER)
         if task.stream:
             self.cw.task_manager.streams[task.task_id].conn = q.conn
         body = push_body(
@@ -279,6 +289,13 @@ class ActorSubmitter:
         elif not isinstance(error, transport.ConnectionLost):
             fail_task(self.cw, task, error_entry(exceptions.RaySystemError(error)))
         elif q.state != DEAD and attempts_left(task):
+            if task.event_info is not None:
+                died = exceptions.ActorDiedError(
+                    actor_id=q.actor_id.hex(),
+                    error_msg=f"The actor {q.actor_id.hex()} died while running "
+                    f"{task.method}(); the call is retried.",
+                )
+                self.cw.task_events.owner(task, ev.FAILED, died)
             task.attempt += 1
             self._requeue(q, task)
             if q.state == UNKNOWN:
@@ -301,6 +318,7 @@ class ActorSubmitter:
 
     def _requeue(self, q: ActorQueue, task: PendingTask) -> None:
         """A call to run again goes back among the unsent ones, in call order."""
+        self.cw.task_events.owner(task, ev.PENDING_ARGS_AVAIL)  # its next attempt
         seqs = [t.seq for t in q.pending]
         q.pending.insert(bisect.bisect_left(seqs, task.seq), task)
 

@@ -1,8 +1,9 @@
 """The control store: cluster-wide state, one per cluster, on the head node.
 
 It holds what every process may need to look up and nobody owns alone:
-membership and resources of nodes, job ids, a small key-value store, and a
-publish/subscribe hub (worker logs, node events). It is deliberately off the
+membership and resources of nodes, job ids, a small key-value store, a
+publish/subscribe hub (worker logs, node events), and the task events every
+process ships in batches (task_event_store.py). It is deliberately off the
 task path: submitting and running a task never touches it.
 
 Liveness of a node is tied to its connection here: when a node's connection
@@ -55,6 +56,7 @@ from solray._private.control_storage import (
 from solray._private.placement import ClusterView
 from solray._private.placement_groups import PlacementGroupManager
 from solray._private.protocol import Msg
+from solray._private.task_event_store import TaskEventStore
 
 logger = logging.getLogger("solray.control_store")
 
@@ -97,6 +99,9 @@ class ControlStore:
         self.handlers.update(self.actors.handlers)
         self.placement_groups = PlacementGroupManager(self)
         self.handlers.update(self.placement_groups.handlers)
+        self.tasks = TaskEventStore()
+        self.handlers[Msg.TASK_EVENTS] = self.task_events
+        self.handlers[Msg.LIST_TASKS] = self.list_tasks
 
     def on_close(self, conn: transport.Connection) -> None:
         for subs in self.subscribers.values():
@@ -279,6 +284,12 @@ class ControlStore:
     def kv_keys(self, conn, rid, body, bufs) -> None:
         ns, prefix = body["ns"], body.get("prefix", "")
         conn.reply(rid, [k for (n, k) in self.kv if n == ns and k.startswith(prefix)])
+
+    def task_events(self, conn, rid, body, bufs) -> None:
+        self.tasks.add_batch(body)
+
+    def list_tasks(self, conn, rid, body, bufs) -> None:
+        conn.reply(rid, self.tasks.query(body))
 
     def subscribe(self, conn, rid, body, bufs) -> None:
         for channel in body:

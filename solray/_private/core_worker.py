@@ -54,7 +54,11 @@ Who owns what (this is the one map; each part's header says why):
                       points, the loop takes them every second (its lock).
                       runtime_env_resolver: user threads resolve envs as they
                       submit, under its lock (runtime_env/resolve.py).
-    set once          address, node, control, server, node_info (by start()),
+                      task_events: the owner's events are the loop's; events
+                      of the calls this process runs, from any thread, are
+                      under its lock (task_events.py).
+    set once          address, node, control, server, node_info, driver_task_id
+                      (by start()),
                       executor, actor_id, namespace, on_node_lost,
                       runtime_env (the job's, at init; a worker's, at start);
                       job is set by the task about to run, before its user code
@@ -90,6 +94,7 @@ from solray._private import (
     serialization,
     transport,
 )
+from solray._private import task_events as ev
 from solray._private.borrowing import Borrowing
 from solray._private.collective_inbox import CollectiveInbox
 from solray._private.control_client import RECONNECT_TIMEOUT_S, ControlClient
@@ -147,6 +152,9 @@ class CoreWorker:
         self.shutting_down = False
         self.on_node_lost = None
         self.print_logs = True
+        # A driver is a task too (Ray's DRIVER_TASK): its tasks' parent.
+        self.driver_task_id: bytes | None = None
+        self.task_events = ev.TaskEvents(self)
 
         # The parts (see the header), and the two shared tables.
         self.memory_store = MemoryStore()
@@ -278,7 +286,12 @@ class CoreWorker:
             reply = await self.control.request(Msg.REGISTER_DRIVER, {"pid": os.getpid()})
             self.set_job(reply["job"])
             await self.control.subscribe(["logs"])
+            self.driver_task_id = ids.new_task_id(self.job_bytes)
+            if self.task_events.enabled:
+                info = (ev.DRIVER_TASK, "driver", "", None, None, {}, None, 0)
+                self.task_events.executed(self.driver_task_id, 0, ev.RUNNING, info=info)
         await self._hello(self.control)
+        self.task_events.start()
 
     async def _connect_control(self, address: str) -> ControlClient:
         control = ControlClient(
@@ -325,6 +338,9 @@ class CoreWorker:
         async def close_all():
             self.store.flush()
             metrics_reporter.report(self)  # the last metric updates
+            if self.driver_task_id is not None and self.task_events.enabled:
+                self.task_events.executed(self.driver_task_id, 0, ev.FINISHED)
+            self.task_events.flush()  # the last task events
             await self._peers.close()
             for conn in (self.node, self.control):
                 if conn is not None:

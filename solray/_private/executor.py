@@ -60,6 +60,7 @@ import msgpack
 
 from solray import exceptions
 from solray._private import ids, serialization
+from solray._private import task_events as ev
 from solray._private.interrupts import Interrupts
 from solray._private.loop_inbox import Inbox
 from solray._private.memory_store import decode_entry, encode_entry, error_entry
@@ -89,6 +90,9 @@ class TaskContext:
     task_name: str = ""  # the `name` option, else "function" or "Class.method"
     resources: dict = field(default_factory=dict)  # what its lease holds for it
     function: object = None  # what it runs, once loaded
+    attempt: int = 0  # which attempt of the task this is (retries count up)
+    events: bool = True  # whether it records task events (task_events.py)
+    error: BaseException | None = None  # what it failed with, if it did
 
 
 class Executor:
@@ -161,6 +165,8 @@ class Executor:
             resources=body.get("res", self.actor_resources),
         )
         ctx.task_name = body.get("tn") or (f"{name}.{ctx.method}" if ctx.method else name)
+        ctx.attempt = body.get("at", 0)
+        ctx.events = self.cw.task_events.enabled and not body.get("ne")
         self.cw.set_job(ctx.job)
         if ctx.job not in self._jobs_seen:
             self._join_job(ctx.job)
@@ -230,8 +236,7 @@ class Executor:
         num_returns = body["nret"]
         try:
             self.interrupts.check(ctx.task_id)
-            function, args, kwargs = self._prepare(body, buffers, lookup)
-            ctx.function = function
+            function, args, kwargs = self._start(ctx, body, buffers, lookup)
             result = function(*args, **kwargs)
             if inspect.isgenerator(result) or body.get("gen"):
                 reply, reply_buffers = self._generator_results(conn, ctx, body, result)
@@ -256,8 +261,7 @@ class Executor:
         try:
             if ctx.task_id in self.interrupts.cancelled:
                 raise asyncio.CancelledError
-            function, args, kwargs = self._prepare(body, buffers, lookup)
-            ctx.function = function
+            function, args, kwargs = self._start(ctx, body, buffers, lookup)
             result = function(*args, **kwargs)
             if inspect.isawaitable(result):
                 result = await result
@@ -282,7 +286,22 @@ class Executor:
             self._task_done(ctx)
         self._send_reply(conn, rid, ctx, reply, reply_buffers)
 
+    def _start(self, ctx: TaskContext, body, buffers, lookup):
+        """Read the call's function and arguments (from a store, if they are
+        there: a state of its own), then it is RUNNING."""
+        events = self.cw.task_events if ctx.events else None
+        deps = body["d"]
+        if events is not None and ("ao" in body or (deps and any(d[1][0] != "i" for d in deps))):
+            fetch = ev.PENDING_ACTOR_TASK_ARGS_FETCH if ctx.method else ev.GETTING_AND_PINNING_ARGS
+            events.executed(ctx.task_id, ctx.attempt, fetch)
+        function, args, kwargs = self._prepare(body, buffers, lookup)
+        ctx.function = function
+        if events is not None:
+            events.executed(ctx.task_id, ctx.attempt, ev.RUNNING)
+        return function, args, kwargs
+
     def _task_done(self, ctx: TaskContext) -> None:
+        self._record_end(ctx, ctx.error)
         self.cw.current_task = None
         self.cw.post(self.cw.task_manager.children.pop, ctx.task_id, None)
         self.interrupts.done(ctx.task_id)
@@ -490,7 +509,9 @@ class Executor:
         shaped as if it had raised TaskCancelledError at once. The error is
         small and goes inline: the loop never waits on the store."""
         task_id = body["tid"]
-        head, buffers = encode_entry(error_entry(exceptions.TaskCancelledError(task_id.hex())))
+        error = exceptions.TaskCancelledError(task_id.hex())
+        self.record(body, ev.FAILED, error)
+        head, buffers = encode_entry(error_entry(error))
         if body.get("gen") == "streaming":  # the error is the stream's next item
             index = body.get("skip", 0)
             conn.send(Msg.GENERATOR_ITEM, {"tid": task_id, "i": index, "h": head}, buffers)
@@ -500,7 +521,8 @@ class Executor:
         conn.reply(rid, {"r": [head] * count, "app_error": True}, buffers * count)
 
     def _cancelled_error(self, ctx: TaskContext) -> exceptions.TaskCancelledError:
-        return exceptions.TaskCancelledError(ctx.task_id.hex())
+        ctx.error = exceptions.TaskCancelledError(ctx.task_id.hex())
+        return ctx.error
 
     def _join_job(self, job: int) -> None:
         """Make the driver's import path ours, so functions defined in its
@@ -544,6 +566,8 @@ class Executor:
         ctx = self.cw.current_task
         if ctx is not None and ctx.method:
             name = f"{name}.{ctx.method}"  # Ray's "Class.method" for actor calls
+        if ctx is not None:  # the call fails (task events say so)
+            ctx.error = error
         if isinstance(error, exceptions.RayTaskError):
             # An error from a task this task waited on: keep the original cause.
             return error
@@ -614,12 +638,12 @@ class Executor:
         self.actor_name = ropts.get("actor_name")
         ctx = self._context(body, ropts["class_name"])
         self.gpu_ids = ctx.gpu_ids
-        self.actor_restarts = body.get("restarts", 0)
+        self.actor_restarts = ctx.attempt = body.get("restarts", 0)
         self.cw.actor_id = body["aid"]
         self.cw.current_task = ctx
         runtime = None
         try:
-            cls, args, kwargs = self._prepare(body, buffers, self._task_function)
+            cls, args, kwargs = self._start(ctx, body, buffers, self._task_function)
             ctx.function = cls.__init__
             set_omp_num_threads(ctx.resources)  # for the actor's lifetime
             if inspect.iscoroutinefunction(cls.__init__):
@@ -633,10 +657,11 @@ class Executor:
         except Exception as e:
             if runtime is not None:
                 runtime.loop.call_soon_threadsafe(runtime.loop.stop)
+            error = self._task_error(f"{ctx.name}.__init__", e)
+            self._record_end(ctx, error)
             head, bufs = encode_entry(
                 self.cw.store.store_value(
-                    ids.put_object_id(self.cw.job_bytes),
-                    serialization.serialize_error(self._task_error(f"{ctx.name}.__init__", e)),
+                    ids.put_object_id(self.cw.job_bytes), serialization.serialize_error(error)
                 )
             )
             self.cw.post(conn.reply, rid, {"error": head}, bufs)
@@ -645,7 +670,18 @@ class Executor:
             self.cw.current_task = None
         self.actor = runtime or ActorRuntime(self, body["aid"], instance, ropts)
         self.actor.owner = body["owner"]
+        self._record_end(ctx, None)
         self.cw.post(conn.reply, rid, {"pid": os.getpid()})
+
+    def record(self, body: dict, state: int, error: BaseException | None = None) -> None:
+        """A call not started yet (its push `body`) reached `state`."""
+        if self.cw.task_events.enabled and not body.get("ne"):
+            self.cw.task_events.executed(body["tid"], body.get("at", 0), state, error)
+
+    def _record_end(self, ctx: TaskContext, error: BaseException | None) -> None:
+        if ctx.events:
+            state = ev.FINISHED if error is None else ev.FAILED
+            self.cw.task_events.executed(ctx.task_id, ctx.attempt, state, error)
 
     def run_actor_task(self, conn, rid, body, buffers) -> None:
         if self.actor_exiting:
@@ -664,7 +700,7 @@ class Executor:
         cw = self.cw
         self.actor_exiting = True
         cw.request("control", Msg.ACTOR_EXITING, {"actor_id": cw.actor_id})
-        error = exceptions.ActorDiedError(
+        error = ctx.error = exceptions.ActorDiedError(
             actor_id=cw.actor_id.hex(),
             error_msg=f"The actor {cw.actor_id.hex()} exited: exit_actor() was called.",
         )
@@ -705,6 +741,7 @@ class Executor:
         cw = self.cw
 
         def exit_process():
+            cw.task_events.flush()
             _flush_output()
             os._exit(0)
 
@@ -857,6 +894,7 @@ class ActorRuntime:
 
     def dispatch(self, conn, rid, body, buffers) -> None:
         """Loop thread: a call arrived; it waits for its turn where it runs."""
+        self.executor.record(body, ev.PENDING_ACTOR_TASK_ORDERING_OR_CONCURRENCY)
         call = ActorCall(conn, rid, body)
         self.calls[body["tid"]] = call
         if self.is_async:

@@ -24,7 +24,7 @@ import msgpack
 
 # Raise it with any change to messages or framing that an older peer would
 # misread: the handshake (transport.py) refuses a peer of another version.
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 
 PREFIX = struct.Struct("<IQ")
 MAX_HEADER = 64 * 1024 * 1024
@@ -125,6 +125,8 @@ class Msg(IntEnum):
 
     # Observability.
     METRICS_REPORT = 90  # core worker -> its node: util.metrics updates (metrics_reporter.py)
+    TASK_EVENTS = 100  # core worker -> control store: a batch of task events (task_events.py)
+    LIST_TASKS = 101  # -> control store: task attempts, filtered there (task_event_store.py)
 
     # The state API (state_client.py) asking a node.
     LIST_WORKERS = 110  # -> node: its workers and drivers, alive and recently exited

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from solray import exceptions
 from solray._private import ids, serialization, transport
+from solray._private import task_events as ev
 from solray._private.memory_store import InStore, decode_entry, error_entry
 from solray._private.options import actor_resources, backpressure, placement_of, task_resources
 from solray._private.ownership import ACTOR_ID_LEN, call_site
@@ -45,12 +46,13 @@ class TaskManager:
         and hand the task to the loop."""
         cw = self.cw
         options = self._captured(options)
-        blob, args_ref, deps, contained = self.pack_arguments(args, kwargs)
+        blob, args_ref, deps, contained, args_bytes = self.pack_arguments(args, kwargs)
+        resources = task_resources(options)
         task = PendingTask(
             task_id=ids.new_task_id(cw.job_bytes),
             function=function,
             num_returns=options["num_returns"],
-            resources=task_resources(options),
+            resources=resources,
             args_blob=blob,
             args_ref=args_ref,
             deps=deps,
@@ -65,6 +67,15 @@ class TaskManager:
             max_calls=options["max_calls"],
             task_name=options.get("name"),
             runtime_env=runtime_env.effective(cw, options.get("runtime_env")),
+            event_info=self._event_info(
+                options,
+                ev.NORMAL_TASK,
+                options.get("name") or function.name,
+                function.name,
+                None,
+                resources,
+                args_bytes,
+            ),
         )
         result = self._prepare_returns(
             task, backpressure(options.get("_generator_backpressure_num_objects"))
@@ -106,7 +117,7 @@ class TaskManager:
             raise ValueError(reply["error"])
         if "existing" in reply:
             return reply["existing"], reply["meta"], reply.get("owner", ""), True
-        blob, args_ref, deps, contained = self.pack_arguments(args, kwargs)
+        blob, args_ref, deps, contained, args_bytes = self.pack_arguments(args, kwargs)
         # A restart runs the constructor again: keep its arguments for as long
         # as this owner lives.
         cw.refs.pin([d._id for d in deps] + ([args_ref._id] if args_ref else []))
@@ -124,6 +135,10 @@ class TaskManager:
             max_retries=0,
             retry_exceptions=False,
             job=cw.job,
+        )
+        constructor = f"{meta['class_name']}.__init__"
+        task.event_info = self._event_info(
+            options, ev.ACTOR_CREATION_TASK, constructor, constructor, actor_id, running, args_bytes
         )
         groups = options.get("concurrency_groups") or {}
         runtime = {
@@ -148,7 +163,8 @@ class TaskManager:
         limit = options["max_pending_calls"]
         if limit > 0:  # raises PendingCallsLimitExceeded when full
             cw.actor_submitter.admit(actor_id, limit)
-        blob, args_ref, deps, contained = self.pack_arguments(args, kwargs)
+        blob, args_ref, deps, contained, args_bytes = self.pack_arguments(args, kwargs)
+        qualified = f"{options.get('class_name')}.{method}"
         task = PendingTask(
             task_id=ids.new_task_id(cw.job_bytes),
             function=None,
@@ -167,6 +183,15 @@ class TaskManager:
             actor_id=actor_id,
             admitted=limit > 0,
             task_name=options.get("name"),
+            event_info=self._event_info(
+                options,
+                ev.ACTOR_TASK,
+                options.get("name") or qualified,
+                qualified,
+                actor_id,
+                {},
+                args_bytes,
+            ),
         )
         result = self._prepare_returns(
             task, backpressure(options.get("_generator_backpressure_num_objects"))
@@ -176,8 +201,9 @@ class TaskManager:
 
     def pack_arguments(self, args: tuple, kwargs: dict):
         """Pickle a call's arguments once. Returns the inline blob (or a ref to
-        it in the store, if large), the top-level ref arguments, and the refs
-        nested deeper, which the task must hold until it finishes."""
+        it in the store, if large), the top-level ref arguments, the refs
+        nested deeper, which the task must hold until it finishes, and the
+        pickle's size."""
         cw = self.cw
         args, kwargs, deps = extract_deps(args, kwargs, ObjectRef)
         for dep in deps:
@@ -185,14 +211,44 @@ class TaskManager:
                 raise exceptions.ReferenceCountingAssertionError(dep._id.hex())
         blob = serialization.serialize((tuple(args), kwargs))
         contained = blob.contained_refs
-        if blob.inline_size() <= INLINE_MAX:
-            return blob, None, deps, contained
+        size = blob.inline_size()
+        if size <= INLINE_MAX:
+            return blob, None, deps, contained, size
         # Large arguments go to the store once; the worker reads them in place.
         object_id = ids.put_object_id(cw.job_bytes)
         cw.refs.add_owned(object_id)
         args_ref = ObjectRef(object_id, cw.address)
         cw.memory_store.put(object_id, cw.store.store_value(object_id, blob))
-        return None, args_ref, deps, contained
+        return None, args_ref, deps, contained, size
+
+    def _event_info(
+        self,
+        options: dict,
+        kind: int,
+        name: str,
+        func_or_class_name: str,
+        actor_id: bytes | None,
+        resources: dict,
+        args_bytes: int,
+    ) -> tuple | None:
+        """User thread: what this process's task events say the task is
+        (task_events.py), or None if it records none (Ray's
+        enable_task_events=False, or task events off here)."""
+        cw = self.cw
+        if not cw.task_events.enabled or options.get("enable_task_events") is False:
+            return None
+        parent = cw.current_task
+        placement = placement_of(options.get("scheduling_strategy"))
+        return (
+            kind,
+            name,
+            func_or_class_name,
+            actor_id,
+            parent.task_id if parent is not None else cw.driver_task_id,
+            resources,
+            placement[0] if placement else None,
+            args_bytes,
+        )
 
     def _captured(self, options: dict) -> dict:
         """Ray's placement_group_capture_child_tasks: a task or actor made

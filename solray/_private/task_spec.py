@@ -103,6 +103,9 @@ class PendingTask:
     task_name: str | None = None  # the `name` option
     max_calls: int = 0  # tasks: its worker exits after this many calls of the function
     runtime_env: dict | None = None  # tasks: the resolved env its worker must have
+    # What task events say it is (task_events.py), None if it records none.
+    event_info: tuple | None = None
+    events_attempt: int = -1  # the attempt whose first event was recorded
 
     @property
     def name(self) -> str:

@@ -29,6 +29,7 @@ from collections import deque
 
 from solray import exceptions
 from solray._private import ids, serialization, transport
+from solray._private import task_events as ev
 from solray._private.memory_store import InStore, error_entry
 from solray._private.options import placement_of
 from solray._private.protocol import Msg
@@ -103,6 +104,8 @@ def complete_task(cw, task: PendingTask, body: dict, buffers: list, conn) -> Non
 def fail_task(cw, task: PendingTask, entry) -> None:
     """The task failed as a whole: every return holds `entry`, and a stream
     ends with it."""
+    if task.event_info is not None:
+        cw.task_events.owner(task, ev.FAILED, serialization.deserialize(entry.obj))
     if task.stream:
         cw.task_manager.end_stream(task.task_id, error=entry)
     store_returns(cw, task, [entry] * len(task.return_ids))
@@ -176,6 +179,10 @@ def push_body(cw, task: PendingTask, body: dict) -> dict:
     body["tid"] = task.task_id
     body["job"] = task.job
     body["owner"] = cw.address
+    if task.attempt:
+        body["at"] = task.attempt
+    if task.event_info is None:  # the worker records no events for it either
+        body["ne"] = 1
     if task.task_name:
         body["tn"] = task.task_name
     if isinstance(task.num_returns, str):
@@ -258,6 +265,7 @@ class TaskSubmitter:
 
     def submit(self, task: PendingTask) -> None:
         """Loop thread: start resolving a freshly submitted task."""
+        self.cw.task_events.owner(task, ev.PENDING_ARGS_AVAIL)
         resolve_dependencies(self.cw, task, self._resolved)
 
     def _resolved(self, task: PendingTask) -> None:
@@ -267,6 +275,7 @@ class TaskSubmitter:
         elif task.dep_error is not None:
             fail_task(self.cw, task, task.dep_error)
         else:
+            self.cw.task_events.owner(task, ev.PENDING_NODE_ASSIGNMENT)
             self._enqueue(task)
 
     def cancel_queued(self, task: PendingTask, error) -> None:
@@ -498,6 +507,7 @@ class TaskSubmitter:
             lw.linger = None
         lw.busy = task
         task.running_on = lw.conn
+        self.cw.task_events.owner(task, ev.SUBMITTED_TO_WORKER)
         if task.stream:
             self.cw.task_manager.streams[task.task_id].conn = lw.conn
         fn = task.function
@@ -545,6 +555,7 @@ class TaskSubmitter:
             q.workers.remove(lw)
             lw.node.send(Msg.RETURN_LEASE, {"lease_id": lw.lease_id, "retire": retiring})
         if body.get("app_error") and retry_app_error(task, body, buffers):
+            self.cw.task_events.owner(task, ev.PENDING_NODE_ASSIGNMENT)  # its next attempt
             q.tasks.appendleft(task)
         else:
             complete_task(self.cw, task, body, buffers, lw.conn)
@@ -555,7 +566,13 @@ class TaskSubmitter:
             fail_task(self.cw, task, cancelled_entry(task))
             return
         if attempts_left(task):
+            if task.event_info is not None:
+                died = exceptions.WorkerCrashedError(
+                    oom_message or "its worker process exited unexpectedly; the task is retried"
+                )
+                self.cw.task_events.owner(task, ev.FAILED, died)
             task.attempt += 1
+            self.cw.task_events.owner(task, ev.PENDING_NODE_ASSIGNMENT)
             q.tasks.appendleft(task)
             return
         if oom_message is not None:

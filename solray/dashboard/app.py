@@ -176,8 +176,6 @@ class Dashboard:
 
     async def timeline(self, request):
         trace = await data.timeline(self.cluster)
-        if trace is None:
-            return web.Response(status=503, text=f"No timeline: {data.NEEDS_EVENTS}.")
         name = time.strftime("solray-timeline-%Y-%m-%d_%H-%M-%S.json")
         return web.Response(
             body=_dumps(trace),

@@ -24,6 +24,7 @@ import msgpack
 
 from solray._private import transport
 from solray._private.protocol import Msg
+from solray._private.timeline import ALL, chrome_trace
 from solray.job_submission.models import NAMESPACE as SUBMISSIONS
 
 logger = logging.getLogger(__name__)
@@ -32,11 +33,6 @@ REQUEST_TIMEOUT_S = 5.0  # a node that does not answer in time is shown as such
 MAX_ROWS = 1000  # rows of one table sent to the page
 LOG_LINES_PER_WORKER = 1000
 LOG_WORKERS = 256
-# Task events add Msg.LIST_TASKS (wave/events); until they are merged the
-# tasks view says it needs them instead of asking (an unknown message type
-# would make the control store drop the dashboard's connection).
-LIST_TASKS = getattr(Msg, "LIST_TASKS", None)
-NEEDS_EVENTS = "task events are not in this build of solray: the tasks view needs them"
 # The key-value entry where the dashboard records its URL, for drivers that
 # join the cluster (what init() returns names it).
 URL_KEY = {"ns": "dashboard", "key": "url"}
@@ -239,10 +235,8 @@ async def jobs(cluster: Cluster) -> dict:
 async def tasks(cluster: Cluster) -> dict:
     """The newest tasks (Ray's TaskState fields) with counts by state and,
     per function, by state."""
-    if LIST_TASKS is None:
-        return {"available": False, "why": NEEDS_EVENTS, "tasks": [], "total": 0}
     reply = await cluster.ask_control(
-        LIST_TASKS, {"filters": [], "limit": MAX_ROWS, "detail": False}
+        Msg.LIST_TASKS, {"filters": [], "limit": MAX_ROWS, "detail": False}
     )
     rows = reply["tasks"]
     by_function: dict[str, dict[str, int]] = {}
@@ -250,7 +244,6 @@ async def tasks(cluster: Cluster) -> dict:
         states = by_function.setdefault(str(row.get("func_or_class_name") or row.get("name")), {})
         states[row["state"]] = states.get(row["state"], 0) + 1
     return {
-        "available": True,
         "tasks": rows,
         "total": reply["total"],
         "dropped": reply.get("dropped", 0),
@@ -293,29 +286,8 @@ async def logs(cluster: Cluster, ip: str | None, pid: int | None, query: str) ->
     return {"workers": cluster.logs.workers(), "lines": cluster.logs.lines(ip, pid, query)}
 
 
-async def timeline(cluster: Cluster) -> list[dict] | None:
-    """The tasks as a Chrome trace (chrome://tracing, Perfetto): one row per
-    worker, one slice per task attempt that started; None without task
-    events."""
-    if LIST_TASKS is None:
-        return None
-    reply = await cluster.ask_control(LIST_TASKS, {"filters": [], "limit": 100_000, "detail": True})
-    trace = []
-    for t in reply["tasks"]:
-        start = t.get("start_time_ms")
-        if not start:
-            continue
-        end = t.get("end_time_ms") or start
-        trace.append(
-            {
-                "name": t.get("func_or_class_name") or t.get("name"),
-                "cat": t.get("type", "task"),
-                "ph": "X",
-                "ts": start * 1000,
-                "dur": max(end - start, 0) * 1000,
-                "pid": f"node {str(t.get('node_id'))[:8]}",
-                "tid": f"worker {t.get('worker_pid')}",
-                "args": {k: t.get(k) for k in ("task_id", "attempt_number", "state", "job_id")},
-            }
-        )
-    return trace
+async def timeline(cluster: Cluster) -> list[dict]:
+    """The tasks as a Chrome trace (chrome://tracing, Perfetto), as
+    `ray.timeline()` makes it (timeline.py)."""
+    body = {"filters": [], "limit": ALL, "detail": True, "precise": True}
+    return chrome_trace((await cluster.ask_control(Msg.LIST_TASKS, body))["tasks"])

@@ -8,7 +8,9 @@ detail. Every call covers the whole cluster: objects, workers and logs are
 asked of every alive node (_private/state_client.py has how and where it
 connects: the caller's own cluster, or `address`, "auto" or the control
 store's HOST:PORT, from any process of the user). In a ray:// client the
-call runs in the client's proxy driver, on the cluster.
+call runs in the client's proxy driver, on the cluster. Tasks are filtered
+where their events are kept, in the control store (_private/state_filters.py
+is the one filter rule, used here and there).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Any
 from solray._private import context
 from solray._private.protocol import Msg
 from solray._private.state_client import RayStateApiException, Session, StateClient
+from solray._private.state_filters import check_filters, matches
 
 Filter = tuple[str, str, Any]
 
@@ -45,18 +48,14 @@ def _apply(
     limit: int,
     columns: set[str] | None = None,
 ) -> list[dict]:
-    for key, predicate, value in filters or ():
-        if predicate not in ("=", "!="):
-            raise ValueError(f"Unsupported filter predicate {predicate!r}: use '=' or '!='")
-        known = columns if columns is not None else (set(rows[0]) if rows else None)
+    checked = check_filters(filters)
+    known = columns if columns is not None else (set(rows[0]) if rows else None)
+    for key, _, _ in checked:
         if known is not None and key not in known:
             raise ValueError(
                 f"Unsupported filter column {key!r}: the columns are {', '.join(sorted(known))}"
             )
-        want = predicate == "="
-        value = str(value).lower()
-        rows = [r for r in rows if (str(r.get(key)).lower() == value) == want]
-    return rows[:limit]
+    return [r for r in rows if matches(r, checked)][:limit]
 
 
 # Fields Ray shows only with detail=True (or from a get_* call), per resource;
@@ -520,6 +519,125 @@ async def _task_lines(client: StateClient, task_id: str, suffix: str, tail: int)
     return lines if tail < 0 else lines[-tail:] if tail else []
 
 
+# -- tasks (task events, kept and filtered in the control store) ----------------
+
+
+def _query_tasks(
+    filters, limit: int, detail: bool, timeout, precise: bool = False, address=None
+) -> dict:
+    """The control store's answer to LIST_TASKS (task_event_store.py)."""
+    check_filters(filters)  # a bad one is this caller's ValueError
+    body = {
+        "filters": [[k, p, str(v)] for k, p, v in filters or ()],
+        "limit": limit,
+        "detail": detail,
+    }
+    if precise:
+        body["precise"] = True
+    with Session(address, timeout) as session:
+        return session.call(lambda client: client.control(Msg.LIST_TASKS, body))
+
+
+def _check_complete(reply: dict, what: str, raise_on_missing_output: bool) -> None:
+    """Ray's raise_on_missing_output: task attempts the cluster dropped (its
+    bound, task_events_max_num_task_in_gcs, or a process's full buffer)
+    make the answer incomplete: an error, or a warning when allowed."""
+    dropped = reply["dropped"]
+    if not dropped:
+        return
+    message = (
+        f"{what} may be incomplete: {dropped} task attempt(s) or event(s) were dropped "
+        f"({reply['total']} attempts kept; the control store keeps at most "
+        "task_events_max_num_task_in_gcs, set through SOLRAY_task_events_max_num_task_in_gcs "
+        "or RAY_task_events_max_num_task_in_gcs)."
+    )
+    if raise_on_missing_output:
+        raise RayStateApiException(
+            message + " To get the partial result, pass raise_on_missing_output=False."
+        )
+    warnings.warn(message, stacklevel=3)
+
+
+@_forwarded
+def list_tasks(
+    address: str | None = None,
+    filters: list[Filter] | None = None,
+    limit: int = 100,
+    timeout: int = 30,
+    detail: bool = False,
+    raise_on_missing_output: bool = True,
+) -> list[dict]:
+    """Task attempts, as Ray's TaskState: `task_id`, `attempt_number`,
+    `name`, `state` (Ray's TaskStatus names), `job_id`, `actor_id`, `type`,
+    `func_or_class_name`, `parent_task_id`, `node_id`, `worker_id`,
+    `worker_pid`, `error_type`, `error_message`, `placement_group_id`; with
+    `detail`, also `required_resources`, `events` ([{state, created_ms}]),
+    `creation_time_ms`, `start_time_ms`, `end_time_ms`, `args_bytes` (the
+    pickled arguments' size). Filtered in the control store. Dropped
+    attempts raise RayStateApiException unless `raise_on_missing_output`
+    is False (then a warning)."""
+    reply = _query_tasks(filters, limit, detail, timeout, address=address)
+    _check_complete(reply, "The task list", raise_on_missing_output)
+    return [StateRow(row) for row in reply["tasks"]]
+
+
+@_forwarded
+def get_task(id, address: str | None = None, timeout: int = 30, _explain: bool = False):
+    """A task by id (hex string, or an ObjectRef it returned): None if
+    unknown, its attempt if it ran once, else the list of its attempts, as
+    Ray's get_task. Always in detail."""
+    from solray._private import ids
+    from solray.object_ref import ObjectRef
+
+    if isinstance(id, ObjectRef):
+        id = ids.task_id_of(id.binary()).hex()
+    reply = _query_tasks([("task_id", "=", id)], 1_000_000, True, timeout, address=address)
+    rows = [StateRow(row) for row in reply["tasks"]]
+    if not rows:
+        return None
+    return rows[0] if len(rows) == 1 else rows
+
+
+@_forwarded
+def summarize_tasks(
+    address: str | None = None,
+    timeout: int = 30,
+    raise_on_missing_output: bool = True,
+    _explain: bool = False,
+) -> dict:
+    """Ray's summary of tasks by function or class name: {"cluster":
+    {"summary": {name: {"func_or_class_name", "type", "state_counts"}},
+    "total_tasks", "total_actor_tasks", "total_actor_scheduled",
+    "summary_by": "func_name"}}."""
+    reply = _query_tasks(
+        [("type", "!=", "DRIVER_TASK")], 1_000_000_000, False, timeout, address=address
+    )
+    _check_complete(reply, "The task summary", raise_on_missing_output)
+    summary: dict[str, dict] = {}
+    totals = {"NORMAL_TASK": 0, "ACTOR_TASK": 0, "ACTOR_CREATION_TASK": 0}
+    for row in reply["tasks"]:
+        name = row["func_or_class_name"]
+        entry = summary.get(name)
+        if entry is None:
+            entry = summary[name] = {
+                "func_or_class_name": name,
+                "type": row["type"],
+                "state_counts": {},
+            }
+        counts = entry["state_counts"]
+        counts[row["state"]] = counts.get(row["state"], 0) + 1
+        totals[row["type"]] = totals.get(row["type"], 0) + 1
+    return {
+        "cluster": {
+            "summary": summary,
+            "total_tasks": totals["NORMAL_TASK"],
+            "total_actor_tasks": totals["ACTOR_TASK"],
+            "total_actor_scheduled": totals["ACTOR_CREATION_TASK"],
+            "summary_by": "func_name",
+        }
+    }
+
+
 __all__ = [
     "RayStateApiException",
     "get_actor",
@@ -527,6 +645,7 @@ __all__ = [
     "get_node",
     "get_objects",
     "get_placement_group",
+    "get_task",
     "get_worker",
     "list_actors",
     "list_jobs",
@@ -534,7 +653,9 @@ __all__ = [
     "list_nodes",
     "list_objects",
     "list_placement_groups",
+    "list_tasks",
     "list_workers",
     "summarize_actors",
     "summarize_objects",
+    "summarize_tasks",
 ]

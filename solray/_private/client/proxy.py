@@ -104,7 +104,7 @@ def _wait_indices(items: list, **options) -> list[int]:
 
 def _api() -> dict:
     """The functions a client may call, by the name the client sends."""
-    from solray._private import worker
+    from solray._private import timeline, worker
     from solray.util import state
 
     # The module (solray.util's attribute of that name is the function).
@@ -134,6 +134,7 @@ def _api() -> dict:
                 if name.startswith(("list_", "get_", "summarize_"))
             },
             "util.state.get_log": state._log_lines,
+            "timeline": timeline.timeline,
             "util.placement_group.placement_group": groups.placement_group,
             "util.placement_group.ready": groups.PlacementGroup.ready,
             "util.placement_group.remove_placement_group": groups.remove_placement_group,

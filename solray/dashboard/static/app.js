@@ -82,7 +82,6 @@ const views = {
     ], d.jobs)];
   },
   tasks(d) {
-    if (!d.available) return [el("p", { class: "note" }, d.why)];
     const fn = Object.entries(d.by_function).map(([name, states]) => ({ name, states }));
     return [
       el("h2", {}, `By state (newest ${d.tasks.length} of ${d.total}${d.dropped ? `, ${d.dropped} dropped` : ""})`),
