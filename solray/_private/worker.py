@@ -20,7 +20,7 @@ from typing import Any
 import msgpack
 
 from solray import exceptions
-from solray._private import context, ids, init_options, services, transport
+from solray._private import context, ids, init_options, services, tls, transport
 from solray._private.core_worker import CoreWorker
 from solray._private.labels import validate_labels
 from solray._private.protocol import Msg
@@ -236,8 +236,9 @@ def init(
     services.write_session_file(launcher.session_dir, node_address, control_address, launcher.token)
     if launcher.dashboard_url is not None:
         logger.info(
-            "Started a local solray instance. View the dashboard at http://%s (log in with "
+            "Started a local solray instance. View the dashboard at %s://%s (log in with "
             "the token in %s)",
+            "https" if tls.enabled() else "http",
             launcher.dashboard_url,
             os.path.join(launcher.session_dir, "token"),
         )
