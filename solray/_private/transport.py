@@ -362,7 +362,7 @@ class Connection(asyncio.Protocol):
         if self._transport is not None and not self._transport.is_closing():
             self._flush()
             self._transport.close()
-            if self._transport.get_extra_info("sslobject") is not None:
+            if self._transport.get_extra_info("ssl_object") is not None:
                 # A TLS close waits for the peer's close_notify before the
                 # transport reports the loss; this end is done now, as a plain
                 # one is on the next iteration (pending requests fail, close
@@ -379,7 +379,7 @@ class Connection(asyncio.Protocol):
         nothing until the process that adopts it is serving (so no byte is
         left in this one's buffer)."""
         self._transport.pause_reading()
-        if self._transport.get_extra_info("sslobject") is not None:
+        if self._transport.get_extra_info("ssl_object") is not None:
             return self._relay()
         sock = self._transport.get_extra_info("socket")
         handed = socket.fromfd(sock.fileno(), sock.family, sock.type)
