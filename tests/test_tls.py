@@ -310,3 +310,32 @@ def test_hosts_in_namespaces_with_tls(hosts, tmp_path):
     assert refused.returncode != 0, refused.stdout
     status = hosts.solray("a", "status", "--address", address, env=env["a"])
     assert "3 alive node(s)" in status and all(ip in status for ip in ips), status
+
+
+def test_the_dashboard_serves_https_with_the_host_certificate(tls_on, leak_check):
+    import http.client
+    import urllib.parse
+
+    context = solray.init(num_cpus=1, include_dashboard=True)
+    host, port = context.dashboard_url.rsplit(":", 1)
+    with open(os.path.join(context["session_dir"], "token")) as f:
+        token = f.read().strip()
+    trusting = ssl.create_default_context(cafile=tls_on["cluster"][tls.CA_ENV])
+    conn = http.client.HTTPSConnection(host, int(port), timeout=TIMEOUT_S, context=trusting)
+    try:
+        body = urllib.parse.urlencode({"token": token})
+        conn.request("POST", "/login", body, {"Content-Type": "application/x-www-form-urlencoded"})
+        response = conn.getresponse()
+        response.read()
+        assert response.status == 303
+        assert "Secure" in response.getheader("Set-Cookie")
+    finally:
+        conn.close()
+    # Plain HTTP gets no page.
+    plain = http.client.HTTPConnection(host, int(port), timeout=TIMEOUT_S)
+    try:
+        with pytest.raises((http.client.HTTPException, ConnectionError)):
+            plain.request("GET", "/login")
+            plain.getresponse().read()
+    finally:
+        plain.close()

@@ -155,6 +155,7 @@ def init(
         )
     _validate_init_resources(num_cpus, num_gpus, resources, object_store_memory)
     labels = validate_labels(labels, "init(labels=...)")
+    tls.client_context()  # TLS settings that cannot work fail here, before anything starts
     if address is None:
         address = os.environ.get("SOLRAY_ADDRESS") or os.environ.get("RAY_ADDRESS") or None
     elif address == "local":
