@@ -18,6 +18,7 @@ import sys
 import numpy as np
 import pytest
 import test_netns
+from test_cluster_cli import start_head, stop_daemons
 
 import solray
 from solray._private import tls, transport
@@ -183,11 +184,12 @@ def test_a_plain_tcp_client_is_refused_and_the_server_keeps_serving(tls_cluster,
     # gets no answer but the end of the connection.
     greeting = transport.version_block() + bytes(transport.DIGEST_LEN + transport.NONCE_LEN)
     assert transport.MAGIC not in _raw_exchange(cluster.address, greeting)
-    # A solray client with TLS off: the server never greets it in the clear.
+    # A solray client with TLS off: the server never greets it in the clear,
+    # and closes the connection when the TLS handshake times out.
     for name in tls.USE_TLS_ENVS:
         monkeypatch.setenv(name, "0")
-    with pytest.raises((ConnectionError, TimeoutError)):
-        asyncio.run(transport.connect(cluster.address, cluster.token, timeout=3))
+    with pytest.raises(transport.ConnectionLost, match="set SOLRAY_USE_TLS=1"):
+        _connect(cluster.address, cluster.token)
     monkeypatch.setenv("SOLRAY_USE_TLS", "1")
     _connect(cluster.address, cluster.token)  # still serving
     solray.init(address=cluster.address)
@@ -256,6 +258,62 @@ async def _good_pair(pki, monkeypatch, token):
     conn.close()
     server.close()
     await server.wait_closed()
+
+
+THIN_CLIENT = """
+import sys
+
+import numpy as np
+import solray as ray
+
+ray.init(sys.argv[1])
+
+@ray.remote
+def total(array):
+    return int(array.sum())
+
+big = ray.put(np.ones(2_000_000, dtype=np.int64))  # 16 MB through the relay, both ways
+assert ray.get(total.remote(big)) == 2_000_000
+assert int(ray.get(big).sum()) == 2_000_000
+print("CLIENT OVER TLS")
+ray.shutdown()
+"""
+
+
+def test_solray_start_tls_generate_and_a_ray_client(tmp_path):
+    """`solray start --head --tls-generate`: the head runs with TLS, and a
+    ray:// client with the printed variables works through the client
+    server's relay; without TLS it is refused."""
+    temp_dir = str(tmp_path / "head")
+    try:
+        out = start_head(
+            "--num-cpus", "1", "--include-dashboard", "false", "--temp-dir", temp_dir,
+            "--tls-generate", str(tmp_path / "pki"),
+        )  # fmt: skip
+        assert out.returncode == 0, out.stdout + out.stderr
+        head = out.stdout
+        client = re.search(r'solray\.init\("(ray://[\d.]+:\d+)"\)', head).group(1)
+        token = re.search(r"Cluster token: (\S+)", head).group(1)
+        tls_env = dict(re.findall(r"export (\w+)=(\S+)", head))
+        assert tls_env["SOLRAY_USE_TLS"] == "1"
+        assert os.stat(tls_env[tls.KEY_ENV]).st_mode & 0o777 == 0o600
+        with open(tls_env[tls.KEY_ENV]) as f:
+            assert f.read() not in head + out.stderr  # the key is never printed
+        base = {k: v for k, v in os.environ.items() if not k.startswith(("SOLRAY_", "RAY_"))}
+        env = dict(base, SOLRAY_TOKEN_FILE=token, **tls_env)
+        script = tmp_path / "client.py"
+        script.write_text(THIN_CLIENT)
+        run = subprocess.run(
+            [PYTHON, str(script), client], env=env, capture_output=True, text=True, timeout=120
+        )
+        assert "CLIENT OVER TLS" in run.stdout, run.stdout + run.stderr
+        plain = subprocess.run(
+            [PYTHON, str(script), client], env=dict(base, SOLRAY_TOKEN_FILE=token),
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert plain.returncode != 0 and "CLIENT OVER TLS" not in plain.stdout
+    finally:
+        stop_daemons(temp_dir)
 
 
 # -- several hosts (network namespaces), with TLS on --------------------------

@@ -168,7 +168,16 @@ class Connection(asyncio.Protocol):
         if self._handshake_timer is not None:
             self._handshake_timer.cancel()
         if self.ready is not None and not self.ready.done():
-            self.ready.set_exception(ConnectionLost("connection closed during authentication"))
+            hint = ""
+            if not self._server_side and "server_nonce" not in self.peer and not self._tls():
+                # A TLS port greets nobody in the clear: say what is likely wrong.
+                hint = (
+                    " before the server greeted this process (if the cluster uses TLS, set "
+                    "SOLRAY_USE_TLS=1 and the RAY_TLS_* variables)"
+                )
+            self.ready.set_exception(
+                ConnectionLost(f"connection closed during authentication{hint}")
+            )
             self.ready.exception()  # mark retrieved: the caller may be gone
         pending, self._pending = self._pending, {}
         for fut in pending.values():
@@ -358,11 +367,16 @@ class Connection(asyncio.Protocol):
         else:
             self._close_callbacks.append(cb)
 
+    def _tls(self) -> bool:
+        return self._transport is not None and (
+            self._transport.get_extra_info("ssl_object") is not None
+        )
+
     def close(self) -> None:
         if self._transport is not None and not self._transport.is_closing():
             self._flush()
             self._transport.close()
-            if self._transport.get_extra_info("ssl_object") is not None:
+            if self._tls():
                 # A TLS close waits for the peer's close_notify before the
                 # transport reports the loss; this end is done now, as a plain
                 # one is on the next iteration (pending requests fail, close
@@ -379,7 +393,7 @@ class Connection(asyncio.Protocol):
         nothing until the process that adopts it is serving (so no byte is
         left in this one's buffer)."""
         self._transport.pause_reading()
-        if self._transport.get_extra_info("ssl_object") is not None:
+        if self._tls():
             return self._relay()
         sock = self._transport.get_extra_info("socket")
         handed = socket.fromfd(sock.fileno(), sock.family, sock.type)
