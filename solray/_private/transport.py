@@ -175,6 +175,8 @@ class Connection(asyncio.Protocol):
                     " before the server greeted this process (if the cluster uses TLS, set "
                     "SOLRAY_USE_TLS=1 and the RAY_TLS_* variables)"
                 )
+            elif exc is not None:  # a TLS alert, say: the peer refused our certificate
+                hint = f" ({exc})"
             self.ready.set_exception(
                 ConnectionLost(f"connection closed during authentication{hint}")
             )
