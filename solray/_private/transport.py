@@ -168,15 +168,16 @@ class Connection(asyncio.Protocol):
         if self._handshake_timer is not None:
             self._handshake_timer.cancel()
         if self.ready is not None and not self.ready.done():
-            hint = ""
-            if not self._server_side and "server_nonce" not in self.peer and not self._tls():
-                # A TLS port greets nobody in the clear: say what is likely wrong.
-                hint = (
-                    " before the server greeted this process (if the cluster uses TLS, set "
-                    "SOLRAY_USE_TLS=1 and the RAY_TLS_* variables)"
+            hint = f" ({exc})" if exc is not None else ""
+            if not self._server_side and "server_nonce" not in self.peer:
+                # Closed before the greeting: say what is likely wrong.
+                hint += (
+                    " before the server greeted this process (the server refused this "
+                    f"host's certificate? {tls.CERT_ENV} must be signed by the cluster's CA)"
+                    if self._tls()
+                    else " before the server greeted this process (if the cluster uses TLS, "
+                    "set SOLRAY_USE_TLS=1 and the RAY_TLS_* variables)"
                 )
-            elif exc is not None:  # a TLS alert, say: the peer refused our certificate
-                hint = f" ({exc})"
             self.ready.set_exception(
                 ConnectionLost(f"connection closed during authentication{hint}")
             )
