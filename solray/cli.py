@@ -209,6 +209,18 @@ def _node_options(f):
     help="File holding the password for the Redis server of --storage / RAY_REDIS_ADDRESS "
     "('-': read it from stdin).",
 )
+@click.option(
+    "--tls-generate",
+    "tls_generate",
+    is_flag=False,
+    flag_value="",
+    default=None,
+    metavar="[DIR]",
+    help="--head only: turn TLS on with a new cluster CA (or the one already in DIR) and a "
+    "certificate for this host's addresses, written to DIR (default: the session's tls/), "
+    "and print the variables that make other processes use them. Certificates for other "
+    "hosts: `solray tls make-cert`.",
+)
 @click.option("--block", is_flag=True, help="Stay in the foreground until the processes exit.")
 @_node_options
 @click.pass_context
@@ -228,6 +240,7 @@ def start(
     redis_username,
     redis_password,
     redis_password_file,
+    tls_generate,
     block,
     num_cpus,
     num_gpus,
@@ -252,7 +265,7 @@ def start(
     import os
     import shutil
 
-    from solray._private import host, init_options, services
+    from solray._private import host, init_options, services, tls
     from solray._private.labels import parse_labels_string
     from solray._private.worker import node_arguments, with_spilling_directory
 
@@ -287,6 +300,11 @@ def start(
         raise click.UsageError(
             f"{dashboard_given[0]} is for --head: the dashboard runs on the head"
         )
+    if address and tls_generate is not None:
+        raise click.UsageError(
+            "--tls-generate is for --head: on another host, make its certificate with "
+            "`solray tls make-cert` and set the variables it prints"
+        )
     try:
         dashboard = init_options.check_dashboard(include_dashboard, dashboard_host, dashboard_port)
     except ValueError as e:
@@ -312,6 +330,16 @@ def start(
     if node_ip_address is None:
         node_ip_address = host.default_node_ip(None if head else address)
     session_dir = services.new_session_dir(temp_dir)
+    tls_env = None
+    if tls_generate is not None:
+        tls_env = _generate_tls(tls_generate or os.path.join(session_dir, "tls"), node_ip_address)
+        os.environ.update(tls_env)  # for the processes started here, and this one
+    try:
+        tls.settings()  # a TLS setting that cannot work fails here, not in a daemon
+        tls.client_context()
+    except tls.TLSConfigError as e:
+        shutil.rmtree(session_dir, ignore_errors=True)
+        raise click.ClickException(str(e)) from None
     launcher = services.Launcher(session_dir, token_bytes, daemon=True)
     if head:
         try:
@@ -382,10 +410,19 @@ def start(
         click.echo("To connect a thin client (a machine without a node; same token):")
         click.echo(f'    solray.init("ray://{client_server.address}")')
         if client_server.dashboard_url is not None:
+            scheme = "https" if tls.enabled() else "http"
             click.echo(
-                f"View the dashboard at http://{client_server.dashboard_url} "
+                f"View the dashboard at {scheme}://{client_server.dashboard_url} "
                 "(log in with the cluster token: the hex in the token file)"
             )
+        if tls_env is not None:
+            _echo_tls(tls_env, "every driver, client and tool on this host")
+            click.echo(
+                "For another host, make its certificate where the CA key is, copy the "
+                "directory there (privately), and set the variables it prints:"
+            )
+            ca_dir = os.path.dirname(tls_env["RAY_TLS_CA_CERT"])
+            click.echo(f"    solray tls make-cert --ca-dir {ca_dir} --ip <its address> --out DIR")
         click.echo("To stop: solray stop")
     else:
         click.echo(f"Started a solray node ({node.node_id[:8]}) in the cluster at {address}.")
@@ -396,6 +433,69 @@ def start(
     if block:
         for proc in launcher.processes:
             proc.popen.wait()
+
+
+def _generate_tls(cert_dir: str, ip: str) -> dict[str, str]:
+    import socket
+
+    from solray._private import certs
+
+    ips = [ip] if ip not in ("0.0.0.0", "::") else []
+    try:
+        if not certs.has_ca(cert_dir):
+            certs.make_ca(cert_dir)
+        return certs.make_host_cert(cert_dir, cert_dir, ips=ips, names=[socket.gethostname()])
+    except (OSError, ValueError) as e:
+        raise click.ClickException(f"--tls-generate: {e}") from None
+
+
+def _echo_tls(env: dict[str, str], who: str) -> None:
+    click.echo(f"TLS is on. For {who}, set:")
+    for name, value in env.items():
+        click.echo(f"    export {name}={value}")
+
+
+@main.group()
+def tls() -> None:
+    """Certificates for TLS between solray processes (SOLRAY_USE_TLS=1)."""
+
+
+@tls.command("make-ca")
+@click.argument("ca_dir")
+def tls_make_ca(ca_dir: str) -> None:
+    """Make a cluster CA in CA_DIR (ca.crt, and ca.key readable only by you)."""
+    from solray._private import certs
+
+    try:
+        certs.make_ca(ca_dir)
+    except OSError as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"Made a cluster CA in {ca_dir}: copy ca.crt to every host, keep ca.key here.")
+
+
+@tls.command("make-cert")
+@click.option("--ca-dir", required=True, help="Directory holding the cluster CA (ca.crt, ca.key).")
+@click.option("--ip", "ips", multiple=True, help="An address of the host (repeat for several).")
+@click.option("--dns", "names", multiple=True, help="A host name of the host (repeat).")
+@click.option("--out", "out_dir", required=True, help="Directory to write the host's files to.")
+def tls_make_cert(ca_dir: str, ips: tuple[str, ...], names: tuple[str, ...], out_dir: str) -> None:
+    """Make a certificate and key for one host, signed by the cluster CA.
+
+    It names every --ip and --dns given, plus loopback; a process connecting
+    to the host checks that the address it dialled is among them. OUT gets
+    server.crt, server.key (readable only by you) and a copy of ca.crt: copy
+    that directory to the host, privately.
+    """
+    from solray._private import certs
+
+    if not ips and not names:
+        raise click.UsageError("give the host's addresses: --ip ADDR and/or --dns NAME")
+    try:
+        env = certs.make_host_cert(ca_dir, out_dir, ips=ips, names=names)
+    except (OSError, ValueError) as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"Made a certificate for {', '.join([*ips, *names])} in {out_dir}.")
+    _echo_tls(env, "every solray process on that host (with the paths where you copy it)")
 
 
 def _refuse_token_argument(value: str | None) -> None:

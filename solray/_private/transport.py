@@ -19,10 +19,18 @@ wrong digest or version, a slow handshake, or any malformed frame later on
 closes that connection and nothing else: the process keeps serving its other
 peers.
 
+With TLS on (tls.py), every TCP connection is mutual TLS first, and this
+handshake runs inside it: a peer needs the cluster's certificate and token.
+A plain-TCP peer, or one whose certificate another CA signed, fails the TLS
+handshake and never reaches this code.
+
 An authenticated connection may be handed to another process
 (`Connection.detach` here, `adopt` there on the inherited socket): the ray://
 client server authenticates each client, then its proxy driver serves it.
 The handshake is not repeated: the socket comes from the parent that ran it.
+A TLS session cannot move to another process (its keys live in this one), so
+under TLS this process keeps it and relays its plaintext to the other over a
+Unix socket pair that only the two of them hold.
 
 A Connection is an asyncio Protocol (faster than streams). Outgoing frames are
 queued and flushed once per event-loop iteration, so a burst of messages costs
@@ -45,7 +53,7 @@ from collections.abc import Callable
 from typing import Any
 
 import solray
-from solray._private import protocol
+from solray._private import protocol, tls
 from solray._private.protocol import MAX_HEADER, MAX_PAYLOAD, PREFIX, Msg, ProtocolError
 
 logger = logging.getLogger(__name__)
@@ -54,7 +62,8 @@ MAGIC = b"SOLRAY02"
 _VERSION = struct.Struct("<H16s")  # protocol version, solray version
 NONCE_LEN = 32
 DIGEST_LEN = 32
-HANDSHAKE_TIMEOUT_S = 10.0
+HANDSHAKE_TIMEOUT_S = 10.0  # the TLS handshake too, each
+TLS_SHUTDOWN_TIMEOUT_S = 5.0  # a closing TLS connection waits this long for close_notify
 
 
 def version_block(protocol_version: int | None = None, solray_version: str | None = None):
@@ -116,6 +125,7 @@ class Connection(asyncio.Protocol):
         self._out: list = []
         self._flush_scheduled = False
         self.closed = False
+        self._lost = False
         self.ready: asyncio.Future | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self._handshake_timer: asyncio.TimerHandle | None = None
@@ -136,6 +146,8 @@ class Connection(asyncio.Protocol):
             transport.write(MAGIC + version_block() + self._nonce)
 
     def data_received(self, data: bytes) -> None:
+        if self.closed:  # a TLS close still waiting for the peer's close_notify
+            return
         self._buf += data
         try:
             if not self._authenticated:
@@ -149,11 +161,26 @@ class Connection(asyncio.Protocol):
             self.close()
 
     def connection_lost(self, exc) -> None:
+        if self._lost:  # a TLS connection that close() already ended here
+            return
+        self._lost = True
         self.closed = True
         if self._handshake_timer is not None:
             self._handshake_timer.cancel()
         if self.ready is not None and not self.ready.done():
-            self.ready.set_exception(ConnectionLost("connection closed during authentication"))
+            hint = f" ({exc})" if exc is not None else ""
+            if not self._server_side and "server_nonce" not in self.peer:
+                # Closed before the greeting: say what is likely wrong.
+                hint += (
+                    " before the server greeted this process (the server refused this "
+                    f"host's certificate? {tls.CERT_ENV} must be signed by the cluster's CA)"
+                    if self._tls()
+                    else " before the server greeted this process (if the cluster uses TLS, "
+                    "set SOLRAY_USE_TLS=1 and the RAY_TLS_* variables)"
+                )
+            self.ready.set_exception(
+                ConnectionLost(f"connection closed during authentication{hint}")
+            )
             self.ready.exception()  # mark retrieved: the caller may be gone
         pending, self._pending = self._pending, {}
         for fut in pending.values():
@@ -343,23 +370,93 @@ class Connection(asyncio.Protocol):
         else:
             self._close_callbacks.append(cb)
 
+    def _tls(self) -> bool:
+        return self._transport is not None and (
+            self._transport.get_extra_info("ssl_object") is not None
+        )
+
     def close(self) -> None:
         if self._transport is not None and not self._transport.is_closing():
             self._flush()
             self._transport.close()
+            if self._tls():
+                # A TLS close waits for the peer's close_notify before the
+                # transport reports the loss; this end is done now, as a plain
+                # one is on the next iteration (pending requests fail, close
+                # callbacks run): callers rely on that, a shutdown most.
+                self.loop.call_soon(self.connection_lost, None)
 
     def detach(self) -> socket.socket:
         """Hand this authenticated connection to another process (which
         serves it with `adopt`): stop reading, and return a duplicate of the
-        socket for the caller to pass on and close. This Connection closes,
-        the connection itself stays open. Only for a connection on which no
-        frame has been exchanged: the peer sends nothing until the process
-        that adopts it is serving (so no byte is left in this one's buffer)."""
+        socket for the caller to pass on and close (under TLS: one end of a
+        socket pair, relayed to the TLS session, which stays here). This
+        Connection closes, the connection itself stays open. Only for a
+        connection on which no frame has been exchanged: the peer sends
+        nothing until the process that adopts it is serving (so no byte is
+        left in this one's buffer)."""
         self._transport.pause_reading()
+        if self._tls():
+            return self._relay()
         sock = self._transport.get_extra_info("socket")
         handed = socket.fromfd(sock.fileno(), sock.family, sock.type)
         self._transport.close()  # closes our fd only: no FIN while `handed` lives
         return handed
+
+    def _relay(self) -> socket.socket:
+        tls_transport = self._transport
+        ours, handed = socket.socketpair()
+        from_tls = _Relay(None)  # its peer is set once the socket pair is served
+        tls_transport.set_protocol(from_tls)
+
+        async def start() -> None:
+            try:
+                pipe, _ = await self.loop.connect_accepted_socket(
+                    lambda: _Relay(tls_transport), sock=ours
+                )
+            except OSError:
+                ours.close()
+                tls_transport.close()
+                return
+            from_tls.peer = pipe
+            if tls_transport.is_closing():
+                pipe.close()
+            else:
+                tls_transport.resume_reading()
+
+        task = self.loop.create_task(start())
+        _relays.add(task)
+        task.add_done_callback(_relays.discard)
+        self.connection_lost(None)  # this Connection is done; the transport is the relay's
+        return handed
+
+
+_relays: set[asyncio.Task] = set()  # relays being set up (the loop keeps weak refs)
+
+
+class _Relay(asyncio.Protocol):
+    """Bytes from the transport it is the protocol of, to `peer`. Two of
+    them join a TLS session and a Unix socket. A full peer pauses reading
+    here; either end closing closes both."""
+
+    def __init__(self, peer: asyncio.Transport | None):
+        self.peer = peer
+
+    def data_received(self, data: bytes) -> None:
+        self.peer.write(data)
+
+    def eof_received(self) -> None:
+        self.peer.close()
+
+    def connection_lost(self, exc) -> None:
+        if self.peer is not None:
+            self.peer.close()
+
+    def pause_writing(self) -> None:  # our transport is full: stop what fills it
+        self.peer.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.peer.resume_reading()
 
 
 # -- addresses, servers and clients -----------------------------------------
@@ -396,9 +493,13 @@ async def serve(
     on_close: Callable[[Connection], None] | None = None,
 ) -> asyncio.AbstractServer:
     loop = asyncio.get_running_loop()
+    context = tls.server_context()
     return await loop.create_server(
         lambda: Connection(token, handlers, server_side=True, on_ready=on_ready, on_close=on_close),
         sock=sock,
+        ssl=context,
+        ssl_handshake_timeout=HANDSHAKE_TIMEOUT_S if context else None,
+        ssl_shutdown_timeout=TLS_SHUTDOWN_TIMEOUT_S if context else None,
     )
 
 
@@ -430,11 +531,16 @@ async def connect(
 ) -> Connection:
     loop = asyncio.get_running_loop()
     host, port = parse_address(address)
+    context = tls.client_context()
     _, conn = await asyncio.wait_for(
         loop.create_connection(
             lambda: Connection(token, handlers or {}, server_side=False, on_close=on_close),
             host,
             port,
+            ssl=context,
+            server_hostname=host if context else None,
+            ssl_handshake_timeout=HANDSHAKE_TIMEOUT_S if context else None,
+            ssl_shutdown_timeout=TLS_SHUTDOWN_TIMEOUT_S if context else None,
         ),
         timeout,
     )

@@ -20,7 +20,7 @@ from typing import Any
 import msgpack
 
 from solray import exceptions
-from solray._private import context, ids, init_options, services, transport
+from solray._private import context, ids, init_options, services, tls, transport
 from solray._private.core_worker import CoreWorker
 from solray._private.labels import validate_labels
 from solray._private.protocol import Msg
@@ -155,6 +155,7 @@ def init(
         )
     _validate_init_resources(num_cpus, num_gpus, resources, object_store_memory)
     labels = validate_labels(labels, "init(labels=...)")
+    tls.client_context()  # TLS settings that cannot work fail here, before anything starts
     if address is None:
         address = os.environ.get("SOLRAY_ADDRESS") or os.environ.get("RAY_ADDRESS") or None
     elif address == "local":
@@ -243,8 +244,9 @@ def init(
     )
     if launcher.dashboard_url is not None:
         logger.info(
-            "Started a local solray instance. View the dashboard at http://%s (log in with "
+            "Started a local solray instance. View the dashboard at %s://%s (log in with "
             "the token in %s)",
+            "https" if tls.enabled() else "http",
             launcher.dashboard_url,
             os.path.join(launcher.session_dir, "token"),
         )

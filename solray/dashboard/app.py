@@ -100,7 +100,9 @@ class Dashboard:
         while len(self.sessions) > MAX_SESSIONS:
             self.sessions.popitem(last=False)
         response = web.HTTPSeeOther("/")
-        response.set_cookie(COOKIE, sid, httponly=True, samesite="Strict", path="/")
+        response.set_cookie(
+            COOKIE, sid, httponly=True, samesite="Strict", path="/", secure=request.secure
+        )
         return response
 
     async def logout(self, request):

@@ -31,7 +31,7 @@ import os
 import signal
 import socket
 
-from solray._private import services
+from solray._private import services, tls
 from solray.dashboard import data
 
 
@@ -82,7 +82,8 @@ class DashboardService:
         dashboard = app.Dashboard(self.token, self.cluster, self.jobs)
         runner = web.AppRunner(dashboard.make_app(), access_log=None)
         await runner.setup()
-        await web.SockSite(runner, self.sock).start()
+        # Under TLS the page is HTTPS with the host's certificate (tls.py).
+        await web.SockSite(runner, self.sock, ssl_context=tls.web_context()).start()
         return runner
 
     async def stop(self) -> None:

@@ -7,7 +7,9 @@ fails it is closed, and nothing it sent is decoded or started for it. An
 authenticated connection is handed over at once, socket and all, to a new
 proxy driver process (proxy.py) that serves that client alone: a client's
 calls, its crash or its objects never touch another client's. The client
-sends nothing until its proxy answers, so no byte is read here.
+sends nothing until its proxy answers, so no byte is read here. Under TLS
+the session's keys cannot leave this process: it keeps the TLS connection
+and relays its plaintext to the proxy (transport.Connection.detach).
 
 Proxies are this process's children: it reaps each as it exits (a pidfd
 each), stops them all when it stops, and they die with it (PR_SET_PDEATHSIG)
