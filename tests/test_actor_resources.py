@@ -140,7 +140,7 @@ def constructor_runs(log) -> list[int]:
 
 
 def actor_row(actor) -> dict:
-    (row,) = list_actors(filters=[("actor_id", "=", actor._actor_id.hex())])
+    (row,) = list_actors(filters=[("actor_id", "=", actor._actor_id.hex())], detail=True)
     return row
 
 
@@ -433,7 +433,7 @@ def test_owner_driver_dies(node, tmp_path):
     wait_for_condition(lambda: process_gone(actor_pid), timeout=GET_TIMEOUT_S)
     plain = Placement({"num_cpus": 1, "resources": {"slot": 1}}, NODE)
     assert_everything_given_back(plain, tmp_path)
-    (row,) = [r for r in list_actors() if r["class_name"] == "Held"]
+    (row,) = [r for r in list_actors(detail=True) if r["class_name"] == "Held"]
     assert (row["state"], row["num_restarts"]) == ("DEAD", 0)
 
 

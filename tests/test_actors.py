@@ -1073,7 +1073,7 @@ def test_kill_with_restart(ray_start):
     with pytest.raises(ActorDiedError):
         ray.get(counter.get.remote())
     wait_for_condition(lambda: _process_gone(new_pid))
-    (row,) = list_actors(filters=[("actor_id", "=", counter._actor_id.hex())])
+    (row,) = list_actors(filters=[("actor_id", "=", counter._actor_id.hex())], detail=True)
     assert row["state"] == "DEAD" and row["num_restarts"] == 1, row
     with pytest.raises(ActorDiedError):
         ray.get(counter.get.remote())

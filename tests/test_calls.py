@@ -36,6 +36,24 @@ def test_get_raises_the_first_error_without_waiting_for_the_rest(ray, tmp_path):
     assert ray.get(hung, timeout=60) == "released"
 
 
+class LargeError(Exception):
+    """An error too large to travel inline: it is kept in the store."""
+
+
+@ray.remote
+def fail_large():
+    raise LargeError("a large one failed", b"x" * (4 << 20))
+
+
+def test_get_raises_a_stored_error_without_waiting_for_the_rest(ray, tmp_path):
+    release = tmp_path / "release"
+    hung = hang.remote(str(release))
+    with pytest.raises(LargeError, match="a large one failed"):
+        ray.get([hung, fail_large.remote()], timeout=60)
+    release.touch()
+    assert ray.get(hung, timeout=60) == "released"
+
+
 @ray.remote
 def start_child(path):
     # The ref is owned by this task's worker; the caller only borrows it.

@@ -39,12 +39,14 @@ class Inline:
 
 
 class InStore:
-    __slots__ = ("node", "size")
-    is_error = False
+    # is_error: a stored error (one too large to travel inline) still makes
+    # `get` of several refs raise at once, without reading it first.
+    __slots__ = ("node", "size", "is_error")
 
-    def __init__(self, node: str, size: int):
+    def __init__(self, node: str, size: int, is_error: bool = False):
         self.node = node
         self.size = size
+        self.is_error = is_error
 
 
 Entry = Inline | InStore
@@ -148,7 +150,7 @@ def encode_entry(entry) -> tuple[list, list]:
     if isinstance(entry, Inline):
         buffers = entry.obj.wire_buffers()
         return ["i", entry.obj.flags, len(buffers)], buffers
-    return ["s", entry.node, entry.size], []
+    return ["s", entry.node, entry.size, entry.is_error], []
 
 
 def decode_entry(head, buffers: list):
@@ -156,4 +158,4 @@ def decode_entry(head, buffers: list):
         return None
     if head[0] == "i":
         return Inline(SerializedObject.from_wire(head[1], buffers))
-    return InStore(head[1], head[2])
+    return InStore(head[1], head[2], len(head) > 3 and head[3])

@@ -77,7 +77,7 @@ class StoreClient:
         finally:
             view.release()
         cw.post(cw.node.send, Msg.STORE_SEAL, {"id": object_id})
-        return InStore(cw.node_address, size)
+        return InStore(cw.node_address, size, obj.is_error)
 
     def arena(self) -> ArenaMapping:
         """Any thread: the node's arena, mapped on first use."""
