@@ -512,12 +512,13 @@ class Executor:
         else:  # large arguments, in the store
             object_id, head = body["ao"]
             args, kwargs = cw.reader.materialize(object_id, decode_entry(head, []), body["owner"])
-        values = []
+        deps = []
         for object_id, head, owner in body["d"]:
             n = head[2] if head[0] == "i" else 0
-            entry = decode_entry(head, buffers[pos : pos + n])
-            values.append(cw.reader.materialize(object_id, entry, owner))
+            deps.append((object_id, decode_entry(head, buffers[pos : pos + n]), owner))
             pos += n
+        read = cw.reader.read_stored(deps)
+        values = [cw.reader.materialize(*dep, read=read.get(dep[0])) for dep in deps]
         if values:
             args, kwargs = substitute_deps(args, kwargs, values)
         # Refs nested in the arguments (or captured by the function): their

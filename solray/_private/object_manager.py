@@ -41,6 +41,7 @@ class ObjectManager:
             Msg.LIST_OBJECTS: self.list_objects,
             Msg.STORE_PULL: self.store_pull,
             Msg.FETCH_CHUNK: self.fetch_chunk,
+            Msg.STORE_READ_MANY: self.store_read_many,
         }
         self.store.collect_garbage = self.collect_garbage
 
@@ -85,21 +86,50 @@ class ObjectManager:
     def store_pin(self, conn, rid, body, bufs) -> None:
         object_id = body["id"]
         if self.store.readable_now(object_id):
-            self._answer_pin(conn, rid, self.store.pin_now(object_id, conn))
+            conn.reply(rid, _pin_answer(self.store.pin_now(object_id, conn)))
         else:
-            self.node.background(self._store_pin(conn, rid, object_id))
+            self.node.background(self._reply_with(conn, rid, self._pin(conn, object_id)))
 
-    async def _store_pin(self, conn, rid, object_id: bytes) -> None:
+    async def _pin(self, conn, object_id: bytes) -> dict | None:
+        """Pin for `conn` once the object is readable: its place, None if it
+        is not here, or the error that kept it from being read."""
         try:
-            obj = await self.store.pin(object_id, conn)
+            return _pin_answer(await self.store.pin(object_id, conn))
         except (ObjectStoreFullError, OutOfDiskError) as e:
-            conn.reply(rid, {"error": type(e).__name__, "message": str(e)})
-            return
-        self._answer_pin(conn, rid, obj)
+            return {"error": type(e).__name__, "message": str(e)}
 
     @staticmethod
-    def _answer_pin(conn, rid, obj) -> None:
-        conn.reply(rid, None if obj is None else {"offset": obj.offset, "size": obj.size})
+    async def _reply_with(conn, rid, answer) -> None:
+        conn.reply(rid, await answer)
+
+    def store_read_many(self, conn, rid, body, bufs) -> None:
+        """Pin many objects for one reader, in one round trip: each item is
+        a STORE_PIN body, or a STORE_PULL body (it names the node it is
+        `from`) for an object to copy here first. The answer lists each
+        item's STORE_PIN answer, in order, once all are known."""
+        answers: list = []
+        waits: list = []
+        for i, item in enumerate(body["items"]):
+            object_id = item["id"]
+            if "from" in item:
+                answers.append(None)
+                waits.append((i, self._pull_and_pin(conn, object_id, item)))
+            elif self.store.readable_now(object_id):
+                answers.append(_pin_answer(self.store.pin_now(object_id, conn)))
+            else:
+                answers.append(None)
+                waits.append((i, self._pin(conn, object_id)))
+        if not waits:
+            conn.reply(rid, answers)
+            return
+
+        async def rest() -> None:
+            done = await asyncio.gather(*(answer for _, answer in waits))
+            for (i, _), answer in zip(waits, done, strict=True):
+                answers[i] = answer
+            conn.reply(rid, answers)
+
+        self.node.background(rest())
 
     def store_unpin(self, conn, rid, body, bufs) -> None:
         for object_id in body["ids"]:
@@ -125,21 +155,20 @@ class ObjectManager:
     def store_pull(self, conn, rid, body, bufs) -> None:
         """Make an object that lives on another node readable here, then pin it
         for the asker. Each object is pulled once however many ask for it."""
-        object_id = body["id"]
+        answer = self._pull_and_pin(conn, body["id"], body)
+        self.node.background(self._reply_with(conn, rid, answer))
+
+    async def _pull_and_pin(self, conn, object_id: bytes, body: dict) -> dict | None:
         existing = self.store.objects.get(object_id)
         if (existing is None or existing.freed) and object_id not in self._pulls:
             self._pulls[object_id] = self.node.background(self._pull(object_id, body))
         pull = self._pulls.get(object_id)
-        self.node.background(self._pin_pulled(conn, rid, object_id, pull))
-
-    async def _pin_pulled(self, conn, rid, object_id: bytes, pull: asyncio.Task | None) -> None:
         if pull is not None:
             try:
                 await asyncio.shield(pull)
             except (ObjectStoreFullError, OutOfDiskError) as e:
-                conn.reply(rid, {"error": type(e).__name__, "message": str(e)})
-                return
-        await self._store_pin(conn, rid, object_id)
+                return {"error": type(e).__name__, "message": str(e)}
+        return await self._pin(conn, object_id)
 
     async def _pull(self, object_id: bytes, body: dict) -> None:
         """Copy an object from `body["from"]` into the store here. Raises if
@@ -220,3 +249,8 @@ class ObjectManager:
             ):
                 row["location"] = "spilled"
         conn.reply(rid, rows)
+
+
+def _pin_answer(obj) -> dict | None:
+    """A STORE_PIN answer: where the pinned object is, or None if it is not here."""
+    return None if obj is None else {"offset": obj.offset, "size": obj.size}

@@ -100,6 +100,7 @@ class Msg(IntEnum):
     OBJECT_REPORT = 47
     STORE_PULL = 48
     FETCH_CHUNK = 49
+    STORE_READ_MANY = 130  # pin (pulling first where needed) many objects: one answer
 
     # Core worker to core worker (owners, borrowers and executors).
     PUSH_TASK = 60
