@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import ctypes
 import errno
 import logging
@@ -499,6 +500,13 @@ class ObjectStore:
         for waiter in waiters:
             if not waiter.done():
                 waiter.set_result(False)
+
+    @contextlib.contextmanager
+    def writable(self, offset: int, length: int):
+        """A view of part of the arena to receive bytes into; released on exit
+        (so the arena can be unmapped at close)."""
+        with memoryview(self._map) as whole, whole[offset : offset + length] as view:
+            yield view
 
     def write(self, offset: int, data) -> None:
         mv = memoryview(data).cast("B")

@@ -23,6 +23,8 @@ An authenticated connection may be handed to another process
 (`Connection.detach` here, `adopt` there on the inherited socket): the ray://
 client server authenticates each client, then its proxy driver serves it.
 The handshake is not repeated: the socket comes from the parent that ran it.
+Object transfer between nodes detaches too, in the same process: the
+authenticated socket then carries raw object bytes (object_manager.py).
 
 A Connection is an asyncio Protocol (faster than streams). Outgoing frames are
 queued and flushed once per event-loop iteration, so a burst of messages costs
@@ -349,12 +351,13 @@ class Connection(asyncio.Protocol):
             self._transport.close()
 
     def detach(self) -> socket.socket:
-        """Hand this authenticated connection to another process (which
-        serves it with `adopt`): stop reading, and return a duplicate of the
-        socket for the caller to pass on and close. This Connection closes,
-        the connection itself stays open. Only for a connection on which no
-        frame has been exchanged: the peer sends nothing until the process
-        that adopts it is serving (so no byte is left in this one's buffer)."""
+        """Take this authenticated connection out of the RPC layer: stop
+        reading, and return a duplicate of the socket for the caller to use
+        (or pass to another process, which serves it with `adopt`) and
+        close. This Connection closes, the connection itself stays open.
+        Only where no byte can be left unparsed in this one's buffer: the
+        peer sends nothing more until the new user of the socket is there
+        (no frame at all, or only the one whose handler detaches)."""
         self._transport.pause_reading()
         sock = self._transport.get_extra_info("socket")
         handed = socket.fromfd(sock.fileno(), sock.family, sock.type)
