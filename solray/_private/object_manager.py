@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
 
 from solray._private import protocol, transport
@@ -230,7 +231,7 @@ class ObjectManager:
             if status[0] != SENDING:
                 raise LookupError("the object is gone from its node")
             with self.store.writable(offset, length) as view:
-                await _receive_exactly(loop, sock, view)
+                await _in_thread(sock, _receive_all, sock, view)
         finally:
             sock.close()
 
@@ -259,7 +260,8 @@ class ObjectManager:
                 obj.copies.add(body["node"])
                 await loop.sock_sendall(sock, bytes([SENDING]))
                 with open(self.store.path, "rb") as arena:
-                    await loop.sock_sendfile(sock, arena, obj.offset + start, length)
+                    where = obj.offset + start
+                    await _in_thread(sock, _send_all, sock, arena.fileno(), where, length)
             finally:
                 self.store.unpin(object_id, reader)
         except OSError as e:  # the pulling node went away
@@ -312,3 +314,45 @@ async def _receive_exactly(loop, sock: socket.socket, view: memoryview) -> None:
         if n == 0:
             raise ConnectionError("the sending node closed the connection mid-transfer")
         view = view[n:]
+
+
+# The bulk of a stripe moves in a thread, in blocking calls that wait for the
+# whole range (one recv_into with MSG_WAITALL, one sendfile, unless a signal
+# or the peer cuts them short): per chunk the loop would cost a wake-up and a
+# call in Python, which on two shared cores held transfers at half the
+# kernel's speed. The thread touches only the socket and the stripe's range.
+
+
+async def _in_thread(sock: socket.socket, fn, *args) -> None:
+    """Run a blocking transfer on `sock` in a thread. If the caller is
+    cancelled (a sibling stripe failed, the node stops), the socket is shut
+    down so the thread returns, and it is waited for: nothing touches the
+    range after this returns."""
+    sock.setblocking(True)
+    moving = asyncio.ensure_future(asyncio.to_thread(fn, *args))
+    try:
+        await asyncio.shield(moving)
+    except asyncio.CancelledError:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+        await asyncio.wait([moving])
+        if not moving.cancelled():
+            moving.exception()  # retrieved: the cancellation is what goes on
+        raise
+
+
+def _receive_all(sock: socket.socket, view: memoryview) -> None:
+    while view.nbytes:
+        n = sock.recv_into(view, view.nbytes, socket.MSG_WAITALL)
+        if n == 0:
+            raise ConnectionError("the sending node closed the connection mid-transfer")
+        view = view[n:]
+
+
+def _send_all(sock: socket.socket, fd: int, offset: int, length: int) -> None:
+    while length:
+        sent = os.sendfile(sock.fileno(), fd, offset, length)
+        if sent == 0:
+            raise ConnectionError("the receiving node closed the connection mid-transfer")
+        offset += sent
+        length -= sent
