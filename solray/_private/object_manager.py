@@ -13,7 +13,8 @@ held transfers to well under 1 GB/s. A stripe instead has a connection of its
 own, authenticated as any other and then taken out of asyncio's transport
 (`Connection.detach`): the source pins the object and sends the range with
 sendfile from its arena file; the receiver reads with recv_into a view of its
-arena. Only the kernel copies. A stripe that ends early (the source died)
+arena. Only the kernel copies. The bulk of each stripe moves in a thread of
+the loop's default pool (see _in_thread). A stripe that ends early (the source died)
 fails the pull, which aborts the object: readers then find it lost, never
 short.
 """
