@@ -260,8 +260,9 @@ class Executor:
         self._send_reply(conn, rid, ctx, reply, reply_buffers)
 
     def _task_done(self, ctx: TaskContext) -> None:
+        # Its child-task record goes with the reply (_answer): a post of its
+        # own here woke the loop a second time per call.
         self.cw.current_task = None
-        self.cw.post(self.cw.task_manager.children.pop, ctx.task_id, None)
         self._cancelled.discard(ctx.task_id)
         self._acks.pop(ctx.task_id, None)
 
@@ -290,7 +291,9 @@ class Executor:
 
     def _answer(self, conn, rid, task_id: bytes, reply: dict, buffers: list) -> None:
         """Loop thread: a call's reply goes out; an actor's call is no longer
-        pending (nor cancellable before it starts)."""
+        pending (nor cancellable before it starts), and the task's children
+        are no longer its to cancel."""
+        self.cw.task_manager.children.pop(task_id, None)
         if self.actor is not None:
             self.actor.answered(conn, rid, task_id)
         self.cw.borrowing.reply_to_task(conn, rid, task_id, reply, buffers)
