@@ -302,8 +302,9 @@ class Executor:
 
     def _task_done(self, ctx: TaskContext) -> None:
         self._record_end(ctx, ctx.error)
+        # Its child-task record goes with the reply (_answer): a post of its
+        # own here woke the loop a second time per call.
         self.cw.current_task = None
-        self.cw.post(self.cw.task_manager.children.pop, ctx.task_id, None)
         self.interrupts.done(ctx.task_id)
         self._acks.pop(ctx.task_id, None)
 
@@ -332,7 +333,9 @@ class Executor:
 
     def _answer(self, conn, rid, task_id: bytes, reply: dict, buffers: list) -> None:
         """Loop thread: a call's reply goes out; an actor's call is no longer
-        pending (nor cancellable before it starts)."""
+        pending (nor cancellable before it starts), and the task's children
+        are no longer its to cancel."""
+        self.cw.task_manager.children.pop(task_id, None)
         if self.actor is not None:
             self.actor.answered(conn, rid, task_id)
         self.cw.borrowing.reply_to_task(conn, rid, task_id, reply, buffers)
@@ -549,12 +552,13 @@ class Executor:
         else:  # large arguments, in the store
             object_id, head = body["ao"]
             args, kwargs = cw.reader.materialize(object_id, decode_entry(head, []), body["owner"])
-        values = []
+        deps = []
         for object_id, head, owner in body["d"]:
             n = head[2] if head[0] == "i" else 0
-            entry = decode_entry(head, buffers[pos : pos + n])
-            values.append(cw.reader.materialize(object_id, entry, owner))
+            deps.append((object_id, decode_entry(head, buffers[pos : pos + n]), owner))
             pos += n
+        read = cw.reader.read_stored(deps)
+        values = [cw.reader.materialize(*dep, read=read.get(dep[0])) for dep in deps]
         if values:
             args, kwargs = substitute_deps(args, kwargs, values)
         # Refs nested in the arguments (or captured by the function): their

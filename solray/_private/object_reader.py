@@ -31,6 +31,7 @@ from solray import exceptions
 from solray._private import serialization, transport
 from solray._private.memory_store import Inline, InStore, decode_entry, error_entry
 from solray._private.protocol import Msg
+from solray._private.serialization import SerializedObject
 from solray._private.store_client import Lost
 from solray.object_ref import ObjectRef
 
@@ -68,10 +69,19 @@ class ObjectReader:
         for ref, entry in zip(refs, entries, strict=True):
             if entry is not None and entry.is_error:
                 self.materialize(ref._id, entry, ref._owner)
+        read = self.read_stored([(r._id, e, r._owner) for r, e in zip(refs, entries, strict=True)])
         return [
-            self.materialize(r._id, e, r._owner, deadline)
+            self.materialize(r._id, e, r._owner, deadline, read.get(r._id))
             for r, e in zip(refs, entries, strict=True)
         ]
+
+    def read_stored(self, items: list[tuple[bytes, object, str]]) -> dict:
+        """User thread: of the (id, entry, owner) items about to be
+        materialized, read those that live in a store in one round trip to
+        our node however many there are: {id: view, or the exception reading
+        it raised}, for `materialize`. A single one is left to it."""
+        wanted = {object_id: (e, owner) for object_id, e, owner in items if type(e) is InStore}
+        return self.cw.store.read_many(wanted) if len(wanted) > 1 else {}
 
     def value_future(self, ref: ObjectRef) -> concurrent.futures.Future:
         memory_store = self.cw.memory_store
@@ -88,18 +98,32 @@ class ObjectReader:
             self._future_pool.submit(resolve)
         return future
 
-    def materialize(self, object_id: bytes, entry, owner: str, deadline: float | None = None):
+    def materialize(
+        self,
+        object_id: bytes,
+        entry,
+        owner: str,
+        deadline: float | None = None,
+        read: SerializedObject | Exception | None = None,
+    ):
         """User thread: the value an entry holds (raising the error it holds).
         A value whose only copy was lost is rebuilt by `owner` first, by the
-        `deadline` (time.monotonic()) if one is given."""
+        `deadline` (time.monotonic()) if one is given. `read` is what reading
+        a stored entry gave already (StoreClient.read_many), if it was read."""
         obj = None
         while obj is None:
             if isinstance(entry, Inline):
                 obj = entry.obj
             elif isinstance(entry, InStore):
                 try:
-                    obj = self.cw.store.read(object_id, entry, owner)
+                    if read is None:
+                        obj = self.cw.store.read(object_id, entry, owner)
+                    elif isinstance(read, Exception):
+                        raise read
+                    else:
+                        obj = read
                 except Lost:
+                    read = None  # what a read after the rebuild finds
                     entry = self._recovered(object_id, entry, owner, deadline)
             else:
                 raise exceptions.ObjectLostError(object_id.hex(), owner)

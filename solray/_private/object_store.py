@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import ctypes
 import errno
 import logging
@@ -500,6 +501,13 @@ class ObjectStore:
             if not waiter.done():
                 waiter.set_result(False)
 
+    @contextlib.contextmanager
+    def writable(self, offset: int, length: int):
+        """A view of part of the arena to receive bytes into; released on exit
+        (so the arena can be unmapped at close)."""
+        with memoryview(self._map) as whole, whole[offset : offset + length] as view:
+            yield view
+
     def write(self, offset: int, data) -> None:
         mv = memoryview(data).cast("B")
         self._map[offset : offset + mv.nbytes] = mv
@@ -605,6 +613,11 @@ class ArenaMapping:
             self._mmap = mmap.mmap(fd, capacity, flags=mmap.MAP_SHARED)
         finally:
             os.close(fd)
+        # id(weakref) -> (the weakref, its on_release): a plain weakref with
+        # a callback costs a fraction of weakref.finalize, and a get of
+        # thousands of stored values makes one per value. Any thread may add
+        # or pop (single dict operations, atomic under the GIL).
+        self._views: dict[int, tuple[weakref.ref, Callable[[], None]]] = {}
 
     def close(self) -> None:
         """Unmap, unless values built on the mapping are still alive (then the
@@ -620,5 +633,10 @@ class ArenaMapping:
     def pinned_view(self, offset: int, size: int, on_release: Callable[[], None]) -> memoryview:
         """A read-only view; `on_release` runs once nothing built on it lives."""
         holder = (ctypes.c_char * size).from_buffer(self._mmap, offset)
-        weakref.finalize(holder, on_release)
+        ref = weakref.ref(holder, self._released)
+        self._views[id(ref)] = (ref, on_release)
         return memoryview(holder).cast("B").toreadonly()
+
+    def _released(self, ref: weakref.ref) -> None:
+        _, on_release = self._views.pop(id(ref))
+        on_release()

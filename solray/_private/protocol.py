@@ -99,7 +99,8 @@ class Msg(IntEnum):
     LIST_OBJECTS = 46
     OBJECT_REPORT = 47
     STORE_PULL = 48
-    FETCH_CHUNK = 49
+    STORE_READ_MANY = 130  # pin (pulling first where needed) many objects: one answer
+    SEND_OBJECT = 131  # node -> node: send a stripe; the bytes follow raw (object_manager.py)
 
     # Core worker to core worker (owners, borrowers and executors).
     PUSH_TASK = 60

@@ -6,7 +6,8 @@ client maps the whole arena once and writes and reads objects in place:
     create  STORE_CREATE(id, size) -> offset; write the value there; STORE_SEAL
     read    STORE_PIN (or STORE_PULL, for an object another node holds: the
             node copies it here first) -> offset; view it in place; one
-            STORE_UNPIN once nothing built on the view lives any more
+            STORE_UNPIN once nothing built on the view lives any more;
+            STORE_READ_MANY pins (or pulls) many in one round trip
     free    STORE_FREE to the node holding an object (which frees the copies
             other nodes pulled)
 
@@ -97,6 +98,31 @@ class StoreClient:
             reply = cw.request("node", Msg.STORE_PIN, {"id": object_id})
         else:
             reply = cw.request("node", Msg.STORE_PULL, pull_body(object_id, entry, owner))
+        return self._view(object_id, reply)
+
+    def read_many(self, wanted: dict[bytes, tuple[InStore, str]]) -> dict:
+        """User thread: `read` of many objects ({id: (entry, owner)}) in one
+        round trip to our node, which pins them all (pulling those other
+        nodes hold). Returns {id: value view, or the exception its `read`
+        would raise}."""
+        items = [
+            {"id": object_id}
+            if entry.node == self.cw.node_address
+            else pull_body(object_id, entry, owner)
+            for object_id, (entry, owner) in wanted.items()
+        ]
+        replies = self.cw.request("node", Msg.STORE_READ_MANY, {"items": items})
+        read: dict = {}
+        for object_id, reply in zip(wanted, replies, strict=True):
+            try:
+                read[object_id] = self._view(object_id, reply)
+            except (Lost, exceptions.RayError) as e:
+                read[object_id] = e
+        return read
+
+    def _view(self, object_id: bytes, reply: dict | None) -> SerializedObject:
+        """The value a STORE_PIN answer places, viewed in place; unpinned
+        once nothing built on the view lives."""
         if reply is None:
             raise Lost(object_id)
         if "error" in reply:

@@ -28,9 +28,13 @@ An authenticated connection may be handed to another process
 (`Connection.detach` here, `adopt` there on the inherited socket): the ray://
 client server authenticates each client, then its proxy driver serves it.
 The handshake is not repeated: the socket comes from the parent that ran it.
-A TLS session cannot move to another process (its keys live in this one), so
-under TLS this process keeps it and relays its plaintext to the other over a
-Unix socket pair that only the two of them hold.
+Object transfer between nodes detaches too, in the same process: the
+authenticated socket then carries raw object bytes (object_manager.py).
+A TLS session cannot leave this process's TLS layer (its keys live here), so
+under TLS `detach` returns one end of a Unix socket pair instead, whose
+plaintext this process relays to and from the session: for another process
+(that holds the other end) or for a transfer here, which then pays for the
+relay.
 
 A Connection is an asyncio Protocol (faster than streams). Outgoing frames are
 queued and flushed once per event-loop iteration, so a burst of messages costs
@@ -387,14 +391,15 @@ class Connection(asyncio.Protocol):
                 self.loop.call_soon(self.connection_lost, None)
 
     def detach(self) -> socket.socket:
-        """Hand this authenticated connection to another process (which
-        serves it with `adopt`): stop reading, and return a duplicate of the
-        socket for the caller to pass on and close (under TLS: one end of a
-        socket pair, relayed to the TLS session, which stays here). This
-        Connection closes, the connection itself stays open. Only for a
-        connection on which no frame has been exchanged: the peer sends
-        nothing until the process that adopts it is serving (so no byte is
-        left in this one's buffer)."""
+        """Take this authenticated connection out of the RPC layer: stop
+        reading, and return a duplicate of the socket for the caller to use
+        (or pass to another process, which serves it with `adopt`) and
+        close (under TLS: one end of a socket pair, relayed to the TLS
+        session, which stays here). This Connection closes, the connection
+        itself stays open. Only where no byte can be left unparsed in this
+        one's buffer: the peer sends nothing more until the new user of the
+        socket is there (no frame at all, or only the one whose handler
+        detaches)."""
         self._transport.pause_reading()
         if self._tls():
             return self._relay()
