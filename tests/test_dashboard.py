@@ -103,6 +103,12 @@ def log_in(driver, url: str, token: str) -> None:
     wait_for_condition(lambda: driver.current_url.endswith("/login"), timeout=10)
     driver.find_element(By.ID, "token").send_keys(token)
     driver.find_element(By.ID, "login").click()
+    # The click only starts the navigation: wait for the page it leads to.
+    wait_for_condition(
+        lambda: driver.find_elements(By.CSS_SELECTOR, "nav button[data-view]")
+        or any(e.text for e in driver.find_elements(By.ID, "login-error")),
+        timeout=15,
+    )
 
 
 @solray.remote
@@ -208,8 +214,10 @@ def test_a_running_task_appears(browser, tmp_path):
         context.dashboard_url, "/api/timeline", f"solray_session={cookie['value']}"
     )
     assert status == 200 and "attachment" in headers["Content-Disposition"]
-    [slice_] = [e for e in json.loads(body) if e["name"].endswith("hold")]
-    assert slice_["ph"] == "X" and slice_["tid"].startswith("worker ")
+    trace = json.loads(body)
+    [slice_] = [e for e in trace if e["ph"] == "X" and e["name"].endswith("hold")]
+    [row] = [e for e in trace if e["name"] == "thread_name" and e["tid"] == slice_["tid"]]
+    assert row["args"]["name"].startswith("worker ")
 
 
 def test_worker_logs_stay_bounded_and_searchable():
