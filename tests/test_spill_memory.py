@@ -685,13 +685,15 @@ def test_workers_are_what_the_kernel_kills_first(leak_check):
         with open("/proc/self/oom_score_adj", "w") as f:
             f.write(str(before))
     try:
-        services = {
-            " ".join(p.cmdline()): p.pid
+        # By the module each runs (a head node's arguments name the control
+        # store's module too: it starts it again should it die).
+        modules = {
+            p.cmdline()[p.cmdline().index("-m") + 1]: p.pid
             for p in psutil.Process().children()
-            if "solray._private" in " ".join(p.cmdline())
+            if "-m" in p.cmdline()
         }
-        (node_pid,) = [pid for cmd, pid in services.items() if "_private.node" in cmd]
-        (control_pid,) = [pid for cmd, pid in services.items() if "control_store" in cmd]
+        node_pid = modules["solray._private.node"]
+        control_pid = modules["solray._private.control_store"]
         assert oom_score_adj(node_pid) == 0
         assert oom_score_adj(control_pid) == 0
 

@@ -61,8 +61,8 @@ def list_named_actors(all_namespaces: bool = False) -> list:
     rows = cw.request("control", Msg.LIST_ACTORS, None)
     named = [r for r in rows if r["name"] and r["state"] != "DEAD"]
     if all_namespaces:
-        return [{"name": r["name"], "namespace": r["namespace"]} for r in named]
-    return [r["name"] for r in named if r["namespace"] == cw.namespace]
+        return [{"name": r["name"], "namespace": r["ray_namespace"]} for r in named]
+    return [r["name"] for r in named if r["ray_namespace"] == cw.namespace]
 
 
 def __getattr__(name: str):
