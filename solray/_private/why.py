@@ -411,7 +411,7 @@ def render_stacks(processes: list[dict]) -> str:
         )
         for thread in process["threads"]:
             task = thread["task"]
-            running = f", running task {task['name']} ({_short(task['task_id'])})" if task else ""
+            running = f", running task {task['name']} ({task['task_id']})" if task else ""
             lines.append(f"Thread {thread['name']}{running}:")
             for filename, lineno, function, text in thread["frames"]:
                 lines.append(f'  File "{filename}", line {lineno}, in {function}')
