@@ -120,6 +120,34 @@ def test_an_actor_needing_an_unknown_resource_is_reported(ray_start):
     solray.kill(actor)
 
 
+def test_an_actor_waits_for_its_constructor_argument_and_its_calls_for_it(ray_start, tmp_path):
+    go = str(tmp_path / "go")
+
+    @solray.remote(num_cpus=0)
+    class Holder:
+        def __init__(self, value):
+            self.value = value
+
+        def get(self):
+            return self.value
+
+    produced = wait_for.remote(go)
+    actor = Holder.remote(produced)
+    call = actor.get.remote()
+    entry = waiting_entry(lambda e: e["kind"] == "actor" and "still running" in e["message"])
+    assert entry["name"] == "Holder" and entry["reason"] == "waiting for arguments"
+    assert entry["message"] == (
+        f"constructor waiting for argument ref {produced.hex()} produced by task wait_for() "
+        f"still running on node {entry['message'].rsplit('node ', 1)[1]}"
+    )
+    waiting_call = waiting_entry(lambda e: e["kind"] == "actor_task")
+    assert waiting_call["name"] == "Holder.get" and waiting_call["reason"] == "waiting for an actor"
+    assert waiting_call["message"].startswith("waiting for actor Holder (")
+    assert waiting_call["message"].endswith("which is PENDING (see its own entry)")
+    open(go, "w").close()
+    assert solray.get(call, timeout=TIMEOUT) == solray.get(produced, timeout=TIMEOUT)
+
+
 def test_a_pending_placement_group_names_the_bundle_that_fits_nowhere(ray_start):
     group = placement_group([{"CPU": 1}, {"CPU": 64}], name="too-big")
     entry = waiting_entry(lambda e: e["kind"] == "placement_group")

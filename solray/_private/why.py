@@ -215,6 +215,9 @@ def _task_entries(cluster: Cluster, process: dict):
     for task in process["tasks"]:
         where = {"owner_pid": process["pid"], "owner_node_id": process["node_id"]}
         kind = "actor_task" if task["actor_id"] else "task"
+        actor = cluster.actors.get(task["actor_id"]) if task["actor_id"] else None
+        if actor is not None and "." not in task["name"]:  # a method: Class.method
+            task = dict(task, name=f"{actor['class_name']}.{task['name']}")
         if task["state"] == "args":
             for object_id, owner in task["unresolved"]:
                 reason, sentence = cluster.object_why(object_id, owner)
@@ -226,7 +229,6 @@ def _task_entries(cluster: Cluster, process: dict):
         if task["state"] != "queued":
             continue
         if task["actor_id"]:
-            actor = cluster.actors.get(task["actor_id"])
             if actor is not None and actor["state"] in WAITING_ACTOR_STATES:
                 yield _entry(
                     kind, task["task_id"], task["name"], ACTOR,
