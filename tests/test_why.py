@@ -20,6 +20,7 @@ from conftest import wait_for_condition
 
 import solray
 from solray import cli
+from solray.cluster_utils import Cluster
 from solray.runtime_env import RuntimeEnvConfig
 from solray.util.placement_group import placement_group, remove_placement_group
 from solray.util.state import explain_pending, get_stacks
@@ -194,6 +195,49 @@ def test_a_worker_blocked_in_get_names_what_it_waits_for(ray_start, tmp_path):
     assert "produced by task wait_for() still running on node" in message
     open(go, "w").close()
     solray.get(outer, timeout=TIMEOUT)
+
+
+@pytest.fixture
+def two_nodes(leak_check):
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    try:
+        second = cluster.add_node(num_cpus=1, resources={"far": 1})
+        solray.init(address=cluster.address)
+        yield cluster, second
+    finally:
+        solray.shutdown()
+        cluster.shutdown()
+
+
+def test_why_and_stack_cover_every_node(two_nodes, tmp_path):
+    _, second = two_nodes
+    go = str(tmp_path / "go")
+
+    @solray.remote(resources={"far": 1})
+    def far_away(path):
+        return solray.get(wait_for.remote(path))
+
+    outer = far_away.remote(go)
+    later = consume.remote(outer)
+    entry = waiting_entry(lambda e: e["name"] == "consume" and "still running" in e["message"])
+    assert entry["message"] == (
+        f"waiting for argument ref {outer.hex()} produced by task far_away() "
+        f"still running on node {second.node_id[:8]}..."
+    )
+    blocked = waiting_entry(lambda e: e["kind"] == "get" and e["name"] == "far_away")
+    assert blocked["owner_node_id"] == second.node_id
+
+    def far_stack():
+        return [
+            p
+            for p in get_stacks(node_id=second.node_id)
+            if any(t["task"] and t["task"]["name"] == "far_away" for t in p["threads"])
+        ]
+
+    wait_for_condition(lambda: far_stack(), timeout=TIMEOUT)
+    assert {p["node_id"] for p in get_stacks(node_id=second.node_id)} == {second.node_id}
+    open(go, "w").close()
+    assert solray.get(later, timeout=TIMEOUT) == solray.get(outer, timeout=TIMEOUT)
 
 
 @pytest.fixture
