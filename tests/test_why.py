@@ -104,8 +104,14 @@ def test_a_task_queued_behind_busy_cpus_names_them(ray_start, tmp_path):
         "waiting for a worker: no free CPU on any node that fits it "
         "(2/2 in use by 2 tasks of wait_for)"
     )
+    more = [wait_for.remote(go) for _ in range(2)]
+    wait_for_condition(
+        lambda: "  3 x task wait_for (first " in CliRunner().invoke(cli.main, ["why"]).output,
+        timeout=TIMEOUT,
+        message="three alike waiting tasks are not one line",
+    )
     open(go, "w").close()
-    solray.get(busy, timeout=TIMEOUT)
+    solray.get(busy + more, timeout=TIMEOUT)
 
 
 def test_an_actor_needing_an_unknown_resource_is_reported(ray_start):

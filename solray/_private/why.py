@@ -376,9 +376,16 @@ def render_why(entries: list[dict], incomplete: list[str]) -> str:
         if not group:
             continue
         lines.append(f"{reason.capitalize()} ({len(group)}):")
+        # Many tasks of one function waiting alike read as one line.
+        alike: dict[tuple, list[dict]] = {}
         for e in group:
-            kind = e["kind"].replace("_", " ")
-            lines.append(f"  {kind} {e['name']} ({e['id']}): {e['message']}")
+            alike.setdefault((e["kind"], e["name"], e["message"]), []).append(e)
+        for (kind, name, message), same in alike.items():
+            kind = kind.replace("_", " ")
+            if len(same) == 1:
+                lines.append(f"  {kind} {name} ({same[0]['id']}): {message}")
+            else:
+                lines.append(f"  {len(same)} x {kind} {name} (first {same[0]['id']}): {message}")
         lines.append("")
     if incomplete:
         lines.append("Incomplete: these did not answer, so their work is not listed:")
