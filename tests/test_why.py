@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import threading
+import warnings
 
 import pytest
 from click.testing import CliRunner
@@ -23,17 +25,21 @@ from solray import cli
 from solray.cluster_utils import Cluster
 from solray.runtime_env import RuntimeEnvConfig
 from solray.util.placement_group import placement_group, remove_placement_group
-from solray.util.state import explain_pending, get_stacks
+from solray.util.state import RayStateApiException, explain_pending, get_stacks
 
 TIMEOUT = 60
 
 
-def waiting_entry(predicate, timeout: float = TIMEOUT) -> dict:
-    """The first explain_pending() entry matching `predicate`, once there is one."""
+def waiting_entry(predicate, timeout: float = TIMEOUT, complete: bool = True) -> dict:
+    """The first explain_pending() entry matching `predicate`, once there is
+    one; with `complete=False`, processes that did not answer are let go."""
     found = []
 
     def check() -> bool:
-        found[:] = [e for e in explain_pending() if predicate(e)]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore" if not complete else "error")
+            entries = explain_pending(raise_on_missing_output=complete)
+        found[:] = [e for e in entries if predicate(e)]
         return bool(found)
 
     wait_for_condition(check, timeout=timeout, message="no such waiting entry")
@@ -201,6 +207,37 @@ def test_a_worker_blocked_in_get_names_what_it_waits_for(ray_start, tmp_path):
     assert "produced by task wait_for() still running on node" in message
     open(go, "w").close()
     solray.get(outer, timeout=TIMEOUT)
+
+
+def test_an_argument_whose_owner_cannot_answer_names_the_owner(ray_start, tmp_path):
+    """An owner whose I/O thread cannot run (stopped here; a C extension
+    holding the GIL does the same) is alive but silent: its borrowers wait."""
+    go = str(tmp_path / "go")
+
+    @solray.remote
+    def hand_out(path):
+        import os
+
+        return [wait_for.remote(path)], os.getpid()  # this worker owns the ref
+
+    (inner,), owner_pid = solray.get(hand_out.remote(go), timeout=TIMEOUT)
+    os.kill(owner_pid, signal.SIGSTOP)
+    try:
+        later = consume.remote(inner)
+        entry = waiting_entry(lambda e: e["name"] == "consume", complete=False)
+        assert entry["reason"] == "waiting for arguments"
+        assert entry["message"].startswith(
+            f"waiting for argument ref {inner.hex()} owned by pid {owner_pid}, which is alive "
+            "but did not answer"
+        ), entry["message"]
+        with pytest.raises(RayStateApiException, match=f"pid {owner_pid} on node .*: Timeout"):
+            explain_pending()
+        silent = get_stacks(pid=owner_pid)
+        assert len(silent) == 1 and silent[0]["error"] == "TimeoutError"
+    finally:
+        os.kill(owner_pid, signal.SIGCONT)
+    open(go, "w").close()
+    assert solray.get(later, timeout=TIMEOUT) == solray.get(inner, timeout=TIMEOUT)
 
 
 @pytest.fixture

@@ -48,10 +48,12 @@ class NodeProbe:
             return_exceptions=True,
         )
         rows = []
-        for (pid, _), answer in zip(processes, answers, strict=True):
+        for (pid, conn), answer in zip(processes, answers, strict=True):
             if isinstance(answer, BaseException):
                 error = f"{type(answer).__name__}: {answer}".rstrip(": ")
-                rows.append({"pid": pid, "error": error or "no answer"})
+                rows.append(
+                    {"pid": pid, "address": conn.peer.get("address"), "error": error or "no answer"}
+                )
             else:
                 rows.append(answer)
         return rows

@@ -66,13 +66,17 @@ def _group_of(resources: dict) -> str | None:
 class Cluster:
     """What was gathered, indexed for the sentences."""
 
-    def __init__(self, nodes, actors, groups, node_reports, missing):
+    def __init__(self, nodes, actors, groups, node_reports, nodes_missing: bool):
         self.alive = [n for n in nodes if n["alive"]]
         self.actors = {a["actor_id"]: a for a in actors}
         self.groups = groups
         self.node_reports = node_reports
-        self.missing = missing
-        self.processes = [p for r in node_reports for p in r["processes"] if "error" not in p]
+        self.nodes_missing = nodes_missing  # some node did not answer
+        every = [p for r in node_reports for p in r["processes"]]
+        self.processes = [p for p in every if "error" not in p]
+        # Alive (connected to their node) but silent: stopped, or their I/O
+        # loop cannot run (a C extension holding the GIL, say).
+        self.silent = {p["address"]: p for p in every if "error" in p and p.get("address")}
         self.by_address = {p["address"]: p for p in self.processes}
         # task id -> (its row, its owner's report)
         self.tasks = {t["task_id"]: (t, p) for p in self.processes for t in p["tasks"]}
@@ -149,13 +153,21 @@ class Cluster:
     # -- objects -----------------------------------------------------------
 
     def owner_gone(self, owner: str) -> bool:
-        return owner not in self.by_address and not self.missing
+        return owner not in self.by_address and owner not in self.silent and not self.nodes_missing
 
-    def object_why(self, object_id: str, owner: str) -> tuple[str, str]:
-        """(reason, sentence) of an object someone waits for."""
+    def object_why(self, object_id: str, owner: str) -> str:
+        """What an object someone waits for waits for."""
         ref = f"ref {object_id}"
+        silent = self.silent.get(owner)
+        if silent is not None:
+            return (
+                f"{ref} owned by pid {silent['pid']}, which is alive but did not answer "
+                f"({silent['error']}): it is stopped, or its I/O thread cannot run (a C "
+                "extension holding the GIL?); `solray stack --pid "
+                f"{silent['pid']}` will not answer either"
+            )
         if self.owner_gone(owner):
-            return BLOCKED, (
+            return (
                 f"{ref} is owned by {owner}, a process that is gone (a dead driver or "
                 "worker): its value can never come; it will fail with OwnerDiedError "
                 "once its owner's death is noticed"
@@ -164,14 +176,14 @@ class Cluster:
         if found is None:
             holder = self.by_address.get(owner)
             who = f"pid {holder['pid']}" if holder else owner
-            return ARGUMENTS, f"{ref} owned by {who}, which has no value for it yet"
+            return f"{ref} owned by {who}, which has no value for it yet"
         task, _ = found
         state = {
             "running": f"still running on node {_short(task['node_id'])}",
             "queued": "still waiting to be scheduled (see its own entry)",
             "args": "itself waiting for its arguments (see its own entry)",
         }[task["state"]]
-        return ARGUMENTS, f"{ref} produced by task {task['name']}() {state}"
+        return f"{ref} produced by task {task['name']}() {state}"
 
 
 def _producer(object_id: str) -> str:
@@ -190,13 +202,14 @@ async def explain(client) -> list[dict]:
     groups = await client.control(Msg.PG_TABLE)
     node_reports = [answer for _, answer in await client.each_node(Msg.WHY_NODE)]
     missing = client.missing
+    nodes_missing = bool(missing)
     for report in node_reports:
         for process in report["processes"]:
             if "error" in process:
                 missing.append(
                     f"pid {process['pid']} on node {_short(report['node_id'])}: {process['error']}"
                 )
-    cluster = Cluster(nodes, actors, groups, node_reports, missing)
+    cluster = Cluster(nodes, actors, groups, node_reports, nodes_missing)
     entries: list[dict] = []
     for process in cluster.processes:
         entries.extend(_task_entries(cluster, process))
@@ -220,9 +233,9 @@ def _task_entries(cluster: Cluster, process: dict):
             task = dict(task, name=f"{actor['class_name']}.{task['name']}")
         if task["state"] == "args":
             for object_id, owner in task["unresolved"]:
-                reason, sentence = cluster.object_why(object_id, owner)
+                sentence = cluster.object_why(object_id, owner)
                 yield _entry(
-                    kind, task["task_id"], task["name"], reason,
+                    kind, task["task_id"], task["name"], ARGUMENTS,
                     f"waiting for argument {sentence}", **where,
                 )  # fmt: skip
             continue
@@ -290,7 +303,7 @@ def _get_entries(cluster: Cluster, process: dict):
             else ("the driver" if process["is_driver"] else "a worker")
         )
         for object_id, owner in get["objects"]:
-            _, sentence = cluster.object_why(object_id, owner)
+            sentence = cluster.object_why(object_id, owner)
             yield _entry(
                 "get", f"{process['pid']}:{get['thread']}", get["task"] or get["thread"], BLOCKED,
                 f"{who} (pid {process['pid']}, thread {get['thread']}) blocked in "
@@ -308,9 +321,9 @@ def _actor_entries(cluster: Cluster):
         resolving = creating.get(actor["actor_id"])
         if resolving is not None:
             for object_id, owner in resolving[0]["unresolved"]:
-                reason, sentence = cluster.object_why(object_id, owner)
+                sentence = cluster.object_why(object_id, owner)
                 yield _entry(
-                    "actor", actor["actor_id"], name, reason,
+                    "actor", actor["actor_id"], name, ARGUMENTS,
                     f"constructor waiting for argument {sentence}",
                 )  # fmt: skip
             continue
