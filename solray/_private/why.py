@@ -70,7 +70,6 @@ class Cluster:
         self.alive = [n for n in nodes if n["alive"]]
         self.actors = {a["actor_id"]: a for a in actors}
         self.groups = groups
-        self.node_reports = node_reports
         self.nodes_missing = nodes_missing  # some node did not answer
         every = [p for r in node_reports for p in r["processes"]]
         self.processes = [p for p in every if "error" not in p]
@@ -78,8 +77,7 @@ class Cluster:
         # loop cannot run (a C extension holding the GIL, say).
         self.silent = {p["address"]: p for p in every if "error" in p and p.get("address")}
         self.by_address = {p["address"]: p for p in self.processes}
-        # task id -> (its row, its owner's report)
-        self.tasks = {t["task_id"]: (t, p) for p in self.processes for t in p["tasks"]}
+        self.tasks = {t["task_id"]: t for p in self.processes for t in p["tasks"]}
         self.requests = [req for r in node_reports for req in r["requests"]]
         self.available = {r["node_id"]: r["available"] for r in node_reports}
 
@@ -136,18 +134,18 @@ class Cluster:
         return "; ".join(parts)
 
     def holders(self, key: str) -> str:
-        """'3 tasks of f, 1 actor A', the running work that holds `key`."""
-        counts: dict[str, int] = {}
-        for task, _ in self.tasks.values():
+        """'3 tasks of f, 1 actor A': the running work that holds `key`."""
+        counts: dict[tuple[str, str], int] = {}
+        for task in self.tasks.values():
             if task["state"] == "running" and task["resources"].get(key):
-                label = f"task{{}} of {task['name']}"
-                counts[label] = counts.get(label, 0) + 1
+                what = ("task", f"of {task['name']}")
+                counts[what] = counts.get(what, 0) + 1
         for actor in self.actors.values():
             if actor["state"] == "ALIVE" and (actor.get("required_resources") or {}).get(key):
-                label = f"actor{{}} {actor['class_name']}"
-                counts[label] = counts.get(label, 0) + 1
+                what = ("actor", actor["class_name"] or "")
+                counts[what] = counts.get(what, 0) + 1
         return ", ".join(
-            f"{n} " + label.format("s" if n > 1 else "") for label, n in counts.items()
+            f"{n} {noun}{'s' if n > 1 else ''} {which}" for (noun, which), n in counts.items()
         )
 
     # -- objects -----------------------------------------------------------
@@ -172,12 +170,11 @@ class Cluster:
                 "worker): its value can never come; it will fail with OwnerDiedError "
                 "once its owner's death is noticed"
             )
-        found = self.tasks.get(_producer(object_id))
-        if found is None:
+        task = self.tasks.get(_producer(object_id))
+        if task is None:
             holder = self.by_address.get(owner)
             who = f"pid {holder['pid']}" if holder else owner
             return f"{ref} owned by {who}, which has no value for it yet"
-        task, _ = found
         state = {
             "running": f"still running on node {_short(task['node_id'])}",
             "queued": "still waiting to be scheduled (see its own entry)",
