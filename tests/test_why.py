@@ -263,11 +263,12 @@ def test_why_and_stack_cover_every_node(two_nodes, tmp_path):
     outer = far_away.remote(go)
     later = consume.remote(outer)
     entry = waiting_entry(lambda e: e["name"] == "consume" and "still running" in e["message"])
+    blocked = waiting_entry(lambda e: e["kind"] == "get" and e["name"] == "far_away")
+    entry = waiting_entry(lambda e: e["name"] == "consume" and "itself blocked" in e["message"])
     assert entry["message"] == (
         f"waiting for argument ref {outer.hex()} produced by task far_away() "
-        f"still running on node {second.node_id[:8]}..."
+        f"still running on node {second.node_id[:8]}..., itself blocked in get() (see its entry)"
     )
-    blocked = waiting_entry(lambda e: e["kind"] == "get" and e["name"] == "far_away")
     assert blocked["owner_node_id"] == second.node_id
 
     def far_stack():

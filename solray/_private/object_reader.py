@@ -40,7 +40,8 @@ class ObjectReader:
     def __init__(self, core_worker):
         self.cw = core_worker
         self._fetching: set[bytes] = set()  # loop: borrowed ids asked of their owners
-        # `solray why`: thread ident -> (kind, [(id, owner)], since, task name)
+        # `solray why`: thread ident -> (kind, [(id, owner)], since, (task id,
+        # task name) or None)
         # of each user thread blocked in get/wait; each thread writes its own.
         self._blocked: dict[int, tuple] = {}
         self._blocked_lock = threading.Lock()
@@ -86,8 +87,8 @@ class ObjectReader:
         """While the body runs, `blocked_now` shows this thread waiting for `refs`."""
         ident = threading.get_ident()
         ctx = self.cw.current_task
-        name = (ctx.task_name or ctx.name) if ctx is not None else None
-        entry = (kind, [(r._id, r._owner or self.cw.address) for r in refs], time.time(), name)
+        task = (ctx.task_id, ctx.task_name or ctx.name) if ctx is not None else None
+        entry = (kind, [(r._id, r._owner or self.cw.address) for r in refs], time.time(), task)
         with self._blocked_lock:
             self._blocked[ident] = entry
         try:

@@ -67,11 +67,12 @@ def report(cw) -> dict:
     now = time.time()
     names = {t.ident: t.name for t in threading.enumerate()}
     gets = []
-    for ident, (kind, refs, since, task_name) in cw.reader.blocked_now().items():
+    for ident, (kind, refs, since, task) in cw.reader.blocked_now().items():
         gets.append(
             {
                 "thread": names.get(ident, str(ident)),
-                "task": task_name,
+                "task_id": task[0].hex() if task else None,
+                "task": task[1] if task else None,
                 "kind": kind,
                 "for_s": round(now - since, 1),
                 "objects": [[object_id.hex(), owner] for object_id, owner in refs],

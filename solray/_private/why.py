@@ -78,6 +78,8 @@ class Cluster:
         self.silent = {p["address"]: p for p in every if "error" in p and p.get("address")}
         self.by_address = {p["address"]: p for p in self.processes}
         self.tasks = {t["task_id"]: t for p in self.processes for t in p["tasks"]}
+        # Running tasks blocked in get() have lent their CPUs (lease_scheduler.py).
+        self.blocked_tasks = {g["task_id"] for p in self.processes for g in p["gets"]}
         self.requests = [req for r in node_reports for req in r["requests"]]
         self.available = {r["node_id"]: r["available"] for r in node_reports}
 
@@ -137,7 +139,11 @@ class Cluster:
         """'3 tasks of f, 1 actor A': the running work that holds `key`."""
         counts: dict[tuple[str, str], int] = {}
         for task in self.tasks.values():
-            if task["state"] == "running" and task["resources"].get(key):
+            if (
+                task["state"] == "running"
+                and task["resources"].get(key)
+                and not (key == "CPU" and task["task_id"] in self.blocked_tasks)
+            ):
                 what = ("task", f"of {task['name']}")
                 counts[what] = counts.get(what, 0) + 1
         for actor in self.actors.values():
@@ -176,7 +182,12 @@ class Cluster:
             who = f"pid {holder['pid']}" if holder else owner
             return f"{ref} owned by {who}, which has no value for it yet"
         state = {
-            "running": f"still running on node {_short(task['node_id'])}",
+            "running": f"still running on node {_short(task['node_id'])}"
+            + (
+                ", itself blocked in get() (see its entry)"
+                if task["task_id"] in self.blocked_tasks
+                else ""
+            ),
             "queued": "still waiting to be scheduled (see its own entry)",
             "args": "itself waiting for its arguments (see its own entry)",
         }[task["state"]]
@@ -338,7 +349,7 @@ def _group_entries(cluster: Cluster):
     for group_id, group in cluster.groups.items():
         if group["state"] not in WAITING_PG_STATES:
             continue
-        name = group.get("name") or group_id
+        name = group.get("name") or ""
         bundles = {int(i): b for i, b in group["bundles"].items()}
         placed = {int(i) for i in group.get("bundles_to_node_id", {})}
         problems = []
@@ -392,10 +403,11 @@ def render_why(entries: list[dict], incomplete: list[str]) -> str:
             alike.setdefault((e["kind"], e["name"], e["message"]), []).append(e)
         for (kind, name, message), same in alike.items():
             kind = kind.replace("_", " ")
+            what = f"{kind} {name}" if name else kind
             if len(same) == 1:
-                lines.append(f"  {kind} {name} ({same[0]['id']}): {message}")
+                lines.append(f"  {what} ({same[0]['id']}): {message}")
             else:
-                lines.append(f"  {len(same)} x {kind} {name} (first {same[0]['id']}): {message}")
+                lines.append(f"  {len(same)} x {what} (first {same[0]['id']}): {message}")
         lines.append("")
     if incomplete:
         lines.append("Incomplete: these did not answer, so their work is not listed:")
