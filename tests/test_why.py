@@ -19,6 +19,7 @@ import warnings
 import pytest
 from click.testing import CliRunner
 from conftest import wait_for_condition
+from test_cluster_cli import solray_cli
 
 import solray
 from solray import cli
@@ -78,8 +79,10 @@ def test_a_task_needing_a_gpu_is_infeasible_naming_gpu(ray_start):
     assert f"task train ({ref.task_id()}): needs {{CPU: 1, GPU: 1}}; no node has GPU" in (
         text.output
     )
-    as_json = CliRunner().invoke(cli.main, ["why", "--format", "json"])
-    parsed = json.loads(as_json.output)
+    # From another process of the user, as a user types it: --address finds the token.
+    as_json = solray_cli("why", "--address", ray_start["address"], "--format", "json")
+    assert as_json.returncode == 0, as_json.stderr
+    parsed = json.loads(as_json.stdout)
     assert [e["reason"] for e in parsed["waiting"] if e["name"] == "train"] == ["infeasible"]
     assert parsed["incomplete"] == []
     solray.cancel(ref)
@@ -356,13 +359,14 @@ def test_stack_shows_a_sleeping_task_and_one_pid_only(ray_start):
     assert innermost[2] == "sleepy" and innermost[3] == "time.sleep(300)"
 
     pid = process["pid"]
-    result = CliRunner().invoke(cli.main, ["stack", "--pid", str(pid)])
-    assert result.exit_code == 0, result.output
-    assert result.output.count("=== pid ") == 1
-    assert f"=== pid {pid} (worker " in result.output
-    assert f"Thread MainThread, running task sleepy ({ref.task_id()}):" in (result.output)
-    assert "in sleepy\n    time.sleep(300)\n" in result.output
-    assert "Thread solray-io" in result.output  # the loop thread answered
+    run = solray_cli("stack", "--address", ray_start["address"], "--pid", str(pid))
+    assert run.returncode == 0, run.stderr
+    output = run.stdout
+    assert output.count("=== pid ") == 1
+    assert f"=== pid {pid} (worker " in output
+    assert f"Thread MainThread, running task sleepy ({ref.task_id()}):" in output
+    assert "in sleepy\n    time.sleep(300)\n" in output
+    assert "Thread solray-io" in output  # the loop thread answered
     everyone = CliRunner().invoke(cli.main, ["stack"])
     assert f"=== pid {os.getpid()} (driver " in everyone.output
     assert f"=== pid {pid} (worker " in everyone.output
