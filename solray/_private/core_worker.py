@@ -58,7 +58,7 @@ Who owns what (this is the one map; each part's header says why):
                       submit, under its lock (runtime_env/resolve.py).
                       _thread_tasks: the task each thread runs, written
                       by that thread, copied by `solray stack` (its lock).
-                      reader.blocked: the threads blocked in get/wait, each
+                      reader._blocked: the threads blocked in get/wait, each
                       writing its own entry (object_reader.py; its lock).
                       task_events: the owner's events are the loop's; events
                       of the calls this process runs, from any thread, are

@@ -40,9 +40,9 @@ class ObjectReader:
     def __init__(self, core_worker):
         self.cw = core_worker
         self._fetching: set[bytes] = set()  # loop: borrowed ids asked of their owners
-        # `solray why`: thread ident -> (kind, [(id, owner)], since, (task id,
-        # task name) or None)
-        # of each user thread blocked in get/wait; each thread writes its own.
+        # `solray why`: each user thread blocked in get/wait, by ident: (kind,
+        # [(id, owner)], since, (task id, task name) or None). Each thread
+        # writes its own entry; the loop copies the table (blocked_now).
         self._blocked: dict[int, tuple] = {}
         self._blocked_lock = threading.Lock()
         # Resolves ObjectRef.future()s; its thread starts on first use.

@@ -9,7 +9,8 @@ in get) still answers: the loop never runs user code.
 unfinished tasks and actor creations (waiting for which arguments, queued
 for a lease, or running where), and the user threads blocked in get() or
 wait() (on which objects, owned by whom, since when). `stacks` formats
-`sys._current_frames()` with each thread's name and the task it runs.
+`sys._current_frames()` with each thread's name and the task it runs (for
+an async actor's event loop thread, the call that started there last).
 """
 
 from __future__ import annotations
