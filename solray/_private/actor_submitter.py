@@ -80,6 +80,9 @@ class ActorSubmitter:
         self._unfinished: dict[bytes, int] = {}  # actor -> calls counted against max_pending_calls
         self._unfinished_lock = threading.Lock()
         self._creating: set[asyncio.Task] = set()  # CREATE_ACTOR requests in flight
+        # Actor creations whose constructor arguments are not all here yet
+        # (what `solray why` says of them: process_probe.py).
+        self.resolving: dict[bytes, PendingTask] = {}
 
     # -- max_pending_calls ---------------------------------------------------
 
@@ -108,9 +111,11 @@ class ActorSubmitter:
     def create(self, actor_id: bytes, task: PendingTask, runtime_options: dict) -> None:
         """Loop thread: resolve constructor arguments, then ask for placement."""
         self.cw.task_events.owner(task, ev.PENDING_ARGS_AVAIL)
+        self.resolving[actor_id] = task
         resolve_dependencies(self.cw, task, partial(self._send_create, actor_id, runtime_options))
 
     def _send_create(self, actor_id: bytes, runtime_options: dict, task: PendingTask) -> None:
+        self.resolving.pop(actor_id, None)
         if task.dep_error is not None:
             self.cw.task_events.owner(
                 task, ev.FAILED, serialization.deserialize(task.dep_error.obj)

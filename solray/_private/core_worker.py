@@ -31,6 +31,8 @@ event loop. All socket I/O runs on one asyncio loop in a background thread
 Who owns what (this is the one map; each part's header says why):
 
     loop only         task_manager: tasks, children, streams
+                      actor_submitter.resolving (actor creations whose
+                      constructor arguments are not all here yet)
                       ownership: contained, call_sites
                       borrowing: borrowed, handoffs, and its message queues
                       reader: _fetching, and each wait in progress
@@ -54,6 +56,10 @@ Who owns what (this is the one map; each part's header says why):
                       points, the loop takes them every second (its lock).
                       runtime_env_resolver: user threads resolve envs as they
                       submit, under its lock (runtime_env/resolve.py).
+                      _thread_tasks: the task each thread runs, written
+                      by that thread, copied by `solray stack` (its lock).
+                      reader._blocked: the threads blocked in get/wait, each
+                      writing its own entry (object_reader.py; its lock).
                       task_events: the owner's events are the loop's; events
                       of the calls this process runs, from any thread, are
                       under its lock (task_events.py).
@@ -91,6 +97,7 @@ from solray._private import (
     host,
     ids,
     metrics_reporter,
+    process_probe,
     serialization,
     transport,
 )
@@ -155,6 +162,8 @@ class CoreWorker:
         # A driver is a task too (Ray's DRIVER_TASK): its tasks' parent.
         self.driver_task_id: bytes | None = None
         self.task_events = ev.TaskEvents(self)
+        self._thread_tasks: dict[int, object] = {}
+        self._thread_tasks_lock = threading.Lock()
 
         # The parts (see the header), and the two shared tables.
         self.memory_store = MemoryStore()
@@ -204,6 +213,18 @@ class CoreWorker:
     @current_task.setter
     def current_task(self, ctx) -> None:
         _current_task.set(ctx)
+        # For `solray stack`: the task each thread runs (the loop cannot read
+        # other threads' context variables). Each thread writes its own key.
+        with self._thread_tasks_lock:
+            if ctx is None:
+                self._thread_tasks.pop(threading.get_ident(), None)
+            else:
+                self._thread_tasks[threading.get_ident()] = ctx
+
+    def thread_tasks(self) -> dict:
+        """Any thread: thread ident -> the TaskContext it runs (a copy)."""
+        with self._thread_tasks_lock:
+            return dict(self._thread_tasks)
 
     # -- the event loop thread ---------------------------------------------
 
@@ -257,6 +278,12 @@ class CoreWorker:
                 Msg.WORKER_OOM_KILLED: self.submitter.on_oom_killed,
                 Msg.OBJECT_REPORT: self.ownership.serve_object_report,
                 Msg.COLLECT_GARBAGE: self._collect_garbage,
+                Msg.WHY_PROCESS: lambda conn, rid, body, bufs: conn.reply(
+                    rid, process_probe.report(self)
+                ),
+                Msg.STACKS_PROCESS: lambda conn, rid, body, bufs: conn.reply(
+                    rid, process_probe.stacks(self)
+                ),
             },
             on_close=self._node_closed,
         )

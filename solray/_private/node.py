@@ -7,6 +7,8 @@ peer nodes. The work is done by parts named for what they hold:
                         placement engine (placement.py) from the view here
     object_manager.py   the shared-memory store's handlers, transfer between nodes
     metrics_exporter.py the /metrics endpoint: what its processes report, summed
+    node_probe.py       `solray why` and `solray stack`: its queue, env builds,
+                        and what its drivers and workers report
 
 The control store may be killed and started again (control_store.py): the
 node's connection to it (control_client.py) reconnects, registering again
@@ -39,6 +41,7 @@ from solray._private.control_supervisor import ControlSupervisor
 from solray._private.lease_scheduler import LeaseScheduler
 from solray._private.log_files import LogFiles, log_dir
 from solray._private.metrics_exporter import MetricsExporter
+from solray._private.node_probe import NodeProbe
 from solray._private.object_manager import ObjectManager
 from solray._private.object_store import ObjectStore
 from solray._private.placement import ClusterView
@@ -142,6 +145,7 @@ class Node:
             **self.leases.handlers,
             **self.objects.handlers,
             **self.metrics.handlers,
+            **NodeProbe(self).handlers,
         }
 
     # -- lifecycle ---------------------------------------------------------

@@ -22,6 +22,7 @@ pulls run on the loop, which owns `_fetching`.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -40,6 +41,11 @@ class ObjectReader:
     def __init__(self, core_worker):
         self.cw = core_worker
         self._fetching: set[bytes] = set()  # loop: borrowed ids asked of their owners
+        # `solray why`: each user thread blocked in get/wait, by ident: (kind,
+        # [(id, owner)], since, (task id, task name) or None). Each thread
+        # writes its own entry; the loop copies the table (blocked_now).
+        self._blocked: dict[int, tuple] = {}
+        self._blocked_lock = threading.Lock()
         # Resolves ObjectRef.future()s; its thread starts on first use.
         self._future_pool = concurrent.futures.ThreadPoolExecutor(
             1, thread_name_prefix="solray-futures"
@@ -58,7 +64,10 @@ class ObjectReader:
         if any(entry is None for entry in entries):
             self._fetch_borrowed(refs)
             object_ids = [r._id for r in refs]
-            if not self.wait_for_ids(object_ids, len(set(object_ids)), timeout, on_error=True):
+            waiting = [r for r, e in zip(refs, entries, strict=True) if e is None]
+            with self._blocked_as("get", waiting):
+                ready = self.wait_for_ids(object_ids, len(set(object_ids)), timeout, on_error=True)
+            if not ready:
                 raise exceptions.GetTimeoutError(
                     f"get timed out after {timeout} seconds: "
                     f"{sum(not memory_store.contains(i) for i in set(object_ids))} "
@@ -82,6 +91,26 @@ class ObjectReader:
         it raised}, for `materialize`. A single one is left to it."""
         wanted = {object_id: (e, owner) for object_id, e, owner in items if type(e) is InStore}
         return self.cw.store.read_many(wanted) if len(wanted) > 1 else {}
+
+    @contextlib.contextmanager
+    def _blocked_as(self, kind: str, refs: list):
+        """While the body runs, `blocked_now` shows this thread waiting for `refs`."""
+        ident = threading.get_ident()
+        ctx = self.cw.current_task
+        task = (ctx.task_id, ctx.task_name or ctx.name) if ctx is not None else None
+        entry = (kind, [(r._id, r._owner or self.cw.address) for r in refs], time.time(), task)
+        with self._blocked_lock:
+            self._blocked[ident] = entry
+        try:
+            yield
+        finally:
+            with self._blocked_lock:
+                self._blocked.pop(ident, None)
+
+    def blocked_now(self) -> dict[int, tuple]:
+        """Any thread: the threads blocked in get or wait now (a copy)."""
+        with self._blocked_lock:
+            return dict(self._blocked)
 
     def value_future(self, ref: ObjectRef) -> concurrent.futures.Future:
         memory_store = self.cw.memory_store
@@ -179,7 +208,8 @@ class ObjectReader:
         if _at_least(object_ids, is_ready, num_returns):
             return is_ready  # on one node, values are always inline or in its store
         self._fetch_borrowed(refs)
-        self.wait_for_ids(object_ids, num_returns, timeout)
+        with self._blocked_as("wait", [r for r in refs if not cw.memory_store.contains(r._id)]):
+            self.wait_for_ids(object_ids, num_returns, timeout)
         if not fetch_local or _at_least(object_ids, is_ready, num_returns):
             return is_ready
         # Some values live in other nodes' stores: follow each id until it is

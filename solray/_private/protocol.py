@@ -134,6 +134,13 @@ class Msg(IntEnum):
     LIST_LOGS = 111  # -> node: the files in its log directory (log_files.py)
     GET_LOG = 112  # -> node: lines of one log file (a tail, or from an offset on)
 
+    # `solray why` and `solray stack` (why.py): the state client asks each
+    # node, which asks its drivers and workers on their connections to it.
+    WHY_NODE = 180  # -> node: its queued lease requests, env builds, and its processes' reports
+    WHY_PROCESS = 181  # node -> core worker: its unfinished tasks and blocked get()s
+    STACKS_NODE = 182  # -> node: the Python stacks of its processes (or of one pid)
+    STACKS_PROCESS = 183  # node -> core worker: every thread's stack, from the I/O loop
+
     # Control store restarts (control_client.py, control_store.py).
     CONTROL_HELLO = 140  # core worker -> control store, each (re)connect: who it is
     ADOPT_ACTOR_LEASE = 141  # restarted control store -> node: the actor's lease is mine now

@@ -1,5 +1,6 @@
 """`solray list|get|summary|logs`: the state API (solray.util.state) on the
-command line, with Ray's commands and options.
+command line, with Ray's commands and options; and solray's own `solray
+why` and `solray stack` (why.py).
 
 The commands are generic: `list X` calls `util.state.list_X`, `get X ID`
 `get_<X singular>` (`get_objects` for objects), `summary X`
@@ -99,9 +100,7 @@ def list_command(resource, filters, limit, detail, fmt, address, timeout) -> Non
     placement-groups, jobs or tasks."""
     name = _resource(resource, RESOURCES)
     fn = _state_function(f"list_{name}", f"list {resource}")
-    rows = _call(
-        fn, address=address, filters=filters, limit=limit, timeout=timeout, detail=detail
-    )
+    rows = _call(fn, address=address, filters=filters, limit=limit, timeout=timeout, detail=detail)
     click.echo(render(rows, "table" if fmt == "default" else fmt))
 
 
@@ -321,4 +320,67 @@ def logs_task(task_id, err, tail, follow, interval, address, timeout) -> None:
     )
 
 
-COMMANDS = (list_command, get_command, summary_command, logs_command)
+# -- why and stack (solray's own: why.py) ------------------------------------
+
+
+def _on_cluster(address, timeout, query):
+    """(query's answer, what did not answer), asked of the cluster."""
+    from solray._private.state_client import RayStateApiException, Session
+
+    try:
+        with Session(address, timeout) as session:
+            return session.call(query), list(session.client.missing)
+    except (RayStateApiException, ConnectionError, OSError, ValueError) as e:
+        raise click.ClickException(str(e)) from None
+
+
+@click.command("why")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(("text", "json", "yaml")),
+    default="text",
+    show_default=True,
+    help="text: grouped by reason; json or yaml: one entry per waiting thing.",
+)
+@_common
+def why_command(fmt, address, timeout) -> None:
+    """Why every pending task, actor, placement group and get() waits."""
+    from solray._private import why
+
+    entries, missing = _on_cluster(address, timeout, why.explain)
+    if fmt == "text":
+        click.echo(why.render_why(entries, missing), nl=False)
+    else:
+        click.echo(render({"waiting": entries, "incomplete": missing}, fmt))
+
+
+@click.command("stack")
+@click.option("--pid", type=int, default=None, help="Only this driver or worker process.")
+@click.option("--node-id", default=None, help="Only this node's processes (id or unique prefix).")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(("text", "json")),
+    default="text",
+    show_default=True,
+)
+@_common
+def stack_command(pid, node_id, fmt, address, timeout) -> None:
+    """Print the Python stacks of every driver and worker, without stopping them."""
+    from solray._private import why
+
+    processes, missing = _on_cluster(
+        address, timeout, lambda client: why.gather_stacks(client, pid, node_id)
+    )
+    if pid is not None and not processes and not missing:
+        raise click.ClickException(f"no driver or worker with pid {pid} in the cluster")
+    if fmt == "json":
+        click.echo(render({"processes": processes, "incomplete": missing}, "json"))
+        return
+    click.echo(why.render_stacks(processes), nl=False)
+    for what in missing:
+        click.echo(f"did not answer: {what}", err=True)
+
+
+COMMANDS = (list_command, get_command, summary_command, logs_command, why_command, stack_command)

@@ -638,13 +638,56 @@ def summarize_tasks(
     }
 
 
+@_forwarded
+def explain_pending(
+    address: str | None = None, timeout: int = 30, raise_on_missing_output: bool = True
+) -> list[dict]:
+    """solray's own (Ray has none): every pending task, actor call, actor and
+    placement group of the cluster, and every thread blocked in get() or
+    wait(), with why it waits (`solray why`). Each entry: `kind` (task,
+    actor_task, actor, placement_group, get), `id`, `name`, `reason` (one of
+    "infeasible", "blocked in get()", "waiting for arguments", "waiting for a
+    placement group", "waiting for an actor", "waiting for a worker",
+    "waiting for resources") and `message`, the sentence to act on; tasks
+    and gets also name `owner_pid` and `owner_node_id`. Nodes or processes
+    that did not answer raise RayStateApiException unless
+    `raise_on_missing_output` is False (then a warning)."""
+    from solray._private import why
+
+    rows = _gather(address, timeout, raise_on_missing_output, why.explain)
+    return [StateRow(row) for row in rows]
+
+
+@_forwarded
+def get_stacks(
+    pid: int | None = None,
+    node_id: str | None = None,
+    address: str | None = None,
+    timeout: int = 30,
+) -> list[dict]:
+    """solray's own: the Python stack of every thread of every driver and
+    worker (or of those of one node, or of the process `pid`), taken
+    without stopping them (`solray stack`). Each entry: `pid`, `worker_id`,
+    `is_driver`, `node_id`, `actor_id`, `threads` ([{name, task: {task_id,
+    name} or None, frames: [[file, line, function, source], ...]}], the
+    innermost frame last); a process that did not answer has `error`."""
+    from solray._private import why
+
+    if pid is not None and (isinstance(pid, bool) or not isinstance(pid, int)):
+        raise TypeError(f"pid must be an int, not {type(pid).__name__}")
+    rows = _gather(address, timeout, True, lambda client: why.gather_stacks(client, pid, node_id))
+    return [StateRow(row) for row in rows]
+
+
 __all__ = [
     "RayStateApiException",
+    "explain_pending",
     "get_actor",
     "get_log",
     "get_node",
     "get_objects",
     "get_placement_group",
+    "get_stacks",
     "get_task",
     "get_worker",
     "list_actors",

@@ -127,11 +127,11 @@ def _api() -> dict:
             "remote": _remote,
             "next": _next,
             "wait_indices": _wait_indices,
-            # Every list_, get_ and summarize_ function (get_log as _log_lines).
+            # Every list_, get_, summarize_ and explain_ function (get_log as _log_lines).
             **{
                 f"util.state.{name}": getattr(state, name)
                 for name in state.__all__
-                if name.startswith(("list_", "get_", "summarize_"))
+                if name.startswith(("list_", "get_", "summarize_", "explain_"))
             },
             "util.state.get_log": state._log_lines,
             "timeline": timeline.timeline,

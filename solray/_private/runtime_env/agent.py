@@ -9,7 +9,9 @@ built once per node and shared by every env that needs it: a package is
 unpacked once (`packages.unpack`), a requirement set's virtual environment is
 created once, under `<session>/runtime_resources/<node>/`. Concurrent
 requests for the same piece wait on the one build in progress; a failed
-build is not remembered, so a later request tries again.
+build is not remembered, so a later request tries again. While an env is
+being prepared, `preparing` says since when and which step runs (what
+`solray why` tells of the tasks waiting for its workers).
 
 Virtual environments see the node's own packages (solray, numpy, ...):
 a `.pth` file adds the node's site-packages folders behind the venv's own,
@@ -33,11 +35,12 @@ import shutil
 import site
 import sys
 import sysconfig
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from solray._private.runtime_env import packages
-from solray._private.runtime_env.spec import DEFAULT_CONFIG
+from solray._private.runtime_env.spec import DEFAULT_CONFIG, env_hash
 from solray.exceptions import RuntimeEnvSetupError
 
 OUTPUT_TAIL = 4000  # characters of a failed install's output kept in the error
@@ -60,29 +63,48 @@ class RuntimeEnvAgent:
         self.cache_root = cache_root
         self._fetch = fetch  # sha256 -> package bytes, from the control store
         self._builds: dict[str, asyncio.Future] = {}  # piece key -> its result
+        # For `solray why`: env key -> {"since": time.time(), "step": what
+        # it is doing}, while a preparation of that env is in progress.
+        self.preparing: dict[str, dict] = {}
 
     async def prepare(self, env: dict) -> WorkerLaunch:
         timeout = (env.get("config") or DEFAULT_CONFIG)["setup_timeout_seconds"]
+        key = env_hash(env)
+        progress = self.preparing.setdefault(key, {"since": time.time(), "step": "starting"})
+        progress["count"] = progress.get("count", 0) + 1
         try:
-            return await asyncio.wait_for(self._prepare(env), None if timeout == -1 else timeout)
+            return await asyncio.wait_for(
+                self._prepare(env, progress), None if timeout == -1 else timeout
+            )
         except TimeoutError:
             raise RuntimeEnvSetupError(
                 f"runtime_env setup did not finish within setup_timeout_seconds={timeout} "
                 f"(env: {_describe(env)})"
             ) from None
+        finally:
+            progress["count"] -= 1
+            if not progress["count"]:
+                self.preparing.pop(key, None)
 
-    async def _prepare(self, env: dict) -> WorkerLaunch:
+    async def _prepare(self, env: dict, progress: dict) -> WorkerLaunch:
         launch = WorkerLaunch(env_vars=dict(env.get("env_vars") or {}))
         if env.get("working_dir"):
+            progress["step"] = "working_dir download and unpack"
             launch.cwd = await self._unpacked(env["working_dir"])
             launch.sys_path.append(launch.cwd)
         for uri in env.get("py_modules") or []:
+            progress["step"] = "py_modules download and unpack"
             launch.sys_path.append(await self._unpacked(uri))
         for tool in ("pip", "uv"):
             if env.get(tool):
+                wanted = env[tool].get("packages") or []
+                progress["step"] = f"{tool} install " + " ".join(
+                    os.path.basename(p) for p in wanted
+                )
                 launch.python = await self._venv(tool, env[tool])
         hook = env.get("worker_process_setup_hook")
         if isinstance(hook, dict):  # a pickled callable: the worker loads it from a file
+            progress["step"] = "worker_process_setup_hook download"
             hook = {"file": await self._hook_file(hook["pickled"]), "name": hook["name"]}
         launch.setup_hook = hook
         return launch
