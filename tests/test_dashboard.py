@@ -20,11 +20,13 @@ import socket
 import urllib.parse
 
 import numpy as np
+import psutil
 import pytest
 from conftest import wait_for_condition, wait_for_file
 from test_cluster_cli import solray_cli, start_head, stop_daemons
 
 import solray
+from solray._private.state_client import StateClient
 from solray.cluster_utils import Cluster
 from solray.dashboard import data
 from solray.dashboard.data import LOG_LINES_PER_WORKER, LOG_WORKERS, WorkerLogs
@@ -164,6 +166,9 @@ def test_dashboard_shows_the_cluster_only_after_login(browser, tmp_path):
     # Alive, with the CPU `hold` runs on in use, and the array in its store.
     wait_for_condition(lambda: re.search(r"ALIVE [12] / 2", table_text(browser, "nodes")))
     assert re.search(r"50(\.\d)? MiB / ", table_text(browser, "nodes"))
+    # The host's memory in use of its total, and its CPU utilization.
+    total = psutil.virtual_memory().total
+    assert re.search(rf"\d+%\s+[\d.]+ \w+ / {total / 2**30:.1f} GiB", table_text(browser, "nodes"))
     show(browser, "jobs")
     wait_for_condition(lambda: job_id in table_text(browser, "jobs"), timeout=10)
     show(browser, "actors")
@@ -208,8 +213,10 @@ def test_a_running_task_appears(browser, tmp_path):
         context.dashboard_url, "/api/timeline", f"solray_session={cookie['value']}"
     )
     assert status == 200 and "attachment" in headers["Content-Disposition"]
-    [slice_] = [e for e in json.loads(body) if e["name"].endswith("hold")]
-    assert slice_["ph"] == "X" and slice_["tid"].startswith("worker ")
+    trace = json.loads(body)
+    [slice_] = [e for e in trace if e["name"].endswith("hold")]
+    rows = {(e["pid"], e["tid"]): e["args"]["name"] for e in trace if e["name"] == "thread_name"}
+    assert slice_["ph"] == "X" and rows[slice_["pid"], slice_["tid"]].startswith("worker ")
 
 
 def test_worker_logs_stay_bounded_and_searchable():
@@ -329,12 +336,11 @@ def test_views_follow_nodes_that_join_and_die(leak_check):
         cluster.wait_for_nodes()
 
         async def views():
-            source = data.Cluster(cluster.address, cluster.token)
-            await source.connect(on_lost=lambda: None)
+            state = StateClient(cluster.address, cluster.token, timeout=data.REQUEST_TIMEOUT_S)
             try:
-                return await data.nodes(source), await data.objects(source)
+                return await data.nodes(state), await data.objects(state)
             finally:
-                source.close()
+                await state.close()
 
         nodes, objects = asyncio.run(views())
         rows = {n["node_id"]: n for n in nodes["nodes"]}
@@ -343,6 +349,13 @@ def test_views_follow_nodes_that_join_and_die(leak_check):
         assert all(
             n["state"] == "ALIVE" and n["object_store"]["capacity"] > 0 for n in rows.values()
         )
+        # The host's actual use, as the node's metrics endpoint reads it.
+        memory = psutil.virtual_memory()
+        for n in rows.values():
+            host = n["host"]
+            assert host["mem_total"] == memory.total and 0 < host["mem_used"] < memory.total
+            assert 0.0 <= host["cpu_percent"] <= 100.0 and host["cpu_count"] == os.cpu_count()
+        assert objects["missing"] == []
         assert {s["node_id"] for s in objects["stores"]} == set(rows)
 
         cluster.remove_node(worker_node)

@@ -132,6 +132,7 @@ class Msg(IntEnum):
     LIST_WORKERS = 110  # -> node: its workers and drivers, alive and recently exited
     LIST_LOGS = 111  # -> node: the files in its log directory (log_files.py)
     GET_LOG = 112  # -> node: lines of one log file (a tail, or from an offset on)
+    NODE_STATS = 200  # -> node: its host's CPU and memory use, and its object store's stats
 
     # Control store restarts (control_client.py, control_store.py).
     CONTROL_HELLO = 140  # core worker -> control store, each (re)connect: who it is
