@@ -4,7 +4,6 @@ Ray documents; every other one is refused by name before anything starts."""
 from __future__ import annotations
 
 import os
-
 import sys
 import textwrap
 
