@@ -15,9 +15,9 @@ import sys
 import click
 
 ADDRESS_HELP = (
-    "The dashboard's http://HOST:PORT (it serves the job API). Default: "
-    "RAY_API_SERVER_ADDRESS, or RAY_ADDRESS if it is an http:// address, else the newest "
-    "running cluster of this user on this machine."
+    "The dashboard's http://HOST:PORT (it serves the job API; https:// with TLS on, checked "
+    "against RAY_TLS_CA_CERT). Default: RAY_API_SERVER_ADDRESS, or RAY_ADDRESS if it is an "
+    "http(s):// address, else the newest running cluster of this user on this machine."
 )
 
 

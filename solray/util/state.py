@@ -77,6 +77,7 @@ DETAIL_ONLY = {
         "end_time_ms",
     },
     "placement_groups": {"bundles", "stats"},
+    "jobs": {"runtime_env", "driver_agent_http_address", "driver_node_id", "driver_exit_code"},
 }
 
 
@@ -274,7 +275,9 @@ def list_jobs(
     `start_time`, `end_time`, ... and `job_id`/`driver_info` of the driver
     the job started, once it did) and the drivers no submission started
     (`type` "DRIVER", `status` RUNNING while connected, else SUCCEEDED).
-    `metadata` is the job's (`init(job_config=JobConfig(metadata=...))`)."""
+    `metadata` is the job's (`init(job_config=JobConfig(metadata=...))`);
+    with detail `runtime_env`, `driver_node_id`, `driver_exit_code`,
+    `driver_agent_http_address`."""
     return _list(
         "jobs", StateClient.jobs, address, filters, limit, timeout, detail, raise_on_missing_output
     )
