@@ -419,6 +419,14 @@ def test_job_submit_talks_https_to_a_tls_dashboard(tls_on, leak_check, monkeypat
     assert run.returncode == 0 and "tls job 9" in run.stdout, run.stdout + run.stderr
     job = JobSubmissionClient(url).get_job_info("over-tls")
     assert job.status == "SUCCEEDED" and job.job_id is not None
+    # `solray job list`: the submission, and this test's driver (no submission).
+    listed = subprocess.run(
+        [PYTHON, "-m", "solray.cli", "job", "list", "--address", url],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert re.search(rf"over-tls\s+SUCCEEDED\s+{job.job_id}\s", listed.stdout), listed.stderr
+    me = solray.get_runtime_context().get_job_id()
+    assert re.search(rf"^-\s+RUNNING\s+{me}\s", listed.stdout, re.MULTILINE), listed.stdout
     # The newest cluster's address ("auto") is https:// under TLS.
     assert JobSubmissionClient().get_address() == url
 
