@@ -122,6 +122,8 @@ class Dashboard:
                     response = await handler(request)
                 except web.HTTPException as e:
                     response = e
+                except RayStateApiException as e:  # the control store did not answer in time, ...
+                    response = web.json_response({"error": str(e)}, status=503)
             elif request.path.startswith("/api/"):
                 logger.warning(
                     "refused %s %s from %s: no token", request.method, request.path, request.remote
@@ -159,10 +161,7 @@ class Dashboard:
         return web.Response(body=_static(name), content_type=STATIC[name])
 
     async def _answer(self, query):
-        try:
-            return web.json_response(await query, dumps=_dumps)
-        except RayStateApiException as e:  # the control store did not answer in time, ...
-            return web.json_response({"error": str(e)}, status=503)
+        return web.json_response(await query, dumps=_dumps)
 
     async def view(self, request):
         query = VIEWS.get(request.match_info["view"])
@@ -182,10 +181,7 @@ class Dashboard:
         return await self._answer(query)
 
     async def timeline(self, request):
-        try:
-            trace = await data.timeline(self.state)
-        except RayStateApiException as e:
-            return web.json_response({"error": str(e)}, status=503)
+        trace = await data.timeline(self.state)
         name = time.strftime("solray-timeline-%Y-%m-%d_%H-%M-%S.json")
         return web.Response(
             body=_dumps(trace),

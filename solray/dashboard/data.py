@@ -130,7 +130,7 @@ async def nodes(state: StateClient) -> dict:
 async def jobs(state: StateClient) -> dict:
     """Every job, as `list_jobs()` gives it (submitted jobs and drivers,
     Ray's JobDetails), newest first."""
-    rows = await state.jobs()
+    rows = await state.jobs(missing=[])
     rows.sort(key=lambda j: j.get("start_time") or 0, reverse=True)
     return {"jobs": rows[:MAX_ROWS], "total": len(rows)}
 

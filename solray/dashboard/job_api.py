@@ -69,7 +69,7 @@ class JobAPI:
 
     async def list_jobs(self, request):
         """Every job, as Ray's: the submitted ones and the drivers (list_jobs())."""
-        return web.json_response(await self.manager.state.jobs())
+        return web.json_response(await self.manager.state.jobs(missing=[]))
 
     async def _id(self, request) -> str:
         """The submission id a path names: by itself, or by the id of the
@@ -77,7 +77,7 @@ class JobAPI:
         given = request.match_info["job_id"]
         if await self.manager.exists(given):
             return given
-        for job in await self.manager.state.jobs():
+        for job in await self.manager.state.jobs(missing=[]):
             if job["job_id"] == given and job["submission_id"] is not None:
                 return job["submission_id"]
         raise web.HTTPNotFound(text=f"Job {given} does not exist")
