@@ -174,10 +174,9 @@ class JobSubmissionClient:
         import aiohttp
 
         url = self._address.replace("http", "ws", 1) + f"/api/jobs/{_quoted(job_id)}/logs/tail"
-        secure = self._address.startswith("https://")
         async with aiohttp.ClientSession(headers=self._headers) as session:
             try:
-                ws = await session.ws_connect(url, ssl=self._ssl if secure else None)
+                ws = await session.ws_connect(url, ssl=self._ssl)  # used for wss:// only
             except aiohttp.WSServerHandshakeError as e:
                 raise RuntimeError(
                     f"Request failed with status code {e.status}: {e.message}."
