@@ -30,6 +30,7 @@ from solray._private.state_client import StateClient
 from solray.cluster_utils import Cluster
 from solray.dashboard import data
 from solray.dashboard.data import LOG_LINES_PER_WORKER, LOG_WORKERS, WorkerLogs
+from solray.util.placement_group import placement_group
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -138,6 +139,8 @@ def test_dashboard_shows_the_cluster_only_after_login(browser, tmp_path):
     marker = f"dashboard-marker-{os.getpid()}"
     running = hold.remote(str(release), marker)
     stored = solray.put(np.zeros(50 * 2**20, dtype=np.uint8))  # in the object store
+    group = placement_group([{"memory": 2**20}], strategy="PACK", name="dash-group")
+    solray.get(group.ready(), timeout=30)
 
     # Unauthenticated: the browser lands on the login page with no data;
     # the API answers 401, the page's script is not served.
@@ -174,6 +177,10 @@ def test_dashboard_shows_the_cluster_only_after_login(browser, tmp_path):
     show(browser, "actors")
     wait_for_condition(lambda: "dash-counter" in table_text(browser, "actors"), timeout=10)
     assert "Counter" in table_text(browser, "actors") and "ALIVE" in table_text(browser, "actors")
+    show(browser, "placement_groups")
+    wait_for_condition(lambda: "dash-group" in table_text(browser, "placement_groups"), timeout=10)
+    assert re.search(r"dash-group\s+PACK\s+CREATED", table_text(browser, "placement_groups"))
+    assert node_id[:12] in table_text(browser, "placement_groups")
     show(browser, "logs")
     wait_for_condition(lambda: marker in browser.find_element(By.ID, "log-lines").text, timeout=15)
     show(browser, "nodes")
