@@ -704,19 +704,25 @@ def timeline(address: str, output: str | None, temp_dir: str | None) -> None:
     """Write the cluster's task timeline as a Chrome trace (JSON): one row per
     worker, one slice per task or actor call. Open it in https://ui.perfetto.dev
     or chrome://tracing."""
+    import asyncio
     import json
     import tempfile
     import time
 
     from solray._private import services
-    from solray._private.protocol import Msg
+    from solray._private.state_client import RayStateApiException, StateClient
     from solray._private.timeline import ALL, chrome_trace
+
+    async def query(client: StateClient) -> dict:
+        try:
+            return await client.tasks([], ALL, detail=True, precise=True)
+        finally:
+            await client.close()
 
     try:
         address, token = services.resolve_cluster(address, temp_dir)
-        body = {"filters": [], "limit": ALL, "detail": True, "precise": True}
-        reply = _ask_control(address, token, Msg.LIST_TASKS, body)
-    except (ConnectionError, OSError, ValueError) as e:
+        reply = asyncio.run(query(StateClient(address, token)))
+    except (ConnectionError, OSError, ValueError, RayStateApiException) as e:
         raise click.ClickException(f"cannot reach the cluster: {e}") from None
     trace = chrome_trace(reply["tasks"])
     if output is None:

@@ -447,3 +447,37 @@ def test_owners_claim_their_actors_after_a_restart(leak_check):
     new_store = control_store_procs(address)[0]
     solray.shutdown()
     new_store.wait(15)  # it went with the cluster (it is not our child)
+
+
+def test_a_job_that_ends_during_the_outage_is_recorded_as_ended(leak_check, tmp_path, monkeypatch):
+    """The job manager writes its jobs' records through a reconnecting
+    client: a job whose entrypoint ends while the control store is away is
+    SUCCEEDED once the control store is back, never RUNNING for ever."""
+    from solray.job_submission import JobStatus, JobSubmissionClient
+
+    context = solray.init(num_cpus=1, dashboard_port=0)
+    address = solray.get_runtime_context().gcs_address
+    monkeypatch.setenv("SOLRAY_TOKEN_FILE", os.path.join(context["session_dir"], "token"))
+    client = JobSubmissionClient(f"http://{context.dashboard_url}")
+    release, started = tmp_path / "release", tmp_path / "started"
+    entrypoint = f"touch {started}; while [ ! -e {release} ]; do sleep 0.05; done"
+    job = client.submit_job(entrypoint=entrypoint)
+    wait_for_condition(started.exists, timeout=60, message="the job did not start")
+    assert client.get_job_status(job) == JobStatus.RUNNING
+
+    (old,) = control_store_procs(address)
+    old.send_signal(signal.SIGKILL)
+    old.wait(10)
+    release.touch()  # the job ends now, with the control store away
+
+    def ended() -> bool:
+        try:
+            return client.get_job_status(job) == JobStatus.SUCCEEDED
+        except (RuntimeError, ConnectionError):
+            return False  # the job API waits for the control store too
+
+    wait_for_condition(ended, timeout=90, message="the job's end was never recorded")
+    info = client.get_job_info(job)
+    assert info.driver_exit_code == 0 and info.end_time >= info.start_time
+    (new,) = control_store_procs(address)
+    assert new.pid != old.pid

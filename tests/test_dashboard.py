@@ -20,14 +20,17 @@ import socket
 import urllib.parse
 
 import numpy as np
+import psutil
 import pytest
 from conftest import wait_for_condition, wait_for_file
 from test_cluster_cli import solray_cli, start_head, stop_daemons
 
 import solray
+from solray._private.state_client import StateClient
 from solray.cluster_utils import Cluster
 from solray.dashboard import data
 from solray.dashboard.data import LOG_LINES_PER_WORKER, LOG_WORKERS, WorkerLogs
+from solray.util.placement_group import placement_group
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -142,6 +145,8 @@ def test_dashboard_shows_the_cluster_only_after_login(browser, tmp_path):
     marker = f"dashboard-marker-{os.getpid()}"
     running = hold.remote(str(release), marker)
     stored = solray.put(np.zeros(50 * 2**20, dtype=np.uint8))  # in the object store
+    group = placement_group([{"memory": 2**20}], strategy="PACK", name="dash-group")
+    solray.get(group.ready(), timeout=30)
 
     # Unauthenticated: the browser lands on the login page with no data;
     # the API answers 401, the page's script is not served.
@@ -170,11 +175,18 @@ def test_dashboard_shows_the_cluster_only_after_login(browser, tmp_path):
     # Alive, with the CPU `hold` runs on in use, and the array in its store.
     wait_for_condition(lambda: re.search(r"ALIVE [12] / 2", table_text(browser, "nodes")))
     assert re.search(r"50(\.\d)? MiB / ", table_text(browser, "nodes"))
+    # The host's memory in use of its total, and its CPU utilization.
+    total = psutil.virtual_memory().total
+    assert re.search(rf"\d+%\s+[\d.]+ \w+ / {total / 2**30:.1f} GiB", table_text(browser, "nodes"))
     show(browser, "jobs")
     wait_for_condition(lambda: job_id in table_text(browser, "jobs"), timeout=10)
     show(browser, "actors")
     wait_for_condition(lambda: "dash-counter" in table_text(browser, "actors"), timeout=10)
     assert "Counter" in table_text(browser, "actors") and "ALIVE" in table_text(browser, "actors")
+    show(browser, "placement_groups")
+    wait_for_condition(lambda: "dash-group" in table_text(browser, "placement_groups"), timeout=10)
+    assert re.search(r"dash-group\s+PACK\s+CREATED", table_text(browser, "placement_groups"))
+    assert node_id[:12] in table_text(browser, "placement_groups")
     show(browser, "logs")
     wait_for_condition(lambda: marker in browser.find_element(By.ID, "log-lines").text, timeout=15)
     show(browser, "nodes")
@@ -215,9 +227,9 @@ def test_a_running_task_appears(browser, tmp_path):
     )
     assert status == 200 and "attachment" in headers["Content-Disposition"]
     trace = json.loads(body)
-    [slice_] = [e for e in trace if e["ph"] == "X" and e["name"].endswith("hold")]
-    [row] = [e for e in trace if e["name"] == "thread_name" and e["tid"] == slice_["tid"]]
-    assert row["args"]["name"].startswith("worker ")
+    [slice_] = [e for e in trace if e["name"].endswith("hold")]
+    rows = {(e["pid"], e["tid"]): e["args"]["name"] for e in trace if e["name"] == "thread_name"}
+    assert slice_["ph"] == "X" and rows[slice_["pid"], slice_["tid"]].startswith("worker ")
 
 
 def test_worker_logs_stay_bounded_and_searchable():
@@ -337,12 +349,11 @@ def test_views_follow_nodes_that_join_and_die(leak_check):
         cluster.wait_for_nodes()
 
         async def views():
-            source = data.Cluster(cluster.address, cluster.token)
-            await source.connect(on_lost=lambda: None)
+            state = StateClient(cluster.address, cluster.token, timeout=data.REQUEST_TIMEOUT_S)
             try:
-                return await data.nodes(source), await data.objects(source)
+                return await data.nodes(state), await data.objects(state)
             finally:
-                source.close()
+                await state.close()
 
         nodes, objects = asyncio.run(views())
         rows = {n["node_id"]: n for n in nodes["nodes"]}
@@ -351,6 +362,13 @@ def test_views_follow_nodes_that_join_and_die(leak_check):
         assert all(
             n["state"] == "ALIVE" and n["object_store"]["capacity"] > 0 for n in rows.values()
         )
+        # The host's actual use, as the node's metrics endpoint reads it.
+        memory = psutil.virtual_memory()
+        for n in rows.values():
+            host = n["host"]
+            assert host["mem_total"] == memory.total and 0 < host["mem_used"] < memory.total
+            assert 0.0 <= host["cpu_percent"] <= 100.0 and host["cpu_count"] == os.cpu_count()
+        assert objects["missing"] == []
         assert {s["node_id"] for s in objects["stores"]} == set(rows)
 
         cluster.remove_node(worker_node)

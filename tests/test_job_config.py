@@ -3,6 +3,7 @@ Ray documents; every other one is refused by name before anything starts."""
 
 from __future__ import annotations
 
+import os
 import sys
 import textwrap
 
@@ -58,7 +59,8 @@ def test_namespace_and_metadata(leak_check):
     job_id = solray.get_runtime_context().get_job_id()
     [job] = [j for j in solray.util.state.list_jobs() if j["job_id"] == job_id]
     assert job["metadata"] == {"team": "util", "run": "7"}
-    assert job["namespace"] == "jobs-ns"
+    assert (job["type"], job["status"], job["submission_id"]) == ("DRIVER", "RUNNING", None)
+    assert job["driver_info"]["pid"] == str(os.getpid())
     solray.shutdown()
     # init(namespace=...) wins over the JobConfig's, as in Ray.
     solray.init(num_cpus=1, namespace="mine", job_config=JobConfig(ray_namespace="theirs"))

@@ -174,9 +174,26 @@ def test_a_job_runs_tasks_in_its_working_dir_and_keeps_its_log(cluster, tmp_path
         url, "GET", "/api/jobs", headers={"Authorization": f"Bearer {token}"}
     )
     assert status == 200
-    shown = {j["submission_id"]: j for j in json.loads(text)["submissions"]}
+    shown = {j["submission_id"]: j for j in json.loads(text)["jobs"]}
     assert shown[submission_id]["status"] == "SUCCEEDED"
     assert shown[submission_id]["entrypoint"] == "python script.py"
+
+    # list_jobs() (and `solray list jobs`), as Ray's: the submission, linked
+    # to the driver it started, and the drivers no submission started.
+    listed = solray.util.state.list_jobs(limit=10_000)
+    [submitted] = [j for j in listed if j["submission_id"] == submission_id]
+    assert (submitted["type"], submitted["status"]) == ("SUBMISSION", "SUCCEEDED")
+    assert submitted["job_id"] == info.job_id and submitted["driver_info"]["pid"]
+    assert submitted["entrypoint"] == "python script.py"
+    assert info.job_id not in [j["job_id"] for j in listed if j["type"] == "DRIVER"]
+    me = solray.get_runtime_context().get_job_id()
+    [driver] = [j for j in listed if j["job_id"] == me]
+    assert (driver["type"], driver["status"], driver["submission_id"]) == (
+        "DRIVER",
+        "RUNNING",
+        None,
+    )
+    assert driver["driver_info"]["pid"] == str(os.getpid())
 
 
 def test_ray_job_submission_is_the_sdk():

@@ -396,3 +396,41 @@ def test_the_dashboard_serves_https_with_the_host_certificate(tls_on, leak_check
             plain.getresponse().read()
     finally:
         plain.close()
+
+
+TLS_JOB = "import ray; ray.init(); print('tls job', ray.get(ray.remote(lambda: 9).remote()))"
+
+
+def test_job_submit_talks_https_to_a_tls_dashboard(tls_on, leak_check, monkeypatch, tmp_path):
+    """With TLS on, `solray job submit` and the SDK reach the dashboard over
+    HTTPS, checking its certificate against the cluster CA; a plain http://
+    address, or a certificate from another CA, gets nothing."""
+    from solray.job_submission import JobSubmissionClient
+
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))  # the session registry "auto" reads
+    context = solray.init(num_cpus=1, include_dashboard=True)
+    url = f"https://{context.dashboard_url}"
+    monkeypatch.setenv("SOLRAY_TOKEN_FILE", os.path.join(context["session_dir"], "token"))
+    run = subprocess.run(
+        [PYTHON, "-m", "solray.cli", "job", "submit", "--address", url, "--submission-id",
+         "over-tls", "--", "python", "-c", TLS_JOB],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert run.returncode == 0 and "tls job 9" in run.stdout, run.stdout + run.stderr
+    job = JobSubmissionClient(url).get_job_info("over-tls")
+    assert job.status == "SUCCEEDED" and job.job_id is not None
+    # `solray job list`: the submission, and this test's driver (no submission).
+    listed = subprocess.run(
+        [PYTHON, "-m", "solray.cli", "job", "list", "--address", url],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert re.search(rf"over-tls\s+SUCCEEDED\s+{job.job_id}\s", listed.stdout), listed.stderr
+    me = solray.get_runtime_context().get_job_id()
+    assert re.search(rf"^-\s+RUNNING\s+{me}\s", listed.stdout, re.MULTILINE), listed.stdout
+    # The newest cluster's address ("auto") is https:// under TLS.
+    assert JobSubmissionClient().get_address() == url
+
+    with pytest.raises(ConnectionError, match="https://"):
+        JobSubmissionClient(f"http://{context.dashboard_url}")
+    with pytest.raises(ConnectionError, match="CERTIFICATE_VERIFY_FAILED"):
+        JobSubmissionClient(url, verify=tls_on["stranger"][tls.CA_ENV])

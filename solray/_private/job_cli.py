@@ -15,9 +15,9 @@ import sys
 import click
 
 ADDRESS_HELP = (
-    "The dashboard's http://HOST:PORT (it serves the job API). Default: "
-    "RAY_API_SERVER_ADDRESS, or RAY_ADDRESS if it is an http:// address, else the newest "
-    "running cluster of this user on this machine."
+    "The dashboard's http://HOST:PORT (it serves the job API; https:// with TLS on, checked "
+    "against RAY_TLS_CA_CERT). Default: RAY_API_SERVER_ADDRESS, or RAY_ADDRESS if it is an "
+    "http(s):// address, else the newest running cluster of this user on this machine."
 )
 
 
@@ -205,11 +205,13 @@ def stop(address, submission_id) -> None:
 @job.command(name="list")
 @click.option("--address", default=None, help=ADDRESS_HELP)
 def list_jobs(address) -> None:
-    """List the cluster's jobs, running and past."""
+    """List the cluster's jobs, running and past: submitted ones, and the
+    drivers no submission started (no submission id), as Ray's."""
     jobs = _call(_client(address).list_jobs)
     click.echo(f"{'SUBMISSION ID':<30}{'STATUS':<11}{'DRIVER JOB':<12}ENTRYPOINT")
     for j in sorted(jobs, key=lambda j: j.start_time or 0):
-        click.echo(f"{j.submission_id:<30}{j.status.value:<11}{j.job_id or '-':<12}{j.entrypoint}")
+        submission_id = j.submission_id or "-"
+        click.echo(f"{submission_id:<30}{j.status.value:<11}{j.job_id or '-':<12}{j.entrypoint}")
 
 
 @job.command()

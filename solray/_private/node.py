@@ -50,7 +50,7 @@ from solray._private.resources import ResourceSet
 from solray._private.runtime_env import packages
 from solray._private.runtime_env.agent import RuntimeEnvAgent
 from solray._private.spill import DEFAULT_BUFFER_SIZE, SpillDirectory
-from solray._private.system_metrics import SystemMetrics
+from solray._private.system_metrics import HostUsage, SystemMetrics
 from solray._private.worker_pool import WorkerPool
 from solray.exceptions import RuntimeEnvSetupError
 
@@ -117,6 +117,7 @@ class Node:
         self.runtime_envs = RuntimeEnvAgent(self.runtime_resources, self._fetch_package)
         self.leases = LeaseScheduler(self, self.pool)
         self.objects = ObjectManager(self)
+        self.host = HostUsage()  # the metrics' and the dashboard's one reading of the host
         self.metrics = MetricsExporter(self)
         self.metrics.add_source(SystemMetrics(self, self.metrics.constant_labels).collect)
         self.control: ControlClient | None = None
@@ -141,6 +142,7 @@ class Node:
             Msg.NODE_INFO: self.node_info,
             Msg.PREPARE_RUNTIME_ENV: self.prepare_runtime_env,
             Msg.LIST_WORKERS: self.list_workers,
+            Msg.NODE_STATS: self.node_stats,
             **self.log_files.handlers,
             **self.leases.handlers,
             **self.objects.handlers,
@@ -315,6 +317,9 @@ class Node:
 
     def list_workers(self, conn, rid, body, bufs) -> None:
         conn.reply(rid, self.pool.worker_rows())
+
+    def node_stats(self, conn, rid, body, bufs) -> None:
+        conn.reply(rid, {"host": self.host.read(), "store": self.store.stats()})
 
     def node_info(self, conn, rid, body, bufs) -> None:
         if body and body.get("driver"):

@@ -133,6 +133,7 @@ class Msg(IntEnum):
     LIST_WORKERS = 110  # -> node: its workers and drivers, alive and recently exited
     LIST_LOGS = 111  # -> node: the files in its log directory (log_files.py)
     GET_LOG = 112  # -> node: lines of one log file (a tail, or from an offset on)
+    NODE_STATS = 200  # -> node: its host's CPU and memory use, and its object store's stats
 
     # `solray why` and `solray stack` (why.py): the state client asks each
     # node, which asks its drivers and workers on their connections to it.

@@ -33,7 +33,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 
-from solray._private import transport
+from solray._private import tls, transport
 
 logger = logging.getLogger(__name__)
 
@@ -215,6 +215,8 @@ def write_session_file(
                 "driver_create_time": psutil.Process(pid).create_time(),
                 "client_server_address": client_server_address,
                 "dashboard_url": dashboard_url,
+                # Its processes' TLS (tls.py): the dashboard serves https:// then.
+                "tls": tls.enabled(),
             },
             f,
         )
@@ -267,12 +269,13 @@ def resolve_cluster(address: str, temp_dir: str | None = None) -> tuple[str, byt
 
 
 def resolve_dashboard(address: str | None, temp_dir: str | None = None) -> tuple[str, bytes]:
-    """(http://HOST:PORT, token) of a cluster's dashboard, for the job SDK
-    and `solray job`. `address`: the dashboard's http(s):// URL, or
+    """(http(s)://HOST:PORT, token) of a cluster's dashboard, for the job
+    SDK and `solray job`. `address`: the dashboard's http(s):// URL, or
     None/"auto" for the newest running cluster of this user on this
-    machine. The token comes as in resolve_cluster: SOLRAY_TOKEN, else
-    SOLRAY_TOKEN_FILE, else the registered session whose dashboard this is;
-    a token is never sent to a dashboard it was not recorded for."""
+    machine (https:// if that cluster runs with TLS). The token comes as in
+    resolve_cluster: SOLRAY_TOKEN, else SOLRAY_TOKEN_FILE, else the
+    registered session whose dashboard this is; a token is never sent to a
+    dashboard it was not recorded for."""
     if address in (None, "auto"):
         info, token = find_session(temp_dir)
         if not info.get("dashboard_url"):
@@ -280,7 +283,7 @@ def resolve_dashboard(address: str | None, temp_dir: str | None = None) -> tuple
                 f"The newest running cluster (control store at {info['control_address']}) "
                 "runs no dashboard, so no job API: start it with the dashboard on."
             )
-        url = f"http://{info['dashboard_url']}"
+        url = f"{'https' if info.get('tls') else 'http'}://{info['dashboard_url']}"
     elif address.startswith(("http://", "https://")):
         url = address.rstrip("/")
         token = None

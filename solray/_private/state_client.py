@@ -1,14 +1,16 @@
 """The state API's view of a cluster: one client for `util.state`, the CLI
 (`solray list|get|summary|logs`) and the dashboard.
 
-A StateClient holds an authenticated connection to the control store and
-one to each node it asks. Cluster-wide answers are gathered by the caller:
-actors, placement groups, nodes and jobs come from the control store; objects,
-workers and log files from every alive node, asked at once (LIST_OBJECTS,
-LIST_WORKERS, LIST_LOGS). The control store stays off that path, and a node
-that does not answer in time is reported (`StateClient.missing`), not waited
-for beyond the timeout. Drivers already reach every node, so a caller on a
-cluster machine does too.
+A StateClient holds a connection to the control store (a ControlClient, so
+it outlives a control store restart: a long-lived caller, the dashboard,
+passes its own, which it also writes through) and one to each node it
+asks. Cluster-wide answers are gathered by the caller: actors, placement
+groups, nodes, jobs and task events come from the control store; objects,
+workers, log files and node stats from every alive node, asked at once
+(LIST_OBJECTS, LIST_WORKERS, LIST_LOGS, NODE_STATS). The control store
+stays off that path, and a node that does not answer in time is reported
+(`missing`), not waited for beyond the timeout. Drivers already reach
+every node, so a caller on a cluster machine does too.
 
 Where to connect (`resolve`): in a driver or worker, its own cluster; given
 an address, that cluster ("auto": this user's newest cluster on this
@@ -26,6 +28,7 @@ async, uses a StateClient directly.
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -33,7 +36,17 @@ from typing import Any
 import msgpack
 
 from solray._private import context, services, transport
+from solray._private.control_client import ControlClient
 from solray._private.protocol import Msg
+from solray.job_submission.models import NAMESPACE as SUBMISSIONS
+from solray.job_submission.models import (
+    SUBMISSION_ID_KEY,
+    DriverInfo,
+    JobDetails,
+    JobInfo,
+    JobStatus,
+    JobType,
+)
 
 
 class RayStateApiException(Exception):
@@ -55,10 +68,21 @@ def resolve(address: str | None) -> tuple[str, bytes]:
 
 
 class StateClient:
-    def __init__(self, control_address: str, token: bytes, timeout: float = 30):
+    def __init__(
+        self,
+        control_address: str,
+        token: bytes,
+        timeout: float = 30,
+        control: ControlClient | None = None,
+    ):
+        """`control`: a connected ControlClient to ask through (the caller's,
+        which closes it); without it, the client dials its own on first use."""
         self.control_address = control_address
         self.token = token
         self.timeout = timeout
+        self._own_control = control is None
+        self._control = control or ControlClient(control_address, token)
+        self._dialing: asyncio.Future | None = None  # our own ControlClient's first dial
         self._conns: dict[str, transport.Connection] = {}
         self.missing: list[str] = []  # nodes that did not answer, and why
 
@@ -66,15 +90,12 @@ class StateClient:
         for conn in self._conns.values():
             conn.close()
         self._conns.clear()
+        if self._own_control:
+            self._control.close()
 
-    async def _request(self, address: str, msg: int, body=None, raw: bool = False):
+    async def _ask(self, address: str, call: Callable[[], Awaitable]):
         try:
-            conn = self._conns.get(address)
-            if conn is None or conn.closed:
-                conn = self._conns[address] = await transport.connect(
-                    address, self.token, timeout=self.timeout
-                )
-            return await asyncio.wait_for(conn.request(msg, body, raw=raw), self.timeout)
+            return await asyncio.wait_for(call(), self.timeout)
         except transport.RemoteError as e:
             raise RayStateApiException(f"{address} refused the request: {e}") from None
         except (OSError, ConnectionError, TimeoutError) as e:
@@ -83,10 +104,35 @@ class StateClient:
             ) from None
 
     async def control(self, msg: int, body=None, raw: bool = False):
-        return await self._request(self.control_address, msg, body, raw)
+        """A request to the control store; while it restarts, waits for it
+        (up to the timeout)."""
+
+        async def call():
+            if self._own_control:
+                failed = (
+                    self._dialing is not None
+                    and self._dialing.done()
+                    and (self._dialing.exception() is not None)
+                )
+                if self._dialing is None or failed:
+                    self._dialing = asyncio.ensure_future(self._control.connect())
+                await asyncio.shield(self._dialing)
+            return await self._control.request(msg, body, raw=raw)
+
+        return await self._ask(self.control_address, call)
 
     async def node(self, node: dict, msg: int, body=None):
-        return await self._request(node["address"], msg, body)
+        address = node["address"]
+
+        async def call():
+            conn = self._conns.get(address)
+            if conn is None or conn.closed:
+                conn = self._conns[address] = await transport.connect(
+                    address, self.token, timeout=self.timeout
+                )
+            return await conn.request(msg, body)
+
+        return await self._ask(address, call)
 
     async def nodes(self) -> list[dict]:
         """Every node the cluster has had, as the control store registered it."""
@@ -110,9 +156,13 @@ class StateClient:
             raise ValueError(f"{problem} with {what}; alive nodes: {known}")
         return found[0]
 
-    async def each_node(self, msg: int, body=None) -> list[tuple[dict, Any]]:
+    async def each_node(
+        self, msg: int, body=None, missing: list[str] | None = None
+    ) -> list[tuple[dict, Any]]:
         """Ask every alive node at once: (node, answer) of those that
-        answered; the others are added to `missing`."""
+        answered; the others are added to `missing` (the client's own list
+        unless another is given: a long-lived caller keeps one per query)."""
+        missing = self.missing if missing is None else missing
         alive = [n for n in await self.nodes() if n["alive"]]
         answers = await asyncio.gather(
             *(self.node(n, msg, body) for n in alive), return_exceptions=True
@@ -120,10 +170,18 @@ class StateClient:
         out = []
         for node, answer in zip(alive, answers, strict=True):
             if isinstance(answer, BaseException):
-                self.missing.append(f"node {node['node_id'][:12]} ({node['address']}): {answer}")
+                missing.append(f"node {node['node_id'][:12]} ({node['address']}): {answer}")
             else:
                 out.append((node, answer))
         return out
+
+    async def _kv_all(self, namespace: str) -> dict[str, bytes]:
+        """Every entry of a key-value namespace of the control store."""
+        keys = sorted(await self.control(Msg.KV_KEYS, {"ns": namespace}))
+        answers = await asyncio.gather(
+            *(self.control(Msg.KV_GET, {"ns": namespace, "key": k}, raw=True) for k in keys)
+        )
+        return {k: bytes(bufs[0]) for k, (found, bufs) in zip(keys, answers, strict=True) if found}
 
     # -- the cluster's state, in Ray's field names -----------------------------
 
@@ -171,32 +229,98 @@ class StateClient:
             for n in await self.nodes()
         ]
 
-    async def workers(self) -> list[dict]:
-        return [row for _, rows in await self.each_node(Msg.LIST_WORKERS) for row in rows]
+    async def node_stats(self, missing: list[str] | None = None) -> dict[str, dict]:
+        """node id -> its NODE_STATS answer (`host`: actual CPU and memory
+        use, system_metrics.HostUsage; `store`: its object store), of every
+        alive node that answered."""
+        return {
+            n["node_id"]: stats for n, stats in await self.each_node(Msg.NODE_STATS, None, missing)
+        }
 
-    async def objects(self) -> list[dict]:
+    async def workers(self, missing: list[str] | None = None) -> list[dict]:
+        return [
+            row for _, rows in await self.each_node(Msg.LIST_WORKERS, None, missing) for row in rows
+        ]
+
+    async def objects(self, missing: list[str] | None = None) -> list[dict]:
         """Every process's references, on every node, with the node's id and IP."""
         return [
             dict(row, ip=node["ip"], node_id=node["node_id"])
-            for node, rows in await self.each_node(Msg.LIST_OBJECTS)
+            for node, rows in await self.each_node(Msg.LIST_OBJECTS, None, missing)
             for row in rows
         ]
 
-    async def jobs(self) -> list[dict]:
+    async def jobs(
+        self, submission_id: str | None = None, missing: list[str] | None = None
+    ) -> list[dict]:
+        """Ray's JobDetails of every job, as Ray's list_jobs: each submitted
+        job (type SUBMISSION: its record as the job manager wrote it, with
+        `job_id` and `driver_info` of the last driver it started) and each
+        driver no submission started (type DRIVER: RUNNING while its driver
+        is connected to its node, else SUCCEEDED, as in Ray). Given a
+        `submission_id`, only that job (and the nodes are not asked)."""
+        if submission_id is None:
+            submissions = await self._kv_all(SUBMISSIONS)
+        else:
+            found, bufs = await self.control(
+                Msg.KV_GET, {"ns": SUBMISSIONS, "key": submission_id}, raw=True
+            )
+            submissions = {submission_id: bytes(bufs[0])} if found else {}
+        drivers = {k: msgpack.unpackb(v) for k, v in (await self._kv_all("job")).items()}
+        last_driver = {}  # submission id -> the job id of the last driver it started
+        for job_id, info in drivers.items():  # in job id order
+            submitted = (info.get("metadata") or {}).get(SUBMISSION_ID_KEY)
+            if submitted is not None:
+                last_driver[submitted] = job_id
         rows = []
-        for key in sorted(await self.control(Msg.KV_KEYS, {"ns": "job"})):
-            found, buffers = await self.control(Msg.KV_GET, {"ns": "job", "key": key}, raw=True)
-            if found:
-                info = msgpack.unpackb(buffers[0])
-                rows.append(
-                    {
-                        "job_id": key,
-                        "type": "DRIVER",
-                        "namespace": info.get("namespace"),
-                        "metadata": info.get("metadata", {}),
-                    }
+        for sid, record in submissions.items():
+            job_id = last_driver.get(sid)
+            details = JobDetails.of_submission(sid, JobInfo.from_json(json.loads(record)), job_id)
+            if job_id is not None and drivers[job_id].get("driver"):
+                details.driver_info = DriverInfo(**drivers[job_id]["driver"])
+            rows.append(details)
+        rows.sort(key=lambda j: j.start_time or 0)
+        if submission_id is None:
+            rows += await self._driver_jobs(drivers, set(last_driver.values()), missing)
+        return [row.dict() for row in rows]
+
+    async def _driver_jobs(
+        self, drivers: dict[str, dict], submitted: set[str], missing: list[str] | None
+    ) -> list[JobDetails]:
+        """The drivers no submission started, alive or not as their nodes say."""
+        workers = {
+            w["worker_id"]: w for w in await self.workers(missing) if w["worker_type"] == "DRIVER"
+        }
+        rows = []
+        for job_id, info in drivers.items():
+            if job_id in submitted:
+                continue
+            driver = info.get("driver")
+            worker = workers.get(driver["id"]) if driver else None
+            alive = worker is not None and worker["is_alive"]
+            rows.append(
+                JobDetails(
+                    type=JobType.DRIVER,
+                    job_id=job_id,
+                    status=JobStatus.RUNNING if alive else JobStatus.SUCCEEDED,
+                    entrypoint=info.get("entrypoint", ""),
+                    driver_info=driver,
+                    start_time=info.get("start_time"),
+                    end_time=None if alive or worker is None else worker["end_time_ms"],
+                    metadata=info.get("metadata") or {},
+                    runtime_env=info.get("runtime_env") or {},
+                    driver_node_id=info.get("driver_node_id"),
                 )
+            )
         return rows
+
+    async def tasks(self, filters: list, limit: int, detail: bool, precise: bool = False) -> dict:
+        """LIST_TASKS: task attempts, filtered where their events are kept
+        (task_event_store.py): {"tasks", "total", "dropped"}."""
+        body = {"filters": filters, "limit": limit, "detail": detail}
+        if precise:
+            body["precise"] = True
+        return await self.control(Msg.LIST_TASKS, body)
 
     # -- logs --------------------------------------------------------------
 

@@ -32,6 +32,9 @@ solray node stands for):
                                 a gauge, as Ray's is)
     ray_node_cpu_utilization, ray_node_cpu_count, ray_node_mem_used,
     ray_node_mem_available, ray_node_mem_total
+                                the host's actual use (HostUsage), which the
+                                node also answers NODE_STATS with, so the
+                                dashboard shows what the metrics say
     ray_node_workers{State}     solray's own (Ray has no such gauge): the
                                 node's worker processes, STARTING, IDLE or
                                 LEASED
@@ -67,11 +70,31 @@ NAMES = (
 )
 
 
+class HostUsage:
+    """The host's actual CPU and memory use, as opposed to the resources
+    reserved on it: the one reading behind both the ray_node_* gauges and
+    the node's NODE_STATS answer (the dashboard's nodes view). The CPU
+    utilization is over the time since the previous reading, whoever made
+    it (a scrape or the dashboard); the node owns one of these."""
+
+    def __init__(self) -> None:
+        psutil.cpu_percent(None)  # the first reading starts the interval
+
+    def read(self) -> dict:
+        mem = psutil.virtual_memory()
+        return {
+            "cpu_percent": psutil.cpu_percent(None),
+            "cpu_count": os.cpu_count() or 1,
+            "mem_used": mem.total - mem.available,
+            "mem_available": mem.available,
+            "mem_total": mem.total,
+        }
+
+
 class SystemMetrics:
     def __init__(self, node, constant_labels: dict):
         self.node = node
         self.labels = {**constant_labels, "Component": "raylet"}
-        psutil.cpu_percent(None)  # the first reading starts the interval
 
     def collect(self) -> list:
         """Loop thread: the families, as prometheus_client Metrics."""
@@ -191,16 +214,20 @@ class SystemMetrics:
         )
 
     def _host(self, gauge) -> None:
-        mem = psutil.virtual_memory()
+        host = self.node.host.read()
         gauge(
             "ray_node_cpu_utilization",
             "CPU utilization of this node, percent (0..100)",
-            [({}, psutil.cpu_percent(None))],
+            [({}, host["cpu_percent"])],
         )
-        gauge("ray_node_cpu_count", "CPU cores of this node", [({}, os.cpu_count() or 1)])
-        gauge("ray_node_mem_used", "Physical memory used, bytes", [({}, mem.total - mem.available)])
-        gauge("ray_node_mem_available", "Physical memory available, bytes", [({}, mem.available)])
-        gauge("ray_node_mem_total", "Physical memory, bytes", [({}, mem.total)])
+        gauge("ray_node_cpu_count", "CPU cores of this node", [({}, host["cpu_count"])])
+        gauge("ray_node_mem_used", "Physical memory used, bytes", [({}, host["mem_used"])])
+        gauge(
+            "ray_node_mem_available",
+            "Physical memory available, bytes",
+            [({}, host["mem_available"])],
+        )
+        gauge("ray_node_mem_total", "Physical memory, bytes", [({}, host["mem_total"])])
         pool = self.node.pool
         leased = sum(1 for w in pool.workers.values() if w.lease is not None)
         gauge(

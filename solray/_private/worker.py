@@ -12,8 +12,10 @@ import json
 import logging
 import math
 import os
+import shlex
 import shutil
 import sys
+import time
 import uuid
 from typing import Any
 
@@ -343,6 +345,15 @@ def _start_driver(
     job_info = {"sys_path": [p for p in sys.path if p], "cwd": os.getcwd(), "namespace": _namespace}
     job_info["metadata"] = job_config.metadata
     job_info["runtime_env"] = spec.public_view(cw.runtime_env)
+    # Ray's driver job fields (state_client.StateClient.jobs): who runs it, where, since when.
+    job_info["entrypoint"] = shlex.join([os.path.basename(sys.executable), *filter(None, sys.argv)])
+    job_info["driver"] = {
+        "id": cw.worker_id,
+        "node_ip_address": cw.node_info["ip"],
+        "pid": str(os.getpid()),
+    }
+    job_info["driver_node_id"] = cw.node_info["node_id"]
+    job_info["start_time"] = int(time.time() * 1000)
     cw.request(
         "control", Msg.KV_PUT, {"ns": "job", "key": cw.job_bytes.hex()}, [msgpack.packb(job_info)]
     )

@@ -30,7 +30,7 @@ from importlib import resources
 
 from aiohttp import web
 
-from solray._private import transport
+from solray._private.state_client import RayStateApiException, StateClient
 from solray.dashboard import data
 from solray.dashboard.job_api import JobAPI
 from solray.dashboard.jobs import JobManager
@@ -62,9 +62,12 @@ def _static(name: str) -> bytes:
 
 
 class Dashboard:
-    def __init__(self, token: bytes, cluster: data.Cluster, jobs: JobManager) -> None:
+    def __init__(
+        self, token: bytes, state: StateClient, logs: data.WorkerLogs, jobs: JobManager
+    ) -> None:
         self.token = token
-        self.cluster = cluster
+        self.state = state
+        self.worker_logs = logs
         self.jobs = JobAPI(jobs)
         self.sessions: collections.OrderedDict[str, None] = collections.OrderedDict()
 
@@ -119,6 +122,8 @@ class Dashboard:
                     response = await handler(request)
                 except web.HTTPException as e:
                     response = e
+                except RayStateApiException as e:  # the control store did not answer in time, ...
+                    response = web.json_response({"error": str(e)}, status=503)
             elif request.path.startswith("/api/"):
                 logger.warning(
                     "refused %s %s from %s: no token", request.method, request.path, request.remote
@@ -156,16 +161,13 @@ class Dashboard:
         return web.Response(body=_static(name), content_type=STATIC[name])
 
     async def _answer(self, query):
-        try:
-            return web.json_response(await query, dumps=_dumps)
-        except (OSError, transport.RemoteError) as e:  # TimeoutError, ConnectionError: OSErrors
-            return web.json_response({"error": f"{type(e).__name__}: {e}"}, status=503)
+        return web.json_response(await query, dumps=_dumps)
 
     async def view(self, request):
         query = VIEWS.get(request.match_info["view"])
         if query is None:
             raise web.HTTPNotFound()
-        return await self._answer(query(self.cluster))
+        return await self._answer(query(self.state))
 
     async def logs(self, request):
         pid = request.query.get("pid")
@@ -173,11 +175,13 @@ class Dashboard:
             pid = int(pid) if pid else None
         except ValueError:
             raise web.HTTPBadRequest(text=f"pid must be a number, not {pid!r}") from None
-        query = data.logs(self.cluster, request.query.get("ip"), pid, request.query.get("q", ""))
+        query = data.logs(
+            self.worker_logs, request.query.get("ip"), pid, request.query.get("q", "")
+        )
         return await self._answer(query)
 
     async def timeline(self, request):
-        trace = await data.timeline(self.cluster)
+        trace = await data.timeline(self.state)
         name = time.strftime("solray-timeline-%Y-%m-%d_%H-%M-%S.json")
         return web.Response(
             body=_dumps(trace),

@@ -26,7 +26,7 @@ from aiohttp import web
 
 from solray._private.runtime_env import packages
 from solray.dashboard.jobs import JobManager, JobNotFound, JobRequestError
-from solray.job_submission.models import JobDetails, JobStatus
+from solray.job_submission.models import JobStatus
 
 API_VERSION = "3"  # Ray's job API version whose routes these are
 TAIL_POLL_S = 0.2  # how often a tailed log is read for what was added
@@ -68,11 +68,8 @@ class JobAPI:
         return web.json_response({"job_id": submission_id, "submission_id": submission_id})
 
     async def list_jobs(self, request):
-        drivers = await self.manager.driver_job_ids()
-        jobs = await self.manager.list()
-        return web.json_response(
-            [JobDetails.of_submission(i, info, drivers.get(i)).dict() for i, info in jobs.items()]
-        )
+        """Every job, as Ray's: the submitted ones and the drivers (list_jobs())."""
+        return web.json_response(await self.manager.state.jobs(missing=[]))
 
     async def _id(self, request) -> str:
         """The submission id a path names: by itself, or by the id of the
@@ -80,9 +77,9 @@ class JobAPI:
         given = request.match_info["job_id"]
         if await self.manager.exists(given):
             return given
-        for submission_id, job_id in (await self.manager.driver_job_ids()).items():
-            if job_id == given:
-                return submission_id
+        for job in await self.manager.state.jobs(missing=[]):
+            if job["job_id"] == given and job["submission_id"] is not None:
+                return job["submission_id"]
         raise web.HTTPNotFound(text=f"Job {given} does not exist")
 
     async def _info(self, request):
@@ -93,11 +90,11 @@ class JobAPI:
             raise web.HTTPNotFound(text=f"Job {submission_id} does not exist") from None
 
     async def get_job(self, request):
-        submission_id, info = await self._info(request)
-        drivers = await self.manager.driver_job_ids()
-        return web.json_response(
-            JobDetails.of_submission(submission_id, info, drivers.get(submission_id)).dict()
-        )
+        submission_id = await self._id(request)
+        found = await self.manager.state.jobs(submission_id)
+        if not found:  # deleted meanwhile
+            raise web.HTTPNotFound(text=f"Job {submission_id} does not exist")
+        return web.json_response(found[0])
 
     async def stop(self, request):
         submission_id = await self._id(request)

@@ -8,7 +8,10 @@ ENTRYPOINT`, a process of its own in a session (so a process group) of its
 own, writing stdout and stderr to `<session>/logs/job-driver-<id>.log`,
 kept after it ends until the job is deleted. The loop owns the table of
 running jobs; each job's record (models.JobInfo) is written to the control
-store's key-value store at each change, which is where every reader looks.
+store's key-value store at each change, which is where every reader looks
+(the state API's list_jobs, the job API). It is written through a
+reconnecting client (control_client.py): a job that ends while the control
+store restarts is recorded as ended once it is back.
 
 How a job's driver joins the cluster: its environment names the control
 store (RAY_ADDRESS) and the head's temp dir (RAY_TMPDIR), never the token:
@@ -41,12 +44,12 @@ import signal
 import string
 import time
 
-import msgpack
-
 from solray._private import runner, services, transport
+from solray._private.control_client import ControlClient
 from solray._private.protocol import Msg
 from solray._private.runtime_env import packages, spec
 from solray._private.runtime_env.agent import RuntimeEnvAgent
+from solray._private.state_client import StateClient
 from solray.job_config import JOB_CONFIG_ENV
 from solray.job_submission.models import (
     NAMESPACE,
@@ -174,8 +177,12 @@ def check_request(body: object) -> dict:
 class JobManager:
     """The jobs of this cluster's head: started, watched, stopped here."""
 
-    def __init__(self, cluster, session_dir: str) -> None:
-        self.cluster = cluster  # data.Cluster: the control store connection
+    def __init__(self, control: ControlClient, state: StateClient, session_dir: str) -> None:
+        # The records are written through `control`, which waits out a
+        # control store restart, so a job that ends meanwhile is recorded
+        # as ended once it is back; `state` reads them as list_jobs() does.
+        self.control = control
+        self.state = state
         self.session_dir = session_dir
         self.logs_dir = os.path.join(session_dir, "logs")
         self.agent = RuntimeEnvAgent(
@@ -186,7 +193,7 @@ class JobManager:
     # -- the control store ----------------------------------------------------
 
     async def _fetch_package(self, digest: str) -> bytes:
-        found, bufs = await self.cluster.ask_control(
+        found, bufs = await self.control.request(
             Msg.KV_GET, {"ns": packages.NAMESPACE, "key": digest}, raw=True
         )
         if not found:
@@ -194,25 +201,23 @@ class JobManager:
         return bufs[0]
 
     async def has_package(self, digest: str) -> bool:
-        keys = await self.cluster.ask_control(
-            Msg.KV_KEYS, {"ns": packages.NAMESPACE, "prefix": digest}
-        )
+        keys = await self.control.request(Msg.KV_KEYS, {"ns": packages.NAMESPACE, "prefix": digest})
         return digest in keys
 
     async def put_package(self, digest: str, data: bytes) -> None:
-        await self.cluster.ask_control(
+        await self.control.request(
             Msg.KV_PUT, {"ns": packages.NAMESPACE, "key": digest, "overwrite": False}, [data]
         )
 
     async def _write(self, submission_id: str, info: JobInfo, overwrite: bool = True) -> bool:
-        return await self.cluster.ask_control(
+        return await self.control.request(
             Msg.KV_PUT,
             {"ns": NAMESPACE, "key": submission_id, "overwrite": overwrite},
             [json.dumps(info.to_json()).encode()],
         )
 
     async def get(self, submission_id: str) -> JobInfo:
-        found, bufs = await self.cluster.ask_control(
+        found, bufs = await self.control.request(
             Msg.KV_GET, {"ns": NAMESPACE, "key": submission_id}, raw=True
         )
         if not found:
@@ -220,34 +225,8 @@ class JobManager:
         return JobInfo.from_json(json.loads(bufs[0]))
 
     async def exists(self, submission_id: str) -> bool:
-        keys = await self.cluster.ask_control(
-            Msg.KV_KEYS, {"ns": NAMESPACE, "prefix": submission_id}
-        )
+        keys = await self.control.request(Msg.KV_KEYS, {"ns": NAMESPACE, "prefix": submission_id})
         return submission_id in keys
-
-    async def list(self) -> dict[str, JobInfo]:
-        keys = await self.cluster.ask_control(Msg.KV_KEYS, {"ns": NAMESPACE})
-        found = {}
-        for key in sorted(keys):
-            try:
-                found[key] = await self.get(key)
-            except JobNotFound:
-                pass  # deleted meanwhile
-        return found
-
-    async def driver_job_ids(self) -> dict[str, str]:
-        """submission id -> the job id of the driver it started (the last one)."""
-        keys = await self.cluster.ask_control(Msg.KV_KEYS, {"ns": "job"})
-        drivers = {}
-        for key in keys:
-            found, bufs = await self.cluster.ask_control(
-                Msg.KV_GET, {"ns": "job", "key": key}, raw=True
-            )
-            if found:
-                metadata = msgpack.unpackb(bufs[0]).get("metadata") or {}
-                if SUBMISSION_ID_KEY in metadata:
-                    drivers[metadata[SUBMISSION_ID_KEY]] = key
-        return drivers
 
     # -- the jobs -------------------------------------------------------------
 
@@ -307,7 +286,7 @@ class JobManager:
         env.update(launch.env_vars)
         env["PATH"] = os.pathsep.join([os.path.dirname(launch.python), env.get("PATH", "")])
         env["PYTHONPATH"] = os.pathsep.join([*launch.sys_path, env.get("PYTHONPATH", "")])
-        env["RAY_ADDRESS"] = env["SOLRAY_ADDRESS"] = self.cluster.control_address
+        env["RAY_ADDRESS"] = env["SOLRAY_ADDRESS"] = self.control.address
         # The driver finds the token where any driver on this host does: in
         # the head's session, under the head's temp dir.
         env[services.TEMP_DIR_ENV] = os.path.dirname(os.path.dirname(self.session_dir))
@@ -391,7 +370,7 @@ class JobManager:
                 f"Attempted to delete job with status {info.status.value}, but it is not in a "
                 "terminal state (stop it first)"
             )
-        await self.cluster.ask_control(Msg.KV_DEL, {"ns": NAMESPACE, "key": submission_id})
+        await self.control.request(Msg.KV_DEL, {"ns": NAMESPACE, "key": submission_id})
         try:
             os.unlink(self.log_path(submission_id))
         except FileNotFoundError:

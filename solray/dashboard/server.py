@@ -5,7 +5,8 @@ Where it runs: not in the control store or the node, which are on every
 call's path; a web server there would add its memory, its imports and its
 requests' latency to theirs, and a fault in it would take the cluster down.
 It reads the cluster as the CLI does, with the token over the ordinary
-protocol (data.py), so it needs no hook in any other process. On a head
+protocol and the CLI's client (data.py), so it needs no hook in any other
+process. On a head
 started by `solray start --head` it runs in the ray:// client server's
 process (client/server.py), the head's other door for outside users,
 likewise off every call's path: a process of its own would cost ~25 MB
@@ -13,7 +14,7 @@ likewise off every call's path: a process of its own would cost ~25 MB
 budget. A cluster init() starts has no client server: there it is a
 process of its own (main below). Either way the launcher starts it and it
 stops with the cluster: on the lifeline, on SIGTERM, and when its control
-store connection closes.
+store has been gone longer than a restart takes (control_client.py).
 
 Light when idle: aiohttp is imported only when the first browser connects.
 The launcher bound the listening socket, so that connection waits in its
@@ -32,6 +33,9 @@ import signal
 import socket
 
 from solray._private import services, tls
+from solray._private.control_client import ControlClient
+from solray._private.protocol import Msg
+from solray._private.state_client import StateClient
 from solray.dashboard import data
 
 
@@ -46,14 +50,32 @@ class DashboardService:
         self.token = token
         self.url = url
         self.session_dir = session_dir
-        self.cluster = data.Cluster(control_address, token)
+        self.logs = data.WorkerLogs()
+        # One connection to the control store, which outlives its restarts
+        # (control_client.py): the views read through it, the job manager
+        # writes its jobs' records through it. Given up on (no control store
+        # for RECONNECT_TIMEOUT_S), the cluster is gone: stop as on SIGTERM.
+        self.control = ControlClient(
+            control_address,
+            token,
+            {Msg.PUBLISHED: self._on_published},
+            on_lost=lambda: os.kill(os.getpid(), signal.SIGTERM),
+        )
+        self.state = StateClient(
+            control_address, token, timeout=data.REQUEST_TIMEOUT_S, control=self.control
+        )
         self.jobs = None  # the JobManager (jobs.py), made with the web application
         self._serving: asyncio.Task | None = None
 
+    def _on_published(self, conn, rid, body, bufs) -> None:
+        if body["channel"] == "logs":
+            self.logs.add(body["data"]["ip"], body["data"]["lines"])
+
     async def start(self) -> None:
-        # The cluster is gone when its control store is: stop as on SIGTERM.
-        await self.cluster.connect(on_lost=lambda: os.kill(os.getpid(), signal.SIGTERM))
-        await self.cluster.publish_url(self.url)
+        await self.control.connect()
+        await self.control.subscribe(["logs"])
+        # Where the dashboard is, for drivers that join the cluster.
+        await self.control.request(Msg.KV_PUT, data.URL_KEY, [self.url.encode()])
         self._serving = asyncio.get_running_loop().create_task(self._serve_from_first_connection())
 
     async def _serve_from_first_connection(self):
@@ -78,8 +100,8 @@ class DashboardService:
         from solray.dashboard import app
         from solray.dashboard.jobs import JobManager
 
-        self.jobs = JobManager(self.cluster, self.session_dir)
-        dashboard = app.Dashboard(self.token, self.cluster, self.jobs)
+        self.jobs = JobManager(self.control, self.state, self.session_dir)
+        dashboard = app.Dashboard(self.token, self.state, self.logs, self.jobs)
         runner = web.AppRunner(dashboard.make_app(), access_log=None)
         await runner.setup()
         # Under TLS the page is HTTPS with the host's certificate (tls.py).
@@ -98,7 +120,8 @@ class DashboardService:
             await self.jobs.close()
         if runner is not None:
             await runner.cleanup()
-        self.cluster.close()
+        await self.state.close()
+        self.control.close()
         self.sock.close()
 
 

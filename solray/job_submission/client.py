@@ -1,6 +1,8 @@
 """`JobSubmissionClient`: Ray's job SDK, over Ray's REST API (job_api.py).
 
-Every request carries the cluster token as `Authorization: Bearer <hex>`
+Under TLS (tls.py) the dashboard serves HTTPS with the head's certificate:
+the client checks it against the cluster CA (RAY_TLS_CA_CERT), or what
+Ray's `verify` names. Every request carries the cluster token as `Authorization: Bearer <hex>`
 (a header, never a URL or a log line), found as resolve_dashboard says:
 SOLRAY_TOKEN, SOLRAY_TOKEN_FILE, or this user's session of that dashboard.
 A caller that gives its own Authorization header (Ray's `headers=`) sends
@@ -10,14 +12,16 @@ websocket) uses aiohttp, as Ray's does.
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
+import ssl
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator
 from typing import Any
 
-from solray._private import services
+from solray._private import services, tls
 from solray._private.runtime_env import spec
 from solray._private.runtime_env.resolve import Resolver
 from solray.job_submission.models import JobDetails, JobStatus
@@ -40,10 +44,7 @@ class JobSubmissionClient:
                 "JobSubmissionClient(create_cluster_if_needed=True): solray does not start "
                 "clusters for jobs; start one with `solray start --head`"
             )
-        if verify is not True:
-            raise NotImplementedError(
-                f"JobSubmissionClient(verify={verify!r}): solray's dashboard serves plain HTTP"
-            )
+        self._ssl = _ssl_context(verify)
         if address is None:
             address = os.environ.get("RAY_API_SERVER_ADDRESS")
         if address is None and os.environ.get("RAY_ADDRESS", "").startswith("http"):
@@ -78,15 +79,22 @@ class JobSubmissionClient:
         request = urllib.request.Request(
             self._address + path, data=data, method=method, headers=headers
         )
+        context = self._ssl if self._address.startswith("https://") else None
         try:
-            with urllib.request.urlopen(request, timeout=REQUEST_TIMEOUT_S) as response:
+            with urllib.request.urlopen(
+                request, timeout=REQUEST_TIMEOUT_S, context=context
+            ) as response:
                 return json.loads(response.read() or b"null")
         except urllib.error.HTTPError as e:
             text = e.read().decode(errors="replace")
             raise RuntimeError(f"Request failed with status code {e.code}: {text}.") from None
-        except urllib.error.URLError as e:
+        except (urllib.error.URLError, http.client.HTTPException, ConnectionError) as e:
+            reason = getattr(e, "reason", e)
+            hint = ""
+            if self._address.startswith("http://") and tls.enabled():
+                hint = " (TLS is on here: a TLS cluster's dashboard serves https://)"
             raise ConnectionError(
-                f"Failed to connect to the job API at {self._address}: {e.reason}"
+                f"Failed to connect to the job API at {self._address}: {reason}{hint}"
             ) from None
 
     def _upload_packages(self, runtime_env: dict) -> dict:
@@ -168,7 +176,7 @@ class JobSubmissionClient:
         url = self._address.replace("http", "ws", 1) + f"/api/jobs/{_quoted(job_id)}/logs/tail"
         async with aiohttp.ClientSession(headers=self._headers) as session:
             try:
-                ws = await session.ws_connect(url)
+                ws = await session.ws_connect(url, ssl=self._ssl)  # used for wss:// only
             except aiohttp.WSServerHandshakeError as e:
                 raise RuntimeError(
                     f"Request failed with status code {e.status}: {e.message}."
@@ -181,6 +189,28 @@ class JobSubmissionClient:
                         raise ConnectionError(
                             f"the log stream of job {job_id} broke: {ws.exception()}"
                         )
+
+
+def _ssl_context(verify: str | bool | None) -> ssl.SSLContext:
+    """How an https:// dashboard is checked, as Ray's `verify`: True (or
+    None) against the cluster CA (RAY_TLS_CA_CERT) when set, else the
+    system's CAs; a path, against the CA file or directory there; False,
+    not at all."""
+    if verify is False:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
+    if verify is None or verify is True:
+        ca = os.environ.get(tls.CA_ENV)
+        return ssl.create_default_context(cafile=ca) if ca else ssl.create_default_context()
+    if not isinstance(verify, str):
+        raise TypeError(f"verify must be True, False or a CA path, got {verify!r}")
+    if os.path.isdir(verify):
+        return ssl.create_default_context(capath=verify)
+    if os.path.isfile(verify):
+        return ssl.create_default_context(cafile=verify)
+    raise ValueError(f"verify={verify!r}: no such CA file or directory")
 
 
 def _quoted(job_id: str) -> str:

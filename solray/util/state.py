@@ -77,6 +77,7 @@ DETAIL_ONLY = {
         "end_time_ms",
     },
     "placement_groups": {"bundles", "stats"},
+    "jobs": {"runtime_env", "driver_agent_http_address", "driver_node_id", "driver_exit_code"},
 }
 
 
@@ -269,8 +270,14 @@ def list_jobs(
     detail: bool = False,
     raise_on_missing_output: bool = True,
 ) -> list[dict]:
-    """The jobs (drivers) the cluster has had: `job_id`, `type` ("DRIVER"),
-    `namespace`, and `metadata` (from `init(job_config=JobConfig(metadata=...))`)."""
+    """Every job, as Ray's JobDetails: the submitted ones (`type`
+    "SUBMISSION", with `submission_id`, `entrypoint`, `status`, `message`,
+    `start_time`, `end_time`, ... and `job_id`/`driver_info` of the driver
+    the job started, once it did) and the drivers no submission started
+    (`type` "DRIVER", `status` RUNNING while connected, else SUCCEEDED).
+    `metadata` is the job's (`init(job_config=JobConfig(metadata=...))`);
+    with detail `runtime_env`, `driver_node_id`, `driver_exit_code`,
+    `driver_agent_http_address`."""
     return _list(
         "jobs", StateClient.jobs, address, filters, limit, timeout, detail, raise_on_missing_output
     )
@@ -527,15 +534,9 @@ def _query_tasks(
 ) -> dict:
     """The control store's answer to LIST_TASKS (task_event_store.py)."""
     check_filters(filters)  # a bad one is this caller's ValueError
-    body = {
-        "filters": [[k, p, str(v)] for k, p, v in filters or ()],
-        "limit": limit,
-        "detail": detail,
-    }
-    if precise:
-        body["precise"] = True
+    sent = [[k, p, str(v)] for k, p, v in filters or ()]
     with Session(address, timeout) as session:
-        return session.call(lambda client: client.control(Msg.LIST_TASKS, body))
+        return session.call(StateClient.tasks, sent, limit, detail, precise)
 
 
 def _check_complete(reply: dict, what: str, raise_on_missing_output: bool) -> None:

@@ -58,8 +58,10 @@ const views = {
       ["Address", n => n.address, "mono"],
       ["State", n => n.state],
       ["CPU in use", n => res(n, "CPU")],
-      ["Memory reserved", n => n.resources.memory ? bar(n.resources.memory[0], n.resources.memory[1],
-        `${size(n.resources.memory[0])} / ${size(n.resources.memory[1])}`) : ""],
+      // The host's actual use (the node's ray_node_* metrics), not what tasks reserved.
+      ["CPU utilization", n => n.host ? bar(n.host.cpu_percent, 100, `${n.host.cpu_percent.toFixed(0)}%`) : ""],
+      ["Memory used", n => n.host ? bar(n.host.mem_used, n.host.mem_total,
+        `${size(n.host.mem_used)} / ${size(n.host.mem_total)}`) : ""],
       ["Object store", n => n.object_store ? bar(n.object_store.used, n.object_store.capacity,
         `${size(n.object_store.used)} / ${size(n.object_store.capacity)}`) : (n.error || "")],
       ["Objects", n => n.object_store ? n.object_store.num_objects : ""],
@@ -71,14 +73,11 @@ const views = {
   },
   jobs(d) {
     const when = ms => ms ? new Date(ms).toLocaleString() : "";
-    return [el("h2", {}, "Submitted jobs"), table("submissions", [
-      ["Submission", j => j.submission_id, "mono"], ["Status", j => j.status],
-      ["Entrypoint", j => j.entrypoint, "mono"], ["Started", j => when(j.start_time)],
-      ["Ended", j => when(j.end_time)], ["Message", j => (j.message || "").split("\n")[0]],
-    ], d.submissions), el("h2", {}, "Drivers"), table("jobs", [
-      ["Job", j => j.job_id, "mono"], ["Type", j => j.type], ["Namespace", j => j.namespace],
-      ["Working directory", j => j.cwd, "mono"], ["Metadata", j => json(j.metadata), "mono"],
-      ["Runtime env", j => json(j.runtime_env), "mono"],
+    return [table("jobs", [
+      ["Job", j => j.job_id || "", "mono"], ["Submission", j => j.submission_id || "", "mono"],
+      ["Type", j => j.type], ["Status", j => j.status], ["Entrypoint", j => j.entrypoint, "mono"],
+      ["Started", j => when(j.start_time)], ["Ended", j => when(j.end_time)],
+      ["Message", j => (j.message || "").split("\n")[0]], ["Metadata", j => json(j.metadata), "mono"],
     ], d.jobs)];
   },
   tasks(d) {
@@ -108,8 +107,9 @@ const views = {
   placement_groups(d) {
     return [table("placement_groups", [
       ["Placement group", g => short(g.placement_group_id), "mono"], ["Name", g => g.name],
-      ["Strategy", g => g.strategy], ["State", g => g.state], ["Bundles", g => json(g.bundles), "mono"],
-      ["Nodes", g => Object.values(g.bundles_to_node_id).map(short).join(", "), "mono"],
+      ["Strategy", g => g.stats.strategy], ["State", g => g.state],
+      ["Bundles", g => JSON.stringify(g.bundles.map(b => b.unit_resources)), "mono"],
+      ["Nodes", g => g.bundles.map(b => short(b.node_id)).join(", "), "mono"],
     ], d.placement_groups)];
   },
   objects(d) {
@@ -121,6 +121,7 @@ const views = {
         ["Objects", s => s.num_objects], ["Spilled now", s => s.capacity ? size(s.spilled_bytes_now) : ""],
         ["Spilled in total", s => s.capacity ? size(s.spilled_bytes_total) : ""],
       ], d.stores),
+      ...d.missing.map(m => el("p", { class: "note" }, `no answer from ${m}`)),
       el("h2", {}, `References (${d.objects.length} of ${d.total}; ${size(d.total_bytes)} owned)`),
       table("objects", [
         ["Object", o => o.object_id, "mono"], ["Size", o => size(o.object_size)],
