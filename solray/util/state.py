@@ -583,7 +583,7 @@ def list_tasks(
 
 
 @_forwarded
-def get_task(id, address: str | None = None, timeout: int = 30, _explain: bool = False):
+def get_task(id, address: str | None = None, timeout: int = 30):
     """A task by id (hex string, or an ObjectRef it returned): None if
     unknown, its attempt if it ran once, else the list of its attempts, as
     Ray's get_task. Always in detail."""
@@ -604,7 +604,6 @@ def summarize_tasks(
     address: str | None = None,
     timeout: int = 30,
     raise_on_missing_output: bool = True,
-    _explain: bool = False,
 ) -> dict:
     """Ray's summary of tasks by function or class name: {"cluster":
     {"summary": {name: {"func_or_class_name", "type", "state_counts"}},
