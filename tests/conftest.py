@@ -12,6 +12,7 @@ import gc
 import os
 import pathlib
 import re
+import socket
 import threading
 import time
 import uuid
@@ -255,3 +256,30 @@ def shared_cluster(request):
 @pytest.fixture
 def ray(shared_cluster):
     return solray
+
+
+@pytest.fixture
+def silent_index():
+    """A local 'package index' that accepts connections and never answers:
+    pip waits on it, so a runtime_env build is in progress for as long as a
+    test needs (no network involved)."""
+    server = socket.create_server(("127.0.0.1", 0))
+    accepted = []
+    stop = threading.Event()
+
+    def accept():
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                accepted.append(server.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.getsockname()[1]}/simple"
+    stop.set()
+    thread.join()
+    for conn in accepted:
+        conn.close()
+    server.close()

@@ -10,8 +10,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
-import socket
-import threading
 import zipfile
 
 import pytest
@@ -233,31 +231,6 @@ def test_a_broken_requirement_raises_runtime_env_setup_error(ray_start, tmp_path
         solray.get(actor.ping.remote(), timeout=TIMEOUT)
     # The cluster is fine: other work still runs.
     assert solray.get(environment.remote("HOME"), timeout=TIMEOUT)[0]["HOME"]
-
-
-@pytest.fixture
-def silent_index():
-    """A local 'package index' that accepts connections and never answers."""
-    server = socket.create_server(("127.0.0.1", 0))
-    accepted = []
-    stop = threading.Event()
-
-    def accept():
-        server.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                accepted.append(server.accept()[0])
-            except OSError:
-                continue
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.getsockname()[1]}/simple"
-    stop.set()
-    thread.join()
-    for conn in accepted:
-        conn.close()
-    server.close()
 
 
 def test_setup_timeout_seconds_bounds_the_setup(ray_start, silent_index):

@@ -12,8 +12,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
-import threading
 import warnings
 
 import pytest
@@ -285,32 +283,6 @@ def test_why_and_stack_cover_every_node(two_nodes, tmp_path):
     assert {p["node_id"] for p in get_stacks(node_id=second.node_id)} == {second.node_id}
     open(go, "w").close()
     assert solray.get(later, timeout=TIMEOUT) == solray.get(outer, timeout=TIMEOUT)
-
-
-@pytest.fixture
-def silent_index():
-    """A local 'package index' that accepts connections and never answers:
-    pip waits on it, so the env build is in progress for as long as needed."""
-    server = socket.create_server(("127.0.0.1", 0))
-    accepted = []
-    stop = threading.Event()
-
-    def accept():
-        server.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                accepted.append(server.accept()[0])
-            except OSError:
-                continue
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.getsockname()[1]}/simple"
-    stop.set()
-    thread.join()
-    for conn in accepted:
-        conn.close()
-    server.close()
 
 
 def test_a_task_waiting_for_its_runtime_env_build_says_so(ray_start, silent_index):
