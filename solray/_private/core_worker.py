@@ -57,6 +57,9 @@ Who owns what (this is the one map; each part's header says why):
                       task_events: the owner's events are the loop's; events
                       of the calls this process runs, from any thread, are
                       under its lock (task_events.py).
+    loop, posted to   advice: the anti-pattern counts; user threads post
+                      theirs (get() in a loop, large arguments), and write
+                      `last_task` in `.remote()` (advice.py).
     set once          address, node, control, server, node_info, driver_task_id
                       (by start()),
                       executor, actor_id, namespace, on_node_lost,
@@ -95,6 +98,7 @@ from solray._private import (
     transport,
 )
 from solray._private import task_events as ev
+from solray._private.advice import Advice
 from solray._private.borrowing import Borrowing
 from solray._private.collective_inbox import CollectiveInbox
 from solray._private.control_client import RECONNECT_TIMEOUT_S, ControlClient
@@ -155,6 +159,7 @@ class CoreWorker:
         # A driver is a task too (Ray's DRIVER_TASK): its tasks' parent.
         self.driver_task_id: bytes | None = None
         self.task_events = ev.TaskEvents(self)
+        self.advice = Advice(self)
 
         # The parts (see the header), and the two shared tables.
         self.memory_store = MemoryStore()
@@ -341,6 +346,7 @@ class CoreWorker:
             if self.driver_task_id is not None and self.task_events.enabled:
                 self.task_events.executed(self.driver_task_id, 0, ev.FINISHED)
             self.task_events.flush()  # the last task events
+            self.advice.flush()  # the last anti-pattern counts
             await self._peers.close()
             for conn in (self.node, self.control):
                 if conn is not None:
