@@ -192,7 +192,7 @@ class Advice:
     def __init__(self, core_worker):
         self.cw = core_worker
         self.enabled = enabled_from_environment()
-        self._pending: dict[tuple, list] = {}  # added since the last report
+        self.pending: dict[tuple, list] = {}  # added since the last report
         self._reported: dict[tuple, list] = {}  # everything shipped so far
         self._timer = None
         # call site -> {id(obj): (weakref or None, type, length)} of the large
@@ -205,9 +205,9 @@ class Advice:
 
     def _add(self, job: int, kind: str, site, label: str, n: int, aux1=0, aux2=0) -> None:
         key = (job, kind, site[0], site[1], label)
-        counts = self._pending.get(key)
+        counts = self.pending.get(key)
         if counts is None:
-            counts = self._pending[key] = [0, 0, 0]
+            counts = self.pending[key] = [0, 0, 0]
             if self._timer is None:
                 self._timer = self.cw.loop.call_later(REPORT_INTERVAL_S, self.flush)
         counts[0] += n
@@ -277,8 +277,10 @@ class Advice:
 
     def flush(self) -> None:
         """Send what was added since the last report to the control store."""
-        self._timer = None
-        pending, self._pending = self._pending, {}
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        pending, self.pending = self.pending, {}
         if not pending:
             return
         for key, counts in pending.items():

@@ -345,6 +345,8 @@ class Executor:
         pending (nor cancellable before it starts)."""
         if self.actor is not None:
             self.actor.answered(conn, rid, task_id)
+        if self.cw.advice.pending:  # what its nested tasks did, before its owner's summary
+            self.cw.advice.flush()
         self.cw.borrowing.reply_to_task(conn, rid, task_id, reply, buffers)
 
     # -- generators --------------------------------------------------------
