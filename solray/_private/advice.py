@@ -52,6 +52,8 @@ REPORT_INTERVAL_S = 1.0
 MAX_LARGE_PER_SITE = 16  # large objects remembered per call site
 
 _SOLRAY_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+# The one program shipped inside solray: its lines are the user's.
+_MICROBENCHMARK = os.path.join(os.path.dirname(os.path.abspath(__file__)), "microbenchmark.py")
 
 
 def enabled_from_environment() -> bool:
@@ -66,7 +68,10 @@ def enabled_from_environment() -> bool:
 def user_site() -> tuple[str, int] | None:
     """(file, line) of the innermost frame outside solray: the user's call."""
     frame = sys._getframe(1)
-    while frame is not None and frame.f_code.co_filename.startswith(_SOLRAY_DIR):
+    while frame is not None:
+        filename = frame.f_code.co_filename
+        if not filename.startswith(_SOLRAY_DIR) or filename == _MICROBENCHMARK:
+            break
         frame = frame.f_back
     if frame is None:
         return None

@@ -5,10 +5,10 @@ Every cluster query of the dashboard is in this module, so that when the
 state API and task events land, re-pointing a view at them changes this
 file alone. Today the views ask the control store (nodes, jobs in its
 key-value store, actors, placement groups, and LIST_TASKS once task events
-exist) and each node (its object store and the objects its processes
-hold). Worker output is not stored anywhere in the cluster: it is
-published by the nodes on the control store's "logs" channel, so the
-dashboard subscribes from its start and keeps a bounded window of it
+exist, the anti-patterns drivers and workers reported) and each node (its
+object store and the objects its processes hold). Worker output is not
+stored anywhere in the cluster: it is published by the nodes on the control
+store's "logs" channel, so the dashboard subscribes from its start and keeps a bounded window of it
 (WorkerLogs).
 """
 
@@ -22,7 +22,8 @@ from collections.abc import Callable
 
 import msgpack
 
-from solray._private import transport
+from solray._private import advice as advice_rules
+from solray._private import ids, transport
 from solray._private.protocol import Msg
 from solray._private.timeline import ALL, chrome_trace
 from solray.job_submission.models import NAMESPACE as SUBMISSIONS
@@ -280,6 +281,21 @@ async def objects(cluster: Cluster) -> dict:
         "total": len(rows),
         "total_bytes": sum(r["object_size"] or 0 for r in rows if r.get("is_owner")),
     }
+
+
+async def advice(cluster: Cluster) -> dict:
+    """The anti-patterns each job's drivers and workers reported (advice.py),
+    past their thresholds, newest job first, as the driver's summary words
+    them."""
+    reply = await cluster.ask_control(Msg.GET_ADVICE, {"job": None})
+    jobs = []
+    for job, rows, dropped in reversed(reply["jobs"]):
+        findings = advice_rules.summarize(rows)
+        if findings or dropped:
+            jobs.append(
+                {"job_id": ids.job_id_bytes(job).hex(), "findings": findings, "dropped": dropped}
+            )
+    return {"jobs": jobs}
 
 
 async def logs(cluster: Cluster, ip: str | None, pid: int | None, query: str) -> dict:
