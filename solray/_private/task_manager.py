@@ -174,6 +174,7 @@ class TaskManager:
         site = user_site() if cw.advice.enabled else None
         if site is not None:
             self._advise(site, qualified, args, kwargs, args_bytes)
+            cw.advice.last_task = None  # a get() after this call is not one "right after" a task
         task = PendingTask(
             task_id=ids.new_task_id(cw.job_bytes),
             function=None,
