@@ -242,8 +242,10 @@ class Advice:
             return
         self.last_task = None  # a second get of the same ref is not a loop
         site = user_site()
-        if site is not None:
-            self.cw.post(self._add, self.cw.job, GET_IN_LOOP, site, f"get of {self.last_name}()", 1)
+        if site is not None:  # lazily: a wake-up of the loop per get would cost more than the get
+            self.cw.post_lazy(
+                self._add, self.cw.job, GET_IN_LOOP, site, f"get of {self.last_name}()", 1
+            )
 
     def large_arguments(self, site, label: str, args: tuple, kwargs: dict) -> None:
         """User thread: a call whose arguments pickled to more than 100 KiB.
@@ -259,7 +261,7 @@ class Advice:
                 ref = None
             seen.append((id(value), ref, type(value), _length(value), size))
         if seen:
-            self.cw.post(self._large_seen, self.cw.job, site, label, seen)
+            self.cw.post_lazy(self._large_seen, self.cw.job, site, label, seen)
 
     def _large_seen(self, job: int, site, label: str, seen: list) -> None:
         known = self._large.setdefault(site, {})
