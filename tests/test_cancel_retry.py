@@ -1,10 +1,11 @@
-"""Cancellation, retries after crashes, and returning put() refs, on a real
-local cluster: what a Ray user sees.
+"""Cancellation and retries after crashes, on a real local cluster: what a
+Ray user sees.
 
 `ray.cancel` on queued, running, forced, recursive, finished, async-actor and
 streaming tasks (seed 004); tasks whose worker dies (SIGKILL, os._exit, a
 segfault) retried up to `max_retries`; application errors retried only as
-`retry_exceptions` allows; and the put()-ref anti-pattern warning (seed 000).
+`retry_exceptions` allows. (The put()-ref anti-pattern of seed 000 is in
+test_advice.py.)
 
 Tasks record what happened to them as files in tmp_path (attempts, pids,
 markers written on KeyboardInterrupt or CancelledError); the test polls for
@@ -17,7 +18,6 @@ import asyncio
 import ctypes
 import os
 import pathlib
-import re
 import signal
 import time
 import uuid
@@ -800,64 +800,3 @@ def test_sigkill_uses_up_the_retries_left_after_exceptions(ray_start, tmp_path):
     with pytest.raises(WorkerCrashedError):
         ray.get(ref, timeout=GET_TIMEOUT_S)
     assert attempts(tmp_path) == 3
-
-
-# -- returning put() refs (seed 000) ---------------------------------------------
-
-
-class _Stderr:
-    """The driver's stderr so far (capfd's reads consume it)."""
-
-    def __init__(self, capfd):
-        self._capfd = capfd
-        self.text = ""
-
-    def read(self) -> str:
-        self.text += self._capfd.readouterr().err
-        return self.text
-
-    def wait_for(self, needle: str) -> None:
-        wait_for_condition(lambda: needle in self.read(), message=f"{needle!r} on stderr")
-
-
-@pytest.mark.parametrize("ray_start", [{"num_cpus": 1}], indirect=True)
-def test_returning_put_refs_warns_once_per_function(ray_start, capfd):
-    stderr = _Stderr(capfd)
-
-    @ray.remote
-    def task_with_single_small_return_value_bad():
-        small_return_value = 1
-        return ray.put(small_return_value)
-
-    @ray.remote
-    def child():
-        return 2
-
-    @ray.remote
-    def returns_child_ref():
-        return child.remote()
-
-    @ray.remote
-    def flush(token):
-        import sys
-
-        print(token, file=sys.stderr, flush=True)
-
-    # It works (seed 000), on every call.
-    for _ in range(3):
-        assert ray.get(ray.get(task_with_single_small_return_value_bad.remote())) == 1
-    # A ref of a child task's result is fine: no warning.
-    assert ray.get(ray.get(returns_child_ref.remote())) == 2
-    # Everything the worker printed before this line has reached the driver
-    # (the only worker with the CPU: the one that printed the warning).
-    token = f"flush-{uuid.uuid4().hex}"
-    ray.get(flush.remote(token))
-    stderr.wait_for(token)
-
-    warnings = [line for line in stderr.text.splitlines() if "anti-pattern" in line]
-    assert len(warnings) == 1, stderr.text
-    assert "task_with_single_small_return_value_bad" in warnings[0]
-    assert not re.search(r"returns_child_ref.*anti-pattern", stderr.text)
-    [flushed] = [line for line in stderr.text.splitlines() if token in line]
-    warned_by = re.match(r"\(\w+ pid=(\d+)\)", warnings[0])
-    assert warned_by and f"pid={warned_by.group(1)})" in flushed, (warnings[0], flushed)

@@ -36,6 +36,7 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
 # Set to a path to save the screenshot there (docs/dashboard.png is made so).
 SCREENSHOT_ENV = "SOLRAY_DASHBOARD_SCREENSHOT"
+ADVICE_SCREENSHOT_ENV = "SOLRAY_DASHBOARD_ADVICE_SCREENSHOT"  # docs/dashboard-advice.png
 
 
 @pytest.fixture
@@ -230,6 +231,33 @@ def test_a_running_task_appears(browser, tmp_path):
     [slice_] = [e for e in trace if e["name"].endswith("hold")]
     rows = {(e["pid"], e["tid"]): e["args"]["name"] for e in trace if e["name"] == "thread_name"}
     assert slice_["ph"] == "X" and rows[slice_["pid"], slice_["tid"]].startswith("worker ")
+
+
+@solray.remote
+def tiny(i: int) -> int:
+    return i
+
+
+def test_the_advice_view_shows_anti_patterns(browser, tmp_path):
+    context = solray.init(num_cpus=2)
+    job_id = solray.get_runtime_context().get_job_id()
+    log_in(browser, context.dashboard_url, session_token(context["session_dir"]))
+    show(browser, "advice")
+    wait_for_condition(lambda: "No anti-patterns seen" in browser.page_source, timeout=15)
+    for i in range(15):
+        assert solray.get(tiny.remote(i)) == i  # <- get in a loop
+    with open(__file__) as f:
+        [line] = [n for n, text in enumerate(f, 1) if text.rstrip().endswith("# <- get in a loop")]
+    # The driver reports within a second; the view refreshes every two.
+    wait_for_condition(
+        lambda: f"test_dashboard.py:{line}" in table_text(browser, f"advice-{job_id}"), timeout=20
+    )
+    text = table_text(browser, f"advice-{job_id}")
+    assert "get() right after remote(), in a loop" in text
+    assert "15 gets" in text and "get of tiny(): 15" in text
+    assert "submit all the tasks first" in text
+    screenshot = os.environ.get(ADVICE_SCREENSHOT_ENV) or str(tmp_path / "advice.png")
+    assert browser.save_screenshot(screenshot)
 
 
 def test_worker_logs_stay_bounded_and_searchable():

@@ -116,6 +116,17 @@ EXPECTED: dict[str, list[str]] = {
 }
 
 
+# The anti-patterns an example shows on purpose, as the end-of-job advice
+# (advice.py) names them on stderr.
+EXPECTED_ADVICE = {
+    "task_patterns.py": [
+        "get() right after remote(), in a loop: the tasks run one at a time: 100 gets",
+        "tasks shorter than 1 ms, in bulk",
+    ],
+    "return_put_anti_pattern.py": ["tasks returned refs they made with put(): 8 calls"],
+}
+
+
 def test_every_example_is_tested():
     assert set(EXPECTED) == {path.name for path in EXAMPLES_DIR.glob("*.py")}
 
@@ -181,6 +192,9 @@ def test_example_runs_and_prints_its_result(name, tmp_path):
         lines = stdout.splitlines()
         for expected in EXPECTED[name]:
             assert any(line.startswith(expected) for line in lines), (expected, stdout)
+        assert stderr.count("solray: advice:") <= 1, stderr
+        for expected in EXPECTED_ADVICE.get(name, ()):
+            assert f"\n  {expected}" in stderr, (expected, stderr)
 
         wait_for_condition(
             lambda: not _in_session(process.pid),

@@ -42,6 +42,7 @@ import msgpack
 
 from solray._private import services, transport
 from solray._private.actor_manager import GRACEFUL_TIMEOUT_S, ActorManager
+from solray._private.advice_store import AdviceStore
 from solray._private.control_storage import (
     EXIT_STORAGE_UNREADABLE,
     KV,
@@ -102,6 +103,9 @@ class ControlStore:
         self.tasks = TaskEventStore()
         self.handlers[Msg.TASK_EVENTS] = self.task_events
         self.handlers[Msg.LIST_TASKS] = self.list_tasks
+        self.advice = AdviceStore()
+        self.handlers[Msg.ADVICE_REPORT] = self.advice_report
+        self.handlers[Msg.GET_ADVICE] = self.get_advice
 
     def on_close(self, conn: transport.Connection) -> None:
         for subs in self.subscribers.values():
@@ -290,6 +294,12 @@ class ControlStore:
 
     def list_tasks(self, conn, rid, body, bufs) -> None:
         conn.reply(rid, self.tasks.query(body))
+
+    def advice_report(self, conn, rid, body, bufs) -> None:
+        self.advice.add(body["rows"])
+
+    def get_advice(self, conn, rid, body, bufs) -> None:
+        conn.reply(rid, self.advice.query(body.get("job")))
 
     def subscribe(self, conn, rid, body, bufs) -> None:
         for channel in body:

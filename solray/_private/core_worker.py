@@ -63,6 +63,9 @@ Who owns what (this is the one map; each part's header says why):
                       task_events: the owner's events are the loop's; events
                       of the calls this process runs, from any thread, are
                       under its lock (task_events.py).
+    loop, posted to   advice: the anti-pattern counts; user threads post
+                      theirs (get() in a loop, large arguments), and write
+                      `last_task` in `.remote()` (advice.py).
     set once          address, node, control, server, node_info, driver_task_id
                       (by start()),
                       executor, actor_id, namespace, on_node_lost,
@@ -102,6 +105,7 @@ from solray._private import (
     transport,
 )
 from solray._private import task_events as ev
+from solray._private.advice import Advice
 from solray._private.borrowing import Borrowing
 from solray._private.collective_inbox import CollectiveInbox
 from solray._private.control_client import RECONNECT_TIMEOUT_S, ControlClient
@@ -164,6 +168,7 @@ class CoreWorker:
         self.task_events = ev.TaskEvents(self)
         self._thread_tasks: dict[int, object] = {}
         self._thread_tasks_lock = threading.Lock()
+        self.advice = Advice(self)
 
         # The parts (see the header), and the two shared tables.
         self.memory_store = MemoryStore()
@@ -368,6 +373,7 @@ class CoreWorker:
             if self.driver_task_id is not None and self.task_events.enabled:
                 self.task_events.executed(self.driver_task_id, 0, ev.FINISHED)
             self.task_events.flush()  # the last task events
+            self.advice.flush()  # the last anti-pattern counts
             await self._peers.close()
             for conn in (self.node, self.control):
                 if conn is not None:

@@ -50,6 +50,7 @@ import pickle
 import queue
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -61,6 +62,7 @@ import msgpack
 from solray import exceptions
 from solray._private import ids, serialization
 from solray._private import task_events as ev
+from solray._private.advice import TINY_US
 from solray._private.interrupts import Interrupts
 from solray._private.loop_inbox import Inbox
 from solray._private.memory_store import decode_entry, encode_entry, error_entry
@@ -93,6 +95,8 @@ class TaskContext:
     attempt: int = 0  # which attempt of the task this is (retries count up)
     events: bool = True  # whether it records task events (task_events.py)
     error: BaseException | None = None  # what it failed with, if it did
+    put_refs: bool = False  # it returned refs it made with put() (advice.py)
+    run_us: int = -1  # how long a task's function ran, microseconds (advice.py)
 
 
 class Executor:
@@ -119,7 +123,6 @@ class Executor:
         )
         self._acks: dict[bytes, int] = {}  # streaming task -> items the caller took
         self._ack_cond = threading.Condition()
-        self._warned_put: set[str] = set()
         self._calls: dict[bytes, int] = {}  # function id -> calls run (for max_calls)
         self.actor_placement: list | None = None  # the hosted actor's placement group
         self.actor_resources: dict = {}  # what the hosted actor holds while it runs
@@ -237,10 +240,12 @@ class Executor:
         try:
             self.interrupts.check(ctx.task_id)
             function, args, kwargs = self._start(ctx, body, buffers, lookup)
+            start = time.perf_counter()
             result = function(*args, **kwargs)
             if inspect.isgenerator(result) or body.get("gen"):
                 reply, reply_buffers = self._generator_results(conn, ctx, body, result)
             else:
+                ctx.run_us = int((time.perf_counter() - start) * 1e6)
                 reply, reply_buffers = self._results(ctx, _outputs(result, num_returns), False)
         except ActorExit:
             self._exit_actor(conn, rid, ctx, num_returns)
@@ -329,6 +334,11 @@ class Executor:
             reply["c"] = ctx.contained
         if ctx.retire:
             reply["retire"] = 1
+        if self.cw.advice.enabled:  # for the owner's advice (advice.py)
+            if ctx.put_refs:
+                reply["pr"] = 1
+            if 0 <= ctx.run_us < TINY_US and self.actor is None:
+                reply["q"] = ctx.run_us
         self.cw.post(self._answer, conn, rid, ctx.task_id, reply, buffers)
 
     def _answer(self, conn, rid, task_id: bytes, reply: dict, buffers: list) -> None:
@@ -338,6 +348,8 @@ class Executor:
         self.cw.task_manager.children.pop(task_id, None)
         if self.actor is not None:
             self.actor.answered(conn, rid, task_id)
+        if self.cw.advice.pending:  # what its nested tasks did, before its owner's summary
+            self.cw.advice.flush()
         self.cw.borrowing.reply_to_task(conn, rid, task_id, reply, buffers)
 
     # -- generators --------------------------------------------------------
@@ -601,8 +613,8 @@ class Executor:
                 )
         if obj.contained_refs:
             # Hold them until the caller has taken them over (HANDOFF_DONE).
-            if not is_error:
-                self._warn_if_returning_put_refs(ctx, obj.contained_refs)
+            if not is_error and not ctx.put_refs:
+                ctx.put_refs = self._made_by_put(obj.contained_refs)
             ctx.contained.append([index, [[r._id, r._owner] for r in obj.contained_refs]])
             cw.post(cw.borrowing.hold_for_handoff, ctx.task_id, obj.contained_refs)
         object_id = ids.return_object_id(ctx.task_id, index)
@@ -614,23 +626,13 @@ class Executor:
             )
         return encode_entry(entry)
 
-    def _warn_if_returning_put_refs(self, ctx: TaskContext, refs: list) -> None:
-        if ctx.name in self._warned_put:
-            return
-        if any(
+    def _made_by_put(self, refs: list) -> bool:
+        """Whether a result holds refs this worker made with put(): Ray's
+        anti-pattern, reported to the owner in the reply (advice.py)."""
+        return any(
             len(r._id) == ids.OBJECT_ID_LEN and ids.is_put_id(r._id) and self.cw.refs.owns(r._id)
             for r in refs
-        ):
-            self._warned_put.add(ctx.name)
-            print(
-                f"solray: warning: {ctx.name} returned an ObjectRef created by put() inside "
-                "the task. This is an anti-pattern: the value then lives and dies with this "
-                "worker process, and cannot be returned inline. Return the value itself "
-                "(use num_returns or a generator for several values): solray stores it "
-                "inline if small or in the object store if large, and the caller owns it.",
-                file=sys.stderr,
-                flush=True,
-            )
+        )
 
     # -- actors ------------------------------------------------------------
 

@@ -128,6 +128,8 @@ class Msg(IntEnum):
     METRICS_REPORT = 90  # core worker -> its node: util.metrics updates (metrics_reporter.py)
     TASK_EVENTS = 100  # core worker -> control store: a batch of task events (task_events.py)
     LIST_TASKS = 101  # -> control store: task attempts, filtered there (task_event_store.py)
+    ADVICE_REPORT = 190  # core worker -> control store: anti-pattern counts (advice.py)
+    GET_ADVICE = 191  # -> control store: a job's anti-pattern counts (advice_store.py)
 
     # The state API (state_client.py) asking a node.
     LIST_WORKERS = 110  # -> node: its workers and drivers, alive and recently exited

@@ -19,6 +19,7 @@ from __future__ import annotations
 from solray import exceptions
 from solray._private import ids, serialization, transport
 from solray._private import task_events as ev
+from solray._private.advice import user_site
 from solray._private.memory_store import InStore, decode_entry, error_entry
 from solray._private.options import actor_resources, backpressure, placement_of, task_resources
 from solray._private.ownership import ACTOR_ID_LEN, call_site
@@ -47,6 +48,7 @@ class TaskManager:
         cw = self.cw
         options = self._captured(options)
         blob, args_ref, deps, contained, args_bytes = self.pack_arguments(args, kwargs)
+        site = user_site() if cw.advice.enabled else None
         resources = task_resources(options)
         task = PendingTask(
             task_id=ids.new_task_id(cw.job_bytes),
@@ -76,7 +78,11 @@ class TaskManager:
                 resources,
                 args_bytes,
             ),
+            site=site,
         )
+        if site is not None:
+            self._advise(site, function.name, args, kwargs, args_bytes)
+            cw.advice.last_task, cw.advice.last_name = task.task_id, function.name
         result = self._prepare_returns(
             task, backpressure(options.get("_generator_backpressure_num_objects"))
         )
@@ -165,6 +171,10 @@ class TaskManager:
             cw.actor_submitter.admit(actor_id, limit)
         blob, args_ref, deps, contained, args_bytes = self.pack_arguments(args, kwargs)
         qualified = f"{options.get('class_name')}.{method}"
+        site = user_site() if cw.advice.enabled else None
+        if site is not None:
+            self._advise(site, qualified, args, kwargs, args_bytes)
+            cw.advice.last_task = None  # a get() after this call is not one "right after" a task
         task = PendingTask(
             task_id=ids.new_task_id(cw.job_bytes),
             function=None,
@@ -192,6 +202,7 @@ class TaskManager:
                 {},
                 args_bytes,
             ),
+            site=site,
         )
         result = self._prepare_returns(
             task, backpressure(options.get("_generator_backpressure_num_objects"))
@@ -220,6 +231,12 @@ class TaskManager:
         args_ref = ObjectRef(object_id, cw.address)
         cw.memory_store.put(object_id, cw.store.store_value(object_id, blob))
         return None, args_ref, deps, contained, size
+
+    def _advise(self, site: tuple, label: str, args: tuple, kwargs: dict, size: int) -> None:
+        """User thread: a call whose arguments went to the store (over 100
+        KiB) may be passing a large object it passed before (advice.py)."""
+        if size > INLINE_MAX:
+            self.cw.advice.large_arguments(site, label, args, kwargs)
 
     def _event_info(
         self,

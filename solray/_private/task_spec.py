@@ -106,6 +106,7 @@ class PendingTask:
     # What task events say it is (task_events.py), None if it records none.
     event_info: tuple | None = None
     events_attempt: int = -1  # the attempt whose first event was recorded
+    site: tuple | None = None  # (file, line) of its `.remote()`, for advice.py
 
     @property
     def name(self) -> str:

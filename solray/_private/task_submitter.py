@@ -72,6 +72,8 @@ def complete_task(cw, task: PendingTask, body: dict, buffers: list, conn) -> Non
     contained in them."""
     returns, pos = decode_returns(body["r"], buffers)
     dynamic, _ = decode_returns(body.get("dyn", ()), buffers, pos)
+    if task.site is not None:  # anti-patterns: returned put() refs, tiny tasks
+        cw.advice.on_reply(task, body)
     # Refs inside the results are taken over before any result is readable:
     # a caller that read one first would hold those refs without this loop
     # knowing to wait for its registration as their borrower, and the worker

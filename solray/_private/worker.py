@@ -22,7 +22,7 @@ from typing import Any
 import msgpack
 
 from solray import exceptions
-from solray._private import context, ids, init_options, services, tls, transport
+from solray._private import advice, context, ids, init_options, services, tls, transport
 from solray._private.core_worker import CoreWorker
 from solray._private.labels import validate_labels
 from solray._private.protocol import Msg
@@ -121,6 +121,7 @@ def init(
     its address (`dashboard_url`), also when joining a cluster."""
     init_options.refuse_unsupported(unsupported)
     system_config = init_options.check_system_config(_system_config)
+    advice.enabled_from_environment()  # a bad SOLRAY_ANTI_PATTERN_ADVICE fails here
     level = init_options.log_level(logging_level)
     for name, flag in (
         ("ignore_reinit_error", ignore_reinit_error),
@@ -567,12 +568,30 @@ def shutdown(_exiting_interpreter: bool = False) -> None:
         return
     if cw.is_driver:
         _end_owned_actors(cw)
+        _print_advice(cw)
     context.core_worker = None
     cw.shutdown()
     launcher, _cluster = _cluster, None
     if launcher is not None:
         launcher.stop()
         shutil.rmtree(launcher.session_dir, ignore_errors=True)
+
+
+def _print_advice(cw) -> None:
+    """The job's anti-patterns, once, to stderr (advice.py)."""
+    if not cw.advice.enabled:
+        return
+    try:
+        connected = cw.control is not None and cw.control.connected
+        summary = cw.advice.job_summary(_ADVICE_WAIT_S if connected else None)
+    except Exception as e:  # advice must never break a shutdown
+        logger.debug("no anti-pattern summary: %s", e)
+        return
+    if summary:
+        print(summary, file=sys.stderr, flush=True)
+
+
+_ADVICE_WAIT_S = 2.0
 
 
 def _end_owned_actors(cw) -> None:
@@ -605,7 +624,10 @@ def get(object_refs, *, timeout: float | None = None):
         return context.client.call("get", (object_refs,), {"timeout": timeout})
     cw = context.require_core_worker()
     if isinstance(object_refs, ObjectRef):
-        return cw.get([object_refs], timeout)[0]
+        value = cw.get([object_refs], timeout)[0]
+        if cw.advice.last_task is not None:  # get() in a loop right after remote()?
+            cw.advice.after_get(object_refs._id)
+        return value
     if isinstance(object_refs, (list, tuple)):
         for ref in object_refs:
             if not isinstance(ref, ObjectRef):

@@ -48,6 +48,7 @@ VIEWS = {
     "actors": data.actors,
     "placement_groups": data.placement_groups,
     "objects": data.objects,
+    "advice": data.advice,
 }
 HEADERS = {
     "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'; form-action 'self'",

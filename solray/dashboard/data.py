@@ -4,7 +4,8 @@ JSON-ready dict built from what the cluster's services answer.
 Every view asks through the state API's client (_private/state_client.py
 StateClient), the one set of cluster queries behind `util.state`, the CLI
 and this page: nodes, actors, placement groups, objects, jobs and tasks
-(LIST_TASKS) come out the same here as in `solray list`. Each node's
+(LIST_TASKS) come out the same here as in `solray list`; the anti-patterns
+that drivers and workers reported come from GET_ADVICE (advice.py). Each node's
 actual CPU and memory use and its object store come from the node's
 NODE_STATS answer, the reading its metrics export too
 (system_metrics.HostUsage). Worker output is not stored anywhere in the
@@ -18,6 +19,9 @@ from __future__ import annotations
 import asyncio
 import collections
 
+from solray._private import advice as advice_rules
+from solray._private import ids
+from solray._private.protocol import Msg
 from solray._private.state_client import StateClient
 from solray._private.timeline import ALL, chrome_trace
 
@@ -175,6 +179,21 @@ async def objects(state: StateClient) -> dict:
         "total_bytes": sum(r["object_size"] or 0 for r in rows if r.get("is_owner")),
         "missing": sorted(set(missing)),
     }
+
+
+async def advice(state: StateClient) -> dict:
+    """The anti-patterns each job's drivers and workers reported (advice.py),
+    past their thresholds, newest job first, as the driver's summary words
+    them."""
+    reply = await state.control(Msg.GET_ADVICE, {"job": None})
+    jobs = []
+    for job, rows, dropped in reversed(reply["jobs"]):
+        findings = advice_rules.summarize(rows)
+        if findings or dropped:
+            jobs.append(
+                {"job_id": ids.job_id_bytes(job).hex(), "findings": findings, "dropped": dropped}
+            )
+    return {"jobs": jobs}
 
 
 async def logs(worker_logs: WorkerLogs, ip: str | None, pid: int | None, query: str) -> dict:

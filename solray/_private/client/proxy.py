@@ -233,6 +233,9 @@ class Proxy:
             )
             cw = context.require_core_worker()
             cw.on_node_lost = lambda: self.loop.call_soon_threadsafe(self.stop.set)
+            # Its call sites would be this proxy's threads, not the client's
+            # code: no advice (advice.py) for a ray:// client's own calls.
+            cw.advice.enabled = False
             info = {
                 "address": cw.address,
                 "namespace": cw.namespace,

@@ -131,6 +131,19 @@ const views = {
       ], d.objects),
     ];
   },
+  advice(d) {
+    if (!d.jobs.length) return [el("p", { class: "note" }, "No anti-patterns seen so far.")];
+    return d.jobs.flatMap(j => [
+      el("h2", {}, `Job ${j.job_id}${j.dropped ? ` (${j.dropped} call sites not counted)` : ""}`),
+      table(`advice-${j.job_id}`, [
+        ["Anti-pattern", f => f.title],
+        ["Count", f => `${f.count} ${f.unit}`],
+        ["Call sites", f => el("div", {}, ...f.sites.slice(0, 5).map(s =>
+          el("div", { class: "mono" }, `${s.where} ${s.label}: ${s.count}${s.detail ? ` (${s.detail})` : ""}`)))],
+        ["Fix", f => el("div", {}, f.fix, " ", el("a", { href: f.doc, rel: "noreferrer" }, "(Ray's page)"))],
+      ], j.findings),
+    ]);
+  },
   logs(d) {
     const pick = el("select", { id: "log-worker" }, el("option", { value: "" }, "all workers"),
       ...d.workers.map(w => el("option", { value: `${w.ip} ${w.pid}` },
