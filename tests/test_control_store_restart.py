@@ -61,6 +61,34 @@ def redis_server(tmp_path):
         proc.wait(10)
 
 
+class HeldAddress:
+    """Holds a dead control store's address, so the outage lasts until the
+    test ends it (the head node starts a new control store only where it can
+    bind the address: control_supervisor.py), however slow the machine.
+    Dials get a connection that closes at once, as from a store that is not
+    there yet."""
+
+    def __init__(self, address: str):
+        host, port = transport.parse_address(address)
+        self.sock = transport.bind_socket(host, port)
+        self.sock.settimeout(0.1)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._refuse, daemon=True)
+        self.thread.start()
+
+    def _refuse(self) -> None:
+        while not self.stop.is_set():
+            try:
+                self.sock.accept()[0].close()
+            except OSError:
+                continue
+
+    def release(self) -> None:
+        self.stop.set()
+        self.thread.join()
+        self.sock.close()
+
+
 def control_store_procs(address: str) -> list[psutil.Process]:
     """The control store processes listening on `address`."""
     host, port = transport.parse_address(address)
@@ -127,6 +155,7 @@ def test_control_store_killed_and_restarted(leak_check, storage):
     killed_at = time.time()
     old.send_signal(signal.SIGKILL)
     old.wait(10)
+    held = HeldAddress(address)
 
     # The outage: actor calls and tasks go on; creating an actor waits.
     created: dict = {}
@@ -150,6 +179,7 @@ def test_control_store_killed_and_restarted(leak_check, storage):
     assert solray.get([square.remote(i) for i in range(8)], timeout=30) == [i * i for i in range(8)]
     assert creator.is_alive(), "an actor was created while the control store was down"
     assert grouper.is_alive(), "a placement group was made while the control store was down"
+    held.release()
 
     # The head node starts the control store again; the actor calls above
     # were made before it did.
