@@ -1,11 +1,14 @@
-"""Task events under cluster-wide settings: the control store's bound
-(task_events_max_num_task_in_gcs) and recording switched off
+"""Task events under cluster-wide settings: the control store's bounds
+(task_events_max_num_task_in_gcs, task_events_max_num_task_per_job) and
+recording switched off
 (task_events_report_interval_ms=0). Each test starts a cluster of its own
 with the setting in its environment, as a user would set it.
 """
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 
 import pytest
@@ -57,6 +60,56 @@ def test_the_bound_evicts_and_counts_drops(leak_check, monkeypatch):
         with pytest.warns(UserWarning, match="task_events_max_num_task_in_gcs"):
             rows = list_tasks(raise_on_missing_output=False, limit=1000)
         assert len(rows) == 50
+    finally:
+        solray.shutdown()
+
+
+FLOOD = """
+import sys
+import solray
+
+solray.init(address=sys.argv[1])
+
+@solray.remote
+def flood(i):
+    return i
+
+print(sum(solray.get([flood.remote(i) for i in range(60)])))
+solray.shutdown()
+"""
+
+
+def test_a_job_that_floods_evicts_its_own_attempts_only(leak_check, monkeypatch):
+    monkeypatch.setenv("SOLRAY_task_events_max_num_task_per_job", "30")
+    solray.init(num_cpus=2)
+    try:
+
+        @solray.remote
+        def kept(i):
+            return i
+
+        assert solray.get([kept.remote(i) for i in range(5)]) == list(range(5))
+        cw = context.require_core_worker()
+
+        def rows(name: str) -> dict:
+            body = {"filters": [["func_or_class_name", "=", name]], "limit": 1000, "detail": False}
+            return cw.request("control", Msg.LIST_TASKS, body)
+
+        wait_for_condition(lambda: rows("kept")["num_filtered"] == 5, timeout=BATCH_TIMEOUT_S)
+        address = solray.get_runtime_context().gcs_address
+        other = subprocess.run(
+            [sys.executable, "-c", FLOOD, address], capture_output=True, text=True, timeout=120
+        )
+        assert other.returncode == 0, other.stderr
+        assert other.stdout.strip() == str(sum(range(60)))
+        # The other job's 60 tasks and its driver: 61 attempts for 30 places
+        # of that job; this job's attempts stay.
+        wait_for_condition(
+            lambda: rows("flood")["dropped"] >= 31, timeout=BATCH_TIMEOUT_S,
+            message=lambda: f"reply: {rows('flood')}",
+        )  # fmt: skip
+        assert rows("kept")["num_filtered"] == 5
+        assert rows("flood")["num_filtered"] <= 30
     finally:
         solray.shutdown()
 

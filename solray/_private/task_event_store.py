@@ -8,11 +8,14 @@ whatever their order: its events list is kept in time order, its state is the
 furthest one along (FINISHED or FAILED end it), what the task is comes from
 the owner's first event, and where it ran from the executor's batch.
 
-Bounded: at most `task_events_max_num_task_in_gcs` attempts (Ray's setting,
-100000, read as SOLRAY_ or RAY_), over every job. When a new attempt would
-exceed it, the oldest finished attempt is evicted, else the oldest of any
-state, and `dropped` counts it; so do events a process had to drop from a
-full buffer. Late events of an evicted attempt are ignored (a short memory of
+Bounded twice: at most `task_events_max_num_task_per_job` attempts of one
+job (solray's, default 100000), so a job that floods the cluster with tasks
+evicts its own attempts and never another job's, and at most
+`task_events_max_num_task_in_gcs` over every job (Ray's setting, 100000);
+both read as SOLRAY_ or RAY_. When a new attempt would exceed a bound, the
+oldest finished attempt (of that job, or of any) is evicted, else the oldest
+of any state, and `dropped` counts it; so do events a process had to drop
+from a full buffer. Late events of an evicted attempt are ignored (a short memory of
 evicted keys), so an evicted finished task never comes back as pending.
 
 Queries (LIST_TASKS) filter here, so a limit of 100 ships 100 rows:
@@ -80,15 +83,29 @@ class TaskRecord:
         self.error: list | None = None  # [error_type, error_message]
 
 
+def _job(key: tuple) -> bytes:
+    return key[0][:4]  # a task id starts with its job's id
+
+
 class TaskEventStore:
-    def __init__(self, max_tasks: int | None = None):
+    def __init__(self, max_tasks: int | None = None, max_per_job: int | None = None):
         if max_tasks is None:
             max_tasks = ev.setting("task_events_max_num_task_in_gcs", 100_000)
-        if max_tasks < 1:
-            raise ValueError(f"task_events_max_num_task_in_gcs must be >= 1, got {max_tasks}")
+        if max_per_job is None:
+            max_per_job = ev.setting("task_events_max_num_task_per_job", 100_000)
+        for name, value in (
+            ("task_events_max_num_task_in_gcs", max_tasks),
+            ("task_events_max_num_task_per_job", max_per_job),
+        ):
+            if value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
         self.max_tasks = max_tasks
+        self.max_per_job = max_per_job
         self.records: OrderedDict[tuple, TaskRecord] = OrderedDict()
         self.finished: OrderedDict[tuple, None] = OrderedDict()  # in the order they ended
+        # The same two orders per job, for the per-job bound.
+        self.job_records: dict[bytes, OrderedDict[tuple, None]] = {}
+        self.job_finished: dict[bytes, OrderedDict[tuple, None]] = {}
         self._evicted: OrderedDict[tuple, None] = OrderedDict()
         self._max_evicted = max(1000, max_tasks // 10)
         self.dropped = 0
@@ -136,6 +153,7 @@ class TaskEventStore:
             if state > record.state:
                 if state in ev.TERMINAL and record.state not in ev.TERMINAL:
                     finished[key] = None
+                    self.job_finished.setdefault(_job(key), OrderedDict())[key] = None
                 record.state = state
 
     def _new_record(self, key: tuple) -> TaskRecord | None:
@@ -144,19 +162,32 @@ class TaskEventStore:
         if key in self._evicted:
             return None
         record = self.records[key] = TaskRecord()
+        job = _job(key)
+        of_job = self.job_records.setdefault(job, OrderedDict())
+        of_job[key] = None
         first = self.records.get((key[0], 0)) if key[1] else None
         if first is not None:  # a retry, or an actor's restart: the same task
             record.info = first.info
-        if len(self.records) > self.max_tasks:
-            self._evict()
+        if len(of_job) > self.max_per_job:
+            self._evict(self.job_finished.get(job) or of_job)
+        elif len(self.records) > self.max_tasks:
+            self._evict(self.finished or self.records)
         return record
 
-    def _evict(self) -> None:
-        if self.finished:
-            key, _ = self.finished.popitem(last=False)
-            del self.records[key]
-        else:
-            key, _ = self.records.popitem(last=False)
+    def _evict(self, oldest_first: OrderedDict) -> None:
+        """Drop the first attempt of `oldest_first` from every table."""
+        key = next(iter(oldest_first))
+        job = _job(key)
+        del self.records[key]
+        self.finished.pop(key, None)
+        of_job = self.job_records[job]
+        del of_job[key]
+        finished_of_job = self.job_finished.get(job)
+        if finished_of_job is not None:
+            finished_of_job.pop(key, None)
+        if not of_job:
+            self.job_records.pop(job)
+            self.job_finished.pop(job, None)
         self.dropped += 1
         self._evicted[key] = None
         if len(self._evicted) > self._max_evicted:

@@ -549,8 +549,8 @@ def _check_complete(reply: dict, what: str, raise_on_missing_output: bool) -> No
     message = (
         f"{what} may be incomplete: {dropped} task attempt(s) or event(s) were dropped "
         f"({reply['total']} attempts kept; the control store keeps at most "
-        "task_events_max_num_task_in_gcs, set through SOLRAY_task_events_max_num_task_in_gcs "
-        "or RAY_task_events_max_num_task_in_gcs)."
+        "task_events_max_num_task_in_gcs attempts, and task_events_max_num_task_per_job of "
+        "one job, each set through SOLRAY_<name> or RAY_<name>)."
     )
     if raise_on_missing_output:
         raise RayStateApiException(
