@@ -105,7 +105,11 @@ def test_a_task_waits_for_the_argument_a_running_task_produces(ray_start, tmp_pa
 def test_a_task_queued_behind_busy_cpus_names_them(ray_start, tmp_path):
     go = str(tmp_path / "go")
     busy = [wait_for.remote(go) for _ in range(3)]  # two CPUs: the third waits
-    entry = waiting_entry(lambda e: e["reason"] == "waiting for resources")
+    # Until both of the first two run, the node may hold one of them as a
+    # lease being granted: the words settle once both run.
+    entry = waiting_entry(
+        lambda e: e["reason"] == "waiting for resources" and "2 tasks" in e["message"]
+    )
     assert entry["name"] == "wait_for" and entry["kind"] == "task"
     assert entry["message"] == (
         "waiting for a worker: no free CPU on any node that fits it "
