@@ -161,14 +161,21 @@ def start_cluster(hosts: Hosts, tmp_path) -> tuple[str, str]:
     token_file = re.search(r"Cluster token: (\S+)", head).group(1)
     # The head found its own address: the one its host routes from.
     assert address.startswith(hosts.ip("a") + ":"), head
+    join_nodes(hosts, address, token_file, tmp_path)
+    return address, token_file
+
+
+def join_nodes(hosts: Hosts, address: str, token_file: str, tmp_path, env=None) -> None:
+    """Nodes on B and C join the head at `address` (`env`: each host's
+    environment, by host name)."""
     for name in "bc":
         hosts.solray(
             name,
             "start", "--address", address, "--num-cpus", "2",
             "--resources", f'{{"host_{name}": 10, "worker_host": 10}}',
             "--token-file", token_file, "--temp-dir", str(tmp_path / name),
+            env=(env or {}).get(name),
         )  # fmt: skip
-    return address, token_file
 
 
 ACROSS_HOSTS = textwrap.dedent(

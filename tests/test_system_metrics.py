@@ -13,7 +13,7 @@ import re
 import numpy as np
 import psutil
 import pytest
-from conftest import wait_for_condition
+from conftest import wait_for_condition, wait_for_file
 from test_metrics import scrape, value
 
 import solray
@@ -27,15 +27,6 @@ DASHBOARD = pathlib.Path(__file__).parent.parent / "docs" / "grafana-dashboard.j
 def port() -> int:
     (node,) = solray.nodes()
     return node["MetricsExportPort"]
-
-
-def waits_for(path: str) -> None:
-    """A task body: block until `path` exists (the test's release)."""
-    import time
-
-    deadline = time.monotonic() + 120
-    while not os.path.exists(path) and time.monotonic() < deadline:
-        time.sleep(0.01)
 
 
 def shows(**expected):
@@ -82,8 +73,8 @@ def test_tasks_actors_resources_and_workers(ray_start, tmp_path):
 
     # One 1-CPU task blocks: one CPU used, one task running, on a leased worker.
     release = str(tmp_path / "release")
-    blocker = solray.remote(num_cpus=1)(waits_for)
-    first = blocker.remote(release)
+    blocker = solray.remote(num_cpus=1)(wait_for_file)
+    first = blocker.remote(release, 120)
     s = shows(
         ray_resources__Name_CPU__State_USED=1,
         ray_resources__Name_CPU__State_AVAILABLE=1,
@@ -92,7 +83,7 @@ def test_tasks_actors_resources_and_workers(ray_start, tmp_path):
     )
     # Two more: one runs, the third waits for a CPU. Its owner may have
     # asked for one lease more than it will use: the node counts requests.
-    more = [blocker.remote(release) for _ in range(2)]
+    more = [blocker.remote(release, 120) for _ in range(2)]
     shows(ray_resources__Name_CPU__State_USED=2, ray_tasks__State_RUNNING=2)
     wait_for_condition(
         lambda: value(scrape(port()), "ray_tasks", State="PENDING_NODE_ASSIGNMENT") >= 1
@@ -110,7 +101,7 @@ def test_tasks_actors_resources_and_workers(ray_start, tmp_path):
 
     @solray.remote(num_cpus=1)
     def outer(path):
-        return solray.get(blocker.remote(path))
+        return solray.get(blocker.remote(path, 120))
 
     ref = outer.remote(release2)
     shows(

@@ -27,6 +27,12 @@ def task_hex(ref) -> str:
     return ref.binary()[:24].hex()
 
 
+def tasks_of(function: str) -> dict:
+    """The control store's raw LIST_TASKS reply for one function's attempts."""
+    body = {"filters": [["func_or_class_name", "=", function]], "limit": 1000, "detail": False}
+    return context.require_core_worker().request("control", Msg.LIST_TASKS, body)
+
+
 def test_the_bound_evicts_and_counts_drops(leak_check, monkeypatch):
     monkeypatch.setenv("SOLRAY_task_events_max_num_task_in_gcs", "50")
     solray.init(num_cpus=2)
@@ -38,12 +44,10 @@ def test_the_bound_evicts_and_counts_drops(leak_check, monkeypatch):
 
         refs = [tiny.remote(i) for i in range(80)]
         assert solray.get(refs) == list(range(80))
-        cw = context.require_core_worker()
-        body = {"filters": [["func_or_class_name", "=", "tiny"]], "limit": 1000, "detail": False}
         seen: dict = {}
 
         def all_finished():
-            seen.update(cw.request("control", Msg.LIST_TASKS, body))
+            seen.update(tasks_of("tiny"))
             return seen["num_filtered"] and all(r["state"] == "FINISHED" for r in seen["tasks"])
 
         # 80 tasks and the driver: 81 attempts for 50 places.
@@ -89,13 +93,7 @@ def test_a_job_that_floods_evicts_its_own_attempts_only(leak_check, monkeypatch)
             return i
 
         assert solray.get([kept.remote(i) for i in range(5)]) == list(range(5))
-        cw = context.require_core_worker()
-
-        def rows(name: str) -> dict:
-            body = {"filters": [["func_or_class_name", "=", name]], "limit": 1000, "detail": False}
-            return cw.request("control", Msg.LIST_TASKS, body)
-
-        wait_for_condition(lambda: rows("kept")["num_filtered"] == 5, timeout=BATCH_TIMEOUT_S)
+        wait_for_condition(lambda: tasks_of("kept")["num_filtered"] == 5, timeout=BATCH_TIMEOUT_S)
         address = solray.get_runtime_context().gcs_address
         other = subprocess.run(
             [sys.executable, "-c", FLOOD, address], capture_output=True, text=True, timeout=120
@@ -105,11 +103,11 @@ def test_a_job_that_floods_evicts_its_own_attempts_only(leak_check, monkeypatch)
         # The other job's 60 tasks and its driver: 61 attempts for 30 places
         # of that job; this job's attempts stay.
         wait_for_condition(
-            lambda: rows("flood")["dropped"] >= 31, timeout=BATCH_TIMEOUT_S,
-            message=lambda: f"reply: {rows('flood')}",
+            lambda: tasks_of("flood")["dropped"] >= 31, timeout=BATCH_TIMEOUT_S,
+            message=lambda: f"reply: {tasks_of('flood')}",
         )  # fmt: skip
-        assert rows("kept")["num_filtered"] == 5
-        assert rows("flood")["num_filtered"] <= 30
+        assert tasks_of("kept")["num_filtered"] == 5
+        assert tasks_of("flood")["num_filtered"] <= 30
     finally:
         solray.shutdown()
 

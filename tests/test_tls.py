@@ -340,14 +340,7 @@ def test_hosts_in_namespaces_with_tls(hosts, tmp_path):
         env[name] = dict(re.findall(r"export (\w+)=(\S+)", out))
     base = {k: v for k, v in os.environ.items() if not k.startswith(("SOLRAY_", "RAY_"))}
     env = {name: dict(base, SOLRAY_TOKEN_FILE=token_file, **e) for name, e in env.items()}
-    for name in "bc":
-        hosts.solray(
-            name,
-            "start", "--address", address, "--num-cpus", "2",
-            "--resources", f'{{"host_{name}": 10, "worker_host": 10}}',
-            "--token-file", token_file, "--temp-dir", str(tmp_path / name),
-            env=env[name],
-        )  # fmt: skip
+    test_netns.join_nodes(hosts, address, token_file, tmp_path, env)
     ips = [hosts.ip(name) for name in "abc"]
     script = tmp_path / "across.py"
     script.write_text(test_netns.ACROSS_HOSTS)

@@ -6,7 +6,6 @@ however many pull them at once.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import threading
@@ -14,10 +13,10 @@ import threading
 import numpy as np
 import pytest
 from conftest import mapped_file, store_file, wait_for_condition
+from test_multinode import node_request
 
 import solray
 from solray import exceptions
-from solray._private import transport
 from solray._private.protocol import Msg
 from solray.cluster_utils import Cluster
 
@@ -30,17 +29,6 @@ def cluster(leak_check):
     c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
     yield c
     c.shutdown()
-
-
-def node_request(cluster: Cluster, node, msg: Msg, body=None):
-    async def query():
-        conn = await transport.connect(node.address, cluster.token)
-        try:
-            return await conn.request(msg, body)
-        finally:
-            conn.close()
-
-    return asyncio.run(query())
 
 
 @solray.remote

@@ -16,7 +16,7 @@ import warnings
 
 import pytest
 from click.testing import CliRunner
-from conftest import wait_for_condition
+from conftest import wait_for_condition, wait_for_file
 from test_cluster_cli import solray_cli
 
 import solray
@@ -47,11 +47,7 @@ def waiting_entry(predicate, timeout: float = TIMEOUT, complete: bool = True) ->
 
 @solray.remote
 def wait_for(path: str) -> int:
-    import os
-    import time
-
-    while not os.path.exists(path):
-        time.sleep(0.02)
+    wait_for_file(path, timeout=300)
     return os.getpid()
 
 
