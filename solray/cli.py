@@ -561,21 +561,15 @@ def _wait_for_node(address: str, token: bytes, node_id: str, timeout: float = 30
 
 
 def _nodes(address: str, token: bytes) -> list[dict]:
-    from solray._private.protocol import Msg
-
-    return _ask_control(address, token, Msg.GET_NODES)
-
-
-def _ask_control(address: str, token: bytes, msg: int, body=None):
-    """One request to the control store at `address`, on a connection of its own."""
     import asyncio
 
     from solray._private import transport
+    from solray._private.protocol import Msg
 
     async def query():
         conn = await transport.connect(address, token, timeout=5)
         try:
-            return await conn.request(msg, body)
+            return await conn.request(Msg.GET_NODES)
         finally:
             conn.close()
 

@@ -33,6 +33,7 @@ shipped or printed. Any value but 0 or 1 is a ValueError at init().
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import weakref
@@ -65,14 +66,32 @@ def enabled_from_environment() -> bool:
     raise ValueError(f"{SETTING} must be 0 (off) or 1 (on), got {value!r}")
 
 
-def user_site() -> tuple[str, int] | None:
-    """(file, line) of the innermost frame outside solray: the user's call."""
-    frame = sys._getframe(1)
+def user_frame():
+    """The innermost frame outside solray: the user's call (None if there is
+    none). A relative file name (a module imported from the current
+    directory) is made absolute before it is compared."""
+    frame = sys._getframe(2)  # our caller is solray's: start at its caller
     while frame is not None:
         filename = frame.f_code.co_filename
-        if not filename.startswith(_SOLRAY_DIR) or filename == _MICROBENCHMARK:
-            break
+        if filename.startswith(_SOLRAY_DIR):
+            if filename == _MICROBENCHMARK:
+                return frame
+        elif filename.startswith(os.sep) or not _relative_in_solray(filename):
+            return frame
         frame = frame.f_back
+    return None
+
+
+@functools.cache
+def _relative_in_solray(filename: str) -> bool:
+    # Cached: abspath asks for the working directory (a system call), and
+    # "<string>" or "<stdin>" (python -c, a notebook) is every call's file.
+    return os.path.abspath(filename).startswith(_SOLRAY_DIR)
+
+
+def user_site() -> tuple[str, int] | None:
+    """(file, line) of the user's call (`user_frame`)."""
+    frame = user_frame()
     if frame is None:
         return None
     return frame.f_code.co_filename, frame.f_lineno

@@ -22,11 +22,11 @@ the tables, the handlers, `on_free`.
 from __future__ import annotations
 
 import os
-import traceback
 from collections import Counter
 
 from solray import exceptions
 from solray._private import ids, serialization, transport
+from solray._private.advice import user_frame
 from solray._private.memory_store import Inline, InStore, decode_entry, encode_entry, error_entry
 from solray._private.protocol import Msg
 from solray._private.serialization import SerializedObject
@@ -292,9 +292,9 @@ class Ownership:
 
 
 def call_site() -> str:
-    """The innermost frame outside solray: where the user made the object."""
-    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    for frame in reversed(traceback.extract_stack()[:-1]):
-        if not os.path.abspath(frame.filename).startswith(package):
-            return f"{frame.filename}:{frame.lineno} in {frame.name}"
-    return ""
+    """Where the user made the object (advice.user_frame: the innermost frame
+    outside solray), as "file:line in function"."""
+    frame = user_frame()
+    if frame is None:
+        return ""
+    return f"{frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}"
