@@ -47,9 +47,12 @@ def ray_command_dir(temp_dir: str | None = None) -> str:
     return directory
 
 
-def program_environment(temp_dir: str | None = None) -> dict[str, str]:
-    """This environment, with `import ray` and the `ray` command mapped to solray."""
-    env = dict(os.environ)
+def program_environment(
+    temp_dir: str | None = None, base: dict[str, str] | None = None
+) -> dict[str, str]:
+    """`base` (default: this environment), with `import ray` and the `ray`
+    command mapped to solray."""
+    env = dict(os.environ if base is None else base)
     env["PYTHONPATH"] = os.pathsep.join(
         p for p in (ray_alias.shim_path(), env.get("PYTHONPATH")) if p
     )

@@ -252,12 +252,9 @@ def resolve_cluster(address: str, temp_dir: str | None = None) -> tuple[str, byt
         address = registry[0]["control_address"]
     else:
         transport.parse_address(address)  # validates the form
-    if os.environ.get(TOKEN_ENV):
-        return address, parse_token(os.environ[TOKEN_ENV], TOKEN_ENV)
-    if os.environ.get(TOKEN_FILE_ENV):
-        path = os.environ[TOKEN_FILE_ENV]
-        with open(path) as f:
-            return address, parse_token(f.read(), f"{path} ({TOKEN_FILE_ENV})")
+    given = token_from_environment()
+    if given is not None:
+        return address, given
     if registry is None:
         registry = _session_for(address, temp_dir)
     if registry is None:
@@ -266,6 +263,18 @@ def resolve_cluster(address: str, temp_dir: str | None = None) -> tuple[str, byt
             "to the token file `solray start --head` printed."
         )
     return address, registry[1]
+
+
+def token_from_environment() -> bytes | None:
+    """The token SOLRAY_TOKEN holds, else the one in SOLRAY_TOKEN_FILE's file,
+    else None."""
+    if os.environ.get(TOKEN_ENV):
+        return parse_token(os.environ[TOKEN_ENV], TOKEN_ENV)
+    if os.environ.get(TOKEN_FILE_ENV):
+        path = os.environ[TOKEN_FILE_ENV]
+        with open(path) as f:
+            return parse_token(f.read(), f"{path} ({TOKEN_FILE_ENV})")
+    return None
 
 
 def resolve_dashboard(address: str | None, temp_dir: str | None = None) -> tuple[str, bytes]:
@@ -292,12 +301,9 @@ def resolve_dashboard(address: str | None, temp_dir: str | None = None) -> tuple
             f"the job API's address must be the dashboard's http://HOST:PORT (or 'auto'), "
             f"got {address!r}"
         )
-    if os.environ.get(TOKEN_ENV):
-        return url, parse_token(os.environ[TOKEN_ENV], TOKEN_ENV)
-    if os.environ.get(TOKEN_FILE_ENV):
-        path = os.environ[TOKEN_FILE_ENV]
-        with open(path) as f:
-            return url, parse_token(f.read(), f"{path} ({TOKEN_FILE_ENV})")
+    given = token_from_environment()
+    if given is not None:
+        return url, given
     if token is None:
         where = url.split("://", 1)[1]
         sessions = [s for s in _registered_sessions(temp_dir) if s[1].get("dashboard_url") == where]

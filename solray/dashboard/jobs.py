@@ -278,11 +278,7 @@ class JobManager:
         if job.stopping:
             await self._finish(job, JobStatus.STOPPED, MESSAGES[JobStatus.STOPPED])
             return
-        env = {
-            k: v
-            for k, v in runner.program_environment().items()
-            if k not in (services.TOKEN_ENV, services.TOKEN_FILE_ENV)
-        }
+        env = runner.program_environment(base=services.child_env())
         env.update(launch.env_vars)
         env["PATH"] = os.pathsep.join([os.path.dirname(launch.python), env.get("PATH", "")])
         env["PYTHONPATH"] = os.pathsep.join([*launch.sys_path, env.get("PYTHONPATH", "")])
