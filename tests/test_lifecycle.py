@@ -345,3 +345,31 @@ def test_a_hanging_ray_shutdown_is_killed_after_the_graceful_timeout(ray_start, 
 def test_the_graceful_timeout_is_checked(leak_check):
     with pytest.raises(ValueError, match="actor_graceful_shutdown_timeout_ms"):
         solray.init(_system_config={"actor_graceful_shutdown_timeout_ms": -1})
+
+
+def test_a_daemon_stopped_otherwise_than_by_a_signal_ignores_signals_in_its_shutdown():
+    """A daemon stopped by its lifeline or a lost connection may still get
+    SIGTERM while its loop closes (the driver's shutdown sends one). The
+    loop's handler would then write to its closed self-pipe and print
+    "Exception ignored when trying to write to the signal wakeup fd" on the
+    user's terminal; from the moment `stop` is set a no-op handler takes over."""
+    program = """
+import asyncio, os, signal
+from solray._private import services
+
+async def daemon():
+    stop = asyncio.Event()
+    services.on_stop_signals(asyncio.get_running_loop(), stop)
+    asyncio.get_running_loop().call_soon(stop.set)  # as the lifeline does
+    await stop.wait()
+    await asyncio.sleep(0)
+
+asyncio.run(daemon())
+os.kill(os.getpid(), signal.SIGTERM)  # what would hit the closed self-pipe
+os.kill(os.getpid(), signal.SIGINT)
+print("still here")
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, timeout=60
+    )
+    assert (done.returncode, done.stdout, done.stderr) == (0, "still here\n", "")

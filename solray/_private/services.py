@@ -498,20 +498,30 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 def on_stop_signals(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
-    """SIGTERM and SIGINT set `stop`, once: then they are handled by a plain
-    no-op handler. The loop's signal handling writes to its self-pipe, which
-    closing the loop closes before it removes the handlers, so a second
-    signal during shutdown would hit a closed fd ("Exception ignored when
-    trying to write to the signal wakeup fd")."""
+    """SIGTERM and SIGINT set `stop`. Once `stop` is set, for whatever reason
+    (a signal, the lifeline, a lost connection), they are handled by a plain
+    no-op handler instead: the loop's signal handling writes to its
+    self-pipe, which closing the loop closes before it removes the handlers,
+    so a signal during shutdown would hit a closed fd ("Exception ignored
+    when trying to write to the signal wakeup fd")."""
 
-    def first_signal() -> None:
-        for sig in STOP_SIGNALS:
-            loop.remove_signal_handler(sig)
-            signal.signal(sig, _already_stopping)
-        stop.set()
+    async def hand_over_when_stopped() -> None:
+        try:
+            await stop.wait()
+        finally:  # also when asyncio.run cancels this task at the end
+            for sig in STOP_SIGNALS:
+                loop.remove_signal_handler(sig)
+                signal.signal(sig, _already_stopping)
 
     for sig in STOP_SIGNALS:
-        loop.add_signal_handler(sig, first_signal)
+        loop.add_signal_handler(sig, stop.set)
+    watcher = loop.create_task(hand_over_when_stopped())
+    _stop_watchers.add(watcher)
+    watcher.add_done_callback(_stop_watchers.discard)
+
+
+# The loop keeps only weak references to its tasks.
+_stop_watchers: set[asyncio.Task] = set()
 
 
 def _already_stopping(signum, frame) -> None:
