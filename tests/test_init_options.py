@@ -125,12 +125,6 @@ def test_address_local_starts_a_new_cluster(leak_check, monkeypatch):
     assert solray.get(solray.put(7)) == 7
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known bug, about 1 run in 10: the driver sometimes never receives the node's "
-    "LEASE_INFEASIBLE for a task needing an unknown resource, so no warning is logged "
-    "(the submitter's on_infeasible is never called); to fix next, then remove this mark",
-)
 def test_logging_level_and_format_configure_the_driver_logger(leak_check, capfd):
     """As Ray configures its "ray" logger: solray's warnings in the driver
     (here: a task no node can ever run) use logging_format."""
