@@ -193,6 +193,16 @@ def _open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
+def _describe(process: psutil.Process) -> str:
+    try:
+        with process.oneshot():
+            age = time.time() - process.create_time()
+            command = " ".join(process.cmdline())[:200]
+            return f"{process.pid} {process.status()} {age:.0f}s old: {command}"
+    except psutil.Error:
+        return f"{process.pid} (gone)"
+
+
 @pytest.fixture
 def leak_check():
     """Fails the test if it leaves processes, shared memory, threads or fds."""
@@ -206,7 +216,10 @@ def leak_check():
     wait_for_condition(
         lambda: not me.children(recursive=True),
         timeout=15,
-        message="child processes still running after shutdown",
+        message=lambda: (
+            "child processes still running after shutdown: "
+            + "; ".join(_describe(p) for p in me.children(recursive=True))
+        ),
     )
     new_sessions = _sessions() - sessions_before
     wait_for_condition(
