@@ -322,6 +322,11 @@ class StateClient:
             body["precise"] = True
         return await self.control(Msg.LIST_TASKS, body)
 
+    async def task_summary(self) -> dict:
+        """LIST_TASKS summarized where the events are kept: counts by
+        function and state (task_event_store.TaskEventStore.summary)."""
+        return await self.control(Msg.LIST_TASKS, {"summarize": True})
+
     # -- logs --------------------------------------------------------------
 
     async def log_files(self, node: dict) -> list[dict]:

@@ -141,18 +141,22 @@ async def jobs(state: StateClient) -> dict:
 
 async def tasks(state: StateClient) -> dict:
     """The newest tasks (Ray's TaskState fields) with counts by state and,
-    per function, by state."""
-    reply = await state.tasks([], MAX_ROWS, detail=False)
-    rows = reply["tasks"]
+    per function, by state, over every attempt the cluster keeps (not only
+    the rows shown)."""
+    reply, summary = await asyncio.gather(
+        state.tasks([], MAX_ROWS, detail=False), state.task_summary()
+    )
     by_function: dict[str, dict[str, int]] = {}
-    for row in rows:
-        states = by_function.setdefault(str(row.get("func_or_class_name") or row.get("name")), {})
-        states[row["state"]] = states.get(row["state"], 0) + 1
+    by_state: dict[str, int] = {}
+    for name, entry in summary["summary"].items():
+        by_function[str(name)] = entry["state_counts"]
+        for task_state, n in entry["state_counts"].items():
+            by_state[task_state] = by_state.get(task_state, 0) + n
     return {
-        "tasks": rows,
+        "tasks": reply["tasks"],
         "total": reply["total"],
         "dropped": reply.get("dropped", 0),
-        "by_state": _counts(rows, "state"),
+        "by_state": by_state,
         "by_function": by_function,
     }
 

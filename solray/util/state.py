@@ -606,27 +606,13 @@ def summarize_tasks(
     {"summary": {name: {"func_or_class_name", "type", "state_counts"}},
     "total_tasks", "total_actor_tasks", "total_actor_scheduled",
     "summary_by": "func_name"}}."""
-    reply = _query_tasks(
-        [("type", "!=", "DRIVER_TASK")], 1_000_000_000, False, timeout, address=address
-    )
+    with Session(address, timeout) as session:
+        reply = session.call(StateClient.task_summary)
     _check_complete(reply, "The task summary", raise_on_missing_output)
-    summary: dict[str, dict] = {}
-    totals = {"NORMAL_TASK": 0, "ACTOR_TASK": 0, "ACTOR_CREATION_TASK": 0}
-    for row in reply["tasks"]:
-        name = row["func_or_class_name"]
-        entry = summary.get(name)
-        if entry is None:
-            entry = summary[name] = {
-                "func_or_class_name": name,
-                "type": row["type"],
-                "state_counts": {},
-            }
-        counts = entry["state_counts"]
-        counts[row["state"]] = counts.get(row["state"], 0) + 1
-        totals[row["type"]] = totals.get(row["type"], 0) + 1
+    totals = reply["totals"]
     return {
         "cluster": {
-            "summary": summary,
+            "summary": reply["summary"],
             "total_tasks": totals["NORMAL_TASK"],
             "total_actor_tasks": totals["ACTOR_TASK"],
             "total_actor_scheduled": totals["ACTOR_CREATION_TASK"],
