@@ -373,3 +373,19 @@ print("still here")
         [sys.executable, "-c", program], capture_output=True, text=True, timeout=60
     )
     assert (done.returncode, done.stdout, done.stderr) == (0, "still here\n", "")
+
+
+def test_daemons_ignore_a_solray_folder_in_the_directory_they_start_from(leak_check, tmp_path):
+    """A driver run from a folder holding another `solray` (an old checkout)
+    imports the installed one; so must the daemons it starts."""
+    (tmp_path / "solray").mkdir()
+    (tmp_path / "solray" / "__init__.py").write_text("raise SystemExit('the wrong solray')\n")
+    program = "import solray; solray.init(num_cpus=1); print(solray.get(solray.put(7)))"
+    done = subprocess.run(
+        [sys.executable, "-P", "-c", program],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert (done.returncode, done.stdout) == (0, "7\n"), done.stderr

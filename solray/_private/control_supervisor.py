@@ -28,7 +28,6 @@ import logging
 import os
 import select
 import subprocess
-import sys
 
 from solray._private import services, transport
 from solray._private.control_storage import EXIT_STORAGE_UNREADABLE
@@ -80,8 +79,10 @@ class ControlSupervisor:
         token_fd = services.token_pipe(self.token)
         try:
             os.set_inheritable(sock.fileno(), True)
-            argv = [sys.executable, "-m", "solray._private.control_store"]
-            argv += ["--token-fd", str(token_fd), "--listen-fd", str(sock.fileno())]
+            argv = services.daemon_command(
+                "solray._private.control_store",
+                *("--token-fd", str(token_fd), "--listen-fd", str(sock.fileno())),
+            )
             argv += ["--log-level", self.log_level, *self.args]
             pass_fds = [token_fd, sock.fileno()]
             if self.lifeline_fd is not None:

@@ -99,6 +99,14 @@ def read_token(fd: int) -> bytes:
     return token
 
 
+def daemon_command(module: str, *args: str) -> list[str]:
+    """The command line of a solray daemon (node, control store, dashboard,
+    client server). `-P`: the directory it was started from is not put on
+    sys.path, so a `solray` folder there (an old checkout, say) is never
+    what a daemon imports instead of the installed solray."""
+    return [sys.executable, "-P", "-m", module, *args]
+
+
 def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """The environment for a process solray starts: this one's, without the
     user's token variables (a worker's environment is every task's)."""
@@ -760,7 +768,7 @@ class Launcher:
                 )
             try:
                 popen = subprocess.Popen(
-                    [sys.executable, "-m", module, *args],
+                    daemon_command(module, *args),
                     env=child_env(),
                     pass_fds=pass_fds,
                     stdin=subprocess.DEVNULL,
