@@ -218,7 +218,10 @@ def test_gpu_bundles_carry_their_devices_and_give_them_back(cluster):
 
     pg = placement_group([{"CPU": 1, "GPU": 1}, {"CPU": 1, "GPU": 1}], strategy="STRICT_PACK")
     assert pg.wait(timeout_seconds=GET_TIMEOUT_S)
-    assert solray.available_resources().get("GPU", 0.0) == 0
+    # The cluster's view of free resources follows the nodes' reports, as Ray's.
+    wait_for_condition(
+        lambda: solray.available_resources().get("GPU", 0.0) == 0, timeout=GET_TIMEOUT_S
+    )
     seen = [
         solray.get(gpus_seen.options(scheduling_strategy=in_bundle(pg, i)).remote()) for i in (0, 1)
     ]
