@@ -182,6 +182,26 @@ def test_the_jvm_dies_with_its_worker(java_cluster):
     wait_for_condition(lambda: not jvm.is_running() or jvm.status() == psutil.STATUS_ZOMBIE)
 
 
+def test_a_java_actor_dies_with_its_jvm_and_restarts(java_cluster):
+    counter = cross_language.java_actor_class("xlangtest.Counter").options(max_restarts=1)
+    counter = counter.remote(10)
+    assert solray.get(counter.increment.remote(1)) == 11
+    jvm = psutil.Process(solray.get(counter.pid.remote()))
+    jvm.kill()
+    jvm.wait(10)
+    # The actor's worker exits with it; the restarted actor has a new JVM
+    # and its constructor's state.
+    wait_for_condition(lambda: _restarted(counter, jvm.pid), timeout=60)
+    assert solray.get(counter.increment.remote(1)) == 11
+
+
+def _restarted(counter, old_jvm: int) -> bool:
+    try:
+        return solray.get(counter.pid.remote()) != old_jvm
+    except solray.exceptions.RayActorError:
+        return False
+
+
 def test_a_foreign_driver_calls_java(head, java_runtime, java_classes):  # noqa: F811
     c = Client(head.client_address, token_of(head))
     try:

@@ -12,6 +12,9 @@ worker reports as any task's error (RayTaskError with it as the cause).
 
 from __future__ import annotations
 
+import os
+import sys
+
 from solray._private.xlang import jvm
 
 
@@ -44,6 +47,9 @@ class JavaActor:
         self._solray_instance = self._solray_jvm.call(
             jvm.NEW_ACTOR, {"class_name": class_name}, args
         )
+        self._solray_jvm.exit_hooks.append(_end_actor)
+        if not self._solray_jvm.alive:  # it exited before the hook was there
+            _end_actor("it exited while the actor was made")
 
     def __getattr__(self, name: str):
         if name.startswith("__") or "_solray_instance" not in self.__dict__:
@@ -61,3 +67,12 @@ class JavaActor:
         """The actor ends gracefully: the JVM lets go of the instance."""
         if self._solray_jvm.alive:
             self._solray_jvm.call(jvm.DROP_ACTOR, {"instance": self._solray_instance})
+
+
+def _end_actor(why: str) -> None:
+    """The JVM holding this worker's Java actor exited: the actor's state is
+    gone, so the actor is too. Its worker exits, and the actor is restarted
+    if max_restarts allows, as when any actor's process dies."""
+    sys.stderr.write(f"the Java actor's JVM is gone ({why}): this actor's worker exits\n")
+    sys.stderr.flush()
+    os._exit(1)

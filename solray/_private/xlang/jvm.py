@@ -103,6 +103,9 @@ class Jvm:
         self._pending: dict[int, concurrent.futures.Future] = {}
         self._next_id = 1
         self._exit: str | None = None  # why it is gone, once it is
+        # Run (on the reader thread) when the JVM exits: a Java actor's
+        # worker ends with it (java_calls.JavaActor).
+        self.exit_hooks: list = []
         self._proc: subprocess.Popen | None = None
         started = concurrent.futures.Future()
         threading.Thread(
@@ -165,6 +168,8 @@ class Jvm:
             pending, self._pending = self._pending, {}
         for future in pending.values():
             future.set_exception(JvmError(self._exit))
+        for hook in self.exit_hooks:
+            hook(self._exit)
 
     def _read(self, stream) -> None:
         while True:
