@@ -12,6 +12,7 @@ import io.ray.api.Ray;
 import io.ray.api.exception.RayActorException;
 import io.ray.api.exception.RayTaskException;
 import io.ray.api.function.RayFunc1;
+import java.time.Duration;
 import java.util.List;
 import java.util.Map;
 import java.util.Optional;
@@ -86,5 +87,19 @@ class JavaTasksTest {
     assertEquals(1, fresh.task(Counter::increment).remote().get());
     fresh.kill();
     assertThrows(RayActorException.class, () -> fresh.task(Counter::increment).remote().get());
+  }
+
+  @Test
+  void droppingTheLastHandleReleasesTheActor() {
+    ActorHandle<Counter> kept = Ray.actor(Counter::new).setName("kept").remote();
+    ActorHandle<Counter> dropped = Ray.actor(Counter::new).setName("dropped").remote();
+    assertEquals(1, dropped.task(Counter::increment).remote().get());
+    dropped = null; // the last handle: once collected, the cluster is told, and the actor ends
+    TestCluster.waitFor(() -> {
+      System.gc();
+      return Ray.getActor("dropped").isEmpty();
+    }, Duration.ofSeconds(30), () -> "the actor whose handle was dropped is still alive");
+    assertEquals(1, kept.task(Counter::increment).remote().get()); // a held handle keeps its actor
+    assertTrue(Ray.getActor("kept").isPresent());
   }
 }
