@@ -6,6 +6,6 @@ import org.junit.jupiter.api.extension.ExtendWith;
 @ExtendWith(ClusterExtension.class)
 public abstract class ClusterAccess {
   protected static String address() {
-    return ClusterExtension.cluster().address;
+    return ClusterExtension.cluster().address();
   }
 }

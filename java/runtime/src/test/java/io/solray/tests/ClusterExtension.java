@@ -31,7 +31,7 @@ public final class ClusterExtension implements BeforeAllCallback, AfterAllCallba
           }
         }, TestCluster.class);
     Path testClasses = Path.of(ClusterExtension.class.getProtectionDomain().getCodeSource().getLocation().toURI());
-    System.setProperty("ray.address", cluster.address);
+    System.setProperty("ray.address", cluster.address());
     System.setProperty("ray.job.code-search-path", testClasses.toString());
     Ray.init();
   }

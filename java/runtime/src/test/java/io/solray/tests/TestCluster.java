@@ -34,7 +34,7 @@ import org.junit.jupiter.api.extension.ExtensionContext;
 public final class TestCluster implements ExtensionContext.Store.CloseableResource {
   private static final Duration START_TIMEOUT = Duration.ofSeconds(120);
 
-  final String address; // the client server, HOST:PORT
+  private final String address; // the client server, HOST:PORT
   final Path tokenFile;
   private final Path tempDir;
   private final String sessionDir;
@@ -47,7 +47,7 @@ public final class TestCluster implements ExtensionContext.Store.CloseableResour
     this.sessionDir = sessionDir;
   }
 
-  static TestCluster start() throws IOException, InterruptedException {
+  public static TestCluster start() throws IOException, InterruptedException {
     String tokenPath = System.getenv("SOLRAY_TOKEN_FILE");
     if (tokenPath == null) {
       throw new IllegalStateException("SOLRAY_TOKEN_FILE is not set: run the tests with Maven (the pom sets it)");
@@ -85,6 +85,11 @@ public final class TestCluster implements ExtensionContext.Store.CloseableResour
     return cluster;
   }
 
+  /** The client server's HOST:PORT, for -Dray.address. */
+  public String address() {
+    return address;
+  }
+
   /** Its processes: those naming its session directory, and their descendants. */
   List<ProcessHandle> processes() {
     Set<ProcessHandle> found = new LinkedHashSet<>();
@@ -117,7 +122,7 @@ public final class TestCluster implements ExtensionContext.Store.CloseableResour
   }
 
   /** Nodes first (they stop their workers and remove their stores), then the rest; kill what is left. */
-  synchronized void stop() {
+  public synchronized void stop() {
     if (stopped) {
       return;
     }
