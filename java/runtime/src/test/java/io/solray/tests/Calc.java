@@ -54,4 +54,10 @@ public class Calc {
   public static void log(String line) {
     System.out.println(line); // to the worker's log (the JVM's stdout carries frames)
   }
+
+  public static String printAndReturn(String line) {
+    System.out.println(line);
+    System.out.flush();
+    return line;
+  }
 }

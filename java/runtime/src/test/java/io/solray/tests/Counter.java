@@ -21,6 +21,10 @@ public class Counter {
     return value;
   }
 
+  public void reset() {
+    value = 0;
+  }
+
   public int fail() {
     throw new IllegalStateException("counter at " + value + " refuses");
   }

@@ -31,7 +31,10 @@ class JavaTasksTest {
     assertArrayEquals(new double[] {1.0, 5.0}, Ray.task(Calc::scale, new double[] {0.5, 2.5}, 2.0).remote().get());
     assertEquals(Long.MAX_VALUE, Ray.task(Calc::largest).remote().get());
     assertEquals(2, Ray.task(Calc::sizeOf, Map.of("a", 1, "b", 2)).remote().get());
-    Ray.task(Calc::log, "printed by a Java task").remote();
+    Ray.task(Calc::log, "printed by a Java task").remote(); // a void task: no ref
+    // System.out goes to the worker's log: a print on the JVM's stdout, which
+    // carries the answers, would end the JVM and fail the call.
+    assertEquals("printed", Ray.task(Calc::printAndReturn, "printed").remote().get());
   }
 
   @Test
@@ -82,6 +85,8 @@ class JavaTasksTest {
     assertInstanceOf(IllegalStateException.class, e.getCause());
     assertTrue(e.getMessage().contains("counter at 17 refuses"), e.getMessage());
     assertEquals(18, counter.task(Counter::increment).remote().get()); // it survived its method's error
+    counter.task(Counter::reset).remote(); // a void method
+    assertEquals(1, counter.task(Counter::increment).remote().get());
 
     ActorHandle<Counter> fresh = Ray.actor(Counter::new).remote();
     assertEquals(1, fresh.task(Counter::increment).remote().get());
