@@ -27,7 +27,7 @@ import org.junit.jupiter.api.extension.ExtensionContext;
  * in a temporary directory of its own, with a token made here and written to
  * the file SOLRAY_TOKEN_FILE names (the pom sets that variable for the test
  * JVM, which is where Ray.init() reads it). Stopping it ends exactly its own
- * processes (those whose command line names its session directory, and
+ * processes (those whose command line names a path in its temporary directory, and
  * everything they started): `solray stop` would stop every cluster of this
  * user on the machine. Python: SOLRAY_TEST_PYTHON, else python3.
  */
@@ -36,15 +36,13 @@ public final class TestCluster implements ExtensionContext.Store.CloseableResour
 
   private final String address; // the client server, HOST:PORT
   final Path tokenFile;
-  private final Path tempDir;
-  private final String sessionDir;
+  private final Path tempDir; // its own: every process of the cluster names a path in it
   private boolean stopped;
 
-  private TestCluster(String address, Path tokenFile, Path tempDir, String sessionDir) {
+  private TestCluster(String address, Path tokenFile, Path tempDir) {
     this.address = address;
     this.tokenFile = tokenFile;
     this.tempDir = tempDir;
-    this.sessionDir = sessionDir;
   }
 
   public static TestCluster start() throws IOException, InterruptedException {
@@ -66,21 +64,19 @@ public final class TestCluster implements ExtensionContext.Store.CloseableResour
         "--port", "0", "--ray-client-server-port", "0", "--include-dashboard", "false",
         "--num-cpus", "4", "--token-file", tokenFile.toString(), "--temp-dir", tempDir.toString());
     pb.environment().keySet().removeAll(List.of("SOLRAY_TOKEN", "SOLRAY_TOKEN_FILE", "RAY_ADDRESS"));
-    pb.redirectErrorStream(true);
+    Path log = tempDir.resolve("start.log"); // a file, not a pipe: a hung start cannot block the read
+    pb.redirectErrorStream(true).redirectOutput(log.toFile()).redirectInput(ProcessBuilder.Redirect.from(new java.io.File("/dev/null")));
     Process p = pb.start();
-    p.getOutputStream().close();
-    String output = new String(p.getInputStream().readAllBytes(), StandardCharsets.UTF_8);
-    if (!p.waitFor(START_TIMEOUT.toSeconds(), TimeUnit.SECONDS) || p.exitValue() != 0) {
+    boolean exited = p.waitFor(START_TIMEOUT.toSeconds(), TimeUnit.SECONDS);
+    String output = Files.readString(log, StandardCharsets.UTF_8);
+    Matcher client = Pattern.compile("ray://([^\"\\s]+)").matcher(output);
+    TestCluster cluster = new TestCluster(client.find() ? client.group(1) : null, tokenFile, tempDir);
+    if (!exited || p.exitValue() != 0 || cluster.address == null) {
       p.destroyForcibly();
+      cluster.stop(); // whatever it started
       throw new IllegalStateException("`solray start --head` failed (" + python
           + " must have solray installed: set SOLRAY_TEST_PYTHON):\n" + output);
     }
-    Matcher client = Pattern.compile("ray://([^\"\\s]+)").matcher(output);
-    Matcher session = Pattern.compile("Session directory \\(logs\\): (\\S+)").matcher(output);
-    if (!client.find() || !session.find()) {
-      throw new IllegalStateException("cannot read the cluster's addresses from:\n" + output);
-    }
-    TestCluster cluster = new TestCluster(client.group(1), tokenFile, tempDir, session.group(1));
     Runtime.getRuntime().addShutdownHook(new Thread(cluster::stopQuietly));
     return cluster;
   }
@@ -90,11 +86,12 @@ public final class TestCluster implements ExtensionContext.Store.CloseableResour
     return address;
   }
 
-  /** Its processes: those naming its session directory, and their descendants. */
+  /** Its processes: those naming a path in its temporary directory, and their descendants. */
   List<ProcessHandle> processes() {
+    String root = tempDir.toString() + "/";
     Set<ProcessHandle> found = new LinkedHashSet<>();
     try (Stream<ProcessHandle> all = ProcessHandle.allProcesses()) {
-      all.filter(p -> cmdline(p).stream().anyMatch(a -> a.contains(sessionDir))).forEach(p -> {
+      all.filter(p -> cmdline(p).stream().anyMatch(a -> a.contains(root))).forEach(p -> {
         found.add(p);
         p.descendants().forEach(found::add);
       });
@@ -112,10 +109,18 @@ public final class TestCluster implements ExtensionContext.Store.CloseableResour
     }
   }
 
+  /** Its sessions' shared memory (solray_<session directory name>_...). */
   private List<String> sharedMemory() {
-    String prefix = "solray_" + Path.of(sessionDir).getFileName() + "_";
+    List<String> prefixes;
+    try (Stream<Path> sessions = Files.find(tempDir, 2, (path, attrs) -> attrs.isDirectory()
+        && path.getParent() != null && path.getParent().getFileName().toString().startsWith("solray-sessions-"))) {
+      prefixes = sessions.map(d -> "solray_" + d.getFileName() + "_").toList();
+    } catch (IOException e) {
+      return List.of();
+    }
     try (Stream<Path> entries = Files.list(Path.of("/dev/shm"))) {
-      return entries.map(e -> e.getFileName().toString()).filter(n -> n.startsWith(prefix)).toList();
+      return entries.map(e -> e.getFileName().toString())
+          .filter(n -> prefixes.stream().anyMatch(n::startsWith)).toList();
     } catch (IOException e) {
       return List.of();
     }
