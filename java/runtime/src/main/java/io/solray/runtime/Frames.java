@@ -1,7 +1,6 @@
 package io.solray.runtime;
 
 import java.io.DataInputStream;
-import java.io.EOFException;
 import java.io.IOException;
 import java.io.OutputStream;
 import java.nio.ByteBuffer;
@@ -77,16 +76,18 @@ public final class Frames {
       throw new IOException("malformed frame header");
     }
     List<Object> lengths = (List<Object>) header.get(3);
-    List<byte[]> buffers = new ArrayList<>(lengths.size());
     long total = 0;
+    for (Object n : lengths) {
+      total += ((Number) n).longValue();
+    }
+    if (total != payloadLength) {
+      throw new IOException("malformed frame: buffer lengths do not add up to the payload");
+    }
+    List<byte[]> buffers = new ArrayList<>(lengths.size());
     for (Object n : lengths) {
       byte[] b = new byte[((Number) n).intValue()];
       in.readFully(b);
       buffers.add(b);
-      total += b.length;
-    }
-    if (total != payloadLength) {
-      throw new EOFException("buffer lengths do not add up to the payload");
     }
     return new Frame(
         ((Number) header.get(0)).intValue(), ((Number) header.get(1)).longValue(), header.get(2), buffers);
