@@ -52,7 +52,7 @@ class JavaTasksTest {
     assertEquals(3, Ray.task(Calc::add, 1, 2).setName("adder").setResource("CPU", 1.0).remote().get());
     ObjectRef<Integer> infeasible = Ray.task(Calc::add, 1, 2).setResource("no-such-resource", 1.0).remote();
     // Nothing offers the resource: the task waits (Ray's infeasible task), it does not run.
-    assertEquals(List.of(), Ray.wait(List.of(infeasible), 1, 1500).getReady());
+    assertEquals(List.of(), Ray.wait(List.of(infeasible), 1, 3000).getReady());
   }
 
   @Test
