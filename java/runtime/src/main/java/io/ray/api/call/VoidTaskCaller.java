@@ -14,6 +14,6 @@ public class VoidTaskCaller extends BaseTaskCaller<VoidTaskCaller> {
   }
 
   public void remote() {
-    SolrayRuntime.get().submitJavaTask(func, args, options()); // no handle: released at once
+    SolrayRuntime.get().submitJavaTask(func, args, options()); // the ref is dropped: released once collected
   }
 }
