@@ -16,7 +16,7 @@ import org.junit.jupiter.api.Test;
 /** The token handshake and the versions it compares, against a real cluster. */
 class HandshakeTest extends io.solray.tests.ClusterAccess {
   @Test
-  void aWrongTokenIsRefused() {
+  void aWrongTokenIsRefusedAtTheHandshake() {
     String[] hostPort = address().split(":");
     byte[] wrong = HexFormat.of().parseHex("00112233445566778899aabbccddeeff");
     RayException e = assertThrows(RayException.class,
