@@ -8,6 +8,12 @@ forwards them to drivers; it also appends each line to
 a session directory, and each keeps its own files. Files stay after their
 worker exits, until the session directory is removed.
 
+Rotation, as Ray's: a file that would grow past RAY_ROTATION_MAX_BYTES
+(512 MiB by default; 0: never) is renamed `.out.1` (`.1` to `.2`, and so on)
+and a new one started; RAY_ROTATION_BACKUP_COUNT (5 by default) old files are
+kept, older ones deleted (0: the file starts again empty). A chatty worker
+therefore never fills the disk. The node reads both variables at start.
+
 Task lines: before a line printed by a task, when the task differs from the
 previous line's in that file, a marker line `:task_id:<hex>` is written
 (`:task_id:` for lines printed outside any task), as Ray marks its worker
@@ -25,10 +31,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
+from dataclasses import dataclass
 
 from solray._private.protocol import Msg
 
 TASK_MARKER = ":task_id:"
+MAX_BYTES_ENV = "RAY_ROTATION_MAX_BYTES"
+BACKUP_COUNT_ENV = "RAY_ROTATION_BACKUP_COUNT"
 # One GET_LOG reply carries at most this much; the caller asks again from
 # the offset it got (`more`).
 MAX_CHUNK = 4 * 1024 * 1024
@@ -38,21 +48,75 @@ def log_dir(session_dir: str, node_id: str) -> str:
     return os.path.join(session_dir, "logs", node_id[:16])
 
 
+@dataclass(frozen=True)
+class Rotation:
+    max_bytes: int = 512 * 1024 * 1024
+    backup_count: int = 5
+
+    @classmethod
+    def from_environment(cls) -> Rotation:
+        """The rotation RAY_ROTATION_MAX_BYTES and RAY_ROTATION_BACKUP_COUNT
+        ask for; a value that is not a whole number >= 0 is a ValueError."""
+        fields = {}
+        for name, field in ((MAX_BYTES_ENV, "max_bytes"), (BACKUP_COUNT_ENV, "backup_count")):
+            text = os.environ.get(name)
+            if text is None or not text.strip():
+                continue
+            try:
+                fields[field] = int(text)
+            except ValueError:
+                fields[field] = -1
+            if fields[field] < 0:
+                raise ValueError(f"{name} must be a whole number >= 0, not {text!r}")
+        return cls(**fields)
+
+
+# A file's last line belonged to no known task yet (a new file): whatever
+# comes next writes its marker.
+_UNKNOWN = object()
+
+
 class WorkerLog:
     """The two files of one worker; written on the node's loop."""
 
-    def __init__(self, directory: str, worker_id: str, pid: int):
+    def __init__(self, directory: str, worker_id: str, pid: int, rotation: Rotation):
         base = os.path.join(directory, f"worker-{worker_id}-{pid}")
+        self._paths = [base + ".out", base + ".err"]
+        self._rotation = rotation
+        self._files = [self._open(path, "a") for path in self._paths]
+        self._sizes = [f.tell() for f in self._files]
+        self._task: list = [_UNKNOWN, _UNKNOWN]  # the task of each file's last line
+
+    @staticmethod
+    def _open(path: str, mode: str):
         # Line buffered: `--follow` sees each line as soon as it is printed.
-        self._files = [open(base + ".out", "a", buffering=1), open(base + ".err", "a", buffering=1)]
-        self._task: list[str | None] = [None, None]  # the task of each file's last line
+        return open(path, mode, buffering=1, encoding="utf-8", errors="replace")
 
     def write(self, is_err: bool, task_id: str | None, text: str) -> None:
         i = int(is_err)
+        lines = text + "\n"
         if task_id != self._task[i]:
-            self._task[i] = task_id
-            self._files[i].write(f"{TASK_MARKER}{task_id or ''}\n")
-        self._files[i].write(text + "\n")
+            lines = f"{TASK_MARKER}{task_id or ''}\n" + lines
+        size = len(lines.encode("utf-8", errors="replace"))
+        limit = self._rotation.max_bytes
+        if limit and self._sizes[i] and self._sizes[i] + size > limit:
+            self._roll_over(i)
+            lines = f"{TASK_MARKER}{task_id or ''}\n{text}\n"
+            size = len(lines.encode("utf-8", errors="replace"))
+        self._task[i] = task_id
+        self._files[i].write(lines)
+        self._sizes[i] += size
+
+    def _roll_over(self, i: int) -> None:
+        self._files[i].close()
+        path, keep = self._paths[i], self._rotation.backup_count
+        if keep:
+            for n in range(keep - 1, 0, -1):
+                if os.path.exists(f"{path}.{n}"):
+                    os.replace(f"{path}.{n}", f"{path}.{n + 1}")
+            os.replace(path, f"{path}.1")
+        self._files[i] = self._open(path, "w")
+        self._sizes[i] = 0
 
     def close(self, is_err: bool) -> None:
         """Each stream closes its own file when the worker's pipe ends."""
@@ -65,11 +129,12 @@ class LogFiles:
     def __init__(self, node, directory: str):
         self.node = node
         self.dir = directory
+        self.rotation = Rotation.from_environment()
         os.makedirs(directory, mode=0o700, exist_ok=True)
         self.handlers = {Msg.LIST_LOGS: self.list_logs, Msg.GET_LOG: self.get_log}
 
     def open_worker_log(self, worker_id: str, pid: int) -> WorkerLog:
-        return WorkerLog(self.dir, worker_id, pid)
+        return WorkerLog(self.dir, worker_id, pid, self.rotation)
 
     def list_logs(self, conn, rid, body, bufs) -> None:
         files = []
@@ -122,9 +187,7 @@ class LogFiles:
     def _task_lines(self, task_id: str, suffix: str) -> list[str]:
         marker = f"{TASK_MARKER}{task_id}"
         lines = []
-        for name in sorted(os.listdir(self.dir)):
-            if not (name.startswith("worker-") and name.endswith("." + suffix)):
-                continue
+        for name in _oldest_first(os.listdir(self.dir), suffix):
             with open(os.path.join(self.dir, name), errors="replace") as f:
                 inside = False
                 for line in f:
@@ -133,6 +196,28 @@ class LogFiles:
                     elif inside:
                         lines.append(line.rstrip("\n"))
         return lines
+
+
+# A worker's file: `worker-<id>-<pid>.out` or `.err`, and its rotated
+# predecessors `.out.1`, `.out.2`, ...
+_WORKER_FILE = re.compile(r"(worker-.+\.(out|err))(?:\.(\d+))?")
+
+
+def worker_stream(name: str) -> str | None:
+    """ "out" or "err" for a worker's log file (rotated ones too), else None."""
+    match = _WORKER_FILE.fullmatch(name)
+    return match[2] if match else None
+
+
+def _oldest_first(names: list[str], suffix: str) -> list[str]:
+    """The worker log files of `suffix` among `names`, rotated ones included,
+    each worker's oldest first (`.out.2`, `.out.1`, `.out`)."""
+    found = []
+    for name in names:
+        match = _WORKER_FILE.fullmatch(name)
+        if match and match[2] == suffix:
+            found.append((match[1], -int(match[3] or 0), name))
+    return [name for *_, name in sorted(found)]
 
 
 def _tail(path: str, n: int) -> dict:
@@ -159,8 +244,12 @@ def _tail(path: str, n: int) -> dict:
 
 
 def _from(path: str, offset: int) -> dict:
-    """Complete lines from `offset` on (at most MAX_CHUNK bytes)."""
+    """Complete lines from `offset` on (at most MAX_CHUNK bytes). An offset
+    past the end means the file was rotated since: the new one is read from
+    its start."""
     with open(path, "rb") as f:
+        if offset > f.seek(0, os.SEEK_END):
+            offset = 0
         f.seek(offset)
         data = f.read(MAX_CHUNK)
     complete = data[: data.rfind(b"\n") + 1]

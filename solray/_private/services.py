@@ -33,7 +33,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 
-from solray._private import tls, transport
+from solray._private import log_files, tls, transport
 
 logger = logging.getLogger(__name__)
 
@@ -642,7 +642,9 @@ class Launcher:
     ) -> ServiceProcess:
         """A node; its /metrics endpoint listens on metrics_export_host:
         metrics_export_port (0: a free port), bound here, so a port in use is
-        an OSError now."""
+        an OSError now. Log rotation settings in the environment are checked
+        here too, so a bad one is the caller's ValueError, not a dead node."""
+        log_files.Rotation.from_environment()
         node_id = random_node_id()
         try:
             metrics_sock = transport.bind_socket(metrics_export_host, metrics_export_port)

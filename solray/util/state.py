@@ -24,7 +24,7 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
-from solray._private import context
+from solray._private import context, log_files
 from solray._private.protocol import Msg
 from solray._private.state_client import RayStateApiException, Session, StateClient
 from solray._private.state_filters import check_filters, matches
@@ -405,11 +405,8 @@ def list_logs(
         name = f["filename"]
         if glob_filter is not None and not fnmatch.fnmatch(name, glob_filter):
             continue
-        if name.startswith("worker-") and name.endswith((".out", ".err")):
-            category = "worker_" + name.rsplit(".", 1)[1]
-        else:
-            category = "misc"
-        out.setdefault(category, []).append(name)
+        stream = log_files.worker_stream(name)
+        out.setdefault(f"worker_{stream}" if stream else "misc", []).append(name)
     return out
 
 
