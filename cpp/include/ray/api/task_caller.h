@@ -1,0 +1,47 @@
+// ray::Task(ray::PyFunction<R>{...}): options, then Remote(args...).
+#pragma once
+
+#include <ray/api/object_ref.h>
+#include <ray/api/xlang_function.h>
+
+#include <string>
+#include <unordered_map>
+#include <utility>
+
+namespace ray {
+namespace internal {
+
+template <typename F>
+class TaskCaller;
+
+template <typename R>
+class TaskCaller<PyFunction<R>> {
+ public:
+  explicit TaskCaller(PyFunction<R> function)
+      : function_{std::move(function.module_name), std::move(function.function_name)} {}
+
+  template <typename... Args>
+  ObjectRef<R> Remote(const Args &...args) {
+    return ObjectRef<R>(SubmitTask(function_, WrapArgs(args...), options_));
+  }
+
+  TaskCaller &SetName(std::string name) {
+    options_.name = std::move(name);
+    return *this;
+  }
+  TaskCaller &SetResources(std::unordered_map<std::string, double> resources) {
+    options_.resources = std::move(resources);
+    return *this;
+  }
+  TaskCaller &SetResource(std::string name, double value) {
+    options_.resources[std::move(name)] = value;
+    return *this;
+  }
+
+ private:
+  Callee function_;
+  CallOptions options_;
+};
+
+}  // namespace internal
+}  // namespace ray
