@@ -189,7 +189,7 @@ class ActorClass:
         worker.auto_init()
         cw = context.require_core_worker()
         meta = {
-            "class_name": self.__name__,
+            **self._described(),
             "methods": self._methods,
             # `async def __init__` too: it runs on the actor's event loop.
             "is_async": any(m["is_async"] for m in self._methods.values())
@@ -209,6 +209,11 @@ class ActorClass:
         if self._descriptor is None:
             self._descriptor = FunctionDescriptor.of(self._cls, self.__name__)
         return self._descriptor
+
+    def _described(self) -> dict:
+        """What the actor's handles say its class is (foreign drivers read
+        it: XLANG_GET_ACTOR)."""
+        return {"class_name": self.__name__, "module": self.__module__, "language": "python"}
 
 
 class _BoundActorClass:

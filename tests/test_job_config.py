@@ -70,7 +70,6 @@ def test_namespace_and_metadata(leak_check):
 @pytest.mark.parametrize(
     "config",
     [
-        JobConfig(jvm_options=["-Xmx1g"]),
         JobConfig(default_actor_lifetime="detached"),
         JobConfig(_client_job=True),
         JobConfig(_disable_job_level_lineage_reconstruction=True),
@@ -90,6 +89,8 @@ def test_malformed_job_config_is_refused(leak_check):
         solray.init(num_cpus=1, job_config={"ray_namespace": "x"})
     with pytest.raises(TypeError, match="metadata"):
         solray.init(num_cpus=1, job_config=JobConfig(metadata={"n": 1}))
+    with pytest.raises(TypeError, match="jvm_options"):
+        solray.init(num_cpus=1, job_config=JobConfig(jvm_options="-Xmx1g"))
     with pytest.raises(TypeError, match="code search path"):
         JobConfig(code_search_path="/not/a/list")
     with pytest.raises(ValueError, match="lifetime"):

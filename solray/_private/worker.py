@@ -345,6 +345,9 @@ def _start_driver(
     job_config._put_search_path_first()
     job_info = {"sys_path": [p for p in sys.path if p], "cwd": os.getcwd(), "namespace": _namespace}
     job_info["metadata"] = job_config.metadata
+    # A worker running this job's Java tasks starts its JVM with these (xlang/jvm.py).
+    job_info["code_search_path"] = job_config.search_path()
+    job_info["jvm_options"] = list(job_config.jvm_options)
     job_info["runtime_env"] = spec.public_view(cw.runtime_env)
     # Ray's driver job fields (state_client.StateClient.jobs): who runs it, where, since when.
     job_info["entrypoint"] = shlex.join([os.path.basename(sys.executable), *filter(None, sys.argv)])
