@@ -208,10 +208,12 @@ struct Codec<std::vector<T>, std::enable_if_t<std::is_arithmetic_v<T>>> {
       }
       return;
     }
-    if (o.type == msgpack::type::BIN && sizeof(T) == 1 && !std::is_same_v<T, bool>) {
-      out.resize(o.via.bin.size);  // Python bytes as a vector of bytes
-      std::memcpy(out.data(), o.via.bin.ptr, o.via.bin.size);
-      return;
+    if constexpr (sizeof(T) == 1 && !std::is_same_v<T, bool>) {
+      if (o.type == msgpack::type::BIN) {  // Python bytes as a vector of bytes
+        out.resize(o.via.bin.size);
+        std::memcpy(out.data(), o.via.bin.ptr, o.via.bin.size);
+        return;
+      }
     }
     if (o.type != msgpack::type::EXT || o.via.ext.type() != TYPED_ARRAY_EXT) {
       ThrowMismatch(o, Name());
