@@ -23,7 +23,8 @@ def describe(value) -> str:
     if isinstance(value, np.ndarray):
         return f"ndarray {value.dtype} {list(value.shape)}"
     if isinstance(value, dict):
-        return "dict " + " ".join(f"{type(k).__name__}:{type(v).__name__}" for k, v in value.items())
+        pairs = (f"{type(k).__name__}:{type(v).__name__}" for k, v in value.items())
+        return "dict " + " ".join(pairs)
     if isinstance(value, list):
         return "list " + " ".join(type(v).__name__ for v in value)
     return type(value).__name__

@@ -1,0 +1,138 @@
+"""solray's C++ API (cpp/): built once per session with CMake, its test
+program (cpp/tests/api_tests.cc) and the Objects page's example run against a
+head started with `solray start --head` (test_client's `head` fixture), as a
+C++ driver on another machine would: given only the client server's
+HOST:PORT (RAY_ADDRESS) and a copy of the token (SOLRAY_TOKEN_FILE). The
+Python the program calls is cpp_api_targets.py, in this directory, which it
+names as its code_search_path.
+
+The program runs all its cases in one process (one connection, one proxy);
+each case is a test here, so a failure names its case. Skipped, saying why,
+where cmake, a C++ compiler or the Debian packages (libmsgpack-cxx-dev,
+libssl-dev) are missing.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+
+import pytest
+from conftest import wait_for_condition
+from test_client import client_env, head  # noqa: F401  (head: a fixture)
+
+TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
+CPP_DIR = os.path.join(os.path.dirname(TESTS_DIR), "cpp")
+BUILD_TIMEOUT_S = 600
+RUN_TIMEOUT_S = 300
+
+# The program's cases (`api_tests --list`; test_the_case_list_is_the_programs).
+CASES = [
+    "seed_examples",
+    "every_value_kind",
+    "values_python_makes",
+    "get_with_timeout",
+    "wait",
+    "python_function_args",
+    "python_actor",
+    "python_exception_with_traceback",
+    "released_with_the_last_handle",
+    "concurrent_calls",
+    "init_and_shutdown",
+]
+
+
+@pytest.fixture(scope="session")
+def cpp_build(tmp_path_factory) -> str:
+    """cpp/ built (Debug: the quickest to compile) in a temporary directory."""
+    for tool in ("cmake", "c++"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"no {tool}: the C++ API is not built")
+    build = str(tmp_path_factory.mktemp("cpp-build"))
+    configure = subprocess.run(
+        ["cmake", "-S", CPP_DIR, "-B", build, "-DCMAKE_BUILD_TYPE=Debug"],
+        capture_output=True,
+        text=True,
+        timeout=BUILD_TIMEOUT_S,
+    )
+    if configure.returncode != 0 and re.search(r"msgpack|OpenSSL", configure.stderr):
+        pytest.skip(f"libmsgpack-cxx-dev or libssl-dev missing: {configure.stderr[-500:]}")
+    assert configure.returncode == 0, configure.stdout + configure.stderr
+    compiled = subprocess.run(
+        ["cmake", "--build", build, "-j", "2"],
+        capture_output=True,
+        text=True,
+        timeout=BUILD_TIMEOUT_S,
+    )
+    assert compiled.returncode == 0, compiled.stdout + compiled.stderr
+    return build
+
+
+def cpp_env(head) -> dict:  # noqa: F811
+    env = client_env(head, head.token_file)
+    env["RAY_ADDRESS"] = head.client_address
+    return env
+
+
+@pytest.fixture(scope="module")
+def cpp_run(cpp_build, head, tmp_path_factory):  # noqa: F811
+    """The test program's run: (its output, {case: "PASS" or why it failed})."""
+    scratch = tmp_path_factory.mktemp("cpp-scratch")
+    out = subprocess.run(
+        [
+            os.path.join(cpp_build, "solray_cpp_tests"),
+            f"--ray_code_search_path={TESTS_DIR}",
+            f"--scratch={scratch}",
+        ],
+        env=cpp_env(head),
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_S,
+    )
+    results = {}
+    for line in out.stdout.splitlines():
+        if match := re.fullmatch(r"PASS (\w+) \(.*\)", line):
+            results[match.group(1)] = "PASS"
+        elif match := re.fullmatch(r"FAIL (\w+): (.*)", line):
+            results[match.group(1)] = match.group(2)
+    return out, results
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_cpp_api(case, cpp_run):
+    out, results = cpp_run
+    assert case in results, f"{case} did not run (exit {out.returncode}):\n{out.stdout}{out.stderr}"
+    assert results[case] == "PASS", results[case]
+
+
+def test_the_case_list_is_the_programs(cpp_build):
+    listed = subprocess.run(
+        [os.path.join(cpp_build, "solray_cpp_tests"), "--list"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert listed.stdout.split() == CASES
+
+
+def test_the_client_s_proxy_ends_with_the_program(cpp_run, head):  # noqa: F811
+    out, _ = cpp_run
+    assert out.returncode == 0, out.stdout + out.stderr
+    wait_for_condition(lambda: not head.proxies(), timeout=30)
+
+
+def test_the_objects_page_example_runs(cpp_build, head):  # noqa: F811
+    """cpp/examples/objects.cc: the page's C++ code, with a main (the README's
+    second command)."""
+    out = subprocess.run(
+        [os.path.join(cpp_build, "objects_example")],
+        env=cpp_env(head),
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_S,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout == "objects example: ok\n"
+    wait_for_condition(lambda: not head.proxies(), timeout=30)
