@@ -17,11 +17,17 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import socket
 import subprocess
+import threading
 
 import pytest
 from conftest import wait_for_condition
 from test_client import client_env, head  # noqa: F401  (head: a fixture)
+from test_cluster_cli import cli_env
+
+import solray
+from solray._private import protocol, transport
 
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 CPP_DIR = os.path.join(os.path.dirname(TESTS_DIR), "cpp")
@@ -136,3 +142,45 @@ def test_the_objects_page_example_runs(cpp_build, head):  # noqa: F811
     assert out.returncode == 0, out.stdout + out.stderr
     assert out.stdout == "objects example: ok\n"
     wait_for_condition(lambda: not head.proxies(), timeout=30)
+
+
+def test_a_server_of_another_version_is_refused_naming_both(cpp_build):
+    """The client checks the server's version before proving the token: to a
+    server greeting with another solray version it sends its own version and
+    no proof (as transport.py's client does), and fails naming both."""
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(60)  # the thread ends even if the program never connects
+    received = bytearray()
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        with conn:
+            greeting = transport.version_block(solray_version="0.0.9")
+            conn.sendall(transport.MAGIC + greeting + os.urandom(transport.NONCE_LEN))
+            while chunk := conn.recv(4096):
+                received.extend(chunk)
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    try:
+        env = cli_env()
+        env["SOLRAY_TOKEN"] = "00ff"
+        env["RAY_ADDRESS"] = f"127.0.0.1:{server.getsockname()[1]}"
+        out = subprocess.run(
+            [os.path.join(cpp_build, "objects_example")],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=RUN_TIMEOUT_S,
+        )
+    finally:
+        thread.join(timeout=30)
+        server.close()
+    assert out.returncode != 0
+    assert (
+        f"Version mismatch: {env['RAY_ADDRESS']} runs solray 0.0.9 (protocol "
+        f"{protocol.PROTOCOL_VERSION}), this C++ client was built for solray "
+        f"{solray.__version__} (protocol {protocol.PROTOCOL_VERSION})"
+    ) in out.stderr
+    digest_and_nonce = bytes(transport.DIGEST_LEN + transport.NONCE_LEN)
+    assert bytes(received) == transport.version_block() + digest_and_nonce
