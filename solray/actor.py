@@ -281,7 +281,11 @@ class ActorHandle:
         return self._actor_id
 
     def __getattr__(self, name: str) -> ActorMethod:
-        methods = self.__dict__.get("_meta", {}).get("methods", {})
+        meta = self.__dict__.get("_meta", {})
+        methods = meta.get("methods", {})
+        if name not in methods and meta.get("language") == "java" and not name.startswith("__"):
+            # A Java actor's methods are not listed: the JVM finds them by name.
+            return ActorMethod(self, name, {"num_returns": 1})
         if name not in methods:
             raise AttributeError(
                 f"'{self.__dict__.get('_meta', {}).get('class_name', 'Actor')}' actor has "

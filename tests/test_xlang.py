@@ -486,3 +486,21 @@ def test_a_wrong_token_or_version_is_refused_before_anything_is_decoded(head):  
     with pytest.raises(ConnectionError):
         Client(head.client_address, token_of(head), version=wrong_version)
     assert not head.proxies() and head.client_server().is_running()
+
+
+def test_java_calls_without_the_java_runtime_say_so(client):
+    # The code_search_path (the module folder) holds no solray Java runtime:
+    # the task fails before any JVM starts, naming what is missing.
+    [ref] = client.task({"language": "java", "class_name": "demo.Calc", "name": "add"}, 1, 2)
+    record = client.get1(ref)["error"]
+    assert record["type"] == "RayTaskError" and record["cause_type"] == "JvmError", record
+    assert (
+        "io.solray.runtime.JavaExecutor) is not on the job's code_search_path"
+        in (record["message"])
+    )
+    with pytest.raises(Refused, match="unknown option 'max_concurrency' for XLANG_SUBMIT_TASK"):
+        client.task(
+            {"language": "java", "class_name": "demo.Calc", "name": "add"}, max_concurrency=2
+        )
+    with pytest.raises(Refused, match="a java function is a map of"):
+        client.task({"language": "java", "class_name": "demo.Calc"})

@@ -1,0 +1,62 @@
+"""`ray.cross_language`: Java functions and actor classes called from Python.
+
+`java_function(class_name, function_name)` is a RemoteFunction and
+`java_actor_class(class_name)` an ActorClass, as in Ray: `.remote(...)`,
+`.options(...)`, and an actor handle's methods by any name. They run in a
+JVM that the Python worker running them starts (_private/xlang/jvm.py); its
+classpath is the job's `JobConfig(code_search_path=[...])`, which must hold
+the solray Java runtime jar and the user's classes, and its options the
+job's `jvm_options`. A Java exception fails the task with RayTaskError whose
+cause is a CrossLanguageError naming the Java type, with the Java stack trace.
+"""
+
+from __future__ import annotations
+
+from solray._private.xlang.java_calls import JavaActor, JavaFunction
+from solray.actor import ActorClass, ActorHandle
+from solray.remote_function import RemoteFunction
+
+
+def java_function(class_name: str, function_name: str) -> RemoteFunction:
+    """A Java public static method, as a remote function."""
+    _check_name("class_name", class_name)
+    _check_name("function_name", function_name)
+    return RemoteFunction(JavaFunction(class_name, function_name), {})
+
+
+class JavaActorClass(ActorClass):
+    """An ActorClass whose actors are instances of a Java class."""
+
+    def __init__(self, class_name: str):
+        super().__init__(JavaActor, {})
+        self._java_class = class_name
+        self.__name__ = self.__qualname__ = class_name
+
+    def _remote(self, args, kwargs, options: dict) -> ActorHandle:
+        if options.get("max_concurrency") not in (None, 1):
+            raise ValueError(
+                f"max_concurrency={options['max_concurrency']} is not supported for the Java "
+                f"actor {self._java_class}: the JVM runs one call of an instance at a time"
+            )
+        if kwargs:
+            raise TypeError(
+                f"a Java constructor takes positional arguments only, got {sorted(kwargs)}"
+            )
+        return super()._remote((self._java_class, *args), {}, options)
+
+    def _described(self) -> dict:
+        return {"class_name": self._java_class, "language": "java"}
+
+
+def java_actor_class(class_name: str) -> ActorClass:
+    """A Java class, as an actor class: its public constructors make actors."""
+    _check_name("class_name", class_name)
+    return JavaActorClass(class_name)
+
+
+def _check_name(what: str, name) -> None:
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"{what} must be a non-empty string, got {name!r}")
+
+
+__all__ = ["java_actor_class", "java_function"]
