@@ -25,6 +25,7 @@ import pytest
 from conftest import wait_for_condition
 from test_client import client_env, head  # noqa: F401  (head: a fixture)
 from test_cluster_cli import cli_env
+from test_xlang_java import java_classes, java_runtime  # noqa: F401  (fixtures)
 
 import solray
 from solray._private import protocol, transport
@@ -120,7 +121,28 @@ def test_the_case_list_is_the_programs(cpp_build):
         text=True,
         timeout=30,
     )
-    assert listed.stdout.split() == CASES
+    assert listed.stdout.split() == [*CASES, "java_calls"]
+
+
+def test_java_functions_and_actors_from_cpp(cpp_build, head, java_classes, java_runtime, tmp_path):  # noqa: F811
+    """The program's java_calls case: Java static methods and a Java actor
+    (test_xlang_java's classes), run in a Python worker's JVM child; a Java
+    exception with its stack trace."""
+    search_path = ":".join([TESTS_DIR, java_classes, java_runtime])
+    out = subprocess.run(
+        [
+            os.path.join(cpp_build, "solray_cpp_tests"),
+            "java_calls",
+            f"--ray_code_search_path={search_path}",
+            f"--scratch={tmp_path}",
+        ],
+        env=cpp_env(head),
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_S,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout.startswith("PASS java_calls"), out.stdout
 
 
 def test_the_client_s_proxy_ends_with_the_program(cpp_run, head):  # noqa: F811

@@ -133,14 +133,19 @@ void AddResources(OptionsWriter &options, const std::unordered_map<std::string, 
   }
 }
 
-void PackPythonCallee(Packer &pk, const Callee &callee) {
-  pk.pack_map(3);
+// FUNC or CLASS: {"language": "python", "module", "name"}, or Java's
+// {"language": "java", "class_name"} with "name" for a function.
+void PackCallee(Packer &pk, const Callee &callee) {
+  const bool java = callee.language == "java";
+  pk.pack_map(java && callee.name.empty() ? 2 : 3);
   PackStr(pk, "language");
-  PackStr(pk, "python");
-  PackStr(pk, "module");
-  PackStr(pk, callee.module_name);
-  PackStr(pk, "name");
-  PackStr(pk, callee.name);
+  PackStr(pk, callee.language);
+  PackStr(pk, java ? "class_name" : "module");
+  PackStr(pk, callee.module_or_class);
+  if (!java || !callee.name.empty()) {
+    PackStr(pk, "name");
+    PackStr(pk, callee.name);
+  }
 }
 
 HandlePtr FirstId(Session &session, const Reply &reply) {
@@ -279,7 +284,7 @@ HandlePtr SubmitTask(const Callee &function, const std::vector<TaskArg> &args,
   Reply reply = session->Call(XLANG_SUBMIT_TASK, [&](Packer &pk) {
     pk.pack_map(3);
     PackStr(pk, "function");
-    PackPythonCallee(pk, function);
+    PackCallee(pk, function);
     PackStr(pk, "args");
     PackArgs(pk, args, session);
     PackStr(pk, "options");
@@ -308,7 +313,7 @@ HandlePtr CreateActor(const Callee &actor_class, const std::vector<TaskArg> &arg
   Reply reply = session->Call(XLANG_CREATE_ACTOR, [&](Packer &pk) {
     pk.pack_map(3);
     PackStr(pk, "class");
-    PackPythonCallee(pk, actor_class);
+    PackCallee(pk, actor_class);
     PackStr(pk, "args");
     PackArgs(pk, args, session);
     PackStr(pk, "options");

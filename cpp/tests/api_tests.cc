@@ -4,9 +4,11 @@
 //   api_tests --ray_code_search_path=<tests/> --scratch=<empty dir> [case...]
 // The Python it calls is tests/cpp_api_targets.py. Each case prints
 // "PASS name" or "FAIL name: why"; the exit status is 1 if any failed.
-// `api_tests --list` prints the case names.
+// `api_tests --list` prints the case names; without names, all run but
+// java_calls (it needs Java classes on the code_search_path).
 #include <ray/api.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
@@ -358,7 +360,38 @@ void InitAndShutdown() {
   CHECK(*ray::Put(8).Get() == 8);
 }
 
-const std::vector<std::pair<std::string, std::function<void()>>> CASES = {
+// Run only when named (test_cpp_api.py gives the code_search_path the Java
+// classes of test_xlang_java.py and solray's Java runtime jar).
+void JavaCalls() {
+  CHECK(*ray::Task(ray::JavaFunction<int>{"xlangtest.Calc", "add"}).Remote(1, 2).Get() == 3);
+  auto greeting = ray::Task(ray::JavaFunction<std::string>{"xlangtest.Calc", "greet"}).Remote("cpp");
+  CHECK(*greeting.Get() == "hello cpp");
+  auto scaled = ray::Task(ray::JavaFunction<std::vector<double>>{"xlangtest.Calc", "scale"})
+                    .Remote(std::vector<double>{1.5, -2}, ray::Put(2.0));
+  CHECK(*scaled.Get() == std::vector<double>({3, -4}));
+  std::string what = CHECK_THROWS(
+      RayTaskException,
+      ray::Task(ray::JavaFunction<int>{"xlangtest.Calc", "divide"}).Remote(1, 0).Get());
+  CHECK_CONTAINS(what, "RayTaskError(java.lang.ArithmeticException)");
+  CHECK_CONTAINS(what, "at xlangtest.Calc.divide");
+
+  auto counter = ray::Actor(ray::JavaActorClass{"xlangtest.Counter"}).Remote(int64_t(5));
+  CHECK(*counter.Task(ray::JavaActorMethod<int64_t>{"increment"}).Remote(int64_t(2)).Get() == 7);
+  what = CHECK_THROWS(RayTaskException,
+                      counter.Task(ray::JavaActorMethod<void>{"fail"}).Remote().Get());
+  CHECK_CONTAINS(what, "java.lang.IllegalStateException");
+  CHECK_CONTAINS(what, "counter broke");
+  what = CHECK_THROWS(RayException, ray::Actor(ray::JavaActorClass{"xlangtest.Counter", "pkg"}));
+  CHECK_CONTAINS(what, "JavaActorClass.module_name must be empty");
+}
+
+struct Case {
+  std::string name;
+  std::function<void()> run;
+  bool only_when_named = false;
+};
+
+const std::vector<Case> CASES = {
     {"seed_examples", SeedExamples},
     {"every_value_kind", EveryValueKind},
     {"values_python_makes", ValuesPythonMakes},
@@ -370,6 +403,7 @@ const std::vector<std::pair<std::string, std::function<void()>>> CASES = {
     {"released_with_the_last_handle", ReleasedWithTheLastHandle},
     {"concurrent_calls", ConcurrentCalls},
     {"init_and_shutdown", InitAndShutdown},
+    {"java_calls", JavaCalls, true},
 };
 
 }  // namespace
@@ -381,7 +415,7 @@ int main(int argc, char **argv) {
   for (int i = 1; i < argc; i++) {
     const std::string arg = argv[i];
     if (arg == "--list") {
-      for (const auto &c : CASES) std::cout << c.first << "\n";
+      for (const auto &c : CASES) std::cout << c.name << "\n";
       return 0;
     }
     if (arg.rfind("--scratch=", 0) == 0) {
@@ -397,10 +431,9 @@ int main(int argc, char **argv) {
   g_config.ray_namespace = "cpp-tests";
   ray::Init(g_config, argc, argv);
   int failed = 0;
-  for (const auto &[name, run] : CASES) {
-    if (!selected.empty() && std::find(selected.begin(), selected.end(), name) == selected.end()) {
-      continue;
-    }
+  for (const auto &[name, run, only_when_named] : CASES) {
+    const bool named = std::find(selected.begin(), selected.end(), name) != selected.end();
+    if (selected.empty() ? only_when_named : !named) continue;
     const auto start = std::chrono::steady_clock::now();
     try {
       run();

@@ -5,7 +5,8 @@
 //
 // Values cross as the cross-language format (api/xlang_value.h lists the
 // C++ types); functions and actors called are Python's (PyFunction,
-// PyActorClass). C++ tasks (RAY_REMOTE) are not supported.
+// PyActorClass) or Java's (JavaFunction, JavaActorClass). C++ tasks
+// (RAY_REMOTE) are not supported.
 #pragma once
 
 #include <ray/api/actor_handle.h>
@@ -93,11 +94,27 @@ WaitResult<T> Wait(const std::vector<ObjectRef<T>> &refs, int num_objects, int t
 
 template <typename R>
 internal::TaskCaller<PyFunction<R>> Task(PyFunction<R> function) {
-  return internal::TaskCaller<PyFunction<R>>(std::move(function));
+  return internal::TaskCaller<PyFunction<R>>(function);
+}
+
+// A Java public static method (the job's code_search_path must hold its
+// classes and solray's Java runtime jar).
+template <typename R>
+internal::TaskCaller<JavaFunction<R>> Task(JavaFunction<R> function) {
+  return internal::TaskCaller<JavaFunction<R>>(function);
 }
 
 inline internal::ActorCreator<PyActorClass> Actor(PyActorClass actor_class) {
   return internal::ActorCreator<PyActorClass>(std::move(actor_class));
+}
+
+inline internal::ActorCreator<JavaActorClass> Actor(JavaActorClass actor_class) {
+  if (!actor_class.module_name.empty()) {
+    throw internal::RayException("JavaActorClass.module_name must be empty (a Java class is "
+                                 "named by class_name alone), not \"" +
+                                 actor_class.module_name + "\"");
+  }
+  return internal::ActorCreator<JavaActorClass>(std::move(actor_class));
 }
 
 // The named actor (in this job's namespace, or the one given), or an empty

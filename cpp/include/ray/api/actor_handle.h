@@ -1,6 +1,7 @@
-// Python actors from C++: ray::Actor(ray::PyActorClass{...}) makes an
-// ActorCreator; its Remote(args...) an ActorHandleXlang, whose
-// Task(ray::PyActorMethod<R>{"method"}).Remote(args...) calls a method.
+// Python and Java actors from C++: ray::Actor(ray::PyActorClass{...}) (or
+// JavaActorClass) makes an ActorCreator; its Remote(args...) an
+// ActorHandleXlang, whose Task(ray::PyActorMethod<R>{"method"}) (or
+// JavaActorMethod) .Remote(args...) calls a method.
 // Handle copies share one RemoteHandle: the last one gone releases the
 // actor (the cluster ends it, as Python does when its last handle goes,
 // unless it is named and detached).
@@ -17,18 +18,15 @@
 namespace ray {
 namespace internal {
 
-template <typename F>
-class ActorTaskCaller;
-
-template <typename R>
-class ActorTaskCaller<PyActorMethod<R>> {
+template <typename M>
+class ActorTaskCaller {
  public:
   ActorTaskCaller(HandlePtr actor, std::string method)
       : actor_(std::move(actor)), method_(std::move(method)) {}
 
   template <typename... Args>
-  ObjectRef<R> Remote(const Args &...args) {
-    return ObjectRef<R>(CallActor(actor_, method_, WrapArgs(args...)));
+  ObjectRef<typename Xlang<M>::Return> Remote(const Args &...args) {
+    return ObjectRef<typename Xlang<M>::Return>(CallActor(actor_, method_, WrapArgs(args...)));
   }
 
  private:
@@ -50,6 +48,10 @@ class ActorHandleXlang {
   internal::ActorTaskCaller<PyActorMethod<R>> Task(PyActorMethod<R> method) {
     return {handle_, std::move(method.function_name)};
   }
+  template <typename R>
+  internal::ActorTaskCaller<JavaActorMethod<R>> Task(JavaActorMethod<R> method) {
+    return {handle_, std::move(method.function_name)};
+  }
 
   // Ends the actor now (Ray's ray.kill); no_restart by default, as Ray's.
   void Kill() { Kill(true); }
@@ -63,23 +65,20 @@ class ActorHandleXlang {
 
 namespace internal {
 
-template <typename F>
-class ActorCreator;
-
-template <>
-class ActorCreator<PyActorClass> {
+template <typename C>
+class ActorCreator {
  public:
-  explicit ActorCreator(PyActorClass actor_class) : actor_class_(std::move(actor_class)) {}
+  explicit ActorCreator(C actor_class) : actor_class_(std::move(actor_class)) {}
 
   template <typename... Args>
   ActorHandleXlang Remote(const Args &...args) {
-    if (actor_class_.function_name != "__init__") {
-      throw RayException("PyActorClass.function_name must be \"__init__\" (the actor is made by "
-                         "its class's constructor), not \"" +
+    if (actor_class_.function_name != Xlang<C>::CONSTRUCTOR) {
+      throw RayException(std::string("the actor class's function_name must be \"") +
+                         Xlang<C>::CONSTRUCTOR +
+                         "\" (the actor is made by its class's constructor), not \"" +
                          actor_class_.function_name + "\"");
     }
-    Callee callee{actor_class_.module_name, actor_class_.class_name};
-    return ActorHandleXlang(CreateActor(callee, WrapArgs(args...), options_));
+    return ActorHandleXlang(CreateActor(Xlang<C>::Of(actor_class_), WrapArgs(args...), options_));
   }
 
   ActorCreator &SetName(std::string name) {
@@ -109,7 +108,7 @@ class ActorCreator<PyActorClass> {
   }
 
  private:
-  PyActorClass actor_class_;
+  C actor_class_;
   ActorCreationOptions options_;
 };
 

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <ray/api/ray_exception.h>
+#include <ray/api/xlang_function.h>
 
 #include <memory>
 #include <optional>
@@ -46,12 +47,6 @@ using HandlePtr = std::shared_ptr<RemoteHandle>;
 struct TaskArg {
   HandlePtr ref;
   std::string value;
-};
-
-// What to call: a Python function or actor class.
-struct Callee {
-  std::string module_name;
-  std::string name;  // the function, or the class
 };
 
 // Options, with Ray's C++ meaning: resources "CPU", "GPU" and "memory" are

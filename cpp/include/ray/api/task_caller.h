@@ -1,4 +1,5 @@
-// ray::Task(ray::PyFunction<R>{...}): options, then Remote(args...).
+// ray::Task(ray::PyFunction<R>{...}) or ray::Task(ray::JavaFunction<R>{...}):
+// options, then Remote(args...).
 #pragma once
 
 #include <ray/api/object_ref.h>
@@ -12,17 +13,13 @@ namespace ray {
 namespace internal {
 
 template <typename F>
-class TaskCaller;
-
-template <typename R>
-class TaskCaller<PyFunction<R>> {
+class TaskCaller {
  public:
-  explicit TaskCaller(PyFunction<R> function)
-      : function_{std::move(function.module_name), std::move(function.function_name)} {}
+  explicit TaskCaller(const F &function) : function_(Xlang<F>::Of(function)) {}
 
   template <typename... Args>
-  ObjectRef<R> Remote(const Args &...args) {
-    return ObjectRef<R>(SubmitTask(function_, WrapArgs(args...), options_));
+  ObjectRef<typename Xlang<F>::Return> Remote(const Args &...args) {
+    return ObjectRef<typename Xlang<F>::Return>(SubmitTask(function_, WrapArgs(args...), options_));
   }
 
   TaskCaller &SetName(std::string name) {

@@ -1,6 +1,8 @@
-// Names of Python functions, actor classes and actor methods to call from
-// C++, as Ray's C++ API spells them: ray::Task(ray::PyFunction<int>{"module",
-// "function"}).Remote(...). R is the type the result is read as.
+// Names of functions, actor classes and actor methods in other languages,
+// to call from C++, as Ray's C++ API spells them:
+//   ray::Task(ray::PyFunction<int>{"module", "function"}).Remote(...)
+//   ray::Task(ray::JavaFunction<int>{"pkg.Class", "staticMethod"}).Remote(...)
+// R is the type the result is read as (void: not read).
 #pragma once
 
 #include <string>
@@ -24,4 +26,69 @@ struct PyActorMethod {
   std::string function_name;
 };
 
+template <typename R>
+struct JavaFunction {
+  std::string class_name;
+  std::string function_name;
+};
+
+struct JavaActorClass {
+  std::string class_name;
+  std::string module_name = "";
+  std::string function_name = "<init>";
+};
+
+template <typename R>
+struct JavaActorMethod {
+  std::string function_name;
+};
+
+namespace internal {
+
+// What the cluster is asked to call: FUNC / CLASS of docs/protocol.md.
+struct Callee {
+  std::string language;  // "python" or "java"
+  std::string module_or_class;  // the Python module, or the Java class
+  std::string name;  // the function or method; for a Python actor, its class; "" for Java's
+};
+
+// For each kind of name above: the result type, and what to call.
+template <typename F>
+struct Xlang;
+
+template <typename R>
+struct Xlang<PyFunction<R>> {
+  using Return = R;
+  static Callee Of(const PyFunction<R> &f) { return {"python", f.module_name, f.function_name}; }
+};
+
+template <typename R>
+struct Xlang<JavaFunction<R>> {
+  using Return = R;
+  static Callee Of(const JavaFunction<R> &f) { return {"java", f.class_name, f.function_name}; }
+};
+
+template <typename R>
+struct Xlang<PyActorMethod<R>> {
+  using Return = R;
+};
+
+template <typename R>
+struct Xlang<JavaActorMethod<R>> {
+  using Return = R;
+};
+
+template <>
+struct Xlang<PyActorClass> {
+  static constexpr const char *CONSTRUCTOR = "__init__";
+  static Callee Of(const PyActorClass &c) { return {"python", c.module_name, c.class_name}; }
+};
+
+template <>
+struct Xlang<JavaActorClass> {
+  static constexpr const char *CONSTRUCTOR = "<init>";
+  static Callee Of(const JavaActorClass &c) { return {"java", c.class_name, ""}; }
+};
+
+}  // namespace internal
 }  // namespace ray
