@@ -91,44 +91,46 @@ void Session::Hello(const std::optional<std::string> &ray_namespace,
   }
 }
 
-void Session::Send(int msg_type, uint64_t request_id, const BodyWriter &body,
-                   const std::vector<std::string> &buffers) {
+std::string Session::Header(int msg_type, uint64_t request_id, const BodyWriter &body,
+                            const std::vector<std::string> &buffers) {
   msgpack::sbuffer header;
   Packer pk(header);
   pk.pack_array(4);
   pk.pack_int(msg_type);
   pk.pack_uint64(request_id);
-  if (body) {
-    body(pk);
-  } else {
-    pk.pack_nil();
-  }
+  body(pk);
   pk.pack_array(static_cast<uint32_t>(buffers.size()));
   uint64_t payload = 0;
   for (const auto &b : buffers) {
     pk.pack_uint64(b.size());
     payload += b.size();
   }
-  std::string prefix;
-  PutLE(prefix, header.size(), 4);
-  PutLE(prefix, payload, 8);
+  std::string frame;
+  PutLE(frame, header.size(), 4);
+  PutLE(frame, payload, 8);
+  frame.append(header.data(), header.size());
+  return frame;
+}
+
+void Session::Send(const std::string &header, const std::vector<std::string> &buffers) {
   std::lock_guard<std::mutex> lock(write_mu_);
-  bool ok = conn_.WriteAll(prefix.data(), prefix.size()) &&
-            conn_.WriteAll(header.data(), header.size());
+  bool ok = conn_.WriteAll(header.data(), header.size());
   for (const auto &b : buffers) ok = ok && conn_.WriteAll(b.data(), b.size());
   if (!ok) conn_.ShutDown();  // the reader sees it and fails every waiter
 }
 
 Reply Session::Call(int msg_type, const BodyWriter &body, const std::vector<std::string> &buffers) {
+  const uint64_t request_id = next_request_id_++;
+  // Encoded first: a body that cannot be written (a bad argument) throws
+  // before anything waits for a reply.
+  const std::string header = Header(msg_type, request_id, body, buffers);
   std::future<Reply> answer;
-  uint64_t request_id;
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (closed_) throw RayException(*closed_);
-    request_id = next_request_id_++;
     answer = pending_[request_id].get_future();
   }
-  Send(msg_type, request_id, body, buffers);
+  Send(header, buffers);
   return answer.get();
 }
 
@@ -243,13 +245,13 @@ void Session::ReleaseLoop() {
     ids.swap(release_ids_);
     actor_ids.swap(release_actor_ids_);
     lock.unlock();
-    Send(XLANG_RELEASE, 0, [&](Packer &pk) {
+    Send(Header(XLANG_RELEASE, 0, [&](Packer &pk) {
       pk.pack_map(2);
       Codec<std::string>::Pack(pk, "ids");
       PackIds(pk, ids);
       Codec<std::string>::Pack(pk, "actor_ids");
       PackIds(pk, actor_ids);
-    }, {});
+    }, {}), {});
     lock.lock();
   }
 }

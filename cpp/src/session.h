@@ -9,6 +9,7 @@
 // network). Writes are serialized by write_mu_.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
@@ -87,8 +88,10 @@ class Session : public std::enable_shared_from_this<Session> {
   const Address &address() const { return address_; }
 
  private:
-  void Send(int msg_type, uint64_t request_id, const BodyWriter &body,
-            const std::vector<std::string> &buffers);
+  // A frame's prefix and header (request_id 0: one-way), then the buffers.
+  static std::string Header(int msg_type, uint64_t request_id, const BodyWriter &body,
+                            const std::vector<std::string> &buffers);
+  void Send(const std::string &header, const std::vector<std::string> &buffers);
   void ReadLoop();
   void ReleaseLoop();
   void FailPending(const std::string &reason);
@@ -99,8 +102,9 @@ class Session : public std::enable_shared_from_this<Session> {
 
   std::mutex write_mu_;
 
+  std::atomic<uint64_t> next_request_id_{1};
+
   std::mutex mu_;  // guards the fields below
-  uint64_t next_request_id_ = 1;
   std::map<uint64_t, std::promise<Reply>> pending_;
   std::optional<std::string> closed_;  // why, once closed
 

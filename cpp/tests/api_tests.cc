@@ -357,6 +357,8 @@ void InitAndShutdown() {
   ray::Init(g_config, g_argc, g_argv);
   what = CHECK_THROWS(RayException, before.Get());
   CHECK_CONTAINS(what, "belongs to an earlier connection");
+  what = CHECK_THROWS(RayException, ray::Task(Py<int>("add")).Remote(before, 1));
+  CHECK_CONTAINS(what, "belongs to an earlier connection");
   CHECK(*ray::Put(8).Get() == 8);
 }
 
