@@ -133,9 +133,18 @@ void AddResources(OptionsWriter &options, const std::unordered_map<std::string, 
   }
 }
 
-// FUNC or CLASS: {"language": "python", "module", "name"}, or Java's
-// {"language": "java", "class_name"} with "name" for a function.
+// FUNC or CLASS: {"language": "python", "module", "name"}, Java's
+// {"language": "java", "class_name"} with "name" for a function, or a C++
+// function's {"language": "cpp", "name"}.
 void PackCallee(Packer &pk, const Callee &callee) {
+  if (callee.language == "cpp") {
+    pk.pack_map(2);
+    PackStr(pk, "language");
+    PackStr(pk, "cpp");
+    PackStr(pk, "name");
+    PackStr(pk, callee.name);
+    return;
+  }
   const bool java = callee.language == "java";
   pk.pack_map(java && callee.name.empty() ? 2 : 3);
   PackStr(pk, "language");

@@ -7,23 +7,8 @@ namespace ray {
 namespace internal {
 namespace {
 
-constexpr size_t PREFIX_LEN = 12;  // header length u32 LE, payload length u64 LE
-constexpr uint64_t MAX_HEADER = 64ull << 20;
-constexpr uint64_t MAX_PAYLOAD = 64ull << 30;
 // Ids whose handles die within this window go in one XLANG_RELEASE.
 constexpr auto RELEASE_BATCH_WINDOW = std::chrono::milliseconds(20);
-
-void PutLE(std::string &out, uint64_t value, int bytes) {
-  for (int i = 0; i < bytes; i++) out.push_back(static_cast<char>((value >> (8 * i)) & 0xff));
-}
-
-uint64_t GetLE(const char *data, int bytes) {
-  uint64_t value = 0;
-  for (int i = 0; i < bytes; i++) {
-    value |= static_cast<uint64_t>(static_cast<unsigned char>(data[i])) << (8 * i);
-  }
-  return value;
-}
 
 std::string ToHex(const std::string &bytes) {
   static const char digits[] = "0123456789abcdef";
@@ -91,27 +76,6 @@ void Session::Hello(const std::optional<std::string> &ray_namespace,
   }
 }
 
-std::string Session::Header(int msg_type, uint64_t request_id, const BodyWriter &body,
-                            const std::vector<std::string> &buffers) {
-  msgpack::sbuffer header;
-  Packer pk(header);
-  pk.pack_array(4);
-  pk.pack_int(msg_type);
-  pk.pack_uint64(request_id);
-  body(pk);
-  pk.pack_array(static_cast<uint32_t>(buffers.size()));
-  uint64_t payload = 0;
-  for (const auto &b : buffers) {
-    pk.pack_uint64(b.size());
-    payload += b.size();
-  }
-  std::string frame;
-  PutLE(frame, header.size(), 4);
-  PutLE(frame, payload, 8);
-  frame.append(header.data(), header.size());
-  return frame;
-}
-
 void Session::Send(const std::string &header, const std::vector<std::string> &buffers) {
   std::lock_guard<std::mutex> lock(write_mu_);
   bool ok = conn_.WriteAll(header.data(), header.size());
@@ -123,7 +87,7 @@ Reply Session::Call(int msg_type, const BodyWriter &body, const std::vector<std:
   const uint64_t request_id = next_request_id_++;
   // Encoded first: a body that cannot be written (a bad argument) throws
   // before anything waits for a reply.
-  const std::string header = Header(msg_type, request_id, body, buffers);
+  const std::string header = FrameHead(msg_type, request_id, body, buffers);
   std::future<Reply> answer;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -136,54 +100,25 @@ Reply Session::Call(int msg_type, const BodyWriter &body, const std::vector<std:
 
 void Session::ReadLoop() {
   std::string reason = "the connection to the cluster at " + address_.ToString() + " was lost";
-  char prefix[PREFIX_LEN];
-  while (conn_.ReadExact(prefix, PREFIX_LEN)) {
-    const uint64_t header_len = GetLE(prefix, 4);
-    const uint64_t payload_len = GetLE(prefix + 4, 8);
-    if (header_len > MAX_HEADER || payload_len > MAX_PAYLOAD) {
-      reason = "malformed frame from the cluster (too large): disconnected";
-      break;
-    }
-    std::string header(header_len, '\0'), payload(payload_len, '\0');
-    if (!conn_.ReadExact(&header[0], header_len) || !conn_.ReadExact(&payload[0], payload_len)) {
-      break;
-    }
+  auto read_exact = [this](char *data, size_t size) { return conn_.ReadExact(data, size); };
+  while (true) {
     Reply reply;
-    int msg_type = 0;
-    uint64_t request_id = 0;
     try {
-      reply.header = msgpack::unpack(header.data(), header.size());
-      const msgpack::object &h = reply.header.get();
-      if (h.type != msgpack::type::ARRAY || h.via.array.size != 4 ||
-          h.via.array.ptr[3].type != msgpack::type::ARRAY) {
-        throw RayException("not [msg_type, request_id, body, buffer_lengths]");
-      }
-      Codec<int>::Unpack(h.via.array.ptr[0], msg_type);
-      Codec<uint64_t>::Unpack(h.via.array.ptr[1], request_id);
-      reply.body = h.via.array.ptr[2];
-      const msgpack::object &lengths = h.via.array.ptr[3];
-      size_t pos = 0;
-      for (uint32_t i = 0; i < lengths.via.array.size; i++) {
-        uint64_t n = 0;
-        Codec<uint64_t>::Unpack(lengths.via.array.ptr[i], n);
-        if (n > payload.size() - pos) throw RayException("buffer lengths exceed the payload");
-        reply.buffers.push_back(payload.substr(pos, n));
-        pos += n;
-      }
+      if (!ReadFrame(read_exact, reply)) break;
     } catch (const std::exception &e) {
-      reason = std::string("malformed frame from the cluster (") + e.what() + "): disconnected";
+      reason = std::string(e.what()) + " from the cluster: disconnected";
       break;
     }
-    if (msg_type != REPLY && msg_type != ERROR_REPLY) continue;  // no one-way message is ours
+    if (reply.msg_type != REPLY && reply.msg_type != ERROR_REPLY) continue;  // none is ours
     std::promise<Reply> waiter;
     {
       std::lock_guard<std::mutex> lock(mu_);
-      auto it = pending_.find(request_id);
+      auto it = pending_.find(reply.request_id);
       if (it == pending_.end()) continue;
       waiter = std::move(it->second);
       pending_.erase(it);
     }
-    if (msg_type == ERROR_REPLY) {
+    if (reply.msg_type == ERROR_REPLY) {
       std::string text;
       try {
         Codec<std::string>::Unpack(reply.body, text);
@@ -245,7 +180,7 @@ void Session::ReleaseLoop() {
     ids.swap(release_ids_);
     actor_ids.swap(release_actor_ids_);
     lock.unlock();
-    Send(Header(XLANG_RELEASE, 0, [&](Packer &pk) {
+    Send(FrameHead(XLANG_RELEASE, 0, [&](Packer &pk) {
       pk.pack_map(2);
       Codec<std::string>::Pack(pk, "ids");
       PackIds(pk, ids);

@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "connection.h"
+#include "frame.h"
 
 namespace ray {
 namespace internal {
@@ -52,13 +53,7 @@ class RequestError : public RayException {
   using RayException::RayException;
 };
 
-struct Reply {
-  msgpack::object_handle header;  // owns body's memory
-  msgpack::object body;
-  std::vector<std::string> buffers;
-};
-
-using BodyWriter = std::function<void(Packer &)>;
+using Reply = Frame;
 
 class Session : public std::enable_shared_from_this<Session> {
  public:
@@ -88,9 +83,7 @@ class Session : public std::enable_shared_from_this<Session> {
   const Address &address() const { return address_; }
 
  private:
-  // A frame's prefix and header (request_id 0: one-way), then the buffers.
-  static std::string Header(int msg_type, uint64_t request_id, const BodyWriter &body,
-                            const std::vector<std::string> &buffers);
+  // A frame (FrameHead, then its buffers); request_id 0 is one-way.
   void Send(const std::string &header, const std::vector<std::string> &buffers);
   void ReadLoop();
   void ReleaseLoop();

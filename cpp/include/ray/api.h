@@ -13,6 +13,7 @@
 #include <ray/api/object_ref.h>
 #include <ray/api/ray_config.h>
 #include <ray/api/ray_exception.h>
+#include <ray/api/ray_remote.h>
 #include <ray/api/task_caller.h>
 #include <ray/api/wait_result.h>
 #include <ray/api/xlang_function.h>
@@ -95,6 +96,14 @@ WaitResult<T> Wait(const std::vector<ObjectRef<T>> &refs, int num_objects, int t
 template <typename R>
 internal::TaskCaller<PyFunction<R>> Task(PyFunction<R> function) {
   return internal::TaskCaller<PyFunction<R>>(function);
+}
+
+// A C++ function registered with RAY_REMOTE, run in a C++ executor process
+// of the cluster (the job's code_search_path holds the shared library with
+// it and solray_cpp_worker).
+template <typename R, typename... Args>
+internal::TaskCaller<R (*)(Args...)> Task(R (*function)(Args...)) {
+  return internal::TaskCaller<R (*)(Args...)>(function);
 }
 
 // A Java public static method (the job's code_search_path must hold its

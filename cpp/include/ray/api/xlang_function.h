@@ -47,7 +47,7 @@ namespace internal {
 
 // What the cluster is asked to call: FUNC / CLASS of docs/protocol.md.
 struct Callee {
-  std::string language;  // "python" or "java"
+  std::string language;  // "python", "java" or "cpp"
   std::string module_or_class;  // the Python module, or the Java class
   std::string name;  // the function or method; for a Python actor, its class; "" for Java's
 };

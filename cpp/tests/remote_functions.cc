@@ -1,0 +1,24 @@
+// C++ remote functions of the test program (api_tests.cc's cpp_tasks):
+// built into libsolray_test_functions.so, which the cluster's C++ executor
+// loads, and into the program, which names them.
+#include <ray/api.h>
+
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+int Plus(int a, int b) { return a + b; }
+
+std::string Greet(std::string name) { return "hello " + name; }
+
+std::vector<double> Scale(std::vector<double> xs, double k) {
+  for (auto &x : xs) x *= k;
+  return xs;
+}
+
+int Divide(int a, int b) {
+  if (b == 0) throw std::invalid_argument("Divide: division by zero");
+  return a / b;
+}
+
+RAY_REMOTE(Plus, Greet, Scale, Divide);
