@@ -96,3 +96,15 @@ def test_malformed_job_config_is_refused(leak_check):
     with pytest.raises(ValueError, match="lifetime"):
         JobConfig(default_actor_lifetime="forever")
     assert not solray.is_initialized()
+
+
+@pytest.mark.parametrize(
+    "config",
+    [JobConfig(code_search_path=["/opt/code"]), JobConfig(jvm_options=["-Xmx1g"])],
+    ids=["code_search_path", "jvm_options"],
+)
+def test_job_settings_for_the_cluster_are_refused_through_ray_client(leak_check, config):
+    # Refused before connecting: the client's files are not on the head.
+    with pytest.raises(NotImplementedError, match="not available through a ray:// connection"):
+        solray.init("ray://127.0.0.1:9", job_config=config)
+    assert not solray.is_initialized()

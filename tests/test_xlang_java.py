@@ -45,6 +45,12 @@ SOURCES = {
             public static int divide(int a, int b) { return a / b; }
             public static List<Object> echo(List<Object> items) { return items; }
             public static Object lookup(Map<String, Object> m, String k) { return m.get(k); }
+            public static long[] squares(long[] xs) {
+                long[] out = new long[xs.length];
+                for (int i = 0; i < xs.length; i++) out[i] = xs[i] * xs[i];
+                return out;
+            }
+            public static int total(int[] xs) { int t = 0; for (int x : xs) t += x; return t; }
             public static double[] scale(double[] xs, double k) {
                 double[] out = new double[xs.length];
                 for (int i = 0; i < xs.length; i++) out[i] = xs[i] * k;
@@ -134,6 +140,11 @@ def test_java_functions_from_python(java_cluster):
         cross_language.java_function("xlangtest.Calc", "scale").remote(np.array([1.0, 2.5]), 2.0)
     )
     assert scaled.dtype == np.float64 and np.array_equal(scaled, [2.0, 5.0])
+    squares = cross_language.java_function("xlangtest.Calc", "squares")
+    squared = solray.get(squares.remote(np.array([3, -4, 2**31], dtype=np.int64)))
+    assert squared.dtype == np.int64 and squared.tolist() == [9, 16, 2**62]
+    total = cross_language.java_function("xlangtest.Calc", "total")
+    assert solray.get(total.remote(np.arange(5, dtype=np.int32))) == 10
     # A ref argument is resolved first, as for any task.
     assert solray.get(add.remote(solray.put(40), add.remote(1, 1))) == 42
 

@@ -192,11 +192,12 @@ def init(
                 "theirs."
             )
         if client_mode:
-            if job_config.code_search_path or job_config.metadata or job_env:
+            given = job_config.code_search_path or job_config.jvm_options or job_config.metadata
+            if given or job_env:
                 raise NotImplementedError(
-                    "init(): runtime_env and job_config code_search_path and metadata are not "
-                    "available through a ray:// connection (the client's driver runs on the "
-                    "head, where the client's files are not)"
+                    "init(): runtime_env and job_config code_search_path, jvm_options and "
+                    "metadata are not available through a ray:// connection (the client's "
+                    "driver runs on the head, where the client's files are not)"
                 )
             _connect_client(address[len(CLIENT_SCHEME) :], namespace, log_to_driver, _temp_dir)
             return RayContext(_context_info())

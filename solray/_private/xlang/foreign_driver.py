@@ -35,6 +35,7 @@ from __future__ import annotations
 import functools
 import importlib
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -74,10 +75,6 @@ ACTOR_OPTIONS = {
     "max_concurrency",
 }
 METHOD_OPTIONS = {"num_returns"}
-
-
-class BadRequest(ValueError):
-    """A request whose body does not say what the protocol says it must."""
 
 
 @dataclass
@@ -128,9 +125,9 @@ class ForeignDriver:
         def handle(conn, rid, body, buffers) -> None:
             try:
                 if not self.connected:
-                    raise BadRequest("not connected: the first message must be XLANG_CONNECT")
+                    raise ValueError("not connected: the first message must be XLANG_CONNECT")
                 if not isinstance(body, dict):
-                    raise BadRequest(f"the body must be a map, got {type(body).__name__}")
+                    raise ValueError(f"the body must be a map, got {type(body).__name__}")
                 work = prepare(body, buffers)
             except (ValueError, TypeError) as e:
                 conn.reply_error(rid, f"{type(e).__name__}: {e}")
@@ -162,12 +159,12 @@ class ForeignDriver:
 
     def _refs(self, ids) -> list[ObjectRef]:
         if not isinstance(ids, list):
-            raise BadRequest(f"ids must be an array of object ids, got {type(ids).__name__}")
+            raise ValueError(f"ids must be an array of object ids, got {type(ids).__name__}")
         refs = []
         for object_id in ids:
             ref = self.objects.get(object_id) if isinstance(object_id, bytes) else None
             if ref is None:
-                raise BadRequest(f"unknown object id {_hex(object_id)}: not held for this client")
+                raise ValueError(f"unknown object id {_hex(object_id)}: not held for this client")
             refs.append(ref)
         return refs
 
@@ -176,14 +173,14 @@ class ForeignDriver:
         if isinstance(actor_id, bytes):
             handle = self.actors.get(actor_id) or self.looked_up.get(actor_id)
         if handle is None:
-            raise BadRequest(f"unknown actor id {_hex(actor_id)}: not held for this client")
+            raise ValueError(f"unknown actor id {_hex(actor_id)}: not held for this client")
         return handle
 
     def _args(self, args, buffers: list) -> Callable[[], list]:
         """Loop thread: check ARGs and look their refs up; the returned
         callable decodes the values (on the pool: arrays may be large)."""
         if not isinstance(args, list):
-            raise BadRequest(f"args must be an array, got {type(args).__name__}")
+            raise ValueError(f"args must be an array, got {type(args).__name__}")
         slots = []
         for arg in args:
             if isinstance(arg, dict) and arg.keys() == {"ref"}:
@@ -196,7 +193,7 @@ class ForeignDriver:
             ):
                 slots.append(_Value(arg["value"]))
             else:
-                raise BadRequest(
+                raise ValueError(
                     f'an argument must be {{"ref": id}} or {{"value": buffer index}} with an '
                     f"index below {len(buffers)}, got {arg!r}"
                 )
@@ -209,7 +206,7 @@ class ForeignDriver:
     def _on_connect(self, conn, rid, body, buffers) -> None:
         try:
             if self.connected or self.proxy.connected:
-                raise BadRequest("this client is already connected")
+                raise ValueError("this client is already connected")
             job_config, namespace = _connect_options(body)
         except (ValueError, TypeError) as e:
             conn.reply_error(rid, f"{type(e).__name__}: {e}")
@@ -237,7 +234,7 @@ class ForeignDriver:
 
     def _put(self, body, buffers):
         if len(buffers) != 1:
-            raise BadRequest(f"XLANG_PUT carries one buffer (the value), got {len(buffers)}")
+            raise ValueError(f"XLANG_PUT carries one buffer (the value), got {len(buffers)}")
 
         def put() -> Answer:
             ref = solray.put(values.decode(buffers[0]))
@@ -277,7 +274,7 @@ class ForeignDriver:
         timeout = _timeout(body)
         fetch_local = body.get("fetch_local", True)
         if not isinstance(fetch_local, bool):
-            raise BadRequest(f"fetch_local must be a bool, got {fetch_local!r}")
+            raise ValueError(f"fetch_local must be a bool, got {fetch_local!r}")
 
         def wait() -> Answer:
             ready, not_ready = solray.wait(
@@ -319,7 +316,7 @@ class ForeignDriver:
         handle = self._actor(body.get("actor_id"))
         name = body.get("method")
         if not isinstance(name, str) or not name:
-            raise BadRequest(f"method must be a method's name, got {name!r}")
+            raise ValueError(f"method must be a method's name, got {name!r}")
         options = _options(body.get("options"), METHOD_OPTIONS, "XLANG_CALL_ACTOR")
         args = self._args(body.get("args", []), buffers)
 
@@ -331,7 +328,7 @@ class ForeignDriver:
     def _get_actor(self, body, buffers):
         name, namespace = body.get("name"), body.get("namespace")
         if namespace is not None and not isinstance(namespace, str):
-            raise BadRequest(f"namespace must be a string or nil, got {namespace!r}")
+            raise ValueError(f"namespace must be a string or nil, got {namespace!r}")
 
         def look_up() -> Answer:
             handle = solray.get_actor(name, namespace=namespace)
@@ -352,7 +349,7 @@ class ForeignDriver:
         handle = self._actor(body.get("actor_id"))
         no_restart = body.get("no_restart", True)
         if not isinstance(no_restart, bool):
-            raise BadRequest(f"no_restart must be a bool, got {no_restart!r}")
+            raise ValueError(f"no_restart must be a bool, got {no_restart!r}")
 
         def kill() -> Answer:
             solray.kill(handle, no_restart=no_restart)
@@ -382,25 +379,25 @@ def _hex(value) -> str:
 
 def _connect_options(body) -> tuple[JobConfig, str | None]:
     if not isinstance(body, dict):
-        raise BadRequest(f"the body must be a map, got {type(body).__name__}")
+        raise ValueError(f"the body must be a map, got {type(body).__name__}")
     unknown = sorted(set(body) - CONNECT_KEYS, key=str)
     if unknown:
-        raise BadRequest(
+        raise ValueError(
             f"unknown XLANG_CONNECT key {unknown[0]!r} (known: {sorted(CONNECT_KEYS)})"
         )
     if body.get("language") not in LANGUAGES:
-        raise BadRequest(f"language must be one of {list(LANGUAGES)}, got {body.get('language')!r}")
+        raise ValueError(f"language must be one of {list(LANGUAGES)}, got {body.get('language')!r}")
     namespace = body.get("namespace")
     if namespace is not None and (not isinstance(namespace, str) or not namespace):
-        raise BadRequest(f"namespace must be a non-empty string or nil, got {namespace!r}")
+        raise ValueError(f"namespace must be a non-empty string or nil, got {namespace!r}")
     paths = body.get("code_search_path") or []
     jvm_options = body.get("jvm_options") or []
     for name, items in (("code_search_path", paths), ("jvm_options", jvm_options)):
         if not isinstance(items, list) or not all(isinstance(i, str) and i for i in items):
-            raise BadRequest(f"{name} must be an array of non-empty strings, got {items!r}")
+            raise ValueError(f"{name} must be an array of non-empty strings, got {items!r}")
     for path in paths:
-        if not path.startswith("/"):
-            raise BadRequest(
+        if not os.path.isabs(path):
+            raise ValueError(
                 f"code_search_path entries must be absolute paths (they name files on the "
                 f"cluster's machines), got {path!r}"
             )
@@ -412,7 +409,7 @@ def _timeout(body: dict) -> float | None:
     if timeout_ms is None:
         return None
     if not isinstance(timeout_ms, int) or isinstance(timeout_ms, bool) or timeout_ms < 0:
-        raise BadRequest(f"timeout_ms must be a non-negative int or nil, got {timeout_ms!r}")
+        raise ValueError(f"timeout_ms must be a non-negative int or nil, got {timeout_ms!r}")
     return timeout_ms / 1000
 
 
@@ -420,20 +417,20 @@ def _options(options, known: set[str], message: str) -> dict:
     if options is None:
         return {}
     if not isinstance(options, dict):
-        raise BadRequest(f"options must be a map, got {type(options).__name__}")
+        raise ValueError(f"options must be a map, got {type(options).__name__}")
     unknown = sorted(set(options) - known, key=str)
     if unknown:
-        raise BadRequest(f"unknown option {unknown[0]!r} for {message} (known: {sorted(known)})")
+        raise ValueError(f"unknown option {unknown[0]!r} for {message} (known: {sorted(known)})")
     num_returns = options.get("num_returns", 1)
     if not isinstance(num_returns, int) or isinstance(num_returns, bool) or num_returns < 0:
-        raise BadRequest(f"num_returns must be a non-negative int, got {num_returns!r}")
+        raise ValueError(f"num_returns must be a non-negative int, got {num_returns!r}")
     return dict(options)
 
 
 def _described(described, what: str) -> dict:
     """Check a FUNC or CLASS map (the pool imports what it names)."""
     if not isinstance(described, dict):
-        raise BadRequest(f"{what} must be a map, got {type(described).__name__}")
+        raise ValueError(f"{what} must be a map, got {type(described).__name__}")
     language = described.get("language")
     if language == "python":
         keys = {"language", "module", "name"}
@@ -447,11 +444,11 @@ def _described(described, what: str) -> dict:
             }
         )
     else:
-        raise BadRequest(f"{what} language must be 'python' or 'java', got {language!r}")
+        raise ValueError(f"{what} language must be 'python' or 'java', got {language!r}")
     if described.keys() != keys or not all(
         isinstance(described[k], str) and described[k] for k in keys
     ):
-        raise BadRequest(
+        raise ValueError(
             f"a {language} {what} is a map of {sorted(keys)} (strings), got {described!r}"
         )
     return described

@@ -199,9 +199,7 @@ def _java() -> str:
     home = os.environ.get("JAVA_HOME")
     java = os.path.join(home, "bin", "java") if home else shutil.which("java")
     if not java or not os.access(java, os.X_OK):
-        raise JvmError(
-            "no java executable on this worker's node (install a JDK, or set JAVA_HOME)"
-        )
+        raise JvmError("no java executable on this worker's node (install a JDK, or set JAVA_HOME)")
     return java
 
 
