@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import sys
 
-from solray._private.xlang import jvm
+from solray._private.xlang import child, jvm
 
 
 class JavaFunction:
@@ -30,7 +30,7 @@ class JavaFunction:
 
     def __call__(self, *args):
         return jvm.for_current_job().call(
-            jvm.CALL_STATIC, {"class_name": self.class_name, "name": self.name}, args
+            child.CALL_STATIC, {"class_name": self.class_name, "name": self.name}, args
         )
 
 
@@ -45,7 +45,7 @@ class JavaActor:
     def __init__(self, class_name: str, *args):
         self._solray_jvm = jvm.for_current_job()
         self._solray_instance = self._solray_jvm.call(
-            jvm.NEW_ACTOR, {"class_name": class_name}, args
+            child.NEW_ACTOR, {"class_name": class_name}, args
         )
         self._solray_jvm.exit_hooks.append(_end_actor)
         if not self._solray_jvm.alive:  # it exited before the hook was there
@@ -57,7 +57,7 @@ class JavaActor:
 
         def call(*args):
             return self._solray_jvm.call(
-                jvm.CALL_METHOD, {"instance": self._solray_instance, "name": name}, args
+                child.CALL_METHOD, {"instance": self._solray_instance, "name": name}, args
             )
 
         call.__name__ = name
@@ -66,7 +66,7 @@ class JavaActor:
     def __ray_shutdown__(self) -> None:
         """The actor ends gracefully: the JVM lets go of the instance."""
         if self._solray_jvm.alive:
-            self._solray_jvm.call(jvm.DROP_ACTOR, {"instance": self._solray_instance})
+            self._solray_jvm.call(child.DROP_ACTOR, {"instance": self._solray_instance})
 
 
 def _end_actor(why: str) -> None:
