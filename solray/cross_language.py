@@ -1,4 +1,5 @@
-"""`ray.cross_language`: Java functions and actor classes called from Python.
+"""`ray.cross_language`: Java functions and actor classes, and C++
+functions, called from Python.
 
 `java_function(class_name, function_name)` is a RemoteFunction and
 `java_actor_class(class_name)` an ActorClass, as in Ray: `.remote(...)`,
@@ -8,10 +9,16 @@ classpath is the job's `JobConfig(code_search_path=[...])`, which must hold
 the solray Java runtime jar and the user's classes, and its options the
 job's `jvm_options`. A Java exception fails the task with RayTaskError whose
 cause is a CrossLanguageError naming the Java type, with the Java stack trace.
+
+`cpp_function(function_name)`, as in Ray, is a function a C++ library
+registered with RAY_REMOTE, run in the C++ executor the worker starts
+(_private/xlang/cpp_executor.py): the job's code_search_path must hold the
+library and solray_cpp_worker (both built with cpp/).
 """
 
 from __future__ import annotations
 
+from solray._private.xlang.cpp_executor import CppFunction
 from solray._private.xlang.java_calls import JavaActor, JavaFunction
 from solray.actor import ActorClass, ActorHandle
 from solray.remote_function import RemoteFunction
@@ -54,9 +61,15 @@ def java_actor_class(class_name: str) -> ActorClass:
     return JavaActorClass(class_name)
 
 
+def cpp_function(function_name: str) -> RemoteFunction:
+    """A C++ function registered with RAY_REMOTE, as a remote function."""
+    _check_name("function_name", function_name)
+    return RemoteFunction(CppFunction(function_name), {})
+
+
 def _check_name(what: str, name) -> None:
     if not isinstance(name, str) or not name:
         raise TypeError(f"{what} must be a non-empty string, got {name!r}")
 
 
-__all__ = ["java_actor_class", "java_function"]
+__all__ = ["cpp_function", "java_actor_class", "java_function"]

@@ -21,6 +21,8 @@ import socket
 import subprocess
 import threading
 
+import numpy as np
+import psutil
 import pytest
 from conftest import wait_for_condition
 from test_client import client_env, head  # noqa: F401  (head: a fixture)
@@ -28,7 +30,10 @@ from test_cluster_cli import cli_env
 from test_xlang_java import java_classes, java_runtime  # noqa: F401  (fixtures)
 
 import solray
+from solray import cross_language
 from solray._private import protocol, transport
+from solray.exceptions import CrossLanguageError, RayTaskError
+from solray.job_config import JobConfig
 
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 CPP_DIR = os.path.join(os.path.dirname(TESTS_DIR), "cpp")
@@ -121,20 +126,17 @@ def test_the_case_list_is_the_programs(cpp_build):
         text=True,
         timeout=30,
     )
-    assert listed.stdout.split() == [*CASES, "java_calls"]
+    assert listed.stdout.split() == [*CASES, "java_calls", "cpp_tasks"]
 
 
-def test_java_functions_and_actors_from_cpp(cpp_build, head, java_classes, java_runtime, tmp_path):  # noqa: F811
-    """The program's java_calls case: Java static methods and a Java actor
-    (test_xlang_java's classes), run in a Python worker's JVM child; a Java
-    exception with its stack trace."""
-    search_path = ":".join([TESTS_DIR, java_classes, java_runtime])
+def run_case(cpp_build, head, case: str, search_path: list[str], scratch) -> None:  # noqa: F811
+    """Runs one of the program's cases that only run when named."""
     out = subprocess.run(
         [
             os.path.join(cpp_build, "solray_cpp_tests"),
-            "java_calls",
-            f"--ray_code_search_path={search_path}",
-            f"--scratch={tmp_path}",
+            case,
+            f"--ray_code_search_path={':'.join(search_path)}",
+            f"--scratch={scratch}",
         ],
         env=cpp_env(head),
         capture_output=True,
@@ -142,7 +144,55 @@ def test_java_functions_and_actors_from_cpp(cpp_build, head, java_classes, java_
         timeout=RUN_TIMEOUT_S,
     )
     assert out.returncode == 0, out.stdout + out.stderr
-    assert out.stdout.startswith("PASS java_calls"), out.stdout
+    assert out.stdout.startswith(f"PASS {case}"), out.stdout
+
+
+def test_java_functions_and_actors_from_cpp(cpp_build, head, java_classes, java_runtime, tmp_path):  # noqa: F811
+    """The program's java_calls case: Java static methods and a Java actor
+    (test_xlang_java's classes), run in a Python worker's JVM child; a Java
+    exception with its stack trace."""
+    run_case(cpp_build, head, "java_calls", [TESTS_DIR, java_classes, java_runtime], tmp_path)
+
+
+def test_cpp_tasks_from_cpp(cpp_build, head, tmp_path):  # noqa: F811
+    """The program's cpp_tasks case: RAY_REMOTE functions (remote_functions.cc)
+    run in a C++ executor that a Python worker starts with the build folder's
+    libsolray_test_functions.so; a C++ exception, bad arguments, and a
+    function RAY_REMOTE did not register."""
+    run_case(cpp_build, head, "cpp_tasks", [TESTS_DIR, cpp_build], tmp_path)
+
+
+def test_cpp_functions_from_python(cpp_build, leak_check):
+    """ray.cross_language.cpp_function from a Python driver: the same C++
+    executor, started by the worker that runs the task, gone with it."""
+    solray.init(num_cpus=1, job_config=JobConfig(code_search_path=[cpp_build]))
+    plus = cross_language.cpp_function("Plus")
+    assert solray.get(plus.remote(solray.put(40), plus.remote(1, 1))) == 42
+    scale = cross_language.cpp_function("Scale")
+    scaled = solray.get(scale.remote(np.array([1.5, -2.0]), 2))
+    assert scaled.dtype == np.float64 and scaled.tolist() == [3.0, -4.0]
+    executors = [
+        p for p in psutil.Process().children(recursive=True) if "solray_cpp_worker" in p.name()
+    ]
+    assert len(executors) == 1 and executors[0].cmdline()[1:] == [
+        os.path.join(cpp_build, "libsolray_test_functions.so")
+    ]
+    with pytest.raises(RayTaskError) as info:
+        solray.get(cross_language.cpp_function("Divide").remote(1, 0))
+    assert isinstance(info.value.cause, CrossLanguageError)
+    assert info.value.cause.type_name == "std::invalid_argument"
+    assert info.value.cause.language == "cpp"
+    assert info.value.cause.message == "Divide: division by zero"
+    with pytest.raises(RayTaskError, match="no C\\+\\+ remote function Nope .*RAY_REMOTE"):
+        solray.get(cross_language.cpp_function("Nope").remote())
+    solray.shutdown()
+
+
+def test_cpp_functions_need_the_executor_on_the_code_search_path(tmp_path, leak_check):
+    solray.init(num_cpus=1, job_config=JobConfig(code_search_path=[str(tmp_path)]))
+    with pytest.raises(RayTaskError, match="solray_cpp_worker, built with cpp/.* is in no folder"):
+        solray.get(cross_language.cpp_function("Plus").remote(1, 2))
+    solray.shutdown()
 
 
 def test_the_client_s_proxy_ends_with_the_program(cpp_run, head):  # noqa: F811

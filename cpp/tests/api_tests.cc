@@ -5,7 +5,7 @@
 // The Python it calls is tests/cpp_api_targets.py. Each case prints
 // "PASS name" or "FAIL name: why"; the exit status is 1 if any failed.
 // `api_tests --list` prints the case names; without names, all run but
-// java_calls (it needs Java classes on the code_search_path).
+// java_calls and cpp_tasks (their code is not on the default code_search_path).
 #include <ray/api.h>
 
 #include <algorithm>
@@ -21,6 +21,12 @@
 #include <thread>
 #include <unordered_map>
 #include <vector>
+
+// The C++ remote functions (remote_functions.cc, also in this program).
+int Plus(int a, int b);
+std::string Greet(std::string name);
+std::vector<double> Scale(std::vector<double> xs, double k);
+int Divide(int a, int b);
 
 namespace {
 
@@ -387,6 +393,28 @@ void JavaCalls() {
   CHECK_CONTAINS(what, "JavaActorClass.module_name must be empty");
 }
 
+int NotRemote(int x) { return x; }
+
+// Run only when named (test_cpp_api.py gives the code_search_path the build
+// folder: solray_cpp_worker and libsolray_test_functions.so).
+void CppTasks() {
+  CHECK(*ray::Task(Plus).Remote(1, 2).Get() == 3);
+  auto three = ray::Task(Plus).Remote(1, 2);
+  CHECK(*ray::Task(Plus).Remote(three, ray::Put(10)).Get() == 13);
+  CHECK(*ray::Task(Greet).Remote("cpp").Get() == "hello cpp");
+  auto scaled = ray::Task(Scale).Remote(std::vector<double>{1.5, -2}, 2.0);
+  CHECK(*scaled.Get() == std::vector<double>({3, -4}));
+  std::string what = CHECK_THROWS(RayTaskException, ray::Task(Divide).Remote(1, 0).Get());
+  CHECK_CONTAINS(what, "RayTaskError(std::invalid_argument)");
+  CHECK_CONTAINS(what, "Divide: division by zero");
+  what = CHECK_THROWS(RayTaskException, ray::Task(Plus).Remote("one", 2).Get());
+  CHECK_CONTAINS(what, "cannot read a Python str as int32_t");
+  what = CHECK_THROWS(RayTaskException, ray::Task(Plus).Remote(1).Get());
+  CHECK_CONTAINS(what, "Plus takes 2 argument(s), not 1");
+  what = CHECK_THROWS(RayException, ray::Task(NotRemote).Remote(1));
+  CHECK_CONTAINS(what, "register it with RAY_REMOTE");
+}
+
 struct Case {
   std::string name;
   std::function<void()> run;
@@ -406,6 +434,7 @@ const std::vector<Case> CASES = {
     {"concurrent_calls", ConcurrentCalls},
     {"init_and_shutdown", InitAndShutdown},
     {"java_calls", JavaCalls, true},
+    {"cpp_tasks", CppTasks, true},
 };
 
 }  // namespace

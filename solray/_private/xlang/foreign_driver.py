@@ -443,8 +443,12 @@ def _described(described, what: str) -> dict:
                 "class_name",
             }
         )
+    elif language == "cpp" and what == "function":
+        keys = {"language", "name"}  # a function RAY_REMOTE registered
+    elif language == "cpp":
+        raise ValueError("C++ actor classes are not supported yet (C++ functions are)")
     else:
-        raise ValueError(f"{what} language must be 'python' or 'java', got {language!r}")
+        raise ValueError(f"{what} language must be 'python', 'java' or 'cpp', got {language!r}")
     if described.keys() != keys or not all(
         isinstance(described[k], str) and described[k] for k in keys
     ):
@@ -458,6 +462,8 @@ def _key(described: dict) -> tuple:
     """(language, module or Java class, name or None): what the caches key on."""
     if described["language"] == "java":
         return "java", described["class_name"], described.get("name")
+    if described["language"] == "cpp":
+        return "cpp", "", described["name"]
     return "python", described["module"], described["name"]
 
 
@@ -478,6 +484,10 @@ def _remote_function(language: str, where: str, name: str) -> RemoteFunction:
         from solray import cross_language
 
         return cross_language.java_function(where, name)
+    if language == "cpp":
+        from solray import cross_language
+
+        return cross_language.cpp_function(name)
     target = _imported(where, name)
     if isinstance(target, RemoteFunction):
         return target
