@@ -14,18 +14,6 @@ namespace {
   throw RayException("malformed reply from the cluster: " + what);
 }
 
-const msgpack::object *Field(const msgpack::object &map, const std::string &key) {
-  if (map.type != msgpack::type::MAP) return nullptr;
-  for (uint32_t i = 0; i < map.via.map.size; i++) {
-    const auto &kv = map.via.map.ptr[i];
-    if (kv.key.type == msgpack::type::STR &&
-        key.compare(0, std::string::npos, kv.key.via.str.ptr, kv.key.via.str.size) == 0) {
-      return &kv.val;
-    }
-  }
-  return nullptr;
-}
-
 const msgpack::object &Require(const msgpack::object &map, const std::string &key) {
   const msgpack::object *value = Field(map, key);
   if (value == nullptr) Malformed("no \"" + key + "\" in " + DescribeValue(map));
@@ -41,13 +29,6 @@ std::string Str(const msgpack::object *o) {
   std::string text;
   if (o != nullptr && o->type == msgpack::type::STR) text.assign(o->via.str.ptr, o->via.str.size);
   return text;
-}
-
-void PackStr(Packer &pk, const std::string &s) { Codec<std::string>::Pack(pk, s); }
-
-void PackBin(Packer &pk, const std::string &bytes) {
-  pk.pack_bin(static_cast<uint32_t>(bytes.size()));
-  pk.pack_bin_body(bytes.data(), static_cast<uint32_t>(bytes.size()));
 }
 
 // The session a handle belongs to must be this one: refs outlive ray::Shutdown.
@@ -196,11 +177,6 @@ std::vector<std::string> IdsOf(const std::vector<HandlePtr> &refs,
   ids.reserve(refs.size());
   for (const auto &ref : refs) ids.push_back(Checked(ref, session, "ObjectRef"));
   return ids;
-}
-
-void PackIds(Packer &pk, const std::vector<std::string> &ids) {
-  pk.pack_array(static_cast<uint32_t>(ids.size()));
-  for (const auto &id : ids) PackBin(pk, id);
 }
 
 void PackTimeout(Packer &pk, int timeout_ms) {

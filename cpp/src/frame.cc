@@ -22,6 +22,30 @@ uint64_t GetLE(const char *data, int bytes) {
 
 }  // namespace
 
+const msgpack::object *Field(const msgpack::object &map, const std::string &key) {
+  if (map.type != msgpack::type::MAP) return nullptr;
+  for (uint32_t i = 0; i < map.via.map.size; i++) {
+    const auto &kv = map.via.map.ptr[i];
+    if (kv.key.type == msgpack::type::STR &&
+        key.compare(0, std::string::npos, kv.key.via.str.ptr, kv.key.via.str.size) == 0) {
+      return &kv.val;
+    }
+  }
+  return nullptr;
+}
+
+void PackStr(Packer &pk, const std::string &text) { Codec<std::string>::Pack(pk, text); }
+
+void PackBin(Packer &pk, const std::string &bytes) {
+  pk.pack_bin(static_cast<uint32_t>(bytes.size()));
+  pk.pack_bin_body(bytes.data(), static_cast<uint32_t>(bytes.size()));
+}
+
+void PackIds(Packer &pk, const std::vector<std::string> &ids) {
+  pk.pack_array(static_cast<uint32_t>(ids.size()));
+  for (const auto &id : ids) PackBin(pk, id);
+}
+
 std::string FrameHead(int msg_type, uint64_t request_id, const BodyWriter &body,
                       const std::vector<std::string> &buffers) {
   msgpack::sbuffer header;

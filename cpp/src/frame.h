@@ -28,6 +28,13 @@ using BodyWriter = std::function<void(Packer &)>;
 std::string FrameHead(int msg_type, uint64_t request_id, const BodyWriter &body,
                       const std::vector<std::string> &buffers);
 
+// Bodies: a map's value by key (nullptr when absent or not a map), and the
+// pieces every message packs.
+const msgpack::object *Field(const msgpack::object &map, const std::string &key);
+void PackStr(Packer &pk, const std::string &text);
+void PackBin(Packer &pk, const std::string &bytes);
+void PackIds(Packer &pk, const std::vector<std::string> &ids);
+
 // Reads one frame through read_exact (false: the stream ended, cleanly or
 // not); throws RayException for a malformed frame.
 bool ReadFrame(const std::function<bool(char *, size_t)> &read_exact, Frame &frame);

@@ -1,7 +1,6 @@
 #include "session.h"
 
 #include <chrono>
-#include <cstring>
 
 namespace ray {
 namespace internal {
@@ -19,16 +18,6 @@ std::string ToHex(const std::string &bytes) {
     hex.push_back(digits[c & 0xf]);
   }
   return hex;
-}
-
-void PackBin(Packer &pk, const std::string &bytes) {
-  pk.pack_bin(static_cast<uint32_t>(bytes.size()));
-  pk.pack_bin_body(bytes.data(), static_cast<uint32_t>(bytes.size()));
-}
-
-void PackIds(Packer &pk, const std::vector<std::string> &ids) {
-  pk.pack_array(static_cast<uint32_t>(ids.size()));
-  for (const auto &id : ids) PackBin(pk, id);
 }
 
 }  // namespace
@@ -56,23 +45,17 @@ void Session::Hello(const std::optional<std::string> &ray_namespace,
                     const std::vector<std::string> &code_search_path) {
   Reply reply = Call(XLANG_CONNECT, [&](Packer &pk) {
     pk.pack_map(4);
-    Codec<std::string>::Pack(pk, "language");
-    Codec<std::string>::Pack(pk, "cpp");
-    Codec<std::string>::Pack(pk, "namespace");
+    PackStr(pk, "language");
+    PackStr(pk, "cpp");
+    PackStr(pk, "namespace");
     Codec<std::optional<std::string>>::Pack(pk, ray_namespace);
-    Codec<std::string>::Pack(pk, "code_search_path");
+    PackStr(pk, "code_search_path");
     Codec<std::vector<std::string>>::Pack(pk, code_search_path);
-    Codec<std::string>::Pack(pk, "jvm_options");
+    PackStr(pk, "jvm_options");
     pk.pack_array(0);
   });
-  if (reply.body.type == msgpack::type::MAP) {
-    for (uint32_t i = 0; i < reply.body.via.map.size; i++) {
-      const auto &kv = reply.body.via.map.ptr[i];
-      if (kv.key.type == msgpack::type::STR &&
-          std::string(kv.key.via.str.ptr, kv.key.via.str.size) == "namespace") {
-        Codec<std::string>::Unpack(kv.val, namespace_);
-      }
-    }
+  if (const msgpack::object *name = Field(reply.body, "namespace")) {
+    Codec<std::string>::Unpack(*name, namespace_);
   }
 }
 
@@ -182,9 +165,9 @@ void Session::ReleaseLoop() {
     lock.unlock();
     Send(FrameHead(XLANG_RELEASE, 0, [&](Packer &pk) {
       pk.pack_map(2);
-      Codec<std::string>::Pack(pk, "ids");
+      PackStr(pk, "ids");
       PackIds(pk, ids);
-      Codec<std::string>::Pack(pk, "actor_ids");
+      PackStr(pk, "actor_ids");
       PackIds(pk, actor_ids);
     }, {}), {});
     lock.lock();

@@ -31,6 +31,7 @@ using ray::internal::Codec;
 using ray::internal::FunctionRegistry;
 using ray::internal::Invoker;
 using ray::internal::Packer;
+using ray::internal::PackStr;
 
 // The child protocol's requests.
 enum Request : int { CALL_STATIC = 1, NEW_ACTOR = 2, CALL_METHOD = 3, DROP_ACTOR = 4 };
@@ -70,8 +71,6 @@ struct Error {
   std::string type;
   std::string message;
 };
-
-void PackStr(Packer &pk, const std::string &s) { Codec<std::string>::Pack(pk, s); }
 
 // Every registered function of the libraries, by name.
 class Functions {
@@ -124,13 +123,8 @@ std::string Answer(const ray::internal::Frame &request, const Functions &functio
       throw Error{"NotImplementedError", "C++ actors are not supported yet"};
     }
     std::string name;
-    for (uint32_t i = 0; request.body.type == msgpack::type::MAP && i < request.body.via.map.size;
-         i++) {
-      const auto &kv = request.body.via.map.ptr[i];
-      if (kv.key.type == msgpack::type::STR &&
-          std::string(kv.key.via.str.ptr, kv.key.via.str.size) == "name") {
-        Codec<std::string>::Unpack(kv.val, name);
-      }
+    if (const msgpack::object *given = ray::internal::Field(request.body, "name")) {
+      Codec<std::string>::Unpack(*given, name);
     }
     buffers.push_back(functions.Find(name)(request.buffers));
     return ray::internal::FrameHead(REPLY, request.request_id, [](Packer &pk) {
