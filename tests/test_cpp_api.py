@@ -188,6 +188,11 @@ def test_cpp_functions_from_python(cpp_build, leak_check):
     assert info.value.cause.message == "Divide: division by zero"
     with pytest.raises(RayTaskError, match="no C\\+\\+ remote function Nope .*RAY_REMOTE"):
         solray.get(cross_language.cpp_function("Nope").remote())
+    # Arguments are checked where they are read (a C++ caller's at compile time).
+    with pytest.raises(RayTaskError, match="cannot read a Python str as int32_t"):
+        solray.get(plus.remote("one", 2))
+    with pytest.raises(RayTaskError, match="Plus takes 2 argument\\(s\\), not 1"):
+        solray.get(plus.remote(1))
     solray.shutdown()
 
 

@@ -402,15 +402,11 @@ void CppTasks() {
   auto three = ray::Task(Plus).Remote(1, 2);
   CHECK(*ray::Task(Plus).Remote(three, ray::Put(10)).Get() == 13);
   CHECK(*ray::Task(Greet).Remote("cpp").Get() == "hello cpp");
-  auto scaled = ray::Task(Scale).Remote(std::vector<double>{1.5, -2}, 2.0);
+  auto scaled = ray::Task(Scale).Remote(std::vector<double>{1.5, -2}, 2);  // int to double
   CHECK(*scaled.Get() == std::vector<double>({3, -4}));
   std::string what = CHECK_THROWS(RayTaskException, ray::Task(Divide).Remote(1, 0).Get());
   CHECK_CONTAINS(what, "RayTaskError(std::invalid_argument)");
   CHECK_CONTAINS(what, "Divide: division by zero");
-  what = CHECK_THROWS(RayTaskException, ray::Task(Plus).Remote("one", 2).Get());
-  CHECK_CONTAINS(what, "cannot read a Python str as int32_t");
-  what = CHECK_THROWS(RayTaskException, ray::Task(Plus).Remote(1).Get());
-  CHECK_CONTAINS(what, "Plus takes 2 argument(s), not 1");
   what = CHECK_THROWS(RayException, ray::Task(NotRemote).Remote(1));
   CHECK_CONTAINS(what, "register it with RAY_REMOTE");
 }

@@ -58,6 +58,7 @@ std::vector<TaskArg> WrapArgs(const Args &...args) {
 template <typename T>
 class ObjectRef {
  public:
+  using value_type = T;
   ObjectRef() = default;
   explicit ObjectRef(internal::HandlePtr handle) : handle_(std::move(handle)) {}
 
@@ -87,6 +88,7 @@ class ObjectRef {
 template <>
 class ObjectRef<void> {
  public:
+  using value_type = void;
   ObjectRef() = default;
   explicit ObjectRef(internal::HandlePtr handle) : handle_(std::move(handle)) {}
   const std::string &ID() const { return handle_ ? handle_->Hex() : internal::EmptyId(); }

@@ -11,6 +11,7 @@
 // of the code) only to know their names.
 #pragma once
 
+#include <ray/api/object_ref.h>
 #include <ray/api/xlang_function.h>
 #include <ray/api/xlang_value.h>
 
@@ -85,11 +86,35 @@ bool RegisterRemote(const char *text, F... functions) {
   return true;
 }
 
+// Whether an argument of type A (a value, a string literal, or a ref to a
+// value) can be given for a parameter of type P.
+template <typename P, typename A>
+constexpr bool Accepts() {
+  using D = std::decay_t<A>;
+  using Param = std::decay_t<P>;
+  if constexpr (is_object_ref<D>::value) {
+    return std::is_convertible_v<typename D::value_type, Param>;
+  } else if constexpr (std::is_same_v<D, const char *> || std::is_same_v<D, char *>) {
+    return std::is_convertible_v<std::string, Param>;
+  } else {
+    return std::is_convertible_v<D, Param>;
+  }
+}
+
 // ray::Task(Plus): a C++ function, named as RAY_REMOTE registered it.
-template <typename R, typename... Args>
-struct Xlang<R (*)(Args...)> {
+template <typename R, typename... Params>
+struct Xlang<R (*)(Params...)> {
   using Return = R;
-  static Callee Of(R (*function)(Args...)) {
+  template <typename... Args>
+  static constexpr void CheckArgs() {
+    static_assert(sizeof...(Args) == sizeof...(Params),
+                  "Remote(...) takes as many arguments as the function has parameters");
+    if constexpr (sizeof...(Args) == sizeof...(Params)) {
+      static_assert((Accepts<Params, Args>() && ...),
+                    "an argument of Remote(...) does not convert to its parameter's type");
+    }
+  }
+  static Callee Of(R (*function)(Params...)) {
     std::string name = FunctionRegistry::Instance().NameOf(reinterpret_cast<const void *>(function));
     if (name.empty()) {
       throw RayException("this function is not a remote function: register it with RAY_REMOTE");

@@ -19,6 +19,7 @@ class TaskCaller {
 
   template <typename... Args>
   ObjectRef<typename Xlang<F>::Return> Remote(const Args &...args) {
+    Xlang<F>::template CheckArgs<Args...>();
     return ObjectRef<typename Xlang<F>::Return>(SubmitTask(function_, WrapArgs(args...), options_));
   }
 

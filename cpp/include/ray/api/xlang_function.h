@@ -52,40 +52,47 @@ struct Callee {
   std::string name;  // the function or method; for a Python actor, its class; "" for Java's
 };
 
-// For each kind of name above: the result type, and what to call.
+// For each kind of name above: the result type, what to call, and a
+// compile-time check of a call's arguments where the parameters are known
+// (C++ functions, ray_remote.h; other languages' are checked when called).
 template <typename F>
 struct Xlang;
 
+struct UncheckedArgs {
+  template <typename... Args>
+  static constexpr void CheckArgs() {}
+};
+
 template <typename R>
-struct Xlang<PyFunction<R>> {
+struct Xlang<PyFunction<R>> : UncheckedArgs {
   using Return = R;
   static Callee Of(const PyFunction<R> &f) { return {"python", f.module_name, f.function_name}; }
 };
 
 template <typename R>
-struct Xlang<JavaFunction<R>> {
+struct Xlang<JavaFunction<R>> : UncheckedArgs {
   using Return = R;
   static Callee Of(const JavaFunction<R> &f) { return {"java", f.class_name, f.function_name}; }
 };
 
 template <typename R>
-struct Xlang<PyActorMethod<R>> {
+struct Xlang<PyActorMethod<R>> : UncheckedArgs {
   using Return = R;
 };
 
 template <typename R>
-struct Xlang<JavaActorMethod<R>> {
+struct Xlang<JavaActorMethod<R>> : UncheckedArgs {
   using Return = R;
 };
 
 template <>
-struct Xlang<PyActorClass> {
+struct Xlang<PyActorClass> : UncheckedArgs {
   static constexpr const char *CONSTRUCTOR = "__init__";
   static Callee Of(const PyActorClass &c) { return {"python", c.module_name, c.class_name}; }
 };
 
 template <>
-struct Xlang<JavaActorClass> {
+struct Xlang<JavaActorClass> : UncheckedArgs {
   static constexpr const char *CONSTRUCTOR = "<init>";
   static Callee Of(const JavaActorClass &c) { return {"java", c.class_name, ""}; }
 };
