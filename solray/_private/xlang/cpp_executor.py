@@ -53,7 +53,7 @@ def executor_command(code_search_path: list[str]) -> list[str]:
     return [executable, *dict.fromkeys(libraries)]
 
 
-def for_current_job() -> Child:
+def for_current_job() -> CppExecutor:
     """This worker's C++ executor for the job of the task running on this thread."""
     command = tuple(executor_command(job_entry().get("code_search_path") or []))
     return child_for(("cpp", command), lambda: CppExecutor(list(command), "the C++ executor"))
