@@ -129,15 +129,15 @@ def test_the_case_list_is_the_programs(cpp_build):
         text=True,
         timeout=30,
     )
-    assert listed.stdout.split() == [*CASES, "java_calls", "cpp_tasks"]
+    assert listed.stdout.split() == [*CASES, "java_calls", "cpp_tasks", "cpp_actors"]
 
 
-def run_case(cpp_build, head, case: str, search_path: list[str], scratch) -> None:  # noqa: F811
-    """Runs one of the program's cases that only run when named."""
+def run_cases(cpp_build, head, cases: list[str], search_path: list[str], scratch) -> None:  # noqa: F811
+    """Runs the program's cases that only run when named."""
     out = subprocess.run(
         [
             os.path.join(cpp_build, "solray_cpp_tests"),
-            case,
+            *cases,
             f"--ray_code_search_path={':'.join(search_path)}",
             f"--scratch={scratch}",
         ],
@@ -147,27 +147,31 @@ def run_case(cpp_build, head, case: str, search_path: list[str], scratch) -> Non
         timeout=RUN_TIMEOUT_S,
     )
     assert out.returncode == 0, out.stdout + out.stderr
-    assert out.stdout.startswith(f"PASS {case}"), out.stdout
+    assert [line.split()[:2] for line in out.stdout.splitlines()] == [
+        ["PASS", case] for case in cases
+    ], out.stdout
 
 
 def test_java_functions_and_actors_from_cpp(cpp_build, head, java_classes, java_runtime, tmp_path):  # noqa: F811
     """The program's java_calls case: Java static methods and a Java actor
     (test_xlang_java's classes), run in a Python worker's JVM child; a Java
     exception with its stack trace."""
-    run_case(cpp_build, head, "java_calls", [TESTS_DIR, java_classes, java_runtime], tmp_path)
+    run_cases(cpp_build, head, ["java_calls"], [TESTS_DIR, java_classes, java_runtime], tmp_path)
 
 
-def test_cpp_tasks_from_cpp(cpp_build, head, tmp_path):  # noqa: F811
-    """The program's cpp_tasks case: RAY_REMOTE functions (remote_functions.cc)
-    run in a C++ executor that a Python worker starts with the build folder's
-    libsolray_test_functions.so; a C++ exception, bad arguments, and a
-    function RAY_REMOTE did not register."""
-    run_case(cpp_build, head, "cpp_tasks", [TESTS_DIR, cpp_build], tmp_path)
+def test_cpp_tasks_and_actors_from_cpp(cpp_build, head, tmp_path):  # noqa: F811
+    """The program's cpp_tasks and cpp_actors cases: RAY_REMOTE functions and
+    a class (remote_functions.cc) run in a C++ executor that a Python worker
+    starts with the build folder's libsolray_test_functions.so; C++
+    exceptions; a function RAY_REMOTE did not register; a named C++ actor
+    found again, killed."""
+    run_cases(cpp_build, head, ["cpp_tasks", "cpp_actors"], [TESTS_DIR, cpp_build], tmp_path)
 
 
-def test_cpp_functions_from_python(cpp_build, leak_check):
-    """ray.cross_language.cpp_function from a Python driver: the same C++
-    executor, started by the worker that runs the task, gone with it."""
+def test_cpp_functions_and_actors_from_python(cpp_build, leak_check):
+    """ray.cross_language.cpp_function and cpp_actor_class from a Python
+    driver: the same C++ executor, started by the worker that runs the task,
+    gone with it."""
     solray.init(num_cpus=1, job_config=JobConfig(code_search_path=[cpp_build]))
     plus = cross_language.cpp_function("Plus")
     assert solray.get(plus.remote(solray.put(40), plus.remote(1, 1))) == 42
@@ -188,6 +192,12 @@ def test_cpp_functions_from_python(cpp_build, leak_check):
     assert info.value.cause.message == "Divide: division by zero"
     with pytest.raises(RayTaskError, match="no C\\+\\+ remote function Nope .*RAY_REMOTE"):
         solray.get(cross_language.cpp_function("Nope").remote())
+    counter = cross_language.cpp_actor_class("Counter::FactoryCreate", "Counter").remote(5)
+    assert solray.get(getattr(counter, "Counter::Add").remote(2)) == 7
+    with pytest.raises(RayTaskError) as info:
+        solray.get(getattr(counter, "Counter::Fail").remote())
+    assert info.value.cause.type_name == "std::runtime_error"
+    assert info.value.cause.message == "counter at 7 refuses"
     # Arguments are checked where they are read (a C++ caller's at compile time).
     with pytest.raises(RayTaskError, match="cannot read a Python str as int32_t"):
         solray.get(plus.remote("one", 2))

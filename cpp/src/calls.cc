@@ -116,12 +116,17 @@ void AddResources(OptionsWriter &options, const std::unordered_map<std::string, 
 
 // FUNC or CLASS: {"language": "python", "module", "name"}, Java's
 // {"language": "java", "class_name"} with "name" for a function, or a C++
-// function's {"language": "cpp", "name"}.
+// function's {"language": "cpp", "name"} (a factory's adds "class_name").
 void PackCallee(Packer &pk, const Callee &callee) {
-  if (callee.language == "cpp") {
-    pk.pack_map(2);
+  if (callee.language == "cpp") {  // a factory names its class too
+    const bool factory = !callee.module_or_class.empty();
+    pk.pack_map(factory ? 3 : 2);
     PackStr(pk, "language");
     PackStr(pk, "cpp");
+    if (factory) {
+      PackStr(pk, "class_name");
+      PackStr(pk, callee.module_or_class);
+    }
     PackStr(pk, "name");
     PackStr(pk, callee.name);
     return;

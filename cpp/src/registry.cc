@@ -4,6 +4,7 @@
 #include <ray/api/ray_remote.h>
 
 #include <cctype>
+#include <cstdlib>
 
 namespace ray {
 namespace internal {
@@ -13,25 +14,49 @@ FunctionRegistry &FunctionRegistry::Instance() {
   return registry;
 }
 
-void FunctionRegistry::Register(const std::string &name, const void *address, Invoker invoke) {
-  invokers_[name] = std::move(invoke);
+void FunctionRegistry::Register(const std::string &name, const std::string &address,
+                                Registered registered) {
+  registered_[name] = std::move(registered);
   names_[address] = name;
 }
 
-const Invoker *FunctionRegistry::Find(const std::string &name) const {
-  auto it = invokers_.find(name);
-  return it == invokers_.end() ? nullptr : &it->second;
+const Registered *FunctionRegistry::Find(const std::string &name) const {
+  auto it = registered_.find(name);
+  return it == registered_.end() ? nullptr : &it->second;
 }
 
-std::string FunctionRegistry::NameOf(const void *address) const {
+std::string FunctionRegistry::NameOf(const std::string &address) const {
   auto it = names_.find(address);
   return it == names_.end() ? "" : it->second;
 }
 
 std::vector<std::string> FunctionRegistry::Names() const {
   std::vector<std::string> names;
-  for (const auto &entry : invokers_) names.push_back(entry.first);
+  for (const auto &entry : registered_) names.push_back(entry.first);
   return names;
+}
+
+std::string Demangled(const char *name) {
+  int status = 0;
+  char *readable = abi::__cxa_demangle(name, nullptr, nullptr, &status);
+  std::string result = status == 0 && readable != nullptr ? readable : name;
+  std::free(readable);
+  return result;
+}
+
+void CheckConstructor(const std::string &given, const char *constructor) {
+  if (given != constructor) {
+    throw RayException(std::string("the actor class's function_name must be \"") + constructor +
+                       "\" (the actor is made by its class's constructor), not \"" + given +
+                       "\"");
+  }
+}
+
+void CheckArity(const std::string &name, size_t expected, size_t given) {
+  if (given != expected) {
+    throw RayException(name + " takes " + std::to_string(expected) + " argument(s), not " +
+                       std::to_string(given));
+  }
 }
 
 std::vector<std::string> SplitNames(const std::string &text) {

@@ -5,8 +5,11 @@
 // The Python it calls is tests/cpp_api_targets.py. Each case prints
 // "PASS name" or "FAIL name: why"; the exit status is 1 if any failed.
 // `api_tests --list` prints the case names; without names, all run but
-// java_calls and cpp_tasks (their code is not on the default code_search_path).
+// java_calls, cpp_tasks and cpp_actors (their code is not on the default
+// code_search_path).
 #include <ray/api.h>
+
+#include "remote_functions.h"
 
 #include <algorithm>
 #include <chrono>
@@ -22,11 +25,6 @@
 #include <unordered_map>
 #include <vector>
 
-// The C++ remote functions (remote_functions.cc, also in this program).
-int Plus(int a, int b);
-std::string Greet(std::string name);
-std::vector<double> Scale(std::vector<double> xs, double k);
-int Divide(int a, int b);
 
 namespace {
 
@@ -389,7 +387,8 @@ void JavaCalls() {
                       counter.Task(ray::JavaActorMethod<void>{"fail"}).Remote().Get());
   CHECK_CONTAINS(what, "java.lang.IllegalStateException");
   CHECK_CONTAINS(what, "counter broke");
-  what = CHECK_THROWS(RayException, ray::Actor(ray::JavaActorClass{"xlangtest.Counter", "pkg"}));
+  what = CHECK_THROWS(RayException,
+                      ray::Actor(ray::JavaActorClass{"xlangtest.Counter", "pkg"}).Remote(1));
   CHECK_CONTAINS(what, "JavaActorClass.module_name must be empty");
 }
 
@@ -409,6 +408,25 @@ void CppTasks() {
   CHECK_CONTAINS(what, "Divide: division by zero");
   what = CHECK_THROWS(RayException, ray::Task(NotRemote).Remote(1));
   CHECK_CONTAINS(what, "register it with RAY_REMOTE");
+}
+
+// Run only when named, as cpp_tasks.
+void CppActors() {
+  auto counter = ray::Actor(Counter::FactoryCreate).Remote(10);
+  CHECK(*counter.Task(&Counter::Add).Remote(1).Get() == 11);
+  CHECK(*counter.Task(&Counter::Add).Remote(ray::Put(5)).Get() == 16);
+  CHECK(*counter.Task(&Counter::Get).Remote().Get() == 16);
+  std::string what = CHECK_THROWS(RayTaskException, counter.Task(&Counter::Fail).Remote().Get());
+  CHECK_CONTAINS(what, "RayTaskError(std::runtime_error)");
+  CHECK_CONTAINS(what, "counter at 16 refuses");
+
+  auto named = ray::Actor(Counter::FactoryCreate).SetName("cpp-native-counter").Remote(0);
+  std::optional<ray::ActorHandle<Counter>> found = ray::GetActor<Counter>("cpp-native-counter");
+  CHECK(found.has_value() && found->ID() == named.ID());
+  CHECK(*found->Task(&Counter::Add).Remote(2).Get() == 2);
+  named.Kill();
+  what = CHECK_THROWS(RayActorException, named.Task(&Counter::Get).Remote().Get());
+  CHECK_CONTAINS(what, "Actor");
 }
 
 struct Case {
@@ -431,6 +449,7 @@ const std::vector<Case> CASES = {
     {"init_and_shutdown", InitAndShutdown},
     {"java_calls", JavaCalls, true},
     {"cpp_tasks", CppTasks, true},
+    {"cpp_actors", CppActors, true},
 };
 
 }  // namespace

@@ -1,11 +1,9 @@
-// C++ remote functions of the test program (api_tests.cc's cpp_tasks):
-// built into libsolray_test_functions.so, which the cluster's C++ executor
-// loads, and into the program, which names them.
-#include <ray/api.h>
+// C++ remote functions and an actor class of the test program (api_tests.cc's
+// cpp_tasks and cpp_actors): built into libsolray_test_functions.so, which
+// the cluster's C++ executor loads, and into the program, which names them.
+#include "remote_functions.h"
 
-#include <stdexcept>
-#include <string>
-#include <vector>
+#include <ray/api.h>
 
 int Plus(int a, int b) { return a + b; }
 
@@ -22,3 +20,4 @@ int Divide(int a, int b) {
 }
 
 RAY_REMOTE(Plus, Greet, Scale, Divide);
+RAY_REMOTE(Counter::FactoryCreate, &Counter::Add, &Counter::Get, &Counter::Fail);

@@ -118,12 +118,23 @@ inline internal::ActorCreator<PyActorClass> Actor(PyActorClass actor_class) {
 }
 
 inline internal::ActorCreator<JavaActorClass> Actor(JavaActorClass actor_class) {
-  if (!actor_class.module_name.empty()) {
-    throw internal::RayException("JavaActorClass.module_name must be empty (a Java class is "
-                                 "named by class_name alone), not \"" +
-                                 actor_class.module_name + "\"");
-  }
   return internal::ActorCreator<JavaActorClass>(std::move(actor_class));
+}
+
+// A C++ actor: its factory (registered with RAY_REMOTE) returns a new T.
+template <typename T, typename... Params>
+internal::ActorCreator<T *(*)(Params...)> Actor(T *(*factory)(Params...)) {
+  return internal::ActorCreator<T *(*)(Params...)>(factory);
+}
+
+// The named C++ actor (made with a factory returning T*), or an empty optional.
+template <typename T>
+std::optional<ActorHandle<T>> GetActor(const std::string &name,
+                                       const std::string &ray_namespace = "") {
+  internal::HandlePtr handle = internal::GetActor(
+      name, ray_namespace.empty() ? std::nullopt : std::optional<std::string>(ray_namespace));
+  if (!handle) return std::nullopt;
+  return ActorHandle<T>(std::move(handle));
 }
 
 // The named actor (in this job's namespace, or the one given), or an empty

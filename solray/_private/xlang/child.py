@@ -31,7 +31,9 @@ entries is guarded by `_children_lock`.
 from __future__ import annotations
 
 import concurrent.futures
+import os
 import subprocess
+import sys
 import threading
 from collections.abc import Callable
 
@@ -63,8 +65,8 @@ class Child:
         self._pending: dict[int, concurrent.futures.Future] = {}
         self._next_id = 1
         self._exit: str | None = None  # why it is gone, once it is
-        # Run (on the reader thread) when the child exits: a Java actor's
-        # worker ends with it (java_calls.JavaActor).
+        # Run (on the reader thread) when the child exits: an actor's worker
+        # ends with it (ChildActor).
         self.exit_hooks: list = []
         self._proc: subprocess.Popen | None = None
         started = concurrent.futures.Future()
@@ -189,3 +191,50 @@ def child_for(key: tuple, start: Callable[[], Child]) -> Child:
         if child is None or not child.alive:
             child = _children[key] = start()
     return child
+
+
+class ChildActor:
+    """A Python actor holding one instance in the worker's child (a Java
+    object in the JVM, a C++ object in the C++ executor); `child_for_job`
+    gives the child, `NEW_ACTOR`'s class_name is the constructor's first
+    argument (a Java class, a C++ factory's name).
+
+    Any method name the handle is called with (dunder names aside) reaches
+    the instance; the child answers one call of an instance at a time, and
+    the actor runs one call at a time (max_concurrency 1, checked where the
+    class is made)."""
+
+    child_for_job: Callable[[], Child]
+
+    def __init__(self, class_name: str, *args):
+        self._solray_child = type(self).child_for_job()
+        self._solray_instance = self._solray_child.call(NEW_ACTOR, {"class_name": class_name}, args)
+        self._solray_child.exit_hooks.append(_end_actor)
+        if not self._solray_child.alive:  # it exited before the hook was there
+            _end_actor("it exited while the actor was made")
+
+    def __getattr__(self, name: str):
+        if name.startswith("__") or "_solray_instance" not in self.__dict__:
+            raise AttributeError(name)
+
+        def call(*args):
+            return self._solray_child.call(
+                CALL_METHOD, {"instance": self._solray_instance, "name": name}, args
+            )
+
+        call.__name__ = name
+        return call
+
+    def __ray_shutdown__(self) -> None:
+        """The actor ends gracefully: the child lets go of the instance."""
+        if self._solray_child.alive:
+            self._solray_child.call(DROP_ACTOR, {"instance": self._solray_instance})
+
+
+def _end_actor(why: str) -> None:
+    """The child holding this worker's actor exited: the actor's state is
+    gone, so the actor is too. Its worker exits, and the actor is restarted
+    if max_restarts allows, as when any actor's process dies."""
+    sys.stderr.write(f"the actor's child process is gone ({why}): this actor's worker exits\n")
+    sys.stderr.flush()
+    os._exit(1)

@@ -1,5 +1,6 @@
-"""A Python worker's C++ executor: where C++ tasks run (functions a C++
-library registers with RAY_REMOTE; cpp/include/ray/api/ray_remote.h).
+"""A Python worker's C++ executor: where C++ tasks and actors run
+(functions and classes a C++ library registers with RAY_REMOTE;
+cpp/include/ray/api/ray_remote.h).
 
 A worker that gets a C++ task starts `solray_cpp_worker LIBRARY.so...`
 (cpp/src/worker_main.cc, built with cpp/) as its child (child.py): the
@@ -11,14 +12,23 @@ and runs a function by the name RAY_REMOTE gave it, on xlang values.
 A C++ function is a remote function whose body (CppFunction) asks the
 executor to run it, so scheduling, retries and errors are a Python task's;
 a C++ exception arrives as CrossLanguageError (its type, what()) and fails
-the task with RayTaskError.
+the task with RayTaskError. A C++ actor is a Python actor (CppActor) holding
+an instance its factory made in the executor, as a Java actor holds one in
+the JVM.
 """
 
 from __future__ import annotations
 
 import os
 
-from solray._private.xlang.child import CALL_STATIC, Child, ChildError, child_for, job_entry
+from solray._private.xlang.child import (
+    CALL_STATIC,
+    Child,
+    ChildActor,
+    ChildError,
+    child_for,
+    job_entry,
+)
 
 EXECUTABLE = "solray_cpp_worker"
 
@@ -70,3 +80,10 @@ class CppFunction:
 
     def __call__(self, *args):
         return for_current_job().call(CALL_STATIC, {"class_name": "", "name": self.name}, args)
+
+
+class CppActor(ChildActor):
+    """A Python actor holding one C++ instance (made by a RAY_REMOTE factory)
+    in the worker's C++ executor."""
+
+    child_for_job = staticmethod(for_current_job)

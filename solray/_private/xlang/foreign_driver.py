@@ -335,6 +335,12 @@ class ForeignDriver:
             meta = handle._meta
             if meta.get("language") == "java":
                 described = {"language": "java", "class_name": meta["class_name"]}
+            elif meta.get("language") == "cpp":
+                described = {
+                    "language": "cpp",
+                    "class_name": meta["class_name"],
+                    "name": meta["create_function"],
+                }
             else:
                 described = {
                     "language": "python",
@@ -443,10 +449,8 @@ def _described(described, what: str) -> dict:
                 "class_name",
             }
         )
-    elif language == "cpp" and what == "function":
-        keys = {"language", "name"}  # a function RAY_REMOTE registered
-    elif language == "cpp":
-        raise ValueError("C++ actor classes are not supported yet (C++ functions are)")
+    elif language == "cpp":  # what RAY_REMOTE registered (a class: by its factory)
+        keys = {"language", "name"} if what == "function" else {"language", "class_name", "name"}
     else:
         raise ValueError(f"{what} language must be 'python', 'java' or 'cpp', got {language!r}")
     if described.keys() != keys or not all(
@@ -463,7 +467,7 @@ def _key(described: dict) -> tuple:
     if described["language"] == "java":
         return "java", described["class_name"], described.get("name")
     if described["language"] == "cpp":
-        return "cpp", "", described["name"]
+        return "cpp", described.get("class_name", ""), described["name"]
     return "python", described["module"], described["name"]
 
 
@@ -502,6 +506,10 @@ def _actor_class(language: str, where: str, name: str | None) -> ActorClass:
         from solray import cross_language
 
         return cross_language.java_actor_class(where)
+    if language == "cpp":
+        from solray import cross_language
+
+        return cross_language.cpp_actor_class(name, where)
     target = _imported(where, name)
     if isinstance(target, ActorClass):
         return target

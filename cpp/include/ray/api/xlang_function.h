@@ -5,9 +5,13 @@
 // R is the type the result is read as (void: not read).
 #pragma once
 
+#include <ray/api/ray_exception.h>
+
 #include <string>
 
 namespace ray {
+
+class ActorHandleXlang;
 
 template <typename R>
 struct PyFunction {
@@ -85,16 +89,29 @@ struct Xlang<JavaActorMethod<R>> : UncheckedArgs {
   using Return = R;
 };
 
+// An actor class's constructor is the only way it is made here.
+void CheckConstructor(const std::string &given, const char *constructor);
+
 template <>
 struct Xlang<PyActorClass> : UncheckedArgs {
-  static constexpr const char *CONSTRUCTOR = "__init__";
-  static Callee Of(const PyActorClass &c) { return {"python", c.module_name, c.class_name}; }
+  using Handle = ActorHandleXlang;
+  static Callee Of(const PyActorClass &c) {
+    CheckConstructor(c.function_name, "__init__");
+    return {"python", c.module_name, c.class_name};
+  }
 };
 
 template <>
 struct Xlang<JavaActorClass> : UncheckedArgs {
-  static constexpr const char *CONSTRUCTOR = "<init>";
-  static Callee Of(const JavaActorClass &c) { return {"java", c.class_name, ""}; }
+  using Handle = ActorHandleXlang;
+  static Callee Of(const JavaActorClass &c) {
+    CheckConstructor(c.function_name, "<init>");
+    if (!c.module_name.empty()) {
+      throw RayException("JavaActorClass.module_name must be empty (a Java class is named by "
+                         "class_name alone), not \"" + c.module_name + "\"");
+    }
+    return {"java", c.class_name, ""};
+  }
 };
 
 }  // namespace internal
