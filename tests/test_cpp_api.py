@@ -7,12 +7,13 @@ Python the program calls is cpp_api_targets.py, in this directory, which it
 names as its code_search_path.
 
 The program runs all its cases in one process (one connection, one proxy);
-each case is a test here, so a failure names its case. Its java_calls and
-cpp_tasks cases run alone, with the Java classes (test_xlang_java's) or the
-build folder (solray_cpp_worker, libsolray_test_functions.so) on the
-code_search_path; C++ functions are called from Python here too. Skipped, saying why,
-where cmake, a C++ compiler or the Debian packages (libmsgpack-cxx-dev,
-libssl-dev) are missing.
+each case is a test here, so a failure names its case. Its java_calls,
+cpp_tasks and cpp_actors cases run alone, with the Java classes
+(test_xlang_java's) or the build folder (solray_cpp_worker,
+libsolray_test_functions.so) on the code_search_path; C++ functions and
+actors are called from Python here too. Skipped, saying why, where cmake, a
+C++ compiler or the Debian packages (libmsgpack-cxx-dev, libssl-dev) are
+missing.
 """
 
 from __future__ import annotations

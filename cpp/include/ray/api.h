@@ -5,8 +5,9 @@
 //
 // Values cross as the cross-language format (api/xlang_value.h lists the
 // C++ types); functions and actors called are Python's (PyFunction,
-// PyActorClass) or Java's (JavaFunction, JavaActorClass). C++ tasks
-// (RAY_REMOTE) are not supported.
+// PyActorClass), Java's (JavaFunction, JavaActorClass) or C++ code
+// registered with RAY_REMOTE (api/ray_remote.h), which runs in a C++
+// executor process in the cluster.
 #pragma once
 
 #include <ray/api/actor_handle.h>
