@@ -199,6 +199,13 @@ def test_cpp_functions_and_actors_from_python(cpp_build, leak_check):
         solray.get(getattr(counter, "Counter::Fail").remote())
     assert info.value.cause.type_name == "std::runtime_error"
     assert info.value.cause.message == "counter at 7 refuses"
+    # The executor dying fails the call in flight, saying so; the next call
+    # gets a new one.
+    with pytest.raises(
+        RayTaskError, match="the C\\+\\+ executor closed its output; it exited with code 3"
+    ):
+        solray.get(cross_language.cpp_function("Crash").remote(3))
+    assert solray.get(plus.remote(2, 2)) == 4
     # Arguments are checked where they are read (a C++ caller's at compile time).
     with pytest.raises(RayTaskError, match="cannot read a Python str as int32_t"):
         solray.get(plus.remote("one", 2))

@@ -5,6 +5,8 @@
 
 #include <ray/api.h>
 
+#include <cstdlib>
+
 int Plus(int a, int b) { return a + b; }
 
 std::string Greet(std::string name) { return "hello " + name; }
@@ -19,5 +21,9 @@ int Divide(int a, int b) {
   return a / b;
 }
 
-RAY_REMOTE(Plus, Greet, Scale, Divide);
+// The executor dies (test_cpp_api: the task fails saying so, the next call
+// gets a new executor).
+int Crash(int code) { std::_Exit(code); }
+
+RAY_REMOTE(Plus, Greet, Scale, Divide, Crash);
 RAY_REMOTE(Counter::FactoryCreate, &Counter::Add, &Counter::Get, &Counter::Fail);

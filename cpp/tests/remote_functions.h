@@ -10,6 +10,7 @@ int Plus(int a, int b);
 std::string Greet(std::string name);
 std::vector<double> Scale(std::vector<double> xs, double k);
 int Divide(int a, int b);
+int Crash(int code);
 
 class Counter {
  public:
