@@ -283,8 +283,12 @@ class ActorHandle:
     def __getattr__(self, name: str) -> ActorMethod:
         meta = self.__dict__.get("_meta", {})
         methods = meta.get("methods", {})
-        if name not in methods and meta.get("language") == "java" and not name.startswith("__"):
-            # A Java actor's methods are not listed: the JVM finds them by name.
+        if (
+            name not in methods
+            and meta.get("language") in ("java", "cpp")
+            and not name.startswith("__")
+        ):
+            # A Java or C++ actor's methods are not listed: its process finds them by name.
             return ActorMethod(self, name, {"num_returns": 1})
         if name not in methods:
             raise AttributeError(

@@ -335,6 +335,12 @@ class ForeignDriver:
             meta = handle._meta
             if meta.get("language") == "java":
                 described = {"language": "java", "class_name": meta["class_name"]}
+            elif meta.get("language") == "cpp":
+                described = {
+                    "language": "cpp",
+                    "class_name": meta["class_name"],
+                    "name": meta["create_function"],
+                }
             else:
                 described = {
                     "language": "python",
@@ -443,8 +449,10 @@ def _described(described, what: str) -> dict:
                 "class_name",
             }
         )
+    elif language == "cpp":  # what RAY_REMOTE registered (a class: by its factory)
+        keys = {"language", "name"} if what == "function" else {"language", "class_name", "name"}
     else:
-        raise ValueError(f"{what} language must be 'python' or 'java', got {language!r}")
+        raise ValueError(f"{what} language must be 'python', 'java' or 'cpp', got {language!r}")
     if described.keys() != keys or not all(
         isinstance(described[k], str) and described[k] for k in keys
     ):
@@ -458,6 +466,8 @@ def _key(described: dict) -> tuple:
     """(language, module or Java class, name or None): what the caches key on."""
     if described["language"] == "java":
         return "java", described["class_name"], described.get("name")
+    if described["language"] == "cpp":
+        return "cpp", described.get("class_name", ""), described["name"]
     return "python", described["module"], described["name"]
 
 
@@ -478,6 +488,10 @@ def _remote_function(language: str, where: str, name: str) -> RemoteFunction:
         from solray import cross_language
 
         return cross_language.java_function(where, name)
+    if language == "cpp":
+        from solray import cross_language
+
+        return cross_language.cpp_function(name)
     target = _imported(where, name)
     if isinstance(target, RemoteFunction):
         return target
@@ -492,6 +506,10 @@ def _actor_class(language: str, where: str, name: str | None) -> ActorClass:
         from solray import cross_language
 
         return cross_language.java_actor_class(where)
+    if language == "cpp":
+        from solray import cross_language
+
+        return cross_language.cpp_actor_class(name, where)
     target = _imported(where, name)
     if isinstance(target, ActorClass):
         return target

@@ -12,10 +12,7 @@ worker reports as any task's error (RayTaskError with it as the cause).
 
 from __future__ import annotations
 
-import os
-import sys
-
-from solray._private.xlang import jvm
+from solray._private.xlang import child, jvm
 
 
 class JavaFunction:
@@ -30,49 +27,11 @@ class JavaFunction:
 
     def __call__(self, *args):
         return jvm.for_current_job().call(
-            jvm.CALL_STATIC, {"class_name": self.class_name, "name": self.name}, args
+            child.CALL_STATIC, {"class_name": self.class_name, "name": self.name}, args
         )
 
 
-class JavaActor:
-    """A Python actor holding one instance of a Java class in the worker's JVM.
+class JavaActor(child.ChildActor):
+    """A Python actor holding one instance of a Java class in the worker's JVM."""
 
-    Any method name the handle is called with (dunder names aside) reaches
-    the Java instance; the JVM answers one call of an instance at a time,
-    and the actor runs one call at a time (max_concurrency 1, checked where
-    the class is made)."""
-
-    def __init__(self, class_name: str, *args):
-        self._solray_jvm = jvm.for_current_job()
-        self._solray_instance = self._solray_jvm.call(
-            jvm.NEW_ACTOR, {"class_name": class_name}, args
-        )
-        self._solray_jvm.exit_hooks.append(_end_actor)
-        if not self._solray_jvm.alive:  # it exited before the hook was there
-            _end_actor("it exited while the actor was made")
-
-    def __getattr__(self, name: str):
-        if name.startswith("__") or "_solray_instance" not in self.__dict__:
-            raise AttributeError(name)
-
-        def call(*args):
-            return self._solray_jvm.call(
-                jvm.CALL_METHOD, {"instance": self._solray_instance, "name": name}, args
-            )
-
-        call.__name__ = name
-        return call
-
-    def __ray_shutdown__(self) -> None:
-        """The actor ends gracefully: the JVM lets go of the instance."""
-        if self._solray_jvm.alive:
-            self._solray_jvm.call(jvm.DROP_ACTOR, {"instance": self._solray_instance})
-
-
-def _end_actor(why: str) -> None:
-    """The JVM holding this worker's Java actor exited: the actor's state is
-    gone, so the actor is too. Its worker exits, and the actor is restarted
-    if max_restarts allows, as when any actor's process dies."""
-    sys.stderr.write(f"the Java actor's JVM is gone ({why}): this actor's worker exits\n")
-    sys.stderr.flush()
-    os._exit(1)
+    child_for_job = staticmethod(jvm.for_current_job)
