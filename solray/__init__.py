@@ -53,6 +53,7 @@ _SUBMODULES = {
     "cloudpickle",
     "experimental",
     "job_config",
+    "cross_language",
 }
 
 __all__ = sorted([*_NAMES, "actor", "exceptions", "util"])

@@ -189,7 +189,7 @@ class ActorClass:
         worker.auto_init()
         cw = context.require_core_worker()
         meta = {
-            "class_name": self.__name__,
+            **self._described(),
             "methods": self._methods,
             # `async def __init__` too: it runs on the actor's event loop.
             "is_async": any(m["is_async"] for m in self._methods.values())
@@ -209,6 +209,11 @@ class ActorClass:
         if self._descriptor is None:
             self._descriptor = FunctionDescriptor.of(self._cls, self.__name__)
         return self._descriptor
+
+    def _described(self) -> dict:
+        """What the actor's handles say its class is (foreign drivers read
+        it: XLANG_GET_ACTOR)."""
+        return {"class_name": self.__name__, "module": self.__module__, "language": "python"}
 
 
 class _BoundActorClass:
@@ -276,7 +281,15 @@ class ActorHandle:
         return self._actor_id
 
     def __getattr__(self, name: str) -> ActorMethod:
-        methods = self.__dict__.get("_meta", {}).get("methods", {})
+        meta = self.__dict__.get("_meta", {})
+        methods = meta.get("methods", {})
+        if (
+            name not in methods
+            and meta.get("language") in ("java", "cpp")
+            and not name.startswith("__")
+        ):
+            # A Java or C++ actor's methods are not listed: its process finds them by name.
+            return ActorMethod(self, name, {"num_returns": 1})
         if name not in methods:
             raise AttributeError(
                 f"'{self.__dict__.get('_meta', {}).get('class_name', 'Actor')}' actor has "

@@ -320,7 +320,23 @@ class PendingCallsLimitExceeded(RayError):
 
 
 class CrossLanguageError(RayError):
-    pass
+    """An exception raised in another language (a Java task): its type there
+    (`type_name`, say "java.lang.ArithmeticException"), message and stack
+    trace. A Java task that throws fails with RayTaskError whose cause is
+    this."""
+
+    def __init__(
+        self, type_name: str, message: str = "", traceback_str: str = "", language: str = "java"
+    ):
+        self.type_name = type_name
+        self.message = message
+        self.traceback_str = traceback_str
+        self.language = language
+        super().__init__(type_name, message, traceback_str, language)
+
+    def __str__(self) -> str:
+        detail = self.traceback_str.rstrip() or f"{self.type_name}: {self.message}"
+        return f"An exception raised from {self.language.upper()}:\n{detail}"
 
 
 class AsyncioActorExit(RayError):

@@ -3,8 +3,10 @@ given to `init(job_config=...)`.
 
 solray implements `code_search_path` (folders, or files whose folder is
 meant, put first on the driver's `sys.path` and so on its workers', which
-learn the driver's path: modules and the functions in them load from there),
-`ray_namespace` and `metadata` (kept with the job: `util.state.list_jobs()`).
+learn the driver's path: modules and the functions in them load from there;
+for Java tasks, the classpath of the worker's JVM: folders with the jars in
+them, and jar files), `jvm_options` (that JVM's options), `ray_namespace`
+and `metadata` (kept with the job: `util.state.list_jobs()`).
 Any other field with a value other than its default makes `init()` raise
 NotImplementedError naming it: the object itself accepts everything Ray's
 does, so code that builds one for Ray still runs until it asks for more.
@@ -90,7 +92,6 @@ class JobConfig:
     def _unsupported(self) -> list[str]:
         """The fields set to something solray does not do."""
         asked = {
-            "jvm_options": bool(self.jvm_options),
             "_client_job": self._client_job is not False,
             "default_actor_lifetime": self.default_actor_lifetime != "non_detached",
             "_disable_job_level_lineage_reconstruction": (
@@ -108,7 +109,6 @@ class JobConfig:
         if unsupported:
             name = unsupported[0]
             why = {
-                "jvm_options": "solray runs Python workers only",
                 "default_actor_lifetime": "give actors lifetime='detached' one by one",
             }.get(name, "solray does not support it")
             raise NotImplementedError(
@@ -117,6 +117,12 @@ class JobConfig:
         for path in self.code_search_path:
             if not isinstance(path, (str, os.PathLike)) or not str(path):
                 raise TypeError(f"JobConfig code_search_path entries must be paths, got {path!r}")
+        if not isinstance(self.jvm_options, (list, tuple)) or not all(
+            isinstance(option, str) for option in self.jvm_options
+        ):
+            raise TypeError(
+                f"JobConfig jvm_options must be a list of str, got {self.jvm_options!r}"
+            )
         if not isinstance(self.metadata, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in self.metadata.items()
         ):
@@ -130,11 +136,15 @@ class JobConfig:
                 f"JobConfig ray_namespace must be a non-empty string, got {self.ray_namespace!r}"
             )
 
+    def search_path(self) -> list[str]:
+        """code_search_path as absolute paths (a JVM's classpath is made of them)."""
+        return [os.path.abspath(str(path)) for path in self.code_search_path]
+
     def _put_search_path_first(self) -> None:
         """Put code_search_path first on this driver's sys.path, as absolute
         folders (a file stands for its folder); workers take the driver's."""
         folders = []
-        for path in map(os.path.abspath, map(str, self.code_search_path)):
+        for path in self.search_path():
             folders.append(os.path.dirname(path) if os.path.isfile(path) else path)
         sys.path[:0] = [f for f in dict.fromkeys(folders) if f not in sys.path]
 

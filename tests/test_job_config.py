@@ -70,7 +70,6 @@ def test_namespace_and_metadata(leak_check):
 @pytest.mark.parametrize(
     "config",
     [
-        JobConfig(jvm_options=["-Xmx1g"]),
         JobConfig(default_actor_lifetime="detached"),
         JobConfig(_client_job=True),
         JobConfig(_disable_job_level_lineage_reconstruction=True),
@@ -90,8 +89,22 @@ def test_malformed_job_config_is_refused(leak_check):
         solray.init(num_cpus=1, job_config={"ray_namespace": "x"})
     with pytest.raises(TypeError, match="metadata"):
         solray.init(num_cpus=1, job_config=JobConfig(metadata={"n": 1}))
+    with pytest.raises(TypeError, match="jvm_options"):
+        solray.init(num_cpus=1, job_config=JobConfig(jvm_options="-Xmx1g"))
     with pytest.raises(TypeError, match="code search path"):
         JobConfig(code_search_path="/not/a/list")
     with pytest.raises(ValueError, match="lifetime"):
         JobConfig(default_actor_lifetime="forever")
+    assert not solray.is_initialized()
+
+
+@pytest.mark.parametrize(
+    "config",
+    [JobConfig(code_search_path=["/opt/code"]), JobConfig(jvm_options=["-Xmx1g"])],
+    ids=["code_search_path", "jvm_options"],
+)
+def test_job_settings_for_the_cluster_are_refused_through_ray_client(leak_check, config):
+    # Refused before connecting: the client's files are not on the head.
+    with pytest.raises(NotImplementedError, match="not available through a ray:// connection"):
+        solray.init("ray://127.0.0.1:9", job_config=config)
     assert not solray.is_initialized()

@@ -151,6 +151,19 @@ class Msg(IntEnum):
     # util.collective: one rank's array for another (collective_inbox.py).
     COLLECTIVE_DATA = 150
 
+    # A foreign (Java, C++) driver and its proxy (xlang/foreign_driver.py;
+    # docs/protocol.md says each body). Values are xlang values (xlang/values.py).
+    XLANG_CONNECT = 210  # client -> proxy, first: language, namespace, code search path
+    XLANG_PUT = 211
+    XLANG_GET = 212
+    XLANG_WAIT = 213
+    XLANG_SUBMIT_TASK = 214  # a Python function by module and name, or a Java static method
+    XLANG_CREATE_ACTOR = 215
+    XLANG_CALL_ACTOR = 216
+    XLANG_RELEASE = 217  # one-way: ids the client holds no more
+    XLANG_GET_ACTOR = 218
+    XLANG_KILL_ACTOR = 219
+
 
 class ProtocolError(Exception):
     """A peer sent bytes that do not form a valid frame."""

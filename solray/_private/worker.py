@@ -192,11 +192,12 @@ def init(
                 "theirs."
             )
         if client_mode:
-            if job_config.code_search_path or job_config.metadata or job_env:
+            given = job_config.code_search_path or job_config.jvm_options or job_config.metadata
+            if given or job_env:
                 raise NotImplementedError(
-                    "init(): runtime_env and job_config code_search_path and metadata are not "
-                    "available through a ray:// connection (the client's driver runs on the "
-                    "head, where the client's files are not)"
+                    "init(): runtime_env and job_config code_search_path, jvm_options and "
+                    "metadata are not available through a ray:// connection (the client's "
+                    "driver runs on the head, where the client's files are not)"
                 )
             _connect_client(address[len(CLIENT_SCHEME) :], namespace, log_to_driver, _temp_dir)
             return RayContext(_context_info())
@@ -345,6 +346,9 @@ def _start_driver(
     job_config._put_search_path_first()
     job_info = {"sys_path": [p for p in sys.path if p], "cwd": os.getcwd(), "namespace": _namespace}
     job_info["metadata"] = job_config.metadata
+    # A worker running this job's Java tasks starts its JVM with these (xlang/jvm.py).
+    job_info["code_search_path"] = job_config.search_path()
+    job_info["jvm_options"] = list(job_config.jvm_options)
     job_info["runtime_env"] = spec.public_view(cw.runtime_env)
     # Ray's driver job fields (state_client.StateClient.jobs): who runs it, where, since when.
     job_info["entrypoint"] = shlex.join([os.path.basename(sys.executable), *filter(None, sys.argv)])

@@ -6,7 +6,10 @@ message (CLIENT_CONNECT, carrying its namespace and log_to_driver) this
 process joins the cluster as a real driver, as init(address=...) does
 (worker.join_cluster), and from then on runs the client's API calls
 (CLIENT_CALL: a public function's name and arguments, see API) on its
-behalf. So it owns what the client creates. When the client's connection
+behalf. So it owns what the client creates. A foreign (Java, C++) driver's
+first message is XLANG_CONNECT instead: then xlang/foreign_driver.py serves
+it (messages 210-219), on this process's loop and pool, and the Python
+client's messages are refused (the reverse too). When the client's connection
 closes, however it closes (shutdown(), a crash, SIGKILL, the network), this
 process shuts its driver down and exits: the cluster's ownership machinery
 frees its objects and ends its non-detached actors, as for any driver that
@@ -47,6 +50,8 @@ import solray
 from solray._private import context, services, transport
 from solray._private.client import wire
 from solray._private.protocol import PROTOCOL_VERSION, Msg
+from solray._private.xlang.foreign_driver import ForeignDriver
+from solray.job_config import JobConfig
 from solray.object_ref_generator import ObjectRefGenerator
 
 logger = logging.getLogger(__name__)
@@ -177,7 +182,8 @@ class Proxy:
         )
         self.loop: asyncio.AbstractEventLoop | None = None
         self.conn: transport.Connection | None = None
-        self.connected = False
+        self.connected = False  # a Python client (CLIENT_CONNECT)
+        self.foreign = ForeignDriver(self)  # serves a foreign client, if one connects
         self.stop: asyncio.Event | None = None
 
     async def run(self, sock: socket.socket) -> None:
@@ -191,14 +197,19 @@ class Proxy:
                 Msg.CLIENT_CONNECT: self._on_connect,
                 Msg.CLIENT_CALL: self._on_call,
                 Msg.CLIENT_RELEASE: self._on_release,
+                **self.foreign.handlers(),
             },
             on_close=lambda conn: self.stop.set(),
         )
-        self.loop.call_later(CONNECT_TIMEOUT_S, lambda: self.connected or self.stop.set())
+        self.loop.call_later(
+            CONNECT_TIMEOUT_S,
+            lambda: self.connected or self.foreign.connected or self.stop.set(),
+        )
         await self.stop.wait()
         self.conn.close()
         # Let go of everything before the driver goes (its shutdown frees the rest).
         self.held.clear()
+        self.foreign.release_all()
         with _streams_lock:
             _streams.clear()
         await self.loop.run_in_executor(None, self._shutdown_driver)
@@ -212,7 +223,7 @@ class Proxy:
     # -- handlers (loop thread) --------------------------------------------
 
     def _on_connect(self, conn, rid, body, buffers) -> None:
-        if self.connected:
+        if self.connected or self.foreign.connected:
             conn.reply_error(rid, "this client is already connected")
             return
         self.connected = True
@@ -220,22 +231,30 @@ class Proxy:
         log_to_driver = body.get("log_to_driver", True)
         self.pool.submit(self._connect, rid, namespace, log_to_driver)
 
+    def join(self, namespace: str | None, log_to_driver: bool, job_config: JobConfig | None = None):
+        """Pool thread: join the cluster as this client's driver; its core worker."""
+        from solray._private import worker
+
+        worker.join_cluster(
+            self.control_address,
+            self.token,
+            ip=self.ip,
+            namespace=namespace,
+            log_to_driver=log_to_driver,
+            job_config=job_config,
+        )
+        cw = context.require_core_worker()
+        cw.on_node_lost = lambda: self.loop.call_soon_threadsafe(self.stop.set)
+        # Its call sites would be this proxy's threads, not the client's
+        # code: no advice (advice.py) for a client's own calls.
+        cw.advice.enabled = False
+        return cw
+
     def _connect(self, rid: int, namespace: str | None, log_to_driver: bool) -> None:
         from solray._private import worker
 
         try:
-            worker.join_cluster(
-                self.control_address,
-                self.token,
-                ip=self.ip,
-                namespace=namespace,
-                log_to_driver=log_to_driver,
-            )
-            cw = context.require_core_worker()
-            cw.on_node_lost = lambda: self.loop.call_soon_threadsafe(self.stop.set)
-            # Its call sites would be this proxy's threads, not the client's
-            # code: no advice (advice.py) for a ray:// client's own calls.
-            cw.advice.enabled = False
+            cw = self.join(namespace, log_to_driver)
             info = {
                 "address": cw.address,
                 "namespace": cw.namespace,
@@ -292,6 +311,8 @@ class Proxy:
         self.conn.reply(rid, body, buffers)
 
     def _on_release(self, conn, rid, body, buffers) -> None:
+        if not self.connected:
+            return
         for object_id, times in body["refs"]:
             entry = self.held.get(object_id)
             if entry is not None:
