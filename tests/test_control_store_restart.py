@@ -9,6 +9,8 @@ then, actor calls and tasks go on, and what needs the control store waits.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import shutil
 import signal
@@ -23,6 +25,7 @@ from conftest import wait_for_condition
 
 import solray
 from solray._private import services, transport
+from solray._private.control_storage import KV, Persistence, open_storage
 from solray.experimental import internal_kv
 from solray.util.placement_group import (
     placement_group,
@@ -514,3 +517,31 @@ def test_a_job_that_ends_during_the_outage_is_recorded_as_ended(leak_check, tmp_
     assert info.driver_exit_code == 0 and info.end_time >= info.start_time
     (new,) = control_store_procs(address)
     assert new.pid != old.pid
+
+
+def test_changes_made_while_the_storage_closes_are_written_and_later_ones_dropped(tmp_path, caplog):
+    """The control store's last flush takes what changes while it runs; a
+    change after it (a connection closing as the store stops) is dropped
+    quietly, never written to a closed file with an ERROR about lost changes."""
+    url = f"sqlite://{tmp_path / 'control.db'}"
+
+    async def stop_while_changing() -> None:
+        storage = open_storage(url)
+        storage.load()  # as the control store starts
+        persistence = Persistence(storage)
+        persistence.put(KV, b"before", b"1")
+        closing = asyncio.get_running_loop().create_task(persistence.close())
+        await asyncio.sleep(0)
+        persistence.put(KV, b"during", b"2")
+        await closing
+        persistence.put(KV, b"after", b"3")
+        await asyncio.sleep(0.1)  # where a stray flush would have failed
+
+    with caplog.at_level(logging.DEBUG, logger="solray.control_store"):
+        asyncio.run(stop_while_changing())
+    reopened = open_storage(url)
+    try:
+        assert reopened.load()[KV] == {b"before": b"1", b"during": b"2"}
+    finally:
+        reopened.close()
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text

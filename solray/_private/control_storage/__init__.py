@@ -104,14 +104,23 @@ class Persistence:
         self._writing = False
         self._flushing: asyncio.Task | None = None
         self._closing = False  # a failed write is not retried
+        self._closed = False  # the storage is closed: later changes are the shutdown's own
         self._thread = concurrent.futures.ThreadPoolExecutor(1, "solray-storage")
 
     def put(self, table: str, key: bytes, value: bytes) -> None:
-        self._staged[(table, key)] = value
-        self._schedule()
+        self._stage(table, key, value)
 
     def delete(self, table: str, key: bytes) -> None:
-        self._staged[(table, key)] = None
+        self._stage(table, key, None)
+
+    def _stage(self, table: str, key: bytes, value: bytes | None) -> None:
+        if self._closed:
+            # Connections closing as the control store stops (a node's, a
+            # driver's) change its tables after the last write; what a
+            # restarted store must know was written before.
+            logger.debug("control store stopping: %s change not written", table)
+            return
+        self._staged[(table, key)] = value
         self._schedule()
 
     def after_commit(self, callback: Callable[[], None]) -> None:
@@ -170,10 +179,14 @@ class Persistence:
         store is stopping), then close the storage."""
         self._closing = True
         if self._flushing is not None and not self._flushing.done():
-            self._flushing.cancel()  # wakes a retry's backoff; the loop below writes
+            self._flushing.cancel()  # wakes a retry's backoff; the flush below writes
             await asyncio.gather(self._flushing, return_exceptions=True)
-            self._writing = False
-            await self._flush()
+        # Changes made while this last flush runs join it (no other flush
+        # starts: one could reach the storage after it is closed); later
+        # ones are dropped.
+        self._writing = True
+        await self._flush()
+        self._closed = True
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._thread, self.storage.close)
         self._thread.shutdown()
