@@ -90,11 +90,27 @@ def _relative_in_solray(filename: str) -> bool:
 
 
 def user_site() -> tuple[str, int] | None:
-    """(file, line) of the user's call (`user_frame`)."""
+    """(file, line) of the user's call (`user_frame`).
+
+    Cached by code object and instruction offset: `f_lineno` walks the
+    code's line table up to the instruction, microseconds for a long
+    function or script, on every remote() call. The entry keeps its code
+    object so that an id reused by a new code object is not mistaken for it."""
     frame = user_frame()
     if frame is None:
         return None
-    return frame.f_code.co_filename, frame.f_lineno
+    code = frame.f_code
+    key = (id(code), frame.f_lasti)
+    entry = _sites.get(key)
+    if entry is None or entry[0] is not code:
+        if len(_sites) >= _MAX_SITES:
+            _sites.clear()  # code made again and again (exec, notebooks)
+        entry = _sites[key] = (code, (code.co_filename, frame.f_lineno))
+    return entry[1]
+
+
+_sites: dict[tuple[int, int], tuple] = {}
+_MAX_SITES = 4096
 
 
 # -- what the summary says ------------------------------------------------------
