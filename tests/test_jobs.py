@@ -144,6 +144,24 @@ def test_a_cluster_that_stops_stops_its_running_jobs(leak_check, tmp_path):
     wait_for_condition(lambda: gone(sleeper), timeout=15, message="the job outlived its cluster")
 
 
+def test_jobs_end_with_their_dashboard_when_it_is_killed(leak_check, tmp_path):
+    """A SIGKILLed dashboard cannot stop its jobs; their guard does, so no
+    job goes on orphaned, unreported and unstoppable."""
+    context = solray.init(num_cpus=1, dashboard_port=0)
+    client = JobSubmissionClient(f"http://{context.dashboard_url}")
+    pid_file = tmp_path / "sleeper.pid"
+    client.submit_job(entrypoint=f"sleep 600 & echo $! > {pid_file}; wait")
+    sleeper = read_pid(pid_file)
+    (dashboard,) = [
+        p
+        for p in psutil.Process().children(recursive=True)
+        if "solray.dashboard.server" in " ".join(p.cmdline())
+    ]
+    dashboard.kill()
+    wait_for_condition(lambda: gone(sleeper), timeout=15, message="the job outlived its dashboard")
+    solray.shutdown()
+
+
 def test_a_job_runs_tasks_in_its_working_dir_and_keeps_its_log(cluster, tmp_path):
     client, url, token, session_dir = cluster
     submission_id = client.submit_job(

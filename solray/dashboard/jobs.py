@@ -4,14 +4,16 @@ solray/job_submission/).
 
 Where they run: in the dashboard's process (server.py says where that is),
 which supervises every job it started: each entrypoint is `/bin/sh -c
-ENTRYPOINT`, a process of its own in a session (so a process group) of its
-own, writing stdout and stderr to `<session>/logs/job-driver-<id>.log`,
-kept after it ends until the job is deleted. The loop owns the table of
-running jobs; each job's record (models.JobInfo) is written to the control
-store's key-value store at each change, which is where every reader looks
-(the state API's list_jobs, the job API). It is written through a
-reconnecting client (control_client.py): a job that ends while the control
-store restarts is recorded as ended once it is back.
+ENTRYPOINT` in a session (so a process group) of its own, under a small
+guard process (job_guard.py) that dies with the dashboard's process and
+takes the entrypoint's group with it; stdout and stderr go to
+`<session>/logs/job-driver-<id>.log`, kept after it ends until the job is
+deleted. The loop owns the table of running jobs; each job's record
+(models.JobInfo) is written to the control store's key-value store at each
+change, which is where every reader looks (the state API's list_jobs, the
+job API). It is written through a reconnecting client (control_client.py): a
+job that ends while the control store restarts is recorded as ended once it
+is back.
 
 How a job's driver joins the cluster: its environment names the control
 store (RAY_ADDRESS) and the head's temp dir (RAY_TMPDIR), never the token:
@@ -25,8 +27,10 @@ py_modules on its PYTHONPATH, and builds the pip/uv environment whose
 `python` comes first on its PATH. `import ray` and the `ray` command are
 solray's in it (runner.program_environment), as under `solray run`.
 
-Stopping a job is SIGTERM to its process group, then SIGKILL to the group
-after STOP_GRACE_S; its driver's tasks and non-detached actors end with
+Stopping a job is SIGTERM to its guard, which sends it to the entrypoint's
+process group, then SIGKILL to the group after the grace period
+(STOP_GRACE_S, less a second so the guard acts before the dashboard's own
+SIGKILL of it); its driver's tasks and non-detached actors end with
 the driver, as for any driver. When the dashboard stops (the cluster
 does), it stops its running jobs the same way.
 """
@@ -42,6 +46,7 @@ import re
 import secrets
 import signal
 import string
+import sys
 import time
 
 from solray._private import runner, services, transport
@@ -295,9 +300,7 @@ class JobManager:
         os.makedirs(self.logs_dir, mode=0o700, exist_ok=True)
         with open(self.log_path(job.submission_id), "ab") as log:
             job.process = await asyncio.create_subprocess_exec(
-                "/bin/sh",
-                "-c",
-                job.info.entrypoint,
+                *_guarded(job.info.entrypoint),
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=log,
                 stderr=asyncio.subprocess.STDOUT,
@@ -389,6 +392,16 @@ class _Job:
         self.process: asyncio.subprocess.Process | None = None
         self.task: asyncio.Task | None = None
         self.stopping = False
+
+
+GUARD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "job_guard.py")
+
+
+def _guarded(entrypoint: str) -> list[str]:
+    """The command that runs `entrypoint` under its guard (job_guard.py):
+    a plain script, no site packages, nothing from the working directory."""
+    grace = max(0.5, STOP_GRACE_S - 1)
+    return [sys.executable, "-P", "-S", GUARD, str(grace), str(os.getpid()), entrypoint]
 
 
 def _signal_group(pgid: int, sig: int) -> None:
