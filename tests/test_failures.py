@@ -234,3 +234,45 @@ def test_application_error_retries(
         assert f"attempt {expect_attempts} failed" in str(info.value)
     assert solray.get(square.remote(7), timeout=GET_TIMEOUT_S) == 49
     assert attempts(tmp_path) == expect_attempts  # after a later task: no extra attempt
+
+
+def zygotes() -> list[psutil.Process]:
+    """The nodes' worker fork servers (not the workers forked from them)."""
+    found = []
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            if "solray._private.worker_zygote" not in " ".join(proc.cmdline()):
+                continue
+            if "solray._private.worker_zygote" not in " ".join(proc.parent().cmdline()):
+                found.append(proc)
+        except psutil.Error:
+            continue  # gone meanwhile
+    return found
+
+
+@solray.remote
+class Pid:
+    def pid(self) -> int:
+        return os.getpid()
+
+
+def test_a_killed_worker_fork_server_is_replaced(ray_start):
+    """Workers start as interpreters while the fork server is gone, and
+    forked from a new one once it is up."""
+    solray.get([square.remote(i) for i in range(4)], timeout=GET_TIMEOUT_S)
+    wait_for_condition(lambda: len(zygotes()) == 1, timeout=30, message="no fork server")
+    (first,) = zygotes()
+    first.kill()
+    first.wait(timeout=10)
+
+    def new_worker_is_forked_from_a_new_server() -> bool:
+        actor = Pid.remote()  # an actor: a worker of its own, started now
+        try:
+            parent = psutil.Process(solray.get(actor.pid.remote(), timeout=GET_TIMEOUT_S)).parent()
+        finally:
+            solray.kill(actor)
+        servers = zygotes()
+        return len(servers) == 1 and servers[0].pid != first.pid and parent.pid == servers[0].pid
+
+    wait_for_condition(new_worker_is_forked_from_a_new_server, timeout=60)
+    assert_cluster_serves()

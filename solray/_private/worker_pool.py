@@ -4,7 +4,9 @@ forwarding their output, and noticing when they exit.
 Workers start as fresh interpreters until the first ones are up; then the
 pool starts a fork server (worker_zygote.py) and forks every later worker
 from it (about 3 ms instead of about 240 ms). A forked worker is not the
-node's child, so its exit is watched through a pidfd (ForkedProcess).
+node's child, so its exit is watched through a pidfd (ForkedProcess). A fork
+server that dies is replaced the same way (the first one, or one that lived
+ZYGOTE_RESTART_S); meanwhile workers start as interpreters.
 
 The pool does not decide who gets a worker: the lease scheduler takes idle
 workers (`take_idle`), asks for more (`start_worker`), and is told when a
@@ -57,6 +59,10 @@ logger = logging.getLogger("solray.node")
 
 IDLE_WORKER_TTL_S = 10.0
 EXITED_KEPT = 1000
+# A fork server that died is started again if it lived this long, or if it
+# was the first: one that keeps dying at once is not started again and again
+# (workers then start as interpreters).
+ZYGOTE_RESTART_S = 10.0
 # Worker output lines up to this long reach the driver whole; longer ones
 # are dropped (asyncio's default limit, 64 KiB, dropped ordinary long lines).
 MAX_OUTPUT_LINE = 8 * 1024 * 1024
@@ -102,6 +108,8 @@ class WorkerPool:
         self.processes: set = set()  # every process started, until reaped
         self._zygote = None  # the worker fork server process, once started
         self._zygote_requested = False
+        self._zygote_started_at = 0.0
+        self._zygote_restarts = 0
         self._zygote_channel: socket.socket | None = None
         self._zygote_lock = asyncio.Lock()
         self._logs: list = []
@@ -165,16 +173,19 @@ class WorkerPool:
             fork = False
         proc = None
         zygote = self._zygote
-        if fork and zygote is not None and zygote.returncode is None:
+        if fork and zygote is not None:
             try:
+                if zygote.returncode is not None:
+                    raise OSError(f"it exited with status {zygote.returncode}")
                 proc, stdout, stderr = await self._fork_worker(env)
             except OSError as e:  # the zygote died: start an interpreter instead
                 if not self.node.stopping:
                     logger.warning(
                         "the worker fork server failed (%s); starting a worker "
-                        "as a new interpreter",
+                        "as a new interpreter, and a new fork server",
                         e,
                     )
+                    self._zygote_gone(zygote)
         try:
             if self.node.stopping:
                 raise OSError("the node is stopping")
@@ -224,12 +235,25 @@ class WorkerPool:
         self.node.background(self._forward_output(proc.pid, stderr, True, log))
         self.node.background(self._watch_worker(worker))
 
+    def _zygote_gone(self, zygote) -> None:
+        """The fork server `zygote` died. A new one is started as the first
+        was (once a worker registers and none is starting) if this was the
+        first fork server or it lived ZYGOTE_RESTART_S or more."""
+        if self._zygote is not zygote:
+            return  # another worker's start saw it first
+        self._zygote = None  # its channel is closed when a new one replaces it
+        lived = time.monotonic() - self._zygote_started_at
+        if self._zygote_restarts == 0 or lived >= ZYGOTE_RESTART_S:
+            self._zygote_restarts += 1
+            self._zygote_requested = False
+
     async def _start_zygote(self) -> None:
         """The fork server workers are made from (worker_zygote.py)."""
+        self._zygote_started_at = time.monotonic()
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         token_fd = services.token_pipe(self.node.token)
         try:
-            self._zygote = await asyncio.create_subprocess_exec(
+            zygote = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
                 "solray._private.worker_zygote",
@@ -247,8 +271,11 @@ class WorkerPool:
             child.close()
             os.close(token_fd)
         parent.setblocking(False)
-        self._zygote_channel = parent
-        self.processes.add(self._zygote)
+        self.processes.add(zygote)
+        async with self._zygote_lock:  # no fork is using the old channel
+            if self._zygote_channel is not None:
+                self._zygote_channel.close()
+            self._zygote, self._zygote_channel = zygote, parent
 
     async def _fork_worker(self, env: dict):
         loop = asyncio.get_running_loop()
