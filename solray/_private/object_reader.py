@@ -22,7 +22,6 @@ pulls run on the loop, which owns `_fetching`.
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -57,6 +56,8 @@ class ObjectReader:
     # -- get -----------------------------------------------------------------
 
     def get(self, refs: list[ObjectRef], timeout: float | None = None) -> list:
+        if len(refs) == 1:
+            return [self._get_one(refs[0], timeout)]
         memory_store = self.cw.memory_store
         deadline = None if timeout is None else time.monotonic() + timeout
         # Usually every value is here already: no waiting, no asking owners.
@@ -65,7 +66,7 @@ class ObjectReader:
             self._fetch_borrowed(refs)
             object_ids = [r._id for r in refs]
             waiting = [r for r, e in zip(refs, entries, strict=True) if e is None]
-            with self._blocked_as("get", waiting):
+            with _Blocked(self, "get", waiting):
                 ready = self.wait_for_ids(object_ids, len(set(object_ids)), timeout, on_error=True)
             if not ready:
                 raise exceptions.GetTimeoutError(
@@ -84,6 +85,24 @@ class ObjectReader:
             for r, e in zip(refs, entries, strict=True)
         ]
 
+    def _get_one(self, ref: ObjectRef, timeout: float | None):
+        """`get` of one ref: a sync call's path (`get(f.remote())`), so it
+        does only what one ref needs (no lists, no batched read)."""
+        object_id = ref._id
+        entry = self.cw.memory_store.get(object_id)
+        if entry is not None:
+            return self.materialize(object_id, entry, ref._owner)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        self._fetch_borrowed((ref,))
+        with _Blocked(self, "get", (ref,)):
+            ready = self.wait_for_ids((object_id,), 1, timeout)
+        if not ready:
+            raise exceptions.GetTimeoutError(
+                f"get timed out after {timeout} seconds: 1 object(s) still not ready"
+            )
+        entry = self.cw.memory_store.get(object_id)
+        return self.materialize(object_id, entry, ref._owner, deadline)
+
     def read_stored(self, items: list[tuple[bytes, object, str]]) -> dict:
         """User thread: of the (id, entry, owner) items about to be
         materialized, read those that live in a store in one round trip to
@@ -91,21 +110,6 @@ class ObjectReader:
         it raised}, for `materialize`. A single one is left to it."""
         wanted = {object_id: (e, owner) for object_id, e, owner in items if type(e) is InStore}
         return self.cw.store.read_many(wanted) if len(wanted) > 1 else {}
-
-    @contextlib.contextmanager
-    def _blocked_as(self, kind: str, refs: list):
-        """While the body runs, `blocked_now` shows this thread waiting for `refs`."""
-        ident = threading.get_ident()
-        ctx = self.cw.current_task
-        task = (ctx.task_id, ctx.task_name or ctx.name) if ctx is not None else None
-        entry = (kind, [(r._id, r._owner or self.cw.address) for r in refs], time.time(), task)
-        with self._blocked_lock:
-            self._blocked[ident] = entry
-        try:
-            yield
-        finally:
-            with self._blocked_lock:
-                self._blocked.pop(ident, None)
 
     def blocked_now(self) -> dict[int, tuple]:
         """Any thread: the threads blocked in get or wait now (a copy)."""
@@ -208,7 +212,7 @@ class ObjectReader:
         if _at_least(object_ids, is_ready, num_returns):
             return is_ready  # on one node, values are always inline or in its store
         self._fetch_borrowed(refs)
-        with self._blocked_as("wait", [r for r in refs if not cw.memory_store.contains(r._id)]):
+        with _Blocked(self, "wait", [r for r in refs if not cw.memory_store.contains(r._id)]):
             self.wait_for_ids(object_ids, num_returns, timeout)
         if not fetch_local or _at_least(object_ids, is_ready, num_returns):
             return is_ready
@@ -393,6 +397,31 @@ class _LocalWait:
         self.ready.add(object_id)
         if len(self.ready) >= self.needed:
             self.event.set()
+
+
+class _Blocked:
+    """While its `with` block runs, `blocked_now` shows this thread waiting
+    for `refs`. (A class, not a contextlib generator: it is on every sync
+    call's path, and costs a third of one.)"""
+
+    __slots__ = ("reader", "entry")
+
+    def __init__(self, reader: ObjectReader, kind: str, refs):
+        ctx = reader.cw.current_task
+        task = (ctx.task_id, ctx.task_name or ctx.name) if ctx is not None else None
+        address = reader.cw.address
+        self.reader = reader
+        self.entry = (kind, [(r._id, r._owner or address) for r in refs], time.time(), task)
+
+    def __enter__(self) -> None:
+        reader = self.reader
+        with reader._blocked_lock:
+            reader._blocked[threading.get_ident()] = self.entry
+
+    def __exit__(self, *exc) -> None:
+        reader = self.reader
+        with reader._blocked_lock:
+            reader._blocked.pop(threading.get_ident(), None)
 
 
 def raise_stored_error(error: BaseException):
