@@ -89,10 +89,11 @@ class ObjectReader:
         """`get` of one ref: a sync call's path (`get(f.remote())`), so it
         does only what one ref needs (no lists, no batched read)."""
         object_id = ref._id
+        # The deadline bounds a rebuild too, when the value is there but lost.
+        deadline = None if timeout is None else time.monotonic() + timeout
         entry = self.cw.memory_store.get(object_id)
         if entry is not None:
-            return self.materialize(object_id, entry, ref._owner)
-        deadline = None if timeout is None else time.monotonic() + timeout
+            return self.materialize(object_id, entry, ref._owner, deadline)
         self._fetch_borrowed((ref,))
         with _Blocked(self, "get", (ref,)):
             ready = self.wait_for_ids((object_id,), 1, timeout)
