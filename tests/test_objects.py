@@ -217,6 +217,55 @@ def test_wait_invalid_arguments(ray_start):
 # -- zero-copy reads ---------------------------------------------------------
 
 
+@ray.remote
+def echo(value):
+    return value
+
+
+def test_arrays_of_every_kind_come_back_as_they_were(ray_start):
+    """Whatever its dtype, byte order, layout or subclass, an array comes back
+    with the same type, dtype, shape, memory order and bytes: small ones
+    inline, large ones from the store (in place), through put and through a
+    task's argument and result."""
+    rows = LARGE // 8 + 1  # rows of 8 float64s: stored (above the inline limit)
+    arrays = [
+        np.arange(12, dtype=np.int64),
+        np.arange(12.0).reshape(3, 4),
+        np.asfortranarray(np.arange(12, dtype=np.int32).reshape(3, 4)),
+        np.arange(6, dtype=">i4"),  # not the machine's byte order
+        np.array(5.5),  # no dimensions
+        np.zeros(0),
+        np.array(["ab", "c"]),
+        np.array([b"ab", b"c"]),
+        np.ones((2, 2), dtype=bool),
+        np.arange(6, dtype=np.complex64).reshape(2, 3),
+        np.arange(4, dtype=np.float16),
+        np.zeros(3, dtype=[("a", "i4"), ("b", "f8")]),  # records
+        np.array([1, "x"], dtype=object),
+        np.datetime64("2020-01-01") + np.arange(3),
+        np.arange(10)[::2],  # not contiguous
+        np.ma.masked_array([1, 2], mask=[0, 1]),  # a subclass
+        np.asfortranarray(np.arange(rows * 8, dtype=np.float64).reshape(rows, 8)),
+        np.arange(rows * 8, dtype=">f8"),
+    ]
+    put_back = ray.get([ray.put(array) for array in arrays])
+    echoed = ray.get([echo.remote(array) for array in arrays])
+    for array, backs in zip(arrays, zip(put_back, echoed, strict=True), strict=True):
+        for back in backs:
+            assert type(back) is type(array), array
+            assert back.dtype == array.dtype and back.shape == array.shape, array
+            if array.flags.c_contiguous or array.flags.f_contiguous:  # else a copy
+                assert back.flags.c_contiguous == array.flags.c_contiguous, array
+                assert back.flags.f_contiguous == array.flags.f_contiguous, array
+            np.testing.assert_array_equal(back, array)
+            if array.dtype != object:
+                assert back.tobytes(order="A") == array.tobytes(order="A"), array
+            if array.nbytes > 100 * 1024:  # stored
+                assert mapped_file(back) == store_file() and not back.flags.writeable
+    masked = ray.get(ray.put(arrays[15]))
+    assert masked.mask.tolist() == [False, True]
+
+
 def test_large_arrays_are_zero_copy_and_outlive_their_ref(ray_start):
     big = np.arange(LARGE, dtype=np.float64)
 
