@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import pickle
+import time
 
 import numpy as np
 import pytest
@@ -192,6 +193,89 @@ def test_wait(ray_start, tmp_path):
     assert ready == [failed]
     with pytest.raises(ValueError):
         ray.get(failed)
+
+
+@ray.remote
+class Gate:
+    """Values that arrive when the test says (an async actor: many calls
+    wait at once in one process, holding no CPU)."""
+
+    def __init__(self):
+        self.events: dict[int, asyncio.Event] = {}
+
+    def _event(self, i: int) -> asyncio.Event:
+        return self.events.setdefault(i, asyncio.Event())
+
+    async def value(self, i: int) -> int:
+        await self._event(i).wait()
+        if i < 0:
+            raise ValueError(f"gate {i} failed")
+        return i
+
+    async def open(self, i: int) -> None:
+        self._event(i).set()
+
+    async def puts(self, n: int) -> list:
+        return [ray.put(f"actor {k}") for k in range(n)]
+
+
+@ray.remote
+def puts_in_a_worker(n: int) -> list:
+    return [ray.put(f"worker {k}") for k in range(n)]
+
+
+def test_wait_and_get_over_long_lists_owned_by_several_processes(ray_start):
+    """wait and get over lists longer than the memory store watches id by id
+    (memory_store.WIDE), of refs owned by the driver, a worker and an actor,
+    mixed with results still to come: num_returns, order, timeout and
+    fetch_local as for short lists; results waited for one at a time as they
+    come; get raises the first error without waiting for the rest."""
+    gate = Gate.remote()
+    mine = [ray.put(f"driver {k}") for k in range(20)]
+    workers = ray.get(puts_in_a_worker.remote(20))
+    actors = ray.get(gate.puts.remote(20))
+    ready_ones = [r for three in zip(mine, workers, actors, strict=True) for r in three]
+    pending = [gate.value.remote(i) for i in range(40)]
+    refs = []
+    for k, ref in enumerate(ready_ones):
+        refs.append(ref)
+        if k < len(pending):
+            refs.append(pending[k])
+    expected = [f"{who} {k}" for k in range(20) for who in ("driver", "worker", "actor")]
+    assert ray.get(ready_ones) == expected
+
+    for fetch_local in (True, False):
+        ready, not_ready = ray.wait(refs, num_returns=60, timeout=0, fetch_local=fetch_local)
+        assert ready == ready_ones and not_ready == pending
+        ready, not_ready = ray.wait(refs, num_returns=7, fetch_local=fetch_local)
+        assert ready == ready_ones[:7]
+        assert not_ready == [r for r in refs if r not in ready_ones[:7]]
+    start = time.monotonic()
+    ready, not_ready = ray.wait(refs, num_returns=61, timeout=0.5)
+    assert time.monotonic() - start >= 0.5
+    assert ready == ready_ones and not_ready == pending
+
+    # One at a time, in the order they come (the reverse of the list's).
+    rest = pending
+    for i in reversed(range(40)):
+        assert ray.wait(rest, timeout=0) == ([], rest)
+        ray.get(gate.open.remote(i))
+        ready, rest = ray.wait(rest, timeout=60)
+        assert ready == [pending[i]] and rest == pending[:i]
+    assert ray.get(refs) == [
+        v for k, value in enumerate(expected) for v in ([value, k] if k < 40 else [value])
+    ]
+
+    # A get of many raises the first error without waiting for the rest.
+    more = [gate.value.remote(100 + i) for i in range(40)]
+    failing = gate.value.remote(-1)
+    ray.get(gate.open.remote(-1))
+    with pytest.raises(ValueError, match="gate -1 failed"):
+        ray.get([*more, failing, *ready_ones], timeout=60)
+    assert ray.wait(more, num_returns=1, timeout=0) == ([], more)
+    for i in range(40):
+        gate.open.remote(100 + i)
+    assert ray.get(more, timeout=60) == [100 + i for i in range(40)]
 
 
 def test_wait_invalid_arguments(ray_start):

@@ -65,8 +65,7 @@ class ObjectReader:
         if any(entry is None for entry in entries):
             self._fetch_borrowed(refs)
             object_ids = [r._id for r in refs]
-            waiting = [r for r, e in zip(refs, entries, strict=True) if e is None]
-            with _Blocked(self, "get", waiting):
+            with _Blocked(self, "get", refs):
                 ready = self.wait_for_ids(object_ids, len(set(object_ids)), timeout, on_error=True)
             if not ready:
                 raise exceptions.GetTimeoutError(
@@ -113,9 +112,20 @@ class ObjectReader:
         return self.cw.store.read_many(wanted) if len(wanted) > 1 else {}
 
     def blocked_now(self) -> dict[int, tuple]:
-        """Any thread: the threads blocked in get or wait now (a copy)."""
+        """Any thread: the threads blocked in get or wait now: {ident: (kind,
+        [(id, owner)] of the refs still without a value, since, task)}."""
         with self._blocked_lock:
-            return dict(self._blocked)
+            blocked = dict(self._blocked)
+        address = self.cw.address
+        return {
+            ident: (
+                kind,
+                [(r._id, r._owner or address) for r in self.cw.memory_store.absent(refs)],
+                since,
+                task,
+            )
+            for ident, (kind, refs, since, task) in blocked.items()
+        }
 
     def value_future(self, ref: ObjectRef) -> concurrent.futures.Future:
         memory_store = self.cw.memory_store
@@ -210,12 +220,13 @@ class ObjectReader:
         cw = self.cw
         deadline = None if timeout is None else time.monotonic() + timeout
         is_ready = self._readable_here(anywhere) if fetch_local else cw.memory_store.contains
-        if _at_least(object_ids, is_ready, num_returns):
+        present = cw.memory_store.contains
+        if _at_least(object_ids, is_ready, num_returns, present):
             return is_ready  # on one node, values are always inline or in its store
         self._fetch_borrowed(refs)
-        with _Blocked(self, "wait", [r for r in refs if not cw.memory_store.contains(r._id)]):
+        with _Blocked(self, "wait", refs):
             self.wait_for_ids(object_ids, num_returns, timeout)
-        if not fetch_local or _at_least(object_ids, is_ready, num_returns):
+        if not fetch_local or _at_least(object_ids, is_ready, num_returns, present):
             return is_ready
         # Some values live in other nodes' stores: follow each id until it is
         # readable here (pulls start even if the time is up, as in Ray).
@@ -320,9 +331,7 @@ class ObjectReader:
         have no value for. A ref rebuilt out of band names no owner to ask
         (object_ref.py): its reader gets the error now."""
         cw = self.cw
-        missing = [
-            r for r in refs if not cw.memory_store.contains(r._id) and not cw.refs.owns(r._id)
-        ]
+        missing = cw.refs.not_owned(cw.memory_store.absent(refs))
         for ref in missing:
             if not ref._owner:
                 raise exceptions.ReferenceCountingAssertionError(ref._id.hex())
@@ -367,10 +376,14 @@ class ObjectReader:
         return entry
 
 
-def _at_least(ids: list[bytes], test: Callable[[bytes], bool], needed: int) -> bool:
-    """Whether `needed` of the ids pass `test` (stops counting there)."""
+def _at_least(
+    ids: list[bytes], test: Callable[[bytes], bool], needed: int, present: Callable
+) -> bool:
+    """Whether `needed` of the ids pass `test` (stops counting there). Only
+    ids `present` (the memory store's own membership test, no Python frame)
+    are tested: a wait over a long list mostly meets ids without a value."""
     for object_id in ids:
-        if test(object_id):
+        if present(object_id) and test(object_id):
             needed -= 1
             if needed <= 0:
                 return True
@@ -402,17 +415,17 @@ class _LocalWait:
 
 class _Blocked:
     """While its `with` block runs, `blocked_now` shows this thread waiting
-    for `refs`. (A class, not a contextlib generator: it is on every sync
-    call's path, and costs a third of one.)"""
+    for those of `refs` still without a value. (A class, not a contextlib
+    generator, and the refs kept as given: it is on every sync call's path,
+    and on every wait's over a list however long.)"""
 
     __slots__ = ("reader", "entry")
 
     def __init__(self, reader: ObjectReader, kind: str, refs):
         ctx = reader.cw.current_task
         task = (ctx.task_id, ctx.task_name or ctx.name) if ctx is not None else None
-        address = reader.cw.address
         self.reader = reader
-        self.entry = (kind, [(r._id, r._owner or address) for r in refs], time.time(), task)
+        self.entry = (kind, refs, time.time(), task)
 
     def __enter__(self) -> None:
         reader = self.reader
