@@ -188,8 +188,11 @@ class Connection(asyncio.Protocol):
             self.ready.exception()  # mark retrieved: the caller may be gone
         pending, self._pending = self._pending, {}
         for fut in pending.values():
-            if type(fut) is _Answer:
-                fut.give(None, ConnectionLost("connection closed before the reply"))
+            if type(fut) is _Answer:  # a turn later, as a future's callback would be:
+                # other messages read in this turn (a node's word on why this
+                # peer died) come first
+                lost = ConnectionLost("connection closed before the reply")
+                self.loop.call_soon(fut.give, None, lost)
             elif not fut.done():
                 fut.set_exception(ConnectionLost("connection closed before the reply"))
         for cb in self._close_callbacks:
@@ -389,7 +392,8 @@ class Connection(asyncio.Protocol):
 
     def request_then(self, msg_type: int, body, buffers, answer: Callable) -> None:
         """Send a request; `answer((body, buffers), None)` runs as soon as the
-        reply is parsed, or `answer(None, error)` (RemoteError, ConnectionLost).
+        reply is parsed, or `answer(None, error)` (RemoteError; ConnectionLost
+        a turn after the connection closed, as a future's callback would).
         For the hot paths: a future's callbacks run one loop turn later."""
         if self.closed:  # answered on the next turn, as a reply would be: never
             # inside the caller (which may be about to send the next request)
