@@ -101,6 +101,8 @@ class Msg(IntEnum):
     STORE_PULL = 48
     STORE_READ_MANY = 130  # pin (pulling first where needed) many objects: one answer
     SEND_OBJECT = 131  # node -> node: send a stripe; the bytes follow raw (object_manager.py)
+    STORE_HOLDERS = 230  # -> the node an object was made on: the nodes holding whole copies
+    STORE_HOLDING = 231  # node -> that node: "I hold a whole copy now" (it may serve pulls)
 
     # Core worker to core worker (owners, borrowers and executors).
     PUSH_TASK = 60
