@@ -24,7 +24,7 @@ import msgpack
 
 # Raise it with any change to messages or framing that an older peer would
 # misread: the handshake (transport.py) refuses a peer of another version.
-PROTOCOL_VERSION = 3
+PROTOCOL_VERSION = 4
 
 PREFIX = struct.Struct("<IQ")
 MAX_HEADER = 64 * 1024 * 1024
