@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import pickle
+import time
 
 import numpy as np
 import pytest
@@ -194,6 +195,89 @@ def test_wait(ray_start, tmp_path):
         ray.get(failed)
 
 
+@ray.remote
+class Gate:
+    """Values that arrive when the test says (an async actor: many calls
+    wait at once in one process, holding no CPU)."""
+
+    def __init__(self):
+        self.events: dict[int, asyncio.Event] = {}
+
+    def _event(self, i: int) -> asyncio.Event:
+        return self.events.setdefault(i, asyncio.Event())
+
+    async def value(self, i: int) -> int:
+        await self._event(i).wait()
+        if i < 0:
+            raise ValueError(f"gate {i} failed")
+        return i
+
+    async def open(self, i: int) -> None:
+        self._event(i).set()
+
+    async def puts(self, n: int) -> list:
+        return [ray.put(f"actor {k}") for k in range(n)]
+
+
+@ray.remote
+def puts_in_a_worker(n: int) -> list:
+    return [ray.put(f"worker {k}") for k in range(n)]
+
+
+def test_wait_and_get_over_long_lists_owned_by_several_processes(ray_start):
+    """wait and get over lists longer than the memory store watches id by id
+    (memory_store.WIDE), of refs owned by the driver, a worker and an actor,
+    mixed with results still to come: num_returns, order, timeout and
+    fetch_local as for short lists; results waited for one at a time as they
+    come; get raises the first error without waiting for the rest."""
+    gate = Gate.remote()
+    mine = [ray.put(f"driver {k}") for k in range(20)]
+    workers = ray.get(puts_in_a_worker.remote(20))
+    actors = ray.get(gate.puts.remote(20))
+    ready_ones = [r for three in zip(mine, workers, actors, strict=True) for r in three]
+    pending = [gate.value.remote(i) for i in range(40)]
+    refs = []
+    for k, ref in enumerate(ready_ones):
+        refs.append(ref)
+        if k < len(pending):
+            refs.append(pending[k])
+    expected = [f"{who} {k}" for k in range(20) for who in ("driver", "worker", "actor")]
+    assert ray.get(ready_ones) == expected
+
+    for fetch_local in (True, False):
+        ready, not_ready = ray.wait(refs, num_returns=60, timeout=0, fetch_local=fetch_local)
+        assert ready == ready_ones and not_ready == pending
+        ready, not_ready = ray.wait(refs, num_returns=7, fetch_local=fetch_local)
+        assert ready == ready_ones[:7]
+        assert not_ready == [r for r in refs if r not in ready_ones[:7]]
+    start = time.monotonic()
+    ready, not_ready = ray.wait(refs, num_returns=61, timeout=0.5)
+    assert time.monotonic() - start >= 0.5
+    assert ready == ready_ones and not_ready == pending
+
+    # One at a time, in the order they come (the reverse of the list's).
+    rest = pending
+    for i in reversed(range(40)):
+        assert ray.wait(rest, timeout=0) == ([], rest)
+        ray.get(gate.open.remote(i))
+        ready, rest = ray.wait(rest, timeout=60)
+        assert ready == [pending[i]] and rest == pending[:i]
+    assert ray.get(refs) == [
+        v for k, value in enumerate(expected) for v in ([value, k] if k < 40 else [value])
+    ]
+
+    # A get of many raises the first error without waiting for the rest.
+    more = [gate.value.remote(100 + i) for i in range(40)]
+    failing = gate.value.remote(-1)
+    ray.get(gate.open.remote(-1))
+    with pytest.raises(ValueError, match="gate -1 failed"):
+        ray.get([*more, failing, *ready_ones], timeout=60)
+    assert ray.wait(more, num_returns=1, timeout=0) == ([], more)
+    for i in range(40):
+        gate.open.remote(100 + i)
+    assert ray.get(more, timeout=60) == [100 + i for i in range(40)]
+
+
 def test_wait_invalid_arguments(ray_start):
     a, b = ray.put(1), ray.put(2)
     with pytest.raises(ValueError, match="unique"):
@@ -215,6 +299,55 @@ def test_wait_invalid_arguments(ray_start):
 
 
 # -- zero-copy reads ---------------------------------------------------------
+
+
+@ray.remote
+def echo(value):
+    return value
+
+
+def test_arrays_of_every_kind_come_back_as_they_were(ray_start):
+    """Whatever its dtype, byte order, layout or subclass, an array comes back
+    with the same type, dtype, shape, memory order and bytes: small ones
+    inline, large ones from the store (in place), through put and through a
+    task's argument and result."""
+    rows = LARGE // 8 + 1  # rows of 8 float64s: stored (above the inline limit)
+    arrays = [
+        np.arange(12, dtype=np.int64),
+        np.arange(12.0).reshape(3, 4),
+        np.asfortranarray(np.arange(12, dtype=np.int32).reshape(3, 4)),
+        np.arange(6, dtype=">i4"),  # not the machine's byte order
+        np.array(5.5),  # no dimensions
+        np.zeros(0),
+        np.array(["ab", "c"]),
+        np.array([b"ab", b"c"]),
+        np.ones((2, 2), dtype=bool),
+        np.arange(6, dtype=np.complex64).reshape(2, 3),
+        np.arange(4, dtype=np.float16),
+        np.zeros(3, dtype=[("a", "i4"), ("b", "f8")]),  # records
+        np.array([1, "x"], dtype=object),
+        np.datetime64("2020-01-01") + np.arange(3),
+        np.arange(10)[::2],  # not contiguous
+        np.ma.masked_array([1, 2], mask=[0, 1]),  # a subclass
+        np.asfortranarray(np.arange(rows * 8, dtype=np.float64).reshape(rows, 8)),
+        np.arange(rows * 8, dtype=">f8"),
+    ]
+    put_back = ray.get([ray.put(array) for array in arrays])
+    echoed = ray.get([echo.remote(array) for array in arrays])
+    for array, backs in zip(arrays, zip(put_back, echoed, strict=True), strict=True):
+        for back in backs:
+            assert type(back) is type(array), array
+            assert back.dtype == array.dtype and back.shape == array.shape, array
+            if array.flags.c_contiguous or array.flags.f_contiguous:  # else a copy
+                assert back.flags.c_contiguous == array.flags.c_contiguous, array
+                assert back.flags.f_contiguous == array.flags.f_contiguous, array
+            np.testing.assert_array_equal(back, array)
+            if array.dtype != object:
+                assert back.tobytes(order="A") == array.tobytes(order="A"), array
+            if array.nbytes > 100 * 1024:  # stored
+                assert mapped_file(back) == store_file() and not back.flags.writeable
+    masked = ray.get(ray.put(arrays[15]))
+    assert masked.mask.tolist() == [False, True]
 
 
 def test_large_arrays_are_zero_copy_and_outlive_their_ref(ray_start):

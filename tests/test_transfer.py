@@ -167,6 +167,44 @@ def test_sending_node_killed_mid_transfer(cluster, retries):
         assert len(outcome) == 1 and isinstance(outcome[0], exceptions.ObjectLostError)
 
 
+@solray.remote
+def is_ramp(array, base: int) -> bool:
+    return _is_ramp(array, base)
+
+
+def test_a_whole_copy_serves_a_pull_when_its_origin_dies(cluster):
+    """A node that pulled a whole copy tells the object's origin, which then
+    names it to later pullers (STORE_HOLDERS). The origin is stopped and
+    killed part way through sending the object to a third node: that pull
+    goes on from the copy, and the value arrives whole (the task that made
+    it cannot run again, so nothing else could have brought it)."""
+    origin = cluster.add_node(num_cpus=1, resources={"origin": 1})
+    holder = cluster.add_node(num_cpus=1, resources={"holder": 1})
+    puller = cluster.add_node(num_cpus=1, resources={"puller": 1})
+    solray.init(address=cluster.address)
+    n = 512 * MiB // 8
+    array = ramp.options(resources={"origin": 1}, max_retries=0).remote(n, 7)
+    solray.wait([array], fetch_local=False, timeout=GET_TIMEOUT_S)
+    assert solray.get(is_ramp.options(resources={"holder": 1}).remote(array, 7), timeout=60)
+
+    def holders() -> list[str]:
+        answer = node_request(cluster, origin, Msg.STORE_HOLDERS, {"id": array.binary()})
+        return answer["holders"]
+
+    wait_for_condition(lambda: holders() == [holder.address], timeout=30)
+
+    before = _arena_bytes(puller.node_id)
+    check = is_ramp.options(resources={"puller": 1}).remote(array, 7)
+    # The origin is idle, so the pull starts there; stop it part way.
+    wait_for_condition(
+        lambda: _arena_bytes(puller.node_id) >= before + 32 * MiB, interval=0.002, timeout=60
+    )
+    os.kill(origin._process.popen.pid, signal.SIGSTOP)
+    assert _arena_bytes(puller.node_id) < before + n * 8, "the pull ended before the stop"
+    cluster.remove_node(origin)
+    assert solray.get(check, timeout=GET_TIMEOUT_S) is True
+
+
 def test_transfer_under_store_pressure(leak_check):
     """Both stores are smaller than what moves between them: the sender
     restores spilled objects to send them, the receiver spills to make room

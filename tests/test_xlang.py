@@ -14,6 +14,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import pathlib
+import re
 import socket
 import struct
 import textwrap
@@ -34,7 +36,14 @@ REPLY, ERROR_REPLY = 1, 2
 CONNECT, PUT, GET, WAIT, SUBMIT, CREATE_ACTOR, CALL_ACTOR, RELEASE, GET_ACTOR, KILL = range(
     210, 220
 )
-PROTOCOL_VERSION = 3
+# The version this tree speaks, read from its source as the Java and C++
+# builds read it (the client proves the doc is enough, not the import).
+PROTOCOL_VERSION = int(
+    re.search(
+        r"(?m)^PROTOCOL_VERSION = (\d+)",
+        (pathlib.Path(__file__).parents[1] / "solray/_private/protocol.py").read_text(),
+    )[1]
+)
 
 
 class Refused(Exception):

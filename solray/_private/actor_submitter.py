@@ -277,15 +277,15 @@ class ActorSubmitter:
         )
         buffers: list = []
         encode_arguments(task, self.cw.memory_store, body, buffers)
-        fut = q.conn.request(Msg.PUSH_ACTOR_TASK, body, buffers, raw=True)
-        fut.add_done_callback(partial(self._on_reply, q, task))
+        q.conn.request_then(Msg.PUSH_ACTOR_TASK, body, buffers, partial(self._on_reply, q, task))
 
-    def _on_reply(self, q: ActorQueue, task: PendingTask, fut) -> None:
+    def _on_reply(self, q: ActorQueue, task: PendingTask, reply, error) -> None:
+        """Loop thread, as soon as the call's reply (or its connection's
+        end) is read."""
         q.inflight.pop(task.seq, None)
         conn, task.running_on = task.running_on, None
-        error = fut.exception()
         if error is None:
-            body, buffers = fut.result()
+            body, buffers = reply
             if body.get("app_error") and q.state != DEAD and retry_app_error(task, body, buffers):
                 self._requeue(q, task)
                 self._pump(q)

@@ -52,12 +52,15 @@ class InStore:
 Entry = Inline | InStore
 
 
+WIDE = 32  # see MemoryStore._wide
+
+
 class Waiter:
     """Wakes its thread (or runs `callback`) once `needed` ids are ready, or
     with `on_error` as soon as one of them holds an error (`get` of several
     refs raises the first error without waiting for the rest, as in Ray)."""
 
-    __slots__ = ("needed", "event", "callback", "on_error")
+    __slots__ = ("needed", "event", "callback", "on_error", "ids")
 
     def __init__(
         self, needed: int, callback: Callable[[], None] | None = None, on_error: bool = False
@@ -66,6 +69,7 @@ class Waiter:
         self.callback = callback
         self.on_error = on_error
         self.event = None if callback else threading.Event()
+        self.ids: set[bytes] | None = None  # a wide waiter's ids still missing
 
     def _one_ready(self, entry: Entry) -> bool:
         self.needed -= 1
@@ -82,21 +86,39 @@ class MemoryStore:
     def __init__(self):
         self._lock = threading.Lock()
         self._objects: dict[bytes, Entry] = {}
-        self._waiters: dict[bytes, list[Waiter]] = {}
+        # Reads take no lock (one dict lookup is atomic), and are the dict's
+        # own methods: `get` runs per ref in every get and wait, and a Python
+        # frame per look cost more than the look.
+        self.get: Callable[[bytes], Entry | None] = self._objects.get
+        self.contains: Callable[[bytes], bool] = self._objects.__contains__
+        self._waiters: dict[bytes, list[Waiter]] = {}  # id -> waiters for it
+        # Waiters for more than WIDE missing ids watch them as one set, which
+        # every put looks into, instead of an entry per id registered and
+        # forgotten: `wait` over a long list, one result at a time, blocked
+        # once per result, and paid for the whole list each time.
+        self._wide: list[Waiter] = []
 
     def put(self, object_id: bytes, entry: Entry) -> None:
         with self._lock:
             self._objects[object_id] = entry
             waiters = self._waiters.pop(object_id, None)
-            fire = [w for w in waiters if w._one_ready(entry)] if waiters else ()
+            fire = [w for w in waiters if w._one_ready(entry)] if waiters else []
+            if self._wide:
+                for w in self._wide:
+                    if object_id in w.ids:
+                        w.ids.discard(object_id)
+                        if w._one_ready(entry):
+                            fire.append(w)
+                if fire:
+                    self._wide = [w for w in self._wide if w not in fire]
         for w in fire:
             w._fire()
 
-    def get(self, object_id: bytes) -> Entry | None:
-        return self._objects.get(object_id)
-
-    def contains(self, object_id: bytes) -> bool:
-        return object_id in self._objects
+    def absent(self, refs: list) -> list:
+        """The refs (ObjectRefs) without an entry: `contains` for many, one
+        frame for all."""
+        objects = self._objects
+        return [r for r in refs if r._id not in objects]
 
     def delete(self, object_id: bytes) -> Entry | None:
         with self._lock:
@@ -124,12 +146,21 @@ class MemoryStore:
             ):
                 return None
             waiter = Waiter(still, waiter_callback, on_error)
-            for i in set(missing):
+            missing = set(missing)
+            if len(missing) > WIDE:
+                waiter.ids = missing
+                self._wide.append(waiter)
+                return waiter
+            for i in missing:
                 self._waiters.setdefault(i, []).append(waiter)
             return waiter
 
     def forget_waiter(self, object_ids: Iterable[bytes], waiter: Waiter) -> None:
         with self._lock:
+            if waiter.ids is not None:
+                if waiter in self._wide:
+                    self._wide.remove(waiter)
+                return
             for i in set(object_ids):
                 lst = self._waiters.get(i)
                 if lst and waiter in lst:

@@ -7,6 +7,16 @@ PULL_STREAMS stripes at once, seals, and answers every reader waiting for
 it, so each object is fetched once per node. The source remembers which
 nodes copied it and forwards the owner's free to them.
 
+Other holders serve too (a broadcast). The node an object was made on (its
+origin, the one the owner's entry names) is its directory: a node that has
+pulled a whole copy says so (STORE_HOLDING), and a pulling node first asks
+the origin who holds one (STORE_HOLDERS). While the origin is sending the
+object to others, the stripes come from the holders, spread over them;
+otherwise from the origin. Every stripe falls back on the other sources in
+turn when its own fails (a holder died or let its copy go), so a pull goes
+on while any whole copy is left, and fails (the object is aborted: readers
+find it lost) only when none is.
+
 Why the bytes bypass the RPC layer: framed messages are parsed from a
 bytearray and sliced into bytes (two copies in Python, on both sides), which
 held transfers to well under 1 GB/s. A stripe instead has a connection of its
@@ -25,6 +35,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import random
 import socket
 
 from solray._private import protocol, transport
@@ -46,6 +57,7 @@ class ObjectManager:
         self.store = node.store
         self._peers = transport.ConnectionCache(node.token)  # other nodes, by address
         self._pulls: dict[bytes, asyncio.Task] = {}  # objects being pulled here
+        self._sending: dict[bytes, int] = {}  # object -> stripes being sent from here now
         self.handlers = {
             Msg.STORE_CREATE: self.store_create,
             Msg.STORE_SEAL: self.store_seal,
@@ -57,6 +69,8 @@ class ObjectManager:
             Msg.STORE_PULL: self.store_pull,
             Msg.SEND_OBJECT: self.send_object,
             Msg.STORE_READ_MANY: self.store_read_many,
+            Msg.STORE_HOLDERS: self.store_holders,
+            Msg.STORE_HOLDING: self.store_holding,
         }
         self.store.collect_garbage = self.collect_garbage
 
@@ -197,21 +211,87 @@ class ObjectManager:
         finally:
             self._pulls.pop(object_id, None)
 
-    async def _fetch_into(self, object_id: bytes, source: str, offset: int, size: int) -> None:
+    async def _fetch_into(self, object_id: bytes, origin: str, offset: int, size: int) -> None:
         """Receive the object's bytes straight into its place in our arena,
-        in stripes over PULL_STREAMS connections at once; seal it, or abort
-        it if any stripe fails (the others are stopped first, so nothing
+        in stripes over PULL_STREAMS connections at once, from the origin or
+        the other holders (`_sources`); seal it, or abort it if a stripe
+        fails from every source (the others are stopped first, so nothing
         writes into the range once it is released)."""
         try:
+            sources = await self._sources(object_id, origin)
             async with asyncio.TaskGroup() as streams:
-                for start, length in _stripes(size):
+                for i, (start, length) in enumerate(_stripes(size)):
+                    # Stripe i starts at source i (round robin), then tries the rest.
+                    k = i % len(sources)
                     streams.create_task(
-                        self._receive(object_id, source, offset + start, start, length)
+                        self._receive_any(
+                            object_id, sources[k:] + sources[:k], offset + start, start, length
+                        )
                     )
             self.store.seal(object_id, "pull")
-        except Exception as e:  # the source node died, or freed the object
-            logger.info("pull of %s from %s failed: %s", object_id.hex(), source, e)
+        except Exception as e:  # no source could send it (they died, or freed it)
+            logger.info("pull of %s from %s failed: %s", object_id.hex(), origin, e)
             self.store.abort(object_id)
+            return
+        # The origin may send later pullers here, and forwards the free here.
+        holding = {"id": object_id, "node": self.node.address}
+        self.node.background(self._send_to_node(origin, Msg.STORE_HOLDING, holding))
+
+    async def _sources(self, object_id: bytes, origin: str) -> list[str]:
+        """Where to pull from, in order: the holders of whole copies first
+        while the origin is busy sending it (then the stripes are spread
+        over the holders only), else the origin alone; every other source
+        after those, as fallbacks."""
+        try:
+            conn = await self._peers.get(origin)
+            answer = await conn.request(Msg.STORE_HOLDERS, {"id": object_id})
+        except (OSError, TimeoutError, transport.ConnectionLost, transport.RemoteError):
+            return [origin]  # the origin's own failure decides, in _receive
+        me = self.node.address
+        holders = [h for h in answer["holders"] if h not in (me, origin)]
+        if not holders:
+            return [origin]
+        # Pullers that ask at once start at different holders.
+        turn = random.randrange(len(holders))
+        holders = holders[turn:] + holders[:turn]
+        if answer["busy"]:
+            return [*holders, origin]
+        return [origin, *holders]
+
+    async def _receive_any(
+        self, object_id: bytes, sources: list[str], offset: int, start: int, length: int
+    ) -> None:
+        """One stripe from the first of `sources` that sends it whole; each
+        attempt rewrites the whole range."""
+        for i, source in enumerate(sources):
+            try:
+                await self._receive(object_id, source, offset, start, length)
+                return
+            except (OSError, LookupError, TimeoutError, transport.ConnectionLost) as e:
+                if i == len(sources) - 1:
+                    raise
+                logger.info(
+                    "stripe of %s from %s failed (%s): trying %s",
+                    object_id.hex(),
+                    source,
+                    e,
+                    sources[i + 1],
+                )
+
+    def store_holders(self, conn, rid, body, bufs) -> None:
+        """A node about to pull an object made here: who else holds a whole
+        copy, and whether this node is sending it now."""
+        object_id = body["id"]
+        obj = self.store.objects.get(object_id)
+        holders = [] if obj is None or obj.freed else sorted(obj.holders)
+        conn.reply(rid, {"holders": holders, "busy": self._sending.get(object_id, 0)})
+
+    def store_holding(self, conn, rid, body, bufs) -> None:
+        """A node holds a whole copy of an object made here now."""
+        obj = self.store.objects.get(body["id"])
+        if obj is not None and not obj.freed:
+            obj.copies.add(body["node"])  # it gets the free, whoever it pulled from
+            obj.holders.add(body["node"])
 
     async def _receive(
         self, object_id: bytes, source: str, offset: int, start: int, length: int
@@ -257,6 +337,7 @@ class ObjectManager:
             if obj is None or start < 0 or length < 0 or start + length > obj.size:
                 await loop.sock_sendall(sock, bytes([GONE]))
                 return
+            self._sending[object_id] = self._sending.get(object_id, 0) + 1
             try:
                 obj.copies.add(body["node"])
                 await loop.sock_sendall(sock, bytes([SENDING]))
@@ -265,6 +346,9 @@ class ObjectManager:
                     await _in_thread(sock, _send_all, sock, arena.fileno(), where, length)
             finally:
                 self.store.unpin(object_id, reader)
+                left = self._sending.pop(object_id) - 1
+                if left:
+                    self._sending[object_id] = left
         except OSError as e:  # the pulling node went away
             logger.info("sending %s failed: %s", object_id.hex(), e)
         finally:

@@ -22,7 +22,6 @@ pulls run on the loop, which owns `_fetching`.
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -57,6 +56,8 @@ class ObjectReader:
     # -- get -----------------------------------------------------------------
 
     def get(self, refs: list[ObjectRef], timeout: float | None = None) -> list:
+        if len(refs) == 1:
+            return [self._get_one(refs[0], timeout)]
         memory_store = self.cw.memory_store
         deadline = None if timeout is None else time.monotonic() + timeout
         # Usually every value is here already: no waiting, no asking owners.
@@ -64,8 +65,7 @@ class ObjectReader:
         if any(entry is None for entry in entries):
             self._fetch_borrowed(refs)
             object_ids = [r._id for r in refs]
-            waiting = [r for r, e in zip(refs, entries, strict=True) if e is None]
-            with self._blocked_as("get", waiting):
+            with _Blocked(self, "get", refs):
                 ready = self.wait_for_ids(object_ids, len(set(object_ids)), timeout, on_error=True)
             if not ready:
                 raise exceptions.GetTimeoutError(
@@ -84,6 +84,25 @@ class ObjectReader:
             for r, e in zip(refs, entries, strict=True)
         ]
 
+    def _get_one(self, ref: ObjectRef, timeout: float | None):
+        """`get` of one ref: a sync call's path (`get(f.remote())`), so it
+        does only what one ref needs (no lists, no batched read)."""
+        object_id = ref._id
+        # The deadline bounds a rebuild too, when the value is there but lost.
+        deadline = None if timeout is None else time.monotonic() + timeout
+        entry = self.cw.memory_store.get(object_id)
+        if entry is not None:
+            return self.materialize(object_id, entry, ref._owner, deadline)
+        self._fetch_borrowed((ref,))
+        with _Blocked(self, "get", (ref,)):
+            ready = self.wait_for_ids((object_id,), 1, timeout)
+        if not ready:
+            raise exceptions.GetTimeoutError(
+                f"get timed out after {timeout} seconds: 1 object(s) still not ready"
+            )
+        entry = self.cw.memory_store.get(object_id)
+        return self.materialize(object_id, entry, ref._owner, deadline)
+
     def read_stored(self, items: list[tuple[bytes, object, str]]) -> dict:
         """User thread: of the (id, entry, owner) items about to be
         materialized, read those that live in a store in one round trip to
@@ -92,25 +111,21 @@ class ObjectReader:
         wanted = {object_id: (e, owner) for object_id, e, owner in items if type(e) is InStore}
         return self.cw.store.read_many(wanted) if len(wanted) > 1 else {}
 
-    @contextlib.contextmanager
-    def _blocked_as(self, kind: str, refs: list):
-        """While the body runs, `blocked_now` shows this thread waiting for `refs`."""
-        ident = threading.get_ident()
-        ctx = self.cw.current_task
-        task = (ctx.task_id, ctx.task_name or ctx.name) if ctx is not None else None
-        entry = (kind, [(r._id, r._owner or self.cw.address) for r in refs], time.time(), task)
-        with self._blocked_lock:
-            self._blocked[ident] = entry
-        try:
-            yield
-        finally:
-            with self._blocked_lock:
-                self._blocked.pop(ident, None)
-
     def blocked_now(self) -> dict[int, tuple]:
-        """Any thread: the threads blocked in get or wait now (a copy)."""
+        """Any thread: the threads blocked in get or wait now: {ident: (kind,
+        [(id, owner)] of the refs still without a value, since, task)}."""
         with self._blocked_lock:
-            return dict(self._blocked)
+            blocked = dict(self._blocked)
+        address = self.cw.address
+        return {
+            ident: (
+                kind,
+                [(r._id, r._owner or address) for r in self.cw.memory_store.absent(refs)],
+                since,
+                task,
+            )
+            for ident, (kind, refs, since, task) in blocked.items()
+        }
 
     def value_future(self, ref: ObjectRef) -> concurrent.futures.Future:
         memory_store = self.cw.memory_store
@@ -205,12 +220,13 @@ class ObjectReader:
         cw = self.cw
         deadline = None if timeout is None else time.monotonic() + timeout
         is_ready = self._readable_here(anywhere) if fetch_local else cw.memory_store.contains
-        if _at_least(object_ids, is_ready, num_returns):
+        present = cw.memory_store.contains
+        if _at_least(object_ids, is_ready, num_returns, present):
             return is_ready  # on one node, values are always inline or in its store
         self._fetch_borrowed(refs)
-        with self._blocked_as("wait", [r for r in refs if not cw.memory_store.contains(r._id)]):
+        with _Blocked(self, "wait", refs):
             self.wait_for_ids(object_ids, num_returns, timeout)
-        if not fetch_local or _at_least(object_ids, is_ready, num_returns):
+        if not fetch_local or _at_least(object_ids, is_ready, num_returns, present):
             return is_ready
         # Some values live in other nodes' stores: follow each id until it is
         # readable here (pulls start even if the time is up, as in Ray).
@@ -315,9 +331,7 @@ class ObjectReader:
         have no value for. A ref rebuilt out of band names no owner to ask
         (object_ref.py): its reader gets the error now."""
         cw = self.cw
-        missing = [
-            r for r in refs if not cw.memory_store.contains(r._id) and not cw.refs.owns(r._id)
-        ]
+        missing = cw.refs.not_owned(cw.memory_store.absent(refs))
         for ref in missing:
             if not ref._owner:
                 raise exceptions.ReferenceCountingAssertionError(ref._id.hex())
@@ -362,10 +376,14 @@ class ObjectReader:
         return entry
 
 
-def _at_least(ids: list[bytes], test: Callable[[bytes], bool], needed: int) -> bool:
-    """Whether `needed` of the ids pass `test` (stops counting there)."""
+def _at_least(
+    ids: list[bytes], test: Callable[[bytes], bool], needed: int, present: Callable
+) -> bool:
+    """Whether `needed` of the ids pass `test` (stops counting there). Only
+    ids `present` (the memory store's own membership test, no Python frame)
+    are tested: a wait over a long list mostly meets ids without a value."""
     for object_id in ids:
-        if test(object_id):
+        if present(object_id) and test(object_id):
             needed -= 1
             if needed <= 0:
                 return True
@@ -393,6 +411,31 @@ class _LocalWait:
         self.ready.add(object_id)
         if len(self.ready) >= self.needed:
             self.event.set()
+
+
+class _Blocked:
+    """While its `with` block runs, `blocked_now` shows this thread waiting
+    for those of `refs` still without a value. (A class, not a contextlib
+    generator, and the refs kept as given: it is on every sync call's path,
+    and on every wait's over a list however long.)"""
+
+    __slots__ = ("reader", "entry")
+
+    def __init__(self, reader: ObjectReader, kind: str, refs):
+        ctx = reader.cw.current_task
+        task = (ctx.task_id, ctx.task_name or ctx.name) if ctx is not None else None
+        self.reader = reader
+        self.entry = (kind, refs, time.time(), task)
+
+    def __enter__(self) -> None:
+        reader = self.reader
+        with reader._blocked_lock:
+            reader._blocked[threading.get_ident()] = self.entry
+
+    def __exit__(self, *exc) -> None:
+        reader = self.reader
+        with reader._blocked_lock:
+            reader._blocked.pop(threading.get_ident(), None)
 
 
 def raise_stored_error(error: BaseException):

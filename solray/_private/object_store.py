@@ -120,6 +120,7 @@ class StoredObject:
     spill_file: tuple | None = None  # (SpillDirectory, name) while SPILLED or RESTORING
     last_access: int = 0
     copies: set = field(default_factory=set)  # nodes that pulled a copy from here
+    holders: set = field(default_factory=set)  # of those, the ones whose copy is whole
 
 
 class _Gone(Exception):

@@ -24,7 +24,7 @@ import msgpack
 
 # Raise it with any change to messages or framing that an older peer would
 # misread: the handshake (transport.py) refuses a peer of another version.
-PROTOCOL_VERSION = 3
+PROTOCOL_VERSION = 4
 
 PREFIX = struct.Struct("<IQ")
 MAX_HEADER = 64 * 1024 * 1024
@@ -101,6 +101,8 @@ class Msg(IntEnum):
     STORE_PULL = 48
     STORE_READ_MANY = 130  # pin (pulling first where needed) many objects: one answer
     SEND_OBJECT = 131  # node -> node: send a stripe; the bytes follow raw (object_manager.py)
+    STORE_HOLDERS = 230  # -> the node an object was made on: the nodes holding whole copies
+    STORE_HOLDING = 231  # node -> that node: "I hold a whole copy now" (it may serve pulls)
 
     # Core worker to core worker (owners, borrowers and executors).
     PUSH_TASK = 60

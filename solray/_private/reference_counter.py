@@ -61,6 +61,11 @@ class ReferenceCounter:
     def owns(self, object_id: bytes) -> bool:
         return object_id in self._owned
 
+    def not_owned(self, refs: list) -> list:
+        """The refs (ObjectRefs) to objects we do not own: `owns` for many."""
+        owned = self._owned
+        return [r for r in refs if r._id not in owned]
+
     def owns_any(self) -> bool:
         return bool(self._owned)
 

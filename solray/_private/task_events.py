@@ -138,16 +138,19 @@ class Columns:
     def __len__(self) -> int:
         return len(self.states)
 
-    def add(self, task_id: bytes, attempt: int, state: int, info, error) -> None:
-        row = len(self.states)
+    def add(self, task_id: bytes, attempt: int, state: int, info, error) -> int:
+        """Append one event; returns how many rows there are now."""
+        states = self.states
+        row = len(states)
         self.task_ids += task_id
         self.attempts.append(attempt)
-        self.states.append(state)
+        states.append(state)
         self.times.append(time.time_ns() // 1000)
         if info is not None:
             self.infos[row] = info
         if error is not None:
             self.errors[row] = error_of(error)
+        return row + 1
 
     def wire(self) -> dict:
         return {
@@ -200,14 +203,16 @@ class TaskEvents:
         if info is None:  # enable_task_events=False, or recording is off
             return
         owned = self._owned
-        if len(owned) >= self.max_buffered:
+        # len(owned.states), not len(owned): every call records several
+        # events, and Columns.__len__ is a Python frame per look.
+        if len(owned.states) >= self.max_buffered:
             with self._lock:
                 self._dropped += 1
             return
         first = task.events_attempt != task.attempt  # the store learns what it is
         task.events_attempt = task.attempt
-        owned.add(task.task_id, task.attempt, state, info if first else None, error)
-        if len(owned) >= self.batch_size:
+        rows = owned.add(task.task_id, task.attempt, state, info if first else None, error)
+        if rows >= self.batch_size:
             self.flush()
 
     def executed(
@@ -222,11 +227,11 @@ class TaskEvents:
         reached `state`."""
         with self._lock:
             executed = self._executed
-            if len(executed) >= self.max_buffered:
+            if len(executed.states) >= self.max_buffered:
                 self._dropped += 1
                 return
-            executed.add(task_id, attempt, state, info, error)
-            full = len(executed) >= self.batch_size and not self._flush_posted
+            rows = executed.add(task_id, attempt, state, info, error)
+            full = rows >= self.batch_size and not self._flush_posted
             if full:
                 self._flush_posted = True
         if full:

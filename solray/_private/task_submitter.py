@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from functools import partial
 
 from solray import exceptions
 from solray._private import ids, serialization, transport
@@ -532,13 +533,12 @@ class TaskSubmitter:
             body["fnb"] = 1
             buffers.append(fn.pickled)
         encode_arguments(task, self.cw.memory_store, body, buffers)
-        fut = lw.conn.request(Msg.PUSH_TASK, body, buffers, raw=True)
-        fut.add_done_callback(lambda f: self._on_reply(q, lw, task, f))
+        lw.conn.request_then(Msg.PUSH_TASK, body, buffers, partial(self._on_reply, q, lw, task))
 
-    def _on_reply(self, q: KeyQueue, lw: LeasedWorker, task: PendingTask, fut) -> None:
+    def _on_reply(self, q: KeyQueue, lw: LeasedWorker, task: PendingTask, reply, error) -> None:
+        """Loop thread, as soon as the task's reply (or its worker's end) is read."""
         lw.busy = None
         task.running_on = None
-        error = fut.exception()
         if error is not None:
             if lw in q.workers:
                 q.workers.remove(lw)
@@ -548,7 +548,7 @@ class TaskSubmitter:
                 fail_task(self.cw, task, error_entry(exceptions.RaySystemError(error)))
             self._pump(q)
             return
-        body, buffers = fut.result()
+        body, buffers = reply
         retiring = bool(body.get("retire"))
         if retiring or q.placement[0] == "SPREAD":
             # A worker that reached max_calls exits once it is no longer

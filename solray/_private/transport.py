@@ -124,7 +124,7 @@ class Connection(asyncio.Protocol):
         self._authenticated = authenticated  # True only for adopt()
         self._nonce = os.urandom(NONCE_LEN)
         self._transport: asyncio.Transport | None = None
-        self._pending: dict[int, asyncio.Future] = {}
+        self._pending: dict[int, asyncio.Future | _Answer] = {}
         self._next_rid = 1
         self._out: list = []
         self._flush_scheduled = False
@@ -188,7 +188,12 @@ class Connection(asyncio.Protocol):
             self.ready.exception()  # mark retrieved: the caller may be gone
         pending, self._pending = self._pending, {}
         for fut in pending.values():
-            if not fut.done():
+            if type(fut) is _Answer:  # a turn later, as a future's callback would be:
+                # other messages read in this turn (a node's word on why this
+                # peer died) come first
+                lost = ConnectionLost("connection closed before the reply")
+                self.loop.call_soon(fut.give, None, lost)
+            elif not fut.done():
                 fut.set_exception(ConnectionLost("connection closed before the reply"))
         for cb in self._close_callbacks:
             try:
@@ -308,6 +313,12 @@ class Connection(asyncio.Protocol):
     def _dispatch(self, msg_type: int, rid: int, body, buffers: list) -> None:
         if msg_type == Msg.REPLY or msg_type == Msg.ERROR_REPLY:
             fut = self._pending.pop(rid, None)
+            if type(fut) is _Answer:
+                if msg_type == Msg.ERROR_REPLY:
+                    fut.give(None, RemoteError(body))
+                else:
+                    fut.give((body, buffers), None)
+                return
             if fut is None or fut.done():
                 return
             if msg_type == Msg.ERROR_REPLY:
@@ -332,16 +343,27 @@ class Connection(asyncio.Protocol):
     # -- sending -----------------------------------------------------------
 
     def send(self, msg_type: int, body=None, buffers=(), *, rid: int = 0) -> None:
-        """Queue one frame; it is written at the end of this loop iteration."""
+        """Write one frame. The first of a loop iteration goes out at once;
+        those that follow it are queued and written together at the end of
+        the iteration. (A round trip sends one frame per iteration: waiting
+        for the iteration's end cost it a loop turn on each side. A burst,
+        a thousand pushes from one drain of the inbox, still costs two
+        writes.)"""
         if self.closed:
             return
-        self._out.extend(protocol.encode(msg_type, rid, body, buffers))
+        frame = protocol.encode(msg_type, rid, body, buffers)
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            self.loop.call_soon(self._flush)
+            self.loop.call_soon(self._end_of_burst)
+            self._transport.writelines(frame)
+            return
+        self._out.extend(frame)
+
+    def _end_of_burst(self) -> None:
+        self._flush_scheduled = False
+        self._flush()
 
     def _flush(self) -> None:
-        self._flush_scheduled = False
         out, self._out = self._out, []
         if out and not self.closed:
             self._transport.writelines(out)
@@ -367,6 +389,21 @@ class Connection(asyncio.Protocol):
         self._pending[rid] = fut
         self.send(msg_type, body, buffers, rid=rid)
         return fut
+
+    def request_then(self, msg_type: int, body, buffers, answer: Callable) -> None:
+        """Send a request; `answer((body, buffers), None)` runs as soon as the
+        reply is parsed, or `answer(None, error)` (RemoteError; ConnectionLost
+        a turn after the connection closed, as a future's callback would).
+        For the hot paths: a future's callbacks run one loop turn later."""
+        if self.closed:  # answered on the next turn, as a reply would be: never
+            # inside the caller (which may be about to send the next request)
+            lost = ConnectionLost("connection is closed")
+            self.loop.call_soon(_Answer(answer).give, None, lost)
+            return
+        rid = self._next_rid
+        self._next_rid += 1
+        self._pending[rid] = _Answer(answer)
+        self.send(msg_type, body, buffers, rid=rid)
 
     def add_close_callback(self, cb: Callable[[Connection], None]) -> None:
         if self.closed:
@@ -465,6 +502,21 @@ class _Relay(asyncio.Protocol):
 
 
 # -- addresses, servers and clients -----------------------------------------
+
+
+class _Answer:
+    """A request's reply handler (`Connection.request_then`)."""
+
+    __slots__ = ("fn",)
+
+    def __init__(self, fn: Callable):
+        self.fn = fn
+
+    def give(self, reply: tuple | None, error: BaseException | None) -> None:
+        try:
+            self.fn(reply, error)
+        except Exception:  # never into the frame parser
+            logger.exception("error in the reply handler %s", self.fn)
 
 
 def parse_address(address: str) -> tuple[str, int]:

@@ -11,6 +11,7 @@ import atexit
 import json
 import logging
 import math
+import operator
 import os
 import shlex
 import shutil
@@ -660,6 +661,9 @@ def put(value, *, _owner=None) -> ObjectRef:
     return context.require_core_worker().put(value, None if _owner is None else _owner._actor_id)
 
 
+_ref_id = operator.attrgetter("_id")
+
+
 def wait(
     object_refs, *, num_returns: int = 1, timeout: float | None = None, fetch_local: bool = True
 ):
@@ -690,16 +694,24 @@ def wait(
     if not isinstance(object_refs, (list, tuple)):
         raise TypeError(f"wait() expected a list of ObjectRef, got {type(object_refs).__name__}")
     items = list(object_refs)
-    keys = []
+    # Per item, only what runs in C when every item is a plain ref: a loop of
+    # wait() calls over a shrinking list (the usual way to process results as
+    # they come) is quadratic in the list's length.
     streams = []  # a stream's next item: ready wherever it is (Ray ignores fetch_local)
-    for item in items:
-        if isinstance(item, ObjectRef):
-            keys.append(item._id)
-        elif isinstance(item, ObjectRefGenerator):
-            keys.append(item.next_object_id())
-            streams.append(keys[-1])
-        else:
-            raise TypeError(f"wait() expected a list of ObjectRef, but it holds {item!r}")
+    if set(map(type, items)) <= {ObjectRef}:
+        keys = list(map(_ref_id, items))
+        refs = items
+    else:
+        keys = []
+        for item in items:
+            if isinstance(item, ObjectRef):
+                keys.append(item._id)
+            elif isinstance(item, ObjectRefGenerator):
+                keys.append(item.next_object_id())
+                streams.append(keys[-1])
+            else:
+                raise TypeError(f"wait() expected a list of ObjectRef, but it holds {item!r}")
+        refs = [i for i in items if isinstance(i, ObjectRef)]
     if len(set(keys)) != len(keys):
         raise ValueError("Wait requires a list of unique object refs.")
     if isinstance(num_returns, bool) or not isinstance(num_returns, int) or num_returns <= 0:
@@ -710,15 +722,22 @@ def wait(
         raise ValueError(f"The 'timeout' argument must be nonnegative. Received {timeout}")
     if not isinstance(fetch_local, bool):
         raise TypeError(f"wait(): fetch_local must be True or False, got {fetch_local!r}")
-    refs = [i for i in items if isinstance(i, ObjectRef)]
     is_ready = cw.wait(keys, refs, num_returns, timeout, fetch_local, frozenset(streams))
-    ready, not_ready = [], []
-    for item, key in zip(items, keys, strict=True):
-        if len(ready) < num_returns and is_ready(key):
-            ready.append(item)
-        else:
-            not_ready.append(item)
-    return ready, not_ready
+    # The first num_returns ready items, in order; the rest, in order.
+    taken = []
+    for index, key in enumerate(keys):
+        if is_ready(key):
+            taken.append(index)
+            if len(taken) == num_returns:
+                break
+    if len(taken) <= 8:
+        not_ready = items.copy()
+        for index in reversed(taken):
+            del not_ready[index]
+    else:
+        chosen = set(taken)
+        not_ready = [item for index, item in enumerate(items) if index not in chosen]
+    return [items[i] for i in taken], not_ready
 
 
 def cancel(object_ref, *, force: bool = False, recursive: bool = True) -> None:

@@ -11,7 +11,7 @@ import java.nio.charset.StandardCharsets;
  * solray/__init__.py's __version__ (VersionTest checks that they do).
  */
 public final class Version {
-  public static final int PROTOCOL_VERSION = 3;
+  public static final int PROTOCOL_VERSION = 4;
   public static final String SOLRAY_VERSION = "0.1.0";
 
   private Version() {}
