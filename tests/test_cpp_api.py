@@ -96,17 +96,7 @@ def cpp_env(head) -> dict:  # noqa: F811
 def cpp_run(cpp_build, head, tmp_path_factory):  # noqa: F811
     """The test program's run: (its output, {case: "PASS" or why it failed})."""
     scratch = tmp_path_factory.mktemp("cpp-scratch")
-    out = subprocess.run(
-        [
-            os.path.join(cpp_build, "solray_cpp_tests"),
-            f"--ray_code_search_path={TESTS_DIR}",
-            f"--scratch={scratch}",
-        ],
-        env=cpp_env(head),
-        capture_output=True,
-        text=True,
-        timeout=RUN_TIMEOUT_S,
-    )
+    out = run_program(cpp_build, head, [], [TESTS_DIR], scratch)
     results = {}
     for line in out.stdout.splitlines():
         if match := re.fullmatch(r"PASS (\w+) \(.*\)", line):
@@ -133,9 +123,9 @@ def test_the_case_list_is_the_programs(cpp_build):
     assert listed.stdout.split() == [*CASES, "java_calls", "cpp_tasks", "cpp_actors"]
 
 
-def run_cases(cpp_build, head, cases: list[str], search_path: list[str], scratch) -> None:  # noqa: F811
-    """Runs the program's cases that only run when named."""
-    out = subprocess.run(
+def run_program(cpp_build, head, cases: list[str], search_path: list[str], scratch):  # noqa: F811
+    """The test program's run of `cases` (all but the named-only ones if none)."""
+    return subprocess.run(
         [
             os.path.join(cpp_build, "solray_cpp_tests"),
             *cases,
@@ -147,6 +137,11 @@ def run_cases(cpp_build, head, cases: list[str], search_path: list[str], scratch
         text=True,
         timeout=RUN_TIMEOUT_S,
     )
+
+
+def run_cases(cpp_build, head, cases: list[str], search_path: list[str], scratch) -> None:  # noqa: F811
+    """Runs the program's cases that only run when named."""
+    out = run_program(cpp_build, head, cases, search_path, scratch)
     assert out.returncode == 0, out.stdout + out.stderr
     assert [line.split()[:2] for line in out.stdout.splitlines()] == [
         ["PASS", case] for case in cases
