@@ -174,6 +174,8 @@ def dumps_with_buffers(value, flags: int = 0) -> SerializedObject:
 
 _PLAIN = frozenset((int, float, str, bytes, bool, type(None)))
 _CONTAINERS = frozenset((tuple, list, dict))
+# A call without arguments, as `serialize(((), {}))` pickles it.
+NO_ARGUMENTS = pickle.dumps(((), {}), protocol=5)
 
 
 def _is_plain(value, depth: int = 0) -> bool:
