@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 
-from solray._private import context
+from solray._private import context, worker
 from solray._private import options as opts
 from solray._private.signature import CallCheck
 from solray._private.task_spec import FunctionDescriptor
@@ -59,8 +59,6 @@ class RemoteFunction:
         return FunctionNode(self, args, kwargs)
 
     def _remote(self, args, kwargs, options: dict):
-        from solray._private import worker
-
         if self._check_call is None:
             self._check_call = CallCheck.of(self._function)
         self._check_call(args, kwargs)

@@ -183,7 +183,7 @@ class CoreWorker:
         self.actor_submitter = ActorSubmitter(self)
         self.collective = CollectiveInbox()
 
-        self.loop = asyncio.new_event_loop()
+        self.loop = transport.new_loop()
         self.loop_thread = threading.Thread(target=self._run_loop, name="solray-io", daemon=True)
         # Other threads reach the loop only through its inbox (loop_inbox.py).
         inbox = Inbox(self.loop, self.loop_thread, self.refs.remove_local)

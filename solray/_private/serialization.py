@@ -173,6 +173,9 @@ def dumps_with_buffers(value, flags: int = 0) -> SerializedObject:
 
 
 _PLAIN = frozenset((int, float, str, bytes, bool, type(None)))
+_CONTAINERS = frozenset((tuple, list, dict))
+# A call without arguments, as `serialize(((), {}))` pickles it.
+NO_ARGUMENTS = pickle.dumps(((), {}), protocol=5)
 
 
 def _is_plain(value, depth: int = 0) -> bool:
@@ -181,13 +184,15 @@ def _is_plain(value, depth: int = 0) -> bool:
     kind = type(value)
     if kind in _PLAIN:
         return True
-    if depth > 2 or len(value) > 16 if kind in (tuple, list, dict) else True:
+    if kind not in _CONTAINERS or depth > 2 or len(value) > 16:
         return False
-    if kind is dict:
-        for k, v in value.items():
-            if type(k) not in _PLAIN or (type(v) not in _PLAIN and not _is_plain(v, depth + 1)):
-                return False
+    if not value:  # most calls: no arguments, `((), {})`
         return True
+    if kind is dict:
+        for k in value:
+            if type(k) not in _PLAIN:
+                return False
+        value = value.values()
     for v in value:
         if type(v) not in _PLAIN and not _is_plain(v, depth + 1):
             return False

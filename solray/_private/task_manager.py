@@ -215,6 +215,9 @@ class TaskManager:
         it in the store, if large), the top-level ref arguments, the refs
         nested deeper, which the task must hold until it finishes, and the
         pickle's size."""
+        if not args and not kwargs:  # most calls: nothing to look through or pickle
+            blob = serialization.SerializedObject(serialization.NO_ARGUMENTS)
+            return blob, None, [], blob.contained_refs, len(serialization.NO_ARGUMENTS)
         cw = self.cw
         args, kwargs, deps = extract_deps(args, kwargs, ObjectRef)
         for dep in deps:

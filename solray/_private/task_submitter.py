@@ -49,6 +49,10 @@ def resolve_dependencies(cw, task: PendingTask, on_resolved) -> None:
     """Loop thread: call `on_resolved(task)` once every top-level argument
     (and the stored argument blob, if any) has a value here. If one of them
     holds an error, `task.dep_error` is that error's entry."""
+    if not task.deps and task.args_ref is None:  # most calls: nothing to wait for
+        task.dep_entries, task.dep_error, task.resolved = [], None, True
+        on_resolved(task)
+        return
     dep_ids = [d._id for d in task.deps]
     if task.args_ref is not None:
         dep_ids.append(task.args_ref._id)

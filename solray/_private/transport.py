@@ -51,6 +51,7 @@ import hashlib
 import hmac
 import logging
 import os
+import selectors
 import socket
 import struct
 from collections.abc import Callable
@@ -88,6 +89,27 @@ class VersionMismatchError(RuntimeError):
 
 
 Handler = Callable[["Connection", int, Any, list], None]
+
+
+class _TurnCounter(selectors.DefaultSelector):
+    """A selector that counts its loop's iterations: the loop calls
+    `select` once per iteration, so frames sent with the same `turn` belong
+    to one iteration (Connection.send)."""
+
+    turn = 0
+
+    def select(self, timeout=None):
+        self.turn += 1
+        return super().select(timeout)
+
+
+def new_loop() -> asyncio.AbstractEventLoop:
+    """An event loop whose connections send a round trip's lone frame without
+    scheduling an end-of-iteration flush (Connection.send)."""
+    selector = _TurnCounter()
+    loop = asyncio.SelectorEventLoop(selector)
+    loop.solray_turns = selector
+    return loop
 
 
 class ConnectionLost(ConnectionError):
@@ -128,6 +150,8 @@ class Connection(asyncio.Protocol):
         self._next_rid = 1
         self._out: list = []
         self._flush_scheduled = False
+        self._turns: _TurnCounter | None = None  # the loop's, if it counts turns
+        self._sent_turn = -1  # the turn whose first frame went out at once
         self.closed = False
         self._lost = False
         self.ready: asyncio.Future | None = None
@@ -141,6 +165,7 @@ class Connection(asyncio.Protocol):
     def connection_made(self, transport) -> None:
         self._transport = transport
         self.loop = asyncio.get_running_loop()
+        self._turns = getattr(self.loop, "solray_turns", None)
         self.ready = self.loop.create_future()
         if self._authenticated:  # handed over after the handshake (adopt)
             self.ready.set_result(self)
@@ -348,13 +373,24 @@ class Connection(asyncio.Protocol):
         the iteration. (A round trip sends one frame per iteration: waiting
         for the iteration's end cost it a loop turn on each side. A burst,
         a thousand pushes from one drain of the inbox, still costs two
-        writes.)"""
+        writes.) On a loop that counts its turns (`new_loop`) a lone frame
+        schedules nothing: the end-of-iteration callback, scheduled only
+        for a second frame, would cost each round trip one more loop turn
+        on each side."""
         if self.closed:
             return
         frame = protocol.encode(msg_type, rid, body, buffers)
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            self.loop.call_soon(self._end_of_burst)
+        if self._flush_scheduled:  # after the frames already queued
+            self._out.extend(frame)
+            return
+        turns = self._turns
+        if turns is not None and turns.turn != self._sent_turn:
+            self._sent_turn = turns.turn
+            self._transport.writelines(frame)
+            return
+        self._flush_scheduled = True
+        self.loop.call_soon(self._end_of_burst)
+        if turns is None:  # a loop without a count: the first frame of each burst at once
             self._transport.writelines(frame)
             return
         self._out.extend(frame)
