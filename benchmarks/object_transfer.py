@@ -16,22 +16,29 @@ import time
 
 import numpy as np
 
-import solray as ray
-from solray.cluster_utils import Cluster
-
 GIB = 1 << 30
 STORE = int(2.5 * GIB)
 
 
-def transfer(rounds: int = 5) -> list[float]:
-    cluster = Cluster(
+def cluster_of(ray, nodes: int):
+    """A head (the driver's node) and `nodes` nodes with resources n0, n1, ...;
+    `ray` is solray or Ray (vs_ray.py measures both with these functions)."""
+    cluster_utils = __import__(f"{ray.__name__}.cluster_utils", fromlist=["Cluster"])
+    cluster = cluster_utils.Cluster(
         initialize_head=True, head_node_args={"num_cpus": 1, "object_store_memory": STORE}
     )
-    cluster.add_node(num_cpus=1, resources={"b": 1}, object_store_memory=STORE)
+    for i in range(nodes):
+        cluster.add_node(num_cpus=1, resources={f"n{i}": 1}, object_store_memory=STORE)
     ray.init(address=cluster.address)
+    return cluster
+
+
+def transfer(ray, rounds: int = 5) -> list[float]:
+    """GB/s of each round's pull of 1 GiB from node n0 into the head."""
+    cluster = cluster_of(ray, 1)
     try:
 
-        @ray.remote(resources={"b": 1})
+        @ray.remote(resources={"n0": 1})
         def make(i):
             return np.full(GIB // 8, i, dtype=np.int64)
 
@@ -48,16 +55,13 @@ def transfer(rounds: int = 5) -> list[float]:
                 rates.append(GIB / elapsed / 1e9)
         return rates
     finally:
+        ray.shutdown()
         cluster.shutdown()
 
 
-def broadcast(nodes: int = 4, rounds: int = 3) -> list[float]:
-    cluster = Cluster(
-        initialize_head=True, head_node_args={"num_cpus": 1, "object_store_memory": STORE}
-    )
-    for i in range(nodes):
-        cluster.add_node(num_cpus=1, resources={f"n{i}": 1}, object_store_memory=STORE)
-    ray.init(address=cluster.address)
+def broadcast(ray, nodes: int = 4, rounds: int = 3) -> list[float]:
+    """Seconds of each round until all `nodes` nodes hold a 1 GiB put."""
+    cluster = cluster_of(ray, nodes)
     try:
 
         @ray.remote
@@ -74,16 +78,19 @@ def broadcast(nodes: int = 4, rounds: int = 3) -> list[float]:
             del ref
         return times
     finally:
+        ray.shutdown()
         cluster.shutdown()
 
 
 if __name__ == "__main__":
-    rates = transfer()
+    import solray
+
+    rates = transfer(solray)
     print(
         f"object transfer between two nodes: {statistics.mean(rates):.2f} GB/s "
         f"+- {statistics.pstdev(rates):.2f} (1 GiB, {len(rates)} rounds)"
     )
-    times = broadcast()
+    times = broadcast(solray)
     print(
         f"broadcast 1 GiB to 4 nodes: {statistics.mean(times):.2f} s "
         f"+- {statistics.pstdev(times):.2f} ({len(times)} rounds)"
