@@ -22,6 +22,7 @@ import pytest
 
 import solray
 from solray._private import services
+from solray.cluster_utils import Cluster
 
 
 def wait_for_condition(predicate, timeout: float = 20.0, interval: float = 0.02, message=""):
@@ -238,6 +239,16 @@ def leak_check():
         timeout=10,
         message=f"file descriptors leaked ({_open_fds()} > {fds_before})",
     )
+
+
+@pytest.fixture
+def cluster(leak_check, request):
+    """A head node (1 CPU unless the test's `indirect` parameter says
+    otherwise); the test adds nodes, then connects with init(address=...)."""
+    head_args = {"num_cpus": 1, **(getattr(request, "param", None) or {})}
+    c = Cluster(initialize_head=True, head_node_args=head_args)
+    yield c
+    c.shutdown()  # also solray.shutdown()
 
 
 @pytest.fixture

@@ -47,16 +47,6 @@ BARRIER_TIMEOUT_S = 60
 MiB = 2**20
 
 
-@pytest.fixture
-def cluster(leak_check, request):
-    """A head node (1 CPU unless the test's `indirect` parameter says
-    otherwise); the test adds nodes, then connects with init(address=...)."""
-    head_args = {"num_cpus": 1, **(getattr(request, "param", None) or {})}
-    c = Cluster(initialize_head=True, head_node_args=head_args)
-    yield c
-    c.shutdown()  # also solray.shutdown()
-
-
 # -- helpers -----------------------------------------------------------------
 
 

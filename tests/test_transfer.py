@@ -24,13 +24,6 @@ GET_TIMEOUT_S = 90
 ELEMENTS = 200_000  # int64: 1.6 MB, stored (above the inline limit)
 
 
-@pytest.fixture
-def cluster(leak_check):
-    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
-    yield c
-    c.shutdown()
-
-
 @solray.remote
 def filled(i: int):
     return np.full(ELEMENTS, i, dtype=np.int64)

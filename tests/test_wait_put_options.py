@@ -20,20 +20,11 @@ import solray
 from solray import exceptions
 from solray._private import context
 from solray._private.protocol import Msg
-from solray.cluster_utils import Cluster
 from solray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from solray.util.state import list_objects
 
 GET_TIMEOUT_S = 90
 N = 512 * 1024  # int64s: 4 MiB, stored in a node's store, never inline
-
-
-@pytest.fixture
-def cluster(leak_check):
-    """A head node with 1 CPU (the driver's node); tests add the others."""
-    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
-    yield c
-    c.shutdown()
 
 
 @solray.remote
