@@ -18,7 +18,7 @@ does not decode to the shape above, is malformed and closes the connection.
 from __future__ import annotations
 
 import struct
-from enum import IntEnum
+from enum import IntEnum, unique
 
 import msgpack
 
@@ -39,6 +39,10 @@ LOG_SEP = "\x1f"
 BAR_MARK = "\x1d"
 
 
+# unique: message numbers are allocated by hand across branches, and an
+# IntEnum would quietly make a second name with a taken number an alias of
+# the first, so two messages would be dispatched as one.
+@unique
 class Msg(IntEnum):
     # Replies.
     REPLY = 1
