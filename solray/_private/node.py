@@ -3,6 +3,7 @@ its cluster view, reports its resources, and serves its drivers, workers and
 peer nodes. The work is done by parts named for what they hold:
 
     worker_pool.py      worker processes: start (fork server), idle, output, exit
+    fork_server.py      the node's end of the worker fork server (worker_zygote.py)
     lease_scheduler.py  leases and placement group bundles, routed by the
                         placement engine (placement.py) from the view here
     object_manager.py   the shared-memory store's handlers, transfer between nodes

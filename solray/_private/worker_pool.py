@@ -4,7 +4,7 @@ forwarding their output, and noticing when they exit.
 Workers start as fresh interpreters until the first ones are up; then the
 pool starts a fork server (worker_zygote.py) and forks every later worker
 from it (about 3 ms instead of about 240 ms). A forked worker is not the
-node's child, so its exit is watched through a pidfd (ForkedProcess). A fork
+node's child: fork_server.py watches its exit and learns its status. A fork
 server that dies is replaced the same way (the first one, or one that lived
 ZYGOTE_RESTART_S); meanwhile workers start as interpreters.
 
@@ -27,7 +27,8 @@ control store's `logs` channel) and to the worker's log files
 (log_files.py). The pool also keeps what `list_workers` shows: its workers
 and drivers, and the last EXITED_KEPT that exited with why (Ray's
 `exit_type`: a worker the node ended says why it did; one that exited by
-itself is INTENDED_USER_EXIT with status 0, else SYSTEM_ERROR).
+itself is INTENDED_USER_EXIT with status 0, else SYSTEM_ERROR, and the
+detail says its status or the signal that killed it).
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from solray._private import ids, services, transport
+from solray._private.fork_server import ForkedProcess, ForkServer
 from solray._private.log_files import WorkerLog
 from solray._private.protocol import LOG_MARK, LOG_SEP, Msg
 from solray._private.runtime_env.agent import WorkerLaunch
@@ -106,12 +108,10 @@ class WorkerPool:
         self.starting = 0
         self.starting_for: Counter[str] = Counter()  # env key -> workers starting
         self.processes: set = set()  # every process started, until reaped
-        self._zygote = None  # the worker fork server process, once started
+        self._zygote: ForkServer | None = None  # the worker fork server, once started
         self._zygote_requested = False
         self._zygote_started_at = 0.0
         self._zygote_restarts = 0
-        self._zygote_channel: socket.socket | None = None
-        self._zygote_lock = asyncio.Lock()
         self._logs: list = []
         self.drivers: dict[transport.Connection, dict] = {}  # conn -> its WorkerState row
         self.exited: deque[dict] = deque(maxlen=EXITED_KEPT)
@@ -177,7 +177,7 @@ class WorkerPool:
             try:
                 if zygote.returncode is not None:
                     raise OSError(f"it exited with status {zygote.returncode}")
-                proc, stdout, stderr = await self._fork_worker(env)
+                proc, stdout, stderr = await self._fork_worker(zygote, env)
             except OSError as e:  # the zygote died: start an interpreter instead
                 if not self.node.stopping:
                     logger.warning(
@@ -241,7 +241,8 @@ class WorkerPool:
         first fork server or it lived ZYGOTE_RESTART_S or more."""
         if self._zygote is not zygote:
             return  # another worker's start saw it first
-        self._zygote = None  # its channel is closed when a new one replaces it
+        self._zygote = None
+        zygote.close()
         lived = time.monotonic() - self._zygote_started_at
         if self._zygote_restarts == 0 or lived >= ZYGOTE_RESTART_S:
             self._zygote_restarts += 1
@@ -270,21 +271,17 @@ class WorkerPool:
         finally:
             child.close()
             os.close(token_fd)
-        parent.setblocking(False)
         self.processes.add(zygote)
-        async with self._zygote_lock:  # no fork is using the old channel
-            if self._zygote_channel is not None:
-                self._zygote_channel.close()
-            self._zygote, self._zygote_channel = zygote, parent
+        if self._zygote is not None:
+            self._zygote.close()
+        self._zygote = ForkServer(zygote, parent)
 
-    async def _fork_worker(self, env: dict):
+    async def _fork_worker(self, zygote: ForkServer, env: dict):
         loop = asyncio.get_running_loop()
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         try:
-            async with self._zygote_lock:
-                socket.send_fds(self._zygote_channel, [json.dumps(env).encode()], [out_w, err_w])
-                reply = await loop.sock_recv(self._zygote_channel, 64)
+            process = await zygote.fork(env, out_w, err_w)
         except OSError:
             for fd in (out_r, err_r):
                 os.close(fd)
@@ -292,10 +289,6 @@ class WorkerPool:
         finally:
             os.close(out_w)
             os.close(err_w)
-        if not reply:
-            for fd in (out_r, err_r):
-                os.close(fd)
-            raise OSError("the worker fork server exited")
         streams = []
         for fd in (out_r, err_r):
             reader = asyncio.StreamReader(limit=MAX_OUTPUT_LINE)
@@ -303,7 +296,7 @@ class WorkerPool:
                 lambda reader=reader: asyncio.StreamReaderProtocol(reader), os.fdopen(fd, "rb", 0)
             )
             streams.append(reader)
-        return ForkedProcess(int(reply)), streams[0], streams[1]
+        return process, streams[0], streams[1]
 
     async def _watch_worker(self, worker: WorkerProcess) -> None:
         code = await worker.process.wait()
@@ -313,12 +306,12 @@ class WorkerPool:
             self._started(worker.env_key, -1)
             if not self.node.stopping:
                 logger.warning(
-                    "worker pid=%s exited with %s before registering", worker.process.pid, code
+                    "worker pid=%s %s before registering", worker.process.pid, describe_exit(code)
                 )
                 if worker.env_key:
                     self.on_env_failed(
                         worker.env_key,
-                        f"its worker process exited with status {code} before it could start "
+                        f"its worker process {describe_exit(code)} before it could start "
                         "(its output says why)",
                     )
         self.remove(worker)
@@ -491,10 +484,8 @@ class WorkerPool:
             exit_type, detail = worker.exit_reason
         elif code == 0:
             exit_type, detail = "INTENDED_USER_EXIT", "the worker exited by itself (status 0)"
-        elif code is not None and code > 0:
-            exit_type, detail = "SYSTEM_ERROR", f"the worker process exited with status {code}"
-        else:  # a signal, or a forked worker, whose status only the zygote sees
-            exit_type, detail = "SYSTEM_ERROR", "the worker process died unexpectedly"
+        else:
+            exit_type, detail = "SYSTEM_ERROR", f"the worker process {describe_exit(code)}"
         self.exited.append(
             dict(
                 self._row(worker),
@@ -517,42 +508,20 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-class ForkedProcess:
-    """A worker forked by the zygote: not our child, so its exit is watched
-    through a pidfd instead of waitpid (its exit status is not ours to see)."""
-
-    def __init__(self, pid: int):
-        self.pid = pid
-        self.returncode: int | None = None
-        self._exited = asyncio.get_running_loop().create_future()
+def describe_exit(code: int | None) -> str:
+    """How a process ended, from asyncio's returncode (minus the signal for
+    one killed by a signal; None where its status could not be learnt)."""
+    if code is None:
+        return "died (its exit status is unknown)"
+    if code < 0:
         try:
-            self._fd = os.pidfd_open(pid)
-        except ProcessLookupError:  # already gone
-            self._fd = None
-            self._done()
-            return
-        asyncio.get_running_loop().add_reader(self._fd, self._done)
-
-    def _done(self) -> None:
-        if self._fd is not None:
-            asyncio.get_running_loop().remove_reader(self._fd)
-            os.close(self._fd)
-            self._fd = None
-        if self.returncode is None:
-            self.returncode = -1
-        if not self._exited.done():
-            self._exited.set_result(self.returncode)
-
-    async def wait(self) -> int:
-        return await asyncio.shield(self._exited)
-
-    def kill(self) -> None:
-        """SIGKILL through the pidfd: never a recycled pid."""
-        if self._fd is not None:
-            try:
-                signal.pidfd_send_signal(self._fd, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        if code == -signal.SIGKILL:
+            name += ", which the kernel's out-of-memory killer also sends"
+        return f"was killed by {name}"
+    return f"exited with status {code}"
 
 
 def kill_process(process) -> None:

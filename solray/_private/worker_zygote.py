@@ -13,7 +13,11 @@ memory, so the token is never in any environment or command line.
 Protocol, over a SOCK_SEQPACKET socket pair with the node: a request is a JSON
 object (the worker's environment additions) carrying two file descriptors
 (the write ends of the worker's stdout and stderr pipes); the reply is the new
-worker's pid, as text.
+worker's pid, as text ("pid N"). Unasked, whenever it reaps a worker, the
+zygote tells the node how it ended ("exit N CODE", CODE as asyncio's
+returncode: the exit status, or minus the signal that killed it): only the
+parent can see an exit status, and list_workers and the node's log say it.
+A worker can end before its fork's reply is sent, so "exit N" may come first.
 
 Rules kept: the zygote never starts a thread or an event loop (forking a
 process with threads is unsafe); it reaps its children (they are not the
@@ -29,15 +33,24 @@ import signal
 import socket
 import sys
 
+_channel: socket.socket | None = None  # to the node; set once, before any fork
+
 
 def _reap(signum, frame) -> None:
+    # A signal handler runs between two bytecodes of the main loop, so a
+    # message sent here never splits one the loop is sending (and a
+    # SOCK_SEQPACKET send is one whole record anyway).
     while True:
         try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
+            pid, status = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
             return
         if pid == 0:
             return
+        try:
+            _channel.send(f"exit {pid} {os.waitstatus_to_exitcode(status)}".encode())
+        except OSError:
+            pass  # the node is gone; the loop sees it at its next receive
 
 
 def main() -> None:
@@ -49,7 +62,8 @@ def main() -> None:
         import numpy  # noqa: F401
     except ImportError:
         pass
-    channel = socket.socket(fileno=int(sys.argv[1]))
+    global _channel
+    channel = _channel = socket.socket(fileno=int(sys.argv[1]))
     signal.signal(signal.SIGCHLD, _reap)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     while True:
@@ -88,7 +102,7 @@ def main() -> None:
             os._exit(code)
         for fd in fds:
             os.close(fd)
-        channel.send(str(pid).encode())
+        channel.send(f"pid {pid}".encode())
 
 
 if __name__ == "__main__":
