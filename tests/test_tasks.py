@@ -829,3 +829,28 @@ def test_a_worker_that_held_a_gpu_never_runs_a_task_without_gpus(ray_start):
     assert gpu_pid not in cpu_pids
     # A GPU task may still use it.
     assert ray.get(pid_of_gpu_task.remote()) == gpu_pid
+
+
+@pytest.mark.parametrize("ray_start", [{"num_cpus": 1}], indirect=True)
+def test_an_actor_created_behind_a_burst_of_tasks_does_not_wait_for_the_burst(ray_start):
+    # The owner gives its leases back between tasks once they are held a
+    # while (Ray's lease timeout), so the node can serve the actor's request,
+    # which came after the burst's (examples/monte_carlo_pi.py's progress
+    # actor answers while its sampling tasks run).
+    @ray.remote
+    def work(i: int) -> int:
+        time.sleep(0.05)
+        return i
+
+    @ray.remote
+    class Probe:
+        def ping(self) -> str:
+            return "pong"
+
+    refs = [work.remote(i) for i in range(200)]  # about 10 s on the one CPU
+    wait_for_condition(lambda: ray.wait(refs, timeout=0)[0], timeout=60)
+    probe = Probe.remote()
+    assert ray.get(probe.ping.remote(), timeout=60) == "pong"
+    finished, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+    assert len(finished) < len(refs), "the actor answered only once the burst was done"
+    assert ray.get(refs, timeout=120) == list(range(200))

@@ -7,11 +7,17 @@ on (spillback; the view counts what the request will take there until that
 node reports). A request that stays here waits in `pending` until its shape
 fits the free resources; then the resources are taken at once (so the next
 decision and the next report see them) and it waits in `awaiting` for an
-idle worker, which the worker pool starts if need be. Requests are served in
-arrival order among those that fit, so a large request does not hold back
-small ones. A queued request is routed on when the view shows another node
-where it fits now (unless pinned here by node affinity, or sent on
-MAX_HOPS times already).
+idle worker, which the worker pool starts if need be. Requests are served
+class by class in turn (`in_turn`: an owner's requests of one shape, or one
+actor's, are a class; within a class, and among the classes' first requests,
+arrival order), and among those that fit, so a large request does not hold
+back small ones. Taking turns is what lets an actor created behind a burst
+of tasks start before the burst ends: the burst's owner asks for more leases
+than it gets, and those older requests would otherwise come first each time
+it gives one back (which it does every LEASE_REUSE_S, task_submitter.py), as
+Ray's raylet takes scheduling classes in turn. A queued request is routed
+on when the view shows another node where it fits now (unless pinned here
+by node affinity, or sent on MAX_HOPS times already).
 
 The control store asks for actors' leases the same way, tagged with the
 actor's id; an actor's request that no node could ever grant is refused at
@@ -42,6 +48,7 @@ import asyncio
 import logging
 from collections import deque
 from dataclasses import dataclass, field
+from itertools import zip_longest
 
 import psutil
 
@@ -84,6 +91,23 @@ class LeaseRequest:
     @property
     def resources(self) -> dict:
         return self.demand.resources
+
+    @property
+    def scheduling_class(self) -> tuple:
+        return (id(self.conn), self.actor_id, self.env_key, *sorted(self.resources.items()))
+
+
+def in_turn(requests: deque[LeaseRequest]) -> deque[LeaseRequest]:
+    """`requests` with their classes taking turns: the first request of each
+    class (classes in the order their first requests came), then the second
+    of each, and so on. The result's order is its own turn order, so the
+    queue keeps it from one pass to the next."""
+    classes: dict[tuple, list[LeaseRequest]] = {}
+    for request in requests:
+        classes.setdefault(request.scheduling_class, []).append(request)
+    if len(classes) < 2:
+        return requests
+    return deque(r for turn in zip_longest(*classes.values()) for r in turn if r is not None)
 
 
 class LeaseScheduler:
@@ -208,14 +232,15 @@ class LeaseScheduler:
     # -- granting ------------------------------------------------------------
 
     def try_grant(self) -> None:
-        """Take resources for the queued requests that fit now (in arrival
-        order), send on those that fit elsewhere now, then give workers to
+        """Take resources for the queued requests that fit now (classes in
+        turn), send on those that fit elsewhere now, then give workers to
         the requests holding resources, starting workers if need be."""
         if self.node.stopping:
             return
         remaining: deque[LeaseRequest] = deque()
-        while self.pending:
-            request = self.pending.popleft()
+        pending = in_turn(self.pending)
+        while pending:
+            request = pending.popleft()
             if request.conn.closed:
                 continue
             if self.view.fits_now(self.here, request.demand):

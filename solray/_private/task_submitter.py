@@ -13,7 +13,11 @@ A task moves through three stages, all on the owner's event loop thread:
 
 A lease that runs out of work lingers briefly before it is returned, so a
 program that submits one task at a time (`get(f.remote())` in a loop) does not
-pay for a lease round trip per task.
+pay for a lease round trip per task. A lease held LEASE_REUSE_S is given
+back after its task even while tasks of its shape wait, and asked for again,
+as Ray's owner does (`worker_lease_timeout_milliseconds`): the node serves
+requests in arrival order, so an actor or another shape queued there behind a
+burst gets its turn instead of waiting for the whole burst.
 
 Failures: if the worker's connection drops while it runs a task, the worker
 died; the task is retried (`max_retries`) on a new lease, else its returns hold
@@ -41,6 +45,7 @@ from solray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 logger = logging.getLogger(__name__)
 
 LEASE_LINGER_S = 0.02
+LEASE_REUSE_S = 0.5  # Ray's worker_lease_timeout_milliseconds default
 LEASE_RETRY_S = 0.05  # after another node died holding a lease request of ours
 MAX_LEASE_REQUESTS_PER_KEY = 8
 
@@ -214,7 +219,9 @@ class NodeBusy(Exception):
 
 
 class LeasedWorker:
-    __slots__ = ("lease_id", "conn", "address", "gpu_ids", "busy", "linger", "node_id", "node")
+    __slots__ = (
+        "lease_id", "conn", "address", "gpu_ids", "busy", "linger", "node_id", "node", "expires",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -233,6 +240,8 @@ class LeasedWorker:
         self.node_id = node_id
         self.busy: PendingTask | None = None
         self.linger: asyncio.TimerHandle | None = None
+        # After this (loop time) the lease goes back to the node between tasks.
+        self.expires = asyncio.get_running_loop().time() + LEASE_REUSE_S
 
 
 class KeyQueue:
@@ -345,11 +354,17 @@ class TaskSubmitter:
     def _pump(self, q: KeyQueue) -> None:
         if any(lw.busy is None and lw.conn.closed for lw in q.workers):
             self._drop_dead_idle_workers(q)
+        expired = []
         for lw in q.workers:
             if not q.tasks:
                 break
             if lw.busy is None:
-                self._push(q, lw, q.tasks.popleft())
+                if self.cw.loop.time() > lw.expires:
+                    expired.append(lw)
+                else:
+                    self._push(q, lw, q.tasks.popleft())
+        for lw in expired:
+            self._give_back(q, lw)
         wanted = len(q.tasks) - q.requests
         while wanted > 0 and q.requests < MAX_LEASE_REQUESTS_PER_KEY:
             q.requests += 1
@@ -482,8 +497,14 @@ class TaskSubmitter:
 
     def _return_lease(self, q: KeyQueue, lw: LeasedWorker) -> None:
         lw.linger = None
-        if lw.busy is not None or q.tasks:
-            return
+        if lw.busy is None and not q.tasks:
+            self._give_back(q, lw)
+
+    def _give_back(self, q: KeyQueue, lw: LeasedWorker) -> None:
+        """Return an idle lease to its node."""
+        if lw.linger is not None:
+            lw.linger.cancel()
+            lw.linger = None
         q.workers.remove(lw)
         lw.node.send(Msg.RETURN_LEASE, {"lease_id": lw.lease_id})
 
