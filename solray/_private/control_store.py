@@ -37,6 +37,7 @@ import asyncio
 import logging
 import sys
 import time
+from collections.abc import Callable
 
 import msgpack
 
@@ -83,6 +84,9 @@ class ControlStore:
         self.next_job = 1
         self.kv: dict[tuple[str, str], bytes] = {}
         self.subscribers: dict[str, set[transport.Connection]] = {}
+        # Whether the whole cluster is stopping (its launcher let go), when a
+        # node's leaving is expected, not news for the user's terminal.
+        self.cluster_stopping: Callable[[], bool] = lambda: False
         self.handlers = {
             Msg.REGISTER_NODE: self.register_node,
             Msg.REGISTER_DRIVER: self.register_driver,
@@ -123,7 +127,12 @@ class ControlStore:
         self.view.remove(node_id)
         info["end_time"] = time.time()
         self._save_node(info)
-        logger.warning("node %s (%s) left the cluster", node_id, info["address"])
+        logger.log(
+            logging.INFO if self.cluster_stopping() else logging.WARNING,
+            "node %s (%s) left the cluster",
+            node_id,
+            info["address"],
+        )
         self.publish("node_removed", {"node_id": node_id, "address": info["address"]})
         self.placement_groups.on_node_removed(node_id)
         self.actors.on_node_removed(node_id)
@@ -317,6 +326,7 @@ class ControlStore:
 
 async def serve(args, token: bytes, storage: Storage, tables: dict) -> None:
     store = ControlStore(token, storage, args.actor_graceful_shutdown_timeout_ms / 1000)
+    store.cluster_stopping = lambda: services.lifeline_closed(args)
     try:
         store.restore(tables)
     except Exception as e:  # rows that do not decode to what this version stores

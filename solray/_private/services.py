@@ -23,6 +23,7 @@ import ctypes
 import json
 import logging
 import os
+import select
 import shutil
 import signal
 import socket
@@ -534,6 +535,16 @@ _stop_watchers: set[asyncio.Task] = set()
 
 def _already_stopping(signum, frame) -> None:
     pass  # shutdown is under way; SIGKILL is the way to hurry it
+
+
+def lifeline_closed(args) -> bool:
+    """Whether this daemon's launcher has let go of its lifeline (the
+    cluster is stopping), though the loop may not have seen it yet: the
+    launcher never writes to it, so readable means closed."""
+    if args.lifeline_fd is None:
+        return False
+    readable, _, _ = select.select([args.lifeline_fd], [], [], 0)
+    return bool(readable)
 
 
 async def wait_for_stop(args) -> None:
