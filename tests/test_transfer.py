@@ -198,6 +198,24 @@ def test_a_whole_copy_serves_a_pull_when_its_origin_dies(cluster):
     assert solray.get(check, timeout=GET_TIMEOUT_S) is True
 
 
+def test_the_origin_forgets_a_holder_that_left(cluster):
+    """A node that held a whole copy and left the cluster is no longer named
+    to pullers (each would try it first, and wait for it to fail)."""
+    origin = cluster.add_node(num_cpus=1, resources={"origin": 1})
+    holder = cluster.add_node(num_cpus=1, resources={"holder": 1})
+    solray.init(address=cluster.address)
+    array = ramp.options(resources={"origin": 1}).remote(8 * MiB // 8, 3)
+    assert solray.get(is_ramp.options(resources={"holder": 1}).remote(array, 3), timeout=60)
+
+    def holders() -> list[str]:
+        answer = node_request(cluster, origin, Msg.STORE_HOLDERS, {"id": array.binary()})
+        return answer["holders"]
+
+    wait_for_condition(lambda: holders() == [holder.address], timeout=30)
+    cluster.remove_node(holder)
+    wait_for_condition(lambda: holders() == [], timeout=30, message=lambda: holders())
+
+
 def test_transfer_under_store_pressure(leak_check):
     """Both stores are smaller than what moves between them: the sender
     restores spilled objects to send them, the receiver spills to make room

@@ -283,7 +283,14 @@ class ObjectManager:
         copy, and whether this node is sending it now."""
         object_id = body["id"]
         obj = self.store.objects.get(object_id)
-        holders = [] if obj is None or obj.freed else sorted(obj.holders)
+        if obj is None or obj.freed:
+            holders = []
+        else:
+            if obj.holders:  # forget those that left (one not in the view yet stays)
+                obj.holders -= {
+                    n["address"] for n in self.node.view.nodes.values() if not n["alive"]
+                }
+            holders = sorted(obj.holders)
         conn.reply(rid, {"holders": holders, "busy": self._sending.get(object_id, 0)})
 
     def store_holding(self, conn, rid, body, bufs) -> None:
