@@ -1,16 +1,19 @@
 """The core worker's loop (transport.new_loop: asyncio's iteration with less
-Python per turn), and its inbox (loop_inbox.py: how other threads hand it
-work), on a real loop thread with real threads posting to it."""
+Python per turn), its inbox (loop_inbox.py: how other threads hand it work)
+and the wake-up a blocking get waits on (memory_store.Wake), each on a real
+loop thread with real threads posting to it."""
 
 from __future__ import annotations
 
 import socket
 import threading
+import time
 
 import pytest
 
 from solray._private import transport
 from solray._private.loop_inbox import Inbox
+from solray._private.memory_store import Wake
 
 DEADLINE_S = 10
 
@@ -116,3 +119,15 @@ def test_the_loop_reads_and_writes_sockets(loop_thread):
     finally:
         ours.close()
         theirs.close()
+
+
+def test_wake_times_out_until_set_then_stays_set():
+    wake = Wake()
+    started = time.monotonic()
+    assert wake.wait(0.05) is False
+    assert time.monotonic() - started >= 0.04
+    threading.Thread(target=wake.set).start()
+    assert wake.wait(DEADLINE_S) is True
+    wake.set()  # again: an on_error waiter is set once per error
+    assert wake.wait(0) is True
+    assert wake.wait() is True
