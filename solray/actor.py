@@ -261,6 +261,7 @@ class ActorHandle:
         self._owner = owner
         self._weak = weak
         self._call_checks: dict[str, CallCheck] = {}  # per method, made at its first call
+        self._call_options: dict[str, dict] = {}  # per method, made at its first call
         if not weak:
             cw = context.core_worker or context.client
             if cw is not None:
@@ -360,18 +361,30 @@ class ActorMethod:
         if context.client is not None:
             return context.client.call("remote", (self, args, kwargs, options))
         cw = context.require_core_worker()
+        if options is self._options:  # no .options(): completed once per handle
+            full = handle._call_options.get(self._name)
+            if full is None:
+                full = handle._call_options[self._name] = self._with_actor_options(options)
+        else:
+            full = self._with_actor_options(options)
+        result = cw.submit_actor_task(handle._actor_id, self._name, args, kwargs, full)
+        return unpack_returns(result, full["num_returns"])
+
+    def _with_actor_options(self, options: dict) -> dict:
+        """The call's options, completed with the actor's (which the
+        submission only reads)."""
+        meta = self._handle._meta
         options = dict(options)
         if options.get("max_task_retries") is None:  # the actor's own setting
-            options["max_task_retries"] = handle._meta.get("max_task_retries", 0)
-        options["max_pending_calls"] = handle._meta.get("max_pending_calls", -1)
-        options["out_of_order"] = handle._meta.get("allow_out_of_order_execution", False)
-        options["class_name"] = handle._meta.get("class_name")
+            options["max_task_retries"] = meta.get("max_task_retries", 0)
+        options["max_pending_calls"] = meta.get("max_pending_calls", -1)
+        options["out_of_order"] = meta.get("allow_out_of_order_execution", False)
+        options["class_name"] = meta.get("class_name")
         if options.get("enable_task_events") is None:  # the actor's own setting
-            options["enable_task_events"] = handle._meta.get("enable_task_events", True)
+            options["enable_task_events"] = meta.get("enable_task_events", True)
         if isinstance(options.get("retry_exceptions"), bytes):
             options["retry_exceptions"] = pickle.loads(options["retry_exceptions"])
-        result = cw.submit_actor_task(handle._actor_id, self._name, args, kwargs, options)
-        return unpack_returns(result, options["num_returns"])
+        return options
 
 
 class _BoundActorMethod:

@@ -188,6 +188,7 @@ class CoreWorker:
         # Other threads reach the loop only through its inbox (loop_inbox.py).
         inbox = Inbox(self.loop, self.loop_thread, self.refs.remove_local)
         self.post, self.post_lazy, self.drop_ref = inbox.post, inbox.post_lazy, inbox.drop
+        self.post_with_next = inbox.post_with_next
         self.call, self.run_on_loop, self.submit = inbox.call, inbox.run, inbox.submit
         self._apply_inbox_now = inbox.apply_now
         self._inbound: set[transport.Connection] = set()

@@ -692,14 +692,39 @@ class Executor:
     def run_actor_task(self, conn, rid, body, buffers) -> None:
         if self.actor_exiting:
             return  # the process exits unanswered: the caller gets ActorDiedError
-        ctx = self._context(body, self.actor.class_name)
-        self._execute(conn, rid, body, buffers, ctx, self.actor.method)
+        self._execute(conn, rid, body, buffers, self._call_context(body), self.actor.method)
 
     async def run_actor_task_async(self, conn, rid, body, buffers) -> None:
         if self.actor_exiting:
             return  # the process exits unanswered: the caller gets ActorDiedError
-        ctx = self._context(body, self.actor.class_name)
+        ctx = self._call_context(body)
         await self._execute_async(conn, rid, body, buffers, ctx, self.actor.method)
+
+    def _call_context(self, body) -> TaskContext:
+        """An actor call's context: _context's, less what is the actor's for
+        its lifetime (its GPU ids and CUDA_VISIBLE_DEVICES, its placement
+        group and resources: create_actor sets them once, as Ray does)."""
+        name = self.actor.class_name
+        method = body["m"]
+        job = body["job"]
+        ctx = TaskContext(
+            body["tid"],
+            name,
+            job,
+            self.gpu_ids,
+            body["owner"],
+            method,
+            placement=self.actor_placement,
+            resources=self.actor_resources,
+        )
+        ctx.task_name = body.get("tn") or f"{name}.{method}"
+        ctx.attempt = body.get("at", 0)
+        ctx.events = self.cw.task_events.enabled and "ne" not in body
+        if job != self.cw.job:
+            self.cw.set_job(job)
+        if job not in self._jobs_seen:
+            self._join_job(job)
+        return ctx
 
     def _exit_actor(self, conn, rid, ctx: TaskContext, num_returns: int) -> None:
         """exit_actor() (or __ray_terminate__) ended this call."""

@@ -35,7 +35,10 @@ import threading
 from collections.abc import Callable
 from types import CodeType, FrameType
 
+from solray._private.memory_store import Wake
+
 RESIGNAL_S = 0.02
+_WAKE_WAIT = Wake.wait.__code__
 
 # Frames of files here are the runtime's; any other frame is user code (or
 # a library or the standard library running for one of the two).
@@ -78,6 +81,12 @@ class Interrupts:
     def _at_point(self, frame: FrameType | None) -> bool:
         called = None
         while frame is not None and not frame.f_code.co_filename.startswith(_RUNTIME_DIR):
+            called, frame = frame, frame.f_back
+        if frame is None:
+            return False
+        if called is None and frame.f_code is _WAKE_WAIT:
+            # The runtime's own stand-in for threading.Event.wait: nothing
+            # in it to leave half-done, as in Event.wait, called from a point.
             called, frame = frame, frame.f_back
         return frame is not None and called is not None and frame.f_code in self._points
 

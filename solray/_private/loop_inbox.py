@@ -5,6 +5,9 @@ thread reaches that state only through the loop's Inbox:
 
     post(fn, *args)       run fn(*args) on the loop soon, in posting order. A
                           burst of posts costs one loop wake-up.
+    post_with_next(fn, *args)
+                          the same, in the same order, but it runs with the
+                          post() the caller makes right after it.
     post_lazy(fn, *args)  the same, in the same order, but with no wake-up of
                           its own: it runs with the next post, or within
                           LAZY_S. For what happens all the time and waits for
@@ -36,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 import logging
 import threading
 from collections import deque
@@ -62,16 +66,30 @@ class Inbox:
         self._dropped: deque[bytes] = deque()  # ids of ObjectRef instances gone
         self._wake_pending = False
         self._lazy_armed = False
+        # What call_soon_threadsafe(self._drain) does, without making a
+        # Handle (and copying the poster's context) per wake-up: the drain's
+        # one Handle goes on the loop's ready queue (a deque: appending is
+        # thread-safe), then a byte wakes the loop. At most one is queued
+        # (_wake_pending), and the loop's own context runs what is posted.
+        self._drain_handle = asyncio.Handle(self._drain, (), loop, contextvars.Context())
+        self._ready: deque = loop._ready
 
     def post(self, fn, *args) -> None:
         """Any thread: run fn(*args) on the loop thread, soon, in posting order."""
         self._posted.append((fn, args))
         if not self._wake_pending:
             self._wake_pending = True
-            try:
-                self._loop.call_soon_threadsafe(self._drain)
-            except RuntimeError:  # loop closed during shutdown
-                pass
+            # On a closed loop both are harmless: close() emptied the queue
+            # and the wake-up socket is gone (_write_to_self checks).
+            self._ready.append(self._drain_handle)
+            self._loop._write_to_self()
+
+    def post_with_next(self, fn, *args) -> None:
+        """Any thread about to post() anyway: run fn(*args) on the loop with
+        that post, before it, with no wake-up of its own. (A wake-up of its
+        own often let the loop take the first of the two alone, and the
+        second woke it again.)"""
+        self._posted.append((fn, args))
 
     def post_lazy(self, fn, *args) -> None:
         """Any thread: post(), without a wake-up of its own."""

@@ -20,6 +20,7 @@ core worker's callbacks only post to the loop or to a thread pool).
 
 from __future__ import annotations
 
+import _thread
 import threading
 from collections.abc import Callable, Iterable
 
@@ -55,6 +56,32 @@ Entry = Inline | InStore
 WIDE = 32  # see MemoryStore._wide
 
 
+class Wake:
+    """What a waiting thread needs of threading.Event (`wait`, `set`), on
+    one lock held until set. An Event is a Condition: a lock and a deque to
+    make, a waiter lock per wait, and a notify; about 200 bytecodes per
+    blocking get, which a sync call does once."""
+
+    __slots__ = ("_lock",)
+
+    def __init__(self):
+        self._lock = _thread.allocate_lock()
+        self._lock.acquire()
+
+    def set(self) -> None:
+        try:
+            self._lock.release()
+        except RuntimeError:  # set already (an on_error waiter fires per error)
+            pass
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """True once set; False when `timeout` passes first."""
+        if not self._lock.acquire(True, -1 if timeout is None else timeout):
+            return False
+        self.set()  # set for good: later waits return at once
+        return True
+
+
 class Waiter:
     """Wakes its thread (or runs `callback`) once `needed` ids are ready, or
     with `on_error` as soon as one of them holds an error (`get` of several
@@ -68,7 +95,7 @@ class Waiter:
         self.needed = needed
         self.callback = callback
         self.on_error = on_error
-        self.event = None if callback else threading.Event()
+        self.event = None if callback else Wake()
         self.ids: set[bytes] | None = None  # a wide waiter's ids still missing
 
     def _one_ready(self, entry: Entry) -> bool:

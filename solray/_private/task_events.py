@@ -73,6 +73,8 @@ TERMINAL = (FINISHED, FAILED)
 TYPES = ("NORMAL_TASK", "ACTOR_TASK", "ACTOR_CREATION_TASK", "DRIVER_TASK")
 NORMAL_TASK, ACTOR_TASK, ACTOR_CREATION_TASK, DRIVER_TASK = range(len(TYPES))
 
+_time_ns = time.time_ns
+
 # An error message is kept up to this long (a traceback can be huge).
 MAX_ERROR_MESSAGE = 10_000
 
@@ -138,20 +140,6 @@ class Columns:
     def __len__(self) -> int:
         return len(self.states)
 
-    def add(self, task_id: bytes, attempt: int, state: int, info, error) -> int:
-        """Append one event; returns how many rows there are now."""
-        states = self.states
-        row = len(states)
-        self.task_ids += task_id
-        self.attempts.append(attempt)
-        states.append(state)
-        self.times.append(time.time_ns() // 1000)
-        if info is not None:
-            self.infos[row] = info
-        if error is not None:
-            self.errors[row] = error_of(error)
-        return row + 1
-
     def wire(self) -> dict:
         return {
             "t": bytes(self.task_ids),
@@ -203,16 +191,25 @@ class TaskEvents:
         if info is None:  # enable_task_events=False, or recording is off
             return
         owned = self._owned
-        # len(owned.states), not len(owned): every call records several
-        # events, and Columns.__len__ is a Python frame per look.
-        if len(owned.states) >= self.max_buffered:
+        states = owned.states
+        row = len(states)
+        if row >= self.max_buffered:
             with self._lock:
                 self._dropped += 1
             return
-        first = task.events_attempt != task.attempt  # the store learns what it is
-        task.events_attempt = task.attempt
-        rows = owned.add(task.task_id, task.attempt, state, info if first else None, error)
-        if rows >= self.batch_size:
+        # The row is appended here and in executed(), not by a Columns
+        # method: a call records six events, each a frame more that way.
+        attempt = task.attempt
+        if task.events_attempt != attempt:  # its first: the store learns what it is
+            task.events_attempt = attempt
+            owned.infos[row] = info
+        owned.task_ids += task.task_id
+        owned.attempts.append(attempt)
+        states.append(state)
+        owned.times.append(_time_ns() // 1000)
+        if error is not None:
+            owned.errors[row] = error_of(error)
+        if row + 1 >= self.batch_size:
             self.flush()
 
     def executed(
@@ -227,11 +224,20 @@ class TaskEvents:
         reached `state`."""
         with self._lock:
             executed = self._executed
-            if len(executed.states) >= self.max_buffered:
+            states = executed.states
+            row = len(states)
+            if row >= self.max_buffered:
                 self._dropped += 1
                 return
-            rows = executed.add(task_id, attempt, state, info, error)
-            full = rows >= self.batch_size and not self._flush_posted
+            executed.task_ids += task_id
+            executed.attempts.append(attempt)
+            states.append(state)
+            executed.times.append(_time_ns() // 1000)
+            if info is not None:
+                executed.infos[row] = info
+            if error is not None:
+                executed.errors[row] = error_of(error)
+            full = row + 1 >= self.batch_size and not self._flush_posted
             if full:
                 self._flush_posted = True
         if full:

@@ -286,8 +286,9 @@ class TaskManager:
 
     def _prepare_returns(self, task: PendingTask, backpressure):
         """User thread: make what `.remote()` gives the caller (a list of
-        refs, or an ObjectRefGenerator for a stream), and post the task's
-        tracking to the loop. The caller posts its submission next."""
+        refs, or an ObjectRefGenerator for a stream), and queue the task's
+        tracking for the loop: it goes with the submission, which the caller
+        posts next."""
         cw = self.cw
         mode = task.num_returns
         if mode == "streaming":
@@ -302,7 +303,7 @@ class TaskManager:
             result = [ObjectRef(object_id, cw.address) for object_id in task.return_ids]
         parent = cw.current_task
         site = call_site() if cw.ownership.record_call_sites else None
-        cw.post(self._track, task, parent.task_id if parent is not None else None, site)
+        cw.post_with_next(self._track, task, parent.task_id if parent is not None else None, site)
         return result
 
     def _track(self, task: PendingTask, parent: bytes | None, site: str | None) -> None:

@@ -1,0 +1,133 @@
+"""The core worker's loop (transport.new_loop: asyncio's iteration with less
+Python per turn), its inbox (loop_inbox.py: how other threads hand it work)
+and the wake-up a blocking get waits on (memory_store.Wake), each on a real
+loop thread with real threads posting to it."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import pytest
+
+from solray._private import transport
+from solray._private.loop_inbox import Inbox
+from solray._private.memory_store import Wake
+
+DEADLINE_S = 10
+
+
+@pytest.fixture
+def loop_thread():
+    loop = transport.new_loop()
+    thread = threading.Thread(target=loop.run_forever, name="test-loop", daemon=True)
+    thread.start()
+    yield loop, thread
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(DEADLINE_S)
+    loop.close()
+
+
+def inbox_on(loop, thread) -> Inbox:
+    return Inbox(loop, thread, lambda ids: None)
+
+
+def test_posts_run_on_the_loop_in_posting_order_across_threads(loop_thread):
+    loop, thread = loop_thread
+    inbox = inbox_on(loop, thread)
+    ran: list = []
+    done = threading.Event()
+    per_thread = 2000
+
+    def record(who, i):
+        assert threading.current_thread() is thread
+        ran.append((who, i))
+        if len(ran) == 4 * per_thread:
+            done.set()
+
+    def poster(who):
+        for i in range(per_thread):
+            if i % 2:
+                inbox.post(record, who, i)
+            else:  # runs with the post that follows, before it
+                inbox.post_with_next(record, who, i)
+
+    posters = [threading.Thread(target=poster, args=(w,)) for w in range(4)]
+    for p in posters:
+        p.start()
+    for p in posters:
+        p.join(DEADLINE_S)
+    assert done.wait(DEADLINE_S), f"{len(ran)} of {4 * per_thread} posts ran"
+    for who in range(4):
+        assert [i for w, i in ran if w == who] == list(range(per_thread))
+
+
+def test_a_post_runs_before_a_callback_the_same_thread_hands_over_after_it(loop_thread):
+    """The inbox's wake-up is a callback on the loop's ready queue, so what a
+    thread posts and what it then hands over with call_soon_threadsafe (or
+    run_coroutine_threadsafe) run in that order."""
+    loop, thread = loop_thread
+    inbox = inbox_on(loop, thread)
+    for _ in range(200):
+        order: list = []
+        done = threading.Event()
+        inbox.post(order.append, "posted")
+        loop.call_soon_threadsafe(order.append, "handed over")
+        loop.call_soon_threadsafe(done.set)
+        assert done.wait(DEADLINE_S)
+        assert order == ["posted", "handed over"]
+
+
+def test_the_loop_runs_timers_in_time_order_and_skips_cancelled_ones(loop_thread):
+    loop, _ = loop_thread
+    fired: list = []
+    done = threading.Event()
+
+    def schedule():
+        now = loop.time()
+        for delay in (0.03, 0.01, 0.02):
+            loop.call_at(now + delay, fired.append, delay)
+        for _ in range(300):  # enough cancelled timers to make the loop sweep them
+            loop.call_at(now + 0.015, fired.append, "cancelled").cancel()
+        loop.call_at(now + 0.05, done.set)
+
+    loop.call_soon_threadsafe(schedule)
+    assert done.wait(DEADLINE_S)
+    assert fired == [0.01, 0.02, 0.03]
+
+
+def test_the_loop_reads_and_writes_sockets(loop_thread):
+    loop, _ = loop_thread
+    ours, theirs = socket.socketpair()
+    ours.setblocking(False)
+    got = bytearray()
+    done = threading.Event()
+
+    def readable():
+        got.extend(ours.recv(4096))
+        if len(got) >= 3:
+            loop.remove_reader(ours.fileno())
+            done.set()
+
+    loop.call_soon_threadsafe(loop.add_reader, ours.fileno(), readable)
+    try:
+        theirs.sendall(b"a")
+        theirs.sendall(b"bc")
+        assert done.wait(DEADLINE_S)
+        assert bytes(got) == b"abc"
+    finally:
+        ours.close()
+        theirs.close()
+
+
+def test_wake_times_out_until_set_then_stays_set():
+    wake = Wake()
+    started = time.monotonic()
+    assert wake.wait(0.05) is False
+    assert time.monotonic() - started >= 0.04
+    threading.Thread(target=wake.set).start()
+    assert wake.wait(DEADLINE_S) is True
+    wake.set()  # again: an on_error waiter is set once per error
+    assert wake.wait(0) is True
+    assert wake.wait() is True
