@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable
+from functools import partial
 
 from solray._private import serialization
 from solray._private.serialization import SerializedObject
@@ -68,7 +69,7 @@ class Waiter:
         self.needed = needed
         self.callback = callback
         self.on_error = on_error
-        self.event = None if callback else threading.Event()
+        self.event = None if callback else _Wake()
         self.ids: set[bytes] | None = None  # a wide waiter's ids still missing
 
     def _one_ready(self, entry: Entry) -> bool:
@@ -78,8 +79,26 @@ class Waiter:
     def _fire(self) -> None:
         if self.callback is not None:
             self.callback()
-        else:
-            self.event.set()
+            return
+        try:
+            self.event.lock.release()
+        except RuntimeError:  # woken already: an error came first, then the rest
+            pass
+
+
+class _Wake:
+    """What a waiting thread blocks on: `wait(timeout) -> bool` as
+    threading.Event's, for one waiting thread and one wait. A bare lock,
+    held until the waiter fires: waiting and waking are one C call each,
+    where an Event's Condition runs Python on both threads and takes a
+    second lock (`wait` over a long list blocks once per result)."""
+
+    __slots__ = ("lock", "wait")
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.lock.acquire()
+        self.wait = partial(self.lock.acquire, True)
 
 
 class MemoryStore:
@@ -133,20 +152,18 @@ class MemoryStore:
         present holds an error); otherwise a Waiter whose event is set (or
         callback run) when enough have arrived (or an error has).
         """
+        # Set operations, so the work per id runs in C (`wait` over a long
+        # list blocks once per result, and would pay a Python step per id).
+        ids = object_ids if type(object_ids) is set else set(object_ids)
         with self._lock:
-            missing = [i for i in object_ids if i not in self._objects]
-            present = len(set(object_ids)) - len(set(missing))
+            missing = ids.difference(self._objects)
+            present = len(ids) - len(missing)
             still = needed - present
             if still <= 0:
                 return None
-            if (
-                on_error
-                and present
-                and any(self._objects[i].is_error for i in object_ids if i in self._objects)
-            ):
+            if on_error and present and any(self._objects[i].is_error for i in ids - missing):
                 return None
             waiter = Waiter(still, waiter_callback, on_error)
-            missing = set(missing)
             if len(missing) > WIDE:
                 waiter.ids = missing
                 self._wide.append(waiter)

@@ -712,7 +712,8 @@ def wait(
             else:
                 raise TypeError(f"wait() expected a list of ObjectRef, but it holds {item!r}")
         refs = [i for i in items if isinstance(i, ObjectRef)]
-    if len(set(keys)) != len(keys):
+    unique = set(keys)
+    if len(unique) != len(keys):
         raise ValueError("Wait requires a list of unique object refs.")
     if isinstance(num_returns, bool) or not isinstance(num_returns, int) or num_returns <= 0:
         raise ValueError(f"Invalid number of objects to return {num_returns!r}.")
@@ -722,14 +723,8 @@ def wait(
         raise ValueError(f"The 'timeout' argument must be nonnegative. Received {timeout}")
     if not isinstance(fetch_local, bool):
         raise TypeError(f"wait(): fetch_local must be True or False, got {fetch_local!r}")
-    is_ready = cw.wait(keys, refs, num_returns, timeout, fetch_local, frozenset(streams))
+    taken = cw.wait(keys, unique, refs, num_returns, timeout, fetch_local, frozenset(streams))
     # The first num_returns ready items, in order; the rest, in order.
-    taken = []
-    for index, key in enumerate(keys):
-        if is_ready(key):
-            taken.append(index)
-            if len(taken) == num_returns:
-                break
     if len(taken) <= 8:
         not_ready = items.copy()
         for index in reversed(taken):
