@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable
-from functools import partial
 
 from solray._private import serialization
 from solray._private.serialization import SerializedObject
@@ -69,7 +68,7 @@ class Waiter:
         self.needed = needed
         self.callback = callback
         self.on_error = on_error
-        self.event = None if callback else _Wake()
+        self.event = None if callback else threading.Event()
         self.ids: set[bytes] | None = None  # a wide waiter's ids still missing
 
     def _one_ready(self, entry: Entry) -> bool:
@@ -79,26 +78,8 @@ class Waiter:
     def _fire(self) -> None:
         if self.callback is not None:
             self.callback()
-            return
-        try:
-            self.event.lock.release()
-        except RuntimeError:  # woken already: an error came first, then the rest
-            pass
-
-
-class _Wake:
-    """What a waiting thread blocks on: `wait(timeout) -> bool` as
-    threading.Event's, for one waiting thread and one wait. A bare lock,
-    held until the waiter fires: waiting and waking are one C call each,
-    where an Event's Condition runs Python on both threads and takes a
-    second lock (`wait` over a long list blocks once per result)."""
-
-    __slots__ = ("lock", "wait")
-
-    def __init__(self):
-        self.lock = threading.Lock()
-        self.lock.acquire()
-        self.wait = partial(self.lock.acquire, True)
+        else:
+            self.event.set()
 
 
 class MemoryStore:
