@@ -366,6 +366,20 @@ def test_omp_num_threads_is_the_task_cpu_count_unless_the_user_set_it(ray):
     assert ray.get(ContextActor.remote().row.remote())[1]["omp"] == "1"  # 0 CPUs: 1
 
 
+@ray.remote
+def omp_seen_by_a_child_process():
+    import subprocess
+
+    shell = ["sh", "-c", "echo ${OMP_NUM_THREADS-unset}"]
+    return subprocess.run(shell, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def test_omp_num_threads_is_in_the_process_environment_not_only_os_environ(ray):
+    # What C libraries and child processes read: the process's environment.
+    assert ray.get(omp_seen_by_a_child_process.options(num_cpus=2).remote()) == "2"
+    assert ray.get(omp_seen_by_a_child_process.options(num_cpus=1).remote()) == "1"
+
+
 # -- which worker runs what --------------------------------------------------------
 
 

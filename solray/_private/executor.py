@@ -175,8 +175,8 @@ class Executor:
             self._join_job(ctx.job)
         # Every task gets its own, so a task without GPUs never inherits the
         # ids of the task that ran before it on this worker (as in Ray).
-        visible = ",".join(str(i) for i in ctx.gpu_ids)
-        if os.environ.get("CUDA_VISIBLE_DEVICES") != visible:
+        visible = ",".join(map(str, ctx.gpu_ids))
+        if _environ.get(b"CUDA_VISIBLE_DEVICES") != visible.encode():
             os.environ["CUDA_VISIBLE_DEVICES"] = visible
         return ctx
 
@@ -191,8 +191,9 @@ class Executor:
         try:
             self._execute(conn, rid, body, buffers, ctx, self._task_function)
         finally:
-            if omp_set:  # as Ray does: the next task gets its own
-                os.environ.pop("OMP_NUM_THREADS", None)
+            # As Ray does: the next task gets its own (if this one left it set).
+            if omp_set and _environ.pop(b"OMP_NUM_THREADS", None) is not None:
+                os.unsetenv(b"OMP_NUM_THREADS")
         if ctx.retire:
             self._retire()
 
@@ -789,16 +790,27 @@ def _flush_output() -> None:
             pass
 
 
+# os.environ's own table (names and values encoded, on POSIX), used directly
+# on each task's path: os.environ's Mapping methods (`in` and `get` run
+# several Python frames each, `in` raising a KeyError when the variable is
+# unset; setting and popping encode name and value in Python) cost about 270
+# bytecodes a task. A write here does what os.environ's does: the table, and
+# the process's environment (putenv/unsetenv) that C libraries read.
+_environ: dict[bytes, bytes] = os.environ._data
+
+
 def set_omp_num_threads(resources: dict) -> bool:
     """Ray's rule: unless the user set OMP_NUM_THREADS, a task or actor runs
     with it set to its CPUs (at least 1, whole CPUs), so numerical libraries
     do not start a thread per core in every worker. True if it was set here."""
-    if "OMP_NUM_THREADS" in os.environ:
+    if b"OMP_NUM_THREADS" in _environ:
         return False
     cpus = resources.get("CPU")
     if cpus is None:  # in a placement group: the bundle's CPU, renamed
         cpus = max((v for k, v in resources.items() if k.startswith("CPU_group_")), default=1)
-    os.environ["OMP_NUM_THREADS"] = str(max(math.floor(cpus), 1))
+    value = b"%d" % max(math.floor(cpus), 1)
+    os.putenv(b"OMP_NUM_THREADS", value)  # what os.environ's __setitem__ does
+    _environ[b"OMP_NUM_THREADS"] = value
     return True
 
 

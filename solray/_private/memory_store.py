@@ -160,20 +160,18 @@ class MemoryStore:
         present holds an error); otherwise a Waiter whose event is set (or
         callback run) when enough have arrived (or an error has).
         """
+        # Set operations, so the work per id runs in C (`wait` over a long
+        # list blocks once per result, and would pay a Python step per id).
+        ids = object_ids if type(object_ids) is set else set(object_ids)
         with self._lock:
-            missing = [i for i in object_ids if i not in self._objects]
-            present = len(set(object_ids)) - len(set(missing))
+            missing = ids.difference(self._objects)
+            present = len(ids) - len(missing)
             still = needed - present
             if still <= 0:
                 return None
-            if (
-                on_error
-                and present
-                and any(self._objects[i].is_error for i in object_ids if i in self._objects)
-            ):
+            if on_error and present and any(self._objects[i].is_error for i in ids - missing):
                 return None
             waiter = Waiter(still, waiter_callback, on_error)
-            missing = set(missing)
             if len(missing) > WIDE:
                 waiter.ids = missing
                 self._wide.append(waiter)

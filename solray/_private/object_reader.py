@@ -22,10 +22,12 @@ pulls run on the loop, which owns `_fetching`.
 from __future__ import annotations
 
 import concurrent.futures
+import operator
 import threading
 import time
 from collections.abc import Callable
 from functools import partial
+from itertools import compress, count, islice
 
 from solray import exceptions
 from solray._private import serialization, transport
@@ -204,30 +206,36 @@ class ObjectReader:
     def wait(
         self,
         object_ids: list[bytes],
+        unique: set[bytes],
         refs: list[ObjectRef],
         num_returns: int,
         timeout: float | None,
         fetch_local: bool,
         anywhere: frozenset[bytes] = frozenset(),
-    ) -> Callable[[bytes], bool]:
+    ) -> list[int]:
         """Block until `num_returns` of the ids are ready, or the timeout
-        passed; returns a test of which ids are. `refs` are the plain
-        ObjectRefs among them, which may need fetching from their owners.
+        passed; returns the indexes of the first `num_returns` ready ids, in
+        order. `unique` is the set of the ids, `refs` the plain ObjectRefs
+        among them, which may need fetching from their owners.
         Ready: the value exists somewhere; with `fetch_local` it must also be
         readable on this node, so a value in another node's store is pulled
         here first (as Ray's wait does), except for the ids in `anywhere` (a
         stream's next item, for which Ray ignores fetch_local)."""
         cw = self.cw
         deadline = None if timeout is None else time.monotonic() + timeout
-        is_ready = self._readable_here(anywhere) if fetch_local else cw.memory_store.contains
         present = cw.memory_store.contains
-        if _at_least(object_ids, is_ready, num_returns, present):
-            return is_ready  # on one node, values are always inline or in its store
-        self._fetch_borrowed(refs)
+        test = self._readable_here(anywhere) if fetch_local else None
+        taken = _first_ready(object_ids, num_returns, present, test)
+        if len(taken) == num_returns:
+            return taken  # on one node, values are always inline or in its store
+        # Stream items' ids may be others' (not among `refs` to fetch).
+        if anywhere or not cw.refs.owns_all(unique):
+            self._fetch_borrowed(refs)
         with _Blocked(self, "wait", refs):
-            self.wait_for_ids(object_ids, num_returns, timeout)
-        if not fetch_local or _at_least(object_ids, is_ready, num_returns, present):
-            return is_ready
+            self.wait_for_ids(unique, num_returns, timeout)
+        taken = _first_ready(object_ids, num_returns, present, test)
+        if not fetch_local or len(taken) == num_returns:
+            return taken
         # Some values live in other nodes' stores: follow each id until it is
         # readable here (pulls start even if the time is up, as in Ray).
         waiting = _LocalWait(object_ids, anywhere, num_returns)
@@ -237,7 +245,7 @@ class ObjectReader:
         )
         result: concurrent.futures.Future = concurrent.futures.Future()
         cw.post(self._finish_local_wait, waiting, result)
-        return result.result().__contains__
+        return _first_ready(object_ids, num_returns, result.result().__contains__)
 
     def _readable_here(self, anywhere: frozenset[bytes]) -> Callable[[bytes], bool]:
         """A test of whether an id has a value this process can read without
@@ -331,6 +339,8 @@ class ObjectReader:
         have no value for. A ref rebuilt out of band names no owner to ask
         (object_ref.py): its reader gets the error now."""
         cw = self.cw
+        if cw.refs.owns_all(map(_ref_id, refs)):
+            return
         missing = cw.refs.not_owned(cw.memory_store.absent(refs))
         for ref in missing:
             if not ref._owner:
@@ -376,18 +386,30 @@ class ObjectReader:
         return entry
 
 
-def _at_least(
-    ids: list[bytes], test: Callable[[bytes], bool], needed: int, present: Callable
-) -> bool:
-    """Whether `needed` of the ids pass `test` (stops counting there). Only
-    ids `present` (the memory store's own membership test, no Python frame)
-    are tested: a wait over a long list mostly meets ids without a value."""
-    for object_id in ids:
-        if present(object_id) and test(object_id):
-            needed -= 1
-            if needed <= 0:
-                return True
-    return False
+def _first_ready(
+    ids: list[bytes],
+    needed: int,
+    present: Callable[[bytes], bool],
+    test: Callable[[bytes], bool] | None = None,
+) -> list[int]:
+    """The indexes of the first `needed` ids that are `present` (a test in
+    C: the memory store's membership, or a set's) and pass `test`, in order.
+    The look for present ids runs in C: a wait over a long list mostly meets
+    ids without a value, and a loop of waits over a shrinking list would be
+    quadratic in Python steps."""
+    found = compress(count(), map(present, ids))
+    if test is None:
+        return list(islice(found, needed))
+    taken = []
+    for index in found:
+        if test(ids[index]):
+            taken.append(index)
+            if len(taken) == needed:
+                break
+    return taken
+
+
+_ref_id = operator.attrgetter("_id")
 
 
 class _LocalWait:

@@ -61,6 +61,11 @@ class ReferenceCounter:
     def owns(self, object_id: bytes) -> bool:
         return object_id in self._owned
 
+    def owns_all(self, object_ids: Iterable[bytes]) -> bool:
+        """Whether every id is ours: one pass in C, stopping at the first
+        that is not (a wait over a long list of our own refs asks this)."""
+        return self._owned.issuperset(object_ids)
+
     def not_owned(self, refs: list) -> list:
         """The refs (ObjectRefs) to objects we do not own: `owns` for many."""
         owned = self._owned

@@ -39,6 +39,12 @@ class TaskManager:
         self.children: dict[bytes, list[bytes]] = {}  # running task -> tasks it submitted
         self.streams: dict[bytes, StreamState] = {}  # streaming tasks we own
         self._creation_refs: list = []  # actor constructor arguments, kept for restarts
+        # The last options a task was submitted with and their resource shape:
+        # a loop of `.remote()` calls of one function passes the same options
+        # dict (never changed once made) every time. Shared by the tasks, the
+        # shape is only read. One tuple, replaced whole: user threads race
+        # on it harmlessly.
+        self._last_shape: tuple[dict | None, dict] = (None, {})
 
     # -- submitting (user threads) -------------------------------------------
 
@@ -49,7 +55,10 @@ class TaskManager:
         options = self._captured(options)
         blob, args_ref, deps, contained, args_bytes = self.pack_arguments(args, kwargs)
         site = user_site() if cw.advice.enabled else None
-        resources = task_resources(options)
+        last_options, resources = self._last_shape
+        if last_options is not options:
+            resources = task_resources(options)
+            self._last_shape = (options, resources)
         task = PendingTask(
             task_id=ids.new_task_id(cw.job_bytes),
             function=function,

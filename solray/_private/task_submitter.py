@@ -81,9 +81,14 @@ def complete_task(cw, task: PendingTask, body: dict, buffers: list, conn) -> Non
     values of a dynamic generator, and the end of a stream; take over the refs
     contained in them."""
     returns, pos = decode_returns(body["r"], buffers)
-    dynamic, _ = decode_returns(body.get("dyn", ()), buffers, pos)
     if task.site is not None:  # anti-patterns: returned put() refs, tiny tasks
         cw.advice.on_reply(task, body)
+    if "dyn" not in body and "c" not in body and not task.stream:
+        # Most replies: plain return values, no refs inside them.
+        store_returns(cw, task, returns)
+        cw.borrowing.finish_handoff(task.task_id, conn, bool(body.get("hh")))
+        return
+    dynamic, _ = decode_returns(body.get("dyn", ()), buffers, pos)
     # Refs inside the results are taken over before any result is readable:
     # a caller that read one first would hold those refs without this loop
     # knowing to wait for its registration as their borrower, and the worker
@@ -352,8 +357,10 @@ class TaskSubmitter:
         return None if node == self.cw.node_address else node
 
     def _pump(self, q: KeyQueue) -> None:
-        if any(lw.busy is None and lw.conn.closed for lw in q.workers):
-            self._drop_dead_idle_workers(q)
+        for lw in q.workers:
+            if lw.busy is None and lw.conn.closed:
+                self._drop_dead_idle_workers(q)
+                break
         expired = []
         for lw in q.workers:
             if not q.tasks:

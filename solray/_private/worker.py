@@ -11,7 +11,6 @@ import atexit
 import json
 import logging
 import math
-import operator
 import os
 import shlex
 import shutil
@@ -661,7 +660,7 @@ def put(value, *, _owner=None) -> ObjectRef:
     return context.require_core_worker().put(value, None if _owner is None else _owner._actor_id)
 
 
-_ref_id = operator.attrgetter("_id")
+_ref_id = ObjectRef._id.__get__  # an ObjectRef's id; TypeError for anything else
 
 
 def wait(
@@ -696,12 +695,14 @@ def wait(
     items = list(object_refs)
     # Per item, only what runs in C when every item is a plain ref: a loop of
     # wait() calls over a shrinking list (the usual way to process results as
-    # they come) is quadratic in the list's length.
+    # they come) is quadratic in the list's length. The `_id` slot's own
+    # getter reads each id and checks the item is an ObjectRef (TypeError
+    # if not) in one pass.
     streams = []  # a stream's next item: ready wherever it is (Ray ignores fetch_local)
-    if set(map(type, items)) <= {ObjectRef}:
+    try:
         keys = list(map(_ref_id, items))
         refs = items
-    else:
+    except TypeError:
         keys = []
         for item in items:
             if isinstance(item, ObjectRef):
@@ -710,9 +711,12 @@ def wait(
                 keys.append(item.next_object_id())
                 streams.append(keys[-1])
             else:
-                raise TypeError(f"wait() expected a list of ObjectRef, but it holds {item!r}")
+                raise TypeError(
+                    f"wait() expected a list of ObjectRef, but it holds {item!r}"
+                ) from None
         refs = [i for i in items if isinstance(i, ObjectRef)]
-    if len(set(keys)) != len(keys):
+    unique = set(keys)
+    if len(unique) != len(keys):
         raise ValueError("Wait requires a list of unique object refs.")
     if isinstance(num_returns, bool) or not isinstance(num_returns, int) or num_returns <= 0:
         raise ValueError(f"Invalid number of objects to return {num_returns!r}.")
@@ -722,14 +726,8 @@ def wait(
         raise ValueError(f"The 'timeout' argument must be nonnegative. Received {timeout}")
     if not isinstance(fetch_local, bool):
         raise TypeError(f"wait(): fetch_local must be True or False, got {fetch_local!r}")
-    is_ready = cw.wait(keys, refs, num_returns, timeout, fetch_local, frozenset(streams))
+    taken = cw.wait(keys, unique, refs, num_returns, timeout, fetch_local, frozenset(streams))
     # The first num_returns ready items, in order; the rest, in order.
-    taken = []
-    for index, key in enumerate(keys):
-        if is_ready(key):
-            taken.append(index)
-            if len(taken) == num_returns:
-                break
     if len(taken) <= 8:
         not_ready = items.copy()
         for index in reversed(taken):
