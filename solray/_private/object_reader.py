@@ -31,7 +31,6 @@ from solray import exceptions
 from solray._private import serialization, transport
 from solray._private.memory_store import Inline, InStore, decode_entry, error_entry
 from solray._private.protocol import Msg
-from solray._private.serialization import SerializedObject
 from solray._private.store_client import Lost
 from solray.object_ref import ObjectRef
 
@@ -79,10 +78,16 @@ class ObjectReader:
             if entry is not None and entry.is_error:
                 self.materialize(ref._id, entry, ref._owner)
         read = self.read_stored([(r._id, e, r._owner) for r, e in zip(refs, entries, strict=True)])
-        return [
-            self.materialize(r._id, e, r._owner, deadline, read.get(r._id))
-            for r, e in zip(refs, entries, strict=True)
-        ]
+        # The refs inside the values are registered once, after all are read
+        # (the refs given keep the values, hence the refs inside, alive until
+        # then): a thread-local look-up per value was a tenth of its cost.
+        try:
+            return [
+                self.materialize(r._id, e, r._owner, deadline, read.get(r._id), register=False)
+                for r, e in zip(refs, entries, strict=True)
+            ]
+        finally:
+            self.cw.borrowing.register_borrows()
 
     def _get_one(self, ref: ObjectRef, timeout: float | None):
         """`get` of one ref: a sync call's path (`get(f.remote())`), so it
@@ -148,12 +153,15 @@ class ObjectReader:
         entry,
         owner: str,
         deadline: float | None = None,
-        read: SerializedObject | Exception | None = None,
+        read=None,
+        register: bool = True,
     ):
         """User thread: the value an entry holds (raising the error it holds).
         A value whose only copy was lost is rebuilt by `owner` first, by the
         `deadline` (time.monotonic()) if one is given. `read` is what reading
-        a stored entry gave already (StoreClient.read_many), if it was read."""
+        a stored entry gave already (StoreClient.read_many: its holder, or
+        the exception reading it raised), if it was read. Without `register`
+        the caller registers the borrowed refs deserialized (register_borrows)."""
         obj = None
         while obj is None:
             if isinstance(entry, Inline):
@@ -161,18 +169,22 @@ class ObjectReader:
             elif isinstance(entry, InStore):
                 try:
                     if read is None:
-                        obj = self.cw.store.read(object_id, entry, owner)
+                        read = self.cw.store.read(object_id, entry, owner)
                     elif isinstance(read, Exception):
                         raise read
-                    else:
-                        obj = read
                 except Lost:
                     read = None  # what a read after the rebuild finds
                     entry = self._recovered(object_id, entry, owner, deadline)
+                    continue
+                array = serialization.stored_array(read)
+                if array is not None:  # (holds no refs, and is no error)
+                    return array
+                obj = serialization.stored_object(read)
             else:
                 raise exceptions.ObjectLostError(object_id.hex(), owner)
         value = serialization.deserialize(obj)
-        self.cw.borrowing.register_borrows()
+        if register:
+            self.cw.borrowing.register_borrows()
         if obj.is_error:
             raise_stored_error(value)
         return value

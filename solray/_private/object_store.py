@@ -27,13 +27,12 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
-import ctypes
 import errno
 import logging
 import mmap
 import os
+import pickle
 import time
-import weakref
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -611,33 +610,37 @@ class ArenaMapping:
     def __init__(self, path: str, capacity: int):
         fd = os.open(path, os.O_RDWR)
         try:
-            self._mmap = mmap.mmap(fd, capacity, flags=mmap.MAP_SHARED)
+            self._mmap: mmap.mmap | None = mmap.mmap(fd, capacity, flags=mmap.MAP_SHARED)
         finally:
             os.close(fd)
-        # id(weakref) -> (the weakref, its on_release): a plain weakref with
-        # a callback costs a fraction of weakref.finalize, and a get of
-        # thousands of stored values makes one per value. Any thread may add
-        # or pop (single dict operations, atomic under the GIL).
-        self._views: dict[int, tuple[weakref.ref, Callable[[], None]]] = {}
+        # The arena, read-only, for numpy to build arrays on. Not a
+        # memoryview: numpy takes a memoryview's underlying object (the
+        # writable mmap) as an array's base, and would then let a user set
+        # the array's WRITEABLE flag and write into the store.
+        self.readonly: pickle.PickleBuffer | None = pickle.PickleBuffer(
+            memoryview(self._mmap).toreadonly()
+        )
+        # numpy is imported here, when a process first uses its node's
+        # store, not by every process (the node's own never needs it).
+        import numpy as np
+
+        self._ndarray = np.ndarray
+        self._byte = np.dtype(np.uint8)
 
     def close(self) -> None:
-        """Unmap, unless values built on the mapping are still alive (then the
-        mapping goes when they do)."""
-        try:
-            self._mmap.close()
-        except BufferError:
-            pass
+        """Let go of the mapping: it is unmapped now, or when the last value
+        built on it dies (each holds it through `readonly`). Never released
+        by force: numpy arrays on it hold a reference, not a buffer export,
+        so a forced release would leave them on unmapped memory."""
+        self._mmap = self.readonly = None
 
     def writable(self, offset: int, size: int) -> memoryview:
         return memoryview(self._mmap)[offset : offset + size]
 
-    def pinned_view(self, offset: int, size: int, on_release: Callable[[], None]) -> memoryview:
-        """A read-only view; `on_release` runs once nothing built on it lives."""
-        holder = (ctypes.c_char * size).from_buffer(self._mmap, offset)
-        ref = weakref.ref(holder, self._released)
-        self._views[id(ref)] = (ref, on_release)
-        return memoryview(holder).cast("B").toreadonly()
-
-    def _released(self, ref: weakref.ref) -> None:
-        _, on_release = self._views.pop(id(ref))
-        on_release()
+    def pinned(self, offset: int, size: int):
+        """The range as a read-only numpy array of bytes: the one object a
+        read's pin follows. Everything built on the range refers to it
+        (numpy arrays as their `base`, memoryviews through their buffer), so
+        it dies with the last of them; it costs a fifth of a ctypes array's
+        `from_buffer`, and the garbage collector does not track it."""
+        return self._ndarray((size,), self._byte, self.readonly, offset)

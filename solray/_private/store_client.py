@@ -17,15 +17,20 @@ the thousand: one message per node per loop turn, not one per object) is in
 one place, and shutdown flushes it.
 
 Threads: creates and reads are requests made on user threads, which block
-for the node's answer. The batches are the loop's: a view's finalizer, on
-whatever thread the garbage collector runs, only posts to the loop. The
-mapping is made once, under its lock, by whichever thread needs it first.
+for the node's answer. The batches are the loop's. A pin's release (a
+weakref callback, on whatever thread the last view dies) only appends the id
+to `_released`, a deque any thread may append to and only the loop empties,
+and posts a flush if none is posted yet: a get of thousands of stored values
+releases them by the thousand, and one post per release cost more than the
+release itself. The mapping is made once, under its lock, by whichever
+thread needs it first.
 """
 
 from __future__ import annotations
 
 import threading
-from functools import partial
+import weakref
+from collections import deque
 
 from solray import exceptions
 from solray._private import transport
@@ -50,6 +55,13 @@ class StoreClient:
         self._arena_lock = threading.Lock()
         self._frees: dict[str, list[bytes]] = {}  # loop: node -> ids to free there
         self._unpins: list[bytes] = []  # loop: ids to unpin at our node
+        # The pins held by views in this process (any thread adds or
+        # discards: single set operations, atomic under the GIL), and the ids
+        # of those released since the last flush (see Threads, above).
+        self._pins: set[_Pin] = set()
+        self._released: deque[bytes] = deque()
+        self._flush_posted = False
+        self._release_callback = self._release  # (one bound method, not one per pin)
 
     def store_value(
         self,
@@ -89,22 +101,25 @@ class StoreClient:
                     self._arena = ArenaMapping(info["arena_path"], info["store_capacity"])
         return self._arena
 
-    def read(self, object_id: bytes, entry: InStore, owner: str) -> SerializedObject:
+    def read(self, object_id: bytes, entry: InStore, owner: str):
         """User thread: pin the object in this node's store (pulled from the
-        node that has it, if another) and view it in place. Raises Lost if
+        node that has it, if another) and return its holder: a read-only
+        numpy array of its bytes, for `serialization.stored_array` or
+        `stored_object`; the pin lasts as long as the holder. Raises Lost if
         no copy is left where `entry` says."""
         cw = self.cw
         if entry.node == cw.node_address:
             reply = cw.request("node", Msg.STORE_PIN, {"id": object_id})
         else:
             reply = cw.request("node", Msg.STORE_PULL, pull_body(object_id, entry, owner))
-        return self._view(object_id, reply)
+        return self._pinned(object_id, reply)
 
     def read_many(self, wanted: dict[bytes, tuple[InStore, str]]) -> dict:
         """User thread: `read` of many objects ({id: (entry, owner)}) in one
         round trip to our node, which pins them all (pulling those other
-        nodes hold). Returns {id: value view, or the exception its `read`
-        would raise}."""
+        nodes hold). Returns {id: holder, or the exception its `read` would
+        raise}. (Holders, not values: a holder costs no garbage-collected
+        object but its pin, so a thousand wait to be read for little.)"""
         items = [
             {"id": object_id}
             if entry.node == self.cw.node_address
@@ -115,24 +130,25 @@ class StoreClient:
         read: dict = {}
         for object_id, reply in zip(wanted, replies, strict=True):
             try:
-                read[object_id] = self._view(object_id, reply)
+                read[object_id] = self._pinned(object_id, reply)
             except (Lost, exceptions.RayError) as e:
                 read[object_id] = e
         return read
 
-    def _view(self, object_id: bytes, reply: dict | None) -> SerializedObject:
-        """The value a STORE_PIN answer places, viewed in place; unpinned
-        once nothing built on the view lives."""
+    def _pinned(self, object_id: bytes, reply: dict | None):
+        """The holder of the range a STORE_PIN answer places; unpinned once
+        it dies, which is when the last thing built on it does."""
         if reply is None:
             raise Lost(object_id)
         if "error" in reply:
             raise getattr(exceptions, reply["error"], exceptions.ObjectStoreFullError)(
                 reply["message"]
             )
-        view = self.arena().pinned_view(
-            reply["offset"], reply["size"], partial(self.unpin_later, object_id)
-        )
-        return SerializedObject.read_from(view)
+        holder = self.arena().pinned(reply["offset"], reply["size"])
+        pin = _Pin(holder, self._release_callback)
+        pin.object_id = object_id
+        self._pins.add(pin)
+        return holder
 
     async def prefetch(self, object_id: bytes, entry: InStore, owner: str) -> None:
         """Loop thread: have our node copy the object into its store (each
@@ -144,13 +160,18 @@ class StoreClient:
         except transport.ConnectionLost:
             return
         if reply is not None and "offset" in reply:
-            self.unpin_later(object_id)
+            self._unpin(object_id)
 
-    def unpin_later(self, object_id: bytes) -> None:
-        """Any thread (a weakref finalizer): nothing built on a pinned view
-        of the store lives any more."""
-        if not self.cw.shutting_down:
-            self.cw.post_lazy(self._unpin, object_id)
+    def _release(self, pin: _Pin) -> None:
+        """Any thread (the pin's weakref callback): nothing built on a
+        pinned range lives any more."""
+        self._pins.discard(pin)
+        if self.cw.shutting_down:
+            return
+        self._released.append(pin.object_id)
+        if not self._flush_posted:
+            self._flush_posted = True
+            self.cw.post_lazy(self.flush)
 
     def _unpin(self, object_id: bytes) -> None:
         self._unpins.append(object_id)
@@ -169,6 +190,10 @@ class StoreClient:
         cw = self.cw
         if cw.node is None or cw.node.closed:
             return
+        self._flush_posted = False  # before taking them: a release after this posts again
+        released = self._released
+        if released:
+            self._unpins.extend([released.popleft() for _ in range(len(released))])
         if self._unpins:
             unpins, self._unpins = self._unpins, []
             cw.node.send(Msg.STORE_UNPIN, {"ids": unpins})
@@ -191,6 +216,15 @@ class StoreClient:
         if self._arena is not None:
             self._arena.close()
             self._arena = None
+
+
+class _Pin(weakref.ref):
+    """A weakref to a pinned range's holder (`ArenaMapping.pinned`), naming
+    the object to unpin when it dies. Hashed by identity: numpy arrays, its
+    referents, are unhashable."""
+
+    __slots__ = ("object_id",)
+    __hash__ = object.__hash__
 
 
 def pull_body(object_id: bytes, entry: InStore, owner: str) -> dict:
