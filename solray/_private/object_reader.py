@@ -22,6 +22,7 @@ pulls run on the loop, which owns `_fetching`.
 from __future__ import annotations
 
 import concurrent.futures
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -31,6 +32,7 @@ from solray import exceptions
 from solray._private import serialization, transport
 from solray._private.memory_store import Inline, InStore, decode_entry, error_entry
 from solray._private.protocol import Msg
+from solray._private.serialization import SerializedObject
 from solray._private.store_client import Lost
 from solray.object_ref import ObjectRef
 
@@ -78,12 +80,17 @@ class ObjectReader:
             if entry is not None and entry.is_error:
                 self.materialize(ref._id, entry, ref._owner)
         read = self.read_stored([(r._id, e, r._owner) for r, e in zip(refs, entries, strict=True)])
-        # The refs inside the values are registered once, after all are read
-        # (the refs given keep the values, hence the refs inside, alive until
-        # then): a thread-local look-up per value was a tenth of its cost.
+        # A plain numpy array comes out of the store ready (StoreClient._view);
+        # the rest is materialized. The refs inside the values are registered
+        # once, after all are read (the refs given keep the values, hence the
+        # refs inside, alive until then): a thread-local look-up per value
+        # was a tenth of its cost.
+        ready = getattr(sys.modules.get("numpy"), "ndarray", None)
         try:
             return [
-                self.materialize(r._id, e, r._owner, deadline, read.get(r._id), register=False)
+                value
+                if type(value := read.get(r._id)) is ready
+                else self.materialize(r._id, e, r._owner, deadline, value, register=False)
                 for r, e in zip(refs, entries, strict=True)
             ]
         finally:
@@ -113,7 +120,7 @@ class ObjectReader:
         materialized, read those that live in a store in one round trip to
         our node however many there are: {id: view, or the exception reading
         it raised}, for `materialize`. A single one is left to it."""
-        wanted = {object_id: (e, owner) for object_id, e, owner in items if type(e) is InStore}
+        wanted = [item for item in items if type(item[1]) is InStore]
         return self.cw.store.read_many(wanted) if len(wanted) > 1 else {}
 
     def blocked_now(self) -> dict[int, tuple]:
@@ -159,7 +166,7 @@ class ObjectReader:
         """User thread: the value an entry holds (raising the error it holds).
         A value whose only copy was lost is rebuilt by `owner` first, by the
         `deadline` (time.monotonic()) if one is given. `read` is what reading
-        a stored entry gave already (StoreClient.read_many: its holder, or
+        a stored entry gave already (StoreClient.read_many: its view, or
         the exception reading it raised), if it was read. Without `register`
         the caller registers the borrowed refs deserialized (register_borrows)."""
         obj = None
@@ -176,10 +183,9 @@ class ObjectReader:
                     read = None  # what a read after the rebuild finds
                     entry = self._recovered(object_id, entry, owner, deadline)
                     continue
-                array = serialization.stored_array(read)
-                if array is not None:  # (holds no refs, and is no error)
-                    return array
-                obj = serialization.stored_object(read)
+                if type(read) is not memoryview:
+                    return read  # a plain numpy array, made in place (no refs, no error)
+                obj = SerializedObject.read_from(read)
             else:
                 raise exceptions.ObjectLostError(object_id.hex(), owner)
         value = serialization.deserialize(obj)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import io
 import marshal
+import math
 import pickle
 import struct
 import sys
@@ -255,47 +256,43 @@ def _array(obj: SerializedObject):
     return sys.modules["numpy"].ndarray(shape, dtype, buffer, 0, None, order)
 
 
-# A FLAG_NDARRAY object's header: one buffer, so its stream starts here.
-_ARRAY_DATA = _align(_HEADER.size + _BUF.size)
 _streams: dict[int, struct.Struct] = {}  # stream length -> the Struct that reads it as bytes
-_array_specs: dict[bytes, tuple] = {}  # FLAG_NDARRAY stream -> (dtype, shape, order)
+_array_specs: dict[bytes, tuple] = {}  # FLAG_NDARRAY stream -> (dtype, shape, order, nbytes)
+# A FLAG_NDARRAY object's layout: the header and its one buffer's place,
+# then the stream.
+_ARRAY_HEADER = struct.Struct(_HEADER.format + _BUF.format[1:])
+_ARRAY_STREAM = _align(_ARRAY_HEADER.size)
 
 
-def stored_array(holder):
-    """The plain numpy array a FLAG_NDARRAY object in the store holds, built
-    in place on `holder` (`ArenaMapping.pinned`: a read-only array of the
-    object's bytes, which becomes the array's base, so the array keeps the
-    pin); None if the object holds anything else (`stored_object` reads it).
+def stored_array(arena, offset: int, size: int):
+    """The plain numpy array the FLAG_NDARRAY object at `offset` (of `size`
+    bytes) in the store holds, made in place: `arena` is the store's memory,
+    read-only (`ArenaMapping.readonly`). None if the object holds anything
+    else (`SerializedObject.read_from` reads it).
 
     A get of many stored arrays pays this per value, so it is short: the
     (dtype, shape, order) stream is read as bytes and looked up, not
     unpickled (a fourth of the cost), and the array is made directly on the
-    holder, with no memoryview in between."""
-    magic, flags, length, _ = _HEADER.unpack_from(holder)
+    arena, with no memoryview or array of bytes in between."""
+    magic, flags, length, _, start, nbytes = _ARRAY_HEADER.unpack_from(arena, offset)
     if not flags & FLAG_NDARRAY or magic != MAGIC:
         return None
-    offset = _BUF.unpack_from(holder, _HEADER.size)[0]
     stream = _streams.get(length)
     if stream is None:
         stream = _streams[length] = struct.Struct(f"{length}s")
-    data = stream.unpack_from(holder, _ARRAY_DATA)[0]
+    data = stream.unpack_from(arena, offset + _ARRAY_STREAM)[0]
     spec = _array_specs.get(data)
     if spec is None:
         if len(_array_specs) >= 1024:  # (as many shapes as values: keep it bounded)
             _array_specs.clear()
         dtype_str, shape, order = pickle.loads(data)
-        spec = _array_specs[data] = (_dtype(dtype_str), shape, order)
-    dtype, shape, order = spec
-    # numpy checks that the array lies within the holder. (The holder's type
-    # is numpy's ndarray; positional arguments: numpy parses keywords at
-    # twice the cost.)
-    return type(holder)(shape, dtype, holder, offset, None, order)
-
-
-def stored_object(holder) -> SerializedObject:
-    """A stored object, viewed in place on `holder` (`ArenaMapping.pinned`):
-    every view `deserialize` builds on it keeps the holder alive."""
-    return SerializedObject.read_from(memoryview(holder))
+        dtype = _dtype(dtype_str)
+        spec = _array_specs[data] = (dtype, shape, order, math.prod(shape) * dtype.itemsize)
+    dtype, shape, order, array_bytes = spec
+    if array_bytes > nbytes or start + nbytes > size:
+        return None  # not as written: read_from's checks say what is wrong
+    # (Positional arguments: numpy parses keywords at twice the cost.)
+    return sys.modules["numpy"].ndarray(shape, dtype, arena, offset + start, None, order)
 
 
 def serialize_error(error: BaseException) -> SerializedObject:
