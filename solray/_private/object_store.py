@@ -117,7 +117,7 @@ class StoredObject:
     seal_waiters: list = field(default_factory=list)  # futures: True sealed, False aborted
     state: str = IN_MEMORY
     io: asyncio.Future | None = None  # the spill or restore in flight
-    spill_file: tuple | None = None  # (SpillDirectory, name) while SPILLED or RESTORING
+    spill_file: tuple | None = None  # (SpillDirectory, name): its copy on disk, once spilled
     last_access: int = 0
     copies: set = field(default_factory=set)  # nodes that pulled a copy from here
     holders: set = field(default_factory=set)  # of those, the ones whose copy is whole
@@ -134,7 +134,10 @@ class ObjectStore:
     Spilling: when a new object does not fit, sealed objects nobody is reading
     (no pins) are written to files, least recently used first, until it fits.
     A pin of a spilled object reads it back first (spilling others if need
-    be). Freeing a spilled object deletes its file. An object larger than the
+    be). The file stays until the object is freed (as Ray keeps a spilled
+    copy): a restored object that must leave memory again leaves at once,
+    without a write, and such objects leave first. Freeing an object deletes
+    its file. An object larger than the
     whole store, or one that does not fit even with every evictable object
     spilled, raises ObjectStoreFullError; a full disk while spilling raises
     OutOfDiskError. Nothing already stored is lost either way.
@@ -150,9 +153,9 @@ class ObjectStore:
     (a second reader awaits the same restore). When the I/O ends, its result
     is applied on the loop:
 
-    - a spill: if the object was pinned (a reader came) or freed meanwhile,
-      the file is deleted and the object stays in memory or is released;
-      otherwise its range is freed and it is SPILLED;
+    - a spill: if the object was freed meanwhile, the file is deleted and
+      the object released; if it was pinned (a reader came), it stays in
+      memory, its file kept; otherwise its range is freed and it is SPILLED;
     - a restore: the range was allocated before the copy began (making room
       may spill others); readers wait for the copy to end.
 
@@ -276,10 +279,21 @@ class ObjectStore:
                 self._last_gc = now
                 await self.collect_garbage()
                 continue
+            candidates = self._spill_candidates()
+            # Objects whose spill file is still whole (restored ones) leave
+            # memory first: at once, with nothing to write.
+            for _, victim in candidates:
+                if victim.spill_file is not None:
+                    self._drop_copy(victim)
+                    offset = self._alloc.allocate(size)
+                    if offset is not None:
+                        return offset
             # Spill enough to cover the size (counting spills in flight), and
             # at least one more if the free space is there but fragmented.
             coming = sum(self._spills.values())
-            for victim_id, victim in self._spill_candidates():
+            for victim_id, victim in candidates:
+                if victim.state != IN_MEMORY:
+                    continue  # its copy was dropped above
                 if self._spills and self.capacity - self.used + coming >= size:
                     break
                 self._start_spill(victim_id, victim)
@@ -345,17 +359,22 @@ class ObjectStore:
             obj.state = IN_MEMORY
         if name is not None:
             directory.files.add(name)
-            if obj.pins or obj.freed or self._closing:
-                directory.remove(name)  # read meanwhile (it stays), or not wanted any more
+            if obj.freed or self._closing:
+                directory.remove(name)  # not wanted any more
             else:
-                self._alloc.free(obj.offset, obj.size)
-                obj.offset = None
-                obj.state = SPILLED
                 obj.spill_file = (directory, name)
                 self.spilled_objects += 1
                 self.spilled_bytes += obj.size
+                if not obj.pins:  # (one read meanwhile keeps it in memory too)
+                    self._drop_copy(obj)
         self._maybe_release(object_id, obj)
         return error
+
+    def _drop_copy(self, obj: StoredObject) -> None:
+        """Let go of the memory of an object whose spill file is whole."""
+        self._alloc.free(obj.offset, obj.size)
+        obj.offset = None
+        obj.state = SPILLED
 
     def _spill_error(self, object_id: bytes, obj: StoredObject, directory, error: Exception):
         if isinstance(error, ObjectStoreFullError):
@@ -407,8 +426,9 @@ class ObjectStore:
                 raise _Gone from None
             finally:
                 data.release()
-            directory.remove(name)
-            obj.spill_file = None
+            # The file stays until the object is freed: should the object
+            # have to leave memory again, it leaves without a write (Ray
+            # keeps a spilled copy so too).
             obj.offset = offset
             obj.state = IN_MEMORY
             self.restored_objects += 1
