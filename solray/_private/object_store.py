@@ -15,9 +15,11 @@ next object of similar size is written at memory speed.
 
 The rule that keeps zero-copy reads safe: a range is reused only once its
 object is freed by its owner AND no reader holds a pin. A reader's pin lives
-as long as the values built on the mapped memory: the client wraps the range
-in a ctypes array and unpins from a weakref finalizer of that array, which
-numpy arrays made from it keep alive. A client that disconnects loses its pins.
+as long as the values built on the mapped memory: the client makes one numpy
+array on the range (the value itself, for a plain array; else an array of its
+bytes, `ArenaMapping.pinned`) and unpins from a weakref callback on it, which
+whatever is built on the range keeps alive (StoreClient._view). A client that
+disconnects loses its pins.
 
 Capacity is enforced here, spilling to disk when full (see ObjectStore).
 """
@@ -719,8 +721,9 @@ class ArenaMapping:
         return memoryview(self._mmap)[offset : offset + size]
 
     def pinned(self, offset: int, size: int):
-        """The range as a read-only numpy array of bytes: the one object a
-        read's pin follows. Everything built on the range refers to it
+        """The range as a read-only numpy array of bytes: what a read's pin
+        follows for an object that is not a plain array (a plain array's pin
+        follows the array itself). Everything built on the range refers to it
         (numpy arrays as their `base`, memoryviews through their buffer), so
         it dies with the last of them; it costs a fifth of a ctypes array's
         `from_buffer`, and the garbage collector does not track it."""

@@ -238,7 +238,7 @@ class StoreClient:
 
 
 class _Pin(weakref.ref):
-    """A weakref to a pinned range's holder (`ArenaMapping.pinned`), naming
+    """A weakref to a pinned range's holder (`StoreClient._view`), naming
     the object to unpin when it dies. Hashed by identity: numpy arrays, its
     referents, are unhashable."""
 
