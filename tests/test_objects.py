@@ -362,12 +362,16 @@ def test_large_arrays_are_zero_copy_and_outlive_their_ref(ray_start):
     assert mapped_file(arr) == store
     with pytest.raises(ValueError):
         arr[0] = 1.0
+    with pytest.raises(ValueError):  # nor can it be made writable, as in Ray
+        arr.flags.writeable = True
     np.testing.assert_array_equal(arr, big)
 
     # So are arrays inside a dict (or any container) of arrays.
     d = ray.get(ray.put({"x": big, "y": big * 2, "small": np.arange(3), "label": "d"}))
     assert not d["x"].flags.writeable
     assert not d["y"].flags.writeable
+    with pytest.raises(ValueError):
+        d["x"].flags.writeable = True
     assert mapped_file(d["x"]) == mapped_file(d["y"]) == store
     assert d["label"] == "d"
     np.testing.assert_array_equal(d["y"], big * 2)

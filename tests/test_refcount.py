@@ -183,6 +183,81 @@ def test_a_value_read_from_the_store_outlives_its_ref(warm):
     wait_for_baseline(warm)
 
 
+def test_each_value_of_a_get_keeps_its_own_pin(warm):
+    """A get of many stored values pins each for as long as anything built on
+    it lives (the array, a numpy view of it, a memoryview of it): held, it
+    stays intact while its object is freed and new objects take the room the
+    others gave back; the others' memory comes back as soon as they die, and
+    each held one's when its last view does."""
+    refs = [ray.put(big(i)) for i in range(8)]
+    values = ray.get(refs)
+    tail = values[2][10:]  # a numpy view: its base is what holds the pin
+    exported = memoryview(values[5])  # a buffer export of the array
+    whole = values[7]
+    del values, refs
+    gc.collect()
+    wait_for_condition(lambda: store_stats()["num_objects"] == 3)
+    # Same-sized objects take the five ranges given back, never a held one.
+    fillers = [ray.put(big(200 + i)) for i in range(10)]
+    assert [int(v[0]) for v in ray.get(fillers)] == [200 + i for i in range(10)]
+    del fillers
+    gc.collect()
+    assert tail.size == LARGE - 10 and int(tail.sum()) == 2 * tail.size
+    assert exported.nbytes == LARGE and bytes(exported) == bytes([5]) * LARGE
+    assert int(whole.sum()) == 7 * LARGE
+    wait_for_condition(lambda: store_stats()["num_objects"] == 3)
+    del tail
+    wait_for_condition(lambda: store_stats()["num_objects"] == 2)
+    del exported
+    wait_for_condition(lambda: store_stats()["num_objects"] == 1)
+    assert int(whole[-1]) == 7
+    del whole
+    wait_for_baseline(warm)
+
+
+def test_an_array_inside_a_stored_value_keeps_its_pin(warm):
+    """A value pickle rebuilds (a dict of arrays) is read in place too: an
+    array kept from it holds the object's memory after the dict and the ref
+    are gone, intact while new objects come and go, until it dies."""
+    ref = ray.put({"a": big(1), "b": big(2), "label": "x"})
+    inner = ray.get(ref)["b"]
+    del ref
+    gc.collect()
+    wait_for_condition(lambda: not list_objects(limit=10_000))
+    assert store_stats()["num_objects"] == 1
+    fillers = [ray.put(big(50 + i, 2 * LARGE)) for i in range(5)]
+    del fillers
+    gc.collect()
+    assert inner.size == LARGE and int(inner.sum()) == 2 * LARGE
+    with pytest.raises(ValueError):
+        inner.flags.writeable = True  # read-only, as Ray's: never written in place
+    del inner
+    wait_for_baseline(warm)
+
+
+class Unreadable:
+    """A stored value (its payload is above the inline limit) that cannot be
+    rebuilt where it is read."""
+
+    def __init__(self):
+        self.payload = bytes(LARGE)
+
+    def __setstate__(self, state):
+        raise ValueError("this value cannot be read")
+
+
+def test_a_get_that_fails_part_way_lets_go_of_every_pin(warm):
+    """A get of many stored values pins them all in one round trip; when one
+    fails to deserialize, the ones read before it and the ones after it are
+    all unpinned once the get has raised."""
+    refs = [ray.put(big(1)), ray.put(Unreadable()), ray.put(big(3))]
+    with pytest.raises(ValueError, match="cannot be read"):
+        ray.get(refs)
+    assert int(ray.get(refs[2])[0]) == 3
+    del refs
+    wait_for_baseline(warm)
+
+
 def test_task_returns_are_freed(warm):
     @ray.remote(num_returns=2)
     def two(i):

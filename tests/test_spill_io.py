@@ -127,12 +127,18 @@ def test_an_object_pinned_while_it_is_spilled_stays_in_memory(tmp_path):
         assert obj is not None and obj.offset is not None
         assert bytes(store._map[obj.offset : obj.offset + SIZE]) == content(0)
         await create
-        # The reader won: the copy on disk was dropped, object 1 went instead.
+        # The reader won: object 0 stays in memory (its finished copy is
+        # kept: it can leave later without a write), object 1 went instead.
         assert state(store, 0) == IN_MEMORY
         assert state(store, 1) == SPILLED
-        assert files(directory) == [oid(1).hex()]
+        assert files(directory) == sorted([oid(0).hex(), oid(1).hex()])
         assert bytes(store._map[obj.offset : obj.offset + SIZE]) == content(0)
         store.unpin(oid(0), "reader")
+        # Room for one more: object 0 (least recently used, and on disk
+        # already) leaves memory at once; nothing else is written.
+        await put(store, 101)
+        assert state(store, 0) == SPILLED and store.spilled_objects == 2
+        assert await read_all(store, 0) == content(0)
 
     run(tmp_path, scenario)
 
@@ -151,8 +157,35 @@ def test_readers_of_an_object_being_restored_share_the_restore(tmp_path):
         assert a is b and a.offset is not None
         assert data == content(0)
         assert store.restored_objects == 1
-        assert files(directory) == []
+        assert files(directory) == [oid(0).hex()]  # kept until object 0 is freed
         assert a.pins == {"reader 1": 1, "reader 2": 1}
+
+    run(tmp_path, scenario)
+
+
+def test_a_restored_object_leaves_memory_again_without_a_write(tmp_path):
+    """A restored object keeps its spill file until it is freed: when room
+    is needed again, it leaves memory at once (before any object that would
+    have to be written, even a less recently used one), is read back from
+    the same file, and its file goes when it is freed."""
+
+    async def scenario(store, directory):
+        await fill(store)
+        await put(store, 100)  # spills object 0
+        store.free(oid(100))
+        assert await read_all(store, 0) == content(0)  # restored, in 100's room
+        assert state(store, 0) == IN_MEMORY and files(directory) == [oid(0).hex()]
+        written = store.spilled_objects
+        await put(store, 101)  # object 1 is older, but 0 needs no write
+        assert state(store, 0) == SPILLED and state(store, 1) == IN_MEMORY
+        assert store.spilled_objects == written and files(directory) == [oid(0).hex()]
+        assert await read_all(store, 0) == content(0)  # from the same file
+        assert store.restored_objects == 2
+        assert state(store, 1) == SPILLED  # written to make that room
+        store.free(oid(0))
+        assert oid(0) not in store.objects and files(directory) == [oid(1).hex()]
+        for n in range(1, 8):
+            assert await read_all(store, n) == content(n)
 
     run(tmp_path, scenario)
 

@@ -535,7 +535,9 @@ def test_spilling_gigabytes_keeps_the_node_alive(leak_check, tmp_path):
             value = ray.get(refs[i], timeout=120)
             assert np.array_equal(value, array(i, n_bytes)), i
             del value
-        assert store_stats()["spilled_bytes_total"] > 4 * 10**9
+        # Read back, each one restored: gigabytes more, read in I/O threads
+        # (each leaves memory again without a write: its file is kept).
+        assert store_stats()["restored_objects_total"] >= count - 1
         assert [(n["NodeID"], n["Alive"]) for n in ray.nodes()] == [(node["NodeID"], True)]
         del refs
         wait_for_empty_store()

@@ -52,6 +52,9 @@ Who owns what (this is the one map; each part's header says why):
                       memory_store: values arrive on the loop (results) or
                       from put(); user threads wait for them (memory_store.py).
                       store's arena mapping: made once, under its lock.
+                      store's pins and released ids: a view's death, on any
+                      thread, queues its id; the loop sends the unpins
+                      (store_client.py).
                       metrics_reporter's pending table: recording threads add
                       points, the loop takes them every second (its lock).
                       runtime_env_resolver: user threads resolve envs as they

@@ -39,6 +39,8 @@ import random
 import socket
 
 from solray._private import protocol, transport
+from solray._private.ids import OBJECT_ID_LEN
+from solray._private.object_store import ids_of
 from solray._private.protocol import Msg
 from solray.exceptions import ObjectStoreFullError, OutOfDiskError
 
@@ -132,22 +134,24 @@ class ObjectManager:
         conn.reply(rid, await answer)
 
     def store_read_many(self, conn, rid, body, bufs) -> None:
-        """Pin many objects for one reader, in one round trip: each item is
-        a STORE_PIN body, or a STORE_PULL body (it names the node it is
-        `from`) for an object to copy here first. The answer lists each
-        item's STORE_PIN answer, in order, once all are known."""
-        answers: list = []
-        waits: list = []
-        for i, item in enumerate(body["items"]):
-            object_id = item["id"]
+        """Pin many objects for one reader, in one round trip: `pin`, ids to
+        pin (as one string, OBJECT_ID_LEN bytes each), then `items`, each a
+        STORE_PIN body or a STORE_PULL body (it names the node it is `from`)
+        for an object to copy here first. The answer, once all are known,
+        is flat (a thousand small maps cost more than the pins): two values
+        per object, in that order: its offset and size; None and None if it
+        is not here; None and {"error", "message"} if it could not be read."""
+        pins, items = body["pin"], body["items"]
+        answers, waiting = self.store.pin_many_now(
+            [pins[i : i + OBJECT_ID_LEN] for i in range(0, len(pins), OBJECT_ID_LEN)], conn
+        )
+        waits = [(i, self._pin(conn, object_id)) for i, object_id in waiting]
+        for i, item in enumerate(items, len(answers) // 2):
+            answers += (None, None)
             if "from" in item:
-                answers.append(None)
-                waits.append((i, self._pull_and_pin(conn, object_id, item)))
-            elif self.store.readable_now(object_id):
-                answers.append(_pin_answer(self.store.pin_now(object_id, conn)))
+                waits.append((i, self._pull_and_pin(conn, item["id"], item)))
             else:
-                answers.append(None)
-                waits.append((i, self._pin(conn, object_id)))
+                waits.append((i, self._pin(conn, item["id"])))
         if not waits:
             conn.reply(rid, answers)
             return
@@ -155,14 +159,18 @@ class ObjectManager:
         async def rest() -> None:
             done = await asyncio.gather(*(answer for _, answer in waits))
             for (i, _), answer in zip(waits, done, strict=True):
-                answers[i] = answer
+                if answer is None:
+                    continue
+                if "error" in answer:
+                    answers[2 * i + 1] = answer
+                else:
+                    answers[2 * i], answers[2 * i + 1] = answer["offset"], answer["size"]
             conn.reply(rid, answers)
 
         self.node.background(rest())
 
     def store_unpin(self, conn, rid, body, bufs) -> None:
-        for object_id in body["ids"]:
-            self.store.unpin(object_id, conn)
+        self.store.unpin_many(ids_of(body), conn)
 
     def store_free(self, conn, rid, body, bufs) -> None:
         forward: dict[str, list[bytes]] = {}

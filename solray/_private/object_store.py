@@ -15,9 +15,11 @@ next object of similar size is written at memory speed.
 
 The rule that keeps zero-copy reads safe: a range is reused only once its
 object is freed by its owner AND no reader holds a pin. A reader's pin lives
-as long as the values built on the mapped memory: the client wraps the range
-in a ctypes array and unpins from a weakref finalizer of that array, which
-numpy arrays made from it keep alive. A client that disconnects loses its pins.
+as long as the values built on the mapped memory: the client makes one numpy
+array on the range (the value itself, for a plain array; else an array of its
+bytes, `ArenaMapping.pinned`) and unpins from a weakref callback on it, which
+whatever is built on the range keeps alive (StoreClient._view). A client that
+disconnects loses its pins.
 
 Capacity is enforced here, spilling to disk when full (see ObjectStore).
 """
@@ -27,17 +29,17 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
-import ctypes
 import errno
 import logging
 import mmap
 import os
+import pickle
 import time
-import weakref
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from solray._private.ids import OBJECT_ID_LEN
 from solray._private.serialization import ALIGN
 from solray._private.spill import DEFAULT_BUFFER_SIZE, SpillDirectory
 from solray.exceptions import ObjectStoreFullError, OutOfDiskError
@@ -117,7 +119,7 @@ class StoredObject:
     seal_waiters: list = field(default_factory=list)  # futures: True sealed, False aborted
     state: str = IN_MEMORY
     io: asyncio.Future | None = None  # the spill or restore in flight
-    spill_file: tuple | None = None  # (SpillDirectory, name) while SPILLED or RESTORING
+    spill_file: tuple | None = None  # (SpillDirectory, name): its copy on disk, once spilled
     last_access: int = 0
     copies: set = field(default_factory=set)  # nodes that pulled a copy from here
     holders: set = field(default_factory=set)  # of those, the ones whose copy is whole
@@ -134,7 +136,10 @@ class ObjectStore:
     Spilling: when a new object does not fit, sealed objects nobody is reading
     (no pins) are written to files, least recently used first, until it fits.
     A pin of a spilled object reads it back first (spilling others if need
-    be). Freeing a spilled object deletes its file. An object larger than the
+    be). The file stays until the object is freed (as Ray keeps a spilled
+    copy): a restored object that must leave memory again leaves at once,
+    without a write, and such objects leave first. Freeing an object deletes
+    its file. An object larger than the
     whole store, or one that does not fit even with every evictable object
     spilled, raises ObjectStoreFullError; a full disk while spilling raises
     OutOfDiskError. Nothing already stored is lost either way.
@@ -150,9 +155,9 @@ class ObjectStore:
     (a second reader awaits the same restore). When the I/O ends, its result
     is applied on the loop:
 
-    - a spill: if the object was pinned (a reader came) or freed meanwhile,
-      the file is deleted and the object stays in memory or is released;
-      otherwise its range is freed and it is SPILLED;
+    - a spill: if the object was freed meanwhile, the file is deleted and
+      the object released; if it was pinned (a reader came), it stays in
+      memory, its file kept; otherwise its range is freed and it is SPILLED;
     - a restore: the range was allocated before the copy began (making room
       may spill others); readers wait for the copy to end.
 
@@ -276,10 +281,21 @@ class ObjectStore:
                 self._last_gc = now
                 await self.collect_garbage()
                 continue
+            candidates = self._spill_candidates()
+            # Objects whose spill file is still whole (restored ones) leave
+            # memory first: at once, with nothing to write.
+            for _, victim in candidates:
+                if victim.spill_file is not None:
+                    self._drop_copy(victim)
+                    offset = self._alloc.allocate(size)
+                    if offset is not None:
+                        return offset
             # Spill enough to cover the size (counting spills in flight), and
             # at least one more if the free space is there but fragmented.
             coming = sum(self._spills.values())
-            for victim_id, victim in self._spill_candidates():
+            for victim_id, victim in candidates:
+                if victim.state != IN_MEMORY:
+                    continue  # its copy was dropped above
                 if self._spills and self.capacity - self.used + coming >= size:
                     break
                 self._start_spill(victim_id, victim)
@@ -345,17 +361,22 @@ class ObjectStore:
             obj.state = IN_MEMORY
         if name is not None:
             directory.files.add(name)
-            if obj.pins or obj.freed or self._closing:
-                directory.remove(name)  # read meanwhile (it stays), or not wanted any more
+            if obj.freed or self._closing:
+                directory.remove(name)  # not wanted any more
             else:
-                self._alloc.free(obj.offset, obj.size)
-                obj.offset = None
-                obj.state = SPILLED
                 obj.spill_file = (directory, name)
                 self.spilled_objects += 1
                 self.spilled_bytes += obj.size
+                if not obj.pins:  # (one read meanwhile keeps it in memory too)
+                    self._drop_copy(obj)
         self._maybe_release(object_id, obj)
         return error
+
+    def _drop_copy(self, obj: StoredObject) -> None:
+        """Let go of the memory of an object whose spill file is whole."""
+        self._alloc.free(obj.offset, obj.size)
+        obj.offset = None
+        obj.state = SPILLED
 
     def _spill_error(self, object_id: bytes, obj: StoredObject, directory, error: Exception):
         if isinstance(error, ObjectStoreFullError):
@@ -407,8 +428,9 @@ class ObjectStore:
                 raise _Gone from None
             finally:
                 data.release()
-            directory.remove(name)
-            obj.spill_file = None
+            # The file stays until the object is freed: should the object
+            # have to leave memory again, it leaves without a write (Ray
+            # keeps a spilled copy so too).
             obj.offset = offset
             obj.state = IN_MEMORY
             self.restored_objects += 1
@@ -433,6 +455,32 @@ class ObjectStore:
         obj.pins[client] = obj.pins.get(client, 0) + 1
         self._touch(obj)
         return obj
+
+    def pin_many_now(self, object_ids: list[bytes], client) -> tuple[list, list]:
+        """`pin_now` of many objects, those that are `readable_now`:
+        ([offset, size, ...] two values per object, None and None where it
+        is not here or not pinned yet), and [(index, id)] of the ones not
+        readable now (to `pin`). One loop, not three calls per object: a
+        get of a thousand stored values pins them so."""
+        objects = self.objects
+        answers: list = []
+        waiting: list = []
+        clock = self._clock
+        for i, object_id in enumerate(object_ids):
+            obj = objects.get(object_id)
+            if obj is None or obj.freed:
+                answers += (None, None)
+            elif obj.sealed and obj.state in (IN_MEMORY, SPILLING):
+                pins = obj.pins
+                pins[client] = pins.get(client, 0) + 1
+                clock += 1
+                obj.last_access = clock
+                answers += (obj.offset, obj.size)
+            else:
+                answers += (None, None)
+                waiting.append((i, object_id))
+        self._clock = clock
+        return answers, waiting
 
     async def pin(self, object_id: bytes, client) -> StoredObject | None:
         """Pin for `client` and return the object once it is sealed and in
@@ -517,6 +565,22 @@ class ObjectStore:
         obj = self.objects.get(object_id)
         if obj is not None:
             self._unpin(object_id, obj, client)
+
+    def unpin_many(self, object_ids: list[bytes], client) -> None:
+        """`unpin` of each (one loop: a reader lets go of thousands at once)."""
+        objects = self.objects
+        for object_id in object_ids:
+            obj = objects.get(object_id)
+            if obj is None:
+                continue
+            pins = obj.pins
+            n = pins.get(client, 0)
+            if n > 1:
+                pins[client] = n - 1
+                continue
+            pins.pop(client, None)
+            if obj.freed:
+                self._maybe_release(object_id, obj)
 
     def _unpin(self, object_id: bytes, obj: StoredObject, client) -> None:
         n = obj.pins.get(client, 0)
@@ -605,39 +669,62 @@ class ObjectStore:
         return obj is not None and obj.state in (SPILLED, RESTORING)
 
 
+def ids_body(object_ids: list[bytes]) -> dict:
+    """A message body naming many objects: ids of the usual length as one
+    string, others in a list (msgpack packs a list of a thousand ids at
+    several times the cost, and a get of many stored values sends a
+    thousand pins and unpins). `ids_of` reads it back."""
+    if all(len(object_id) == OBJECT_ID_LEN for object_id in object_ids):
+        return {"joined": b"".join(object_ids)}
+    return {"ids": object_ids}
+
+
+def ids_of(body: dict) -> list[bytes]:
+    """The ids an `ids_body` names."""
+    joined = body.get("joined")
+    if joined is None:
+        return body["ids"]
+    return [joined[i : i + OBJECT_ID_LEN] for i in range(0, len(joined), OBJECT_ID_LEN)]
+
+
 class ArenaMapping:
     """A client's view of its node's arena."""
 
     def __init__(self, path: str, capacity: int):
         fd = os.open(path, os.O_RDWR)
         try:
-            self._mmap = mmap.mmap(fd, capacity, flags=mmap.MAP_SHARED)
+            self._mmap: mmap.mmap | None = mmap.mmap(fd, capacity, flags=mmap.MAP_SHARED)
         finally:
             os.close(fd)
-        # id(weakref) -> (the weakref, its on_release): a plain weakref with
-        # a callback costs a fraction of weakref.finalize, and a get of
-        # thousands of stored values makes one per value. Any thread may add
-        # or pop (single dict operations, atomic under the GIL).
-        self._views: dict[int, tuple[weakref.ref, Callable[[], None]]] = {}
+        # The arena, read-only, for numpy to build arrays on. Not a
+        # memoryview: numpy takes a memoryview's underlying object (the
+        # writable mmap) as an array's base, and would then let a user set
+        # the array's WRITEABLE flag and write into the store.
+        self.readonly: pickle.PickleBuffer | None = pickle.PickleBuffer(
+            memoryview(self._mmap).toreadonly()
+        )
+        # numpy is imported here, when a process first uses its node's
+        # store, not by every process (the node's own never needs it).
+        import numpy as np
+
+        self._ndarray = np.ndarray
+        self._byte = np.dtype(np.uint8)
 
     def close(self) -> None:
-        """Unmap, unless values built on the mapping are still alive (then the
-        mapping goes when they do)."""
-        try:
-            self._mmap.close()
-        except BufferError:
-            pass
+        """Let go of the mapping: it is unmapped now, or when the last value
+        built on it dies (each holds it through `readonly`). Never released
+        by force: numpy arrays on it hold a reference, not a buffer export,
+        so a forced release would leave them on unmapped memory."""
+        self._mmap = self.readonly = None
 
     def writable(self, offset: int, size: int) -> memoryview:
         return memoryview(self._mmap)[offset : offset + size]
 
-    def pinned_view(self, offset: int, size: int, on_release: Callable[[], None]) -> memoryview:
-        """A read-only view; `on_release` runs once nothing built on it lives."""
-        holder = (ctypes.c_char * size).from_buffer(self._mmap, offset)
-        ref = weakref.ref(holder, self._released)
-        self._views[id(ref)] = (ref, on_release)
-        return memoryview(holder).cast("B").toreadonly()
-
-    def _released(self, ref: weakref.ref) -> None:
-        _, on_release = self._views.pop(id(ref))
-        on_release()
+    def pinned(self, offset: int, size: int):
+        """The range as a read-only numpy array of bytes: what a read's pin
+        follows for an object that is not a plain array (a plain array's pin
+        follows the array itself). Everything built on the range refers to it
+        (numpy arrays as their `base`, memoryviews through their buffer), so
+        it dies with the last of them; it costs a fifth of a ctypes array's
+        `from_buffer`, and the garbage collector does not track it."""
+        return self._ndarray((size,), self._byte, self.readonly, offset)

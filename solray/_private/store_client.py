@@ -17,20 +17,26 @@ the thousand: one message per node per loop turn, not one per object) is in
 one place, and shutdown flushes it.
 
 Threads: creates and reads are requests made on user threads, which block
-for the node's answer. The batches are the loop's: a view's finalizer, on
-whatever thread the garbage collector runs, only posts to the loop. The
-mapping is made once, under its lock, by whichever thread needs it first.
+for the node's answer. The batches are the loop's. A pin's release (a
+weakref callback, on whatever thread the last view dies) only appends the id
+to `_released`, a deque any thread may append to and only the loop empties,
+and posts a flush if none is posted yet: a get of thousands of stored values
+releases them by the thousand, and one post per release cost more than the
+release itself. The mapping is made once, under its lock, by whichever
+thread needs it first.
 """
 
 from __future__ import annotations
 
 import threading
-from functools import partial
+import weakref
+from collections import deque
 
 from solray import exceptions
-from solray._private import transport
+from solray._private import serialization, transport
+from solray._private.ids import OBJECT_ID_LEN
 from solray._private.memory_store import Inline, InStore
-from solray._private.object_store import ArenaMapping
+from solray._private.object_store import ArenaMapping, ids_body
 from solray._private.protocol import Msg
 from solray._private.serialization import SerializedObject
 
@@ -50,6 +56,13 @@ class StoreClient:
         self._arena_lock = threading.Lock()
         self._frees: dict[str, list[bytes]] = {}  # loop: node -> ids to free there
         self._unpins: list[bytes] = []  # loop: ids to unpin at our node
+        # The pins held by views in this process (any thread adds or
+        # discards: single set operations, atomic under the GIL), and the ids
+        # of those released since the last flush (see Threads, above).
+        self._pins: set[_Pin] = set()
+        self._released: deque[bytes] = deque()
+        self._flush_posted = False
+        self._release_callback = self._release  # (one bound method, not one per pin)
 
     def store_value(
         self,
@@ -69,9 +82,7 @@ class StoreClient:
             "node", Msg.STORE_CREATE, {"id": object_id, "size": size, "owner": owner or cw.address}
         )
         if "error" in reply:
-            raise getattr(exceptions, reply["error"], exceptions.ObjectStoreFullError)(
-                reply["message"]
-            )
+            raise _error(reply)
         view = self.arena().writable(reply["offset"], size)
         try:
             obj.write_to(view)
@@ -89,50 +100,74 @@ class StoreClient:
                     self._arena = ArenaMapping(info["arena_path"], info["store_capacity"])
         return self._arena
 
-    def read(self, object_id: bytes, entry: InStore, owner: str) -> SerializedObject:
+    def read(self, object_id: bytes, entry: InStore, owner: str) -> memoryview | object:
         """User thread: pin the object in this node's store (pulled from the
-        node that has it, if another) and view it in place. Raises Lost if
-        no copy is left where `entry` says."""
+        node that has it, if another) and view it in place (`_view`). Raises
+        Lost if no copy is left where `entry` says."""
         cw = self.cw
         if entry.node == cw.node_address:
             reply = cw.request("node", Msg.STORE_PIN, {"id": object_id})
         else:
             reply = cw.request("node", Msg.STORE_PULL, pull_body(object_id, entry, owner))
-        return self._view(object_id, reply)
-
-    def read_many(self, wanted: dict[bytes, tuple[InStore, str]]) -> dict:
-        """User thread: `read` of many objects ({id: (entry, owner)}) in one
-        round trip to our node, which pins them all (pulling those other
-        nodes hold). Returns {id: value view, or the exception its `read`
-        would raise}."""
-        items = [
-            {"id": object_id}
-            if entry.node == self.cw.node_address
-            else pull_body(object_id, entry, owner)
-            for object_id, (entry, owner) in wanted.items()
-        ]
-        replies = self.cw.request("node", Msg.STORE_READ_MANY, {"items": items})
-        read: dict = {}
-        for object_id, reply in zip(wanted, replies, strict=True):
-            try:
-                read[object_id] = self._view(object_id, reply)
-            except (Lost, exceptions.RayError) as e:
-                read[object_id] = e
-        return read
-
-    def _view(self, object_id: bytes, reply: dict | None) -> SerializedObject:
-        """The value a STORE_PIN answer places, viewed in place; unpinned
-        once nothing built on the view lives."""
         if reply is None:
             raise Lost(object_id)
         if "error" in reply:
-            raise getattr(exceptions, reply["error"], exceptions.ObjectStoreFullError)(
-                reply["message"]
+            raise _error(reply)
+        return self._view(self.arena(), object_id, reply["offset"], reply["size"])
+
+    def read_many(self, items: list[tuple[bytes, InStore, str]]) -> dict:
+        """User thread: `read` of many objects ((id, entry, owner) items) in
+        one round trip to our node, which pins them all (pulling those other
+        nodes hold). Returns {id: its view, or the exception its `read`
+        would raise}."""
+        here = self.cw.node_address
+        pins: list[bytes] = []  # ids to pin here (as one string: ids_body)
+        others: list[bytes] = []  # ids to pull here (or pin, of an unusual length)
+        other_items: list[dict] = []
+        for object_id, entry, owner in items:
+            if entry.node != here:
+                others.append(object_id)
+                other_items.append(pull_body(object_id, entry, owner))
+            elif len(object_id) == OBJECT_ID_LEN:
+                pins.append(object_id)
+            else:
+                others.append(object_id)
+                other_items.append({"id": object_id})
+        # Two values per id, pins first: offset and size (store_read_many).
+        answers = iter(
+            self.cw.request(
+                "node", Msg.STORE_READ_MANY, {"pin": b"".join(pins), "items": other_items}
             )
-        view = self.arena().pinned_view(
-            reply["offset"], reply["size"], partial(self.unpin_later, object_id)
         )
-        return SerializedObject.read_from(view)
+        arena = self.arena()
+        read: dict = {}
+        for object_id, offset, size in zip(pins + others, answers, answers, strict=True):
+            if offset is not None:
+                read[object_id] = self._view(arena, object_id, offset, size)
+            elif size is None:
+                read[object_id] = Lost(object_id)
+            else:
+                read[object_id] = _error(size)
+        return read
+
+    def _view(
+        self, arena: ArenaMapping, object_id: bytes, offset: int, size: int
+    ) -> memoryview | object:
+        """The object pinned at `offset`, in place: a plain numpy array is
+        made there at once (serialization.stored_array), anything else is a
+        memoryview of its bytes (for SerializedObject.read_from). Its pin
+        follows one holder, which everything built on the range refers to
+        (numpy arrays as their base, memoryviews through their buffer): the
+        array itself, of which the caller gets a view, or an array of the
+        bytes (ArenaMapping.pinned). So it is unpinned when the last of
+        them dies."""
+        array = serialization.stored_array(arena.readonly, offset, size)
+        holder = arena.pinned(offset, size) if array is None else array
+        pin = _Pin(holder, self._release_callback)
+        pin.object_id = object_id
+        self._pins.add(pin)
+        # The view's base is the holder (as `arr.base` pins the value in Ray).
+        return memoryview(holder) if array is None else array.view()
 
     async def prefetch(self, object_id: bytes, entry: InStore, owner: str) -> None:
         """Loop thread: have our node copy the object into its store (each
@@ -144,13 +179,18 @@ class StoreClient:
         except transport.ConnectionLost:
             return
         if reply is not None and "offset" in reply:
-            self.unpin_later(object_id)
+            self._unpin(object_id)
 
-    def unpin_later(self, object_id: bytes) -> None:
-        """Any thread (a weakref finalizer): nothing built on a pinned view
-        of the store lives any more."""
-        if not self.cw.shutting_down:
-            self.cw.post_lazy(self._unpin, object_id)
+    def _release(self, pin: _Pin) -> None:
+        """Any thread (the pin's weakref callback): nothing built on a
+        pinned range lives any more."""
+        self._pins.discard(pin)
+        if self.cw.shutting_down:
+            return
+        self._released.append(pin.object_id)
+        if not self._flush_posted:
+            self._flush_posted = True
+            self.cw.post_lazy(self.flush)
 
     def _unpin(self, object_id: bytes) -> None:
         self._unpins.append(object_id)
@@ -169,9 +209,13 @@ class StoreClient:
         cw = self.cw
         if cw.node is None or cw.node.closed:
             return
+        self._flush_posted = False  # before taking them: a release after this posts again
+        released = self._released
+        if released:
+            self._unpins.extend([released.popleft() for _ in range(len(released))])
         if self._unpins:
             unpins, self._unpins = self._unpins, []
-            cw.node.send(Msg.STORE_UNPIN, {"ids": unpins})
+            cw.node.send(Msg.STORE_UNPIN, ids_body(unpins))
         frees, self._frees = self._frees, {}
         for node, object_ids in frees.items():
             if node == cw.node_address:
@@ -191,6 +235,20 @@ class StoreClient:
         if self._arena is not None:
             self._arena.close()
             self._arena = None
+
+
+class _Pin(weakref.ref):
+    """A weakref to a pinned range's holder (`StoreClient._view`), naming
+    the object to unpin when it dies. Hashed by identity: numpy arrays, its
+    referents, are unhashable."""
+
+    __slots__ = ("object_id",)
+    __hash__ = object.__hash__
+
+
+def _error(reply: dict) -> Exception:
+    """The exception a node's {"error", "message"} answer names."""
+    return getattr(exceptions, reply["error"], exceptions.ObjectStoreFullError)(reply["message"])
 
 
 def pull_body(object_id: bytes, entry: InStore, owner: str) -> dict:
