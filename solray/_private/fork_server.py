@@ -27,6 +27,7 @@ import socket
 # How long a worker's end waits, once its pidfd says it exited, for the
 # zygote's word on its status (it reaps within milliseconds of the exit).
 EXIT_STATUS_WAIT_S = 1.0
+_NOT_YET = object()  # a ForkedProcess's status before the zygote's word (or the wait's end)
 
 
 class ForkServer:
@@ -67,8 +68,10 @@ class ForkServer:
         elif self._closed:
             child.set_status(None)
         else:
+            # Until the zygote says how it ended (even after the wait for
+            # it ran out): a late word is not kept for a later worker that
+            # is given the same pid.
             self._children[pid] = child
-            child.on_end(lambda: self._children.pop(pid, None))
         return child
 
     def _readable(self) -> None:
@@ -120,10 +123,9 @@ class ForkedProcess:
         self.pid = pid
         self.returncode: int | None = None
         self._exited = False
-        self._status: tuple[int | None] | None = None  # (code,) once the zygote said
+        self._status: int | None | object = _NOT_YET
         self._end = asyncio.get_running_loop().create_future()
         self._timer: asyncio.TimerHandle | None = None
-        self._end_callbacks: list = []
         try:
             self._fd: int | None = os.pidfd_open(pid)
         except ProcessLookupError:  # already gone
@@ -132,12 +134,9 @@ class ForkedProcess:
             return
         asyncio.get_running_loop().add_reader(self._fd, self._on_exit)
 
-    def on_end(self, callback) -> None:
-        self._end_callbacks.append(callback)
-
     def set_status(self, code: int | None) -> None:
-        if self._status is None:
-            self._status = (code,)
+        if self._status is _NOT_YET:
+            self._status = code
             self._settle()
 
     def _on_exit(self) -> None:
@@ -146,21 +145,19 @@ class ForkedProcess:
             os.close(self._fd)
             self._fd = None
         self._exited = True
-        if self._status is None:
+        if self._status is _NOT_YET:
             self._timer = asyncio.get_running_loop().call_later(
                 EXIT_STATUS_WAIT_S, self.set_status, None
             )
         self._settle()
 
     def _settle(self) -> None:
-        if not self._exited or self._status is None or self._end.done():
+        if not self._exited or self._status is _NOT_YET or self._end.done():
             return
         if self._timer is not None:
             self._timer.cancel()
-        self.returncode = self._status[0]
+        self.returncode = self._status
         self._end.set_result(self.returncode)
-        for callback in self._end_callbacks:
-            callback()
 
     async def wait(self) -> int | None:
         return await asyncio.shield(self._end)
