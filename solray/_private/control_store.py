@@ -72,6 +72,7 @@ class ControlStore:
         token: bytes,
         storage: Storage,
         actor_graceful_timeout_s: float = GRACEFUL_TIMEOUT_S,
+        cluster_stopping: Callable[[], bool] = lambda: False,
     ):
         self.token = token
         self.persist = Persistence(storage)
@@ -86,7 +87,7 @@ class ControlStore:
         self.subscribers: dict[str, set[transport.Connection]] = {}
         # Whether the whole cluster is stopping (its launcher let go), when a
         # node's leaving is expected, not news for the user's terminal.
-        self.cluster_stopping: Callable[[], bool] = lambda: False
+        self.cluster_stopping = cluster_stopping
         self.handlers = {
             Msg.REGISTER_NODE: self.register_node,
             Msg.REGISTER_DRIVER: self.register_driver,
@@ -325,8 +326,12 @@ class ControlStore:
 
 
 async def serve(args, token: bytes, storage: Storage, tables: dict) -> None:
-    store = ControlStore(token, storage, args.actor_graceful_shutdown_timeout_ms / 1000)
-    store.cluster_stopping = lambda: services.lifeline_closed(args)
+    store = ControlStore(
+        token,
+        storage,
+        args.actor_graceful_shutdown_timeout_ms / 1000,
+        cluster_stopping=lambda: services.lifeline_closed(args),
+    )
     try:
         store.restore(tables)
     except Exception as e:  # rows that do not decode to what this version stores

@@ -16,8 +16,9 @@ program that submits one task at a time (`get(f.remote())` in a loop) does not
 pay for a lease round trip per task. A lease held LEASE_REUSE_S is given
 back after its task even while tasks of its shape wait, and asked for again,
 as Ray's owner does (`worker_lease_timeout_milliseconds`): the node serves
-requests in arrival order, so an actor or another shape queued there behind a
-burst gets its turn instead of waiting for the whole burst.
+its queued requests class by class in turn (lease_scheduler.py), so an actor
+or another shape queued there behind a burst gets its turn instead of
+waiting for the whole burst.
 
 Failures: if the worker's connection drops while it runs a task, the worker
 died; the task is retried (`max_retries`) on a new lease, else its returns hold
@@ -386,11 +387,7 @@ class TaskSubmitter:
         """Leased workers that died while idle (their node was lost, say) get
         no more tasks: a push there would fail and cost the task a retry."""
         for lw in [lw for lw in q.workers if lw.busy is None and lw.conn.closed]:
-            if lw.linger is not None:
-                lw.linger.cancel()
-                lw.linger = None
-            q.workers.remove(lw)
-            lw.node.send(Msg.RETURN_LEASE, {"lease_id": lw.lease_id, "kill": True})
+            self._give_back(q, lw, kill=True)
 
     async def _lease(self, q: KeyQueue) -> None:
         """Ask for one worker, following spillbacks to the node that has room."""
@@ -507,13 +504,14 @@ class TaskSubmitter:
         if lw.busy is None and not q.tasks:
             self._give_back(q, lw)
 
-    def _give_back(self, q: KeyQueue, lw: LeasedWorker) -> None:
-        """Return an idle lease to its node."""
+    def _give_back(self, q: KeyQueue, lw: LeasedWorker, **how) -> None:
+        """Return a lease whose worker runs nothing to its node; `how` is
+        RETURN_LEASE's `kill` or `retire`."""
         if lw.linger is not None:
             lw.linger.cancel()
             lw.linger = None
         q.workers.remove(lw)
-        lw.node.send(Msg.RETURN_LEASE, {"lease_id": lw.lease_id})
+        lw.node.send(Msg.RETURN_LEASE, {"lease_id": lw.lease_id, **how})
 
     def on_infeasible(self, conn, rid, body, bufs) -> None:
         if not body.get("first"):
@@ -586,8 +584,7 @@ class TaskSubmitter:
             # A worker that reached max_calls exits once it is no longer
             # needed: the node must not lease it again. And each spread task
             # gets its own placement: no lease reuse.
-            q.workers.remove(lw)
-            lw.node.send(Msg.RETURN_LEASE, {"lease_id": lw.lease_id, "retire": retiring})
+            self._give_back(q, lw, retire=retiring)
         if body.get("app_error") and retry_app_error(task, body, buffers):
             self.cw.task_events.owner(task, ev.PENDING_NODE_ASSIGNMENT)  # its next attempt
             q.tasks.appendleft(task)
