@@ -95,6 +95,11 @@ class ObjectRef:
         return asyncio.wrap_future(self.future())
 
 
+# An ObjectRef's id through the `_id` slot's own getter: in C, and a
+# TypeError for anything that is not an ObjectRef (map() it over a list).
+ref_id = ObjectRef._id.__get__
+
+
 def _owner_here(object_id) -> str:
     """The owner of an id given out of band: this process if it owns the
     object, else unknown ("")."""

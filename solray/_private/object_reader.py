@@ -22,7 +22,6 @@ pulls run on the loop, which owns `_fetching`.
 from __future__ import annotations
 
 import concurrent.futures
-import operator
 import sys
 import threading
 import time
@@ -36,7 +35,7 @@ from solray._private.memory_store import Inline, InStore, decode_entry, error_en
 from solray._private.protocol import Msg
 from solray._private.serialization import SerializedObject
 from solray._private.store_client import Lost
-from solray.object_ref import ObjectRef
+from solray.object_ref import ObjectRef, ref_id
 
 
 class ObjectReader:
@@ -357,7 +356,7 @@ class ObjectReader:
         have no value for. A ref rebuilt out of band names no owner to ask
         (object_ref.py): its reader gets the error now."""
         cw = self.cw
-        if cw.refs.owns_all(map(_ref_id, refs)):
+        if cw.refs.owns_all(map(ref_id, refs)):
             return
         missing = cw.refs.not_owned(cw.memory_store.absent(refs))
         for ref in missing:
@@ -425,9 +424,6 @@ def _first_ready(
             if len(taken) == needed:
                 break
     return taken
-
-
-_ref_id = operator.attrgetter("_id")
 
 
 class _LocalWait:

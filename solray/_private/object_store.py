@@ -571,16 +571,8 @@ class ObjectStore:
         objects = self.objects
         for object_id in object_ids:
             obj = objects.get(object_id)
-            if obj is None:
-                continue
-            pins = obj.pins
-            n = pins.get(client, 0)
-            if n > 1:
-                pins[client] = n - 1
-                continue
-            pins.pop(client, None)
-            if obj.freed:
-                self._maybe_release(object_id, obj)
+            if obj is not None:
+                self._unpin(object_id, obj, client)
 
     def _unpin(self, object_id: bytes, obj: StoredObject, client) -> None:
         n = obj.pins.get(client, 0)

@@ -29,7 +29,7 @@ from solray._private.protocol import Msg
 from solray._private.runtime_env import resolve, spec
 from solray.job_config import JOB_CONFIG_ENV, JobConfig
 from solray.job_config import checked as checked_job_config
-from solray.object_ref import ObjectRef
+from solray.object_ref import ObjectRef, ref_id
 from solray.object_ref_generator import ObjectRefGenerator
 
 logger = logging.getLogger(__name__)
@@ -660,9 +660,6 @@ def put(value, *, _owner=None) -> ObjectRef:
     return context.require_core_worker().put(value, None if _owner is None else _owner._actor_id)
 
 
-_ref_id = ObjectRef._id.__get__  # an ObjectRef's id; TypeError for anything else
-
-
 def wait(
     object_refs, *, num_returns: int = 1, timeout: float | None = None, fetch_local: bool = True
 ):
@@ -700,7 +697,7 @@ def wait(
     # if not) in one pass.
     streams = []  # a stream's next item: ready wherever it is (Ray ignores fetch_local)
     try:
-        keys = list(map(_ref_id, items))
+        keys = list(map(ref_id, items))
         refs = items
     except TypeError:
         keys = []
