@@ -156,23 +156,40 @@ class Executor:
 
     # -- tasks -------------------------------------------------------------
 
-    def _context(self, body, name: str) -> TaskContext:
+    def _context(self, body, name: str, gpu_ids, placement, resources) -> TaskContext:
+        """What the context of a task, an actor's creation and an actor's
+        call is made of, and the job it runs for joined."""
+        method = body.get("m")
         ctx = TaskContext(
             body["tid"],
             name,
             body["job"],
-            body.get("gpu", self.gpu_ids),
+            gpu_ids,
             body["owner"],
-            body.get("m"),
-            placement=body.get("pg", self.actor_placement),
-            resources=body.get("res", self.actor_resources),
+            method,
+            placement=placement,
+            resources=resources,
         )
-        ctx.task_name = body.get("tn") or (f"{name}.{ctx.method}" if ctx.method else name)
+        ctx.task_name = body.get("tn") or (f"{name}.{method}" if method else name)
         ctx.attempt = body.get("at", 0)
         ctx.events = self.cw.task_events.enabled and not body.get("ne")
-        self.cw.set_job(ctx.job)
-        if ctx.job not in self._jobs_seen:
-            self._join_job(ctx.job)
+        job = ctx.job
+        if job != self.cw.job:
+            self.cw.set_job(job)
+        if job not in self._jobs_seen:
+            self._join_job(job)
+        return ctx
+
+    def _task_context(self, body, name: str) -> TaskContext:
+        """A task's or an actor creation's context: its GPU ids, placement
+        and resources as pushed, and CUDA_VISIBLE_DEVICES its own."""
+        ctx = self._context(
+            body,
+            name,
+            body.get("gpu", self.gpu_ids),
+            body.get("pg", self.actor_placement),
+            body.get("res", self.actor_resources),
+        )
         # Every task gets its own, so a task without GPUs never inherits the
         # ids of the task that ran before it on this worker (as in Ray).
         visible = ",".join(map(str, ctx.gpu_ids))
@@ -182,7 +199,7 @@ class Executor:
 
     def run_task(self, conn, rid, body, buffers) -> None:
         self._keep_function(body, buffers)
-        ctx = self._context(body, body["name"])
+        ctx = self._task_context(body, body["name"])
         max_calls = body.get("mc", 0)
         if max_calls:
             calls = self._calls[body["fn"]] = self._calls.get(body["fn"], 0) + 1
@@ -643,7 +660,7 @@ class Executor:
         self.actor_placement = ropts.get("pg")
         self.actor_resources = ropts.get("res") or {}
         self.actor_name = ropts.get("actor_name")
-        ctx = self._context(body, ropts["class_name"])
+        ctx = self._task_context(body, ropts["class_name"])
         self.gpu_ids = ctx.gpu_ids
         self.actor_restarts = ctx.attempt = body.get("restarts", 0)
         self.cw.actor_id = body["aid"]
@@ -705,27 +722,9 @@ class Executor:
         """An actor call's context: _context's, less what is the actor's for
         its lifetime (its GPU ids and CUDA_VISIBLE_DEVICES, its placement
         group and resources: create_actor sets them once, as Ray does)."""
-        name = self.actor.class_name
-        method = body["m"]
-        job = body["job"]
-        ctx = TaskContext(
-            body["tid"],
-            name,
-            job,
-            self.gpu_ids,
-            body["owner"],
-            method,
-            placement=self.actor_placement,
-            resources=self.actor_resources,
+        return self._context(
+            body, self.actor.class_name, self.gpu_ids, self.actor_placement, self.actor_resources
         )
-        ctx.task_name = body.get("tn") or f"{name}.{method}"
-        ctx.attempt = body.get("at", 0)
-        ctx.events = self.cw.task_events.enabled and "ne" not in body
-        if job != self.cw.job:
-            self.cw.set_job(job)
-        if job not in self._jobs_seen:
-            self._join_job(job)
-        return ctx
 
     def _exit_actor(self, conn, rid, ctx: TaskContext, num_returns: int) -> None:
         """exit_actor() (or __ray_terminate__) ended this call."""
