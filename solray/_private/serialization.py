@@ -247,8 +247,8 @@ def _dtype(dtype_str: str):
 def _array(obj: SerializedObject):
     """The array a FLAG_NDARRAY object holds, on its buffer (read-only, as
     pickle's arrays are: zero-copy on the store's memory)."""
-    dtype_str, shape, order = pickle.loads(obj.data)
-    dtype = _dtype(dtype_str)  # (numpy is imported once this returns)
+    data = obj.data
+    dtype, shape, order, _ = _array_spec(data if type(data) is bytes else bytes(data))
     buffer = obj.buffers[0]
     if type(buffer) is not memoryview or not buffer.readonly:
         buffer = memoryview(buffer).toreadonly()
@@ -262,6 +262,19 @@ _array_specs: dict[bytes, tuple] = {}  # FLAG_NDARRAY stream -> (dtype, shape, o
 # then the stream.
 _ARRAY_HEADER = struct.Struct(_HEADER.format + _BUF.format[1:])
 _ARRAY_STREAM = _align(_ARRAY_HEADER.size)
+
+
+def _array_spec(data: bytes) -> tuple:
+    """(dtype, shape, order, bytes the array needs) of a FLAG_NDARRAY
+    object's stream, looked up: it is unpickled once per shape."""
+    spec = _array_specs.get(data)
+    if spec is None:
+        if len(_array_specs) >= 1024:  # (as many shapes as values: keep it bounded)
+            _array_specs.clear()
+        dtype_str, shape, order = pickle.loads(data)
+        dtype = _dtype(dtype_str)  # (numpy is imported once this returns)
+        spec = _array_specs[data] = (dtype, shape, order, math.prod(shape) * dtype.itemsize)
+    return spec
 
 
 def stored_array(arena, offset: int, size: int):
@@ -280,15 +293,9 @@ def stored_array(arena, offset: int, size: int):
     stream = _streams.get(length)
     if stream is None:
         stream = _streams[length] = struct.Struct(f"{length}s")
-    data = stream.unpack_from(arena, offset + _ARRAY_STREAM)[0]
-    spec = _array_specs.get(data)
-    if spec is None:
-        if len(_array_specs) >= 1024:  # (as many shapes as values: keep it bounded)
-            _array_specs.clear()
-        dtype_str, shape, order = pickle.loads(data)
-        dtype = _dtype(dtype_str)
-        spec = _array_specs[data] = (dtype, shape, order, math.prod(shape) * dtype.itemsize)
-    dtype, shape, order, array_bytes = spec
+    dtype, shape, order, array_bytes = _array_spec(
+        stream.unpack_from(arena, offset + _ARRAY_STREAM)[0]
+    )
     if array_bytes > nbytes or start + nbytes > size:
         return None  # not as written: read_from's checks say what is wrong
     # (Positional arguments: numpy parses keywords at twice the cost.)
