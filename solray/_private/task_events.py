@@ -140,6 +140,18 @@ class Columns:
     def __len__(self) -> int:
         return len(self.states)
 
+    def add(self, row: int, task_id: bytes, attempt: int, state: int, info, error) -> None:
+        """Append event `row` (the number of events so far: the callers
+        have it already, and __len__ would be a frame more per event)."""
+        self.task_ids += task_id
+        self.attempts.append(attempt)
+        self.states.append(state)
+        self.times.append(_time_ns() // 1000)
+        if info is not None:
+            self.infos[row] = info
+        if error is not None:
+            self.errors[row] = error_of(error)
+
     def wire(self) -> dict:
         return {
             "t": bytes(self.task_ids),
@@ -191,24 +203,15 @@ class TaskEvents:
         if info is None:  # enable_task_events=False, or recording is off
             return
         owned = self._owned
-        states = owned.states
-        row = len(states)
+        row = len(owned.states)
         if row >= self.max_buffered:
             with self._lock:
                 self._dropped += 1
             return
-        # The row is appended here and in executed(), not by a Columns
-        # method: a call records six events, each a frame more that way.
         attempt = task.attempt
-        if task.events_attempt != attempt:  # its first: the store learns what it is
-            task.events_attempt = attempt
-            owned.infos[row] = info
-        owned.task_ids += task.task_id
-        owned.attempts.append(attempt)
-        states.append(state)
-        owned.times.append(_time_ns() // 1000)
-        if error is not None:
-            owned.errors[row] = error_of(error)
+        first = task.events_attempt != attempt  # the store learns what it is
+        task.events_attempt = attempt
+        owned.add(row, task.task_id, attempt, state, info if first else None, error)
         if row + 1 >= self.batch_size:
             self.flush()
 
@@ -224,19 +227,11 @@ class TaskEvents:
         reached `state`."""
         with self._lock:
             executed = self._executed
-            states = executed.states
-            row = len(states)
+            row = len(executed.states)
             if row >= self.max_buffered:
                 self._dropped += 1
                 return
-            executed.task_ids += task_id
-            executed.attempts.append(attempt)
-            states.append(state)
-            executed.times.append(_time_ns() // 1000)
-            if info is not None:
-                executed.infos[row] = info
-            if error is not None:
-                executed.errors[row] = error_of(error)
+            executed.add(row, task_id, attempt, state, info, error)
             full = row + 1 >= self.batch_size and not self._flush_posted
             if full:
                 self._flush_posted = True
