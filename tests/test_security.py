@@ -1,10 +1,11 @@
 """Every listening port of a cluster refuses peers that do not hold the token.
 
 The ports: the control store, the node, the driver's core worker and a
-worker's core worker. Each is attacked with raw sockets (garbage, wrong or
-replayed handshakes, silence, pickles) and, once authenticated, with malformed
-frames. Every attack must end with the server closing that one connection,
-nothing unpickled, and the cluster still serving.
+worker's core worker, each on TCP and on its local twin (a Unix socket).
+Each is attacked with raw sockets (garbage, wrong or replayed handshakes,
+silence, pickles) and, once authenticated, with malformed frames. Every
+attack must end with the server closing that one connection, nothing
+unpickled, and the cluster still serving.
 """
 
 from __future__ import annotations
@@ -50,7 +51,8 @@ def add(a, b):
 
 
 def endpoints(ray_context) -> dict[str, str]:
-    """name -> host:port of every server socket of the running cluster."""
+    """name -> host:port of every server socket of the running cluster, and
+    "local:" host:port of each one's local twin (a Unix socket: transport.py)."""
     result = {
         "control store": ray_context["address"],
         "node": solray.nodes()[0]["RayletSocketName"],
@@ -58,6 +60,7 @@ def endpoints(ray_context) -> dict[str, str]:
         "worker core worker": solray.get(worker_address.remote(), timeout=30),
     }
     assert len(set(result.values())) == 4, result
+    result.update({f"{name}'s local twin": f"local:{a}" for name, a in list(result.items())})
     return result
 
 
@@ -66,6 +69,11 @@ def digest(token: bytes, role: bytes, nonce: bytes) -> bytes:
 
 
 def raw_connect(address: str) -> socket.socket:
+    if address.startswith("local:"):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(CLOSE_DEADLINE_S)
+        sock.connect(transport.local_name(address.removeprefix("local:")))
+        return sock
     host, port = transport.parse_address(address)
     sock = socket.create_connection((host, port), timeout=CLOSE_DEADLINE_S)
     return sock
@@ -141,17 +149,34 @@ class TouchOnUnpickle:
         return (pathlib.Path.touch, (pathlib.Path(self.path),))
 
 
+async def connect_to(address: str, token: bytes, **kwargs) -> transport.Connection:
+    """transport.connect to an endpoint: a twin through the twin, a TCP
+    address over TCP (transport.connect takes this host's addresses to their
+    twins: here it is shown none)."""
+    if address.startswith("local:"):
+        conn = await transport.connect(address.removeprefix("local:"), token, **kwargs)
+        assert conn._transport.get_extra_info("socket").family == socket.AF_UNIX
+        return conn
+    saved, transport._local = transport._local, set()
+    try:
+        conn = await transport.connect(address, token, **kwargs)
+    finally:
+        transport._local = saved
+    assert conn._transport.get_extra_info("socket").family != socket.AF_UNIX
+    return conn
+
+
 async def probe(address: str, token: bytes, name: str) -> None:
     """An authenticated connection to `address` gets an answer to a request
     the server understands: the server is alive and still serving."""
-    conn = await transport.connect(address, token, timeout=CLOSE_DEADLINE_S)
+    conn = await connect_to(address, token, timeout=CLOSE_DEADLINE_S)
     try:
-        if name == "control store":
+        if name.startswith("control store"):
             nodes = await asyncio.wait_for(conn.request(Msg.GET_NODES), CLOSE_DEADLINE_S)
             assert len(nodes) == 1
-        elif name == "node":
+        elif name.startswith("node"):
             info = await asyncio.wait_for(conn.request(Msg.NODE_INFO), CLOSE_DEADLINE_S)
-            assert info["address"] == address
+            assert info["address"] == address.removeprefix("local:")
         else:
             # An object nobody owns: a live core worker answers "unknown".
             reply = await asyncio.wait_for(
@@ -386,7 +411,7 @@ async def send_malformed(address: str, token: bytes, data: bytes) -> None:
         if not closed.done():
             closed.set_result(None)
 
-    conn = await transport.connect(address, token, on_close=on_close, timeout=CLOSE_DEADLINE_S)
+    conn = await connect_to(address, token, on_close=on_close, timeout=CLOSE_DEADLINE_S)
     try:
         conn._transport.write(data)
         await asyncio.wait_for(closed, CLOSE_DEADLINE_S)

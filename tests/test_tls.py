@@ -21,7 +21,7 @@ import test_netns
 from test_cluster_cli import start_head, stop_daemons
 
 import solray
-from solray._private import tls, transport
+from solray._private import context, tls, transport
 from solray.cluster_utils import Cluster
 
 PYTHON = sys.executable
@@ -176,6 +176,11 @@ def test_a_cluster_with_tls_runs_tasks_actors_and_moves_objects(tls_cluster):
     # sent in the clear, and a TLS client without the token is refused.
     for address in (cluster.address, cluster.head_node.address, other.address):
         assert transport.MAGIC not in _raw_exchange(address, b"\x00" * 64)
+        # And none has a local twin (a Unix socket, which would skip TLS).
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            with pytest.raises(ConnectionRefusedError):
+                sock.connect(transport.local_name(address))
+    assert context.core_worker.node._transport.get_extra_info("ssl_object") is not None
 
 
 def test_a_plain_tcp_client_is_refused_and_the_server_keeps_serving(tls_cluster, monkeypatch):

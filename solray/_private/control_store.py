@@ -341,7 +341,9 @@ async def serve(args, token: bytes, storage: Storage, tables: dict) -> None:
             "and key-value store) to start the control store empty."
         ) from None
     sock = services.listening_socket(args)
-    server = await transport.serve(sock, token, store.handlers, on_close=store.on_close)
+    server = await transport.serve(
+        sock, token, store.handlers, on_close=store.on_close, twin=services.listening_twin(args)
+    )
     loop = asyncio.get_running_loop()
     heartbeats = loop.create_task(store.watch_heartbeats(args.heartbeat_timeout_s))
     recovery = loop.create_task(store.end_recovery(args.heartbeat_timeout_s))

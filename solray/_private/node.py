@@ -153,7 +153,7 @@ class Node:
 
     # -- lifecycle ---------------------------------------------------------
 
-    async def start(self, sock, metrics_sock) -> None:
+    async def start(self, sock, metrics_sock, twin: socket.socket | bool = True) -> None:
         self.address = transport.socket_address(sock)
         self.metrics.start(metrics_sock)
         self.control = ControlClient(
@@ -178,7 +178,9 @@ class Node:
         # Serve (the driver's NODE_INFO) only once registered, so that nodes()
         # and cluster_resources() right after init() see this node. The socket
         # is already listening: early connections wait in its backlog.
-        self.server = await transport.serve(sock, self.token, self.handlers, on_close=self.on_close)
+        self.server = await transport.serve(
+            sock, self.token, self.handlers, on_close=self.on_close, twin=twin
+        )
         self.background(self.pool.reap_idle_workers())
         self.background(self._send_heartbeats())
         if self.memory_refresh_s > 0:
@@ -360,7 +362,7 @@ async def serve(args) -> None:
     sock = services.listening_socket(args)
     metrics_sock = socket.socket(fileno=args.metrics_fd)  # bound by the launcher
     try:
-        await node.start(sock, metrics_sock)
+        await node.start(sock, metrics_sock, services.listening_twin(args))
         await services.wait_for_stop(args)
     finally:
         await node.stop()

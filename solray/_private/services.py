@@ -445,6 +445,9 @@ def add_service_arguments(parser: argparse.ArgumentParser) -> None:
         "--token-fd", type=int, required=True, help="inherited pipe holding the cluster token"
     )
     parser.add_argument("--listen-fd", type=int, help="inherited listening socket")
+    parser.add_argument(
+        "--twin-fd", type=int, help="inherited local twin of the listening socket (transport.py)"
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--lifeline-fd", type=int, help="stop when this pipe closes")
@@ -501,6 +504,12 @@ def listening_socket(args) -> socket.socket:
     if args.listen_fd is not None:
         return socket.socket(fileno=args.listen_fd)
     return transport.bind_socket(args.host, args.port)
+
+
+def listening_twin(args) -> socket.socket | bool:
+    """The local twin the launcher bound with the listening socket, or True:
+    `transport.serve` binds it itself."""
+    return True if args.twin_fd is None else socket.socket(fileno=args.twin_fd)
 
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -756,6 +765,10 @@ class Launcher:
         socket the caller bound); `inherit` is one more socket the child gets
         (its fd is in `extra`)."""
         sock = transport.bind_socket(host, port) if listen is None else listen.dup()
+        # An RPC port's twin is bound with it, so a peer that connects
+        # before the child serves waits in its backlog too (`listen`: the
+        # dashboard's HTTP port, which has none).
+        twin = transport.bind_local_twin(sock) if listen is None else None
         token_fd = None
         try:
             token_fd = token_pipe(self.token)
@@ -764,6 +777,10 @@ class Launcher:
             args = ["--token-fd", str(token_fd), "--listen-fd", str(fd)]
             args += ["--log-level", self.log_level, *extra]
             pass_fds: tuple = (token_fd, fd)
+            if twin is not None:
+                os.set_inheritable(twin.fileno(), True)
+                args += ["--twin-fd", str(twin.fileno())]
+                pass_fds += (twin.fileno(),)
             if inherit is not None:
                 pass_fds += (inherit.fileno(),)
             if self._lifeline_r is not None:
@@ -798,6 +815,8 @@ class Launcher:
             if token_fd is not None:
                 os.close(token_fd)
             sock.close()
+            if twin is not None:
+                twin.close()
 
     @property
     def dashboard_url(self) -> str | None:

@@ -693,22 +693,52 @@ def socket_address(sock: socket.socket) -> str:
     return f"{host}:{port}"
 
 
+class Listener:
+    """What `serve` returns: the server on the TCP address and, beside it,
+    its local twin (see "Local twins" below), closed together."""
+
+    def __init__(self, servers: list[asyncio.AbstractServer]):
+        self._servers = servers
+
+    def close(self) -> None:
+        for server in self._servers:
+            server.close()
+
+    async def wait_closed(self) -> None:
+        for server in self._servers:
+            await server.wait_closed()
+
+
 async def serve(
     sock: socket.socket,
     token: bytes,
     handlers: dict[int, Handler],
     on_ready: Callable[[Connection], None] | None = None,
     on_close: Callable[[Connection], None] | None = None,
-) -> asyncio.AbstractServer:
+    twin: socket.socket | None | bool = True,
+) -> Listener:
+    """Serve `sock` and its local twin: `twin` is one `bind_local_twin`
+    made earlier, or True to make it now."""
     loop = asyncio.get_running_loop()
     context = tls.server_context()
-    return await loop.create_server(
-        lambda: Connection(token, handlers, server_side=True, on_ready=on_ready, on_close=on_close),
-        sock=sock,
-        ssl=context,
-        ssl_handshake_timeout=HANDSHAKE_TIMEOUT_S if context else None,
-        ssl_shutdown_timeout=TLS_SHUTDOWN_TIMEOUT_S if context else None,
-    )
+
+    def factory() -> Connection:
+        return Connection(token, handlers, server_side=True, on_ready=on_ready, on_close=on_close)
+
+    servers = [
+        await loop.create_server(
+            factory,
+            sock=sock,
+            ssl=context,
+            ssl_handshake_timeout=HANDSHAKE_TIMEOUT_S if context else None,
+            ssl_shutdown_timeout=TLS_SHUTDOWN_TIMEOUT_S if context else None,
+        )
+    ]
+    if twin is True:
+        twin = bind_local_twin(sock)
+    if twin:
+        servers.append(await loop.create_unix_server(factory, sock=twin))
+    return Listener(servers)
 
 
 async def adopt(
@@ -740,18 +770,28 @@ async def connect(
     loop = asyncio.get_running_loop()
     host, port = parse_address(address)
     context = tls.client_context()
-    _, conn = await asyncio.wait_for(
-        loop.create_connection(
-            lambda: Connection(token, handlers or {}, server_side=False, on_close=on_close),
-            host,
-            port,
-            ssl=context,
-            server_hostname=host if context else None,
-            ssl_handshake_timeout=HANDSHAKE_TIMEOUT_S if context else None,
-            ssl_shutdown_timeout=TLS_SHUTDOWN_TIMEOUT_S if context else None,
-        ),
-        timeout,
-    )
+
+    def factory() -> Connection:
+        return Connection(token, handlers or {}, server_side=False, on_close=on_close)
+
+    twin = None
+    if context is None and host in _local_hosts():
+        twin = await asyncio.wait_for(_connect_local_twin(address), timeout)
+    if twin is not None:
+        _, conn = await loop.create_unix_connection(factory, sock=twin)
+    else:
+        _, conn = await asyncio.wait_for(
+            loop.create_connection(
+                factory,
+                host,
+                port,
+                ssl=context,
+                server_hostname=host if context else None,
+                ssl_handshake_timeout=HANDSHAKE_TIMEOUT_S if context else None,
+                ssl_shutdown_timeout=TLS_SHUTDOWN_TIMEOUT_S if context else None,
+            ),
+            timeout,
+        )
     try:
         await asyncio.wait_for(conn.ready, timeout)
     except BaseException:
@@ -770,6 +810,95 @@ async def connect(
             conn.close()
         raise
     return conn
+
+
+# -- local twins -------------------------------------------------------------
+# A server on a TCP address also listens on a Unix socket named for that
+# address, and a client whose peer's address is one of this host's own
+# connects there instead: a round trip over loopback TCP costs about 20 us
+# more than over a Unix socket on this machine kind, on every call between
+# two processes of one host (BENCHMARKS.md, "Local connections").
+#
+# The names are in Linux's abstract namespace: they vanish with their
+# socket, so a SIGKILLed process leaves no file behind, and like addresses
+# they belong to a network namespace, so namespaces still act as separate
+# hosts. What guards a name is not a permission but the rule kept here: a
+# client sends nothing to a twin before it has checked that the process
+# behind it runs as its own user (SO_PEERCRED), and takes TCP otherwise; a
+# server whose name another process holds serves on TCP alone. Then the
+# same handshake runs as on TCP. Under TLS there are no twins: every
+# connection is TLS, as its settings promise.
+
+_CREDENTIALS = struct.Struct("3i")  # struct ucred: pid, uid, gid
+_local: set[str] | None = None
+
+
+def local_name(address: str) -> str:
+    """The abstract Unix socket name of the twin of a TCP `address`."""
+    return "\0solray:" + address
+
+
+def _local_hosts() -> set[str]:
+    """This host's addresses, looked up once per process (an address added
+    later is reached over TCP, as before)."""
+    global _local
+    if _local is None:
+        from solray._private import host  # psutil: imported where first needed
+
+        _local = host.local_addresses()
+    return _local
+
+
+def bind_local_twin(tcp: socket.socket) -> socket.socket | None:
+    """The listening twin of a listening TCP socket; None under TLS, or
+    when another process holds its name. Bound as early as the TCP socket
+    is served, or earlier: a connection that comes before its server
+    serves waits in the backlog, as on TCP."""
+    if tls.server_context() is not None or tcp.family not in (socket.AF_INET, socket.AF_INET6):
+        return None
+    address = socket_address(tcp)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(local_name(address))
+        sock.listen(1024)
+    except OSError as e:
+        sock.close()
+        logger.warning(
+            "another process holds the local socket name of %s (%s): this host's peers "
+            "reach it over TCP",
+            address,
+            e,
+        )
+        return None
+    return sock
+
+
+async def _connect_local_twin(address: str) -> socket.socket | None:
+    """A connected socket to `address`'s twin, if one listens and its
+    process runs as this user; None otherwise (then TCP)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    try:
+        await asyncio.get_running_loop().sock_connect(sock, local_name(address))
+        _, uid, _ = _CREDENTIALS.unpack(
+            sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _CREDENTIALS.size)
+        )
+    except OSError:  # none listens (a peer under TLS, or whose name was taken)
+        sock.close()
+        return None
+    except BaseException:
+        sock.close()
+        raise
+    if uid != os.getuid():
+        sock.close()
+        logger.warning(
+            "the local socket name of %s is held by a process of user %d, not this one's: "
+            "connecting over TCP",
+            address,
+            uid,
+        )
+        return None
+    return sock
 
 
 class ConnectionCache:

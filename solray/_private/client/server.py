@@ -47,7 +47,9 @@ class ClientServer:
 
     async def run(self, args) -> None:
         sock = services.listening_socket(args)
-        server = await transport.serve(sock, self.token, {}, on_ready=self._hand_over)
+        server = await transport.serve(
+            sock, self.token, {}, on_ready=self._hand_over, twin=services.listening_twin(args)
+        )
         dashboard = None
         if args.dashboard_fd is not None:
             dashboard = dashboard_server.DashboardService(
