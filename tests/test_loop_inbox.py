@@ -13,7 +13,7 @@ import pytest
 
 from solray._private import transport
 from solray._private.loop_inbox import Inbox
-from solray._private.memory_store import Wake
+from solray._private.memory_store import MemoryStore, Wake, error_entry
 
 DEADLINE_S = 10
 
@@ -131,3 +131,46 @@ def test_wake_times_out_until_set_then_stays_set():
     wake.set()  # again: an on_error waiter is set once per error
     assert wake.wait(0) is True
     assert wake.wait() is True
+
+
+@pytest.mark.parametrize("debug", [False, True], ids=["fast loop", "asyncio debug"])
+def test_a_value_the_loop_stores_wakes_its_waiter_when_the_turn_ends(debug):
+    """A get blocked on a value the loop stores is woken once the loop's
+    turn is over (the turn's other results stored first), in asyncio's
+    debug iteration too; once the loop has stopped, at once."""
+    loop = transport.new_loop()
+    loop.set_debug(debug)
+    store = MemoryStore()
+    seen: list = []
+
+    def run() -> None:
+        store.wake_at_turn_end(loop.turn_end)
+        try:
+            loop.run_forever()
+        finally:
+            store.wake_at_turn_end(None)
+        # The loop's thread after its last turn (a core worker's shutdown):
+        # no turn will end, so this wakes its waiter at once.
+        store.put(b"c", error_entry(ValueError("c")))
+
+    waiter = store.wait([b"a", b"b"], 1)
+    late = store.wait([b"c"], 1)
+
+    def one_turn() -> None:
+        store.put(b"a", error_entry(ValueError("a")))
+        seen.append(waiter.event.wait(0))  # not yet: the turn goes on
+        store.put(b"b", error_entry(ValueError("b")))
+
+    thread = threading.Thread(target=run, name="test-loop", daemon=True)
+    thread.start()
+    try:
+        loop.call_soon_threadsafe(one_turn)
+        assert waiter.event.wait(DEADLINE_S)
+        assert seen == [False]
+        assert not late.event.wait(0)
+        loop.call_soon_threadsafe(loop.stop)
+        assert late.event.wait(DEADLINE_S)
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(DEADLINE_S)
+        loop.close()

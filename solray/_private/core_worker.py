@@ -239,7 +239,11 @@ class CoreWorker:
 
     def _run_loop(self) -> None:
         asyncio.set_event_loop(self.loop)
-        self.loop.run_forever()
+        self.memory_store.wake_at_turn_end(self.loop.turn_end)
+        try:
+            self.loop.run_forever()
+        finally:  # no turn ends any more: waiters are woken at once
+            self.memory_store.wake_at_turn_end(None)
 
     def request(self, conn_name: str, msg: Msg, body, buffers=(), raw=False, timeout=None):
         """A blocking request to the node or control store (user thread only)."""

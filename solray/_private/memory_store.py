@@ -124,6 +124,23 @@ class MemoryStore:
         # forgotten: `wait` over a long list, one result at a time, blocked
         # once per result, and paid for the whole list each time.
         self._wide: list[Waiter] = []
+        # A user thread waiting for a value the loop stores is woken at the
+        # end of the loop's turn (`transport._Loop.turn_end`), not at once:
+        # a turn often stores several results (a burst of replies read
+        # together), and a thread woken at the first would wait for the GIL
+        # the loop still holds, then take it from the loop for each of the
+        # rest. `_to_wake` is the loop's (only its thread appends or wakes).
+        self._loop_ident: int | None = None
+        self._turn_end: list | None = None
+        self._to_wake: list[Wake] = []
+
+    def wake_at_turn_end(self, turn_end: list | None) -> None:
+        """Loop thread: wake waiters at the end of each turn, via the
+        loop's `turn_end` list; None (once the loop has stopped): at once."""
+        self._loop_ident = None if turn_end is None else threading.get_ident()
+        self._turn_end = turn_end
+        if turn_end is None:
+            self._wake_all()
 
     def put(self, object_id: bytes, entry: Entry) -> None:
         with self._lock:
@@ -138,8 +155,25 @@ class MemoryStore:
                             fire.append(w)
                 if fire:
                     self._wide = [w for w in self._wide if w not in fire]
+        if not fire:
+            return
+        if threading.get_ident() == self._loop_ident:
+            to_wake = self._to_wake
+            for w in fire:
+                if w.callback is None:
+                    if not to_wake:
+                        self._turn_end.append(self._wake_all)
+                    to_wake.append(w.event)
+                else:
+                    w.callback()
+            return
         for w in fire:
             w._fire()
+
+    def _wake_all(self) -> None:
+        to_wake, self._to_wake = self._to_wake, []
+        for event in to_wake:
+            event.set()
 
     def absent(self, refs: list) -> list:
         """The refs (ObjectRefs) without an entry: `contains` for many, one

@@ -148,12 +148,19 @@ class _Loop(asyncio.SelectorEventLoop):
     turns the loops at both ends twice, so their own work (select, the ready
     events, the timers) is a good part of a short call's cost."""
 
+    def __init__(self, selector=None):
+        super().__init__(selector)
+        # Called once the turn's callbacks have run, before the next select
+        # (memory_store.py wakes user threads there). Appended to in place.
+        self.turn_end: list[Callable[[], None]] = []
+
     def _run_once(self) -> None:
         # BaseEventLoop._run_once (base_events.py): the same steps in the
         # same order, with _process_events (selector_events.py) and time()
         # (time.monotonic, which this class does not change) inlined.
         if self._debug:  # asyncio's own, which times each callback
             super()._run_once()
+            self._end_turn()
             return
         scheduled = self._scheduled
         if scheduled:
@@ -208,6 +215,16 @@ class _Loop(asyncio.SelectorEventLoop):
             handle = ready.popleft()
             if not handle._cancelled:
                 handle._run()
+        if self.turn_end:
+            self._end_turn()
+
+    def _end_turn(self) -> None:
+        turn_end = self.turn_end
+        while turn_end:  # (what these calls add runs now too, not after a select)
+            calls = turn_end.copy()
+            turn_end.clear()
+            for fn in calls:
+                fn()
 
     def _read_from_self(self) -> None:
         # Other threads wake the loop with a byte per burst of posts
@@ -817,7 +834,7 @@ async def connect(
 # address, and a client whose peer's address is one of this host's own
 # connects there instead: a round trip over loopback TCP costs about 20 us
 # more than over a Unix socket on this machine kind, on every call between
-# two processes of one host (BENCHMARKS.md, "Local connections").
+# two processes of one host (BENCHMARKS.md, "Issue 14, fifth pass").
 #
 # The names are in Linux's abstract namespace: they vanish with their
 # socket, so a SIGKILLed process leaves no file behind, and like addresses
