@@ -23,6 +23,13 @@ An actor call that has arrived but not started can be cancelled: the I/O loop
 answers it with TaskCancelledError at once (the caller need not wait for the
 calls ahead of it) and it never runs; the calls behind it keep their order.
 
+Tasks queued behind the running one (their owner pipelines a burst of short
+tasks: task_submitter.py) are `_waiting` until they start. Cancelling one
+answers it at once, even with force (it is not running: nothing to kill). A
+running task that blocks in get or wait hands the tasks waiting behind it
+back to their owners (REQUEUE), and tasks pushed while it is blocked go back
+at once: a task that waits on one queued behind it would wait forever.
+
 The result of a call is one entry per return value: inline bytes when small,
 or a location in this node's store. A call that raises produces its error (a
 RayTaskError carrying the user's exception and the remote traceback) as every
@@ -127,11 +134,35 @@ class Executor:
         self.actor_placement: list | None = None  # the hosted actor's placement group
         self.actor_resources: dict = {}  # what the hosted actor holds while it runs
         self.actor_name: str | None = None  # the hosted actor's name option
+        # Tasks pushed and not started, by (connection, request id): the loop
+        # adds them, the main thread takes them as it starts them or hands
+        # them back; `_blocked` counts the running task's blocking waits.
+        self._waiting: dict[tuple, tuple] = {}
+        self._blocked = 0
+        self._waiting_lock = threading.Lock()
 
     # -- entry points, called on the I/O loop ------------------------------
 
     def on_push(self, conn, rid, body, buffers) -> None:
-        self.queue.put(partial(self.run_task, conn, rid, body, buffers))
+        with self._waiting_lock:
+            if not self._blocked:
+                self._waiting[conn, rid] = (body, buffers)
+                self.queue.put(partial(self.run_task, conn, rid))
+                return
+        self._keep_function(body, buffers)
+        conn.reply(rid, {"requeue": 1})
+
+    def blocking(self, blocked: bool) -> None:
+        """Main thread: the running task starts (or ends) a blocking get or
+        wait. Tasks waiting behind it go back to their owners."""
+        with self._waiting_lock:
+            self._blocked += 1 if blocked else -1
+            if not blocked or not self._waiting:
+                return
+            waiting, self._waiting = self._waiting, {}
+        for (conn, rid), (body, buffers) in waiting.items():
+            self._keep_function(body, buffers)
+            self.cw.post(conn.reply, rid, {"requeue": 1})
 
     def on_actor_create(self, conn, rid, body, buffers) -> None:
         self.queue.put(partial(self.create_actor, conn, rid, body, buffers))
@@ -197,7 +228,12 @@ class Executor:
             os.environ["CUDA_VISIBLE_DEVICES"] = visible
         return ctx
 
-    def run_task(self, conn, rid, body, buffers) -> None:
+    def run_task(self, conn, rid) -> None:
+        with self._waiting_lock:
+            pushed = self._waiting.pop((conn, rid), None)
+        if pushed is None:  # handed back, or answered as cancelled
+            return
+        body, buffers = pushed
         self._keep_function(body, buffers)
         ctx = self._task_context(body, body["name"])
         max_calls = body.get("mc", 0)
@@ -520,6 +556,15 @@ class Executor:
         sleeps and blocking waits); a running coroutine of an async actor is
         cancelled; a task that has not reached the point where it checks is
         failed there. `force` ends this worker process instead."""
+        with self._waiting_lock:
+            waiting = next(
+                (key for key, (body, _) in self._waiting.items() if body["tid"] == task_id), None
+            )
+            pushed = None if waiting is None else self._waiting.pop(waiting)
+        if pushed is not None:
+            self._keep_function(*pushed)
+            self.reply_cancelled(waiting[0], waiting[1], pushed[0])
+            return
         if force:
             _flush_output()
             os._exit(1)

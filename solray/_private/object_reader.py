@@ -336,6 +336,8 @@ class ObjectReader:
         blocked = cw.current_task is not None
         if blocked:
             cw.post(cw.node.send, Msg.WORKER_BLOCKED)
+            if cw.executor is not None:
+                cw.executor.blocking(True)
         try:
             deadline = None if timeout is None else time.monotonic() + timeout
             while True:
@@ -347,6 +349,8 @@ class ObjectReader:
                     return False
         finally:
             if blocked:
+                if cw.executor is not None:
+                    cw.executor.blocking(False)
                 cw.post(cw.node.send, Msg.WORKER_UNBLOCKED)
 
     # -- borrowed objects: ask the owner -------------------------------------

@@ -33,20 +33,24 @@ def _unresolved(cw, refs) -> list[list[str]]:
     ]
 
 
-def _running_node(cw, task) -> str | None:
+def _pushed_to(cw, task) -> tuple[str | None, bool]:
+    """The node of the leased worker a task was pushed to, and whether it
+    waits there behind the task that worker runs (pipelined)."""
     for queue in cw.submitter.queues.values():
         for leased in queue.workers:
-            if leased.busy is task:
-                return leased.node_id
-    return None
+            if task in leased.pushed:
+                return leased.node_id, leased.pushed[0] is not task
+    return None, False
 
 
 def _task_row(cw, task) -> dict:
     deps = list(task.deps) + ([task.args_ref] if task.args_ref is not None else [])
+    node_id = None
     if not task.resolved:
         state = "args"
     elif task.running_on is not None:
-        state = "running"
+        node_id, behind = _pushed_to(cw, task)
+        state = "behind" if behind else "running"
     else:
         state = "queued"
     return {
@@ -57,7 +61,7 @@ def _task_row(cw, task) -> dict:
         "resources": task.resources,
         "label_selector": task.label_selector,
         "runtime_env": bool(task.runtime_env),
-        "node_id": _running_node(cw, task) if state == "running" else None,
+        "node_id": node_id,
         "unresolved": _unresolved(cw, deps) if state == "args" else [],
     }
 

@@ -8,8 +8,23 @@ A task moves through three stages, all on the owner's event loop thread:
   2. queue    per scheduling key (the resource shape), tasks wait for a leased
               worker. While a key has queued tasks and too few leases, more
               leases are requested from the node.
-  3. push     a leased worker gets one task at a time, straight from the owner.
+  3. push     a leased worker runs one task at a time, straight from the owner.
               Its reply carries the return values (inline) or their locations.
+
+Pipelining: a leased worker whose last task took less than PIPELINE_BELOW_S
+is given the next task of its queue before it answers (at most one ahead:
+PIPELINE_DEPTH), so a burst of small tasks does not leave each worker idle
+for a round trip per task: it starts the next one as it sends its reply,
+and its process is not woken from idle for each push. The cost is that a
+task may wait behind one that turned out to be long, while another worker
+is free; the fast-last-task rule keeps that to bursts of short tasks. The
+worker hands back (REQUEUE) a task queued behind one that blocks in get or
+wait, so a task never waits behind one that waits for it (executor.py).
+Pipelined are only tasks that may run again (max_retries > 0) and whose
+worker does not go away after them (no max_calls, not SPREAD), nor
+generators: a worker that dies takes its queued task down with the running
+one, and that task is put back without counting an attempt, since it most
+likely never started.
 
 A lease that runs out of work lingers briefly before it is returned, so a
 program that submits one task at a time (`get(f.remote())` in a loop) does not
@@ -49,6 +64,8 @@ LEASE_LINGER_S = 0.02
 LEASE_REUSE_S = 0.5  # Ray's worker_lease_timeout_milliseconds default
 LEASE_RETRY_S = 0.05  # after another node died holding a lease request of ours
 MAX_LEASE_REQUESTS_PER_KEY = 8
+PIPELINE_DEPTH = 2  # tasks pushed to one leased worker at once: one running, one queued
+PIPELINE_BELOW_S = 0.002  # a worker whose last task took less than this gets the next early
 
 
 def resolve_dependencies(cw, task: PendingTask, on_resolved) -> None:
@@ -226,7 +243,8 @@ class NodeBusy(Exception):
 
 class LeasedWorker:
     __slots__ = (
-        "lease_id", "conn", "address", "gpu_ids", "busy", "linger", "node_id", "node", "expires",
+        "lease_id", "conn", "address", "gpu_ids", "pushed", "linger", "node_id", "node", "expires",
+        "since", "fast",
     )  # fmt: skip
 
     def __init__(
@@ -244,10 +262,14 @@ class LeasedWorker:
         self.address = address
         self.gpu_ids = gpu_ids
         self.node_id = node_id
-        self.busy: PendingTask | None = None
+        # Tasks pushed and not answered, in push order: the first runs, the
+        # rest wait on the worker (pipelining, PIPELINE_DEPTH).
+        self.pushed: list[PendingTask] = []
         self.linger: asyncio.TimerHandle | None = None
         # After this (loop time) the lease goes back to the node between tasks.
         self.expires = asyncio.get_running_loop().time() + LEASE_REUSE_S
+        self.since = 0.0  # loop time the first pushed task's turn began
+        self.fast = False  # its last task took less than PIPELINE_BELOW_S
 
 
 class KeyQueue:
@@ -359,17 +381,30 @@ class TaskSubmitter:
 
     def _pump(self, q: KeyQueue) -> None:
         for lw in q.workers:
-            if lw.busy is None and lw.conn.closed:
+            if not lw.pushed and lw.conn.closed:
                 self._drop_dead_idle_workers(q)
                 break
         expired = []
+        now = self.cw.loop.time()
         for lw in q.workers:
             if not q.tasks:
                 break
-            if lw.busy is None:
-                if self.cw.loop.time() > lw.expires:
+            if not lw.pushed:
+                if now > lw.expires:
                     expired.append(lw)
                 else:
+                    self._push(q, lw, q.tasks.popleft())
+        if q.tasks and q.placement[0] != "SPREAD":
+            for lw in q.workers:
+                if not q.tasks:
+                    break
+                if (
+                    lw.fast
+                    and len(lw.pushed) < PIPELINE_DEPTH
+                    and now <= lw.expires  # let an expiring lease drain
+                    and _pipelined(lw.pushed[0])
+                    and _pipelined(q.tasks[0])
+                ):
                     self._push(q, lw, q.tasks.popleft())
         for lw in expired:
             self._give_back(q, lw)
@@ -380,13 +415,13 @@ class TaskSubmitter:
             wanted -= 1
         if not q.tasks:
             for lw in q.workers:
-                if lw.busy is None and lw.linger is None:
+                if not lw.pushed and lw.linger is None:
                     lw.linger = self.cw.loop.call_later(LEASE_LINGER_S, self._return_lease, q, lw)
 
     def _drop_dead_idle_workers(self, q: KeyQueue) -> None:
         """Leased workers that died while idle (their node was lost, say) get
         no more tasks: a push there would fail and cost the task a retry."""
-        for lw in [lw for lw in q.workers if lw.busy is None and lw.conn.closed]:
+        for lw in [lw for lw in q.workers if not lw.pushed and lw.conn.closed]:
             self._give_back(q, lw, kill=True)
 
     async def _lease(self, q: KeyQueue) -> None:
@@ -501,7 +536,7 @@ class TaskSubmitter:
 
     def _return_lease(self, q: KeyQueue, lw: LeasedWorker) -> None:
         lw.linger = None
-        if lw.busy is None and not q.tasks:
+        if not lw.pushed and not q.tasks:
             self._give_back(q, lw)
 
     def _give_back(self, q: KeyQueue, lw: LeasedWorker, **how) -> None:
@@ -538,7 +573,9 @@ class TaskSubmitter:
         if lw.linger is not None:
             lw.linger.cancel()
             lw.linger = None
-        lw.busy = task
+        if not lw.pushed:
+            lw.since = self.cw.loop.time()
+        lw.pushed.append(task)
         task.running_on = lw.conn
         self.cw.task_events.owner(task, ev.SUBMITTED_TO_WORKER)
         if task.stream:
@@ -567,18 +604,39 @@ class TaskSubmitter:
 
     def _on_reply(self, q: KeyQueue, lw: LeasedWorker, task: PendingTask, reply, error) -> None:
         """Loop thread, as soon as the task's reply (or its worker's end) is read."""
-        lw.busy = None
         task.running_on = None
         if error is not None:
             if lw in q.workers:
                 q.workers.remove(lw)
-            if isinstance(error, transport.ConnectionLost):
+            # Answered tasks leave `pushed`; a lost worker's stay, so each
+            # can tell whether it was the one running.
+            if lw.pushed.index(task) > 0 and isinstance(error, transport.ConnectionLost):
+                # It waited behind a task that never answered: it most
+                # likely never started (the worker runs one at a time).
+                self.cw.task_events.owner(task, ev.PENDING_NODE_ASSIGNMENT)
+                q.tasks.appendleft(task)
+            elif isinstance(error, transport.ConnectionLost):
                 self._worker_died(q, task, self.oom_killed.pop(lw.address, None))
             else:
                 fail_task(self.cw, task, error_entry(exceptions.RaySystemError(error)))
             self._pump(q)
             return
+        lw.pushed.remove(task)
         body, buffers = reply
+        now = self.cw.loop.time()
+        if body.get("requeue"):
+            # The worker's running task blocked (executor.py): this one goes
+            # back to the queue, and the worker gets nothing more ahead.
+            lw.fast = False
+            if task.cancelled:
+                fail_task(self.cw, task, cancelled_entry(task))
+            else:
+                self.cw.task_events.owner(task, ev.PENDING_NODE_ASSIGNMENT)
+                q.tasks.appendleft(task)
+            self._pump(q)
+            return
+        lw.fast = now - lw.since < PIPELINE_BELOW_S
+        lw.since = now
         retiring = bool(body.get("retire"))
         if retiring or q.placement[0] == "SPREAD":
             # A worker that reached max_calls exits once it is no longer
@@ -621,6 +679,17 @@ class TaskSubmitter:
     def on_oom_killed(self, conn, rid, body, bufs) -> None:
         """The node is about to kill one of our leased workers for memory."""
         self.oom_killed[body["address"]] = body["message"]
+
+
+def _pipelined(task: PendingTask) -> bool:
+    """Whether a task may share its worker with a task queued behind it (see
+    the module's header)."""
+    return (
+        task.max_retries != 0
+        and not task.max_calls
+        and not task.stream
+        and not isinstance(task.num_returns, str)
+    )
 
 
 def cancelled_entry(task: PendingTask):

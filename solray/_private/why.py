@@ -188,6 +188,8 @@ class Cluster:
                 if task["task_id"] in self.blocked_tasks
                 else ""
             ),
+            "behind": f"pushed to a worker on node {_short(task['node_id'])}, waiting "
+            "there behind the task that worker runs",
             "queued": "still waiting to be scheduled (see its own entry)",
             "args": "itself waiting for its arguments (see its own entry)",
         }[task["state"]]
