@@ -298,6 +298,57 @@ def test_wait_invalid_arguments(ray_start):
     assert ray.wait([a, b], num_returns=2) == ([a, b], [])
 
 
+def test_wait_over_the_not_ready_list_it_returned_changed_in_place(ray_start):
+    """wait's not_ready list remembers its refs' ids for the next wait over
+    it (worker.Pending): changed in place, it must be read afresh."""
+    gate = Gate.remote()
+    pending = [gate.value.remote(i) for i in range(6)]
+    ready_now = ray.put("now")
+    ready, not_ready = ray.wait([ready_now, *pending], timeout=0)
+    assert ready == [ready_now] and not_ready == pending and isinstance(not_ready, list)
+
+    for change in (
+        lambda refs: refs.__setitem__(3, ready_now),
+        lambda refs: refs.insert(2, ready_now),
+        lambda refs: refs.append(ready_now),
+        lambda refs: refs.extend([ready_now]),
+        lambda refs: refs.__iadd__([ready_now]),
+    ):
+        _, refs = ray.wait(list(pending), timeout=0)
+        change(refs)
+        assert ray.wait(refs, timeout=0)[0] == [ready_now]
+    _, refs = ray.wait([ready_now, *pending], timeout=0)
+    refs.append(pending[0])
+    with pytest.raises(ValueError, match="unique"):
+        ray.wait(refs, timeout=0)
+    for change in (
+        lambda refs: refs.pop(0),
+        lambda refs: refs.remove(pending[0]),
+        lambda refs: refs.__delitem__(0),
+        lambda refs: refs.reverse(),
+        lambda refs: refs.sort(key=lambda ref: ref.hex()),
+        lambda refs: refs.clear(),
+    ):
+        _, refs = ray.wait(list(pending), timeout=0)
+        change(refs)
+        expected = list(refs)
+        if expected:
+            assert ray.wait(refs, num_returns=len(refs), timeout=0) == ([], expected)
+
+    # Waited on twice, and as a copy: the same answer each time.
+    _, refs = ray.wait(pending, timeout=0)
+    assert ray.wait(refs, timeout=0) == ([], pending)
+    assert ray.wait(refs, timeout=0) == ([], pending)
+    for copied in (pickle.loads(pickle.dumps(refs)), refs.copy(), refs[:]):
+        assert type(copied) is list and copied == pending
+    ray.get(gate.open.remote(4))
+    ready, rest = ray.wait(refs, timeout=60)
+    assert ready == [pending[4]] and rest == pending[:4] + pending[5:]
+    for i in range(6):
+        gate.open.remote(i)
+    assert ray.get(rest, timeout=60) == [0, 1, 2, 3, 5]
+
+
 # -- zero-copy reads ---------------------------------------------------------
 
 

@@ -692,29 +692,35 @@ def wait(
     items = list(object_refs)
     # Per item, only what runs in C when every item is a plain ref: a loop of
     # wait() calls over a shrinking list (the usual way to process results as
-    # they come) is quadratic in the list's length. The `_id` slot's own
-    # getter reads each id and checks the item is an ObjectRef (TypeError
-    # if not) in one pass.
+    # they come) is quadratic in the list's length. The not_ready list the
+    # last wait returned knows its ids already (Pending); otherwise the `_id`
+    # slot's own getter reads each id and checks the item is an ObjectRef
+    # (TypeError if not) in one pass.
     streams = []  # a stream's next item: ready wherever it is (Ray ignores fetch_local)
-    try:
-        keys = list(map(ref_id, items))
+    known = object_refs.take_ids() if type(object_refs) is Pending else None
+    if known is not None:
+        keys, unique = known
         refs = items
-    except TypeError:
-        keys = []
-        for item in items:
-            if isinstance(item, ObjectRef):
-                keys.append(item._id)
-            elif isinstance(item, ObjectRefGenerator):
-                keys.append(item.next_object_id())
-                streams.append(keys[-1])
-            else:
-                raise TypeError(
-                    f"wait() expected a list of ObjectRef, but it holds {item!r}"
-                ) from None
-        refs = [i for i in items if isinstance(i, ObjectRef)]
-    unique = set(keys)
-    if len(unique) != len(keys):
-        raise ValueError("Wait requires a list of unique object refs.")
+    else:
+        try:
+            keys = list(map(ref_id, items))
+            refs = items
+        except TypeError:
+            keys = []
+            for item in items:
+                if isinstance(item, ObjectRef):
+                    keys.append(item._id)
+                elif isinstance(item, ObjectRefGenerator):
+                    keys.append(item.next_object_id())
+                    streams.append(keys[-1])
+                else:
+                    raise TypeError(
+                        f"wait() expected a list of ObjectRef, but it holds {item!r}"
+                    ) from None
+            refs = [i for i in items if isinstance(i, ObjectRef)]
+        unique = set(keys)
+        if len(unique) != len(keys):
+            raise ValueError("Wait requires a list of unique object refs.")
     if isinstance(num_returns, bool) or not isinstance(num_returns, int) or num_returns <= 0:
         raise ValueError(f"Invalid number of objects to return {num_returns!r}.")
     if num_returns > len(items):
@@ -732,7 +738,88 @@ def wait(
     else:
         chosen = set(taken)
         not_ready = [item for index, item in enumerate(items) if index not in chosen]
-    return [items[i] for i in taken], not_ready
+    ready = [items[i] for i in taken]
+    if streams:  # a stream's id changes as it is read: nothing to remember
+        return ready, not_ready
+    # `unique` is this call's own (built here, or taken from the list given).
+    unique.difference_update([keys[i] for i in taken])
+    if len(taken) <= 8:
+        keys = keys.copy()
+        for index in reversed(taken):
+            del keys[index]
+    else:
+        keys = [key for index, key in enumerate(keys) if index not in chosen]
+    return ready, Pending(not_ready, keys, unique)
+
+
+class Pending(list):
+    """The not_ready list wait() returns: a list, which also remembers the
+    ids of its refs, in order and as a set, for the next wait() over it (a
+    loop of waits over what the last one left would otherwise read every
+    id again, and build their set, per call). Any change to the list
+    forgets them; so does a wait() over it, which hands them on to the
+    list it returns. Pickled or copied, it is a plain list."""
+
+    __slots__ = ("_ids",)
+
+    def __init__(self, refs: list, keys: list[bytes], unique: set[bytes]):
+        super().__init__(refs)
+        self._ids: tuple[list[bytes], set[bytes]] | None = (keys, unique)
+
+    def take_ids(self) -> tuple[list[bytes], set[bytes]] | None:
+        ids, self._ids = self._ids, None
+        return ids
+
+    def __reduce__(self):
+        return list, (list(self),)
+
+    def __setitem__(self, index, value):
+        self._ids = None
+        list.__setitem__(self, index, value)
+
+    def __delitem__(self, index):
+        self._ids = None
+        list.__delitem__(self, index)
+
+    def __iadd__(self, other):
+        self._ids = None
+        return list.__iadd__(self, other)
+
+    def __imul__(self, n):
+        self._ids = None
+        return list.__imul__(self, n)
+
+    def append(self, item):
+        self._ids = None
+        list.append(self, item)
+
+    def extend(self, items):
+        self._ids = None
+        list.extend(self, items)
+
+    def insert(self, index, item):
+        self._ids = None
+        list.insert(self, index, item)
+
+    def pop(self, index=-1):
+        self._ids = None
+        return list.pop(self, index)
+
+    def remove(self, item):
+        self._ids = None
+        list.remove(self, item)
+
+    def clear(self):
+        self._ids = None
+        list.clear(self)
+
+    def sort(self, *args, **kwargs):
+        self._ids = None
+        list.sort(self, *args, **kwargs)
+
+    def reverse(self):
+        self._ids = None
+        list.reverse(self)
 
 
 def cancel(object_ref, *, force: bool = False, recursive: bool = True) -> None:
