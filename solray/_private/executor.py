@@ -144,12 +144,14 @@ class Executor:
     # -- entry points, called on the I/O loop ------------------------------
 
     def on_push(self, conn, rid, body, buffers) -> None:
+        # Kept as it arrives: the push may never run here (handed back,
+        # cancelled), and later pushes of the function do not carry it.
+        self._keep_function(body, buffers)
         with self._waiting_lock:
             if not self._blocked:
                 self._waiting[conn, rid] = (body, buffers)
                 self.queue.put(partial(self.run_task, conn, rid))
                 return
-        self._keep_function(body, buffers)
         conn.reply(rid, {"requeue": 1})
 
     def blocking(self, blocked: bool) -> None:
@@ -160,8 +162,7 @@ class Executor:
             if not blocked or not self._waiting:
                 return
             waiting, self._waiting = self._waiting, {}
-        for (conn, rid), (body, buffers) in waiting.items():
-            self._keep_function(body, buffers)
+        for conn, rid in waiting:
             self.cw.post(conn.reply, rid, {"requeue": 1})
 
     def on_actor_create(self, conn, rid, body, buffers) -> None:
@@ -234,7 +235,6 @@ class Executor:
         if pushed is None:  # handed back, or answered as cancelled
             return
         body, buffers = pushed
-        self._keep_function(body, buffers)
         ctx = self._task_context(body, body["name"])
         max_calls = body.get("mc", 0)
         if max_calls:
@@ -276,7 +276,7 @@ class Executor:
 
     def _task_function(self, body, buffers):
         """The task's function, unpickled from the bytes this worker was sent
-        with the first push of it (see run_task), once."""
+        with the first push of it (see on_push), once."""
         function_id = body["fn"]
         function = self.functions.get(function_id)
         if function is None:
@@ -562,7 +562,6 @@ class Executor:
             )
             pushed = None if waiting is None else self._waiting.pop(waiting)
         if pushed is not None:
-            self._keep_function(*pushed)
             self.reply_cancelled(waiting[0], waiting[1], pushed[0])
             return
         if force:

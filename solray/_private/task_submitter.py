@@ -613,8 +613,7 @@ class TaskSubmitter:
             if lw.pushed.index(task) > 0 and isinstance(error, transport.ConnectionLost):
                 # It waited behind a task that never answered: it most
                 # likely never started (the worker runs one at a time).
-                self.cw.task_events.owner(task, ev.PENDING_NODE_ASSIGNMENT)
-                q.tasks.appendleft(task)
+                self._queue_again(q, task)
             elif isinstance(error, transport.ConnectionLost):
                 self._worker_died(q, task, self.oom_killed.pop(lw.address, None))
             else:
@@ -623,7 +622,6 @@ class TaskSubmitter:
             return
         lw.pushed.remove(task)
         body, buffers = reply
-        now = self.cw.loop.time()
         if body.get("requeue"):
             # The worker's running task blocked (executor.py): this one goes
             # back to the queue, and the worker gets nothing more ahead.
@@ -631,10 +629,10 @@ class TaskSubmitter:
             if task.cancelled:
                 fail_task(self.cw, task, cancelled_entry(task))
             else:
-                self.cw.task_events.owner(task, ev.PENDING_NODE_ASSIGNMENT)
-                q.tasks.appendleft(task)
+                self._queue_again(q, task)
             self._pump(q)
             return
+        now = self.cw.loop.time()
         lw.fast = now - lw.since < PIPELINE_BELOW_S
         lw.since = now
         retiring = bool(body.get("retire"))
@@ -644,11 +642,15 @@ class TaskSubmitter:
             # gets its own placement: no lease reuse.
             self._give_back(q, lw, retire=retiring)
         if body.get("app_error") and retry_app_error(task, body, buffers):
-            self.cw.task_events.owner(task, ev.PENDING_NODE_ASSIGNMENT)  # its next attempt
-            q.tasks.appendleft(task)
+            self._queue_again(q, task)  # its next attempt
         else:
             complete_task(self.cw, task, body, buffers, lw.conn)
         self._pump(q)
+
+    def _queue_again(self, q: KeyQueue, task: PendingTask) -> None:
+        """A pushed task goes back to the front of its queue, to be pushed again."""
+        self.cw.task_events.owner(task, ev.PENDING_NODE_ASSIGNMENT)
+        q.tasks.appendleft(task)
 
     def _worker_died(self, q: KeyQueue, task: PendingTask, oom_message: str | None) -> None:
         if task.cancelled:  # force-cancelled: its worker was killed on purpose
@@ -661,8 +663,7 @@ class TaskSubmitter:
                 )
                 self.cw.task_events.owner(task, ev.FAILED, died)
             task.attempt += 1
-            self.cw.task_events.owner(task, ev.PENDING_NODE_ASSIGNMENT)
-            q.tasks.appendleft(task)
+            self._queue_again(q, task)
             return
         if oom_message is not None:
             error = exceptions.OutOfMemoryError(

@@ -731,25 +731,25 @@ def wait(
         raise TypeError(f"wait(): fetch_local must be True or False, got {fetch_local!r}")
     taken = cw.wait(keys, unique, refs, num_returns, timeout, fetch_local, frozenset(streams))
     # The first num_returns ready items, in order; the rest, in order.
-    if len(taken) <= 8:
-        not_ready = items.copy()
-        for index in reversed(taken):
-            del not_ready[index]
-    else:
-        chosen = set(taken)
-        not_ready = [item for index, item in enumerate(items) if index not in chosen]
     ready = [items[i] for i in taken]
+    not_ready = _without(items, taken)
     if streams:  # a stream's id changes as it is read: nothing to remember
         return ready, not_ready
     # `unique` is this call's own (built here, or taken from the list given).
     unique.difference_update([keys[i] for i in taken])
+    return ready, Pending(not_ready, _without(keys, taken), unique)
+
+
+def _without(values: list, taken: list[int]) -> list:
+    """`values` less the (ascending) indexes `taken`, in order: a few taken
+    are deleted from a copy (a memmove each), many are filtered out."""
     if len(taken) <= 8:
-        keys = keys.copy()
+        rest = values.copy()
         for index in reversed(taken):
-            del keys[index]
-    else:
-        keys = [key for index, key in enumerate(keys) if index not in chosen]
-    return ready, Pending(not_ready, keys, unique)
+            del rest[index]
+        return rest
+    chosen = set(taken)
+    return [value for index, value in enumerate(values) if index not in chosen]
 
 
 class Pending(list):
