@@ -31,8 +31,6 @@ import shutil
 import stat
 import zipfile
 
-import pathspec
-
 from solray._private.runtime_env.spec import PACKAGE_URI
 
 NAMESPACE = "runtime_env_packages"
@@ -50,6 +48,11 @@ def default_excludes() -> list[str]:
 
 def _files(root: str, excludes: list[str]) -> list[str]:
     """Paths (relative, '/'-separated, sorted) of the files to pack."""
+    # Imported here, not at the top: every driver imports this module at
+    # init(), and pathspec (with the re patterns it compiles) was a tenth of
+    # a short script's start-up; only packing a directory needs it.
+    import pathspec
+
     rules = [("", pathspec.GitIgnoreSpec.from_lines(default_excludes() + excludes))]
     found = []
     for directory, subdirs, files in os.walk(root):
