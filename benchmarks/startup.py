@@ -30,6 +30,8 @@ processes = psutil.Process().children(recursive=True)
 rss = sum(p.memory_info().rss for p in processes)
 uss = sum(p.memory_full_info().uss for p in processes)
 print(f"import + init() + first task result: {elapsed:.2f} s")
-print(f"idle cluster: {len(processes)} processes, {rss / 1e6:.0f} MB resident "
-      f"({uss / 1e6:.0f} MB unique to them)")
+print(
+    f"idle cluster: {len(processes)} processes, {rss / 1e6:.0f} MB resident "
+    f"({uss / 1e6:.0f} MB unique to them)"
+)
 ray.shutdown()

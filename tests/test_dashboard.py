@@ -109,8 +109,10 @@ def log_in(driver, url: str, token: str) -> None:
     driver.find_element(By.ID, "login").click()
     # The click only starts the navigation: wait for the page it leads to.
     wait_for_condition(
-        lambda: driver.find_elements(By.CSS_SELECTOR, "nav button[data-view]")
-        or any(e.text for e in driver.find_elements(By.ID, "login-error")),
+        lambda: (
+            driver.find_elements(By.CSS_SELECTOR, "nav button[data-view]")
+            or any(e.text for e in driver.find_elements(By.ID, "login-error"))
+        ),
         timeout=15,
     )
 
