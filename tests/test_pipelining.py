@@ -69,6 +69,14 @@ def waits_for(signal):
     return "waited"
 
 
+@ray.remote
+def waits_on_future(signal):
+    """The same, waiting on each ref's future instead of in get."""
+    while not signal.sent_yet.remote().future().result():
+        pass
+    return "waited"
+
+
 def warm_up() -> None:
     """A burst of tiny tasks: the lease's last task is short."""
     assert sum(ray.get([tiny.remote() for _ in range(200)], timeout=GET_TIMEOUT_S)) == 200
@@ -92,6 +100,33 @@ def test_a_task_queued_behind_one_that_blocks_runs_elsewhere(ray_start):
     warm_up()
     ahead = waits_for.remote(signal)
     second = tiny.remote()
+    assert ray.get(second, timeout=GET_TIMEOUT_S) == 1
+    ray.get(signal.send.remote(), timeout=GET_TIMEOUT_S)
+    assert ray.get(ahead, timeout=GET_TIMEOUT_S) == "waited"
+
+
+@ray.remote(num_cpus=1)
+class CPUHolder:
+    def ready(self):
+        return True
+
+
+@pytest.mark.parametrize("ray_start", [{"num_cpus": 2}], indirect=True)
+def test_a_task_queued_behind_one_waiting_on_a_future_runs_elsewhere(ray_start):
+    """As above, with the task ahead waiting on refs' futures, which (as in
+    Ray) keeps its CPU: an actor holds the other CPU until the second task
+    was pipelined, then frees it for the second task to run on."""
+    holder = CPUHolder.remote()
+    assert ray.get(holder.ready.remote(), timeout=GET_TIMEOUT_S)
+    signal = Signal.remote()
+    assert ray.get(signal.sent_yet.remote(), timeout=GET_TIMEOUT_S) is False
+    warm_up()
+    ahead = waits_on_future.remote(signal)
+    second = tiny.remote()
+    wait_for_condition(
+        lambda: pushed_to_worker(second), message="the second task was not pipelined"
+    )
+    ray.kill(holder)
     assert ray.get(second, timeout=GET_TIMEOUT_S) == 1
     ray.get(signal.send.remote(), timeout=GET_TIMEOUT_S)
     assert ray.get(ahead, timeout=GET_TIMEOUT_S) == "waited"

@@ -28,7 +28,9 @@ tasks: task_submitter.py) are `_waiting` until they start. Cancelling one
 answers it at once, even with force (it is not running: nothing to kill). A
 running task that blocks in get or wait hands the tasks waiting behind it
 back to their owners (REQUEUE), and tasks pushed while it is blocked go back
-at once: a task that waits on one queued behind it would wait forever.
+at once: a task that waits on one queued behind it would wait forever. One
+that takes a not-ready ref's future (`ref.future()`, `await ref`) hands them
+back as it does: that wait is user code's, out of this worker's sight.
 
 The result of a call is one entry per return value: inline bytes when small,
 or a location in this node's store. A call that raises produces its error (a
@@ -159,7 +161,16 @@ class Executor:
         wait. Tasks waiting behind it go back to their owners."""
         with self._waiting_lock:
             self._blocked += 1 if blocked else -1
-            if not blocked or not self._waiting:
+        if blocked:
+            self.hand_back()
+
+    def hand_back(self) -> None:
+        """Any thread: the running task is about to wait for a value (in
+        get or wait, or on a ref's future, which this worker cannot see
+        being waited on). Tasks waiting behind it go back to their owners:
+        one of them may be what it waits for."""
+        with self._waiting_lock:
+            if not self._waiting:
                 return
             waiting, self._waiting = self._waiting, {}
         for conn, rid in waiting:

@@ -153,6 +153,8 @@ class ObjectReader:
         self._fetch_borrowed([ref])
         if memory_store.wait([ref._id], 1, lambda: self._future_pool.submit(resolve)) is None:
             self._future_pool.submit(resolve)
+        elif self.cw.executor is not None and self.cw.current_task is not None:
+            self.cw.executor.hand_back()  # the task may wait on this future
         return future
 
     def materialize(
