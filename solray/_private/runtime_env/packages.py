@@ -49,8 +49,8 @@ def default_excludes() -> list[str]:
 def _files(root: str, excludes: list[str]) -> list[str]:
     """Paths (relative, '/'-separated, sorted) of the files to pack."""
     # Imported here, not at the top: every driver imports this module at
-    # init(), and pathspec (with the re patterns it compiles) was a tenth of
-    # a short script's start-up; only packing a directory needs it.
+    # init(), and importing pathspec (and the patterns it compiles) cost
+    # each one about 10 ms; only packing a directory needs it.
     import pathspec
 
     rules = [("", pathspec.GitIgnoreSpec.from_lines(default_excludes() + excludes))]
