@@ -392,6 +392,39 @@ def test_order_kept_when_an_earlier_argument_is_not_ready(ray_start, tmp_path):
     assert ray.get(unordered.read.remote()) == ["fast", "slow"]
 
 
+def test_order_kept_behind_a_waiting_call_to_a_located_actor(ray_start, tmp_path):
+    """Once the actor is located, a call with nothing to wait for is sent by
+    the caller's own thread; it must still not pass a call before it that
+    waits for its argument, nor one still on its way to the loop."""
+    go = tmp_path / "go"
+
+    @ray.remote
+    def slow_value(path):
+        wait_for_file(path)
+        return "slow"
+
+    @ray.remote
+    class Log:
+        def __init__(self):
+            self.items = []
+
+        def append(self, item):
+            self.items.append(item)
+
+        def read(self):
+            return self.items
+
+    log = Log.remote()
+    assert ray.get(log.read.remote()) == []  # located: calls may go from this thread
+    log.append.remote("first")
+    log.append.remote(slow_value.remote(str(go)))
+    for i in range(50):
+        log.append.remote(i)
+    read = log.read.remote()
+    go.touch()
+    assert ray.get(read) == ["first", "slow", *range(50)]
+
+
 def test_handles_passed_to_tasks_actors_and_put_objects(ray_start):
     counter = Counter.remote()
 

@@ -833,7 +833,9 @@ def test_list_objects_describes_objects(ray_start, tmp_path):
     pending = wait_for.remote(str(go), [arg])
     del arg
     gc.collect()
-    (row,) = list_objects(filters=[("object_id", "=", arg_hex)])
+    # The owner's row (the task's worker, once it runs, lists its borrow too).
+    rows = list_objects(filters=[("object_id", "=", arg_hex)])
+    (row,) = [row for row in rows if row["is_owner"]]
     assert row["reference_type"] == "USED_BY_PENDING_TASK", row
     (row,) = listed(pending)
     assert row["reference_type"] == "LOCAL_REFERENCE" and row["task_status"] == "PENDING"

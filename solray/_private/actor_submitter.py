@@ -13,6 +13,16 @@ connection preserves the order to the actor). Many calls are in flight at once.
 An actor created with allow_out_of_order_execution=True gets each call as
 soon as its arguments are ready instead.
 
+The caller's own thread sends a call (`send_from_caller`) when nothing of
+that caller can be ahead of it: the actor is located, no call to it waits
+to be pushed (`pending`) or to reach the loop (`_posted` counts calls
+posted to `submit` and not taken yet), and the call needs nothing resolved
+(no ref arguments). Waking the loop to push it cost each sync call a
+thread hand-off. The record of the push (`_pushed_from_caller`) is posted
+before the frame is written, and runs before the loop handles anything that
+wakes it next, so before the reply: the tables read the same as if the
+loop had pushed it.
+
 Failure: when the connection to the actor drops, calls in flight are retried
 (in order) after the actor restarts, if their `max_task_retries` allows, and
 fail with ActorDiedError otherwise. The caller asks the control store where
@@ -79,6 +89,11 @@ class ActorSubmitter:
         self.queues: dict[bytes, ActorQueue] = {}
         self._unfinished: dict[bytes, int] = {}  # actor -> calls counted against max_pending_calls
         self._unfinished_lock = threading.Lock()
+        # actor -> calls posted to `submit` that the loop has not taken yet;
+        # under `_order_lock`, which also keeps a caller-sent call from
+        # passing one that is being posted.
+        self._posted: dict[bytes, int] = {}
+        self._order_lock = threading.Lock()
         self._creating: set[asyncio.Task] = set()  # CREATE_ACTOR requests in flight
         # Actor creations whose constructor arguments are not all here yet
         # (what `solray why` says of them: process_probe.py).
@@ -166,7 +181,69 @@ class ActorSubmitter:
             q = self.queues[actor_id] = ActorQueue(actor_id)
         return q
 
-    def submit(self, actor_id: bytes, task: PendingTask, out_of_order: bool = False) -> None:
+    def post_submit(self, actor_id: bytes, task: PendingTask, out_of_order: bool) -> None:
+        """User thread: send the call from here if it may go now; else hand
+        it to the loop (`submit`)."""
+        with self._order_lock:
+            if self._send_from_caller(actor_id, task):
+                return
+            self._posted[actor_id] = self._posted.get(actor_id, 0) + 1
+            self.cw.post(self.submit, actor_id, task, out_of_order)
+
+    def _send_from_caller(self, actor_id: bytes, task: PendingTask) -> bool:
+        """User thread, under `_order_lock`: push the call now, if nothing
+        sent before it can still be on its way to the actor."""
+        if task.deps or task.args_ref is not None or task.stream:
+            return False
+        q = self.queues.get(actor_id)
+        if q is None or q.state != READY or q.pending or self._posted.get(actor_id):
+            return False
+        conn = q.conn
+        if conn is None:
+            return False
+        body = push_body(
+            self.cw, task, {"aid": actor_id, "m": task.method, "cg": task.concurrency_group}
+        )
+        buffers: list = []
+        encode_arguments(task, self.cw.memory_store, body, buffers)
+        return conn.send_now(
+            Msg.PUSH_ACTOR_TASK,
+            body,
+            buffers,
+            answer=partial(self._on_caller_sent_reply, q, task),
+            on_commit=partial(self.cw.post_quiet, self._pushed_from_caller, q, task, conn),
+        )
+
+    def _pushed_from_caller(self, q: ActorQueue, task: PendingTask, conn) -> None:
+        """Loop thread: record a call its caller pushed, as `submit` and
+        `_push` would have."""
+        task.dep_entries, task.dep_error, task.resolved = [], None, True
+        self.cw.task_events.owner(task, ev.PENDING_ARGS_AVAIL)
+        q.released = False
+        task.seq = q.next_seq
+        q.next_seq += 1
+        q.inflight[task.seq] = task
+        task.running_on = conn
+        self.cw.task_events.owner(task, ev.SUBMITTED_TO_WORKER)
+
+    def _on_caller_sent_reply(self, q: ActorQueue, task: PendingTask, reply, error) -> None:
+        if not task.resolved:  # the reply was read before the record of its push ran
+            self.cw.apply_inbox_now()
+        self._on_reply(q, task, reply, error)
+
+    def submit(self, actor_id: bytes, task: PendingTask, out_of_order: bool) -> None:
+        """Loop thread: queue a call post_submit counted, and push it once
+        its arguments are ready and the calls before it are pushed. It is
+        uncounted only then: until it is pushed, `pending` holds it."""
+        try:
+            self._submit(actor_id, task, out_of_order)
+        finally:
+            with self._order_lock:
+                left = self._posted.pop(actor_id) - 1
+                if left:
+                    self._posted[actor_id] = left
+
+    def _submit(self, actor_id: bytes, task: PendingTask, out_of_order: bool) -> None:
         self.cw.task_events.owner(task, ev.PENDING_ARGS_AVAIL)
         q = self._queue(actor_id)
         q.out_of_order = out_of_order

@@ -191,9 +191,9 @@ class CoreWorker:
         # Other threads reach the loop only through its inbox (loop_inbox.py).
         inbox = Inbox(self.loop, self.loop_thread, self.refs.remove_local)
         self.post, self.post_lazy, self.drop_ref = inbox.post, inbox.post_lazy, inbox.drop
-        self.post_with_next = inbox.post_with_next
+        self.post_with_next, self.post_quiet = inbox.post_with_next, inbox.post_quiet
         self.call, self.run_on_loop, self.submit = inbox.call, inbox.run, inbox.submit
-        self._apply_inbox_now = inbox.apply_now
+        self.apply_inbox_now, self.inbox_idle = inbox.apply_now, inbox.idle
         self._inbound: set[transport.Connection] = set()
         self._peers = transport.ConnectionCache(  # other core workers and nodes
             token,
@@ -357,7 +357,7 @@ class CoreWorker:
         only reference cycles held die here; their frees go to the node
         before the answer, so the node sees the room when it has it."""
         gc.collect()
-        self._apply_inbox_now()  # the dead refs' decrements, and the frees they make
+        self.apply_inbox_now()  # the dead refs' decrements, and the frees they make
         self.store.flush()
         conn.reply(rid, True)
 

@@ -16,8 +16,11 @@ Threads. The loop hands work over through `queue` (or an actor's pool or
 loop) and marks cancellations in `interrupts` (interrupts.py: how a running
 call is interrupted, and where), which the running call's thread tests;
 `_acks` changes under `_ack_cond`. What a call leaves for the core worker's
-tables (refs held for the caller, the reply, the end of its children) is
-posted to the loop, which owns them.
+tables (refs held for the caller, the end of its children) is posted to the
+loop, which owns them. The reply goes out from the call's thread itself
+when everything the call posted has run and nothing waits to be written on
+its connection (`_send_reply`, `Connection.send_now`); else the loop sends
+it, after what was posted before it.
 
 An actor call that has arrived but not started can be cancelled: the I/O loop
 answers it with TaskCancelledError at once (the caller need not wait for the
@@ -404,18 +407,37 @@ class Executor:
                 reply["pr"] = 1
             if 0 <= ctx.run_us < TINY_US and self.actor is None:
                 reply["q"] = ctx.run_us
-        self.cw.post(self._answer, conn, rid, ctx.task_id, reply, buffers)
+        cw = self.cw
+        # The reply goes out from this thread when nothing posted before it
+        # is still on its way (a stream's items, holds on refs in the
+        # results, advice for the owner) and nothing waits to be written:
+        # waking the loop to send it cost each call a thread hand-off. The
+        # loop's records of the answer follow lazily: they only matter to a
+        # cancellation, which finds the call taken either way.
+        if (
+            not ctx.contained
+            and not cw.advice.pending
+            and cw.inbox_idle()
+            and conn.send_now(Msg.REPLY, reply, buffers, rid=rid)
+        ):
+            cw.post_lazy(self._answered, conn, rid, ctx.task_id)
+            return
+        cw.post(self._answer, conn, rid, ctx.task_id, reply, buffers)
 
     def _answer(self, conn, rid, task_id: bytes, reply: dict, buffers: list) -> None:
-        """Loop thread: a call's reply goes out; an actor's call is no longer
-        pending (nor cancellable before it starts), and the task's children
-        are no longer its to cancel."""
-        self.cw.task_manager.children.pop(task_id, None)
-        if self.actor is not None:
-            self.actor.answered(conn, rid, task_id)
+        """Loop thread: a call's reply goes out."""
+        self._answered(conn, rid, task_id)
         if self.cw.advice.pending:  # what its nested tasks did, before its owner's summary
             self.cw.advice.flush()
         self.cw.borrowing.reply_to_task(conn, rid, task_id, reply, buffers)
+
+    def _answered(self, conn, rid, task_id: bytes) -> None:
+        """Loop thread: an actor's call is no longer pending (nor
+        cancellable before it starts), and the task's children are no
+        longer its to cancel."""
+        self.cw.task_manager.children.pop(task_id, None)
+        if self.actor is not None:
+            self.actor.answered(conn, rid, task_id)
 
     # -- generators --------------------------------------------------------
 

@@ -8,6 +8,11 @@ thread reaches that state only through the loop's Inbox:
     post_with_next(fn, *args)
                           the same, in the same order, but it runs with the
                           post() the caller makes right after it.
+    post_quiet(fn, *args) the same, in the same order, with no wake-up: it
+                          runs before the loop handles anything that wakes
+                          it next. For the record of a request the caller
+                          sent itself (Connection.send_now): the loop needs
+                          it only once the reply arrives, which wakes it.
     post_lazy(fn, *args)  the same, in the same order, but with no wake-up of
                           its own: it runs with the next post, or within
                           LAZY_S. For what happens all the time and waits for
@@ -66,6 +71,7 @@ class Inbox:
         self._dropped: deque[bytes] = deque()  # ids of ObjectRef instances gone
         self._wake_pending = False
         self._lazy_armed = False
+        self._draining = False  # the loop is running what was posted
         # What call_soon_threadsafe(self._drain) does, without making a
         # Handle (and copying the poster's context) per wake-up: the drain's
         # one Handle goes on the loop's ready queue (a deque: appending is
@@ -90,6 +96,14 @@ class Inbox:
         own often let the loop take the first of the two alone, and the
         second woke it again.)"""
         self._posted.append((fn, args))
+
+    def post_quiet(self, fn, *args) -> None:
+        """Any thread: post(), to run before whatever next wakes the loop.
+        The drain goes on the ready queue without a byte to wake the loop,
+        and without marking a wake-up pending: a post() after this one
+        wakes the loop as usual."""
+        self._posted.append((fn, args))
+        self._ready.append(self._drain_handle)
 
     def post_lazy(self, fn, *args) -> None:
         """Any thread: post(), without a wake-up of its own."""
@@ -151,9 +165,21 @@ class Inbox:
         now, not at the next wake-up (a garbage collection's frees)."""
         self._drain()
 
+    def idle(self) -> bool:
+        """Any thread: whether everything posted so far has run (not
+        merely been taken off the queue)."""
+        return not self._posted and not self._draining
+
     def _drain(self) -> None:
         self._wake_pending = False
         posted, dropped = self._posted, self._dropped
+        draining, self._draining = self._draining, True  # (apply_now may nest)
+        try:
+            self._drain_all(posted, dropped)
+        finally:
+            self._draining = draining
+
+    def _drain_all(self, posted: deque, dropped: deque) -> None:
         while posted or dropped:
             drops = len(dropped)  # applied after all that is posted by now
             while posted:

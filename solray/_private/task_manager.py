@@ -216,7 +216,7 @@ class TaskManager:
         result = self._prepare_returns(
             task, backpressure(options.get("_generator_backpressure_num_objects"))
         )
-        cw.post(cw.actor_submitter.submit, actor_id, task, options["out_of_order"])
+        cw.actor_submitter.post_submit(actor_id, task, options["out_of_order"])
         return result
 
     def pack_arguments(self, args: tuple, kwargs: dict):

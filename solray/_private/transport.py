@@ -41,6 +41,18 @@ queued and flushed once per event-loop iteration, so a burst of messages costs
 one system call. Requests get futures; replies resolve them. Incoming requests
 are dispatched to `handlers[msg_type](conn, request_id, body, buffers)`, which
 answer with `conn.reply(...)` now or later.
+
+Writing from another thread (`send_now`). The loop owns a connection, but a
+user thread whose request is the only thing to send may write its frame to
+the socket itself: waking the loop to write it cost a sync actor call a
+thread hand-off (actor_submitter.py). The rule kept: frames never interleave
+and go out in the order they were written or queued. Every write to the
+transport (the loop's too) happens under `_write_lock`, and a thread writes
+only when nothing is queued anywhere (not in `_out`, not in the transport's
+buffer); what the socket does not take goes to the front of `_out`, for the
+loop to flush. Request ids come from an itertools.count, which threads may
+share, and the pending-reply table changes under the same lock as `closed`,
+so a request is never registered on a connection already failed.
 """
 
 from __future__ import annotations
@@ -50,6 +62,7 @@ import contextlib
 import hashlib
 import heapq
 import hmac
+import itertools
 import logging
 import math
 import os
@@ -57,8 +70,9 @@ import select
 import selectors
 import socket
 import struct
+import threading
 import time
-from asyncio import base_events
+from asyncio import base_events, selector_events
 from collections.abc import Callable
 from selectors import EVENT_READ, EVENT_WRITE
 from typing import Any
@@ -283,10 +297,14 @@ class Connection(asyncio.Protocol):
         self._nonce = os.urandom(NONCE_LEN)
         self._transport: asyncio.Transport | None = None
         self._pending: dict[int, asyncio.Future | _Answer] = {}
-        self._next_rid = 1
+        self._rids = itertools.count(1)
+        # What `_write_lock` guards: `_out`, `_flush_scheduled`, `closed`,
+        # the pending table's swap, and every write to the transport.
+        self._write_lock = threading.Lock()
         self._out: list = []
         self._flush_scheduled = False
         self._turns: _TurnCounter | None = None  # the loop's, if it counts turns
+        self._sock: socket.socket | None = None  # what send_now writes to, if it may
         self._sent_turn = -1  # the turn whose first frame went out at once
         self.closed = False
         self._lost = False
@@ -300,6 +318,8 @@ class Connection(asyncio.Protocol):
 
     def connection_made(self, transport) -> None:
         self._transport = transport
+        if isinstance(transport, selector_events._SelectorSocketTransport):  # not TLS
+            self._sock = transport._sock
         self.loop = asyncio.get_running_loop()
         self._turns = getattr(self.loop, "solray_turns", None)
         self.ready = self.loop.create_future()
@@ -329,7 +349,9 @@ class Connection(asyncio.Protocol):
         if self._lost:  # a TLS connection that close() already ended here
             return
         self._lost = True
-        self.closed = True
+        with self._write_lock:
+            self.closed = True
+            pending, self._pending = self._pending, {}
         if self._handshake_timer is not None:
             self._handshake_timer.cancel()
         if self.ready is not None and not self.ready.done():
@@ -347,7 +369,6 @@ class Connection(asyncio.Protocol):
                 ConnectionLost(f"connection closed during authentication{hint}")
             )
             self.ready.exception()  # mark retrieved: the caller may be gone
-        pending, self._pending = self._pending, {}
         for fut in pending.values():
             if type(fut) is _Answer:  # a turn later, as a future's callback would be:
                 # other messages read in this turn (a node's word on why this
@@ -512,29 +533,81 @@ class Connection(asyncio.Protocol):
         if self.closed:
             return
         frame = protocol.encode(msg_type, rid, body, buffers)
-        if self._flush_scheduled:  # after the frames already queued
+        with self._write_lock:
+            if self._flush_scheduled:  # after the frames already queued
+                self._out.extend(frame)
+                return
+            turns = self._turns
+            if turns is not None and turns.turn != self._sent_turn:
+                self._sent_turn = turns.turn
+                self._transport.writelines(frame)
+                return
+            self._flush_scheduled = True
+            self.loop.call_soon(self._end_of_burst)
+            if turns is None:  # a loop without a count: the first frame of each burst at once
+                self._transport.writelines(frame)
+                return
             self._out.extend(frame)
-            return
-        turns = self._turns
-        if turns is not None and turns.turn != self._sent_turn:
-            self._sent_turn = turns.turn
-            self._transport.writelines(frame)
-            return
-        self._flush_scheduled = True
-        self.loop.call_soon(self._end_of_burst)
-        if turns is None:  # a loop without a count: the first frame of each burst at once
-            self._transport.writelines(frame)
-            return
-        self._out.extend(frame)
+
+    def send_now(
+        self,
+        msg_type: int,
+        body,
+        buffers=(),
+        *,
+        rid: int = 0,
+        answer: Callable | None = None,
+        on_commit: Callable[[], None] | None = None,
+    ) -> bool:
+        """Any thread but the loop's: send a frame from this thread, if
+        nothing is waiting to be written before it. With `answer`, a
+        request (answered as in `request_then`); else a message, or a reply
+        to request `rid`. `on_commit()` runs once the frame is sure to go,
+        before it is written: what the reply's handler needs must be on its
+        way to the loop by then (this thread may wait for the GIL after its
+        write while the loop reads the reply). False (nothing sent, nothing
+        registered, `on_commit` not run) when the loop must send it
+        instead: something is queued, the connection is closing, or it is
+        TLS (whose session only the loop may write)."""
+        sock = self._sock
+        if sock is None:
+            return False
+        if answer is not None:
+            rid = next(self._rids)
+        frame = protocol.encode(msg_type, rid, body, buffers)
+        with self._write_lock:
+            transport = self._transport
+            if (
+                self.closed
+                or self._flush_scheduled
+                or transport.is_closing()
+                or transport.get_write_buffer_size()
+            ):
+                return False
+            if answer is not None:
+                self._pending[rid] = _Answer(answer)
+            if on_commit is not None:
+                on_commit()
+            try:
+                sent = sock.sendmsg(frame)
+            except OSError:  # full, or broken: the loop's write finds out which
+                sent = 0
+            size = sum(memoryview(piece).nbytes for piece in frame)
+            if sent < size:  # the rest first, before anything the loop sends
+                self._out.append(b"".join(frame)[sent:])
+                self._flush_scheduled = True
+                self.loop.call_soon_threadsafe(self._end_of_burst)
+        return True
 
     def _end_of_burst(self) -> None:
-        self._flush_scheduled = False
         self._flush()
 
     def _flush(self) -> None:
-        out, self._out = self._out, []
-        if out and not self.closed:
-            self._transport.writelines(out)
+        with self._write_lock:
+            self._flush_scheduled = False
+            out, self._out = self._out, []
+            if out and not self.closed:
+                self._transport.writelines(out)
 
     def reply(self, rid: int, body=None, buffers=()) -> None:
         if rid:
@@ -552,8 +625,7 @@ class Connection(asyncio.Protocol):
         if self.closed:
             fut.set_exception(ConnectionLost("connection is closed"))
             return fut
-        rid = self._next_rid
-        self._next_rid += 1
+        rid = next(self._rids)
         self._pending[rid] = fut
         self.send(msg_type, body, buffers, rid=rid)
         return fut
@@ -568,8 +640,7 @@ class Connection(asyncio.Protocol):
             lost = ConnectionLost("connection is closed")
             self.loop.call_soon(_Answer(answer).give, None, lost)
             return
-        rid = self._next_rid
-        self._next_rid += 1
+        rid = next(self._rids)
         self._pending[rid] = _Answer(answer)
         self.send(msg_type, body, buffers, rid=rid)
 
@@ -605,6 +676,8 @@ class Connection(asyncio.Protocol):
         one's buffer: the peer sends nothing more until the new user of the
         socket is there (no frame at all, or only the one whose handler
         detaches)."""
+        with self._write_lock:
+            self._sock = None  # no thread writes to it from now on
         self._transport.pause_reading()
         if self._tls():
             return self._relay()
