@@ -13,7 +13,7 @@ connection preserves the order to the actor). Many calls are in flight at once.
 An actor created with allow_out_of_order_execution=True gets each call as
 soon as its arguments are ready instead.
 
-The caller's own thread sends a call (`send_from_caller`) when nothing of
+The caller's own thread sends a call (`post_submit`) when nothing of
 that caller can be ahead of it: the actor is located, no call to it waits
 to be pushed (`pending`) or to reach the loop (`_posted` counts calls
 posted to `submit` and not taken yet), and the call needs nothing resolved

@@ -43,9 +43,10 @@ are dispatched to `handlers[msg_type](conn, request_id, body, buffers)`, which
 answer with `conn.reply(...)` now or later.
 
 Writing from another thread (`send_now`). The loop owns a connection, but a
-user thread whose request is the only thing to send may write its frame to
-the socket itself: waking the loop to write it cost a sync actor call a
-thread hand-off (actor_submitter.py). The rule kept: frames never interleave
+thread whose frame is the only thing to send (a caller's actor call, a
+worker's reply) may write it to the socket itself: waking the loop to write
+it cost a sync actor call a thread hand-off on each side (actor_submitter.py,
+executor.py). The rule kept: frames never interleave
 and go out in the order they were written or queued. Every write to the
 transport (the loop's too) happens under `_write_lock`, and a thread writes
 only when nothing is queued anywhere (not in `_out`, not in the transport's
