@@ -336,18 +336,27 @@ def test_handle_equality_and_repr(ray_start):
 # --------------------------------------------------------------------------
 
 
+@ray.remote
+class Log:
+    """Keeps what it is given, in arrival order."""
+
+    def __init__(self):
+        self.items = []
+
+    def append(self, item):
+        self.items.append(item)
+
+    def read(self):
+        return self.items
+
+
+@ray.remote
+def slow_value(path):
+    wait_for_file(path)
+    return "slow"
+
+
 def test_calls_run_in_submission_order(ray_start):
-    @ray.remote
-    class Log:
-        def __init__(self):
-            self.items = []
-
-        def append(self, item):
-            self.items.append(item)
-
-        def read(self):
-            return self.items
-
     log = Log.remote()
     for i in range(200):
         log.append.remote(i)
@@ -357,22 +366,6 @@ def test_calls_run_in_submission_order(ray_start):
 def test_order_kept_when_an_earlier_argument_is_not_ready(ray_start, tmp_path):
     """A call whose argument is still being computed holds back later calls."""
     go = tmp_path / "go"
-
-    @ray.remote
-    def slow_value(path):
-        wait_for_file(path)
-        return "slow"
-
-    @ray.remote
-    class Log:
-        def __init__(self):
-            self.items = []
-
-        def append(self, item):
-            self.items.append(item)
-
-        def read(self):
-            return self.items
 
     log = Log.remote()
     log.append.remote(slow_value.remote(str(go)))
@@ -397,22 +390,6 @@ def test_order_kept_behind_a_waiting_call_to_a_located_actor(ray_start, tmp_path
     the caller's own thread; it must still not pass a call before it that
     waits for its argument, nor one still on its way to the loop."""
     go = tmp_path / "go"
-
-    @ray.remote
-    def slow_value(path):
-        wait_for_file(path)
-        return "slow"
-
-    @ray.remote
-    class Log:
-        def __init__(self):
-            self.items = []
-
-        def append(self, item):
-            self.items.append(item)
-
-        def read(self):
-            return self.items
 
     log = Log.remote()
     assert ray.get(log.read.remote()) == []  # located: calls may go from this thread

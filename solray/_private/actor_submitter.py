@@ -201,11 +201,7 @@ class ActorSubmitter:
         conn = q.conn
         if conn is None:
             return False
-        body = push_body(
-            self.cw, task, {"aid": actor_id, "m": task.method, "cg": task.concurrency_group}
-        )
-        buffers: list = []
-        encode_arguments(task, self.cw.memory_store, body, buffers)
+        body, buffers = self._call_frame(actor_id, task)
         return conn.send_now(
             Msg.PUSH_ACTOR_TASK,
             body,
@@ -349,12 +345,18 @@ class ActorSubmitter:
         self.cw.task_events.owner(task, ev.SUBMITTED_TO_WORKER)
         if task.stream:
             self.cw.task_manager.streams[task.task_id].conn = q.conn
+        body, buffers = self._call_frame(q.actor_id, task)
+        q.conn.request_then(Msg.PUSH_ACTOR_TASK, body, buffers, partial(self._on_reply, q, task))
+
+    def _call_frame(self, actor_id: bytes, task: PendingTask) -> tuple[dict, list]:
+        """The PUSH_ACTOR_TASK body and buffers of a call whose arguments
+        are resolved."""
         body = push_body(
-            self.cw, task, {"aid": q.actor_id, "m": task.method, "cg": task.concurrency_group}
+            self.cw, task, {"aid": actor_id, "m": task.method, "cg": task.concurrency_group}
         )
         buffers: list = []
         encode_arguments(task, self.cw.memory_store, body, buffers)
-        q.conn.request_then(Msg.PUSH_ACTOR_TASK, body, buffers, partial(self._on_reply, q, task))
+        return body, buffers
 
     def _on_reply(self, q: ActorQueue, task: PendingTask, reply, error) -> None:
         """Loop thread, as soon as the call's reply (or its connection's

@@ -544,7 +544,7 @@ class Connection(asyncio.Protocol):
                 self._transport.writelines(frame)
                 return
             self._flush_scheduled = True
-            self.loop.call_soon(self._end_of_burst)
+            self.loop.call_soon(self._flush)
             if turns is None:  # a loop without a count: the first frame of each burst at once
                 self._transport.writelines(frame)
                 return
@@ -597,11 +597,8 @@ class Connection(asyncio.Protocol):
             if sent < size:  # the rest first, before anything the loop sends
                 self._out.append(b"".join(frame)[sent:])
                 self._flush_scheduled = True
-                self.loop.call_soon_threadsafe(self._end_of_burst)
+                self.loop.call_soon_threadsafe(self._flush)
         return True
-
-    def _end_of_burst(self) -> None:
-        self._flush()
 
     def _flush(self) -> None:
         with self._write_lock:
