@@ -79,6 +79,41 @@ def test_a_post_runs_before_a_callback_the_same_thread_hands_over_after_it(loop_
         assert order == ["posted", "handed over"]
 
 
+def test_idle_waits_for_posts_and_lazy_posts_but_not_for_records(loop_thread):
+    """A thread that sends a reply itself asks idle() first: whatever it
+    posted before must have run, except the records of what it already did
+    on the wire (post_record), which ran lazily before they were records
+    and made every other reply wait for the loop."""
+    loop, thread = loop_thread
+    inbox = inbox_on(loop, thread)
+    gate, started = threading.Event(), threading.Event()
+    ran: list = []
+
+    def block():
+        started.set()
+        gate.wait(DEADLINE_S)
+
+    assert inbox.idle()
+    inbox.post_record(ran.append, "record")
+    assert inbox.idle()  # only a record is queued
+
+    inbox.post_lazy(ran.append, "lazy")
+    assert not inbox.idle()  # a lazy post still counts
+    deadline = time.monotonic() + DEADLINE_S
+    while not inbox.idle() and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert ran == ["record", "lazy"]  # in posting order, within LAZY_S
+
+    inbox.post(block)
+    inbox.post_record(ran.append, "record 2")
+    assert started.wait(DEADLINE_S)
+    assert not inbox.idle()  # `block` is off the queue but has not returned
+    gate.set()
+    while not inbox.idle() and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert inbox.idle() and ran[-1] == "record 2"
+
+
 def test_the_loop_runs_timers_in_time_order_and_skips_cancelled_ones(loop_thread):
     loop, _ = loop_thread
     fired: list = []

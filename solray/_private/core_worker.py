@@ -192,6 +192,7 @@ class CoreWorker:
         inbox = Inbox(self.loop, self.loop_thread, self.refs.remove_local)
         self.post, self.post_lazy, self.drop_ref = inbox.post, inbox.post_lazy, inbox.drop
         self.post_with_next, self.post_quiet = inbox.post_with_next, inbox.post_quiet
+        self.post_record = inbox.post_record
         self.call, self.run_on_loop, self.submit = inbox.call, inbox.run, inbox.submit
         self.apply_inbox_now, self.inbox_idle = inbox.apply_now, inbox.idle
         self._inbound: set[transport.Connection] = set()

@@ -413,14 +413,16 @@ class Executor:
         # results, advice for the owner) and nothing waits to be written:
         # waking the loop to send it cost each call a thread hand-off. The
         # loop's records of the answer follow lazily: they only matter to a
-        # cancellation, which finds the call taken either way.
+        # cancellation, which finds the call taken either way. They are
+        # records (post_record), so the next call's reply need not wait for
+        # them: as lazy posts they made every other reply go by the loop.
         if (
             not ctx.contained
             and not cw.advice.pending
             and cw.inbox_idle()
             and conn.send_now(Msg.REPLY, reply, buffers, rid=rid)
         ):
-            cw.post_lazy(self._answered, conn, rid, ctx.task_id)
+            cw.post_record(self._answered, conn, rid, ctx.task_id)
             return
         cw.post(self._answer, conn, rid, ctx.task_id, reply, buffers)
 

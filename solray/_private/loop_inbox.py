@@ -18,6 +18,11 @@ thread reaches that state only through the loop's Inbox:
                           LAZY_S. For what happens all the time and waits for
                           nobody: waking the loop thread (which must then take
                           the GIL) would cost more than the work.
+    post_record(fn, *args)
+                          post_lazy(), for the loop's record of something the
+                          calling thread already did on the wire itself (a
+                          reply it sent): idle() does not wait for it, as
+                          nothing written after it has to follow it.
     drop(object_id)       an ObjectRef instance is gone: `apply_drops` gets
                           its id on the loop, lazily, in a batch (refs die by
                           the thousand).
@@ -67,7 +72,7 @@ class Inbox:
         self._loop = loop
         self._loop_thread = loop_thread
         self._apply_drops = apply_drops
-        self._posted: deque = deque()  # (fn, args)
+        self._posted: deque = deque()  # (fn, args, is a record: post_record)
         self._dropped: deque[bytes] = deque()  # ids of ObjectRef instances gone
         self._wake_pending = False
         self._lazy_armed = False
@@ -82,7 +87,7 @@ class Inbox:
 
     def post(self, fn, *args) -> None:
         """Any thread: run fn(*args) on the loop thread, soon, in posting order."""
-        self._posted.append((fn, args))
+        self._posted.append((fn, args, False))
         if not self._wake_pending:
             self._wake_pending = True
             # On a closed loop both are harmless: close() emptied the queue
@@ -95,19 +100,25 @@ class Inbox:
         that post, before it, with no wake-up of its own. (A wake-up of its
         own often let the loop take the first of the two alone, and the
         second woke it again.)"""
-        self._posted.append((fn, args))
+        self._posted.append((fn, args, False))
 
     def post_quiet(self, fn, *args) -> None:
         """Any thread: post(), to run before whatever next wakes the loop.
         The drain goes on the ready queue without a byte to wake the loop,
         and without marking a wake-up pending: a post() after this one
         wakes the loop as usual."""
-        self._posted.append((fn, args))
+        self._posted.append((fn, args, False))
         self._ready.append(self._drain_handle)
 
     def post_lazy(self, fn, *args) -> None:
         """Any thread: post(), without a wake-up of its own."""
-        self._posted.append((fn, args))
+        self._posted.append((fn, args, False))
+        if not self._lazy_armed:
+            self._arm_lazy()
+
+    def post_record(self, fn, *args) -> None:
+        """Any thread: post_lazy() a record that idle() does not count."""
+        self._posted.append((fn, args, True))
         if not self._lazy_armed:
             self._arm_lazy()
 
@@ -167,8 +178,13 @@ class Inbox:
 
     def idle(self) -> bool:
         """Any thread: whether everything posted so far has run (not
-        merely been taken off the queue)."""
-        return not self._posted and not self._draining
+        merely been taken off the queue), records (post_record) aside."""
+        if self._draining:
+            return False
+        posted = self._posted
+        # tuple() copies the deque in C, holding the GIL: no append can
+        # interleave with the scan.
+        return not posted or all(record for _, _, record in tuple(posted))
 
     def _drain(self) -> None:
         self._wake_pending = False
@@ -183,7 +199,7 @@ class Inbox:
         while posted or dropped:
             drops = len(dropped)  # applied after all that is posted by now
             while posted:
-                fn, args = posted.popleft()
+                fn, args, _ = posted.popleft()
                 try:
                     fn(*args)
                 except Exception:
