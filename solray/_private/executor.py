@@ -80,7 +80,7 @@ from solray._private.loop_inbox import Inbox
 from solray._private.memory_store import decode_entry, encode_entry, error_entry
 from solray._private.object_reader import ObjectReader
 from solray._private.protocol import LOG_MARK, LOG_SEP, Msg
-from solray._private.serialization import SerializedObject
+from solray._private.serialization import NO_ARGUMENTS, PICKLED_NONE, SerializedObject
 from solray._private.task_spec import substitute_deps
 from solray.actor import CALL, READY, SHUTDOWN, TERMINATE, ActorExit, exit_actor
 from solray.object_ref import ObjectRef
@@ -305,59 +305,66 @@ class Executor:
         if on_main:
             self.interrupts.running_main = ctx.task_id
         num_returns = body["nret"]
+        # The call is done (_task_done) only once its reply is out: its
+        # caller's wait does not include the bookkeeping.
         try:
-            self.interrupts.check(ctx.task_id)
-            function, args, kwargs = self._start(ctx, body, buffers, lookup)
-            start = time.perf_counter()
-            result = function(*args, **kwargs)
-            if inspect.isgenerator(result) or body.get("gen"):
-                reply, reply_buffers = self._generator_results(conn, ctx, body, result)
-            else:
-                ctx.run_us = int((time.perf_counter() - start) * 1e6)
-                reply, reply_buffers = self._results(ctx, _outputs(result, num_returns), False)
-        except ActorExit:
-            self._exit_actor(conn, rid, ctx, num_returns)
-            return
-        except KeyboardInterrupt:  # cancelled (see cancel())
-            reply, reply_buffers = self._failed(ctx, self._cancelled_error(ctx), num_returns)
-        except Exception as e:
-            reply, reply_buffers = self._failed(ctx, self._task_error(ctx.name, e), num_returns)
+            try:
+                self.interrupts.check(ctx.task_id)
+                function, args, kwargs = self._start(ctx, body, buffers, lookup)
+                start = time.perf_counter()
+                result = function(*args, **kwargs)
+                if inspect.isgenerator(result) or body.get("gen"):
+                    reply, reply_buffers = self._generator_results(conn, ctx, body, result)
+                else:
+                    ctx.run_us = int((time.perf_counter() - start) * 1e6)
+                    reply, reply_buffers = self._results(ctx, _outputs(result, num_returns), False)
+            except ActorExit:
+                self._exit_actor(conn, rid, ctx, num_returns)
+                return
+            except KeyboardInterrupt:  # cancelled (see cancel())
+                reply, reply_buffers = self._failed(ctx, self._cancelled_error(ctx), num_returns)
+            except Exception as e:
+                reply, reply_buffers = self._failed(ctx, self._task_error(ctx.name, e), num_returns)
+            finally:
+                if on_main:
+                    self.interrupts.running_main = None
+            self._send_reply(conn, rid, ctx, reply, reply_buffers)
         finally:
-            if on_main:
-                self.interrupts.running_main = None
             self._task_done(ctx)
-        self._send_reply(conn, rid, ctx, reply, reply_buffers)
 
     async def _execute_async(self, conn, rid, body, buffers, ctx: TaskContext, lookup) -> None:
         self.cw.current_task = ctx
         num_returns = body["nret"]
         try:
-            if ctx.task_id in self.interrupts.cancelled:
-                raise asyncio.CancelledError
-            function, args, kwargs = self._start(ctx, body, buffers, lookup)
-            result = function(*args, **kwargs)
-            if inspect.isawaitable(result):
-                result = await result
-            if inspect.isasyncgen(result):
-                if body.get("gen") == "streaming":
-                    reply, reply_buffers = await self._stream_async(conn, ctx, body, result)
-                else:  # static or dynamic: collect, then store as a sync generator would
-                    values = [value async for value in result]
-                    reply, reply_buffers = self._generator_results(conn, ctx, body, iter(values))
-            elif inspect.isgenerator(result) or body.get("gen"):
-                reply, reply_buffers = self._generator_results(conn, ctx, body, result)
-            else:
-                reply, reply_buffers = self._results(ctx, _outputs(result, num_returns), False)
-        except ActorExit:
-            self._exit_actor(conn, rid, ctx, num_returns)
-            return
-        except asyncio.CancelledError:
-            reply, reply_buffers = self._failed(ctx, self._cancelled_error(ctx), num_returns)
-        except Exception as e:
-            reply, reply_buffers = self._failed(ctx, self._task_error(ctx.name, e), num_returns)
+            try:
+                if ctx.task_id in self.interrupts.cancelled:
+                    raise asyncio.CancelledError
+                function, args, kwargs = self._start(ctx, body, buffers, lookup)
+                result = function(*args, **kwargs)
+                if inspect.isawaitable(result):
+                    result = await result
+                if inspect.isasyncgen(result):
+                    if body.get("gen") == "streaming":
+                        reply, reply_buffers = await self._stream_async(conn, ctx, body, result)
+                    else:  # static or dynamic: collect, then store as a sync generator would
+                        values = [value async for value in result]
+                        reply, reply_buffers = self._generator_results(
+                            conn, ctx, body, iter(values)
+                        )
+                elif inspect.isgenerator(result) or body.get("gen"):
+                    reply, reply_buffers = self._generator_results(conn, ctx, body, result)
+                else:
+                    reply, reply_buffers = self._results(ctx, _outputs(result, num_returns), False)
+            except ActorExit:
+                self._exit_actor(conn, rid, ctx, num_returns)
+                return
+            except asyncio.CancelledError:
+                reply, reply_buffers = self._failed(ctx, self._cancelled_error(ctx), num_returns)
+            except Exception as e:
+                reply, reply_buffers = self._failed(ctx, self._task_error(ctx.name, e), num_returns)
+            self._send_reply(conn, rid, ctx, reply, reply_buffers)
         finally:
             self._task_done(ctx)
-        self._send_reply(conn, rid, ctx, reply, reply_buffers)
 
     def _start(self, ctx: TaskContext, body, buffers, lookup):
         """Read the call's function and arguments (from a store, if they are
@@ -655,8 +662,11 @@ class Executor:
         function, pos = lookup(body, buffers)
         if "a" in body:
             flags, n = body["a"]
-            blob = SerializedObject.from_wire(flags, buffers[pos : pos + n])
-            args, kwargs = serialization.deserialize(blob)
+            if n == 1 and buffers[pos] == NO_ARGUMENTS:  # most calls: nothing to unpickle
+                args, kwargs = (), {}
+            else:
+                blob = SerializedObject.from_wire(flags, buffers[pos : pos + n])
+                args, kwargs = serialization.deserialize(blob)
             pos += n
         else:  # large arguments, in the store
             object_id, head = body["ao"]
@@ -695,6 +705,9 @@ class Executor:
         )
 
     def _store_return(self, ctx: TaskContext, index: int, value, is_error: bool):
+        if value is None and not is_error and not serialization.custom_reducers:
+            # most calls' result: serialize(None), inline, without the steps
+            return ["i", 0, 1], [PICKLED_NONE]
         cw = self.cw
         if is_error:
             obj = serialization.serialize_error(value)

@@ -51,6 +51,7 @@ import asyncio
 import concurrent.futures
 import contextvars
 import logging
+import operator
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -60,6 +61,8 @@ logger = logging.getLogger(__name__)
 
 # How long a post_lazy() or drop() may wait for the loop to run it.
 LAZY_S = 0.01
+
+_is_record = operator.itemgetter(2)  # of a posted (fn, args, is a record)
 
 
 class Inbox:
@@ -183,8 +186,8 @@ class Inbox:
             return False
         posted = self._posted
         # tuple() copies the deque in C, holding the GIL: no append can
-        # interleave with the scan.
-        return not posted or all(record for _, _, record in tuple(posted))
+        # interleave with the scan (which runs in C too).
+        return not posted or all(map(_is_record, tuple(posted)))
 
     def _drain(self) -> None:
         self._wake_pending = False
