@@ -72,7 +72,7 @@ import cloudpickle
 import msgpack
 
 from solray import exceptions
-from solray._private import ids, serialization
+from solray._private import ids, serialization, transport
 from solray._private import task_events as ev
 from solray._private.advice import TINY_US
 from solray._private.interrupts import Interrupts
@@ -939,14 +939,19 @@ def _outputs(result, num_returns: int) -> list:
 class ActorCall:
     """An actor call this worker has received and not answered yet."""
 
-    __slots__ = ("conn", "rid", "body", "coroutine", "_taken")
+    __slots__ = ("conn", "rid", "body", "task", "_taken")
 
     def __init__(self, conn, rid: int, body: dict):
         self.conn = conn
         self.rid = rid
         self.body = body
-        self.coroutine: concurrent.futures.Future | None = None  # async actors: its coroutine
+        self.task: asyncio.Task | None = None  # async actors: its task on the actor's loop
         self._taken = threading.Lock()  # acquired once, never released
+
+    def cancel_task(self) -> None:
+        """Actor loop thread: cancel an async actor's running call."""
+        if self.task is not None:
+            self.task.cancel()
 
     def take(self) -> bool:
         """Whether the caller may have this call: the thread about to run it
@@ -987,7 +992,7 @@ class ActorRuntime:
             CALL: lambda fn, *args, **kwargs: fn(self.instance, *args, **kwargs),
         }
         if self.is_async:
-            self.loop = asyncio.new_event_loop()
+            self.loop = transport.new_loop()  # the I/O loop's kind: less Python per turn
             self._semaphores: dict = {}
             self._limits = {None: max_concurrency, **groups}
             threading.Thread(
@@ -1032,14 +1037,18 @@ class ActorRuntime:
         call = ActorCall(conn, rid, body)
         self.calls[body["tid"]] = call
         if self.is_async:
-            call.coroutine = asyncio.run_coroutine_threadsafe(
-                self._bounded(call, buffers), self.loop
-            )
+            self.loop.call_soon_threadsafe(self._start, call, buffers)
         elif self.pools is not None:
             pool = self.pools.get(body.get("cg"), self.pools[None])
             pool.submit(self._run, call, buffers)
         else:
             self.executor.queue.put(partial(self._run, call, buffers))
+
+    def _start(self, call: ActorCall, buffers) -> None:
+        """Actor loop thread: an async actor's call becomes a task there. (A
+        task of its own, not run_coroutine_threadsafe's: its concurrent
+        future, and the loop turn that settled it, were of no use.)"""
+        call.task = self.loop.create_task(self._bounded(call, buffers))
 
     def _run(self, call: ActorCall, buffers) -> None:
         if call.take():
@@ -1077,8 +1086,9 @@ class ActorRuntime:
         running on the main thread got SIGINT from Executor.cancel; one on a
         pool's thread cannot be interrupted.)"""
         call = self.calls.get(task_id)
-        if call is not None and call.coroutine is not None:
-            self.loop.call_soon_threadsafe(call.coroutine.cancel)
+        if call is not None and self.is_async:
+            # After the call's _start, posted before this: its task exists.
+            self.loop.call_soon_threadsafe(call.cancel_task)
 
 
 class TaskOutput(io.TextIOBase):
