@@ -10,6 +10,7 @@ import threading
 import time
 
 import pytest
+from conftest import wait_for_condition
 
 from solray._private import transport
 from solray._private.loop_inbox import Inbox
@@ -99,9 +100,7 @@ def test_idle_waits_for_posts_and_lazy_posts_but_not_for_records(loop_thread):
 
     inbox.post_lazy(ran.append, "lazy")
     assert not inbox.idle()  # a lazy post still counts
-    deadline = time.monotonic() + DEADLINE_S
-    while not inbox.idle() and time.monotonic() < deadline:
-        time.sleep(0.001)
+    wait_for_condition(inbox.idle, DEADLINE_S, 0.001)
     assert ran == ["record", "lazy"]  # in posting order, within LAZY_S
 
     inbox.post(block)
@@ -109,9 +108,8 @@ def test_idle_waits_for_posts_and_lazy_posts_but_not_for_records(loop_thread):
     assert started.wait(DEADLINE_S)
     assert not inbox.idle()  # `block` is off the queue but has not returned
     gate.set()
-    while not inbox.idle() and time.monotonic() < deadline:
-        time.sleep(0.001)
-    assert inbox.idle() and ran[-1] == "record 2"
+    wait_for_condition(inbox.idle, DEADLINE_S, 0.001)
+    assert ran[-1] == "record 2"
 
 
 def test_the_loop_runs_timers_in_time_order_and_skips_cancelled_ones(loop_thread):

@@ -214,13 +214,8 @@ class ActorSubmitter:
         """Loop thread: record a call its caller pushed, as `submit` and
         `_push` would have."""
         task.dep_entries, task.dep_error, task.resolved = [], None, True
-        self.cw.task_events.owner(task, ev.PENDING_ARGS_AVAIL)
-        q.released = False
-        task.seq = q.next_seq
-        q.next_seq += 1
-        q.inflight[task.seq] = task
-        task.running_on = conn
-        self.cw.task_events.owner(task, ev.SUBMITTED_TO_WORKER)
+        self._number(q, task)
+        self._in_flight(q, task, conn)
 
     def _on_caller_sent_reply(self, q: ActorQueue, task: PendingTask, reply, error) -> None:
         if not task.resolved:  # the reply was read before the record of its push ran
@@ -240,12 +235,9 @@ class ActorSubmitter:
                     self._posted[actor_id] = left
 
     def _submit(self, actor_id: bytes, task: PendingTask, out_of_order: bool) -> None:
-        self.cw.task_events.owner(task, ev.PENDING_ARGS_AVAIL)
         q = self._queue(actor_id)
         q.out_of_order = out_of_order
-        q.released = False
-        task.seq = q.next_seq
-        q.next_seq += 1
+        self._number(q, task)
         if q.state == DEAD:
             fail_task(self.cw, task, q.death)
             return
@@ -339,10 +331,22 @@ class ActorSubmitter:
                 self._pump(q)
                 return
 
-    def _push(self, q: ActorQueue, task: PendingTask) -> None:
+    def _number(self, q: ActorQueue, task: PendingTask) -> None:
+        """A new call to `q`'s actor: its place in call order."""
+        self.cw.task_events.owner(task, ev.PENDING_ARGS_AVAIL)
+        q.released = False
+        task.seq = q.next_seq
+        q.next_seq += 1
+
+    def _in_flight(self, q: ActorQueue, task: PendingTask, conn) -> None:
+        """The call is pushed on `conn`: its reply, or the connection's end,
+        comes to `_on_reply`."""
         q.inflight[task.seq] = task
-        task.running_on = q.conn
+        task.running_on = conn
         self.cw.task_events.owner(task, ev.SUBMITTED_TO_WORKER)
+
+    def _push(self, q: ActorQueue, task: PendingTask) -> None:
+        self._in_flight(q, task, q.conn)
         if task.stream:
             self.cw.task_manager.streams[task.task_id].conn = q.conn
         body, buffers = self._call_frame(q.actor_id, task)

@@ -77,16 +77,19 @@ from solray._private import task_events as ev
 from solray._private.advice import TINY_US
 from solray._private.interrupts import Interrupts
 from solray._private.loop_inbox import Inbox
-from solray._private.memory_store import decode_entry, encode_entry, error_entry
+from solray._private.memory_store import Inline, decode_entry, encode_entry, error_entry
 from solray._private.object_reader import ObjectReader
 from solray._private.protocol import LOG_MARK, LOG_SEP, Msg
-from solray._private.serialization import NO_ARGUMENTS, PICKLED_NONE, SerializedObject
+from solray._private.serialization import NO_ARGUMENTS, SerializedObject
 from solray._private.task_spec import substitute_deps
 from solray.actor import CALL, READY, SHUTDOWN, TERMINATE, ActorExit, exit_actor
 from solray.object_ref import ObjectRef
 from solray.object_ref_generator import DynamicObjectRefGenerator
 
 logger = logging.getLogger(__name__)
+
+# A None result as _store_return sends it (inline, as every small value).
+_NONE_HEAD, _NONE_BUFFERS = encode_entry(Inline(serialization.serialize(None)))
 
 
 @dataclass
@@ -706,8 +709,8 @@ class Executor:
 
     def _store_return(self, ctx: TaskContext, index: int, value, is_error: bool):
         if value is None and not is_error and not serialization.custom_reducers:
-            # most calls' result: serialize(None), inline, without the steps
-            return ["i", 0, 1], [PICKLED_NONE]
+            # most calls' result: what the steps below make of it, made once
+            return [*_NONE_HEAD], [*_NONE_BUFFERS]
         cw = self.cw
         if is_error:
             obj = serialization.serialize_error(value)

@@ -177,7 +177,6 @@ _PLAIN = frozenset((int, float, str, bytes, bool, type(None)))
 _CONTAINERS = frozenset((tuple, list, dict))
 # A call without arguments, as `serialize(((), {}))` pickles it.
 NO_ARGUMENTS = pickle.dumps(((), {}), protocol=5)
-PICKLED_NONE = pickle.dumps(None, protocol=5)  # what serialize(None) holds
 
 
 def _is_plain(value, depth: int = 0) -> bool:
