@@ -1,4 +1,4 @@
-"""The core worker's loop (transport.new_loop: asyncio's iteration with less
+"""The core worker's loop (event_loop.new_loop: asyncio's iteration with less
 Python per turn), its inbox (loop_inbox.py: how other threads hand it work)
 and the wake-up a blocking get waits on (memory_store.Wake), each on a real
 loop thread with real threads posting to it."""
@@ -12,7 +12,7 @@ import time
 import pytest
 from conftest import wait_for_condition
 
-from solray._private import transport
+from solray._private import event_loop
 from solray._private.loop_inbox import Inbox
 from solray._private.memory_store import MemoryStore, Wake, error_entry
 
@@ -21,7 +21,7 @@ DEADLINE_S = 10
 
 @pytest.fixture
 def loop_thread():
-    loop = transport.new_loop()
+    loop = event_loop.new_loop()
     thread = threading.Thread(target=loop.run_forever, name="test-loop", daemon=True)
     thread.start()
     yield loop, thread
@@ -31,7 +31,7 @@ def loop_thread():
 
 
 def inbox_on(loop, thread) -> Inbox:
-    return Inbox(loop, thread, lambda ids: None)
+    return Inbox(loop, lambda ids: None)
 
 
 def test_posts_run_on_the_loop_in_posting_order_across_threads(loop_thread):
@@ -171,13 +171,13 @@ def test_a_value_the_loop_stores_wakes_its_waiter_when_the_turn_ends(debug):
     """A get blocked on a value the loop stores is woken once the loop's
     turn is over (the turn's other results stored first), in asyncio's
     debug iteration too; once the loop has stopped, at once."""
-    loop = transport.new_loop()
+    loop = event_loop.new_loop()
     loop.set_debug(debug)
     store = MemoryStore()
     seen: list = []
 
     def run() -> None:
-        store.wake_at_turn_end(loop.turn_end)
+        store.wake_at_turn_end(loop)
         try:
             loop.run_forever()
         finally:

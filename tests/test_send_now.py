@@ -11,7 +11,7 @@ import threading
 
 import pytest
 
-from solray._private import transport
+from solray._private import event_loop, transport
 from solray._private.protocol import Msg
 
 DEADLINE_S = 30
@@ -22,7 +22,7 @@ PIECE = 512 * 1024  # several of these fill a socket's buffer
 def pair():
     """A server and a client connection on one real loop thread, over TCP;
     what the server reads, in order, as (sequence number, payload)."""
-    loop = transport.new_loop()
+    loop = event_loop.new_loop()
     thread = threading.Thread(target=loop.run_forever, name="test-loop", daemon=True)
     thread.start()
     token = os.urandom(32)

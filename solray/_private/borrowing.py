@@ -91,7 +91,7 @@ class Borrowing:
         pending = self._take_new_borrows()
         if pending:
             waits = self.cw.run_on_loop(self._register, pending)
-            if threading.current_thread() is not self.cw.loop_thread:  # cannot wait on ourselves
+            if not self.cw.loop.in_turn():  # cannot wait on ourselves
                 concurrent.futures.wait(waits)
 
     def register_borrows_async(self) -> asyncio.Future:

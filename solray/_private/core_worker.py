@@ -18,15 +18,18 @@ connections, and wires together the parts that do the work:
 
 Threads. User code runs on user threads: the driver program and any threads
 it starts; in a worker, the main thread (tasks) and an actor's thread pool or
-event loop. All socket I/O runs on one asyncio loop in a background thread
-(`solray-io`). The rule:
+event loop. All socket I/O runs on one asyncio loop (event_loop.py), run
+by a background thread (`solray-io`), or by a thread that waits on it
+(`Loop.wait_running`: a get's or a worker's idle main thread runs it while
+it waits, so what it waits for needs no thread hand-off). The rule:
 
-    The loop owns the core worker's state. Other threads never write it and
+    The loop owns the core worker's state: whichever thread runs its turn
+    (`Loop.in_turn`; one at a time). Other threads never write it and
     never iterate it: they hand work to the loop through its inbox
     (loop_inbox.py: `post()`, run in posting order) and, when they need an
     answer, wait for it on a future (`call`, `run_on_loop`, `submit`, which
-    run after everything posted before them). The loop never blocks and
-    never waits for a user thread.
+    run after everything posted before them). The loop's callbacks never
+    block and never wait for a user thread.
 
 Who owns what (this is the one map; each part's header says why):
 
@@ -100,6 +103,7 @@ import threading
 from solray import exceptions
 from solray._private import (
     driver_output,
+    event_loop,
     host,
     ids,
     metrics_reporter,
@@ -186,10 +190,10 @@ class CoreWorker:
         self.actor_submitter = ActorSubmitter(self)
         self.collective = CollectiveInbox()
 
-        self.loop = transport.new_loop()
+        self.loop = event_loop.new_loop(lendable=True)
         self.loop_thread = threading.Thread(target=self._run_loop, name="solray-io", daemon=True)
         # Other threads reach the loop only through its inbox (loop_inbox.py).
-        inbox = Inbox(self.loop, self.loop_thread, self.refs.remove_local)
+        inbox = Inbox(self.loop, self.refs.remove_local)
         self.post, self.post_lazy, self.drop_ref = inbox.post, inbox.post_lazy, inbox.drop
         self.post_with_next, self.post_quiet = inbox.post_with_next, inbox.post_quiet
         self.post_record = inbox.post_record
@@ -240,7 +244,7 @@ class CoreWorker:
 
     def _run_loop(self) -> None:
         asyncio.set_event_loop(self.loop)
-        self.memory_store.wake_at_turn_end(self.loop.turn_end)
+        self.memory_store.wake_at_turn_end(self.loop)
         try:
             self.loop.run_forever()
         finally:  # no turn ends any more: waiters are woken at once

@@ -72,12 +72,12 @@ import cloudpickle
 import msgpack
 
 from solray import exceptions
-from solray._private import ids, serialization, transport
+from solray._private import event_loop, ids, serialization
 from solray._private import task_events as ev
 from solray._private.advice import TINY_US
 from solray._private.interrupts import Interrupts
 from solray._private.loop_inbox import Inbox
-from solray._private.memory_store import Inline, decode_entry, encode_entry, error_entry
+from solray._private.memory_store import Inline, Wake, decode_entry, encode_entry, error_entry
 from solray._private.object_reader import ObjectReader
 from solray._private.protocol import LOG_MARK, LOG_SEP, Msg
 from solray._private.serialization import NO_ARGUMENTS, SerializedObject
@@ -117,7 +117,7 @@ class TaskContext:
 class Executor:
     def __init__(self, core_worker):
         self.cw = core_worker
-        self.queue: queue.SimpleQueue = queue.SimpleQueue()
+        self.queue = WorkQueue(core_worker.loop)
         self.functions: dict[bytes, object] = {}
         self._pickled_functions: dict[bytes, bytes] = {}  # function id -> as sent
         self.actor: ActorRuntime | None = None
@@ -939,6 +939,41 @@ def _outputs(result, num_returns: int) -> list:
     return outputs
 
 
+class WorkQueue:
+    """The main thread's work (tasks, actor creation, a plain actor's
+    calls), in arrival order. The I/O loop puts, the main thread gets.
+
+    A main thread with nothing to do runs the I/O loop itself while it
+    waits (event_loop.Loop.wait_running): the call that arrives is read,
+    dispatched and run on one thread. Woken by the loop's thread instead,
+    each call cost a thread hand-off, which on a machine whose idle CPUs
+    halt is a good part of a short call's time."""
+
+    def __init__(self, loop: event_loop.Loop):
+        self._items: queue.SimpleQueue = queue.SimpleQueue()
+        self._idle: Wake | None = None  # the main thread waits on it
+        self._wait_running = loop.wait_running
+
+    def put(self, work) -> None:
+        """Any thread."""
+        self._items.put(work)
+        idle = self._idle
+        if idle is not None:
+            idle.set()
+
+    def get(self):
+        """The main thread: the next work, once there is some."""
+        items = self._items
+        while items.empty():
+            # Set before the check: a put either sees this Wake or left its
+            # work for the check to see.
+            idle = self._idle = Wake()
+            if items.empty():
+                self._wait_running(idle, 1.0)
+        self._idle = None
+        return items.get()
+
+
 class ActorCall:
     """An actor call this worker has received and not answered yet."""
 
@@ -995,7 +1030,7 @@ class ActorRuntime:
             CALL: lambda fn, *args, **kwargs: fn(self.instance, *args, **kwargs),
         }
         if self.is_async:
-            self.loop = transport.new_loop()  # the I/O loop's kind: less Python per turn
+            self.loop = event_loop.new_loop()  # the I/O loop's kind: less Python per turn
             self._semaphores: dict = {}
             self._limits = {None: max_concurrency, **groups}
             threading.Thread(

@@ -35,10 +35,12 @@ import threading
 from collections.abc import Callable
 from types import CodeType, FrameType
 
+from solray._private import event_loop
 from solray._private.memory_store import Wake
 
 RESIGNAL_S = 0.02
 _WAKE_WAIT = Wake.wait.__code__
+_WAIT_RUNNING = event_loop.Loop.wait_running.__code__
 
 # Frames of files here are the runtime's; any other frame is user code (or
 # a library or the standard library running for one of the two).
@@ -87,6 +89,14 @@ class Interrupts:
         if called is None and frame.f_code is _WAKE_WAIT:
             # The runtime's own stand-in for threading.Event.wait: nothing
             # in it to leave half-done, as in Event.wait, called from a point.
+            called, frame = frame, frame.f_back
+        elif called is None and frame.f_code is event_loop.POLL:
+            # Waiting in epoll while it runs the loop (Loop.wait_running):
+            # no callback is running, nothing half-done, as in Wake.wait.
+            while frame is not None and frame.f_code is not _WAIT_RUNNING:
+                frame = frame.f_back
+            if frame is None:
+                return False
             called, frame = frame, frame.f_back
         return frame is not None and called is not None and frame.f_code in self._points
 

@@ -52,10 +52,11 @@ import concurrent.futures
 import contextvars
 import logging
 import operator
-import threading
 from collections import deque
 from collections.abc import Callable
 from functools import partial
+
+from solray._private.event_loop import Loop
 
 logger = logging.getLogger(__name__)
 
@@ -68,12 +69,10 @@ _is_record = operator.itemgetter(2)  # of a posted (fn, args, is a record)
 class Inbox:
     def __init__(
         self,
-        loop: asyncio.AbstractEventLoop,
-        loop_thread: threading.Thread,
+        loop: Loop,
         apply_drops: Callable[[list[bytes]], None],
     ):
         self._loop = loop
-        self._loop_thread = loop_thread
         self._apply_drops = apply_drops
         self._posted: deque = deque()  # (fn, args, is a record: post_record)
         self._dropped: deque[bytes] = deque()  # ids of ObjectRef instances gone
@@ -144,9 +143,9 @@ class Inbox:
         return done
 
     def run(self, fn, *args):
-        """User thread: call() for a plain function. On the loop itself, a
-        plain call."""
-        if threading.current_thread() is self._loop_thread:
+        """User thread: call() for a plain function. On the loop itself (in
+        its turn, on whichever thread runs it), a plain call."""
+        if self._loop.in_turn():
             return fn(*args)
 
         async def run():

@@ -60,19 +60,31 @@ class Wake:
     """What a waiting thread needs of threading.Event (`wait`, `set`), on
     one lock held until set. An Event is a Condition: a lock and a deque to
     make, a waiter lock per wait, and a notify; about 200 bytecodes per
-    blocking get, which a sync call does once."""
+    blocking get, which a sync call does once.
 
-    __slots__ = ("_lock",)
+    A thread that runs the loop while it waits (event_loop.Loop.wait_running)
+    sits in epoll, not on the lock: `poller` is that loop then, and a set
+    from another thread writes the loop's wake-up byte too."""
+
+    __slots__ = ("_lock", "poller", "poller_ident")
 
     def __init__(self):
         self._lock = _thread.allocate_lock()
         self._lock.acquire()
+        self.poller = None  # the loop the waiting thread runs, while it does
+        self.poller_ident = 0  # that thread
+
+    def is_set(self) -> bool:
+        return not self._lock.locked()
 
     def set(self) -> None:
         try:
             self._lock.release()
         except RuntimeError:  # set already (an on_error waiter fires per error)
             pass
+        poller = self.poller
+        if poller is not None and self.poller_ident != _thread.get_ident():
+            poller._write_to_self()
 
     def wait(self, timeout: float | None = None) -> bool:
         """True once set; False when `timeout` passes first."""
@@ -125,21 +137,20 @@ class MemoryStore:
         # once per result, and paid for the whole list each time.
         self._wide: list[Waiter] = []
         # A user thread waiting for a value the loop stores is woken at the
-        # end of the loop's turn (`transport._Loop.turn_end`), not at once:
+        # end of the loop's turn (`event_loop.Loop.turn_end`), not at once:
         # a turn often stores several results (a burst of replies read
         # together), and a thread woken at the first would wait for the GIL
         # the loop still holds, then take it from the loop for each of the
-        # rest. `_to_wake` is the loop's (only its thread appends or wakes).
-        self._loop_ident: int | None = None
-        self._turn_end: list | None = None
+        # rest. `_to_wake` is the loop's (only a thread in its turn appends
+        # or wakes).
+        self._loop = None
         self._to_wake: list[Wake] = []
 
-    def wake_at_turn_end(self, turn_end: list | None) -> None:
-        """Loop thread: wake waiters at the end of each turn, via the
-        loop's `turn_end` list; None (once the loop has stopped): at once."""
-        self._loop_ident = None if turn_end is None else threading.get_ident()
-        self._turn_end = turn_end
-        if turn_end is None:
+    def wake_at_turn_end(self, loop) -> None:
+        """Loop thread: wake waiters at the end of each turn of `loop` (an
+        event_loop.Loop); None (once the loop has stopped): at once."""
+        self._loop = loop
+        if loop is None:
             self._wake_all()
 
     def put(self, object_id: bytes, entry: Entry) -> None:
@@ -157,12 +168,13 @@ class MemoryStore:
                     self._wide = [w for w in self._wide if w not in fire]
         if not fire:
             return
-        if threading.get_ident() == self._loop_ident:
+        loop = self._loop
+        if loop is not None and loop.turn_thread == threading.get_ident():
             to_wake = self._to_wake
             for w in fire:
                 if w.callback is None:
                     if not to_wake:
-                        self._turn_end.append(self._wake_all)
+                        loop.turn_end.append(self._wake_all)
                     to_wake.append(w.event)
                 else:
                     w.callback()

@@ -31,7 +31,7 @@ from itertools import compress, count, islice
 
 from solray import exceptions
 from solray._private import serialization, transport
-from solray._private.memory_store import Inline, InStore, decode_entry, error_entry
+from solray._private.memory_store import Inline, InStore, Wake, decode_entry, error_entry
 from solray._private.protocol import Msg
 from solray._private.serialization import SerializedObject
 from solray._private.store_client import Lost
@@ -209,7 +209,7 @@ class ObjectReader:
             if self.wait_for_ids([object_id], 1, timeout):
                 return cw.memory_store.get(object_id)
         else:
-            done = threading.Event()
+            done = Wake()
             asked = cw.submit(self._ask_owner(object_id, owner, lost))
             asked.add_done_callback(lambda _: done.set())
             if self.block(done, timeout):
@@ -331,7 +331,7 @@ class ObjectReader:
             memory_store.forget_waiter(object_ids, waiter)
         return woken
 
-    def block(self, event: threading.Event, timeout: float | None) -> bool:
+    def block(self, event: Wake, timeout: float | None) -> bool:
         """User thread: wait for `event`; False on timeout. A worker blocked
         here lends its CPU to others (WORKER_BLOCKED)."""
         cw = self.cw
@@ -340,12 +340,13 @@ class ObjectReader:
             cw.post(cw.node.send, Msg.WORKER_BLOCKED)
             if cw.executor is not None:
                 cw.executor.blocking(True)
+        wait_running = cw.loop.wait_running  # runs the loop while it waits, if it may
         try:
             deadline = None if timeout is None else time.monotonic() + timeout
             while True:
                 # Wake up now and then so Ctrl-C reaches the driver promptly.
                 step = 1.0 if deadline is None else min(1.0, max(0.0, deadline - time.monotonic()))
-                if event.wait(step):
+                if wait_running(event, step):
                     return True
                 if deadline is not None and time.monotonic() >= deadline:
                     return False
@@ -443,7 +444,7 @@ class _LocalWait:
         self.anywhere = anywhere  # ids ready wherever their value is
         self.needed = needed
         self.ready: set[bytes] = set()
-        self.event = threading.Event()
+        self.event = Wake()
         self.waiters: list = []  # (id, memory store waiter) to forget when done
         self.done = False
 

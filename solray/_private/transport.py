@@ -61,25 +61,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import heapq
 import hmac
 import itertools
 import logging
-import math
 import os
-import select
-import selectors
 import socket
 import struct
 import threading
-import time
-from asyncio import base_events, selector_events
+from asyncio import selector_events
 from collections.abc import Callable
-from selectors import EVENT_READ, EVENT_WRITE
 from typing import Any
 
 import solray
 from solray._private import protocol, tls
+from solray._private.event_loop import TurnCounter
 from solray._private.protocol import MAX_HEADER, MAX_PAYLOAD, PREFIX, Msg, ProtocolError
 
 logger = logging.getLogger(__name__)
@@ -110,157 +105,6 @@ class VersionMismatchError(RuntimeError):
 
 
 Handler = Callable[["Connection", int, Any, list], None]
-
-
-class _TurnCounter(selectors.DefaultSelector):
-    """A selector that counts its loop's iterations: the loop calls
-    `select` once per iteration, so frames sent with the same `turn` belong
-    to one iteration (Connection.send)."""
-
-    turn = 0
-
-    def select(self, timeout=None):
-        self.turn += 1
-        return super().select(timeout)
-
-
-if selectors.DefaultSelector is getattr(selectors, "EpollSelector", None):
-    _NOT_IN, _NOT_OUT = ~select.EPOLLIN, ~select.EPOLLOUT
-
-    class _TurnCounter(selectors.EpollSelector):  # noqa: F811 (Linux's)
-        """The same, with EpollSelector's `select` in less Python per event
-        (a loop turns twice per round trip, on each side)."""
-
-        turn = 0
-
-        def select(self, timeout=None):
-            self.turn += 1
-            if timeout is None:
-                timeout = -1
-            elif timeout <= 0:
-                timeout = 0
-            else:  # epoll_wait counts milliseconds: wait at least `timeout`
-                timeout = math.ceil(timeout * 1e3) * 1e-3
-            keys = self._fd_to_key
-            try:
-                fd_events = self._selector.poll(timeout, len(keys) or 1)
-            except InterruptedError:
-                return []
-            ready = []
-            for fd, event in fd_events:
-                key = keys.get(fd)
-                if key is not None:
-                    mask = (event & _NOT_IN and EVENT_WRITE) | (event & _NOT_OUT and EVENT_READ)
-                    ready.append((key, mask & key.events))
-            return ready
-
-
-_monotonic = time.monotonic
-
-
-class _Loop(asyncio.SelectorEventLoop):
-    """asyncio's selector loop with less Python per iteration: a round trip
-    turns the loops at both ends twice, so their own work (select, the ready
-    events, the timers) is a good part of a short call's cost."""
-
-    def __init__(self, selector=None):
-        super().__init__(selector)
-        # Called once the turn's callbacks have run, before the next select
-        # (memory_store.py wakes user threads there). Appended to in place.
-        self.turn_end: list[Callable[[], None]] = []
-
-    def _run_once(self) -> None:
-        # BaseEventLoop._run_once (base_events.py): the same steps in the
-        # same order, with _process_events (selector_events.py) and time()
-        # (time.monotonic, which this class does not change) inlined.
-        if self._debug:  # asyncio's own, which times each callback
-            super()._run_once()
-            self._end_turn()
-            return
-        scheduled = self._scheduled
-        if scheduled:
-            count = len(scheduled)
-            if (
-                count > base_events._MIN_SCHEDULED_TIMER_HANDLES
-                and self._timer_cancelled_count / count
-                > base_events._MIN_CANCELLED_TIMER_HANDLES_FRACTION
-            ):
-                kept = []
-                for handle in scheduled:
-                    if handle._cancelled:
-                        handle._scheduled = False
-                    else:
-                        kept.append(handle)
-                heapq.heapify(kept)
-                self._scheduled = scheduled = kept
-                self._timer_cancelled_count = 0
-            else:
-                while scheduled and scheduled[0]._cancelled:
-                    self._timer_cancelled_count -= 1
-                    heapq.heappop(scheduled)._scheduled = False
-        ready = self._ready
-        if ready or self._stopping:
-            timeout = 0
-        elif scheduled:
-            timeout = min(
-                max(0, scheduled[0]._when - _monotonic()), base_events.MAXIMUM_SELECT_TIMEOUT
-            )
-        else:
-            timeout = None
-        for key, mask in self._selector.select(timeout):
-            reader, writer = key.data
-            if mask & EVENT_READ and reader is not None:
-                if reader._cancelled:
-                    self._remove_reader(key.fileobj)
-                else:
-                    ready.append(reader)
-            if mask & EVENT_WRITE and writer is not None:
-                if writer._cancelled:
-                    self._remove_writer(key.fileobj)
-                else:
-                    ready.append(writer)
-        if scheduled:
-            end_time = _monotonic() + self._clock_resolution
-            while scheduled and scheduled[0]._when < end_time:
-                handle = heapq.heappop(scheduled)
-                handle._scheduled = False
-                ready.append(handle)
-        # What is ready now, not what these callbacks make ready.
-        for _ in range(len(ready)):
-            handle = ready.popleft()
-            if not handle._cancelled:
-                handle._run()
-        if self.turn_end:
-            self._end_turn()
-
-    def _end_turn(self) -> None:
-        turn_end = self.turn_end
-        while turn_end:  # (what these calls add runs now too, not after a select)
-            calls = turn_end.copy()
-            turn_end.clear()
-            for fn in calls:
-                fn()
-
-    def _read_from_self(self) -> None:
-        # Other threads wake the loop with a byte per burst of posts
-        # (loop_inbox.py), so one read takes what is there; asyncio's read
-        # until EAGAIN cost a second system call per wake-up. Bytes beyond
-        # this read leave the socket readable for the next iteration.
-        try:
-            data = self._ssock.recv(4096)
-        except (InterruptedError, BlockingIOError):
-            return
-        if data:
-            self._process_self_data(data)  # signal numbers, on Unix
-
-
-def new_loop() -> asyncio.AbstractEventLoop:
-    """An event loop whose connections send a round trip's lone frame without
-    scheduling an end-of-iteration flush (Connection.send)."""
-    selector = _TurnCounter()
-    loop = _Loop(selector)
-    loop.solray_turns = selector
-    return loop
 
 
 class ConnectionLost(ConnectionError):
@@ -304,7 +148,7 @@ class Connection(asyncio.Protocol):
         self._write_lock = threading.Lock()
         self._out: list = []
         self._flush_scheduled = False
-        self._turns: _TurnCounter | None = None  # the loop's, if it counts turns
+        self._turns: TurnCounter | None = None  # the loop's, if it counts turns
         self._sock: socket.socket | None = None  # what send_now writes to, if it may
         self._sent_turn = -1  # the turn whose first frame went out at once
         self.closed = False

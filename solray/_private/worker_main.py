@@ -67,6 +67,9 @@ def main(token: bytes) -> None:
         }
     )
     signal.signal(signal.SIGINT, executor.interrupts.on_sigint)
+    # That handler raises only at an interrupt point: safe while the main
+    # thread runs the loop's callbacks (event_loop.py).
+    cw.loop.defer_sigint = False
     executor.run_forever()
 
 
