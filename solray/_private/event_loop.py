@@ -121,13 +121,12 @@ if selectors.DefaultSelector is getattr(selectors, "EpollSelector", None):
             for fd in self.fired:
                 key = keys.get(fd)
                 if key is not None:
-                    events = key.events
+                    events = key.events  # what register() and modify() asked
                     try:
                         modify(
                             fd,
-                            (EVENT_READ & events and select.EPOLLIN)
-                            | (EVENT_WRITE & events and select.EPOLLOUT)
-                            | _ONESHOT,
+                            (EVENT_READ & events and self._EVENT_READ)
+                            | (EVENT_WRITE & events and self._EVENT_WRITE),
                         )
                     except OSError:  # closed by its callback, not unregistered yet
                         pass
@@ -168,7 +167,8 @@ POLL = TurnCounter.select.__code__  # a lender's wait in epoll (interrupts.py to
 
 class Loop(asyncio.SelectorEventLoop):
     def __init__(self, lendable: bool = False):
-        selector = TurnCounter(oneshot=lendable and TurnCounter.lendable)
+        self._lendable = lendable and TurnCounter.lendable
+        selector = TurnCounter(oneshot=self._lendable)
         super().__init__(selector)
         self.solray_turns = selector  # Connection.send reads the turn count
         # Called once the turn's callbacks have run, before the next select
@@ -178,7 +178,6 @@ class Loop(asyncio.SelectorEventLoop):
         # Whether a SIGINT handler must wait for a safe point on a main
         # thread that lends itself (see the header); a worker's need not.
         self.defer_sigint = True
-        self._lendable = lendable and TurnCounter.lendable
         self._turn_lock = threading.Lock()
         self._lent = threading.Lock()  # held by the thread that lends itself
         self._io_deadline = math.inf  # when the I/O thread's wait in epoll ends
