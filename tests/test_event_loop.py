@@ -1,11 +1,15 @@
 """A thread that waits on the core worker's loop runs it meanwhile
-(event_loop.Loop.wait_running): real threads, a real loop thread in epoll,
-real sockets and a real SIGINT."""
+(event_loop.Loop.wait_running), polling first while its waits are short:
+real threads, a real loop thread in epoll, real sockets and a real SIGINT."""
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
+import subprocess
+import sys
+import textwrap
 import threading
 
 import pytest
@@ -29,10 +33,11 @@ def _syscall(thread: threading.Thread) -> str:
 
 
 class _Running:
-    """A lendable loop run by its own I/O thread, as a core worker's is."""
+    """A lendable loop run by its own I/O thread, as a core worker's is.
+    Its lenders block in epoll at once unless `spin_s` says otherwise."""
 
-    def __init__(self):
-        self.loop = event_loop.new_loop(lendable=True)
+    def __init__(self, spin_s: float = 0.0):
+        self.loop = event_loop.new_loop(lendable=True, spin_s=spin_s)
         self.thread = threading.Thread(target=self.loop.run_forever, name="test-io", daemon=True)
         self.thread.start()
         wait_for_condition(lambda: self.loop.is_running(), timeout=DEADLINE_S)
@@ -266,6 +271,35 @@ def test_sigint_waits_for_the_end_of_a_lenders_callback(running):
     assert steps[-1] == "after"
 
 
+def test_sigint_deferred_in_a_turn_ends_the_wait_in_epoll_after_it(running):
+    """A SIGINT deferred while the lender runs what was ready before its
+    wait in epoll (the same turn) is not left waiting for something to
+    arrive: the wait ends at once and the handler runs."""
+    loop = running.loop
+    main = threading.current_thread()
+    wake = Wake()
+
+    def interrupt(signum, frame):
+        raise _Interrupted
+
+    def then_interrupt() -> None:  # ready when the lender's next turn starts
+        signal.pthread_kill(main.ident, signal.SIGINT)
+        for _ in range(1000):  # bytecodes, where Python checks for signals
+            pass
+
+    def post_once_main_lends() -> None:
+        wait_for_condition(lambda: running.in_epoll(main), timeout=DEADLINE_S)
+        loop.call_soon_threadsafe(loop.call_soon, then_interrupt)
+
+    previous = signal.signal(signal.SIGINT, interrupt)
+    try:
+        threading.Thread(target=post_once_main_lends, daemon=True).start()
+        with pytest.raises(_Interrupted):  # (else it waits LONG_S and returns False)
+            loop.wait_running(wake, LONG_S)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def test_sigint_in_epoll_interrupts_a_lender_at_once(running):
     """A SIGINT while the main thread waits in epoll is raised there."""
     wake = Wake()
@@ -286,3 +320,154 @@ def test_sigint_in_epoll_interrupts_a_lender_at_once(running):
             running.loop.wait_running(wake, LONG_S)
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+# -- polling before blocking ---------------------------------------------------
+
+
+def test_a_lender_polls_and_reads_what_lands_while_it_polls(pair):
+    """With time left to poll, a lender does not block in epoll: it polls
+    (each poll is a select, counted by the selector), and what lands
+    meanwhile is read and handled on it."""
+    running = _Running(spin_s=LONG_S)
+    try:
+        loop = running.loop
+        ours, peer = pair
+        handled_on: list[str] = []
+        wake = Wake()
+
+        def readable() -> None:
+            handled_on.append(threading.current_thread().name)
+            ours.recv(100)
+            wake.set()
+
+        running.on_loop(loop.add_reader, ours, readable)
+        wait_for_condition(lambda: running.in_epoll(running.thread), timeout=DEADLINE_S)
+        polls = loop.solray_turns.turn
+        out: dict = {}
+        lender = _lender(loop, wake, LONG_S, out)
+        wait_for_condition(lambda: loop.solray_turns.turn > polls + 100, timeout=DEADLINE_S)
+        peer.send(b"reply")
+        lender.join(DEADLINE_S)
+        assert out == {"woken": True}
+        assert handled_on == ["test-lender"]
+        assert running.in_epoll(running.thread)  # never woken for it
+    finally:
+        running.stop()
+
+
+def test_after_a_long_wait_a_lender_blocks_at_once_and_after_a_short_one_polls():
+    """Polling pays only while waits are short: a wait that outlasts five
+    polling windows makes the next one block at once; a short one (its
+    Wake already set) brings polling back."""
+    spin_s = 0.005
+    running = _Running(spin_s=spin_s)
+    try:
+        loop = running.loop
+        turns = loop.solray_turns
+        assert loop.wait_running(Wake(), 10 * spin_s) is False  # long, and nothing came
+
+        wake = Wake()
+        out: dict = {}
+        before = turns.turn
+        lender = _lender(loop, wake, LONG_S, out)
+        wait_for_condition(lambda: running.in_epoll(lender), timeout=DEADLINE_S)
+        wake.set()
+        lender.join(DEADLINE_S)
+        assert out == {"woken": True}
+        # One select, blocking (two more at most for the Wake's byte, if
+        # the I/O thread took it first); polling 5 ms would be hundreds.
+        assert turns.turn - before <= 3
+
+        done = Wake()
+        done.set()
+        assert loop.wait_running(done, LONG_S) is True  # a short wait
+        before = turns.turn
+        assert loop.wait_running(Wake(), spin_s) is False  # polls, then times out
+        assert turns.turn > before + 1
+    finally:
+        running.stop()
+
+
+def test_a_lender_stops_polling_when_polling_seldom_catches_anything():
+    """Waits a little longer than the window (none caught by polling)
+    turn polling off after a few; one wait in eight still polls, to see."""
+    spin_s = 0.02
+    running = _Running(spin_s=spin_s)
+    try:
+        loop = running.loop
+        turns = loop.solray_turns
+
+        def selects_in_a_wait() -> int:
+            before = turns.turn
+            assert loop.wait_running(Wake(), 2 * spin_s) is False
+            return turns.turn - before
+
+        polled = [selects_in_a_wait() for _ in range(6)]  # polls, then blocks
+        assert min(polled) > 2
+        blocked = [selects_in_a_wait() for _ in range(7)]
+        assert max(blocked) <= 2  # one select (and one if a wake-up byte came)
+        assert selects_in_a_wait() > 2  # the eighth looks again
+    finally:
+        running.stop()
+
+
+_POLLS = textwrap.dedent(
+    """
+    import os, sys, threading
+    if len(sys.argv) > 1:
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+    from solray._private import event_loop
+    from solray._private.memory_store import Wake
+    loop = event_loop.new_loop(lendable=True)
+    threading.Thread(target=loop.run_forever, daemon=True).start()
+    while loop.solray_turns.turn < 1:  # the I/O thread is in epoll
+        pass
+    before = loop.solray_turns.turn
+    loop.wait_running(Wake(), 0.2)
+    print(loop.solray_turns.turn - before, event_loop.SPIN_S)
+    """
+)
+
+
+def _polls(spin_us: str | None, *args: str) -> subprocess.CompletedProcess:
+    """Selects a lender makes in a 0.2 s wait that nothing ends, and its
+    polling window, in a fresh process with SOLRAY_WAIT_SPIN_US=`spin_us`
+    (None: unset)."""
+    env = {k: v for k, v in os.environ.items() if k != "SOLRAY_WAIT_SPIN_US"}
+    if spin_us is not None:
+        env["SOLRAY_WAIT_SPIN_US"] = spin_us
+    return subprocess.run(
+        [sys.executable, "-c", _POLLS, *args], env=env, capture_output=True, text=True, timeout=60
+    )
+
+
+def _selects(polls: subprocess.CompletedProcess) -> int:
+    assert polls.returncode == 0, polls.stderr
+    return int(polls.stdout.split()[0])
+
+
+def test_solray_wait_spin_us_sets_the_polling_window():
+    """SOLRAY_WAIT_SPIN_US: 0 turns polling off (one select, blocking);
+    a window polls throughout it."""
+    assert _selects(_polls("0")) <= 2  # the lender's; the I/O thread's if it left a timer
+    assert _selects(_polls("100000")) > 10
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs")
+def test_on_one_cpu_a_lender_does_not_poll_unless_told_to():
+    """With one CPU to run on, polling would only keep the thread it waits
+    for off that CPU: off by default, and on only if asked for."""
+    default = _polls(None, "one-cpu")
+    assert _selects(default) <= 2
+    assert float(default.stdout.split()[1]) == 0
+    assert _selects(_polls("100000", "one-cpu")) > 10
+    two = _polls(None)  # with two, 200 us by default
+    assert float(two.stdout.split()[1]) == pytest.approx(200e-6)
+
+
+@pytest.mark.parametrize("value", ["fast", "-5", "1.5"])
+def test_a_bad_solray_wait_spin_us_is_refused_by_name(value):
+    bad = _polls(value)
+    assert bad.returncode != 0
+    assert "SOLRAY_WAIT_SPIN_US" in bad.stderr and repr(value) in bad.stderr

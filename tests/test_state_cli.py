@@ -81,7 +81,9 @@ def started(tmp_path_factory):
         )
         assert node.returncode == 0, node.stdout + node.stderr
         setup = run_python(SETUP.format(address=address), env)
-        speakers = json.loads(setup.stdout.split("SPEAKERS", 1)[1])
+        # (Workers' output reaches the driver's stdout as it is streamed:
+        # the task's line may come after the driver's own last line.)
+        speakers = json.loads(setup.stdout.split("SPEAKERS", 1)[1].splitlines()[0])
         assert len({s["node_id"] for s in speakers}) == 2
         task_id = re.search(r"^TASK (\w+)$", setup.stdout, re.MULTILINE).group(1)
         yield {
