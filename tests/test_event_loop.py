@@ -91,21 +91,28 @@ def _lender(loop, wake: Wake, timeout: float, out: dict) -> threading.Thread:
     return thread
 
 
-def test_a_waiting_thread_reads_what_it_waits_for_itself(running, pair):
-    """The bytes a thread waits for are read and handled on that thread,
-    and the I/O thread, asleep in epoll, is not woken for them."""
-    loop = running.loop
-    ours, peer = pair
+def _read_and_wake(running: _Running, ours: socket.socket, wake: Wake) -> list[str]:
+    """A reader on `ours` that takes what comes and sets `wake`, registered
+    with the I/O thread back in epoll; the names of the threads it ran on."""
     handled_on: list[str] = []
-    wake = Wake()
 
     def readable() -> None:
         handled_on.append(threading.current_thread().name)
         ours.recv(100)
         wake.set()
 
-    running.on_loop(loop.add_reader, ours, readable)
+    running.on_loop(running.loop.add_reader, ours, readable)
     wait_for_condition(lambda: running.in_epoll(running.thread), timeout=DEADLINE_S)
+    return handled_on
+
+
+def test_a_waiting_thread_reads_what_it_waits_for_itself(running, pair):
+    """The bytes a thread waits for are read and handled on that thread,
+    and the I/O thread, asleep in epoll, is not woken for them."""
+    loop = running.loop
+    ours, peer = pair
+    wake = Wake()
+    handled_on = _read_and_wake(running, ours, wake)
     out: dict = {}
     lender = _lender(loop, wake, LONG_S, out)
     wait_for_condition(lambda: running.in_epoll(lender), timeout=DEADLINE_S)
@@ -333,16 +340,8 @@ def test_a_lender_polls_and_reads_what_lands_while_it_polls(pair):
     try:
         loop = running.loop
         ours, peer = pair
-        handled_on: list[str] = []
         wake = Wake()
-
-        def readable() -> None:
-            handled_on.append(threading.current_thread().name)
-            ours.recv(100)
-            wake.set()
-
-        running.on_loop(loop.add_reader, ours, readable)
-        wait_for_condition(lambda: running.in_epoll(running.thread), timeout=DEADLINE_S)
+        handled_on = _read_and_wake(running, ours, wake)
         polls = loop.solray_turns.turn
         out: dict = {}
         lender = _lender(loop, wake, LONG_S, out)
