@@ -43,8 +43,9 @@ The rules that keep one owner for the loop's state:
   callbacks ran), so the same bytes never wake both: level-triggered, epoll
   would wake the next waiter too, for bytes the first is about to read.
   What the I/O thread gets while a thread lends itself (it came before
-  the lender was in epoll: a reply that beat its caller to its wait) it
-  arms again untouched, for the lender.
+  the lender was in epoll: a reply that beat its caller to its wait, or
+  one that came between a polling lender's polls) it arms again
+  untouched, for the lender.
 - What wakes a lender from another thread (its Wake set, memory_store.py)
   also writes the loop's wake-up byte. An I/O thread that ran a turn while
   a thread lends (it was in epoll first, and took an event) writes the
