@@ -140,30 +140,36 @@ class _Polling:
       40%, and the rest of its polling only took CPU from those clients
       (12% fewer tasks per second)."""
 
-    __slots__ = ("window", "short", "caught", "skipped")
+    __slots__ = ("window", "short", "caught", "skipped", "polls", "hit")
 
     def __init__(self, window: float):
         self.window = window
         self.short = window > 0  # the last wait was short
         self.caught = 1.0  # the share of polling waits that polling caught
         self.skipped = 0  # waits that did not poll since one did
+        self.polls = False  # this wait polls
+        self.hit = False  # and polling caught what it waited for (Loop._poll)
 
     def next_window(self) -> float:
-        """How long the next wait polls (0: it blocks at once)."""
+        """How long the wait that starts now polls (0: it blocks at once)."""
+        self.hit = False
         if not self.short:
-            return 0.0
-        if self.caught >= 0.5:
-            return self.window
-        self.skipped += 1
-        if self.skipped < 8:
-            return 0.0
-        self.skipped = 0
-        return self.window
+            self.polls = False
+        elif self.caught >= 0.5:
+            self.polls = True
+        elif self.skipped < 7:
+            self.skipped += 1
+            self.polls = False
+        else:
+            self.skipped = 0
+            self.polls = True
+        return self.window if self.polls else 0.0
 
-    def record(self, waited: float, polled: bool, caught: bool) -> None:
+    def record(self, waited: float) -> None:
+        """The wait that started at the last `next_window` lasted `waited`."""
         self.short = self.window > 0 and waited <= self.window * 5
-        if polled:
-            self.caught += ((1.0 if caught else 0.0) - self.caught) * 0.125
+        if self.polls:
+            self.caught += ((1.0 if self.hit else 0.0) - self.caught) * 0.125
 
 
 class TurnCounter(selectors.DefaultSelector):
@@ -276,9 +282,8 @@ class Loop(asyncio.SelectorEventLoop):
         self._lent = threading.Lock()  # held by the thread that lends itself
         self._io_deadline = math.inf  # when the I/O thread's wait in epoll ends
         # Whether and how long a lender polls before it blocks (see the
-        # header); `_caught` is set by `_poll` when polling caught an event.
+        # header): the lender's, under `_lent`.
         self._polling = _Polling(SPIN_S if spin_s is None else spin_s)
-        self._caught = False
         if self._lendable:
             selector.turn_lock = self._turn_lock
 
@@ -334,7 +339,6 @@ class Loop(asyncio.SelectorEventLoop):
         polling = self._polling
         window = polling.next_window()
         spin_until = start + window if window else 0.0
-        self._caught = False
         wake.poller, wake.poller_ident = self, _get_ident()
         sigint = None
         if self.defer_sigint and threading.current_thread() is threading.main_thread():
@@ -354,7 +358,7 @@ class Loop(asyncio.SelectorEventLoop):
                         self.turn_thread = None
                 if sigint is not None:
                     sigint.deliver()
-            polling.record(_monotonic() - start, window > 0, self._caught)
+            polling.record(_monotonic() - start)
             return wake.is_set()
         finally:
             wake.poller = None
@@ -491,7 +495,7 @@ class Loop(asyncio.SelectorEventLoop):
         while now < spin_until:
             events = select(0)
             if events or wake.is_set():
-                self._caught = True
+                self._polling.hit = True
                 return events
             now = _monotonic()
         return select(None if timeout is None else max(0.0, end - now))

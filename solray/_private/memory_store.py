@@ -169,7 +169,7 @@ class MemoryStore:
         if not fire:
             return
         loop = self._loop
-        if loop is not None and loop.turn_thread == threading.get_ident():
+        if loop is not None and loop.in_turn():
             to_wake = self._to_wake
             for w in fire:
                 if w.callback is None:
