@@ -1,7 +1,8 @@
 """Pipelined tasks (task_submitter.py): a leased worker whose last task was
-short gets the next task of a burst before it answers. What a user must
-not see of it: a task stuck behind one that waits for it, a forced cancel
-of a queued task killing the task running ahead of it, a task run twice or
+short gets the next tasks of a burst before it answers. What a user must
+not see of it: a task stuck behind one that waits for it, or behind one
+that turned out long while another worker is idle, a forced cancel of a
+queued task killing the task running ahead of it, a task run twice or
 charged a retry because the worker died under the task ahead of it.
 
 Each test first runs a burst of tiny tasks on the one CPU, so the lease is
@@ -151,6 +152,24 @@ def test_cancelling_a_queued_task_leaves_the_one_ahead_running(ray_start, tmp_pa
     assert ray.get(ahead, timeout=GET_TIMEOUT_S) == "held"
     assert len(lines(held_runs)) == 1  # its worker was not killed, nor the task run again
     assert lines(behind_runs) == []
+
+
+@pytest.mark.parametrize("ray_start", [{"num_cpus": 2}], indirect=True)
+def test_tasks_queued_behind_a_long_one_move_to_the_idle_worker(ray_start, tmp_path):
+    """Two workers, both fast: the tasks pushed behind one that holds its
+    worker are taken back for the other, idle worker, and all finish while
+    the first still holds."""
+    started, release = tmp_path / "started", tmp_path / "release"
+    held_runs, behind_runs = tmp_path / "held", tmp_path / "behind"
+    warm_up()
+    ahead = hold.remote(str(started), str(release), str(held_runs))
+    queued = [behind.remote(str(behind_runs)) for _ in range(20)]
+    assert ray.get(queued, timeout=GET_TIMEOUT_S) == ["behind"] * 20
+    assert ray.wait([ahead], timeout=0)[0] == []  # it still holds its worker
+    release.touch()
+    assert ray.get(ahead, timeout=GET_TIMEOUT_S) == "held"
+    assert len(lines(held_runs)) == 1
+    assert lines(behind_runs) == ["ran"] * 20
 
 
 @ray.remote

@@ -28,10 +28,12 @@ calls ahead of it) and it never runs; the calls behind it keep their order.
 
 Tasks queued behind the running one (their owner pipelines a burst of short
 tasks: task_submitter.py) are `_waiting` until they start. Cancelling one
-answers it at once, even with force (it is not running: nothing to kill). A
-running task that blocks in get or wait hands the tasks waiting behind it
-back to their owners (REQUEUE), and tasks pushed while it is blocked go back
-at once: a task that waits on one queued behind it would wait forever. One
+answers it at once, even with force (it is not running: nothing to kill).
+Their owner may take them back (STEAL_TASKS) for another of its workers,
+which is idle: they are answered `requeue`. A running task that blocks in
+get or wait hands the tasks waiting behind it back to their owners
+(REQUEUE), and tasks pushed while it is blocked go back at once: a task
+that waits on one queued behind it would wait forever. One
 that takes a not-ready ref's future (`ref.future()`, `await ref`) hands them
 back as it does: that wait is user code's, out of this worker's sight.
 
@@ -181,6 +183,16 @@ class Executor:
             waiting, self._waiting = self._waiting, {}
         for conn, rid in waiting:
             self.cw.post(conn.reply, rid, {"requeue": 1})
+
+    def on_steal(self, conn, rid, body, buffers) -> None:
+        """The owner takes back the tasks it pushed that wait here behind
+        the running one (another of its workers is idle: task_submitter.py)."""
+        with self._waiting_lock:
+            stolen = [key for key in self._waiting if key[0] is conn]
+            for key in stolen:
+                del self._waiting[key]
+        for _, rid in stolen:
+            conn.reply(rid, {"requeue": 1})
 
     def on_actor_create(self, conn, rid, body, buffers) -> None:
         self.queue.put(partial(self.create_actor, conn, rid, body, buffers))

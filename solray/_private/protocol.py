@@ -116,6 +116,7 @@ class Msg(IntEnum):
     GENERATOR_ITEM = 65
     GENERATOR_ACK = 66
     CANCEL_TASK = 67
+    STEAL_TASKS = 72  # owner -> a leased worker: hand back the tasks queued behind the running one
     ADD_BORROWERS = 68
     REMOVE_BORROWERS = 69
     HANDOFF_DONE = 70

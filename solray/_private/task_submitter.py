@@ -11,15 +11,19 @@ A task moves through three stages, all on the owner's event loop thread:
   3. push     a leased worker runs one task at a time, straight from the owner.
               Its reply carries the return values (inline) or their locations.
 
-Pipelining: a leased worker whose last task took less than PIPELINE_BELOW_S
-is given the next task of its queue before it answers (at most one ahead:
-PIPELINE_DEPTH), so a burst of small tasks does not leave each worker idle
-for a round trip per task: it starts the next one as it sends its reply,
-and its process is not woken from idle for each push. The cost is that a
-task may wait behind one that turned out to be long, while another worker
-is free; the fast-last-task rule keeps that to bursts of short tasks. The
-worker hands back (REQUEUE) a task queued behind one that blocks in get or
-wait, so a task never waits behind one that waits for it (executor.py).
+Pipelining: a leased worker is given tasks of its queue before it answers,
+as many as its pace says it finishes within PIPELINE_QUEUED_S (its last
+task's time, from the reply before, at most PIPELINE_MAX_QUEUED), so a
+burst of small tasks does not leave each worker idle for a round trip per
+task: it starts the next one as it sends its reply, and neither process
+sleeps (and is woken: slow on a VM) between tasks. A worker whose last task
+took PIPELINE_QUEUED_S or more gets none ahead. The cost is that tasks may
+wait behind one that turned out to be long while another worker is free:
+an owner with a leased worker idle and nothing queued takes them back
+(STEAL_TASKS) from a worker whose running task has gone PIPELINE_STEAL_S
+without a reply, and pushes them again. The worker hands back (REQUEUE)
+the tasks queued behind one that blocks in get or wait too, so a task never
+waits behind one that waits for it (executor.py).
 Pipelined are only tasks that may run again (max_retries > 0) and whose
 worker does not go away after them (no max_calls, not SPREAD), nor
 generators: a worker that dies takes its queued task down with the running
@@ -45,6 +49,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections import deque
 from functools import partial
 
@@ -64,8 +69,9 @@ LEASE_LINGER_S = 0.02
 LEASE_REUSE_S = 0.5  # Ray's worker_lease_timeout_milliseconds default
 LEASE_RETRY_S = 0.05  # after another node died holding a lease request of ours
 MAX_LEASE_REQUESTS_PER_KEY = 8
-PIPELINE_DEPTH = 2  # tasks pushed to one leased worker at once: one running, one queued
-PIPELINE_BELOW_S = 0.002  # a worker whose last task took less than this gets the next early
+PIPELINE_QUEUED_S = 0.005  # a leased worker's queued tasks: this much work by its pace
+PIPELINE_MAX_QUEUED = 32  # and at most this many, behind the running one
+PIPELINE_STEAL_S = 0.002  # no reply for this long: its queued tasks may go elsewhere
 
 
 def resolve_dependencies(cw, task: PendingTask, on_resolved) -> None:
@@ -244,7 +250,7 @@ class NodeBusy(Exception):
 class LeasedWorker:
     __slots__ = (
         "lease_id", "conn", "address", "gpu_ids", "pushed", "linger", "node_id", "node", "expires",
-        "since", "fast",
+        "since", "ahead", "stealing",
     )  # fmt: skip
 
     def __init__(
@@ -263,13 +269,14 @@ class LeasedWorker:
         self.gpu_ids = gpu_ids
         self.node_id = node_id
         # Tasks pushed and not answered, in push order: the first runs, the
-        # rest wait on the worker (pipelining, PIPELINE_DEPTH).
+        # rest wait on the worker (pipelining: `ahead` of them at most).
         self.pushed: list[PendingTask] = []
         self.linger: asyncio.TimerHandle | None = None
         # After this (loop time) the lease goes back to the node between tasks.
         self.expires = asyncio.get_running_loop().time() + LEASE_REUSE_S
         self.since = 0.0  # loop time the first pushed task's turn began
-        self.fast = False  # its last task took less than PIPELINE_BELOW_S
+        self.ahead = 0  # tasks it may hold queued behind its running one (its pace)
+        self.stealing = False  # asked to hand its queued tasks back, no reply since
 
 
 class KeyQueue:
@@ -278,7 +285,7 @@ class KeyQueue:
 
     __slots__ = (
         "resources", "selector", "fallbacks", "placement", "runtime_env", "tasks", "workers",
-        "requests",
+        "requests", "steal_timer",
     )  # fmt: skip
 
     def __init__(
@@ -297,6 +304,7 @@ class KeyQueue:
         self.tasks: deque[PendingTask] = deque()
         self.workers: list[LeasedWorker] = []
         self.requests = 0
+        self.steal_timer: asyncio.TimerHandle | None = None  # TaskSubmitter._steal
 
 
 class TaskSubmitter:
@@ -395,17 +403,7 @@ class TaskSubmitter:
                 else:
                     self._push(q, lw, q.tasks.popleft())
         if q.tasks and q.placement[0] != "SPREAD":
-            for lw in q.workers:
-                if not q.tasks:
-                    break
-                if (
-                    lw.fast
-                    and len(lw.pushed) < PIPELINE_DEPTH
-                    and now <= lw.expires  # let an expiring lease drain
-                    and _pipelined(lw.pushed[0])
-                    and _pipelined(q.tasks[0])
-                ):
-                    self._push(q, lw, q.tasks.popleft())
+            self._push_ahead(q, now)
         for lw in expired:
             self._give_back(q, lw)
         wanted = len(q.tasks) - q.requests
@@ -414,9 +412,55 @@ class TaskSubmitter:
             self.cw.loop.create_task(self._lease(q))
             wanted -= 1
         if not q.tasks:
+            idle = False
             for lw in q.workers:
-                if not lw.pushed and lw.linger is None:
-                    lw.linger = self.cw.loop.call_later(LEASE_LINGER_S, self._return_lease, q, lw)
+                if not lw.pushed:
+                    idle = True
+                    if lw.linger is None:
+                        lw.linger = self.cw.loop.call_later(
+                            LEASE_LINGER_S, self._return_lease, q, lw
+                        )
+            if idle:
+                self._steal(q, now)
+
+    def _push_ahead(self, q: KeyQueue, now: float) -> None:
+        """Pipelining (see the header): queued tasks go to leased workers
+        with room ahead of their running task, the least loaded first."""
+        while q.tasks and _pipelined(q.tasks[0]):
+            best = None
+            for lw in q.workers:
+                if (
+                    lw.pushed
+                    and len(lw.pushed) <= lw.ahead
+                    and (best is None or len(lw.pushed) < len(best.pushed))
+                    and now <= lw.expires  # let an expiring lease drain
+                    and _pipelined(lw.pushed[0])
+                ):
+                    best = lw
+            if best is None:
+                return
+            self._push(q, best, q.tasks.popleft())
+
+    def _steal(self, q: KeyQueue, now: float) -> None:
+        """A leased worker is idle and no task waits here: tasks queued on a
+        worker whose running task has gone PIPELINE_STEAL_S without a reply
+        come back (answered `requeue`) to be pushed again. Sooner, a timer
+        looks again then."""
+        due = math.inf
+        for lw in q.workers:
+            if len(lw.pushed) > 1 and not lw.stealing:
+                late = lw.since + PIPELINE_STEAL_S
+                if now < late:
+                    due = min(due, late)
+                else:
+                    lw.stealing = True
+                    lw.conn.send(Msg.STEAL_TASKS)
+        if due < math.inf and q.steal_timer is None:
+            q.steal_timer = self.cw.loop.call_at(due, self._steal_due, q)
+
+    def _steal_due(self, q: KeyQueue) -> None:
+        q.steal_timer = None
+        self._pump(q)
 
     def _drop_dead_idle_workers(self, q: KeyQueue) -> None:
         """Leased workers that died while idle (their node was lost, say) get
@@ -623,17 +667,24 @@ class TaskSubmitter:
         lw.pushed.remove(task)
         body, buffers = reply
         if body.get("requeue"):
-            # The worker's running task blocked (executor.py): this one goes
-            # back to the queue, and the worker gets nothing more ahead.
-            lw.fast = False
+            # The worker's running task blocked (executor.py), or this owner
+            # took its queued tasks back: this one goes back to the queue,
+            # and the worker gets nothing more ahead.
+            lw.ahead = 0
             if task.cancelled:
                 fail_task(self.cw, task, cancelled_entry(task))
             else:
                 self._queue_again(q, task)
             self._pump(q)
             return
+        lw.stealing = False  # its running task answered: a new one runs
         now = self.cw.loop.time()
-        lw.fast = now - lw.since < PIPELINE_BELOW_S
+        took = now - lw.since
+        lw.ahead = (
+            min(PIPELINE_MAX_QUEUED, int(PIPELINE_QUEUED_S / took))
+            if took > 0
+            else PIPELINE_MAX_QUEUED
+        )
         lw.since = now
         retiring = bool(body.get("retire"))
         if retiring or q.placement[0] == "SPREAD":

@@ -64,6 +64,7 @@ def main(token: bytes) -> None:
             Msg.ACTOR_SHUTDOWN: executor.on_actor_shutdown,
             Msg.GENERATOR_ACK: executor.on_generator_ack,
             Msg.CANCEL_TASK: cw.on_cancel_request,
+            Msg.STEAL_TASKS: executor.on_steal,
         }
     )
     signal.signal(signal.SIGINT, executor.interrupts.on_sigint)
