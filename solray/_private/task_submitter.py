@@ -19,16 +19,17 @@ task: it starts the next one as it sends its reply, and neither process
 sleeps (and is woken: slow on a VM) between tasks. A worker whose last task
 took PIPELINE_QUEUED_S or more gets none ahead. The cost is that tasks may
 wait behind one that turned out to be long while another worker is free:
-an owner with a leased worker idle and nothing queued takes them back
-(STEAL_TASKS) from a worker whose running task has gone PIPELINE_STEAL_S
-without a reply, and pushes them again. The worker hands back (REQUEUE)
+an owner with nothing queued takes them back (STEAL_TASKS) from a worker
+whose running task has gone PIPELINE_STEAL_S without a reply, and pushes
+them again, once it has a leased worker idle; without one, it asks for one
+more lease (the node may have a CPU free). The worker hands back (REQUEUE)
 the tasks queued behind one that blocks in get or wait too, so a task never
 waits behind one that waits for it (executor.py).
 Pipelined are only tasks that may run again (max_retries > 0) and whose
 worker does not go away after them (no max_calls, not SPREAD), nor
-generators: a worker that dies takes its queued task down with the running
-one, and that task is put back without counting an attempt, since it most
-likely never started.
+generators: a worker that dies takes its queued tasks down with the
+running one, and they are put back without counting an attempt, since they
+most likely never started.
 
 A lease that runs out of work lingers briefly before it is returned, so a
 program that submits one task at a time (`get(f.remote())` in a loop) does not
@@ -420,8 +421,7 @@ class TaskSubmitter:
                         lw.linger = self.cw.loop.call_later(
                             LEASE_LINGER_S, self._return_lease, q, lw
                         )
-            if idle:
-                self._steal(q, now)
+            self._steal(q, now, idle)
 
     def _push_ahead(self, q: KeyQueue, now: float) -> None:
         """Pipelining (see the header): queued tasks go to leased workers
@@ -441,20 +441,24 @@ class TaskSubmitter:
                 return
             self._push(q, best, q.tasks.popleft())
 
-    def _steal(self, q: KeyQueue, now: float) -> None:
-        """A leased worker is idle and no task waits here: tasks queued on a
-        worker whose running task has gone PIPELINE_STEAL_S without a reply
-        come back (answered `requeue`) to be pushed again. Sooner, a timer
-        looks again then."""
+    def _steal(self, q: KeyQueue, now: float, idle: bool) -> None:
+        """No task waits here. Tasks queued on a worker whose running task
+        has gone PIPELINE_STEAL_S without a reply come back (answered
+        `requeue`) to be pushed again if a leased worker is `idle`; if none
+        is, one more lease is asked for (the node may have room: granted,
+        that worker is idle). Sooner, a timer looks again then."""
         due = math.inf
         for lw in q.workers:
             if len(lw.pushed) > 1 and not lw.stealing:
                 late = lw.since + PIPELINE_STEAL_S
                 if now < late:
                     due = min(due, late)
-                else:
+                elif idle:
                     lw.stealing = True
                     lw.conn.send(Msg.STEAL_TASKS)
+                elif not q.requests:
+                    q.requests += 1
+                    self.cw.loop.create_task(self._lease(q))
         if due < math.inf and q.steal_timer is None:
             q.steal_timer = self.cw.loop.call_at(due, self._steal_due, q)
 
