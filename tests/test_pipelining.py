@@ -154,22 +154,27 @@ def test_cancelling_a_queued_task_leaves_the_one_ahead_running(ray_start, tmp_pa
     assert lines(behind_runs) == []
 
 
-@pytest.mark.parametrize("ray_start", [{"num_cpus": 2}], indirect=True)
-def test_tasks_queued_behind_a_long_one_move_to_the_idle_worker(ray_start, tmp_path):
-    """Two workers, both fast: the tasks pushed behind one that holds its
-    worker are taken back for the other, idle worker, and all finish while
-    the first still holds."""
+def finish_behind_a_holder(tmp_path: pathlib.Path, n: int) -> None:
+    """Push a task that holds its worker, then `n` tasks: they all finish
+    while it still holds, and each runs once."""
     started, release = tmp_path / "started", tmp_path / "release"
     held_runs, behind_runs = tmp_path / "held", tmp_path / "behind"
-    warm_up()
     ahead = hold.remote(str(started), str(release), str(held_runs))
-    queued = [behind.remote(str(behind_runs)) for _ in range(20)]
-    assert ray.get(queued, timeout=GET_TIMEOUT_S) == ["behind"] * 20
+    queued = [behind.remote(str(behind_runs)) for _ in range(n)]
+    assert ray.get(queued, timeout=GET_TIMEOUT_S) == ["behind"] * n
     assert ray.wait([ahead], timeout=0)[0] == []  # it still holds its worker
     release.touch()
     assert ray.get(ahead, timeout=GET_TIMEOUT_S) == "held"
     assert len(lines(held_runs)) == 1
-    assert lines(behind_runs) == ["ran"] * 20
+    assert lines(behind_runs) == ["ran"] * n
+
+
+@pytest.mark.parametrize("ray_start", [{"num_cpus": 2}], indirect=True)
+def test_tasks_queued_behind_a_long_one_move_to_the_idle_worker(ray_start, tmp_path):
+    """Two workers, both fast: the tasks pushed behind one that holds its
+    worker are taken back for the other, idle worker."""
+    warm_up()
+    finish_behind_a_holder(tmp_path, 20)
 
 
 @pytest.mark.parametrize("ray_start", [{"num_cpus": 2}], indirect=True)
@@ -177,17 +182,9 @@ def test_tasks_queued_behind_a_long_one_get_a_worker_of_their_own(ray_start, tmp
     """One leased worker (its tasks ran one after another, so fast), and
     a CPU free: the tasks pushed behind one that holds that worker are
     taken back once the owner has leased the other CPU's worker for them."""
-    started, release = tmp_path / "started", tmp_path / "release"
-    held_runs, behind_runs = tmp_path / "held", tmp_path / "behind"
     for _ in range(50):
         assert ray.get(tiny.remote(), timeout=GET_TIMEOUT_S) == 1
-    ahead = hold.remote(str(started), str(release), str(held_runs))
-    queued = [behind.remote(str(behind_runs)) for _ in range(10)]
-    assert ray.get(queued, timeout=GET_TIMEOUT_S) == ["behind"] * 10
-    assert ray.wait([ahead], timeout=0)[0] == []  # it still holds its worker
-    release.touch()
-    assert ray.get(ahead, timeout=GET_TIMEOUT_S) == "held"
-    assert len(lines(held_runs)) == 1
+    finish_behind_a_holder(tmp_path, 10)
 
 
 @ray.remote

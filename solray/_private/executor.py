@@ -172,27 +172,28 @@ class Executor:
         if blocked:
             self.hand_back()
 
-    def hand_back(self) -> None:
-        """Any thread: the running task is about to wait for a value (in
-        get or wait, or on a ref's future, which this worker cannot see
-        being waited on). Tasks waiting behind it go back to their owners:
-        one of them may be what it waits for."""
+    def hand_back(self, owner=None) -> None:
+        """Any thread: tasks waiting behind the running one go back to their
+        owners (REQUEUE). All of them when the running task is about to
+        wait for a value (in get or wait, or on a ref's future, which this
+        worker cannot see being waited on): one of them may be what it
+        waits for. Those pushed on `owner` when that owner takes them back."""
         with self._waiting_lock:
             if not self._waiting:
                 return
-            waiting, self._waiting = self._waiting, {}
+            if owner is None:
+                waiting, self._waiting = self._waiting, {}
+            else:
+                waiting = [key for key in self._waiting if key[0] is owner]
+                for key in waiting:
+                    del self._waiting[key]
         for conn, rid in waiting:
             self.cw.post(conn.reply, rid, {"requeue": 1})
 
     def on_steal(self, conn, rid, body, buffers) -> None:
         """The owner takes back the tasks it pushed that wait here behind
         the running one (another of its workers is idle: task_submitter.py)."""
-        with self._waiting_lock:
-            stolen = [key for key in self._waiting if key[0] is conn]
-            for key in stolen:
-                del self._waiting[key]
-        for _, rid in stolen:
-            conn.reply(rid, {"requeue": 1})
+        self.hand_back(conn)
 
     def on_actor_create(self, conn, rid, body, buffers) -> None:
         self.queue.put(partial(self.create_actor, conn, rid, body, buffers))

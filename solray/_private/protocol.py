@@ -116,12 +116,12 @@ class Msg(IntEnum):
     GENERATOR_ITEM = 65
     GENERATOR_ACK = 66
     CANCEL_TASK = 67
-    STEAL_TASKS = 72  # owner -> a leased worker: hand back the tasks queued behind the running one
     ADD_BORROWERS = 68
     REMOVE_BORROWERS = 69
     HANDOFF_DONE = 70
     ACTOR_SHUTDOWN = 76  # control store -> an actor's worker: end gracefully
     CANCEL_OWNED = 71  # a borrower cancels the task that makes a ref (to its owner)
+    STEAL_TASKS = 72  # owner -> a leased worker: hand back the tasks queued behind the running one
     ASSIGN_OWNER = 78  # put(_owner=actor): the actor takes over an object
 
     # A ray:// client and its proxy driver (client/).

@@ -409,8 +409,7 @@ class TaskSubmitter:
             self._give_back(q, lw)
         wanted = len(q.tasks) - q.requests
         while wanted > 0 and q.requests < MAX_LEASE_REQUESTS_PER_KEY:
-            q.requests += 1
-            self.cw.loop.create_task(self._lease(q))
+            self._ask_lease(q)
             wanted -= 1
         if not q.tasks:
             idle = False
@@ -457,8 +456,7 @@ class TaskSubmitter:
                     lw.stealing = True
                     lw.conn.send(Msg.STEAL_TASKS)
                 elif not q.requests:
-                    q.requests += 1
-                    self.cw.loop.create_task(self._lease(q))
+                    self._ask_lease(q)
         if due < math.inf and q.steal_timer is None:
             q.steal_timer = self.cw.loop.call_at(due, self._steal_due, q)
 
@@ -471,6 +469,10 @@ class TaskSubmitter:
         no more tasks: a push there would fail and cost the task a retry."""
         for lw in [lw for lw in q.workers if not lw.pushed and lw.conn.closed]:
             self._give_back(q, lw, kill=True)
+
+    def _ask_lease(self, q: KeyQueue) -> None:
+        q.requests += 1
+        self.cw.loop.create_task(self._lease(q))
 
     async def _lease(self, q: KeyQueue) -> None:
         """Ask for one worker, following spillbacks to the node that has room."""
