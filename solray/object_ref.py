@@ -5,7 +5,9 @@ reference in the current process's core worker (and, for a ref to someone
 else's object, makes this process a borrower the owner must know about);
 garbage-collecting it uncounts it (on the core worker's loop: `__del__` may
 run on any thread, at any point, so it only posts). Pickling one is noticed by the serializer,
-so whatever holds the pickled value can hold the refs inside it.
+so whatever holds the pickled value can hold the refs inside it; the refs
+one deserialize() makes are counted together when it is done (a value may
+hold thousands).
 
 Out of band: `ObjectRef(ref.binary())` (or `bytes.fromhex(ref.hex())`)
 rebuilds a ref from its id alone, as in Ray. In the process that owns the
@@ -24,7 +26,7 @@ import concurrent.futures
 import logging
 
 from solray._private import context
-from solray._private.serialization import RefCollector
+from solray._private.serialization import RefCollector, unpickling
 
 _logger = logging.getLogger(__name__)
 
@@ -121,6 +123,17 @@ def _owner_here(object_id) -> str:
     return ""
 
 
+_new = object.__new__
+
+
 def _rebuild(object_id: bytes, owner: str) -> ObjectRef:
-    # An out-of-band ref back in its owner's process is an ordinary ref there.
-    return ObjectRef(object_id, owner or None)
+    made = getattr(unpickling, "refs", None)
+    if made is None or not owner:
+        # An out-of-band ref back in its owner's process is an ordinary ref there.
+        return ObjectRef(object_id, owner or None)
+    # In a deserialize(): counted with the others it makes, once it is done.
+    ref = _new(ObjectRef)
+    ref._id = object_id
+    ref._owner = owner
+    made.append(ref)
+    return ref

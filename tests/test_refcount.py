@@ -21,6 +21,7 @@ import gc
 import os
 import random
 import time
+from copy import copy
 
 import numpy as np
 import psutil
@@ -564,6 +565,66 @@ def test_an_inner_ref_lives_while_its_outer_object_does(warm):
     del got
     assert ray.get(summarize_task.remote(outer)) == [("ref", summarize(big(13)))]
     del outer
+    wait_for_baseline(warm)
+
+
+class Dropping:
+    """Unpickles to a marker, dropping the ref it was pickled with (user
+    code letting go of a ref while a value is being read)."""
+
+    def __init__(self, ref):
+        self.ref = ref
+
+    def __reduce__(self):
+        return (_dropped_marker, (self.ref,))
+
+
+def _dropped_marker(ref):
+    return "dropped"
+
+
+class Reading:
+    """Unpickles to the value of its ref: a get inside another get's read."""
+
+    def __init__(self, ref):
+        self.ref = ref
+
+    def __reduce__(self):
+        return (_read_marker, (self.ref,))
+
+
+def _read_marker(ref):
+    return ("read", ray.get(ref, timeout=GET_TIMEOUT_S))
+
+
+def test_every_ref_a_read_makes_is_counted(warm):
+    """The refs one get deserializes are counted together once it is done:
+    each instance of a ref repeated in the value counts, one that user code
+    drops while unpickling does not take another's count, and a get made
+    while unpickling counts its own."""
+    target = ray.put(big(21))
+    inner = ray.put(big(22))
+    # (Copies: pickle writes an instance repeated in a value once.)
+    outer = ray.put(
+        [target, Dropping(copy(target)), Reading(inner), copy(target), [inner, copy(inner)]]
+    )
+    del target, inner
+    gc.collect()
+    got = ray.get(outer, timeout=GET_TIMEOUT_S)
+    del outer
+    assert got[1] == "dropped"
+    assert got[2][0] == "read" and int(got[2][1][0]) == 22
+    first_target, second_target, (first_inner, second_inner) = got[0], got[3], got[4]
+    del got
+    gc.collect()
+    # Each instance left keeps its object on its own.
+    del first_target
+    gc.collect()
+    assert int(ray.get(second_target, timeout=GET_TIMEOUT_S)[0]) == 21
+    del first_inner
+    gc.collect()
+    assert int(ray.get(second_inner, timeout=GET_TIMEOUT_S)[0]) == 22
+    del second_target, second_inner
     wait_for_baseline(warm)
 
 

@@ -35,7 +35,7 @@ from functools import partial
 
 from solray._private import transport
 from solray._private.protocol import Msg
-from solray.object_ref import ObjectRef
+from solray.object_ref import ObjectRef, ref_id
 
 
 class Borrowing:
@@ -58,10 +58,25 @@ class Borrowing:
             and owner != cw.address
             and not cw.refs.owns(object_id)
         ):
-            pending = getattr(self._tls, "borrows", None)
-            if pending is None:
-                pending = self._tls.borrows = []
-            pending.append((object_id, owner))
+            self._pending().append((object_id, owner))
+
+    def add_refs(self, refs: list[ObjectRef]) -> None:
+        """Any thread: `add_ref` for the instances one deserialize made."""
+        cw = self.cw
+        first = cw.refs.add_locals(list(map(ref_id, refs)))
+        if first:
+            first = set(first)
+            address, owned = cw.address, cw.refs.not_owned
+            self._pending().extend(
+                (r._id, r._owner) for r in owned(refs) if r._id in first and r._owner != address
+            )
+
+    def _pending(self) -> list:
+        """This thread's new borrows, to register."""
+        pending = getattr(self._tls, "borrows", None)
+        if pending is None:
+            pending = self._tls.borrows = []
+        return pending
 
     def _take_new_borrows(self) -> list:
         pending = getattr(self._tls, "borrows", None)

@@ -218,6 +218,7 @@ class CoreWorker:
         self.get, self.wait, self.value_future = reader.get, reader.wait, reader.value_future
         self.wait_for_ids = reader.wait_for_ids
         self.put, self.add_ref = self.ownership.put, self.borrowing.add_ref
+        self.add_refs = self.borrowing.add_refs
 
     @property
     def current_task(self):

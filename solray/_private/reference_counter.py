@@ -84,6 +84,21 @@ class ReferenceCounter:
             self._local[object_id] = n
             return n
 
+    def add_locals(self, object_ids: list[bytes]) -> list[bytes]:
+        """`add_local` for many, under one lock; returns those that had no
+        instance before."""
+        first = []
+        with self._lock:
+            local = self._local
+            for i in object_ids:
+                n = local.get(i)
+                if n is None:
+                    local[i] = 1
+                    first.append(i)
+                else:
+                    local[i] = n + 1
+        return first
+
     def remove_local(self, object_ids: list[bytes]) -> None:
         """Loop thread: one instance of each of these is gone."""
         freed = []

@@ -13,7 +13,9 @@ so a reader rebuilds numpy arrays directly on the mapped memory: zero-copy, and
 read-only because the views handed to pickle are read-only.
 
 ObjectRefs met while pickling are collected into the thread's current
-`RefCollector`, so whatever keeps the value can keep the refs it contains.
+`RefCollector`, so whatever keeps the value can keep the refs it contains,
+and the value is flagged FLAG_REFS. Reading such a value counts the refs it
+makes together at the end (`unpickling`), not one by one as each is made.
 
 Everything solray pickles with cloudpickle (values, functions, actor classes,
 errors) goes through `dumps`, whose pickler keeps code objects whole: since
@@ -37,6 +39,8 @@ from collections import ChainMap
 
 import cloudpickle
 
+from solray._private import context
+
 FLAG_ERROR = 1
 # The value is a plain numpy array: `data` pickles (dtype, shape, order) and
 # the one buffer is its bytes (`_array_parts`). Pickle's own path costs
@@ -44,6 +48,10 @@ FLAG_ERROR = 1
 # rebuilt from its state, a Python-level reshape), which a get of many
 # stored arrays paid per value.
 FLAG_NDARRAY = 2
+# The pickle holds ObjectRefs: deserialize() counts those it makes together
+# (a value of thousands of refs takes the counter's lock once); any other
+# value skips that bookkeeping.
+FLAG_REFS = 4
 ALIGN = 64
 _HEADER = struct.Struct("<4sIQI")
 _BUF = struct.Struct("<QQ")
@@ -135,6 +143,14 @@ class RefCollector:
             current.refs.append(ref)
 
 
+# Per thread: the ObjectRefs the innermost running deserialize() has made,
+# not counted yet (object_ref._rebuild appends to it). Counting them all at
+# the end takes the reference counter's lock once per value, not once per
+# ref; the list holds each instance until then, so none can be
+# garbage-collected (and uncounted) before it was counted.
+unpickling = threading.local()
+
+
 def _reduce_code(code: types.CodeType):
     return marshal.loads, (marshal.dumps(code),)
 
@@ -170,6 +186,8 @@ def dumps_with_buffers(value, flags: int = 0) -> SerializedObject:
 
     with RefCollector() as collector:
         data = dumps(value, buffer_callback=take_buffer)
+    if collector.refs:
+        flags |= FLAG_REFS
     return SerializedObject(data, buffers, flags, collector.refs)
 
 
@@ -317,4 +335,16 @@ def deserialize(obj: SerializedObject):
     """The value, or for an error object the exception (not raised)."""
     if obj.flags & FLAG_NDARRAY:
         return _array(obj)
-    return pickle.loads(obj.data, buffers=[memoryview(b).toreadonly() for b in obj.buffers])
+    buffers = [memoryview(b).toreadonly() for b in obj.buffers]
+    if not obj.flags & FLAG_REFS:
+        return pickle.loads(obj.data, buffers=buffers)
+    outer = getattr(unpickling, "refs", None)  # (a __setstate__ may get() in turn)
+    made = unpickling.refs = []
+    try:
+        return pickle.loads(obj.data, buffers=buffers)
+    finally:
+        unpickling.refs = outer
+        if made:
+            worker = context.core_worker or context.client
+            if worker is not None:
+                worker.add_refs(made)

@@ -34,6 +34,7 @@ from collections import deque
 from solray._private import context, services, transport
 from solray._private.client import wire
 from solray._private.protocol import Msg
+from solray.object_ref import ref_id
 from solray.object_ref_generator import ObjectRefGenerator
 
 RELEASE_INTERVAL_S = 0.05
@@ -54,9 +55,11 @@ class ClientRefs:
         self._dropped: deque = deque()
         self._dropped_streams: deque = deque()
 
-    def add(self, object_id: bytes) -> None:
+    def add(self, object_ids: list[bytes]) -> None:
         with self._lock:
-            self.counts[object_id] = self.counts.get(object_id, 0) + 1
+            counts = self.counts
+            for object_id in object_ids:
+                counts[object_id] = counts.get(object_id, 0) + 1
 
     def drop(self, object_id: bytes) -> None:
         self._dropped.append(object_id)
@@ -256,7 +259,10 @@ class ClientWorker:
     # -- refs --------------------------------------------------------------
 
     def add_ref(self, object_id: bytes, owner: str) -> None:
-        self.refs.add(object_id)
+        self.refs.add((object_id,))
+
+    def add_refs(self, refs: list) -> None:
+        self.refs.add(list(map(ref_id, refs)))
 
     def drop_ref(self, object_id: bytes) -> None:
         self.refs.drop(object_id)
