@@ -5,6 +5,7 @@ loop thread with real threads posting to it."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 import time
@@ -78,6 +79,40 @@ def test_a_post_runs_before_a_callback_the_same_thread_hands_over_after_it(loop_
         loop.call_soon_threadsafe(done.set)
         assert done.wait(DEADLINE_S)
         assert order == ["posted", "handed over"]
+
+
+def test_call_returns_what_the_coroutine_returns_raises_what_it_raises_or_times_out(
+    loop_thread,
+):
+    """A user thread's call() runs the coroutine on the loop (the calling
+    thread may run the loop itself while it waits) and hands back its
+    outcome; a timeout leaves the loop serving later calls."""
+    loop, thread = loop_thread
+    inbox = inbox_on(loop, thread)
+    reader, writer = socket.socketpair()
+
+    async def reply_from_the_socket():
+        # What a request does: wait for bytes another party writes.
+        threading.Timer(0.05, writer.send, (b"pong",)).start()
+        return await loop.sock_recv(reader, 4)
+
+    async def fails():
+        raise ValueError("inside the loop")
+
+    async def never():
+        await asyncio.Event().wait()
+
+    try:
+        reader.setblocking(False)
+        assert inbox.call(reply_from_the_socket(), timeout=DEADLINE_S) == b"pong"
+        with pytest.raises(ValueError, match="inside the loop"):
+            inbox.call(fails(), timeout=DEADLINE_S)
+        with pytest.raises(TimeoutError):
+            inbox.call(never(), timeout=0.2)
+        assert inbox.call(reply_from_the_socket(), timeout=DEADLINE_S) == b"pong"
+    finally:
+        reader.close()
+        writer.close()
 
 
 def test_idle_waits_for_posts_and_lazy_posts_but_not_for_records(loop_thread):

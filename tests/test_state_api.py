@@ -144,6 +144,56 @@ def test_placement_groups_list_and_get(two_nodes):
     )
 
 
+def test_a_removed_groups_name_is_free_again_and_the_group_stays_listed(two_nodes):
+    first = placement_group([{"CPU": 0.1}], name="reused")
+    solray.get(first.ready(), timeout=GET_TIMEOUT_S)
+    with pytest.raises(ValueError, match="a placement group named 'reused' already exists"):
+        placement_group([{"CPU": 0.1}], name="reused")
+    remove_placement_group(first)
+    second = placement_group([{"CPU": 0.1}], name="reused")
+    try:
+        solray.get(second.ready(), timeout=GET_TIMEOUT_S)
+        rows = state.list_placement_groups(filters=[("name", "=", "reused")])
+        assert sorted((r["placement_group_id"], r["state"]) for r in rows) == sorted(
+            [(first.id, "REMOVED"), (second.id, "CREATED")]
+        )
+    finally:
+        remove_placement_group(second)
+
+
+DRIVER_WITH_GROUPS = """
+import sys
+import solray
+from solray.util.placement_group import placement_group, remove_placement_group
+
+solray.init(address=sys.argv[1])
+groups = [placement_group([{"CPU": 0.1}], name=f"left-{i}") for i in range(3)]
+kept = placement_group([{"CPU": 0.1}], name="left-kept", lifetime="detached")
+solray.get([g.ready() for g in [*groups, kept]], timeout=60)
+remove_placement_group(groups[0])
+"""
+
+
+def test_a_drivers_groups_end_with_it_but_its_detached_one(two_nodes):
+    run = subprocess.run(
+        [sys.executable, "-c", DRIVER_WITH_GROUPS, two_nodes.address],
+        capture_output=True,
+        text=True,
+        timeout=GET_TIMEOUT_S,
+    )
+    assert run.returncode == 0, run.stderr
+
+    def states() -> dict:
+        rows = state.list_placement_groups(filters=[("name", "!=", "")], limit=10_000)
+        return {r["name"]: r["state"] for r in rows if r["name"].startswith("left-")}
+
+    expected = {"left-0": "REMOVED", "left-1": "REMOVED", "left-2": "REMOVED"}
+    expected["left-kept"] = "CREATED"
+    wait_for_condition(lambda: states() == expected, message=lambda: f"groups: {states()}")
+    remove_placement_group(solray.util.get_placement_group("left-kept"))
+    wait_for_condition(lambda: states()["left-kept"] == "REMOVED")
+
+
 def test_filters_limit_and_detail(two_nodes):
     nodes = state.list_nodes()
     head = two_nodes.head_node.node_id

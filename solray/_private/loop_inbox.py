@@ -27,7 +27,8 @@ thread reaches that state only through the loop's Inbox:
                           its id on the loop, lazily, in a batch (refs die by
                           the thousand).
     submit(coro)          post a coroutine; returns a future of its result.
-    call(coro), run(fn)   post, then wait on a future for the result.
+    call(coro), run(fn)   post, then wait for the result, running the loop
+                          meanwhile if the thread may (Loop.wait_running).
 
 Order. Everything posted runs in posting order, and a batch of drops is
 applied only after everything posted before those drops: a thread that
@@ -52,11 +53,13 @@ import concurrent.futures
 import contextvars
 import logging
 import operator
+import time
 from collections import deque
 from collections.abc import Callable
 from functools import partial
 
 from solray._private.event_loop import Loop
+from solray._private.memory_store import Wake
 
 logger = logging.getLogger(__name__)
 
@@ -132,8 +135,20 @@ class Inbox:
 
     def call(self, coro, timeout: float | None = None):
         """User thread: run a coroutine on the loop, after everything posted
-        before it, and wait for its result."""
-        return self.submit(coro).result(timeout)
+        before it, and wait for its result (TimeoutError after `timeout`).
+        The thread runs the loop while it waits, if it may (a request's
+        reply is then read on the thread that wants it: one thread hand-off
+        less each way, as for a get)."""
+        done = self.submit(coro)
+        wake = Wake()
+        done.add_done_callback(partial(_set_wake, wake))
+        deadline = None if timeout is None else time.monotonic() + timeout
+        wait_running = self._loop.wait_running
+        while True:
+            # Wake up now and then so Ctrl-C reaches the driver promptly.
+            step = 1.0 if deadline is None else min(1.0, max(0.0, deadline - time.monotonic()))
+            if wait_running(wake, step) or (deadline is not None and time.monotonic() >= deadline):
+                return done.result(0)
 
     def submit(self, coro) -> concurrent.futures.Future:
         """Any thread: run a coroutine on the loop, after everything posted
@@ -220,6 +235,10 @@ class Inbox:
             done.set_exception(e)
             return
         task.add_done_callback(partial(_settle, done))
+
+
+def _set_wake(wake: Wake, done: concurrent.futures.Future) -> None:
+    wake.set()
 
 
 def _settle(done: concurrent.futures.Future, task: asyncio.Task) -> None:

@@ -126,7 +126,12 @@ STORED = (
 class PlacementGroupManager:
     def __init__(self, store):
         self.store = store
+        # Every group, removed ones too (the table lists them, as Ray's).
         self.groups: dict[str, PlacementGroup] = {}
+        # Those not removed: what placing, node changes and name checks look
+        # at. A program that makes and removes groups by the thousand would
+        # otherwise pay for every group it ever made on each change.
+        self.live: dict[str, PlacementGroup] = {}
         self.handlers = {
             Msg.CREATE_PG: self.create,
             Msg.REMOVE_PG: self.remove,
@@ -139,7 +144,7 @@ class PlacementGroupManager:
             conn.reply(rid, {"ok": True})  # sent again after a control store restart
             return
         name = body.get("name") or ""
-        if name and any(g.name == name and g.state != REMOVED for g in self.groups.values()):
+        if name and any(g.name == name for g in self.live.values()):
             conn.reply(rid, {"error": f"a placement group named {name!r} already exists"})
             return
         group = PlacementGroup(
@@ -155,15 +160,15 @@ class PlacementGroupManager:
             _job_hex(conn.peer.get("job")),
         )
         group.owner_address = conn.peer.get("address") or ""
-        self.groups[group.pg_id] = group
+        self.groups[group.pg_id] = self.live[group.pg_id] = group
         conn.peer.setdefault("placement_groups", set()).add(group.pg_id)
         self._save(group)
         self.store.persist.after_commit(lambda: conn.reply(rid, {"ok": True}))
         self._place(group)
 
     def remove(self, conn, rid, body, bufs) -> None:
-        group = self.groups.get(body["pg_id"])
-        if group is not None and group.state != REMOVED:
+        group = self.live.get(body["pg_id"])
+        if group is not None:
             self._remove(group)
         conn.reply(rid, True)
 
@@ -210,30 +215,32 @@ class PlacementGroupManager:
             nodes = row.pop("nodes")
             group = PlacementGroup(owner=None, **row)
             group.nodes = nodes
-            self.groups[group.pg_id] = group  # placed again once nodes are back
+            self.groups[group.pg_id] = group
+            if group.state != REMOVED:
+                self.live[group.pg_id] = group  # placed again once nodes are back
 
     def claim(self, conn) -> None:
         address = conn.peer["address"]
-        for group in self.groups.values():
+        for group in self.live.values():
             if group.owner is None and group.owner_address == address:
                 group.owner = conn
                 conn.peer.setdefault("placement_groups", set()).add(group.pg_id)
 
     def end_recovery(self) -> None:
-        for group in list(self.groups.values()):
-            if group.owner is None and not group.detached and group.state != REMOVED:
+        for group in list(self.live.values()):
+            if group.owner is None and not group.detached:
                 self._remove(group)
 
     def on_connection_closed(self, conn) -> None:
-        for pg_id in conn.peer.get("placement_groups", ()):
-            group = self.groups.get(pg_id)
-            if group is not None and not group.detached and group.state != REMOVED:
+        for pg_id in list(conn.peer.get("placement_groups", ())):
+            group = self.live.get(pg_id)
+            if group is not None and not group.detached:
                 self._remove(group)
-        for group in self.groups.values():
+        for group in self.live.values():
             group.waiters = [w for w in group.waiters if w[0] is not conn]
 
     def on_cluster_changed(self) -> None:
-        for group in list(self.groups.values()):
+        for group in list(self.live.values()):
             if group.state in (PENDING, RESCHEDULING):
                 self._place(group)
 
@@ -241,8 +248,8 @@ class PlacementGroupManager:
         """Bundles on a dead node are lost: only those are placed again (by
         the group's strategy, next to the bundles that survived); workers of
         the other bundles keep running."""
-        for group in self.groups.values():
-            if group.state != REMOVED and node_id in group.nodes:
+        for group in self.live.values():
+            if node_id in group.nodes:
                 group.nodes = [None if n == node_id else n for n in group.nodes]
                 if group.state == CREATED:
                     group.state = RESCHEDULING
@@ -325,7 +332,7 @@ class PlacementGroupManager:
     def _bundle_cpus_by_node(self) -> dict[str, float]:
         """CPUs reserved by the bundles of every placed group, per node."""
         held: dict[str, float] = {}
-        for group in self.groups.values():
+        for group in self.live.values():
             for node_id, bundle in zip(group.nodes, group.bundles, strict=True):
                 if node_id is not None:
                     held[node_id] = held.get(node_id, 0.0) + bundle.get("CPU", 0.0)
@@ -336,6 +343,9 @@ class PlacementGroupManager:
         a restart could never be placed)."""
         self._release(group)
         group.state = REMOVED
+        del self.live[group.pg_id]
+        if group.owner is not None:
+            group.owner.peer.get("placement_groups", set()).discard(group.pg_id)
         self._save(group)
         self._notify(group)
         self.store.actors.on_group_removed(group.pg_id)
