@@ -4,11 +4,18 @@ Every cluster a test starts must be gone when the test ends: no child
 processes, no /dev/shm entries, no solray threads, no file descriptors beyond
 those open before the test. `wait_for_condition` is the only way tests wait:
 a condition polled until a deadline, never a bare sleep.
+
+Output a driver logs once (a warning) is waited for with `solray_log`, then
+read from capfd once: never poll `capfd.readouterr()` for it. pytest's
+capture reads its file and then truncates it, so a line another thread
+writes between the two is lost.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
+import logging
 import os
 import pathlib
 import re
@@ -40,6 +47,35 @@ def wait_for_condition(predicate, timeout: float = 20.0, interval: float = 0.02,
         f"{(message() if callable(message) else message) or predicate}"
         + (f" (last error: {last_error!r})" if last_error else "")
     )
+
+
+@contextlib.contextmanager
+def solray_log():
+    """The records the "solray" logger handles while open (a list that
+    grows). Open it after init(): init's handler then writes each record to
+    stderr before it is added here."""
+    records: list[logging.LogRecord] = []
+    handler = _Recorder(records)
+    logger = logging.getLogger("solray")
+    logger.addHandler(handler)
+    try:
+        yield records
+    finally:
+        logger.removeHandler(handler)
+
+
+class _Recorder(logging.Handler):
+    def __init__(self, records: list):
+        super().__init__()
+        self.records = records
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def logged(records: list, text: str) -> bool:
+    """Whether a record's message holds `text`."""
+    return any(text in record.getMessage() for record in records)
 
 
 def wait_for_file(path, timeout: float = 30.0) -> None:

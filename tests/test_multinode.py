@@ -24,7 +24,15 @@ from collections import Counter
 import numpy as np
 import psutil
 import pytest
-from conftest import barrier, mapped_file, store_file, wait_for_condition, wait_for_file
+from conftest import (
+    barrier,
+    logged,
+    mapped_file,
+    solray_log,
+    store_file,
+    wait_for_condition,
+    wait_for_file,
+)
 
 import solray
 from solray import exceptions
@@ -525,12 +533,14 @@ def test_label_selectors_route_tasks_actors_and_bundles(cluster, capfd):
 
     # No node matches: the task and the actor wait (with the infeasible
     # warning) until one joins.
-    pending = node_of.options(label_selector={"gpu": "h100"}).remote()
-    pending_actor = Where.options(label_selector={"gpu": "h100"}).remote()
-    wait_for_condition(
-        lambda: "labels matching {'gpu': 'h100'}" in capfd.readouterr().err,
-        message="no warning that no node matches the label selector",
-    )
+    with solray_log() as records:
+        pending = node_of.options(label_selector={"gpu": "h100"}).remote()
+        pending_actor = Where.options(label_selector={"gpu": "h100"}).remote()
+        wait_for_condition(
+            lambda: logged(records, "labels matching {'gpu': 'h100'}"),
+            message="no warning that no node matches the label selector",
+        )
+    assert "labels matching {'gpu': 'h100'}" in capfd.readouterr().err
     ready, _ = solray.wait([pending], timeout=0.5)
     assert ready == []
     gpu = cluster.add_node(num_cpus=1, labels={"gpu": "h100"})

@@ -13,7 +13,7 @@ import time
 
 import psutil
 import pytest
-from conftest import DriverOutput, barrier, wait_for_condition, wait_for_file
+from conftest import DriverOutput, barrier, logged, solray_log, wait_for_condition, wait_for_file
 
 import solray as ray
 from solray.exceptions import GetTimeoutError, RayTaskError
@@ -527,37 +527,35 @@ def test_infeasible_task_warns_once_and_waits(ray_start, capfd):
     def too_big():
         return "never"
 
-    stderr = []
+    with solray_log() as records:
+        refs = [too_big.remote(), too_big.remote()]
+        wait_for_condition(
+            lambda: logged(records, "no node in the cluster can provide"),
+            timeout=20,
+            message="no infeasibility warning",
+        )
 
-    def warned():
-        stderr.append(capfd.readouterr().err)
-        return "no node in the cluster can provide" in "".join(stderr)
+        # Nothing crashed: other tasks still run, and the big one stays pending.
+        assert ray.get([double.remote(i) for i in range(4)]) == [0, 2, 4, 6]
+        ready, not_ready = ray.wait([refs[0]], timeout=0.5)
+        assert ready == [] and not_ready == [refs[0]]
+        with pytest.raises(GetTimeoutError):
+            ray.get(refs[1], timeout=0.1)
 
-    refs = [too_big.remote(), too_big.remote()]
-    wait_for_condition(warned, timeout=20, message="no infeasibility warning on stderr")
-
-    # Nothing crashed: other tasks still run, and the big one stays pending.
-    assert ray.get([double.remote(i) for i in range(4)]) == [0, 2, 4, 6]
-    ready, not_ready = ray.wait([refs[0]], timeout=0.5)
-    assert ready == [] and not_ready == [refs[0]]
-    with pytest.raises(GetTimeoutError):
-        ray.get(refs[1], timeout=0.1)
-
-    # Another request of the same shape does not warn again. One of a new
-    # shape, made after it, does: once that warning is printed, the node has
-    # answered the earlier request too (the node answers lease requests in
-    # order, on the driver's one connection to it).
-    refs.append(too_big.remote())
-    refs.append(too_big.options(num_cpus=4).remote())
-    wait_for_condition(
-        lambda: warned() and "'CPU': 4" in "".join(stderr),
-        timeout=20,
-        message="no infeasibility warning for the second shape",
-    )
-    ready, _ = ray.wait(refs, timeout=0)
-    assert ready == []
-    stderr.append(capfd.readouterr().err)
-    lines = [line for line in "".join(stderr).splitlines() if "can provide" in line]
+        # Another request of the same shape does not warn again. One of a new
+        # shape, made after it, does: once that warning is printed, the node has
+        # answered the earlier request too (the node answers lease requests in
+        # order, on the driver's one connection to it).
+        refs.append(too_big.remote())
+        refs.append(too_big.options(num_cpus=4).remote())
+        wait_for_condition(
+            lambda: logged(records, "'CPU': 4"),
+            timeout=20,
+            message="no infeasibility warning for the second shape",
+        )
+        ready, _ = ray.wait(refs, timeout=0)
+        assert ready == []
+    lines = [line for line in capfd.readouterr().err.splitlines() if "can provide" in line]
     assert len(lines) == 2, lines
     assert "'CPU': 3" in lines[0] and "'CPU': 4" in lines[1]
     # Through the "solray" logger init() configured, once each.
@@ -587,11 +585,13 @@ def test_accelerator_type(ray_start, capfd):
     )  # the two actors hold 0.001 each
 
     # No node has an H100: the task is infeasible like any missing resource.
-    stuck = on_a100.options(accelerator_type="H100").remote()
-    wait_for_condition(
-        lambda: "accelerator_type:H100" in capfd.readouterr().err,
-        message="no infeasibility warning naming accelerator_type:H100",
-    )
+    with solray_log() as records:
+        stuck = on_a100.options(accelerator_type="H100").remote()
+        wait_for_condition(
+            lambda: logged(records, "accelerator_type:H100"),
+            message="no infeasibility warning naming accelerator_type:H100",
+        )
+    assert "accelerator_type:H100" in capfd.readouterr().err
     ready, _ = ray.wait([stuck], timeout=0.2)
     assert ready == []
     with pytest.raises(TypeError, match="accelerator_type"):
