@@ -65,10 +65,11 @@ class Borrowing:
         cw = self.cw
         first = cw.refs.add_locals(list(map(ref_id, refs)))
         if first:
-            first = set(first)
-            address, owned = cw.address, cw.refs.not_owned
+            had_none, address = set(first), cw.address
             self._pending().extend(
-                (r._id, r._owner) for r in owned(refs) if r._id in first and r._owner != address
+                (r._id, r._owner)
+                for r in cw.refs.not_owned(refs)
+                if r._id in had_none and r._owner != address
             )
 
     def _pending(self) -> list:
